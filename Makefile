@@ -1,0 +1,22 @@
+# The two commands of the quickstart. Both install what they need.
+.PHONY: run test typecheck bench clean
+
+VENV := .venv
+PY := $(VENV)/bin/python
+
+$(VENV)/.installed: pyproject.toml
+	bash scripts/ensure-venv.sh
+
+## run: Redis + MongoDB-protocol server + one Celery worker + the API on 127.0.0.1:8080; Ctrl-C stops all.
+run: $(VENV)/.installed
+	$(PY) scripts/provision.py --state .run/services -- $(VENV)/bin/fhir-patch serve --log-dir .run/logs
+
+## test: ephemeral Redis and MongoDB-protocol server on free ports, the whole pytest suite, teardown.
+test: $(VENV)/.installed
+	$(PY) scripts/provision.py -- $(PY) -m pytest $(PYTEST_ARGS)
+
+typecheck: $(VENV)/.installed
+	$(PY) -m mypy
+
+clean:
+	rm -rf $(VENV) .cache .run

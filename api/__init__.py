@@ -1,0 +1,1 @@
+"""fhir-patch-worker intake API (FastAPI)."""

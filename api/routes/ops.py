@@ -1,0 +1,57 @@
+"""Operational endpoints: liveness and readiness."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from api.dependencies import Connections
+
+router = APIRouter()
+
+
+def _timed(check: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        detail = {"status": "ok", **check()}
+    except Exception as exc:  # a readiness probe reports any failure, it never raises
+        detail = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+    detail["ms"] = round((time.perf_counter() - started) * 1000, 1)
+    return detail
+
+
+def _redis(conn: Connections) -> dict[str, Any]:
+    conn.redis.ping()
+    return {}
+
+
+def _mongodb(conn: Connections) -> dict[str, Any]:
+    reply = conn.mongo.admin.command("ping")
+    return {"ok": reply.get("ok")}
+
+
+def _workers(conn: Connections) -> dict[str, Any]:
+    replies = conn.celery.control.ping(timeout=conn.settings.worker_ping_timeout_seconds)
+    names = sorted(name for reply in replies for name in reply)
+    if not names:
+        raise RuntimeError("no Celery worker answered the ping")
+    return {"workers": names}
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is alive and serving requests."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(request: Request) -> JSONResponse:
+    """Redis and MongoDB reachable and at least one worker answering: 200, else 503."""
+    conn: Connections = request.app.state.connections
+    checks = {"redis": _timed(lambda: _redis(conn)), "mongodb": _timed(lambda: _mongodb(conn)), "worker": _timed(lambda: _workers(conn))}
+    ready = all(c["status"] == "ok" for c in checks.values())
+    return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503)

@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Provision Redis and a MongoDB-protocol server, run a command against them, tear down.
+
+    python scripts/provision.py [--state DIR] -- COMMAND [ARG...]
+
+- Redis: FHIR_PATCH_REDIS_URL when set; else Debian's redis-server (installed when
+  missing) on a free 127.0.0.1 port, data in the state folder, no persistence.
+- MongoDB protocol: FHIR_PATCH_MONGODB_URI (or MONGODB_URI) when set; else `mongod`
+  when on PATH; else FerretDB v1.24.2 with its SQLite backend, built once into
+  .cache/ferretdb, telemetry disabled, every listener on loopback.
+
+COMMAND runs with FHIR_PATCH_REDIS_URL and FHIR_PATCH_MONGODB_URI set; its exit code
+is ours. Every process we start is stopped by its pid on exit, on failure and on
+Ctrl-C or SIGTERM; they also get SIGTERM from the kernel if this process dies
+(PR_SET_PDEATHSIG), so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK = "127.0.0.1"
+
+
+def log(message: str) -> None:
+    print(f"provision: {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: ask the kernel to SIGTERM it when we die.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+class Processes:
+    """The processes we started, stopped in reverse order by pid."""
+
+    def __init__(self) -> None:
+        self._started: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, argv: list[str], logfile: Path) -> subprocess.Popen[bytes]:
+        out = open(logfile, "ab")
+        # Own session: a Ctrl-C in the terminal reaches the command, not the
+        # services, so they are stopped in order, after the command.
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, preexec_fn=_die_with_parent)
+        out.close()
+        self._started.append((name, proc))
+        return proc
+
+    def stop_all(self) -> None:
+        for name, proc in reversed(self._started):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    log(f"{name} (pid {proc.pid}) did not stop on SIGTERM; killing it")
+                    proc.kill()
+                    proc.wait()
+        self._started.clear()
+
+
+def wait_until(ready: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, logfile: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode}; see {logfile}")
+        if ready():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} not ready after {timeout:.0f}s; see {logfile}")
+
+
+def tcp_open(port: int) -> Callable[[], bool]:
+    def check() -> bool:
+        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), timeout=0.5):
+            return True
+        return False
+    return check
+
+
+def helper(script: str) -> str:
+    done = subprocess.run(["bash", str(ROOT / "scripts" / script)], check=True, stdout=subprocess.PIPE, text=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
+def start_redis(procs: Processes, state: Path) -> str:
+    binary = helper("ensure-redis.sh")
+    port = free_port()
+    folder = state / "redis"
+    folder.mkdir(parents=True, exist_ok=True)
+    logfile = state / "redis.log"
+    argv = [binary, "--bind", LOOPBACK, "--port", str(port), "--dir", str(folder), "--save", "",
+            "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no"]
+    proc = procs.start("redis-server", argv, logfile)
+    wait_until(tcp_open(port), proc, "redis-server", logfile)
+    return f"redis://{LOOPBACK}:{port}/0"
+
+
+def start_mongodb_protocol(procs: Processes, state: Path) -> str:
+    port = free_port()
+    folder = state / "mongodb"
+    folder.mkdir(parents=True, exist_ok=True)
+    logfile = state / "mongodb.log"
+    mongod = shutil.which("mongod")
+    if mongod:
+        argv = [mongod, "--bind_ip", LOOPBACK, "--port", str(port), "--dbpath", str(folder)]
+        what = "mongod"
+    else:
+        ferretdb = helper("build-ferretdb.sh")
+        argv = [ferretdb, "--handler=sqlite", f"--sqlite-url=file:{folder}/", f"--listen-addr={LOOPBACK}:{port}",
+                f"--debug-addr={LOOPBACK}:{free_port()}", f"--state-dir={folder}", "--telemetry=disable",
+                "--log-level=warn"]
+        what = "ferretdb"
+    proc = procs.start(what, argv, logfile)
+    wait_until(tcp_open(port), proc, what, logfile)
+    return f"mongodb://{LOOPBACK}:{port}/"
+
+
+@contextlib.contextmanager
+def services(state: Path) -> Iterator[dict[str, str]]:
+    procs = Processes()
+    try:
+        env = {}
+        env["FHIR_PATCH_REDIS_URL"] = os.environ.get("FHIR_PATCH_REDIS_URL") or start_redis(procs, state)
+        env["FHIR_PATCH_MONGODB_URI"] = (os.environ.get("FHIR_PATCH_MONGODB_URI") or os.environ.get("MONGODB_URI")
+                                         or start_mongodb_protocol(procs, state))
+        yield env
+    finally:
+        procs.stop_all()
+
+
+def run_command(command: list[str], env: dict[str, str]) -> int:
+    child = subprocess.Popen(command, env={**os.environ, **env})
+
+    def forward(signum: int, _frame: object) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--state", type=Path, help="folder for service data and logs (default: a temporary folder, removed after)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="command to run, after --")
+    args = parser.parse_args()
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("give a command after --")
+    with contextlib.ExitStack() as stack:
+        state = args.state or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fhir-patch-")))
+        state.mkdir(parents=True, exist_ok=True)
+        try:
+            env = stack.enter_context(services(state))
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            log(f"could not start services: {exc}")
+            return 2
+        log(f"redis {env['FHIR_PATCH_REDIS_URL']}  mongodb {env['FHIR_PATCH_MONGODB_URI']}  logs in {state}")
+        return run_command(command, env)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Shared fixtures: the real services, settings pointing at them, real processes."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from worker.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _provision_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("provision", ROOT / "scripts" / "provision.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """URLs of the real Redis and MongoDB-protocol server.
+
+    `make test` starts them and exports the URLs; a bare `pytest` starts its own
+    through the same provisioning code, and stops them at the end of the session.
+    """
+    if os.environ.get("FHIR_PATCH_REDIS_URL") and os.environ.get("FHIR_PATCH_MONGODB_URI"):
+        yield {"FHIR_PATCH_REDIS_URL": os.environ["FHIR_PATCH_REDIS_URL"], "FHIR_PATCH_MONGODB_URI": os.environ["FHIR_PATCH_MONGODB_URI"]}
+        return
+    with _provision_module().services(tmp_path_factory.mktemp("services")) as env:
+        yield env
+
+
+@pytest.fixture()
+def isolated_env(service_env: dict[str, str]) -> dict[str, str]:
+    """Environment for one test's processes: its own database and Redis key prefix."""
+    token = uuid.uuid4().hex[:12]
+    return {**service_env, "FHIR_PATCH_DATABASE": f"t_{token}", "FHIR_PATCH_NAMESPACE": f"t-{token}"}
+
+
+@pytest.fixture()
+def isolated_settings(isolated_env: dict[str, str]) -> Settings:
+    return Settings.from_env(isolated_env)

@@ -1,0 +1,69 @@
+"""Start and stop the project's real processes (Celery workers, the API) for tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if condition():
+                return
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not reached within {timeout}s")
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGCONT)  # a test may have paused it
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def started(argv: list[str], env: dict[str, str], logfile: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with open(logfile, "ab") as out:
+        proc = subprocess.Popen(argv, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
+def worker_argv(name: str, concurrency: int = 1) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "worker.process", "worker", "--loglevel", "INFO", "--concurrency", str(concurrency),
+            "--hostname", f"{name}@%h", "--without-mingle", "--without-gossip"]
+
+
+def api_argv(port: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "--factory", "api.app:app_from_env", "--host", LOOPBACK, "--port", str(port), "--log-level", "warning"]
+
+
+def wait_http_ok(url: str, timeout: float = 30) -> None:
+    wait_for(lambda: httpx.get(url, timeout=2).status_code == 200, timeout, f"200 from {url}")

@@ -1,0 +1,167 @@
+"""The foundation: settings, readiness over real services, `make run`'s process tree, compose."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from pymongo import MongoClient
+
+from tests.support.processes import api_argv, free_port, started, stop, wait_for, wait_http_ok, worker_argv
+from worker.settings import Settings, SettingsError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_settings_are_read_once_and_frozen() -> None:
+    settings = Settings.from_env({"FHIR_PATCH_HTTP_PORT": "9001", "MONGODB_URI": "mongodb://127.0.0.1:1/",
+                                  "FHIR_PATCH_ELEMENT_POLICIES": '{"DocumentReference": ["securityLabel"]}'})
+    assert settings.http_port == 9001
+    assert settings.mongodb_uri == "mongodb://127.0.0.1:1/"
+    assert settings.element_policies == {"DocumentReference": ("securityLabel",)}
+    with pytest.raises(AttributeError):
+        settings.http_port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("name", "value"), [("FHIR_PATCH_HTTP_PORT", "eighty"), ("FHIR_PATCH_SYNC_WAIT_SECONDS", "-1"),
+                                             ("FHIR_PATCH_ELEMENT_POLICIES", "[1]"), ("FHIR_PATCH_MAX_BODY_BYTES", "1.5")])
+def test_bad_settings_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_mongodb_document_round_trip(isolated_settings: Settings) -> None:
+    client: MongoClient[dict[str, object]] = MongoClient(isolated_settings.mongodb_uri, serverSelectionTimeoutMS=5000)
+    try:
+        collection = client[isolated_settings.database]["roundtrip"]
+        marker = uuid.uuid4().hex
+        collection.insert_one({"_id": marker, "value": "1.50", "nested": {"list": [1, 2]}})
+        assert collection.find_one({"_id": marker}) == {"_id": marker, "value": "1.50", "nested": {"list": [1, 2]}}
+    finally:
+        client.drop_database(isolated_settings.database)
+        client.close()
+
+
+@pytest.mark.services
+def test_readyz_reports_a_real_worker_over_redis(isolated_env: dict[str, str], tmp_path: Path) -> None:
+    port = free_port()
+    with started(api_argv(port), isolated_env, tmp_path / "api.log"):
+        wait_http_ok(f"http://127.0.0.1:{port}/healthz")
+        before = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
+        assert before.status_code == 503
+        assert before.json()["checks"]["worker"]["status"] == "error"
+        with started(worker_argv("ready"), isolated_env, tmp_path / "worker.log"):
+            wait_http_ok(f"http://127.0.0.1:{port}/readyz", timeout=60)
+            body = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).json()
+            assert body["status"] == "ok"
+            assert body["checks"]["redis"]["status"] == "ok"
+            assert body["checks"]["mongodb"] == {"status": "ok", "ok": 1.0, "ms": body["checks"]["mongodb"]["ms"]}
+            assert any(name.startswith("ready@") for name in body["checks"]["worker"]["workers"])
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _socket_inodes(pids: set[int]) -> set[str]:
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    return inodes
+
+
+def _tcp_endpoints(inodes: set[str]) -> list[tuple[str, str]]:
+    """(local, remote) IPv4/IPv6 addresses in hex of the TCP sockets with these inodes."""
+    rows = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[9] in inodes:
+                rows.append((cols[1].split(":")[0], cols[2].split(":")[0]))
+    return rows
+
+
+def _is_loopback(hex_address: str) -> bool:
+    if len(hex_address) == 8:  # IPv4, little-endian: 127.x.x.x ends with 7F; 0.0.0.0 is an unconnected socket
+        return hex_address.endswith("7F") or hex_address == "00000000"
+    return hex_address in {"00000000000000000000000001000000", "00000000000000000000000000000000"} or \
+        hex_address.startswith("0000000000000000FFFF0000") and hex_address.endswith("7F")
+
+
+@pytest.mark.services
+def test_make_run_serves_readyz_uses_loopback_only_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """The run command's own path: provision fresh services, serve, Ctrl-C, nothing left."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"FHIR_PATCH_REDIS_URL", "FHIR_PATCH_MONGODB_URI", "MONGODB_URI"}}
+    env.update(FHIR_PATCH_HTTP_PORT=str(port), FHIR_PATCH_DATABASE=f"run_{uuid.uuid4().hex[:8]}", FHIR_PATCH_NAMESPACE=f"run-{uuid.uuid4().hex[:8]}")
+    argv = [sys.executable, str(ROOT / "scripts" / "provision.py"), "--state", str(tmp_path / "services"), "--",
+            str(Path(sys.executable).parent / "fhir-patch"), "serve", "--log-dir", str(tmp_path / "logs")]
+    with open(tmp_path / "run.log", "wb") as out:
+        run = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/readyz", timeout=120)
+        tree = _descendants(run.pid)
+        commands = [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() for pid in tree if Path(f"/proc/{pid}").exists()]
+        assert any("redis-server" in c for c in commands)
+        ferretdb = [c for c in commands if "ferretdb" in c]
+        assert all("--telemetry=disable" in c and "--listen-addr=127.0.0.1:" in c for c in ferretdb)
+        endpoints = _tcp_endpoints(_socket_inodes(tree | {run.pid}))
+        assert endpoints, "expected the service's processes to hold TCP sockets"
+        assert all(_is_loopback(local) and _is_loopback(remote) for local, remote in endpoints), endpoints
+        run.send_signal(signal.SIGINT)
+        assert run.wait(timeout=60) == 0
+        wait_for(lambda: not any(Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text() for pid in tree),
+                 20, "every process of make run stopped")
+    finally:
+        stop(run)
+
+
+def test_compose_file_names_services_and_passes_the_settings_environment() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"mongo", "redis", "api", "worker"} <= set(services)
+    assert services["mongo"]["image"].startswith("mongo:") and services["mongo"]["image"].split(":")[1][0].isdigit()
+    assert any(volume.split(":")[0] in compose["volumes"] for volume in services["mongo"]["volumes"])
+    for name in ("mongo", "redis", "api", "worker"):
+        assert "healthcheck" in services[name], f"{name} has no healthcheck"
+    known = Settings.environment_names()
+    for name in ("api", "worker"):
+        environment = services[name]["environment"]
+        assert set(environment) <= known, set(environment) - known
+        assert {"FHIR_PATCH_REDIS_URL", "FHIR_PATCH_MONGODB_URI", "FHIR_PATCH_DATABASE"} <= set(environment)
+        assert "build" in services[name]
+
+
+def test_readme_documents_every_setting_and_both_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "make run" in readme and "make test" in readme
+    for name in Settings.environment_names():
+        assert f"| `{name}` |" in readme, f"{name} missing from the README configuration table"

@@ -1,0 +1,1 @@
+"""fhir-patch-worker: the patch engine (worker.patch), storage, ordering and Celery tasks."""

@@ -1,0 +1,65 @@
+"""Celery configuration for an at-least-once pipeline over Redis.
+
+Each setting states why it is there. Correctness of the patch service never
+rests on Celery alone: jobs are recorded in MongoDB before they are queued,
+results are recorded before the message is acknowledged, and version writes
+are compare-and-set. Celery gives delivery; MongoDB gives truth.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from worker.settings import Settings
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker_url": settings.redis_url,
+        # One queue per deployment namespace: deployments sharing a Redis
+        # never take each other's work.
+        "task_default_queue": settings.namespace,
+        # Results live in MongoDB (the job document); a Celery result backend
+        # would be a second, weaker copy of the truth.
+        "result_backend": None,
+        "task_ignore_result": True,
+        # Acknowledge only after the task body returns: a worker that dies
+        # mid-job leaves the message to be redelivered, not lost.
+        "task_acks_late": True,
+        # With late acks, a worker killed by SIGKILL or OOM must not have the
+        # message acknowledged on its behalf.
+        "task_reject_on_worker_lost": True,
+        # One message in flight per process: prefetched messages would sit
+        # behind a long job and, with late acks, be redelivered late.
+        "worker_prefetch_multiplier": 1,
+        # Redis has no real acks: an unacknowledged message is re-sent after
+        # the visibility timeout. It must exceed any job's duration or a
+        # running job would be delivered twice (harmless, but wasteful).
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_seconds,
+        },
+        # JSON only: pickle would let anyone who can write to Redis run code.
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        # Wait for Redis at start instead of crashing the worker.
+        "broker_connection_retry_on_startup": True,
+        # If the broker connection drops, running late-ack tasks will be
+        # redelivered anyway; cancel them rather than finish twice.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Send task events so Flower can show workers and tasks.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+def create_celery(settings: Settings) -> Celery:
+    """A Celery application bound to `settings` (tasks are registered by worker.tasks)."""
+    app = Celery("fhir_patch_worker", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app

@@ -1,0 +1,133 @@
+"""Settings, read once from the environment into a frozen, typed object.
+
+Every component receives a `Settings` instance; nothing else reads
+`os.environ`. The table in README.md lists each variable, its default and
+its meaning; `Settings.describe()` is the single source of that table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value that cannot be used."""
+
+
+def _text(env: Mapping[str, str], name: str, default: str) -> str:
+    return env.get(name, default).strip() or default
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+    if value < 0:
+        raise SettingsError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def _integer(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _number(env, name, default)
+    if value != int(value):
+        raise SettingsError(f"{name} must be a whole number, got {value!r}")
+    return int(value)
+
+
+def _patterns(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = env.get(name, "")
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _policies(env: Mapping[str, str], name: str) -> Mapping[str, tuple[str, ...]]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return {}
+    try:
+        loaded = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{name} must be a JSON object: {exc}") from exc
+    if not isinstance(loaded, dict) or not all(
+        isinstance(k, str) and isinstance(v, list) and all(isinstance(e, str) for e in v)
+        for k, v in loaded.items()
+    ):
+        raise SettingsError(f'{name} must map resource types to lists of element names, e.g. {{"DocumentReference": ["securityLabel"]}}')
+    return {k: tuple(v) for k, v in loaded.items()}
+
+
+def _mongodb_uri(env: Mapping[str, str]) -> str:
+    # FHIR_PATCH_MONGODB_URI wins; MONGODB_URI is honoured as the common convention.
+    return _text(env, "FHIR_PATCH_MONGODB_URI", env.get("MONGODB_URI", "") or "mongodb://127.0.0.1:27017")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, with its environment variable in the field metadata."""
+
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata={"env": "FHIR_PATCH_REDIS_URL", "doc": "Redis: Celery broker, per-resource queues, wake-ups."})
+    mongodb_uri: str = field(default="mongodb://127.0.0.1:27017", metadata={"env": "FHIR_PATCH_MONGODB_URI", "doc": "MongoDB-protocol server holding resources, history and jobs (MONGODB_URI is read when this is unset)."})
+    database: str = field(default="fhir_patch", metadata={"env": "FHIR_PATCH_DATABASE", "doc": "MongoDB database name."})
+    namespace: str = field(default="fhir-patch", metadata={"env": "FHIR_PATCH_NAMESPACE", "doc": "Celery queue name and Redis key prefix, so several deployments can share one Redis."})
+    http_host: str = field(default="127.0.0.1", metadata={"env": "FHIR_PATCH_HTTP_HOST", "doc": "Address the API listens on."})
+    http_port: int = field(default=8080, metadata={"env": "FHIR_PATCH_HTTP_PORT", "doc": "Port the API listens on."})
+    base_url: str = field(default="", metadata={"env": "FHIR_PATCH_BASE_URL", "doc": "Public base URL used in Location headers; empty means derived from each request."})
+    sync_wait_seconds: float = field(default=10.0, metadata={"env": "FHIR_PATCH_SYNC_WAIT_SECONDS", "doc": "How long a synchronous PATCH waits for its job before answering 202."})
+    max_body_bytes: int = field(default=1_048_576, metadata={"env": "FHIR_PATCH_MAX_BODY_BYTES", "doc": "Largest accepted request body (413 above)."})
+    job_retention_seconds: float = field(default=86_400.0, metadata={"env": "FHIR_PATCH_JOB_RETENTION_SECONDS", "doc": "How long finished jobs stay pollable before removal."})
+    lease_seconds: float = field(default=30.0, metadata={"env": "FHIR_PATCH_LEASE_SECONDS", "doc": "How long a worker owns a resource key without renewing; a paused worker loses it after this."})
+    visibility_timeout_seconds: int = field(default=3600, metadata={"env": "FHIR_PATCH_VISIBILITY_TIMEOUT_SECONDS", "doc": "Redis broker visibility timeout: an unacknowledged message is redelivered after this. Must exceed the longest job."})
+    reconcile_interval_seconds: float = field(default=15.0, metadata={"env": "FHIR_PATCH_RECONCILE_INTERVAL_SECONDS", "doc": "How often the reconciler re-enqueues accepted jobs that Redis lost."})
+    worker_ping_timeout_seconds: float = field(default=1.0, metadata={"env": "FHIR_PATCH_WORKER_PING_TIMEOUT_SECONDS", "doc": "How long /readyz waits for a Celery worker to answer a ping."})
+    callback_secret: str = field(default="", metadata={"env": "FHIR_PATCH_CALLBACK_SECRET", "doc": "Standard Webhooks secret (whsec_... base64) used to sign callbacks."})
+    callback_allow: tuple[str, ...] = field(default=(), metadata={"env": "FHIR_PATCH_CALLBACK_ALLOW", "doc": "Comma-separated URL prefixes callbacks may target; empty refuses every callback."})
+    callback_give_up_seconds: float = field(default=3600.0, metadata={"env": "FHIR_PATCH_CALLBACK_GIVE_UP_SECONDS", "doc": "How long failed callbacks are retried before giving up."})
+    element_policies: Mapping[str, tuple[str, ...]] = field(default_factory=dict, metadata={"env": "FHIR_PATCH_ELEMENT_POLICIES", "doc": 'JSON: resource type -> elements a patch may change, e.g. {"DocumentReference": ["securityLabel"]}.'})
+    log_level: str = field(default="INFO", metadata={"env": "FHIR_PATCH_LOG_LEVEL", "doc": "Python log level of API and workers."})
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the environment once; raise SettingsError naming any bad variable."""
+        source = os.environ if env is None else env
+        d = cls()
+        return cls(
+            redis_url=_text(source, "FHIR_PATCH_REDIS_URL", d.redis_url),
+            mongodb_uri=_mongodb_uri(source),
+            database=_text(source, "FHIR_PATCH_DATABASE", d.database),
+            namespace=_text(source, "FHIR_PATCH_NAMESPACE", d.namespace),
+            http_host=_text(source, "FHIR_PATCH_HTTP_HOST", d.http_host),
+            http_port=_integer(source, "FHIR_PATCH_HTTP_PORT", d.http_port),
+            base_url=_text(source, "FHIR_PATCH_BASE_URL", d.base_url).rstrip("/"),
+            sync_wait_seconds=_number(source, "FHIR_PATCH_SYNC_WAIT_SECONDS", d.sync_wait_seconds),
+            max_body_bytes=_integer(source, "FHIR_PATCH_MAX_BODY_BYTES", d.max_body_bytes),
+            job_retention_seconds=_number(source, "FHIR_PATCH_JOB_RETENTION_SECONDS", d.job_retention_seconds),
+            lease_seconds=_number(source, "FHIR_PATCH_LEASE_SECONDS", d.lease_seconds),
+            visibility_timeout_seconds=_integer(source, "FHIR_PATCH_VISIBILITY_TIMEOUT_SECONDS", d.visibility_timeout_seconds),
+            reconcile_interval_seconds=_number(source, "FHIR_PATCH_RECONCILE_INTERVAL_SECONDS", d.reconcile_interval_seconds),
+            worker_ping_timeout_seconds=_number(source, "FHIR_PATCH_WORKER_PING_TIMEOUT_SECONDS", d.worker_ping_timeout_seconds),
+            callback_secret=_text(source, "FHIR_PATCH_CALLBACK_SECRET", d.callback_secret),
+            callback_allow=_patterns(source, "FHIR_PATCH_CALLBACK_ALLOW"),
+            callback_give_up_seconds=_number(source, "FHIR_PATCH_CALLBACK_GIVE_UP_SECONDS", d.callback_give_up_seconds),
+            element_policies=_policies(source, "FHIR_PATCH_ELEMENT_POLICIES"),
+            log_level=_text(source, "FHIR_PATCH_LOG_LEVEL", d.log_level).upper(),
+        )
+
+    @staticmethod
+    def describe() -> list[dict[str, Any]]:
+        """(variable, default, meaning) rows, for the README and `fhir-patch settings`."""
+        defaults = Settings()
+        return [
+            {"env": f.metadata["env"], "default": getattr(defaults, f.name), "doc": f.metadata["doc"]}
+            for f in fields(Settings)
+        ]
+
+    @staticmethod
+    def environment_names() -> frozenset[str]:
+        return frozenset(f.metadata["env"] for f in fields(Settings))

@@ -1,0 +1,269 @@
+"""FHIRPath for patches: strict parsing (cached) and locating the elements a path selects.
+
+The only module that imports fhirpathpy. fhirpathpy's own `parse` ignores
+syntax errors, so parsing here attaches a listener that raises, and checks
+that the whole text was consumed. Parsing costs far more than evaluating,
+so each distinct path is parsed once (LRU cache).
+
+A patch needs to know *where* a selected element lives, not only its value,
+so member and index steps are walked here over the JSON with the R4
+structure (giving each element's parent, key, index and FHIR type), and
+fhirpathpy evaluates only the filtering functions (`where`, `first`,
+`extension('url')`, `ofType`...), whose results are matched back to the
+located candidates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from antlr4 import CommonTokenStream, InputStream, Token
+from antlr4.error.ErrorListener import ErrorListener
+from antlr4.tree.Tree import ParseTreeWalker
+from fhirpathpy import apply_parsed_path
+from fhirpathpy.models import models
+from fhirpathpy.parser.ASTPathListener import ASTPathListener
+from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
+from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
+
+from worker.patch.errors import MalformedPatch, NotApplicable
+from worker.patch.structure import choice_key, is_resource_type, resolve_key, type_def
+
+_R4 = models["r4"]
+_FILTERS = frozenset({"where", "first", "last", "tail", "skip", "take", "single", "ofType", "extension"})
+Node = dict[str, Any]
+
+
+class _Raise(ErrorListener):  # type: ignore[misc]
+    def syntaxError(self, recognizer: Any, offending: Any, line: int, column: int, msg: str, e: Any) -> None:  # noqa: N802
+        raise SyntaxError(f"column {column + 1}: {msg}")
+
+
+@lru_cache(maxsize=4096)
+def parse_path(expression: str) -> Node:
+    """The AST of a FHIRPath expression; MalformedPatch (400) on any syntax error."""
+    if not expression.strip():
+        raise MalformedPatch("The path is empty", code="value")
+    lexer = FHIRPathLexer(InputStream(expression))
+    lexer.removeErrorListeners()
+    lexer.addErrorListener(_Raise())
+    tokens = CommonTokenStream(lexer)
+    parser = FHIRPathParser(tokens)
+    parser.removeErrorListeners()
+    parser.addErrorListener(_Raise())
+    try:
+        tree = parser.expression()
+        if tokens.LT(1).type != Token.EOF:
+            raise SyntaxError(f"column {tokens.LT(1).column + 1}: unexpected {tokens.LT(1).text!r}")
+    except SyntaxError as exc:
+        raise MalformedPatch(f"The path {expression!r} is not valid FHIRPath ({exc.msg})", code="value") from exc
+    except Exception as exc:  # antlr raises its own exception classes on lexer failure
+        raise MalformedPatch(f"The path {expression!r} is not valid FHIRPath ({exc})", code="value") from exc
+    listener = ASTPathListener()
+    ParseTreeWalker().walk(listener, tree)
+    return dict(listener.parentStack[0]["children"][0])
+
+
+@dataclass
+class Slot:
+    """Where one selected element lives: parent[key] or parent[key][index], of FHIR type `type`."""
+
+    parent: dict[str, Any] | None
+    key: str | None
+    index: int | None
+    type: str
+    value: Any
+    companion_of: Slot | None = None  # set when this slot is inside a primitive's "_key" object
+    choice_of: str | None = None  # "value" when key is valueQuantity of value[x]
+
+    def __repr__(self) -> str:
+        return f"Slot({self.key}[{self.index}]: {self.type})"
+
+
+def root_slot(resource: dict[str, Any]) -> Slot:
+    return Slot(None, None, None, str(resource.get("resourceType")), resource)
+
+
+def companion(slot: Slot, create: bool) -> dict[str, Any] | None:
+    """The `_key` object (id, extension) of a primitive slot; created when asked."""
+    if slot.parent is None or slot.key is None:
+        return None
+    name = "_" + slot.key
+    if slot.index is None:
+        found = slot.parent.get(name)
+        if found is None and create:
+            found = slot.parent[name] = {}
+        return found if isinstance(found, dict) else None
+    items = slot.parent.get(name)
+    if items is None and create:
+        items = slot.parent[name] = [None] * len(slot.parent.get(slot.key, []))
+    if not isinstance(items, list) or slot.index >= len(items):
+        return None
+    if items[slot.index] is None and create:
+        items[slot.index] = {}
+    found = items[slot.index]
+    return found if isinstance(found, dict) else None
+
+
+def _element_type(value: Any, declared: str) -> str:
+    if isinstance(value, dict) and declared == "Resource":
+        return str(value.get("resourceType", declared))
+    return declared
+
+
+def children(slot: Slot, name: str) -> list[Slot]:
+    """The elements called `name` under `slot` (FHIRPath member access, choices resolved)."""
+    value = slot.value
+    if not isinstance(value, dict):
+        if name in ("extension", "id") and slot.key is not None:
+            holder = companion(slot, create=False)
+            if holder is None:
+                return []
+            return children(Slot(slot.parent, "_" + slot.key, slot.index, "Element", holder, companion_of=slot), name)
+        return []
+    tdef = type_def(_element_type(value, slot.type))
+    elements = resolve_key(tdef, name, value) if tdef else []
+    found: list[Slot] = []
+    for element in elements:
+        if element.key not in value and "_" + element.key not in value:
+            continue
+        item = value.get(element.key)
+        if element.is_list and isinstance(item, list):
+            found.extend(Slot(value, element.key, i, _element_type(v, element.type), v) for i, v in enumerate(item))
+        elif element.is_list and item is None:  # only extensions on the items
+            found.extend(Slot(value, element.key, i, element.type, None) for i, _ in enumerate(value["_" + element.key]))
+        else:
+            found.append(Slot(value, element.key, None, _element_type(item, element.type), item, choice_of=element.choice_of))
+    return found
+
+
+class Locator:
+    """Locates the slots a path selects in one resource."""
+
+    def __init__(self, resource: dict[str, Any]) -> None:
+        self.resource = resource
+        self.root = root_slot(resource)
+
+    def locate(self, node: Node) -> list[Slot]:
+        handler = _HANDLERS.get(node.get("type", ""))
+        if handler is None:
+            raise MalformedPatch(f"{node.get('text') or node.get('type')!r} cannot be used in a patch path: "
+                                 "use element names, [index] and where(), first(), last(), extension(url), ofType()")
+        return handler(self, node)
+
+    def term(self, node: Node) -> list[Slot]:
+        inner = node["children"][0]
+        if inner["type"] == "InvocationTerm":
+            return self.invocation([self.root], inner["children"][0], at_root=True)
+        if inner["type"] == "ParenthesizedTerm":
+            return self.locate(inner["children"][0])
+        return self.locate(inner)
+
+    def invocation_expression(self, node: Node) -> list[Slot]:
+        base, step = node["children"]
+        if step["type"] == "FunctionInvocation":
+            return self.filtered(node, self.locate(base), step)
+        return self.invocation(self.locate(base), step, at_root=False)
+
+    def invocation(self, inputs: list[Slot], step: Node, at_root: bool) -> list[Slot]:
+        if step["type"] == "ThisInvocation":
+            return inputs
+        if step["type"] == "FunctionInvocation":
+            return self.filtered({"type": "InvocationExpression", "children": [{"type": "TermExpression", "children": [{"type": "InvocationTerm", "children": [{"type": "ThisInvocation"}]}]}, step]}, inputs, step)
+        if step["type"] != "MemberInvocation":
+            raise MalformedPatch(f"{step.get('text')!r} cannot be used in a patch path")
+        name = _identifier(step["children"][0])
+        if at_root and (name == self.resource.get("resourceType") or (is_resource_type(name) and name != "Resource")):
+            return inputs if name == self.resource.get("resourceType") else []
+        return [child for slot in inputs for child in children(slot, name)]
+
+    def indexer(self, node: Node) -> list[Slot]:
+        base, index_node = node["children"]
+        text = index_node.get("text", "")
+        if not text.isdigit():
+            raise MalformedPatch("An index in a patch path must be a whole number literal such as [0]", code="value")
+        candidates = self.locate(base)
+        position = int(text)
+        return [candidates[position]] if position < len(candidates) else []
+
+    def filtered(self, node: Node, candidates: list[Slot], step: Node) -> list[Slot]:
+        function = _identifier(step["children"][0]["children"][0])
+        if function not in _FILTERS:
+            raise MalformedPatch(f"The function {function}() cannot select elements to patch; use where(), first(), last(), tail(), skip(), take(), single(), ofType() or extension()")
+        if function == "extension":
+            candidates = [child for slot in candidates for child in children(slot, "extension")]
+        results = _evaluate(self.resource, node)
+        return _match(candidates, results)
+
+
+def _identifier(node: Node) -> str:
+    text = str(node.get("text", ""))
+    return text[1:-1] if text.startswith("`") else text
+
+
+def _evaluate(resource: dict[str, Any], node: Node) -> list[Any]:
+    try:
+        return list(apply_parsed_path(resource, {"children": [node]}, {}, _R4, {"returnRawData": True}))
+    except Exception as exc:  # fhirpathpy raises plain exceptions for evaluation errors
+        raise NotApplicable(f"The path {node.get('text')!r} cannot be evaluated: {exc}") from exc
+
+
+def _same(slot: Slot, result: Any) -> bool:
+    data = getattr(result, "data", result)
+    if isinstance(data, dict | list):
+        return slot.value is data or (slot.value is None and slot.companion_of is None and data is companion_or_none(slot))
+    return type(slot.value) is type(data) and slot.value == data
+
+
+def companion_or_none(slot: Slot) -> Any:
+    return companion(slot, create=False)
+
+
+def _match(candidates: list[Slot], results: list[Any]) -> list[Slot]:
+    """The candidates that the filter kept, in order (results are a subsequence of candidates)."""
+    matched: list[Slot] = []
+    position = 0
+    for result in results:
+        while position < len(candidates) and not _same(candidates[position], result):
+            position += 1
+        if position == len(candidates):
+            break
+        matched.append(candidates[position])
+        position += 1
+    return matched
+
+
+_HANDLERS: dict[str, Callable[[Locator, Node], list[Slot]]] = {
+    "TermExpression": Locator.term,
+    "InvocationExpression": Locator.invocation_expression,
+    "IndexerExpression": Locator.indexer,
+}
+
+
+def locate(resource: dict[str, Any], expression: str) -> list[Slot]:
+    """The slots `expression` selects in `resource` (parse cached; MalformedPatch on bad syntax)."""
+    return Locator(resource).locate(parse_path(expression))
+
+
+def split_member(expression: str) -> tuple[Node, str] | None:
+    """`A.B.name` -> (AST of A.B, "name"); None when the path does not end in a member name."""
+    node = parse_path(expression)
+    if node.get("type") == "InvocationExpression" and node["children"][1]["type"] == "MemberInvocation":
+        return node["children"][0], _identifier(node["children"][1]["children"][0])
+    return None
+
+
+def element_key(slot_value: dict[str, Any], slot_type: str, name: str, value_type: str | None) -> str | None:
+    """The JSON key for element `name` of a container: choice elements take the value's type."""
+    tdef = type_def(_element_type(slot_value, slot_type))
+    if tdef is None:
+        return None
+    if name in tdef.elements:
+        return name
+    if name in tdef.choices and value_type:
+        key = choice_key(name, value_type)
+        return key if key in tdef.elements else None
+    return None

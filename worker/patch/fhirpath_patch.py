@@ -1,0 +1,297 @@
+"""FHIRPath Patch (https://hl7.org/fhir/R4/fhirpatch.html): add, insert, delete, replace, move.
+
+`parse_fhirpath_patch` checks the whole Parameters resource (every part,
+every path's syntax) before any resource is read. Application follows the
+specification: a path selects exactly one element (for delete, none is
+allowed and does nothing); add never overwrites a non-repeating element;
+insert indexes run 0..length; move's destination counts after removal;
+deleting the last item of a list removes the list; elements left empty are
+removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from worker.patch.errors import ElementExists, MalformedPatch, MultipleMatches, NotApplicable, TargetNotFound, Warnings, WrongStructure
+from worker.patch.fhir_json import copy_json
+from worker.patch.fhirpath import Locator, Slot, companion, element_key, locate, parse_path, split_member
+from worker.patch.parameter_values import BuildContext, ValuePart, build_value, parse_value_part
+from worker.patch.structure import PRIMITIVE_TYPES, choice_key, type_def
+
+_PARTS: Mapping[str, frozenset[str]] = {
+    "add": frozenset({"type", "path", "name", "value"}),
+    "insert": frozenset({"type", "path", "value", "index"}),
+    "delete": frozenset({"type", "path"}),
+    "replace": frozenset({"type", "path", "value"}),
+    "move": frozenset({"type", "path", "source", "destination"}),
+}
+_HINTS = {
+    ("replace", "name"): "replace takes no name part: put the element in the path (path 'Patient.birthDate', not path 'Patient' with name 'birthDate')",
+    ("delete", "value"): "delete takes no value part: the path alone selects what to delete",
+    ("insert", "name"): "insert takes no name part: the path names the list (e.g. 'Patient.identifier')",
+}
+_STRING_KEYS = ("valueString", "valueCode", "valueUri", "valueId")
+_INTEGER_KEYS = ("valueInteger", "valueUnsignedInt", "valuePositiveInt")
+
+
+@dataclass(frozen=True)
+class FhirPathOperation:
+    index: int
+    type: str
+    path: str
+    name: str | None = None
+    value: ValuePart | None = None
+    position: int | None = None
+    source: int | None = None
+    destination: int | None = None
+
+    @property
+    def where(self) -> str:
+        return f"Parameters.parameter[{self.index}]"
+
+
+def _string(part: dict[str, Any], where: str, label: str) -> str:
+    for key in _STRING_KEYS:
+        if isinstance(part.get(key), str):
+            if not part[key].strip():
+                example = '"valueCode": "replace" (or add, insert, delete, move)' if label == "type" else '"valueString": "..."'
+                raise MalformedPatch(f"{where}: {label} is empty; write {{\"name\": \"{label}\", {example}}}", where, code="required")
+            return str(part[key])
+    raise MalformedPatch(f"{where}: {label} must be given as valueString (or valueCode)", where, code="value")
+
+
+def _integer(part: dict[str, Any], where: str, label: str) -> int:
+    for key in _INTEGER_KEYS:
+        value = part.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 0:
+                raise MalformedPatch(f"{where}: {label} must not be negative", where, code="value")
+            return value
+    raise MalformedPatch(f"{where}: {label} must be given as valueInteger", where, code="value")
+
+
+def _parts(parameter: Any, where: str) -> dict[str, tuple[dict[str, Any], str]]:
+    if not isinstance(parameter, dict) or parameter.get("name") != "operation":
+        raise MalformedPatch(f"{where}: each parameter must be named 'operation'", f"{where}.name", code="structure")
+    parts = parameter.get("part")
+    if not isinstance(parts, list) or not parts:
+        raise MalformedPatch(f"{where}: an operation needs its parts (type, path, ...)", f"{where}.part", code="required")
+    found: dict[str, tuple[dict[str, Any], str]] = {}
+    for number, part in enumerate(parts):
+        part_where = f"{where}.part[{number}]"
+        if not isinstance(part, dict) or not isinstance(part.get("name"), str):
+            raise MalformedPatch(f"{part_where}: each part needs a name", part_where, code="required")
+        if part["name"] in found:
+            raise MalformedPatch(f"{part_where}: the part {part['name']!r} is given twice", part_where, code="structure")
+        found[part["name"]] = (part, part_where)
+    return found
+
+
+def _operation(index: int, parameter: Any) -> FhirPathOperation:
+    where = f"Parameters.parameter[{index}]"
+    parts = _parts(parameter, where)
+    if "type" not in parts:
+        raise MalformedPatch(f"{where}: the operation has no type part; add {{\"name\": \"type\", \"valueCode\": \"add\"}} (or insert, delete, replace, move)", where, code="required")
+    kind = _string(parts["type"][0], parts["type"][1], "type")
+    if kind not in _PARTS:
+        raise MalformedPatch(f"{where}: unknown operation type {kind!r}; use add, insert, delete, replace or move", parts["type"][1], code="code-invalid")
+    for name, (_, part_where) in parts.items():
+        if name not in _PARTS[kind]:
+            hint = _HINTS.get((kind, name), f"{kind} takes only the parts {', '.join(sorted(_PARTS[kind]))}")
+            raise MalformedPatch(f"{part_where}: unexpected part {name!r}: {hint}", part_where, code="structure")
+    for name in sorted(_PARTS[kind] - parts.keys()):
+        raise MalformedPatch(f"{where}: {kind} needs a {name!r} part", where, code="required")
+    path = _string(*parts["path"], "path")
+    try:
+        parse_path(path)
+    except MalformedPatch as exc:
+        raise MalformedPatch(exc.diagnostics, parts["path"][1], path, code="value") from exc
+    return FhirPathOperation(
+        index, kind, path,
+        name=_string(*parts["name"], "name") if "name" in parts else None,
+        value=parse_value_part(*parts["value"]) if "value" in parts else None,
+        position=_integer(*parts["index"], "index") if "index" in parts else None,
+        source=_integer(*parts["source"], "source") if "source" in parts else None,
+        destination=_integer(*parts["destination"], "destination") if "destination" in parts else None,
+    )
+
+
+def parse_fhirpath_patch(parameters: Any) -> tuple[FhirPathOperation, ...]:
+    """Check a FHIRPath Patch Parameters resource completely; MalformedPatch (400) names the part."""
+    if not isinstance(parameters, dict) or parameters.get("resourceType") != "Parameters":
+        raise MalformedPatch("A FHIRPath Patch must be a Parameters resource", "Parameters", code="structure")
+    listed = parameters.get("parameter", [])
+    if not isinstance(listed, list):
+        raise MalformedPatch("Parameters.parameter must be an array", "Parameters.parameter", code="structure")
+    return tuple(_operation(index, parameter) for index, parameter in enumerate(listed))
+
+
+def _one(slots: list[Slot], op: FhirPathOperation, allow_none: bool = False) -> Slot | None:
+    if len(slots) > 1:
+        raise MultipleMatches(f"{op.where} ({op.type}): the path {op.path!r} selects {len(slots)} elements; it must select exactly one", op.where, op.path)
+    if not slots and not allow_none:
+        raise TargetNotFound(f"{op.where} ({op.type}): the path {op.path!r} selects nothing", op.where, op.path)
+    return slots[0] if slots else None
+
+
+def _holder(slot: Slot, op: FhirPathOperation) -> tuple[dict[str, Any], str]:
+    """The object that holds children of `slot`: itself, or a primitive's `_x` object."""
+    if slot.type in PRIMITIVE_TYPES or not isinstance(slot.value, dict):
+        holder = companion(slot, create=True)
+        if holder is None:
+            raise WrongStructure(f"{op.where} ({op.type}): {op.path!r} cannot hold child elements", op.where, op.path)
+        return holder, "Element"
+    return slot.value, slot.type
+
+
+def _list_of(resource: dict[str, Any], op: FhirPathOperation) -> tuple[dict[str, Any], str, list[Any], str]:
+    split = split_member(op.path)
+    if split is None:
+        raise MalformedPatch(f"{op.where} ({op.type}): the path must end with the name of a repeating element, such as 'Patient.identifier'", op.where, op.path)
+    base, name = split
+    parent = _one(Locator(resource).locate(base), op)
+    assert parent is not None
+    holder, holder_type = _holder(parent, op)
+    key = element_key(holder, holder_type, name, None)
+    tdef = type_def(holder_type)
+    element = tdef.element(key) if tdef and key else None
+    if element is None or not element.is_list:
+        raise WrongStructure(f"{op.where} ({op.type}): {op.path!r} is not a repeating element", op.where, op.path)
+    items = holder.get(element.key)
+    return holder, element.key, items if isinstance(items, list) else [], element.type
+
+
+def _add(resource: dict[str, Any], op: FhirPathOperation, ctx: BuildContext) -> None:
+    slot = _one(locate(resource, op.path), op)
+    assert slot is not None and op.name is not None and op.value is not None
+    holder, holder_type = _holder(slot, op)
+    key = element_key(holder, holder_type, op.name, op.value.value_type)
+    tdef = type_def(holder_type)
+    element = tdef.element(key) if tdef and key else None
+    if element is None:
+        raise WrongStructure(f"{op.where} (add): {holder_type} has no element {op.name!r}", op.where, f"{op.path}.{op.name}")
+    value, extra, _ = build_value(op.value, element.type, ctx)
+    if element.is_list:
+        items = holder.setdefault(element.key, [])
+        items.append(value)
+        if extra is not None or "_" + element.key in holder:
+            companions = holder.setdefault("_" + element.key, [])
+            companions.extend([None] * (len(items) - 1 - len(companions)) + [extra])
+        return
+    taken = [k for k in (tdef.choices.get(element.choice_of, ()) if element.choice_of and tdef else (element.key,)) if k in holder or "_" + k in holder]
+    if taken:
+        raise ElementExists(f"{op.where} (add): {op.path}.{op.name} already exists; add never overwrites, use replace", op.where, f"{op.path}.{op.name}")
+    holder[element.key] = value
+    if extra is not None:
+        holder["_" + element.key] = extra
+
+
+def _insert(resource: dict[str, Any], op: FhirPathOperation, ctx: BuildContext) -> None:
+    holder, key, items, item_type = _list_of(resource, op)
+    assert op.position is not None and op.value is not None
+    if op.position > len(items):
+        raise NotApplicable(f"{op.where} (insert): index {op.position} is out of range 0..{len(items)} for {op.path!r}", op.where, op.path)
+    value, extra, _ = build_value(op.value, item_type, ctx)
+    items.insert(op.position, value)
+    holder[key] = items
+    companions = holder.get("_" + key)
+    if isinstance(companions, list):
+        companions.insert(op.position, extra)
+    elif extra is not None:
+        holder["_" + key] = [None] * (len(items) - 1)
+        holder["_" + key].insert(op.position, extra)
+
+
+def _delete(resource: dict[str, Any], op: FhirPathOperation, ctx: BuildContext) -> None:
+    slot = _one(locate(resource, op.path), op, allow_none=True)
+    if slot is None:
+        return
+    if slot.parent is None or slot.key is None:
+        raise NotApplicable(f"{op.where} (delete): the resource itself cannot be deleted by a patch", op.where, op.path)
+    remove(slot)
+
+
+def remove(slot: Slot) -> None:
+    """Remove one element (and its `_x` companion); an emptied list goes too."""
+    assert slot.parent is not None and slot.key is not None
+    parent, key = slot.parent, slot.key
+    if slot.index is None:
+        parent.pop(key, None)
+        parent.pop("_" + key, None)
+        return
+    for name in (key, "_" + key):
+        items = parent.get(name)
+        if isinstance(items, list) and slot.index < len(items):
+            del items[slot.index]
+            if not items or all(i is None for i in items) and name.startswith("_"):
+                del parent[name]
+
+
+def _replace(resource: dict[str, Any], op: FhirPathOperation, ctx: BuildContext) -> None:
+    slot = _one(locate(resource, op.path), op)
+    assert slot is not None and op.value is not None
+    if slot.parent is None or slot.key is None:
+        raise NotApplicable(f"{op.where} (replace): the whole resource cannot be replaced by a patch; use update (PUT)", op.where, op.path)
+    value, extra, value_type = build_value(op.value, slot.type, ctx)
+    if slot.index is not None:
+        slot.parent[slot.key][slot.index] = value
+    else:
+        key = slot.key
+        if slot.choice_of and value_type and choice_key(slot.choice_of, value_type) != key:
+            slot.parent.pop(key, None)
+            slot.parent.pop("_" + key, None)
+            key = choice_key(slot.choice_of, value_type)
+            slot.key = key
+        slot.parent[key] = value
+    if extra is not None:
+        holder = companion(slot, create=True)
+        if holder is not None:
+            holder.clear()
+            holder.update(extra)
+
+
+def _move(resource: dict[str, Any], op: FhirPathOperation, ctx: BuildContext) -> None:
+    holder, key, items, _ = _list_of(resource, op)
+    assert op.source is not None and op.destination is not None
+    if op.source >= len(items):
+        raise NotApplicable(f"{op.where} (move): source {op.source} is out of range 0..{len(items) - 1} for {op.path!r}", op.where, op.path)
+    if op.destination >= len(items):
+        raise NotApplicable(f"{op.where} (move): destination {op.destination} is out of range 0..{len(items) - 1} for {op.path!r}", op.where, op.path)
+    for name in (key, "_" + key):
+        listed = holder.get(name)
+        if isinstance(listed, list) and op.source < len(listed):
+            listed.insert(op.destination, listed.pop(op.source))
+
+
+_APPLY: Mapping[str, Callable[[dict[str, Any], FhirPathOperation, BuildContext], None]] = {
+    "add": _add, "insert": _insert, "delete": _delete, "replace": _replace, "move": _move,
+}
+
+
+def prune_empty(value: Any) -> Any:
+    """Remove elements left empty ({} or []) and companion lists holding only nulls."""
+    if isinstance(value, dict):
+        for key in list(value):
+            item = prune_empty(value[key])
+            if item in ({}, []) or (key.startswith("_") and isinstance(item, list) and all(i is None for i in item)):
+                del value[key]
+    elif isinstance(value, list):
+        for item in value:
+            prune_empty(item)
+    return value
+
+
+def apply_parsed_fhirpath_patch(resource: dict[str, Any], operations: tuple[FhirPathOperation, ...], ctx: BuildContext) -> dict[str, Any]:
+    result = copy_json(resource)
+    for op in operations:
+        _APPLY[op.type](result, op, ctx)
+    return prune_empty(result)  # type: ignore[no-any-return]
+
+
+def apply_fhirpath_patch(resource: dict[str, Any], parameters: dict[str, Any], *, strict: bool = False, warnings: Warnings | None = None) -> dict[str, Any]:
+    """Apply a FHIRPath Patch Parameters resource; a new resource, or a PatchError."""
+    ctx = BuildContext(strict=strict, warnings=warnings if warnings is not None else Warnings())
+    return apply_parsed_fhirpath_patch(resource, parse_fhirpath_patch(parameters), ctx)

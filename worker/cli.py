@@ -18,6 +18,54 @@ def _serve(args: argparse.Namespace) -> int:
     return supervise(service_processes(settings, args.workers, args.concurrency), Path(args.log_dir))
 
 
+def _read(path: str) -> bytes:
+    return sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+
+
+def _detect(body: bytes, name: str) -> str:
+    """The patch media type of a file: by its extension, else by its content."""
+    from worker.patch.interaction import FHIR_JSON, FHIR_XML, JSON_PATCH, XML_PATCH
+
+    stripped = body.lstrip()
+    if stripped.startswith(b"<"):
+        return FHIR_XML if b"<Parameters" in stripped[:400] else XML_PATCH
+    if stripped.startswith(b"["):
+        return JSON_PATCH
+    return FHIR_JSON
+
+
+def _apply(args: argparse.Namespace) -> int:
+    from worker.patch import PatchError, apply_patch
+    from worker.patch.fhir_json import dumps, loads
+    from worker.patch.fhir_xml import xml_bytes_to_resource
+
+    try:
+        raw = _read(args.resource)
+        resource = xml_bytes_to_resource(raw) if raw.lstrip().startswith(b"<") else loads(raw, what="resource")
+        body = _read(args.patch)
+        outcome = apply_patch(resource, body, args.content_type or _detect(body, args.patch), strict=args.strict)
+    except PatchError as exc:
+        print(dumps(exc.outcome, indent=2))
+        return 1
+    if outcome.warnings:
+        print(dumps(outcome.warnings, indent=2), file=sys.stderr)
+    print(dumps(outcome.resource, indent=2))
+    return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from worker.patch import PatchError, diff_resources
+    from worker.patch.fhir_json import dumps, loads
+
+    try:
+        old, new = loads(_read(args.old), what="old resource"), loads(_read(args.new), what="new resource")
+    except PatchError as exc:
+        print(dumps(exc.outcome, indent=2))
+        return 1
+    print(dumps(diff_resources(old, new), indent=2))
+    return 0
+
+
 def _settings(_args: argparse.Namespace) -> int:
     for row in Settings.describe():
         print(f"{row['env']}={row['default']!r}\t{row['doc']}")
@@ -27,6 +75,16 @@ def _settings(_args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fhir-patch", description="Apply FHIR patches and run the fhir-patch-worker service.")
     commands = parser.add_subparsers(dest="command", required=True)
+    apply = commands.add_parser("apply", help="apply a patch file to a resource file; print the result (exit 1 with an OperationOutcome on failure)")
+    apply.add_argument("resource", help="FHIR resource (JSON or XML); - for standard input")
+    apply.add_argument("patch", help="JSON Patch, XML Patch or FHIRPath Patch Parameters; - for standard input")
+    apply.add_argument("--content-type", help="patch media type (detected from the file when not given)")
+    apply.add_argument("--strict", action="store_true", help="refuse feed quirks instead of normalising them")
+    apply.set_defaults(handler=_apply)
+    diff = commands.add_parser("diff", help="print the FHIRPath Patch that turns OLD into NEW")
+    diff.add_argument("old")
+    diff.add_argument("new")
+    diff.set_defaults(handler=_diff)
     serve = commands.add_parser("serve", help="run Celery worker(s) and the API until Ctrl-C")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.add_argument("--concurrency", type=int, default=2, help="Celery pool size per worker (default 2)")

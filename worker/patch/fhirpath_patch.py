@@ -279,8 +279,7 @@ def prune_empty(value: Any) -> Any:
             if item in ({}, []) or (key.startswith("_") and isinstance(item, list) and all(i is None for i in item)):
                 del value[key]
     elif isinstance(value, list):
-        for item in value:
-            prune_empty(item)
+        value[:] = [item for item in value if prune_empty(item) not in ({}, [])]
     return value
 
 

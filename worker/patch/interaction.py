@@ -74,7 +74,25 @@ def media_type(content_type: str) -> str:
 
 def _json_patch(body: bytes) -> Transform:
     operations = parse_json_patch(loads(body, what="JSON Patch document"))
-    return lambda resource, ctx: apply_parsed_json_patch(resource, operations)  # type: ignore[no-any-return]
+    return lambda resource, ctx: _drop_emptied_lists(resource, apply_parsed_json_patch(resource, operations))
+
+
+def _drop_emptied_lists(old: Any, new: Any) -> Any:
+    """A list the patch emptied (removing its last item) goes, as FHIRPath Patch's delete does.
+
+    Oracle documents `remove /address/0` of the only address as leaving no address;
+    an empty list added on purpose stays, and validation refuses it.
+    """
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in [k for k in new if k in old]:
+            if new[key] == [] and isinstance(old[key], list) and old[key]:
+                del new[key]
+            else:
+                _drop_emptied_lists(old[key], new[key])
+    elif isinstance(old, list) and isinstance(new, list):
+        for before, after in zip(old, new):
+            _drop_emptied_lists(before, after)
+    return new
 
 
 def _xml_patch(body: bytes) -> Transform:

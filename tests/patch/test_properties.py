@@ -1,0 +1,137 @@
+"""Property tests (hypothesis): no mutation, diff/apply round trip, lossless XML, only PatchError."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from worker.patch import PATCH_MEDIA_TYPES, PatchError, apply_fhirpath_patch, apply_json_patch, apply_patch, apply_xml_patch, diff_resources
+from worker.patch.fhir_json import copy_json, dumps
+from worker.patch.fhir_xml import resource_to_xml_bytes, xml_bytes_to_resource
+
+text = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789 éà-", min_size=1, max_size=12).map(str.strip).filter(bool)
+codes = st.sampled_from(["a", "b", "c", "x1", "y-2"])
+decimals = st.decimals(min_value=-1000, max_value=1000, places=2, allow_nan=False, allow_infinity=False)
+dates = st.dates().map(lambda d: d.isoformat()).filter(lambda d: d[0] != "0")
+
+
+def optional(**fields: Any) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries({}, optional=fields)
+
+
+extension = st.fixed_dictionaries({"url": st.sampled_from(["http://e/a", "http://e/b"])},
+                                  optional={"valueString": text, "valueDecimal": decimals}).filter(lambda e: len(e) == 2)
+human_name = optional(family=text, given=st.lists(text, min_size=1, max_size=3), use=st.sampled_from(["official", "usual"])).filter(bool)
+identifier = optional(system=st.sampled_from(["urn:a", "urn:b"]), value=text).filter(bool)
+address = optional(line=st.lists(text, min_size=1, max_size=2), city=text, postalCode=codes).filter(bool)
+telecom = optional(system=st.sampled_from(["phone", "email"]), value=text).filter(bool)
+
+
+def _with_primitive_extension(patient: dict[str, Any], ext: list[dict[str, Any]]) -> dict[str, Any]:
+    if "birthDate" in patient and ext:
+        patient = {**patient, "_birthDate": {"extension": ext}}
+    return patient
+
+
+patients = st.builds(
+    _with_primitive_extension,
+    optional(
+        active=st.booleans(), gender=st.sampled_from(["male", "female", "other", "unknown"]), birthDate=dates,
+        name=st.lists(human_name, min_size=1, max_size=3), identifier=st.lists(identifier, min_size=1, max_size=3),
+        address=st.lists(address, min_size=1, max_size=2), telecom=st.lists(telecom, min_size=1, max_size=3),
+        extension=st.lists(extension, min_size=1, max_size=2), multipleBirthInteger=st.integers(0, 5),
+        contact=st.lists(optional(name=human_name, telecom=st.lists(telecom, min_size=1, max_size=2)).filter(bool), min_size=1, max_size=2),
+    ).map(lambda d: {"resourceType": "Patient", "id": "p1", **d}),
+    st.lists(extension, max_size=2),
+)
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8) | decimals,
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=20)
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FAST
+@given(patients, patients)
+def test_diff_then_apply_gives_the_new_resource(old: dict[str, Any], new: dict[str, Any]) -> None:
+    old_copy, new_copy = copy_json(old), copy_json(new)
+    patch = diff_resources(old, new)
+    assert apply_fhirpath_patch(old, patch) == new
+    assert old == old_copy and new == new_copy
+
+
+@FAST
+@given(patients)
+def test_diff_of_equal_resources_is_empty(resource: dict[str, Any]) -> None:
+    assert diff_resources(resource, copy_json(resource))["parameter"] == []
+
+
+@FAST
+@given(patients)
+def test_xml_round_trip_is_lossless(resource: dict[str, Any]) -> None:
+    assert xml_bytes_to_resource(resource_to_xml_bytes(resource)) == resource
+
+
+def test_xml_round_trip_keeps_decimal_digits() -> None:
+    resource = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "valueQuantity": {"value": Decimal("1.50")}}
+    assert dumps(xml_bytes_to_resource(resource_to_xml_bytes(resource))) == dumps(resource)
+
+
+@FAST
+@given(patients, st.lists(st.fixed_dictionaries({"op": st.sampled_from(["add", "remove", "replace", "test", "move", "copy"]),
+                                                 "path": st.sampled_from(["/name/0", "/name/-", "/gender", "/x", "", "/identifier/0/value"]),
+                                                 "from": st.sampled_from(["/name/0", "/gender", "/zz"]), "value": json_values}), max_size=4))
+def test_json_patch_never_mutates_and_only_raises_patch_error(resource: dict[str, Any], operations: list[Any]) -> None:
+    before = copy_json(resource)
+    try:
+        apply_json_patch(resource, operations)
+    except PatchError:
+        pass
+    assert resource == before
+
+
+@FAST
+@given(patients, st.binary(max_size=200), st.sampled_from(PATCH_MEDIA_TYPES))
+def test_random_bytes_only_raise_patch_error(resource: dict[str, Any], body: bytes, content_type: str) -> None:
+    before = copy_json(resource)
+    try:
+        apply_patch(resource, body, content_type)
+    except PatchError as exc:
+        assert exc.status in (400, 415, 422) and exc.outcome["issue"]
+    assert resource == before
+
+
+@FAST
+@given(patients, json_values, st.sampled_from(PATCH_MEDIA_TYPES[::2]))
+def test_random_structures_only_raise_patch_error(resource: dict[str, Any], structure: Any, content_type: str) -> None:
+    try:
+        apply_patch(resource, dumps(structure).encode(), content_type)
+    except PatchError as exc:
+        assert exc.status in (400, 415, 422)
+
+
+parts = st.fixed_dictionaries({"name": st.sampled_from(["type", "path", "name", "value", "index", "source", "destination", "x"])},
+                              optional={"valueString": st.sampled_from(["add", "delete", "Patient", "Patient.name", "Patient.name[0].given", "gender", "((", ""]),
+                                        "valueCode": st.sampled_from(["replace", "insert", "move", "male"]), "valueInteger": st.integers(-1, 3),
+                                        "part": st.lists(st.fixed_dictionaries({"name": st.sampled_from(["family", "given", "bogus"]), "valueString": text}), max_size=2)})
+
+
+@FAST
+@given(patients, st.lists(st.fixed_dictionaries({"name": st.just("operation"), "part": st.lists(parts, max_size=5)}), max_size=3))
+def test_random_fhirpath_patches_only_raise_patch_error(resource: dict[str, Any], operations: list[Any]) -> None:
+    before = copy_json(resource)
+    try:
+        apply_patch(resource, dumps({"resourceType": "Parameters", "parameter": operations}).encode(), "application/fhir+json")
+    except PatchError as exc:
+        assert exc.status in (400, 422)
+    assert resource == before
+
+
+@FAST
+@given(st.binary(max_size=300))
+def test_random_xml_patches_only_raise_patch_error(body: bytes) -> None:
+    try:
+        apply_xml_patch(b"<doc><a/></doc>", body)
+    except PatchError:
+        pass

@@ -15,7 +15,7 @@ from worker.settings import Settings
 @dataclass(frozen=True)
 class Connections:
     settings: Settings
-    redis: "redis.Redis[bytes]"
+    redis: redis.Redis
     mongo: "MongoClient[dict[str, object]]"
     celery: Celery
 

@@ -36,18 +36,21 @@ def _keys(old: dict[str, Any], new: dict[str, Any], tdef: TypeDef) -> list[str]:
     return [k for k in tdef.order if k in present]
 
 
+def _has(holder: dict[str, Any], key: str) -> bool:
+    return key in holder or "_" + key in holder
+
+
 def _diff_object(old: dict[str, Any], new: dict[str, Any], path: str, tdef: TypeDef, ops: Operations) -> None:
     keys = _keys(old, new, tdef)
-    has = lambda d, k: k in d or "_" + k in d  # noqa: E731
     for key in keys:  # removals first, so a choice element can change type (valueString -> valueQuantity)
-        if has(old, key) and not has(new, key):
+        if _has(old, key) and not _has(new, key):
             count = len(old.get(key) or old.get("_" + key) or []) if tdef.elements[key].is_list else 1
             ops.extend(_operation("delete", f"{path}.{key}" + ("[0]" if tdef.elements[key].is_list else "")) for _ in range(count))
     for key in keys:
         element = tdef.elements[key]
-        if has(old, key) and has(new, key):
+        if _has(old, key) and _has(new, key):
             _diff_element(element, old, new, f"{path}.{key}", path, ops)
-        elif has(new, key):
+        elif _has(new, key):
             name = element.choice_of or key
             items, extras = _pairs(element, new)
             for value, extra in zip(items, extras):

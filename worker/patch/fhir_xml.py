@@ -195,10 +195,10 @@ def _read_child(child: etree._Element, definition: ElementDef, out: dict[str, An
         _put(out, definition, xml_to_resource(inner[0], path), None, path)
     else:
         tdef = type_def(definition.type)
-        value: dict[str, Any] = {}
+        complex_value: dict[str, Any] = {}
         if tdef is not None:
-            _read(child, tdef, value, path, is_resource=False)
-        _put(out, definition, value, None, path)
+            _read(child, tdef, complex_value, path, is_resource=False)
+        _put(out, definition, complex_value, None, path)
 
 
 def _primitive(raw: str, fhir_type: str, path: str) -> Any:

@@ -62,7 +62,7 @@ def parse_path(expression: str) -> Node:
         raise MalformedPatch(f"The path {expression!r} is not valid FHIRPath ({exc.msg})", code="value") from exc
     except Exception as exc:  # antlr raises its own exception classes on lexer failure
         raise MalformedPatch(f"The path {expression!r} is not valid FHIRPath ({exc})", code="value") from exc
-    listener = ASTPathListener()
+    listener = ASTPathListener()  # type: ignore[no-untyped-call]
     ParseTreeWalker().walk(listener, tree)
     return dict(listener.parentStack[0]["children"][0])
 
@@ -206,7 +206,7 @@ def _identifier(node: Node) -> str:
 
 def _evaluate(resource: dict[str, Any], node: Node) -> list[Any]:
     try:
-        return list(apply_parsed_path(resource, {"children": [node]}, {}, _R4, {"returnRawData": True}))
+        return list(apply_parsed_path(resource, {"children": [node]}, {}, _R4, {"returnRawData": True}))  # type: ignore[no-untyped-call]
     except Exception as exc:  # fhirpathpy raises plain exceptions for evaluation errors
         raise NotApplicable(f"The path {node.get('text')!r} cannot be evaluated: {exc}") from exc
 

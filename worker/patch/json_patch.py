@@ -56,7 +56,7 @@ def parse_json_patch(operations: Any) -> tuple[JsonPatchOperation, ...]:
         if not isinstance(operation, dict):
             raise MalformedPatch(f"Operation {index} must be a JSON object, not {operation!r}", where, code="structure")
         op = operation.get("op")
-        if op not in _REQUIRED:
+        if not isinstance(op, str) or op not in _REQUIRED:
             raise MalformedPatch(f"Operation {index} has unknown op {op!r}; use one of {', '.join(_REQUIRED)}", f"{where}/op")
         for member in _REQUIRED[op]:
             if member not in operation:

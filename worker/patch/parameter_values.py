@@ -98,7 +98,7 @@ def _anonymous(part: ValuePart, target_type: str | None, ctx: BuildContext) -> d
             raise WrongStructure(f"{child.where}: {tdef.name} has no element {name!r}", child.where)
         value, companion, _ = build_value(child, element.type, ctx)
         if element.is_list:
-            built.setdefault(key, []).append(value)
+            built.setdefault(element.key, []).append(value)
             if companion is not None:
                 built.setdefault("_" + element.key, [None] * (len(built[element.key]) - 1)).append(companion)
         elif element.key in built:

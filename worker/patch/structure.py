@@ -107,7 +107,7 @@ def type_def(name: str) -> TypeDef | None:
         choice = extra.get("one_of_many")
         allowed = extra.get("enum_values")
         elements[key] = ElementDef(key, _type_name(inner), is_list, str(choice) if choice else None, bool(extra.get("element_required")) or info.is_required(),
-                                   frozenset(allowed) if isinstance(allowed, list) and allowed else None)
+                                   frozenset(str(code) for code in allowed) if isinstance(allowed, list) and allowed else None)
         if choice:
             choices.setdefault(str(choice), []).append(key)
     order = tuple(model.elements_sequence())

@@ -100,7 +100,7 @@ def parse_xml_patch(patch_root: etree._Element) -> tuple[XmlDirective, ...]:
     """Check every directive of a patch document; MalformedPatch (400) names the first bad one."""
     if patch_root.text and patch_root.text.strip():
         raise _fail(MalformedPatch, "invalid-diff-format", "text is not allowed between directives", "/")
-    directives = []
+    directives: list[XmlDirective] = []
     for child in patch_root:
         if child.tail and child.tail.strip():
             raise _fail(MalformedPatch, "invalid-diff-format", "text is not allowed between directives", "/")
@@ -164,7 +164,7 @@ def _set_content(parent: etree._Element, items: _Content) -> None:
 
 def _position(node: Any) -> tuple[etree._Element, int]:
     """(parent, index in the parent's content list) of an element, comment, PI or text node."""
-    if isinstance(node, etree._ElementUnicodeResult) or isinstance(node, str):
+    if isinstance(node, etree._ElementUnicodeResult):
         owner = node.getparent()
         if node.is_text:
             return owner, 0

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonpatch
-from jsonpointer import JsonPointerException, resolve_pointer
+from jsonpointer import EndOfList, JsonPointerException, resolve_pointer
 
 from worker.patch.errors import MalformedPatch, NotApplicable, PatchError, TargetNotFound, TestFailed
 from worker.patch.fhir_json import copy_json, dumps
@@ -82,7 +82,7 @@ def _applied(document: Any, operation: JsonPatchOperation) -> Any:
         return jsonpatch.JsonPatch([dict(operation.document)]).apply(document, in_place=True)
     except jsonpatch.JsonPatchTestFailed as exc:
         actual = resolve_pointer(document, operation.path, _ABSENT)
-        found = "nothing" if actual is _ABSENT else dumps(actual)
+        found = "nothing" if actual is _ABSENT or isinstance(actual, EndOfList) else dumps(actual)
         raise TestFailed(f"Operation {operation.index} (test) failed: {operation.path} holds {found}, "
                          f"not {dumps(operation.document['value'])}", *_where(document, operation)) from exc
     except jsonpatch.JsonPatchConflict as exc:

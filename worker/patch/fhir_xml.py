@@ -226,13 +226,12 @@ def _put(out: dict[str, Any], definition: ElementDef, value: Any, extra: Any, pa
         if extra is not None:
             out["_" + key] = extra
         return
-    items = out.setdefault(key, []) if value is not None or key in out else out.setdefault(key, [])
+    # A list of primitives keeps nulls where only extensions exist: FHIR JSON aligns the two arrays.
+    items = out.setdefault(key, [])
     items.append(value)
     if extra is not None or "_" + key in out:
         companions = out.setdefault("_" + key, [])
         companions.extend([None] * (len(items) - 1 - len(companions)) + [extra])
-    if all(item is None for item in items):
-        pass  # a list of extension-only primitives keeps its nulls: FHIR JSON aligns the arrays
 
 
 def xml_bytes_to_resource(data: bytes) -> dict[str, Any]:

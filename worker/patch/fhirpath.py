@@ -214,12 +214,8 @@ def _evaluate(resource: dict[str, Any], node: Node) -> list[Any]:
 def _same(slot: Slot, result: Any) -> bool:
     data = getattr(result, "data", result)
     if isinstance(data, dict | list):
-        return slot.value is data or (slot.value is None and slot.companion_of is None and data is companion_or_none(slot))
+        return slot.value is data or (slot.value is None and slot.companion_of is None and data is companion(slot, create=False))
     return type(slot.value) is type(data) and slot.value == data
-
-
-def companion_or_none(slot: Slot) -> Any:
-    return companion(slot, create=False)
 
 
 def _match(candidates: list[Slot], results: list[Any]) -> list[Slot]:

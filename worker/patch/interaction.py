@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lxml import etree
+
 from worker.patch.errors import InvalidResource, MalformedPatch, NotApplicable, UnsupportedPatchFormat, Warnings
 from worker.patch.fhir_json import copy_json, loads
 from worker.patch.fhir_xml import parse_xml, resource_to_xml, xml_to_resource
@@ -108,15 +110,12 @@ def _keep_unchanged_narrative(old: dict[str, Any], new: dict[str, Any]) -> dict[
     """XHTML text read back from XML may differ in form only: keep the original text when the markup is the same."""
     old_text, new_text = old.get("text"), new.get("text")
     if isinstance(old_text, dict) and isinstance(new_text, dict) and isinstance(old_text.get("div"), str) and isinstance(new_text.get("div"), str):
-        same = parse_xml(old_text["div"].encode(), "narrative") is not None and _canonical(old_text["div"]) == _canonical(new_text["div"])
-        if same:
+        if _canonical(old_text["div"]) == _canonical(new_text["div"]):
             new_text["div"] = old_text["div"]
     return new
 
 
 def _canonical(xhtml: str) -> bytes:
-    from lxml import etree
-
     return bytes(etree.tostring(parse_xml(xhtml.encode(), "narrative"), method="c14n"))
 
 

@@ -1,14 +1,17 @@
-"""The FastAPI application: create_app(settings) wires routes and connections."""
+"""The FastAPI application: create_app(settings) wires routes, error handlers and connections."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 
 from api.dependencies import Connections
-from api.routes import ops
+from api.http import install_error_handlers
+from api.routes import fhir, jobs, ops
+from worker.logs import configure_logging
 from worker.settings import Settings
 
 
@@ -17,17 +20,25 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.connections = Connections.open(settings)
+        connections = Connections.open(settings)
+        await anyio.to_thread.run_sync(connections.database.ensure_indexes)
+        await connections.start()
+        app.state.connections = connections
         try:
             yield
         finally:
-            app.state.connections.close()
+            await connections.close()
 
     app = FastAPI(title="fhir-patch-worker", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
     app.include_router(ops.router)
+    app.include_router(jobs.router)  # before fhir: /fhir/_async/{job} must not read as /fhir/{type}/{id}
+    app.include_router(fhir.router)
     return app
 
 
 def app_from_env() -> FastAPI:
     """uvicorn factory: `uvicorn --factory api.app:app_from_env`."""
-    return create_app(Settings.from_env())
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    return create_app(settings)

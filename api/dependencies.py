@@ -1,4 +1,4 @@
-"""Connections the API holds for its lifetime, built once from Settings."""
+"""Connections and services the API holds for its lifetime, built once from Settings."""
 
 from __future__ import annotations
 
@@ -6,29 +6,41 @@ from dataclasses import dataclass
 
 import redis
 from celery import Celery
-from pymongo import MongoClient
 
+from api.intake import Intake
+from api.waiter import ResultWaiter
 from worker.celery_app import create_celery
+from worker.metrics import Metrics
+from worker.ordering import KeyQueues
 from worker.settings import Settings
+from worker.storage import Database
 
 
 @dataclass(frozen=True)
 class Connections:
     settings: Settings
     redis: redis.Redis
-    mongo: "MongoClient[dict[str, object]]"
+    database: Database
     celery: Celery
+    metrics: Metrics
+    waiter: ResultWaiter
+    intake: Intake
 
     @classmethod
     def open(cls, settings: Settings) -> Connections:
-        return cls(
-            settings=settings,
-            redis=redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2),
-            mongo=MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=2000, connectTimeoutMS=2000, tz_aware=True),
-            celery=create_celery(settings),
-        )
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        database = Database.open(settings)
+        celery = create_celery(settings)
+        queues = KeyQueues(client, settings.namespace)
+        metrics = Metrics(client, settings.namespace)
+        waiter = ResultWaiter(settings.redis_url, queues.done_channel)
+        return cls(settings, client, database, celery, metrics, waiter, Intake(database, queues, metrics, celery, waiter))
 
-    def close(self) -> None:
+    async def start(self) -> None:
+        await self.waiter.start()
+
+    async def close(self) -> None:
+        await self.waiter.stop()
         self.redis.close()
-        self.mongo.close()
+        self.database.close()
         self.celery.close()

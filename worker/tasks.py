@@ -1,12 +1,82 @@
-"""Celery tasks: thin adapters over worker.service. No business logic here."""
+"""Celery tasks: thin adapters over worker.service, worker.callbacks and worker.reconciler.
+
+- `fhir_patch.drain(key)`: drain one resource key (re-sent while jobs remain).
+- `fhir_patch.callback(job_id)`: one callback delivery attempt (re-sent with a delay on failure).
+The reconciler runs in a thread of each worker's main process.
+"""
 
 from __future__ import annotations
 
-from celery import Celery
+import logging
+import threading
+import time
+from typing import Any
 
+from celery import Celery
+from celery.signals import setup_logging, worker_ready
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
+
+from worker.logs import configure_logging
+from worker.reconciler import Reconciler
+from worker.runtime import Runtime, runtime_for
+from worker.service import utc_now
 from worker.settings import Settings
+
+DRAIN_TASK = "fhir_patch.drain"
+CALLBACK_TASK = "fhir_patch.callback"
+_INFRASTRUCTURE = (PyMongoError, RedisError)
+
+log = logging.getLogger("fhir_patch.tasks")
 
 
 def register_tasks(app: Celery, settings: Settings) -> None:
-    """Register the project's tasks on `app`; each task only adapts a service call."""
-    del app, settings  # the patch tasks are registered here as the service grows
+    """Register the project's tasks and the reconciler on `app`."""
+
+    def send_drain(key: str) -> None:
+        app.send_task(DRAIN_TASK, args=[key])
+
+    def send_callback(job_id: str, countdown: float | None = None) -> None:
+        app.send_task(CALLBACK_TASK, args=[job_id], countdown=countdown)
+
+    def runtime() -> Runtime:
+        return runtime_for(settings, on_finished=lambda job: send_callback(job.id))
+
+    def drain(key: str) -> int:
+        r = runtime()
+        drained = r.service.drain(key)
+        if drained.more:
+            r.queues.reschedule(key, time.time())
+            send_drain(key)
+        return drained.processed
+
+    def callback(job_id: str) -> str:
+        delivery = runtime().callbacks.deliver(job_id, utc_now())
+        if delivery.retry_in is not None:
+            send_callback(job_id, delivery.retry_in)
+        return delivery.state
+
+    def _logging(**_: Any) -> None:
+        configure_logging(settings.log_level)
+
+    def _start_reconciler(**_: Any) -> None:
+        r = runtime()
+        r.database.ensure_indexes()
+        reconciler = Reconciler(settings, r.database, r.redis, r.queues, send_drain, send_callback)
+        threading.Thread(target=_reconcile_forever, args=(reconciler, settings.reconcile_interval_seconds),
+                         name="reconciler", daemon=True).start()
+
+    # Celery's decorators are untyped; applied as calls so the functions above stay typed.
+    app.task(name=DRAIN_TASK, autoretry_for=_INFRASTRUCTURE, retry_backoff=1, retry_backoff_max=30, max_retries=None)(drain)
+    app.task(name=CALLBACK_TASK, autoretry_for=_INFRASTRUCTURE, retry_backoff=1, retry_backoff_max=60, max_retries=None)(callback)
+    setup_logging.connect(_logging, weak=False)
+    worker_ready.connect(_start_reconciler, weak=False)
+
+
+def _reconcile_forever(reconciler: Reconciler, interval: float) -> None:
+    while True:
+        time.sleep(interval)
+        try:
+            reconciler.run_once(utc_now())
+        except Exception:  # the reconciler must outlive a passing outage of Redis or MongoDB
+            log.exception("reconciler pass failed; trying again next interval")

@@ -7,9 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from api.dependencies import Connections
+from worker.metrics import MetricsCollector
 
 router = APIRouter()
 
@@ -30,7 +32,7 @@ def _redis(conn: Connections) -> dict[str, Any]:
 
 
 def _mongodb(conn: Connections) -> dict[str, Any]:
-    reply = conn.mongo.admin.command("ping")
+    reply = conn.database.client.admin.command("ping")
     return {"ok": reply.get("ok")}
 
 
@@ -55,3 +57,12 @@ def readyz(request: Request) -> JSONResponse:
     checks = {"redis": _timed(lambda: _redis(conn)), "mongodb": _timed(lambda: _mongodb(conn)), "worker": _timed(lambda: _workers(conn))}
     ready = all(c["status"] == "ok" for c in checks.values())
     return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503)
+
+
+@router.get("/metrics")
+def metrics(request: Request) -> Response:
+    """Prometheus text format: jobs accepted/applied/failed, queue depth, accept-to-finish latency (all processes)."""
+    conn: Connections = request.app.state.connections
+    registry = CollectorRegistry()
+    registry.register(MetricsCollector(conn.metrics))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

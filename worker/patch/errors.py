@@ -8,6 +8,21 @@ an OperationOutcome. Status codes are decided here, once per kind:
     415  the media type is not a patch format (UnsupportedPatchFormat)
     422  a well-formed patch that cannot be applied (NotApplicable and its
          kinds), or whose result is not a valid resource (InvalidResource)
+
+and for the interaction around it (the target resource and its version):
+
+    404  no such resource (ResourceNotFound)
+    409  the resource exists where a create expected none (ResourceExists)
+    410  the resource was deleted (ResourceGone)
+    412  If-Match names another version (VersionMismatch)
+
+and for the HTTP request carrying it:
+
+    400  a header or parameter is wrong (InvalidRequest)
+    404  no such job, or it expired (UnknownJob)
+    409  too late to cancel (JobStarted)
+    413  the body is over the configured limit (BodyTooLarge)
+    422  an Idempotency-Key reused with a different body (IdempotencyKeyReused)
 """
 
 from __future__ import annotations
@@ -127,3 +142,48 @@ class InvalidResource(PatchError):
 
     status = 422
     code = "invalid"
+
+
+class ResourceNotFound(PatchError):
+    status = 404
+    code = "not-found"
+
+
+class ResourceExists(PatchError):
+    status = 409
+    code = "duplicate"
+
+
+class ResourceGone(PatchError):
+    status = 410
+    code = "deleted"
+
+
+class VersionMismatch(PatchError):
+    status = 412
+    code = "conflict"
+
+
+class InvalidRequest(PatchError):
+    status = 400
+    code = "invalid"
+
+
+class UnknownJob(PatchError):
+    status = 404
+    code = "not-found"
+
+
+class JobStarted(PatchError):
+    status = 409
+    code = "conflict"
+
+
+class BodyTooLarge(PatchError):
+    status = 413
+    code = "too-costly"
+
+
+class IdempotencyKeyReused(PatchError):
+    status = 422
+    code = "business-rule"

@@ -1,0 +1,114 @@
+"""FHIR HTTP details: media types, ETag/If-Match, Prefer, bodies with a size limit, OperationOutcome answers."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from worker.jobs import REASONS
+from worker.patch.errors import BodyTooLarge, InvalidRequest, Issue, PatchError, operation_outcome
+from worker.patch.fhir_json import dumps
+
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+log = logging.getLogger("fhir_patch.api")
+_IF_MATCH = re.compile(r'^\s*(?:W/)?"(\d+)"\s*$')
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_SNAPSHOT_MODES = ("TAG", "PROFILE", "SECURITY_LABEL")
+
+
+def fhir_response(body: str | dict[str, Any] | None, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    content = body if isinstance(body, str) or body is None else dumps(body)
+    return Response(content=content.encode() if content is not None else b"", status_code=status, headers=headers,
+                    media_type=FHIR_JSON if content is not None else None)
+
+
+def outcome_response(status: int, outcome: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return fhir_response(outcome, status, headers)
+
+
+def error_response(error: PatchError) -> Response:
+    return outcome_response(error.status, error.outcome)
+
+
+def http_date(when: datetime) -> str:
+    return format_datetime(when.astimezone(UTC), usegmt=True)
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """`W/"3"` (or `"3"`) -> 3; anything else is a 400 naming the header."""
+    if value is None:
+        return None
+    found = _IF_MATCH.match(value)
+    if not found:
+        raise InvalidRequest(f'If-Match must be a version ETag such as W/"3", got {value!r}', "If-Match")
+    return int(found.group(1))
+
+
+def parse_prefer(value: str | None) -> dict[str, str]:
+    """`Prefer: return=minimal, respond-async` -> {"return": "minimal", "respond-async": ""}."""
+    prefs: dict[str, str] = {}
+    for part in (value or "").replace(";", ",").split(","):
+        name, _, val = part.strip().partition("=")
+        if name:
+            prefs[name.strip().lower()] = val.strip().strip('"').lower()
+    return prefs
+
+
+def parse_snapshot_mode(value: str | None) -> tuple[str, ...]:
+    modes = tuple(m.strip().upper() for m in (value or "").split(",") if m.strip())
+    unknown = [m for m in modes if m not in _SNAPSHOT_MODES]
+    if unknown:
+        raise InvalidRequest(f"X-Meta-Snapshot-Mode accepts {', '.join(_SNAPSHOT_MODES)}, not {', '.join(unknown)}", "X-Meta-Snapshot-Mode")
+    return modes
+
+
+def check_id(resource_id: str) -> str:
+    if not _ID.match(resource_id):
+        raise InvalidRequest(f"{resource_id!r} is not a FHIR id (1-64 of A-Z a-z 0-9 - .)", "id")
+    return resource_id
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds `limit` bytes (never read whole first)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"The body is {declared} bytes; the limit is {limit}", "Content-Length")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"The body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves as an OperationOutcome with the status decided by the PatchError tree; never a stack trace."""
+
+    @app.exception_handler(PatchError)
+    async def _patch_error(_: Request, exc: PatchError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = "not-found" if exc.status_code == 404 else "not-supported" if exc.status_code == 405 else "processing"
+        text = f"{request.method} {request.url.path}: {exc.detail or REASONS.get(exc.status_code, '')}"
+        return outcome_response(exc.status_code, operation_outcome([Issue(code, text)]), dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
+        issues = [Issue("invalid", str(e.get("msg")), (".".join(str(p) for p in e.get("loc", ())),)) for e in exc.errors()]
+        return outcome_response(400, operation_outcome(issues or [Issue("invalid", "Invalid request")]))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return outcome_response(500, operation_outcome([Issue("exception", f"Internal error ({type(exc).__name__}); the request was not applied")]))

@@ -1,0 +1,122 @@
+"""Accept a checked request as a job: record it durably, queue it on its resource key, optionally wait.
+
+The order matters: the job is in MongoDB before it is in Redis (so Redis is
+never its only copy), and a synchronous caller registers for the wake-up
+before the job is queued (so it cannot finish unseen).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import anyio
+from celery import Celery
+
+from api.waiter import ResultWaiter
+from worker.jobs import Job, JobRequest, JobResult, JobState
+from worker.metrics import Metrics
+from worker.ordering import KeyQueues
+from worker.patch.errors import IdempotencyKeyReused
+from worker.service import utc_now
+from worker.storage import Database, IdempotencyConflict
+from worker.tasks import DRAIN_TASK
+
+
+@dataclass(frozen=True)
+class Submission:
+    request: JobRequest
+    digest: str
+    callback_url: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A finished job and the stored text of the version it answers with (None for errors and deletions)."""
+
+    job: Job
+    text: str | None
+
+
+class Intake:
+    def __init__(self, database: Database, queues: KeyQueues, metrics: Metrics, celery: Celery, waiter: ResultWaiter) -> None:
+        self._db = database
+        self._queues = queues
+        self._metrics = metrics
+        self._celery = celery
+        self._waiter = waiter
+
+    async def submit(self, submission: Submission, wait_seconds: float | None) -> Job | Finished:
+        """Accept (or find, for an idempotent retry) the job; with `wait_seconds`, wait for it to finish."""
+        job, new = await anyio.to_thread.run_sync(self._accept, submission)
+        if wait_seconds is None:
+            if new:
+                await anyio.to_thread.run_sync(self._enqueue, job)
+            return job
+        if job.state.final:
+            return await self.finished(job.id) or job
+        future = self._waiter.register(job.id)
+        if new:
+            await anyio.to_thread.run_sync(self._enqueue, job)
+        message = await self._waiter.wait(job.id, future, wait_seconds)
+        if message is not None:
+            return _from_message(job, message)
+        return await self.finished(job.id) or job  # it may have ended while the wake-up was missed
+
+    async def finished(self, job_id: str) -> Finished | None:
+        return await anyio.to_thread.run_sync(self._finished, job_id)
+
+    def _finished(self, job_id: str) -> Finished | None:
+        job = self._db.jobs.get(job_id)
+        if job is None or not job.state.final or job.result is None:
+            return None
+        text = None
+        if job.result.version_id is not None:
+            version = self._db.resources.version(job.request.resource_type, job.request.resource_id, job.result.version_id)
+            text = version.text if version else None
+        return Finished(job, text)
+
+    def _accept(self, submission: Submission) -> tuple[Job, bool]:
+        now = utc_now()
+        job = Job(Job.new_id(), submission.request, JobState.ACCEPTED, now, callback_url=submission.callback_url, digest=submission.digest)
+        if submission.idempotency_key:
+            try:
+                bound = self._db.jobs.remember_key(submission.idempotency_key, submission.digest, job.id, now)
+            except IdempotencyConflict as exc:
+                raise IdempotencyKeyReused(f"Idempotency-Key {submission.idempotency_key!r} was used for a different request "
+                                           f"(job {exc.job_id})", "Idempotency-Key") from exc
+            if bound != job.id:
+                return self._earlier(bound), False
+        try:
+            self._db.jobs.accept(job)
+        except BaseException:
+            if submission.idempotency_key:
+                self._db.jobs.forget_key(submission.idempotency_key, job.id)
+            raise
+        self._metrics.accepted()
+        return job, True
+
+    def _earlier(self, job_id: str) -> Job:
+        # The first request binds the key a moment before it records its job.
+        for _ in range(50):
+            job = self._db.jobs.get(job_id)
+            if job is not None:
+                return job
+            time.sleep(0.02)
+        raise IdempotencyKeyReused(f"The request first sent with this Idempotency-Key (job {job_id}) was not recorded; retry", "Idempotency-Key")
+
+    def _enqueue(self, job: Job) -> None:
+        if self._queues.enqueue(job.key, [job.id], time.time()):
+            self._celery.send_task(DRAIN_TASK, args=[job.key])
+
+
+def _from_message(job: Job, message: dict[str, Any]) -> Finished:
+    result: dict[str, Any] = dict(message["result"])
+    if isinstance(result.get("lastUpdated"), str):
+        result["lastUpdated"] = datetime.fromisoformat(result["lastUpdated"])
+    state = JobState(message["state"])
+    finished = JobResult.from_document(result)
+    return Finished(job.finished(finished, utc_now()) if state != JobState.CANCELLED else job, message.get("text"))

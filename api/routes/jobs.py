@@ -1,0 +1,39 @@
+"""The asynchronous-interaction endpoints: poll a job, cancel it."""
+
+from __future__ import annotations
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from api.answers import poll_answer
+from api.http import fhir_response
+from api.routes.fhir import connections, fhir_base
+from worker.jobs import JobState, outcome_of
+from worker.patch.errors import JobStarted, UnknownJob
+from worker.service import utc_now
+
+router = APIRouter(prefix="/fhir")
+
+
+@router.get("/_async/{job_id}")
+async def poll(job_id: str, request: Request) -> Response:
+    """202 with X-Progress while pending, 200 with the batch-response Bundle when done, 404 if unknown, expired or cancelled."""
+    conn = connections(request)
+    job = await anyio.to_thread.run_sync(conn.database.jobs.get, job_id)
+    if job is None or job.state == JobState.CANCELLED:
+        raise UnknownJob(f"No job {job_id!r}: it never existed, was cancelled, or expired after the retention period", "job")
+    done = await conn.intake.finished(job_id) if job.state.final else None
+    return poll_answer(job, done, fhir_base(request))
+
+
+@router.delete("/_async/{job_id}")
+async def cancel(job_id: str, request: Request) -> Response:
+    """Cancel a job that has not started: 202, and it is never applied. 409 once it started, 404 if unknown."""
+    jobs = connections(request).database.jobs
+    if await anyio.to_thread.run_sync(jobs.cancel, job_id, utc_now()):
+        return fhir_response(outcome_of("information", "informational", f"Job {job_id} cancelled; it will not be applied"), 202)
+    job = await anyio.to_thread.run_sync(jobs.get, job_id)
+    if job is None or job.state == JobState.CANCELLED:
+        raise UnknownJob(f"No job {job_id!r} to cancel", "job")
+    raise JobStarted(f"Job {job_id} is {job.state.value}; only a job that has not started can be cancelled", "job")

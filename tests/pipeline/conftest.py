@@ -1,0 +1,27 @@
+"""A shared running service (2 worker processes + API) for the pipeline tests that do not kill anything."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.service import Service, running_service
+
+CALLBACK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+POLICIES = {"DocumentReference": ["securityLabel", "content"]}
+
+
+@pytest.fixture(scope="module")
+def service(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    import uuid
+    token = uuid.uuid4().hex[:10]
+    env = {**service_env, "FHIR_PATCH_DATABASE": f"p_{token}", "FHIR_PATCH_NAMESPACE": f"p-{token}",
+           "FHIR_PATCH_ELEMENT_POLICIES": json.dumps(POLICIES), "FHIR_PATCH_CALLBACK_SECRET": CALLBACK_SECRET,
+           "FHIR_PATCH_CALLBACK_ALLOW": "http://127.0.0.1:", "FHIR_PATCH_CALLBACK_GIVE_UP_SECONDS": "20",
+           "FHIR_PATCH_MAX_BODY_BYTES": "65536"}
+    tmp: Path = tmp_path_factory.mktemp("service")
+    with running_service(env, tmp, workers=2) as running:
+        yield running

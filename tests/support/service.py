@@ -1,0 +1,74 @@
+"""The whole service for a test: real Celery worker processes and the real API, on the real Redis and MongoDB."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tests.support.processes import api_argv, free_port, started, wait_for, wait_http_ok, worker_argv
+
+# Short lease and reconcile interval so crash tests recover in seconds, not minutes.
+FAST_RECOVERY = {"FHIR_PATCH_LEASE_SECONDS": "2", "FHIR_PATCH_RECONCILE_INTERVAL_SECONDS": "0.5"}
+
+
+@dataclass
+class Service:
+    base: str
+    env: dict[str, str]
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    log_dir: Path = Path(".")
+
+    @property
+    def fhir(self) -> str:
+        return f"{self.base}/fhir"
+
+    def client(self, timeout: float = 30) -> httpx.Client:
+        return httpx.Client(base_url=self.fhir, timeout=timeout, trust_env=False)
+
+    def signal_worker(self, index: int, signum: int) -> None:
+        """Signal a whole worker (main process and its pool children)."""
+        os.killpg(self.workers[index].pid, signum)
+
+
+@contextlib.contextmanager
+def running_service(env: dict[str, str], tmp: Path, workers: int = 2, concurrency: int = 1) -> Iterator[Service]:
+    port = free_port()
+    full_env = {**FAST_RECOVERY, **env, "FHIR_PATCH_HTTP_PORT": str(port)}
+    service = Service(f"http://127.0.0.1:{port}", full_env, log_dir=tmp)
+    with contextlib.ExitStack() as stack:
+        for n in range(workers):
+            service.workers.append(stack.enter_context(started(worker_argv(f"w{n}-{port}", concurrency), full_env, tmp / f"worker{n}.log")))
+        stack.enter_context(started(api_argv(port), full_env, tmp / "api.log"))
+        wait_http_ok(f"{service.base}/readyz", timeout=60)
+        yield service
+        for proc in service.workers:  # a test may have paused one
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGCONT)
+
+
+def wait_jobs_final(client: httpx.Client, locations: list[str], timeout: float = 120) -> dict[str, httpx.Response]:
+    """Poll every job until it is no longer 202; returns the last answer per location."""
+    answers: dict[str, httpx.Response] = {}
+    pending = list(locations)
+
+    def poll() -> bool:
+        nonlocal pending
+        still = []
+        for location in pending:
+            response = client.get(location)
+            if response.status_code == 202:
+                still.append(location)
+            else:
+                answers[location] = response
+        pending = still
+        return not pending
+
+    wait_for(poll, timeout, f"{len(pending)} jobs to finish", interval=0.2)
+    return answers

@@ -1,0 +1,106 @@
+"""Callbacks: POST a finished job's result Bundle to the client's URL, signed as Standard Webhooks says.
+
+Delivery is at least once (the `webhook-id` is the job id, so a receiver can
+drop repeats), retried with exponential backoff and full jitter, never
+following redirects, and given up on 410 Gone or after the configured time.
+The job document is the outbox: its `callback` field says what is still owed,
+so a lost retry message is found again by the reconciler.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+import httpx
+from standardwebhooks.webhooks import Webhook
+
+from worker.jobs import Job
+from worker.patch.fhir_json import dumps
+from worker.results import result_bundle
+from worker.settings import Settings
+from worker.storage import Database
+
+log = logging.getLogger("fhir_patch.callbacks")
+
+FIRST_RETRY_SECONDS = 1.0
+MAX_RETRY_SECONDS = 300.0
+
+
+def callback_allowed(url: str, allow: tuple[str, ...]) -> bool:
+    """An http(s) URL starting with one of the configured prefixes."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+        return False
+    return any(url.startswith(prefix) for prefix in allow)
+
+
+def retry_delay(attempts: int, rng: random.Random) -> float:
+    """Exponential backoff with full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2^n)], at least base/2."""
+    ceiling = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** max(0, attempts - 1))
+    return max(FIRST_RETRY_SECONDS / 2, rng.uniform(0, ceiling))
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What happened: `retry_in` seconds until the next attempt, or None when done (delivered or given up)."""
+
+    state: str
+    retry_in: float | None = None
+
+
+class CallbackSender:
+    def __init__(self, settings: Settings, database: Database, client: httpx.Client, rng: random.Random | None = None) -> None:
+        self._settings = settings
+        self._db = database
+        self._client = client
+        self._rng = rng or random.Random()
+        self._webhook = Webhook(settings.callback_secret) if settings.callback_secret else None
+
+    def deliver(self, job_id: str, now: datetime) -> Delivery:
+        job = self._db.jobs.get(job_id)
+        callback = job.extra.get("callback") if job else None
+        if job is None or not job.callback_url or not isinstance(callback, dict) or callback.get("state") != "pending":
+            return Delivery("nothing-owed")
+        attempts = int(callback.get("attempts", 0)) + 1
+        status = self._post(job, now)
+        if status is not None and 200 <= status < 300:
+            return self._record(job, "delivered", attempts, now, status)
+        if status == 410:
+            return self._record(job, "gave-up", attempts, now, status)
+        assert job.finished_at is not None
+        if now - job.finished_at >= timedelta(seconds=self._settings.callback_give_up_seconds):
+            return self._record(job, "gave-up", attempts, now, status)
+        delay = retry_delay(attempts, self._rng)
+        self._db.jobs.update(job.id, {"callback": {"state": "pending", "attempts": attempts, "lastStatus": status,
+                                                   "nextAttemptAt": now + timedelta(seconds=delay)}})
+        log.info("callback failed; retrying", extra={"job_id": job.id, "status": status, "attempt": attempts, "retry_in": round(delay, 2)})
+        return Delivery("pending", delay)
+
+    def _record(self, job: Job, state: str, attempts: int, now: datetime, status: int | None) -> Delivery:
+        self._db.jobs.update(job.id, {"callback": {"state": state, "attempts": attempts, "lastStatus": status, "endedAt": now}})
+        log.info("callback %s", state, extra={"job_id": job.id, "status": status, "attempt": attempts})
+        return Delivery(state)
+
+    def _post(self, job: Job, now: datetime) -> int | None:
+        assert self._webhook is not None and job.callback_url and job.result
+        version = None
+        if job.result.version_id is not None:
+            version = self._db.resources.version(job.request.resource_type, job.request.resource_id, job.result.version_id)
+        payload = dumps(result_bundle(job, version.text if version else None, self._settings.base_url))
+        signature = self._webhook.sign(job.id, now, payload)
+        headers = {"content-type": "application/fhir+json", "webhook-id": job.id,
+                   "webhook-timestamp": str(int(now.timestamp())), "webhook-signature": signature}
+        try:
+            return self._client.post(job.callback_url, content=payload.encode(), headers=headers).status_code
+        except httpx.HTTPError as exc:
+            log.info("callback not reached: %s", exc, extra={"job_id": job.id})
+            return None
+
+
+def http_client() -> httpx.Client:
+    """No redirects (a redirect could lead a signed result outside the allow-list), short timeouts."""
+    return httpx.Client(follow_redirects=False, timeout=httpx.Timeout(10.0, connect=3.0), trust_env=False)

@@ -1,0 +1,163 @@
+"""The job: one accepted change to one resource, and the states it moves through.
+
+    accepted --claim--> running --> applied | failed
+        \\--cancel--> cancelled
+
+A job is recorded in MongoDB before anything is queued (the durable accept)
+and its outcome is recorded there before its message is acknowledged; the
+job document is the truth that polling, callbacks and redelivery read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from worker.patch.errors import Issue, operation_outcome
+
+
+class JobState(str, Enum):
+    ACCEPTED = "accepted"
+    RUNNING = "running"
+    APPLIED = "applied"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in (JobState.APPLIED, JobState.FAILED, JobState.CANCELLED)
+
+
+class Action(str, Enum):
+    """What a job does to its resource; the service has one handler per action."""
+
+    PATCH = "patch"
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+REASONS = {200: "OK", 201: "Created", 202: "Accepted", 400: "Bad Request", 404: "Not Found", 409: "Conflict",
+           410: "Gone", 412: "Precondition Failed", 413: "Content Too Large", 415: "Unsupported Media Type",
+           422: "Unprocessable Entity", 500: "Internal Server Error"}
+
+
+def resource_key(resource_type: str, resource_id: str) -> str:
+    """The ordering key: every change to one resource goes through this key's queue."""
+    return f"{resource_type}/{resource_id}"
+
+
+def body_digest(*parts: bytes | str) -> str:
+    """Fingerprint of a request, to tell an idempotent retry from a different request."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode() if isinstance(part, str) else part)
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """Everything needed to apply the job, checked by the API before it was accepted."""
+
+    action: Action
+    resource_type: str
+    resource_id: str
+    body: bytes = b""
+    content_type: str = ""
+    if_match: int | None = None
+    snapshot_mode: tuple[str, ...] = ()
+    strict: bool = False
+
+    @property
+    def key(self) -> str:
+        return resource_key(self.resource_type, self.resource_id)
+
+    def to_document(self) -> dict[str, Any]:
+        return {"action": self.action.value, "type": self.resource_type, "id": self.resource_id, "body": self.body,
+                "contentType": self.content_type, "ifMatch": self.if_match, "snapshotMode": list(self.snapshot_mode),
+                "strict": self.strict}
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> JobRequest:
+        return cls(Action(doc["action"]), doc["type"], doc["id"], bytes(doc.get("body") or b""), doc.get("contentType", ""),
+                   doc.get("ifMatch"), tuple(doc.get("snapshotMode") or ()), bool(doc.get("strict")))
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """How a finished job answers: HTTP status, the version it made, and an OperationOutcome if any."""
+
+    status: int
+    version_id: int | None = None
+    last_updated: datetime | None = None
+    outcome: dict[str, Any] | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status < 400
+
+    @property
+    def status_line(self) -> str:
+        return f"{self.status} {REASONS.get(self.status, '')}".strip()
+
+    def to_document(self) -> dict[str, Any]:
+        return {"status": self.status, "versionId": self.version_id, "lastUpdated": self.last_updated, "outcome": self.outcome}
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> JobResult:
+        return cls(doc["status"], doc.get("versionId"), doc.get("lastUpdated"), doc.get("outcome"))
+
+    @classmethod
+    def error(cls, status: int, code: str, diagnostics: str, *expression: str) -> JobResult:
+        return cls(status, outcome=operation_outcome([Issue(code, diagnostics, expression)]))
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as stored: request, state, timestamps, result, callback."""
+
+    id: str
+    request: JobRequest
+    state: JobState
+    accepted_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    result: JobResult | None = None
+    callback_url: str | None = None
+    digest: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def new_id() -> str:
+        return uuid.uuid4().hex
+
+    @property
+    def key(self) -> str:
+        return self.request.key
+
+    def finished(self, result: JobResult, at: datetime) -> Job:
+        state = JobState.APPLIED if result.succeeded else JobState.FAILED
+        return replace(self, state=state, finished_at=at, result=result)
+
+    def to_document(self) -> dict[str, Any]:
+        return {"_id": self.id, "key": self.key, "request": self.request.to_document(), "state": self.state.value,
+                "acceptedAt": self.accepted_at, "startedAt": self.started_at, "finishedAt": self.finished_at,
+                "result": self.result.to_document() if self.result else None, "callbackUrl": self.callback_url,
+                "digest": self.digest, **self.extra}
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> Job:
+        known = {"_id", "key", "request", "state", "acceptedAt", "startedAt", "finishedAt", "result", "callbackUrl", "digest"}
+        return cls(doc["_id"], JobRequest.from_document(doc["request"]), JobState(doc["state"]), doc["acceptedAt"],
+                   doc.get("startedAt"), doc.get("finishedAt"), JobResult.from_document(doc["result"]) if doc.get("result") else None,
+                   doc.get("callbackUrl"), doc.get("digest", ""), {k: v for k, v in doc.items() if k not in known})
+
+
+def outcome_of(severity: str, code: str, diagnostics: str) -> dict[str, Any]:
+    """A one-issue OperationOutcome (informational answers such as `return=OperationOutcome`)."""
+    return operation_outcome([Issue(code, diagnostics, severity=severity)])

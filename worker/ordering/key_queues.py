@@ -1,0 +1,140 @@
+"""Per-resource FIFO queues, leases and wake-ups in Redis.
+
+For each resource key:
+
+- `{ns}:q:{key}`      list of job ids in the order the API accepted them. A job
+                      stays at the head while it runs and is removed only
+                      after its outcome is recorded, so a worker that dies
+                      leaves it for the next lease holder.
+- `{ns}:lease:{key}`  the lease: a random token with an expiry. Only its
+                      holder drains the key; it renews between jobs. A paused
+                      worker loses it after `lease_seconds`; the MongoDB
+                      compare-and-set then refuses its late write (fencing).
+- `{ns}:sched:{key}`  set while a drain message for the key is outstanding,
+                      so one message serves any number of jobs queued behind.
+- `{ns}:keys`         the keys with queued jobs, for the reconciler.
+
+Every step that reads and then writes runs as one Lua script, so an enqueue
+and the end of a drain can never both decide that the other will send the
+next drain message (no lost wake-up, no duplicate drain).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+
+_ENQUEUE = """
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
+redis.call('SADD', KEYS[3], ARGV[1])
+if redis.call('SET', KEYS[2], ARGV[2], 'NX') then return 1 end
+return 0
+"""
+
+# Put jobs back at the head (the reconciler, after Redis lost them): they were accepted before anything queued now.
+_RESTORE = """
+for i = #ARGV, 3, -1 do redis.call('LPUSH', KEYS[1], ARGV[i]) end
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+_COMPLETE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if redis.call('LINDEX', KEYS[2], 0) == ARGV[2] then redis.call('LPOP', KEYS[2]) return 1 end
+return 0
+"""
+
+# Release the lease; if jobs remain the caller must send a drain message (the
+# `sched` flag stays set), else the key is idle and the flag goes.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('LLEN', KEYS[2]) > 0 then return 1 end
+redis.call('DEL', KEYS[3])
+redis.call('SREM', KEYS[4], ARGV[2])
+return 0
+"""
+
+
+class KeyQueues:
+    """The Redis side of per-key ordering, bound to one namespace."""
+
+    def __init__(self, client: "redis.Redis", namespace: str) -> None:
+        self._redis = client
+        self._ns = namespace
+        self._enqueue = client.register_script(_ENQUEUE)
+        self._restore = client.register_script(_RESTORE)
+        self._renew = client.register_script(_RENEW)
+        self._complete = client.register_script(_COMPLETE)
+        self._release = client.register_script(_RELEASE)
+
+    def _k(self, kind: str, key: str) -> str:
+        return f"{self._ns}:{kind}:{key}"
+
+    @property
+    def keys_set(self) -> str:
+        return f"{self._ns}:keys"
+
+    @property
+    def done_channel(self) -> str:
+        return f"{self._ns}:done"
+
+    def enqueue(self, key: str, job_ids: list[str], now: float) -> bool:
+        """Append jobs to the key's queue; True when the caller must send a drain message."""
+        return bool(self._enqueue(keys=[self._k("q", key), self._k("sched", key), self.keys_set], args=[key, now, *job_ids]))
+
+    def restore(self, key: str, job_ids: list[str], now: float) -> None:
+        """Put jobs Redis lost back at the head of the key's queue, in order."""
+        self._restore(keys=[self._k("q", key), self._k("sched", key), self.keys_set], args=[key, now, *job_ids])
+
+    def acquire(self, key: str, lease_seconds: float) -> str | None:
+        """Take the key's lease; its token, or None when someone holds it."""
+        token = secrets.token_hex(12)
+        ok = self._redis.set(self._k("lease", key), token, nx=True, px=max(1, int(lease_seconds * 1000)))
+        return token if ok else None
+
+    def renew(self, key: str, token: str, lease_seconds: float) -> bool:
+        return bool(self._renew(keys=[self._k("lease", key)], args=[token, max(1, int(lease_seconds * 1000))]))
+
+    def head(self, key: str) -> str | None:
+        value = self._redis.lindex(self._k("q", key), 0)
+        return value.decode() if isinstance(value, bytes) else value
+
+    def complete(self, key: str, token: str, job_id: str) -> bool:
+        """Remove the finished job from the head; False when the lease was lost (stop draining)."""
+        return int(self._complete(keys=[self._k("lease", key), self._k("q", key)], args=[token, job_id])) >= 0
+
+    def release(self, key: str, token: str) -> bool:
+        """Give the lease up; True when jobs remain and a new drain message must be sent."""
+        return bool(self._release(keys=[self._k("lease", key), self._k("q", key), self._k("sched", key), self.keys_set], args=[token, key]))
+
+    def reschedule(self, key: str, now: float) -> None:
+        self._redis.set(self._k("sched", key), now)
+
+    def position(self, key: str, job_id: str) -> int | None:
+        found: Any = self._redis.lpos(self._k("q", key), job_id)
+        return int(found) if found is not None else None
+
+    def state(self, key: str) -> tuple[int, bool, float | None]:
+        """(queued jobs, lease held, time the last drain message was sent) for the reconciler."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.llen(self._k("q", key))
+        pipe.exists(self._k("lease", key))
+        pipe.get(self._k("sched", key))
+        depth, leased, sched = pipe.execute()
+        return int(depth), bool(leased), float(sched) if sched else None
+
+    def active_keys(self) -> Iterator[str]:
+        for member in self._redis.sscan_iter(self.keys_set, count=1000):
+            yield member.decode() if isinstance(member, bytes) else str(member)
+
+    def publish_done(self, message: str) -> None:
+        self._redis.publish(self.done_channel, message)

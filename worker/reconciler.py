@@ -1,0 +1,98 @@
+"""The reconciler: make sure everything accepted reaches a final state, and keep storage tidy.
+
+Runs periodically in every worker process, one at a time across the
+deployment (a Redis lock). Each pass:
+
+1. revives stalled keys: jobs queued, no lease held, and no drain message sent
+   for longer than a lease (its worker was killed, its message is stuck until
+   the broker's visibility timeout) -> send a drain message;
+2. restores lost jobs: jobs MongoDB holds as accepted or running, older than
+   a grace period, that no Redis queue holds (Redis lost its data) -> put
+   them back at the head of their key's queue, oldest first;
+3. resends owed callbacks whose retry message was lost;
+4. removes finished jobs older than the retention.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import redis
+
+from worker.ordering import KeyQueues
+from worker.settings import Settings
+from worker.storage import Database
+
+log = logging.getLogger("fhir_patch.reconciler")
+
+
+@dataclass(frozen=True)
+class Pass:
+    revived_keys: int = 0
+    restored_jobs: int = 0
+    callbacks_resent: int = 0
+    expired_jobs: int = 0
+    skipped: bool = False
+
+
+class Reconciler:
+    def __init__(self, settings: Settings, database: Database, client: "redis.Redis", queues: KeyQueues,
+                 send_drain: Callable[[str], None], send_callback: Callable[[str], None]) -> None:
+        self._settings = settings
+        self._db = database
+        self._redis = client
+        self._queues = queues
+        self._send_drain = send_drain
+        self._send_callback = send_callback
+        self._lock = f"{settings.namespace}:reconciler"
+
+    @property
+    def grace(self) -> timedelta:
+        # A job is recorded in MongoDB a moment before it is queued in Redis; never mistake that moment for a loss.
+        return timedelta(seconds=max(2.0, self._settings.reconcile_interval_seconds))
+
+    def run_once(self, now: datetime) -> Pass:
+        hold_ms = max(100, int(self._settings.reconcile_interval_seconds * 900))
+        if not self._redis.set(self._lock, secrets.token_hex(8), nx=True, px=hold_ms):
+            return Pass(skipped=True)
+        return Pass(self._revive_stalled_keys(now), self._restore_lost_jobs(now), self._resend_callbacks(now),
+                    self._db.jobs.expire(now - timedelta(seconds=self._settings.job_retention_seconds)))
+
+    def _revive_stalled_keys(self, now: datetime) -> int:
+        revived = 0
+        stale_before = now.timestamp() - self._settings.lease_seconds
+        for key in self._queues.active_keys():
+            depth, leased, sent_at = self._queues.state(key)
+            if depth and not leased and (sent_at is None or sent_at < stale_before):
+                self._queues.reschedule(key, now.timestamp())
+                self._send_drain(key)
+                revived += 1
+        if revived:
+            log.warning("revived stalled keys", extra={"count": revived})
+        return revived
+
+    def _restore_lost_jobs(self, now: datetime) -> int:
+        lost: dict[str, list[str]] = defaultdict(list)
+        for job in self._db.jobs.unfinished_before(now - self.grace):
+            if self._queues.position(job.key, job.id) is None:
+                lost[job.key].append(job.id)
+        for key, job_ids in lost.items():
+            self._queues.restore(key, job_ids, now.timestamp())
+            self._send_drain(key)
+        restored = sum(len(ids) for ids in lost.values())
+        if restored:
+            log.warning("restored jobs Redis had lost", extra={"count": restored, "keys": len(lost)})
+        return restored
+
+    def _resend_callbacks(self, now: datetime) -> int:
+        overdue = now - timedelta(seconds=max(30.0, 2 * self._settings.reconcile_interval_seconds))
+        resent = 0
+        for job in self._db.jobs.callbacks_due(overdue):
+            self._send_callback(job.id)
+            resent += 1
+        return resent

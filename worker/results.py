@@ -1,0 +1,46 @@
+"""How a finished job is answered: the FHIR `batch-response` Bundle (polling, callbacks) and its parts.
+
+Pure functions over a Job and the stored text of the version it made.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from worker.changes import fhir_instant
+from worker.jobs import Job, JobResult
+from worker.patch.fhir_json import loads
+
+
+def etag(version_id: int) -> str:
+    return f'W/"{version_id}"'
+
+
+def version_location(base: str, resource_type: str, resource_id: str, version_id: int) -> str:
+    path = f"{resource_type}/{resource_id}/_history/{version_id}"
+    return f"{base}/{path}" if base else path
+
+
+def response_element(job: Job, result: JobResult, base: str) -> dict[str, Any]:
+    """Bundle.entry.response: status, and etag/lastModified/location for a version, outcome when there is one."""
+    response: dict[str, Any] = {"status": result.status_line}
+    if result.version_id is not None:
+        response["etag"] = etag(result.version_id)
+        response["location"] = version_location(base, job.request.resource_type, job.request.resource_id, result.version_id)
+    if isinstance(result.last_updated, datetime):
+        response["lastModified"] = fhir_instant(result.last_updated)
+    if result.outcome:
+        response["outcome"] = result.outcome
+    return response
+
+
+def result_bundle(job: Job, resource_text: str | None, base: str, *, include_resource: bool = True) -> dict[str, Any]:
+    """The FHIR asynchronous-interaction answer: a batch-response Bundle whose one entry is this job's."""
+    assert job.result is not None, "only finished jobs have a result bundle"
+    entry: dict[str, Any] = {}
+    if include_resource and resource_text is not None and job.result.succeeded:
+        entry["fullUrl"] = f"{base}/{job.request.key}" if base else job.request.key
+        entry["resource"] = loads(resource_text.encode(), what="stored resource")
+    entry["response"] = response_element(job, job.result, base)
+    return {"resourceType": "Bundle", "id": job.id, "type": "batch-response", "entry": [entry]}

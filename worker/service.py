@@ -1,0 +1,153 @@
+"""Apply jobs: drain one resource key, one job at a time, in the order they were accepted.
+
+For each job at the head of the key's queue:
+  1. claim it in MongoDB (accepted -> running; a cancelled job is skipped),
+  2. read the current version; if this job already wrote a version (a
+     redelivery after a crash) take that as its result,
+  3. otherwise plan the change (pure) and commit version n+1 with a
+     compare-and-set on n,
+  4. record the outcome durably, publish the wake-up, and only then take the
+     job off the queue.
+A crash between any two steps repeats at most the steps after the last
+durable one, and the job-id check in step 2 makes a repeat harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from worker.changes import Existing, plan_change, stamped
+from worker.jobs import Job, JobRequest, JobResult
+from worker.metrics import Metrics
+from worker.ordering import KeyQueues
+from worker.patch.errors import PatchError
+from worker.patch.fhir_json import dumps
+from worker.settings import Settings
+from worker.storage import Database, StoredVersion, VersionConflict
+from worker.storage.resource_store import Current
+
+log = logging.getLogger("fhir_patch.service")
+
+MAX_JOBS_PER_DRAIN = 200  # then hand the key back to the queue, so one busy resource cannot hold a worker
+
+
+def utc_now() -> datetime:
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)  # MongoDB keeps milliseconds
+
+
+class LeaseLost(Exception):
+    """Another worker owns the key now; stop draining without touching its queue."""
+
+
+@dataclass(frozen=True)
+class Drained:
+    processed: int
+    more: bool  # jobs remain: a new drain message must be sent
+
+
+class ChangeService:
+    def __init__(self, settings: Settings, database: Database, queues: KeyQueues, metrics: Metrics,
+                 on_finished: Callable[[Job], None] = lambda job: None, clock: Callable[[], datetime] = utc_now) -> None:
+        self._settings = settings
+        self._db = database
+        self._queues = queues
+        self._metrics = metrics
+        self._on_finished = on_finished
+        self._clock = clock
+
+    def drain(self, key: str) -> Drained:
+        """Apply the key's queued jobs while holding its lease."""
+        lease = self._settings.lease_seconds
+        token = self._queues.acquire(key, lease)
+        if token is None:
+            return Drained(0, False)  # its holder drains it (or the reconciler revives it when the lease expires)
+        processed = 0
+        try:
+            while processed < MAX_JOBS_PER_DRAIN:
+                job_id = self._queues.head(key)
+                if job_id is None:
+                    break
+                self.run_job(job_id)
+                processed += 1
+                if not self._queues.complete(key, token, job_id) or not self._queues.renew(key, token, lease):
+                    raise LeaseLost(key)
+        except LeaseLost:
+            log.warning("lease lost; another worker continues", extra={"key": key, "processed": processed})
+            return Drained(processed, False)
+        except BaseException:
+            self._queues.release(key, token)  # let a retry start at once instead of waiting out the lease
+            raise
+        return Drained(processed, self._queues.release(key, token))
+
+    def run_job(self, job_id: str) -> Job | None:
+        """Bring one job to a final state (or find it there); None when the job is unknown or expired."""
+        job = self._db.jobs.claim(job_id, self._clock())
+        if job is None:
+            log.warning("queued job not found (expired?)", extra={"job_id": job_id})
+            return None
+        if job.state.final:
+            return job  # cancelled, or finished by an earlier delivery
+        current = self._db.resources.current(job.request.resource_type, job.request.resource_id)
+        if current is not None and job.id in current.recent_jobs:
+            result, text = self._earlier_result(job, current)
+        else:
+            result, text = self._apply(job, current)
+        return self._finish(job, result, text)
+
+    def _apply(self, job: Job, current: Current | None) -> tuple[JobResult, str | None]:
+        request = job.request
+        existing = Existing(current.version.version_id, None if current.version.deleted else current.version.resource()) if current else None
+        try:
+            planned = plan_change(request, existing, self._settings.element_policies)
+        except PatchError as exc:
+            return JobResult(exc.status, outcome=exc.outcome), None
+        except Exception:  # a bug must fail this job alone, never the key's queue
+            log.exception("job failed unexpectedly", extra={"job_id": job.id, "key": job.key})
+            return JobResult.error(500, "exception", "The server failed while applying this job; it was not applied"), None
+        if not planned.write:
+            assert current is not None
+            return JobResult(planned.status, current.version.version_id, current.version.last_updated, planned.outcome), current.version.text
+        return self._commit(job, request, current, planned.resource, planned.status, planned.outcome)
+
+    def _commit(self, job: Job, request: JobRequest, current: Current | None, resource: dict[str, Any] | None,
+                status: int, outcome: dict[str, Any] | None) -> tuple[JobResult, str | None]:
+        version_id = current.version.version_id + 1 if current else 1
+        now = self._clock()
+        text = dumps(stamped(resource, request.resource_id, version_id, now)) if resource is not None else None
+        try:
+            self._db.resources.commit(current, StoredVersion(request.resource_type, request.resource_id, version_id, now, text, job.id, request.action.value))
+        except VersionConflict as exc:
+            raise LeaseLost(job.key) from exc
+        return JobResult(status, version_id, now, outcome), text
+
+    def _earlier_result(self, job: Job, current: Current) -> tuple[JobResult, str | None]:
+        version_id = current.recent_jobs[job.id]
+        version = self._db.resources.version(job.request.resource_type, job.request.resource_id, version_id)
+        log.info("job had already written its version; recording that", extra={"job_id": job.id, "key": job.key, "version": version_id})
+        status = 201 if version_id == 1 else 200
+        return JobResult(status, version_id, version.last_updated if version else None), version.text if version else None
+
+    def _finish(self, job: Job, result: JobResult, text: str | None) -> Job:
+        now = self._clock()
+        extra = {"callback": {"state": "pending", "attempts": 0, "nextAttemptAt": now}} if job.callback_url else None
+        first = self._db.jobs.finish(job.id, result, now, extra)
+        finished = job.finished(result, now)
+        if first:
+            self._metrics.finished(finished.state.value, (now - job.accepted_at).total_seconds())
+            log.info("job %s", finished.state.value, extra={"job_id": job.id, "key": job.key, "status": result.status,
+                                                             "version": result.version_id})
+        self._queues.publish_done(json.dumps({"job": job.id, "state": finished.state.value, "text": text,
+                                              "result": _jsonable(result.to_document())}))
+        if first and job.callback_url:
+            self._on_finished(finished)
+        return finished
+
+
+def _jsonable(document: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in document.items()}

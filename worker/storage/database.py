@@ -1,0 +1,34 @@
+"""One MongoDB database handle holding the stores, opened from Settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import MongoClient
+
+from worker.settings import Settings
+from worker.storage.job_store import JobStore
+from worker.storage.resource_store import ResourceStore
+
+
+@dataclass(frozen=True)
+class Database:
+    client: "MongoClient[dict[str, Any]]"
+    resources: ResourceStore
+    jobs: JobStore
+
+    @classmethod
+    def open(cls, settings: Settings) -> Database:
+        """Connect (lazily, so it is safe before a fork) and bind the stores to `settings.database`."""
+        client: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_uri, tz_aware=True, connect=False,
+                                                          serverSelectionTimeoutMS=5000, connectTimeoutMS=2000)
+        db = client[settings.database]
+        return cls(client, ResourceStore(db), JobStore(db))
+
+    def ensure_indexes(self) -> None:
+        self.resources.ensure_indexes()
+        self.jobs.ensure_indexes()
+
+    def close(self) -> None:
+        self.client.close()

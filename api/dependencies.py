@@ -29,9 +29,9 @@ class Connections:
     @classmethod
     def open(cls, settings: Settings) -> Connections:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
-        database = Database.open(settings)
-        celery = create_celery(settings)
         queues = KeyQueues(client, settings.namespace)
+        database = Database.open(settings, (queues.version_hint, queues.raise_version_hint))
+        celery = create_celery(settings)
         metrics = Metrics(client, settings.namespace)
         waiter = ResultWaiter(settings.redis_url, queues.done_channel)
         return cls(settings, client, database, celery, metrics, waiter, Intake(database, queues, metrics, celery, waiter))

@@ -60,28 +60,25 @@ class CallbackSender:
         self._rng = rng or random.Random()
         self._webhook = Webhook(settings.callback_secret) if settings.callback_secret else None
 
-    def deliver(self, job_id: str, now: datetime) -> Delivery:
+    def deliver(self, job_id: str, attempt: int, now: datetime) -> Delivery:
+        """Attempt number `attempt` to deliver the job's callback."""
         job = self._db.jobs.get(job_id)
-        callback = job.extra.get("callback") if job else None
-        if job is None or not job.callback_url or not isinstance(callback, dict) or callback.get("state") != "pending":
+        if job is None or not job.callback_url or job.result is None or self._db.jobs.callback_state(job_id) != "pending":
             return Delivery("nothing-owed")
-        attempts = int(callback.get("attempts", 0)) + 1
         status = self._post(job, now)
         if status is not None and 200 <= status < 300:
-            return self._record(job, "delivered", attempts, now, status)
+            return self._record(job, "delivered", attempt, now, status)
         if status == 410:
-            return self._record(job, "gave-up", attempts, now, status)
+            return self._record(job, "gave-up", attempt, now, status)
         assert job.finished_at is not None
         if now - job.finished_at >= timedelta(seconds=self._settings.callback_give_up_seconds):
-            return self._record(job, "gave-up", attempts, now, status)
-        delay = retry_delay(attempts, self._rng)
-        self._db.jobs.update(job.id, {"callback": {"state": "pending", "attempts": attempts, "lastStatus": status,
-                                                   "nextAttemptAt": now + timedelta(seconds=delay)}})
-        log.info("callback failed; retrying", extra={"job_id": job.id, "status": status, "attempt": attempts, "retry_in": round(delay, 2)})
+            return self._record(job, "gave-up", attempt, now, status)
+        delay = retry_delay(attempt, self._rng)
+        log.info("callback failed; retrying", extra={"job_id": job.id, "status": status, "attempt": attempt, "retry_in": round(delay, 2)})
         return Delivery("pending", delay)
 
     def _record(self, job: Job, state: str, attempts: int, now: datetime, status: int | None) -> Delivery:
-        self._db.jobs.update(job.id, {"callback": {"state": state, "attempts": attempts, "lastStatus": status, "endedAt": now}})
+        self._db.jobs.callback_ended(job.id, state, attempts, status, now)
         log.info("callback %s", state, extra={"job_id": job.id, "status": status, "attempt": attempts})
         return Delivery(state)
 

@@ -11,6 +11,8 @@ deployment (a Redis lock). Each pass:
    them back at the head of their key's queue, oldest first;
 3. resends owed callbacks whose retry message was lost;
 4. removes finished jobs older than the retention.
+Step 1 reads Redis only and runs every pass; steps 2-4 scan MongoDB and run
+every `MONGODB_PASS_EVERY` passes.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from worker.settings import Settings
 from worker.storage import Database
 
 log = logging.getLogger("fhir_patch.reconciler")
+
+MONGODB_PASS_EVERY = 10
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class Reconciler:
         self._send_drain = send_drain
         self._send_callback = send_callback
         self._lock = f"{settings.namespace}:reconciler"
+        self._passes = 0
 
     @property
     def grace(self) -> timedelta:
@@ -60,7 +65,11 @@ class Reconciler:
         hold_ms = max(100, int(self._settings.reconcile_interval_seconds * 900))
         if not self._redis.set(self._lock, secrets.token_hex(8), nx=True, px=hold_ms):
             return Pass(skipped=True)
-        return Pass(self._revive_stalled_keys(now), self._restore_lost_jobs(now), self._resend_callbacks(now),
+        self._passes += 1
+        revived = self._revive_stalled_keys(now)
+        if self._passes % MONGODB_PASS_EVERY != 1:
+            return Pass(revived)
+        return Pass(revived, self._restore_lost_jobs(now), self._resend_callbacks(now),
                     self._db.jobs.expire(now - timedelta(seconds=self._settings.job_retention_seconds)))
 
     def _revive_stalled_keys(self, now: datetime) -> int:
@@ -92,7 +101,9 @@ class Reconciler:
     def _resend_callbacks(self, now: datetime) -> int:
         overdue = now - timedelta(seconds=max(30.0, 2 * self._settings.reconcile_interval_seconds))
         resent = 0
-        for job in self._db.jobs.callbacks_due(overdue):
-            self._send_callback(job.id)
-            resent += 1
+        for job_id in self._db.jobs.callbacks_owed(overdue):
+            if not self._queues.callback_is_scheduled(job_id):
+                self._queues.callback_scheduled(job_id, 0)
+                self._send_callback(job_id)
+                resent += 1
         return resent

@@ -29,7 +29,6 @@ from worker.patch.errors import PatchError
 from worker.patch.fhir_json import dumps
 from worker.settings import Settings
 from worker.storage import Database, StoredVersion, VersionConflict
-from worker.storage.resource_store import Current
 
 log = logging.getLogger("fhir_patch.service")
 
@@ -87,22 +86,28 @@ class ChangeService:
 
     def run_job(self, job_id: str) -> Job | None:
         """Bring one job to a final state (or find it there); None when the job is unknown or expired."""
-        job = self._db.jobs.claim(job_id, self._clock())
+        job = self._db.jobs.accepted(job_id)
         if job is None:
             log.warning("queued job not found (expired?)", extra={"job_id": job_id})
             return None
-        if job.state.final:
-            return job  # cancelled, or finished by an earlier delivery
-        current = self._db.resources.current(job.request.resource_type, job.request.resource_id)
-        if current is not None and job.id in current.recent_jobs:
-            result, text = self._earlier_result(job, current)
+        started = self._db.jobs.start(job_id, self._clock())
+        if started == "cancelled":
+            return job
+        if started == "again":  # a redelivery: it may have ended already
+            job = self._db.jobs.get(job_id) or job
+            if job.state.final:
+                return job
+        # The hint is trusted here: if it is behind, the commit collides and finds the newest version.
+        current = self._db.resources.latest(job.request.resource_type, job.request.resource_id, trust_hint=True)
+        if current is not None and current.job_id == job.id:
+            result, text = self._earlier_result(job, current)  # a redelivery: this job already wrote the newest version
         else:
             result, text = self._apply(job, current)
         return self._finish(job, result, text)
 
-    def _apply(self, job: Job, current: Current | None) -> tuple[JobResult, str | None]:
+    def _apply(self, job: Job, current: StoredVersion | None) -> tuple[JobResult, str | None]:
         request = job.request
-        existing = Existing(current.version.version_id, None if current.version.deleted else current.version.resource()) if current else None
+        existing = Existing(current.version_id, None if current.deleted else current.resource()) if current else None
         try:
             planned = plan_change(request, existing, self._settings.element_policies)
         except PatchError as exc:
@@ -112,31 +117,31 @@ class ChangeService:
             return JobResult.error(500, "exception", "The server failed while applying this job; it was not applied"), None
         if not planned.write:
             assert current is not None
-            return JobResult(planned.status, current.version.version_id, current.version.last_updated, planned.outcome), current.version.text
+            return JobResult(planned.status, current.version_id, current.last_updated, planned.outcome), current.text
         return self._commit(job, request, current, planned.resource, planned.status, planned.outcome)
 
-    def _commit(self, job: Job, request: JobRequest, current: Current | None, resource: dict[str, Any] | None,
+    def _commit(self, job: Job, request: JobRequest, current: StoredVersion | None, resource: dict[str, Any] | None,
                 status: int, outcome: dict[str, Any] | None) -> tuple[JobResult, str | None]:
-        version_id = current.version.version_id + 1 if current else 1
+        version_id = current.version_id + 1 if current else 1
         now = self._clock()
         text = dumps(stamped(resource, request.resource_id, version_id, now)) if resource is not None else None
         try:
-            self._db.resources.commit(current, StoredVersion(request.resource_type, request.resource_id, version_id, now, text, job.id, request.action.value))
+            self._db.resources.commit(StoredVersion(request.resource_type, request.resource_id, version_id, now, text, job.id,
+                                                    request.action.value))
         except VersionConflict as exc:
+            if exc.latest is not None and exc.latest.job_id == job.id:
+                return self._earlier_result(job, exc.latest)  # our own earlier attempt (paused, then resumed) got there first
             raise LeaseLost(job.key) from exc
         return JobResult(status, version_id, now, outcome), text
 
-    def _earlier_result(self, job: Job, current: Current) -> tuple[JobResult, str | None]:
-        version_id = current.recent_jobs[job.id]
-        version = self._db.resources.version(job.request.resource_type, job.request.resource_id, version_id)
-        log.info("job had already written its version; recording that", extra={"job_id": job.id, "key": job.key, "version": version_id})
-        status = 201 if version_id == 1 else 200
-        return JobResult(status, version_id, version.last_updated if version else None), version.text if version else None
+    def _earlier_result(self, job: Job, version: StoredVersion) -> tuple[JobResult, str | None]:
+        log.info("job had already written its version; recording that", extra={"job_id": job.id, "key": job.key,
+                                                                                "version": version.version_id})
+        return JobResult(201 if version.version_id == 1 else 200, version.version_id, version.last_updated), version.text
 
     def _finish(self, job: Job, result: JobResult, text: str | None) -> Job:
         now = self._clock()
-        extra = {"callback": {"state": "pending", "attempts": 0, "nextAttemptAt": now}} if job.callback_url else None
-        first = self._db.jobs.finish(job.id, result, now, extra)
+        first = self._db.jobs.finish(job.id, result, now)
         finished = job.finished(result, now)
         if first:
             self._metrics.finished(finished.state.value, (now - job.accepted_at).total_seconds())

@@ -36,8 +36,8 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     def send_drain(key: str) -> None:
         app.send_task(DRAIN_TASK, args=[key])
 
-    def send_callback(job_id: str, countdown: float | None = None) -> None:
-        app.send_task(CALLBACK_TASK, args=[job_id], countdown=countdown)
+    def send_callback(job_id: str, attempt: int = 1, countdown: float | None = None) -> None:
+        app.send_task(CALLBACK_TASK, args=[job_id, attempt], countdown=countdown)
 
     def runtime() -> Runtime:
         return runtime_for(settings, on_finished=lambda job: send_callback(job.id))
@@ -50,10 +50,12 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             send_drain(key)
         return drained.processed
 
-    def callback(job_id: str) -> str:
-        delivery = runtime().callbacks.deliver(job_id, utc_now())
+    def callback(job_id: str, attempt: int = 1) -> str:
+        r = runtime()
+        delivery = r.callbacks.deliver(job_id, attempt, utc_now())
         if delivery.retry_in is not None:
-            send_callback(job_id, delivery.retry_in)
+            r.queues.callback_scheduled(job_id, delivery.retry_in)
+            send_callback(job_id, attempt + 1, delivery.retry_in)
         return delivery.state
 
     def _logging(**_: Any) -> None:

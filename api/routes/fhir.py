@@ -90,10 +90,10 @@ async def delete(resource_type: str, resource_id: str, request: Request) -> Resp
 @router.get("/{resource_type}/{resource_id}")
 async def read(resource_type: str, resource_id: str, request: Request) -> Response:
     store = connections(request).database.resources
-    current = await anyio.to_thread.run_sync(store.current, _resource_type(resource_type), check_id(resource_id))
-    if current is None:
+    latest = await anyio.to_thread.run_sync(store.latest, _resource_type(resource_type), check_id(resource_id))
+    if latest is None:
         raise ResourceNotFound(f"{resource_type}/{resource_id} does not exist", "id")
-    return _version_answer(current.version, request)
+    return _version_answer(latest, request)
 
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}")

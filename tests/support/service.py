@@ -48,9 +48,10 @@ def running_service(env: dict[str, str], tmp: Path, workers: int = 2, concurrenc
         stack.enter_context(started(api_argv(port), full_env, tmp / "api.log"))
         wait_http_ok(f"{service.base}/readyz", timeout=60)
         yield service
-        for proc in service.workers:  # a test may have paused one
+        for proc in service.workers:  # resume any paused worker, and stop them all at once (warm shutdown takes a while)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGCONT)
+                proc.terminate()
 
 
 def wait_jobs_final(client: httpx.Client, locations: list[str], timeout: float = 120) -> dict[str, httpx.Response]:

@@ -64,6 +64,13 @@ return 0
 """
 
 
+_RAISE = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+
 class KeyQueues:
     """The Redis side of per-key ordering, bound to one namespace."""
 
@@ -75,6 +82,7 @@ class KeyQueues:
         self._renew = client.register_script(_RENEW)
         self._complete = client.register_script(_COMPLETE)
         self._release = client.register_script(_RELEASE)
+        self._raise = client.register_script(_RAISE)
 
     def _k(self, kind: str, key: str) -> str:
         return f"{self._ns}:{kind}:{key}"
@@ -135,6 +143,21 @@ class KeyQueues:
     def active_keys(self) -> Iterator[str]:
         for member in self._redis.sscan_iter(self.keys_set, count=1000):
             yield member.decode() if isinstance(member, bytes) else str(member)
+
+    def version_hint(self, key: str) -> int:
+        """The newest version number of the resource seen so far (0 when unknown): a hint, MongoDB decides."""
+        value = self._redis.get(self._k("ver", key))
+        return int(value) if value else 0
+
+    def raise_version_hint(self, key: str, version_id: int) -> None:
+        self._raise(keys=[self._k("ver", key)], args=[version_id])
+
+    def callback_scheduled(self, job_id: str, seconds: float) -> None:
+        """Note that a callback attempt is scheduled within `seconds`, so the reconciler leaves it alone."""
+        self._redis.set(self._k("cb", job_id), 1, ex=max(1, int(seconds + 30)))
+
+    def callback_is_scheduled(self, job_id: str) -> bool:
+        return bool(self._redis.exists(self._k("cb", job_id)))
 
     def publish_done(self, message: str) -> None:
         self._redis.publish(self.done_channel, message)

@@ -9,7 +9,7 @@ from pymongo import MongoClient
 
 from worker.settings import Settings
 from worker.storage.job_store import JobStore
-from worker.storage.resource_store import ResourceStore
+from worker.storage.resource_store import ResourceStore, VersionHint
 
 
 @dataclass(frozen=True)
@@ -19,12 +19,14 @@ class Database:
     jobs: JobStore
 
     @classmethod
-    def open(cls, settings: Settings) -> Database:
-        """Connect (lazily, so it is safe before a fork) and bind the stores to `settings.database`."""
+    def open(cls, settings: Settings, hint: VersionHint | None = None) -> Database:
+        """Connect (lazily, so it is safe before a fork) and bind the stores to `settings.database`.
+
+        `hint` reads and raises the newest-version hint kept in Redis (see ResourceStore)."""
         client: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_uri, tz_aware=True, connect=False,
                                                           serverSelectionTimeoutMS=5000, connectTimeoutMS=2000)
         db = client[settings.database]
-        return cls(client, ResourceStore(db), JobStore(db))
+        return cls(client, ResourceStore(db, hint), JobStore(db))
 
     def ensure_indexes(self) -> None:
         self.resources.ensure_indexes()

@@ -1,8 +1,16 @@
-"""Durable jobs in MongoDB: accept, claim, finish, cancel, expire; idempotency keys; callback outbox.
+"""Durable jobs in MongoDB, append-only: accept, start or cancel, finish; idempotency keys.
 
-State changes are single-document updates filtered on the state they leave,
-so a claim and a cancel can never both win, and a finished job is never
-finished again by a redelivered message.
+A job's life is a few inserted documents, never an update (inserts and `_id`
+lookups are O(1) on every MongoDB-protocol server; FerretDB scans for updates):
+
+- `jobs`         `_id` J: the accepted request (the durable accept);
+- `job_events`   `_id` "J/gate": who got there first, the worker starting
+                 it or a client cancelling it; the unique `_id` makes that
+                 race have exactly one winner;
+                 `_id` "J/result": its outcome; a second finish (a
+                 redelivered message) collides and changes nothing;
+                 `_id` "J/callback": the callback was delivered or given up.
+- `idempotency`  `_id` the Idempotency-Key: the request digest and its job.
 """
 
 from __future__ import annotations
@@ -11,7 +19,6 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -30,75 +37,119 @@ class IdempotencyConflict(Exception):
 class JobStore:
     def __init__(self, db: Database[dict[str, Any]]) -> None:
         self._jobs: Collection[dict[str, Any]] = db["jobs"]
+        self._events: Collection[dict[str, Any]] = db["job_events"]
         self._keys: Collection[dict[str, Any]] = db["idempotency"]
 
     def ensure_indexes(self) -> None:
-        self._jobs.create_index([("state", 1), ("acceptedAt", 1)], name="state_accepted")
-        self._jobs.create_index([("finishedAt", 1)], name="finished")
+        self._jobs.create_index([("acceptedAt", 1)], name="accepted")
+        self._events.create_index([("at", 1)], name="at")
 
     def accept(self, job: Job) -> None:
         self._jobs.insert_one(job.to_document())
 
-    def remember_key(self, scope: str, digest: str, job_id: str, now: datetime) -> str:
+    def remember_key(self, key: str, digest: str, job_id: str, now: datetime) -> str:
         """Bind an idempotency key to a job: the job id to answer with (an earlier one on a retry).
 
         Raises IdempotencyConflict when the key was used for a different request.
         """
         try:
-            self._keys.insert_one({"_id": scope, "digest": digest, "job": job_id, "createdAt": now})
+            self._keys.insert_one({"_id": key, "digest": digest, "job": job_id, "createdAt": now})
             return job_id
         except DuplicateKeyError:
-            earlier = self._keys.find_one({"_id": scope})
+            earlier = self._keys.find_one({"_id": key})
             if earlier is None:  # expired between the insert and the read: bind it again
-                return self.remember_key(scope, digest, job_id, now)
+                return self.remember_key(key, digest, job_id, now)
             if earlier["digest"] != digest:
                 raise IdempotencyConflict(earlier["job"]) from None
             return str(earlier["job"])
 
-    def forget_key(self, scope: str, job_id: str) -> None:
-        self._keys.delete_one({"_id": scope, "job": job_id})
+    def forget_key(self, key: str, job_id: str) -> None:
+        self._keys.delete_one({"_id": key, "job": job_id})
 
     def get(self, job_id: str) -> Job | None:
+        """The job with its current state (accepted, cancelled, applied or failed)."""
+        doc = self._jobs.find_one({"_id": job_id})
+        if doc is None:
+            return None
+        result = self._events.find_one({"_id": f"{job_id}/result"})
+        if result is not None:
+            doc.update(state=result["state"], finishedAt=result["at"], result=result["result"])
+        else:
+            gate = self._events.find_one({"_id": f"{job_id}/gate"})
+            if gate is not None:
+                doc.update(state=JobState.CANCELLED.value if gate["by"] == "cancel" else JobState.RUNNING.value, startedAt=gate["at"])
+        return Job.from_document(doc)
+
+    def _pass_gate(self, job_id: str, by: str, now: datetime) -> str:
+        """Who passed the job's gate first: `by` if this call did, else the earlier one."""
+        try:
+            self._events.insert_one({"_id": f"{job_id}/gate", "by": by, "at": now})
+            return by
+        except DuplicateKeyError:
+            gate = self._events.find_one({"_id": f"{job_id}/gate"})
+            return str(gate["by"]) if gate else by
+
+    def accepted(self, job_id: str) -> Job | None:
+        """The job as accepted (one lookup; its state is not read: `start` decides that)."""
         doc = self._jobs.find_one({"_id": job_id})
         return Job.from_document(doc) if doc else None
 
-    def claim(self, job_id: str, now: datetime) -> Job | None:
-        """accepted -> running, returning the job in whatever state it is now (None if unknown)."""
-        doc = self._jobs.find_one_and_update({"_id": job_id, "state": JobState.ACCEPTED.value},
-                                             {"$set": {"state": JobState.RUNNING.value, "startedAt": now}},
-                                             return_document=ReturnDocument.AFTER)
-        return Job.from_document(doc) if doc else self.get(job_id)
-
-    def finish(self, job_id: str, result: JobResult, now: datetime, extra: dict[str, Any] | None = None) -> bool:
-        """Record the outcome of a running job; False if it was already final (a redelivery)."""
-        state = JobState.APPLIED if result.succeeded else JobState.FAILED
-        done = self._jobs.update_one({"_id": job_id, "state": {"$in": [JobState.ACCEPTED.value, JobState.RUNNING.value]}},
-                                     {"$set": {"state": state.value, "finishedAt": now, "result": result.to_document(), **(extra or {})}})
-        return done.modified_count == 1
+    def start(self, job_id: str, now: datetime) -> str:
+        """"first": this worker starts the job; "again": it was started before (a redelivery); "cancelled"."""
+        try:
+            self._events.insert_one({"_id": f"{job_id}/gate", "by": "start", "at": now})
+            return "first"
+        except DuplicateKeyError:
+            gate = self._events.find_one({"_id": f"{job_id}/gate"})
+            return "cancelled" if gate and gate["by"] == "cancel" else "again"
 
     def cancel(self, job_id: str, now: datetime) -> bool:
-        """accepted -> cancelled; False when the job already started or ended."""
-        done = self._jobs.update_one({"_id": job_id, "state": JobState.ACCEPTED.value},
-                                     {"$set": {"state": JobState.CANCELLED.value, "finishedAt": now}})
-        return done.modified_count == 1
+        """Cancel a job no worker started (True, also when it was cancelled already); False once started."""
+        return self._pass_gate(job_id, "cancel", now) == "cancel"
 
-    def update(self, job_id: str, fields: dict[str, Any]) -> None:
-        self._jobs.update_one({"_id": job_id}, {"$set": fields})
+    def finish(self, job_id: str, result: JobResult, now: datetime) -> bool:
+        """Record the outcome; False if an earlier delivery already did (that outcome stands)."""
+        state = JobState.APPLIED if result.succeeded else JobState.FAILED
+        try:
+            self._events.insert_one({"_id": f"{job_id}/result", "state": state.value, "at": now, "result": result.to_document()})
+            return True
+        except DuplicateKeyError:
+            return False
 
-    def unfinished_before(self, before: datetime, limit: int = 10_000) -> Iterator[Job]:
-        """Jobs accepted before `before` that have not ended, oldest first (for the reconciler)."""
-        cursor = self._jobs.find({"state": {"$in": [JobState.ACCEPTED.value, JobState.RUNNING.value]}, "acceptedAt": {"$lt": before}})
-        for doc in cursor.sort("acceptedAt", 1).limit(limit):
-            yield Job.from_document(doc)
+    def callback_ended(self, job_id: str, state: str, attempts: int, status: int | None, now: datetime) -> None:
+        try:
+            self._events.insert_one({"_id": f"{job_id}/callback", "state": state, "attempts": attempts, "lastStatus": status, "at": now})
+        except DuplicateKeyError:
+            pass  # two deliveries raced; the first record stands
 
-    def callbacks_due(self, now: datetime, limit: int = 1000) -> Iterator[Job]:
-        """Finished jobs whose callback is still owed and due (lost retry messages are found here)."""
-        for doc in self._jobs.find({"callback.state": "pending", "callback.nextAttemptAt": {"$lte": now}}).limit(limit):
-            yield Job.from_document(doc)
+    def callback_state(self, job_id: str) -> str:
+        doc = self._events.find_one({"_id": f"{job_id}/callback"})
+        return str(doc["state"]) if doc else "pending"
 
-    def expire(self, finished_before: datetime) -> int:
-        """Remove finished jobs (and idempotency keys) older than the retention; returns jobs removed."""
-        self._keys.delete_many({"createdAt": {"$lt": finished_before}})
-        done = self._jobs.delete_many({"finishedAt": {"$lt": finished_before},
-                                       "state": {"$in": [JobState.APPLIED.value, JobState.FAILED.value, JobState.CANCELLED.value]}})
-        return done.deleted_count
+    def unfinished_before(self, before: datetime) -> Iterator[Job]:
+        """Jobs accepted before `before` with no recorded outcome and not cancelled, oldest first (reconciler)."""
+        ended = {str(doc["_id"]).rsplit("/", 1)[0] for doc in self._events.find({"at": {"$lt": before}}, {"_id": 1})
+                 if not str(doc["_id"]).endswith("/callback")}
+        for doc in self._jobs.find({"acceptedAt": {"$lt": before}}, {"_id": 1}).sort("acceptedAt", 1):
+            if doc["_id"] not in ended:
+                job = self.get(doc["_id"])
+                if job is not None and not job.state.final:
+                    yield job
+
+    def callbacks_owed(self, finished_before: datetime) -> Iterator[str]:
+        """Jobs finished before `finished_before` whose callback was neither delivered nor given up."""
+        for doc in self._jobs.find({"callbackUrl": {"$ne": None}}, {"_id": 1}):
+            job_id = str(doc["_id"])
+            result = self._events.find_one({"_id": f"{job_id}/result"})
+            if result is not None and result["at"] < finished_before and self.callback_state(job_id) == "pending":
+                yield job_id
+
+    def expire(self, before: datetime) -> int:
+        """Remove jobs that ended (finished or cancelled) before `before`, with their events and idempotency keys."""
+        ended = [str(doc["_id"]).rsplit("/", 1)[0] for doc in self._events.find({"at": {"$lt": before}}, {"_id": 1, "by": 1})
+                 if str(doc["_id"]).endswith("/result") or doc.get("by") == "cancel"]
+        if not ended:
+            return 0
+        self._events.delete_many({"_id": {"$in": [f"{j}/{kind}" for j in ended for kind in ("gate", "result", "callback")]}})
+        self._keys.delete_many({"job": {"$in": ended}})
+        return self._jobs.delete_many({"_id": {"$in": ended}}).deleted_count

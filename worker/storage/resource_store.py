@@ -1,29 +1,29 @@
-"""Versioned FHIR resources in MongoDB, written only by compare-and-set.
+"""Versioned FHIR resources in MongoDB: an append-only history whose insert is the compare-and-set.
 
-Two collections:
+Each version is one document in `history`, `_id` "Type/id/n" (plus a unique
+index on (type, id, versionId)). Writing version n+1 is an insert of
+"Type/id/n+1": the unique `_id` makes it a compare-and-set on n. A writer that
+lost its lease (slow, paused) computed n+1 from an older n, so its insert
+collides with the version written meanwhile and fails with VersionConflict:
+it can never overwrite a newer version, and no version is written twice.
 
-- `resources`: one document per resource (`_id` "Type/id") holding its latest
-  version. Replacing it is the one commit point of every write: an
-  `update_one` filtered on the version the new one was computed from. A
-  writer that lost its lease (slow, paused) matches nothing and fails with
-  VersionConflict, so it can never overwrite a newer version.
-- `history`: every superseded version (`_id` "Type/id/n", and a unique index
-  on (type, id, versionId)). Before a commit replaces version n, the writer
-  copies n into history (an insert that a duplicate makes a no-op), so a crash
-  at any point loses nothing: either the commit happened and n is already in
-  history, or it did not and n is still current.
+The insert is the commit: one document, atomic on every MongoDB-protocol
+server, so a crash leaves the version either fully there or absent. Nothing
+is ever updated in place. That is also what keeps every operation here
+O(1) on FerretDB, whose SQLite backend serves inserts and `_id` lookups from
+its primary index but scans the collection for updates.
 
-Each resource document also keeps the ids of the last jobs that wrote it: a
-redelivered job finds itself there and is never applied twice.
+Finding the latest version: a hint of the newest version number is kept in
+Redis (raised after each commit); it is only a hint, so the store checks
+that version n exists and n+1 does not, galloping forward (or from 1 when
+Redis lost the hint) until it does.
 
-Resources are stored as their exact FHIR JSON text (decimals keep their
-digits) next to the few fields queries need. Lookups are by `_id` only,
-which every MongoDB-protocol server serves from its primary index.
+Resources are stored as their exact FHIR JSON text, so decimals keep their digits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,11 +34,15 @@ from pymongo.errors import DuplicateKeyError
 
 from worker.patch.fhir_json import loads
 
-RECENT_JOBS_KEPT = 200
+VersionHint = tuple[Callable[[str], int], Callable[[str, int], None]]  # (read hint, raise hint) for a resource key
 
 
 class VersionConflict(Exception):
-    """The resource moved on since it was read: the write was refused, nothing changed."""
+    """Another writer made that version first; `latest` is the newest version now."""
+
+    def __init__(self, message: str, latest: StoredVersion | None) -> None:
+        super().__init__(message)
+        self.latest = latest
 
 
 @dataclass(frozen=True)
@@ -70,76 +74,74 @@ class StoredVersion:
         return parsed
 
     def to_document(self) -> dict[str, Any]:
-        return {"type": self.resource_type, "id": self.resource_id, "versionId": self.version_id,
-                "lastUpdated": self.last_updated, "deleted": self.deleted, "json": self.text, "job": self.job_id,
-                "action": self.action}
+        return {"_id": f"{self.key}/{self.version_id}", "type": self.resource_type, "id": self.resource_id,
+                "versionId": self.version_id, "lastUpdated": self.last_updated, "deleted": self.deleted,
+                "json": self.text, "job": self.job_id, "action": self.action}
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> StoredVersion:
         return cls(doc["type"], doc["id"], doc["versionId"], doc["lastUpdated"], doc.get("json"), doc.get("job", ""), doc.get("action", ""))
 
 
-@dataclass(frozen=True)
-class Current:
-    """The latest version plus the jobs that recently wrote the resource (job id -> version)."""
-
-    version: StoredVersion
-    recent_jobs: dict[str, int]
-
-
 class ResourceStore:
-    def __init__(self, db: Database[dict[str, Any]]) -> None:
-        self._current: Collection[dict[str, Any]] = db["resources"]
+    def __init__(self, db: Database[dict[str, Any]], hint: VersionHint | None = None) -> None:
         self._history: Collection[dict[str, Any]] = db["history"]
+        self._read_hint, self._raise_hint = hint or (lambda key: 0, lambda key, version: None)
+
+    def with_hint(self, hint: VersionHint) -> ResourceStore:
+        return ResourceStore(self._history.database, hint)
 
     def ensure_indexes(self) -> None:
         self._history.create_index([("type", 1), ("id", 1), ("versionId", 1)], unique=True, name="type_id_version")
 
-    def current(self, resource_type: str, resource_id: str) -> Current | None:
-        doc = self._current.find_one({"_id": f"{resource_type}/{resource_id}"})
-        if doc is None:
-            return None
-        return Current(StoredVersion.from_document(doc), dict(doc.get("recentJobs") or {}))
-
     def version(self, resource_type: str, resource_id: str, version_id: int) -> StoredVersion | None:
-        current = self.current(resource_type, resource_id)
-        if current is None or version_id > current.version.version_id or version_id < 1:
+        if version_id < 1:
             return None
-        if version_id == current.version.version_id:
-            return current.version
         doc = self._history.find_one({"_id": f"{resource_type}/{resource_id}/{version_id}"})
         return StoredVersion.from_document(doc) if doc else None
 
+    def latest(self, resource_type: str, resource_id: str, *, trust_hint: bool = False) -> StoredVersion | None:
+        """The newest version (None if the resource never existed).
+
+        `trust_hint` skips the check that no later version exists: for a writer, whose
+        commit would collide with such a version anyway and then learn the newest one.
+        """
+        key = f"{resource_type}/{resource_id}"
+        hint = self._read_hint(key)
+        newest = self.version(resource_type, resource_id, hint) if hint else None
+        if trust_hint and newest is not None:
+            return newest
+        if hint and newest is None:
+            hint = 0  # a hint from elsewhere (or wrong): start again from the beginning
+        step = 1
+        while True:  # gallop forward while later versions exist
+            ahead = self.version(resource_type, resource_id, hint + step)
+            if ahead is None:
+                if step == 1:
+                    break
+                step = 1
+                continue
+            newest, hint, step = ahead, hint + step, step * 2
+        if newest is not None and newest.version_id != self._read_hint(key):
+            self._raise_hint(key, newest.version_id)
+        return newest
+
     def history(self, resource_type: str, resource_id: str, count: int) -> Iterator[StoredVersion]:
         """Newest first, at most `count` versions."""
-        current = self.current(resource_type, resource_id)
-        if current is None:
+        newest = self.latest(resource_type, resource_id)
+        if newest is None:
             return
-        yield current.version
-        newest = current.version.version_id
-        for version_id in range(newest - 1, max(0, newest - count), -1):
-            doc = self._history.find_one({"_id": f"{resource_type}/{resource_id}/{version_id}"})
-            if doc is not None:
-                yield StoredVersion.from_document(doc)
+        yield newest
+        for version_id in range(newest.version_id - 1, max(0, newest.version_id - count), -1):
+            version = self.version(resource_type, resource_id, version_id)
+            if version is not None:
+                yield version
 
-    def commit(self, previous: Current | None, new: StoredVersion) -> None:
-        """Make `new` the current version if `previous` still is; else VersionConflict and nothing visible changed."""
-        recent = list((previous.recent_jobs if previous else {}).items())[-(RECENT_JOBS_KEPT - 1):] + [(new.job_id, new.version_id)]
-        # A sub-document (job id -> version) rather than pairs: FerretDB refuses nested arrays.
-        document = {**new.to_document(), "recentJobs": dict(recent)}
-        if previous is None:
-            try:
-                self._current.insert_one({"_id": new.key, **document})
-            except DuplicateKeyError as exc:
-                raise VersionConflict(f"{new.key} was created concurrently") from exc
-            return
-        self._keep_in_history(previous.version)
-        done = self._current.update_one({"_id": new.key, "versionId": previous.version.version_id}, {"$set": document})
-        if done.matched_count != 1:
-            raise VersionConflict(f"{new.key} is no longer at version {previous.version.version_id}")
-
-    def _keep_in_history(self, version: StoredVersion) -> None:
+    def commit(self, new: StoredVersion) -> None:
+        """Write `new`; VersionConflict (carrying the newest version) if that version number is taken."""
         try:
-            self._history.insert_one({"_id": f"{version.key}/{version.version_id}", **version.to_document()})
-        except DuplicateKeyError:
-            pass  # already kept by an earlier attempt: history is append-only and copies are identical
+            self._history.insert_one(new.to_document())
+        except DuplicateKeyError as exc:
+            raise VersionConflict(f"{new.key} version {new.version_id} already exists",
+                                  self.latest(new.resource_type, new.resource_id)) from exc
+        self._raise_hint(new.key, new.version_id)

@@ -1,0 +1,96 @@
+"""Workers killed (SIGKILL) or paused past their lease (SIGSTOP) mid-stream: every job still ends exactly once."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.pipeline.test_ordering import all_ended, identifier_patch
+from tests.support.processes import wait_for
+from tests.support.service import Service, running_service
+
+RESOURCES, PER_RESOURCE = 12, 40
+ASYNC = {"content-type": "application/json-patch+json", "prefer": "respond-async"}
+
+
+@pytest.fixture()
+def fresh_service(service_env: dict[str, str], tmp_path: Path) -> Iterator[Service]:
+    token = uuid.uuid4().hex[:10]
+    env = {**service_env, "FHIR_PATCH_DATABASE": f"c_{token}", "FHIR_PATCH_NAMESPACE": f"c-{token}"}
+    with running_service(env, tmp_path, workers=2) as running:
+        yield running
+
+
+def _stream_with(service: Service, disturb: threading.Event) -> list[str]:
+    """Create the resources, then send PER_RESOURCE patches to each (in order per resource) while `disturb` fires."""
+    with service.client() as client:
+        for r in range(RESOURCES):
+            body = {"resourceType": "Patient", "id": f"k{r}", "identifier": [{"value": "start"}]}
+            assert client.put(f"Patient/k{r}", json=body).status_code == 201
+    locations: list[str] = []
+
+    def submit(r: int) -> list[str]:
+        with service.client() as client:
+            out = []
+            for n in range(PER_RESOURCE):
+                if n == PER_RESOURCE // 4:
+                    disturb.set()
+                answer = client.patch(f"Patient/k{r}", content=identifier_patch(str(n)), headers=ASYNC)
+                assert answer.status_code == 202, answer.text
+                out.append(answer.headers["content-location"])
+                time.sleep(0.01)
+            return out
+
+    with ThreadPoolExecutor(max_workers=RESOURCES) as pool:
+        for batch in pool.map(submit, range(RESOURCES)):
+            locations.extend(batch)
+    return locations
+
+
+def _check_exactly_once(service: Service) -> None:
+    with service.client() as client, httpx.Client(base_url=service.base, trust_env=False) as ops:
+        wait_for(lambda: all_ended(ops, RESOURCES * (PER_RESOURCE + 1)), 120, "every job ended", interval=0.5)
+        for r in range(RESOURCES):
+            patient = client.get(f"Patient/k{r}").json()
+            values = [i["value"] for i in patient["identifier"]]
+            assert values == ["start"] + [str(n) for n in range(PER_RESOURCE)], f"Patient/k{r}: each patch exactly once, in order"
+            history = client.get(f"Patient/k{r}/_history", params={"_count": 1000}).json()
+            assert [int(e["response"]["etag"][3:-1]) for e in history["entry"]] == list(range(PER_RESOURCE + 1, 0, -1))
+
+
+def test_worker_killed_mid_stream(fresh_service: Service) -> None:
+    disturb = threading.Event()
+
+    def killer() -> None:
+        disturb.wait(30)
+        time.sleep(0.3)
+        fresh_service.signal_worker(0, signal.SIGKILL)  # the worker and its pool child, mid-job under this load
+
+    threading.Thread(target=killer, daemon=True).start()
+    _stream_with(fresh_service, disturb)
+    _check_exactly_once(fresh_service)
+
+
+def test_worker_paused_past_its_lease_then_resumed(fresh_service: Service) -> None:
+    disturb = threading.Event()
+
+    def pauser() -> None:
+        disturb.wait(30)
+        time.sleep(0.3)
+        fresh_service.signal_worker(0, signal.SIGSTOP)
+        time.sleep(5)  # lease is 2 s: the other worker takes its keys over
+        fresh_service.signal_worker(0, signal.SIGCONT)
+
+    thread = threading.Thread(target=pauser, daemon=True)
+    thread.start()
+    _stream_with(fresh_service, disturb)
+    thread.join()
+    _check_exactly_once(fresh_service)

@@ -31,9 +31,9 @@ async def poll(job_id: str, request: Request) -> Response:
 async def cancel(job_id: str, request: Request) -> Response:
     """Cancel a job that has not started: 202, and it is never applied. 409 once it started, 404 if unknown."""
     jobs = connections(request).database.jobs
-    if await anyio.to_thread.run_sync(jobs.cancel, job_id, utc_now()):
-        return fhir_response(outcome_of("information", "informational", f"Job {job_id} cancelled; it will not be applied"), 202)
     job = await anyio.to_thread.run_sync(jobs.get, job_id)
     if job is None or job.state == JobState.CANCELLED:
-        raise UnknownJob(f"No job {job_id!r} to cancel", "job")
-    raise JobStarted(f"Job {job_id} is {job.state.value}; only a job that has not started can be cancelled", "job")
+        raise UnknownJob(f"No job {job_id!r} to cancel (never existed, already cancelled, or expired)", "job")
+    if not job.state.final and await anyio.to_thread.run_sync(jobs.cancel, job_id, utc_now()):
+        return fhir_response(outcome_of("information", "informational", f"Job {job_id} cancelled; it will not be applied"), 202)
+    raise JobStarted(f"Job {job_id} has already started; only a job that has not started can be cancelled", "job")

@@ -1,0 +1,83 @@
+"""The FHIR HTTP surface: error table, CRUD and history, meta carry-forward, Prefer, metadata, metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.support.service import Service
+
+ERRORS = yaml.safe_load((Path(__file__).parent / "data" / "http_errors.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def resources(service: Service) -> None:
+    with service.client() as client:
+        assert client.put("Patient/e1", json={"resourceType": "Patient", "id": "e1"}).status_code in (200, 201)
+        assert client.put("Patient/e2", json={"resourceType": "Patient", "id": "e2"}).status_code in (200, 201)
+        assert client.delete("Patient/e2").status_code == 200
+
+
+@pytest.mark.parametrize("case", ERRORS, ids=[c["name"] for c in ERRORS])
+def test_bad_request_answers_with_an_operation_outcome(service: Service, resources: None, case: dict[str, Any]) -> None:
+    request, expect = case["request"], case["expect"]
+    body = b"[" + b" " * request["body_size"] + b"]" if "body_size" in request else request.get("body", "").encode()
+    with service.client() as client:
+        before = client.get("Patient/e1").json()["meta"]["versionId"]
+        answer = client.request(request["method"], request["path"], content=body, headers=request.get("headers", {}))
+        assert answer.status_code == expect["status"], answer.text
+        issue = answer.json()["issue"][0]
+        assert answer.json()["resourceType"] == "OperationOutcome" and issue["diagnostics"]
+        assert issue["code"] == expect["code"], answer.text
+        if "expression" in expect:
+            assert issue["expression"] == expect["expression"], answer.text
+        assert client.get("Patient/e1").json()["meta"]["versionId"] == before, "nothing written"
+
+
+def test_crud_history_and_meta_carry_forward(service: Service) -> None:
+    tagged = {"resourceType": "Patient", "id": "h1", "meta": {"tag": [{"system": "urn:t", "code": "keep"}],
+                                                              "profile": ["http://example.org/p1"]}}
+    with service.client() as client:
+        created = client.put("Patient/h1", json=tagged)
+        assert created.status_code == 201 and created.headers["etag"] == 'W/"1"'
+        updated = client.put("Patient/h1", json={"resourceType": "Patient", "id": "h1", "meta": {"profile": ["http://example.org/p2"]}})
+        assert updated.status_code == 200
+        meta = updated.json()["meta"]
+        assert meta["tag"] == [{"system": "urn:t", "code": "keep"}] and meta["profile"] == ["http://example.org/p2"]
+        snapshot = client.put("Patient/h1", json={"resourceType": "Patient", "id": "h1", "active": True},
+                              headers={"x-meta-snapshot-mode": "TAG"})
+        assert "tag" not in snapshot.json().get("meta", {})
+        minimal = client.patch("Patient/h1", content=b'[{"op":"add","path":"/gender","value":"male"}]',
+                               headers={"content-type": "application/json-patch+json", "prefer": "return=minimal"})
+        assert minimal.status_code == 200 and minimal.content == b"" and minimal.headers["etag"] == 'W/"4"'
+        outcome = client.patch("Patient/h1", content=b'[{"op":"replace","path":"/gender","value":"female"}]',
+                               headers={"content-type": "application/json-patch+json", "prefer": "return=OperationOutcome"})
+        assert outcome.json()["resourceType"] == "OperationOutcome" and outcome.headers["etag"] == 'W/"5"'
+        assert client.get("Patient/h1/_history/1").json()["meta"]["versionId"] == "1"
+        assert client.delete("Patient/h1").status_code == 200
+        assert client.get("Patient/h1").status_code == 410
+        assert client.get("Patient/h1/_history/6").status_code == 410
+        history = client.get("Patient/h1/_history").json()
+        assert [e["request"]["method"] for e in history["entry"]] == ["DELETE", "PATCH", "PATCH", "PUT", "PUT", "PUT"]
+        posted = client.post("Patient", json={"resourceType": "Patient", "active": True})
+        assert posted.status_code == 201 and posted.headers["location"].endswith("/_history/1")
+
+
+def test_metadata_lists_the_patch_formats(service: Service) -> None:
+    with service.client() as client:
+        statement = client.get("metadata").json()
+    assert statement["resourceType"] == "CapabilityStatement"
+    assert {"application/json-patch+json", "application/xml-patch+xml", "application/fhir+json"} <= set(statement["patchFormat"])
+    patient = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Patient")
+    assert {"patch", "read", "vread", "update", "delete", "history-instance", "create"} == {i["code"] for i in patient["interaction"]}
+
+
+def test_metrics_are_prometheus_text(service: Service) -> None:
+    text = httpx.get(f"{service.base}/metrics", trust_env=False).text
+    for name in ("fhir_patch_jobs_accepted_total", "fhir_patch_jobs_applied_total", "fhir_patch_jobs_failed_total",
+                 "fhir_patch_queue_depth", "fhir_patch_accept_to_finish_seconds_bucket"):
+        assert name in text

@@ -13,7 +13,7 @@ from worker.celery_app import create_celery
 from worker.metrics import Metrics
 from worker.ordering import KeyQueues
 from worker.settings import Settings
-from worker.storage import Database
+from worker.storage import Database, StoredVersion
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class Connections:
     redis: redis.Redis
     database: Database
     celery: Celery
+    queues: KeyQueues
     metrics: Metrics
     waiter: ResultWaiter
     intake: Intake
@@ -34,7 +35,12 @@ class Connections:
         celery = create_celery(settings)
         metrics = Metrics(client, settings.namespace)
         waiter = ResultWaiter(settings.redis_url, queues.done_channel)
-        return cls(settings, client, database, celery, metrics, waiter, Intake(database, queues, metrics, celery, waiter))
+        return cls(settings, client, database, celery, queues, metrics, waiter, Intake(database, queues, metrics, celery, waiter))
+
+    def newest(self, resource_type: str, resource_id: str) -> StoredVersion | None:
+        """The newest version: the Redis copy the workers keep, else MongoDB."""
+        cached = self.queues.cached_newest(f"{resource_type}/{resource_id}")
+        return StoredVersion.from_cache(cached) if cached else self.database.resources.latest(resource_type, resource_id)
 
     async def start(self) -> None:
         await self.waiter.start()

@@ -109,7 +109,7 @@ class Intake:
         raise IdempotencyKeyReused(f"The request first sent with this Idempotency-Key (job {job_id}) was not recorded; retry", "Idempotency-Key")
 
     def _enqueue(self, job: Job) -> None:
-        if self._queues.enqueue(job.key, [job.id], time.time()):
+        if self._queues.enqueue(job.key, job.id, job.to_payload(), time.time()):
             self._celery.send_task(DRAIN_TASK, args=[job.key])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +35,8 @@ def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     if os.environ.get("FHIR_PATCH_REDIS_URL") and os.environ.get("FHIR_PATCH_MONGODB_URI"):
         yield {"FHIR_PATCH_REDIS_URL": os.environ["FHIR_PATCH_REDIS_URL"], "FHIR_PATCH_MONGODB_URI": os.environ["FHIR_PATCH_MONGODB_URI"]}
         return
-    with _provision_module().services(tmp_path_factory.mktemp("services")) as env:
+    provision = _provision_module()
+    with tempfile.TemporaryDirectory(prefix="fhir-patch-", dir=provision.scratch_dir()) as state, provision.services(Path(state)) as env:
         yield env
 
 

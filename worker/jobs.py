@@ -10,7 +10,9 @@ job document is the truth that polling, callbacks and redelivery read.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -149,6 +151,19 @@ class Job:
                 "acceptedAt": self.accepted_at, "startedAt": self.started_at, "finishedAt": self.finished_at,
                 "result": self.result.to_document() if self.result else None, "callbackUrl": self.callback_url,
                 "digest": self.digest, **self.extra}
+
+    def to_payload(self) -> str:
+        """What the Redis queue carries next to the job id: a copy of the accepted request, so a worker
+        need not look the job up (MongoDB keeps the original)."""
+        request = {**self.request.to_document(), "body": base64.b64encode(self.request.body).decode()}
+        return json.dumps({"id": self.id, "request": request, "acceptedAt": self.accepted_at.isoformat(), "callbackUrl": self.callback_url})
+
+    @classmethod
+    def from_payload(cls, payload: str) -> Job:
+        data = json.loads(payload)
+        request = {**data["request"], "body": base64.b64decode(data["request"]["body"])}
+        return cls(data["id"], JobRequest.from_document(request), JobState.ACCEPTED, datetime.fromisoformat(data["acceptedAt"]),
+                   callback_url=data.get("callbackUrl"))
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> Job:

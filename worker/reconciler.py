@@ -86,14 +86,14 @@ class Reconciler:
         return revived
 
     def _restore_lost_jobs(self, now: datetime) -> int:
-        lost: dict[str, list[str]] = defaultdict(list)
+        lost: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for job in self._db.jobs.unfinished_before(now - self.grace):
             if self._queues.position(job.key, job.id) is None:
-                lost[job.key].append(job.id)
-        for key, job_ids in lost.items():
-            self._queues.restore(key, job_ids, now.timestamp())
+                lost[job.key].append((job.id, job.to_payload()))
+        for key, jobs in lost.items():
+            self._queues.restore(key, jobs, now.timestamp())
             self._send_drain(key)
-        restored = sum(len(ids) for ids in lost.values())
+        restored = sum(len(jobs) for jobs in lost.values())
         if restored:
             log.warning("restored jobs Redis had lost", extra={"count": restored, "keys": len(lost)})
         return restored

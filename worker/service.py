@@ -86,7 +86,8 @@ class ChangeService:
 
     def run_job(self, job_id: str) -> Job | None:
         """Bring one job to a final state (or find it there); None when the job is unknown or expired."""
-        job = self._db.jobs.accepted(job_id)
+        payload = self._queues.payload(job_id)
+        job = Job.from_payload(payload) if payload else self._db.jobs.accepted(job_id)
         if job is None:
             log.warning("queued job not found (expired?)", extra={"job_id": job_id})
             return None
@@ -97,13 +98,23 @@ class ChangeService:
             job = self._db.jobs.get(job_id) or job
             if job.state.final:
                 return job
-        # The hint is trusted here: if it is behind, the commit collides and finds the newest version.
-        current = self._db.resources.latest(job.request.resource_type, job.request.resource_id, trust_hint=True)
+        current = self._newest(job)
         if current is not None and current.job_id == job.id:
             result, text = self._earlier_result(job, current)  # a redelivery: this job already wrote the newest version
         else:
             result, text = self._apply(job, current)
         return self._finish(job, result, text)
+
+    def _newest(self, job: Job) -> StoredVersion | None:
+        """The newest version, from the Redis copy when there is one: if that copy is behind, the commit
+        collides with the newer version and learns it from MongoDB, so a stale copy never causes a lost update."""
+        cached = self._queues.cached_newest(job.key)
+        if cached is not None:
+            return StoredVersion.from_cache(cached)
+        newest = self._db.resources.latest(job.request.resource_type, job.request.resource_id)
+        if newest is not None:
+            self._queues.cache_newest(job.key, newest.to_cache())
+        return newest
 
     def _apply(self, job: Job, current: StoredVersion | None) -> tuple[JobResult, str | None]:
         request = job.request
@@ -125,10 +136,13 @@ class ChangeService:
         version_id = current.version_id + 1 if current else 1
         now = self._clock()
         text = dumps(stamped(resource, request.resource_id, version_id, now)) if resource is not None else None
+        new = StoredVersion(request.resource_type, request.resource_id, version_id, now, text, job.id, request.action.value)
         try:
-            self._db.resources.commit(StoredVersion(request.resource_type, request.resource_id, version_id, now, text, job.id,
-                                                    request.action.value))
+            self._db.resources.commit(new)
+            self._queues.cache_newest(job.key, new.to_cache())
         except VersionConflict as exc:
+            if exc.latest is not None:
+                self._queues.cache_newest(job.key, exc.latest.to_cache())
             if exc.latest is not None and exc.latest.job_id == job.id:
                 return self._earlier_result(job, exc.latest)  # our own earlier attempt (paused, then resumed) got there first
             raise LeaseLost(job.key) from exc

@@ -89,8 +89,7 @@ async def delete(resource_type: str, resource_id: str, request: Request) -> Resp
 
 @router.get("/{resource_type}/{resource_id}")
 async def read(resource_type: str, resource_id: str, request: Request) -> Response:
-    store = connections(request).database.resources
-    latest = await anyio.to_thread.run_sync(store.latest, _resource_type(resource_type), check_id(resource_id))
+    latest = await anyio.to_thread.run_sync(connections(request).newest, _resource_type(resource_type), check_id(resource_id))
     if latest is None:
         raise ResourceNotFound(f"{resource_type}/{resource_id} does not exist", "id")
     return _version_answer(latest, request)

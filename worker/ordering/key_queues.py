@@ -13,6 +13,10 @@ For each resource key:
 - `{ns}:sched:{key}`  set while a drain message for the key is outstanding,
                       so one message serves any number of jobs queued behind.
 - `{ns}:keys`         the keys with queued jobs, for the reconciler.
+- `{ns}:payload`      job id -> a copy of the job's request (MongoDB holds the original).
+- `{ns}:cur:{key}`    a copy of the newest version, so workers and reads need
+                      no MongoDB lookup (the MongoDB insert still decides every
+                      write: a stale copy only makes a commit collide and re-read).
 
 Every step that reads and then writes runs as one Lua script, so an enqueue
 and the end of a drain can never both decide that the other will send the
@@ -28,7 +32,8 @@ from typing import Any
 import redis
 
 _ENQUEUE = """
-redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
+redis.call('RPUSH', KEYS[1], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[1])
 if redis.call('SET', KEYS[2], ARGV[2], 'NX') then return 1 end
 return 0
@@ -36,7 +41,10 @@ return 0
 
 # Put jobs back at the head (the reconciler, after Redis lost them): they were accepted before anything queued now.
 _RESTORE = """
-for i = #ARGV, 3, -1 do redis.call('LPUSH', KEYS[1], ARGV[i]) end
+for i = #ARGV - 1, 3, -2 do
+  redis.call('LPUSH', KEYS[1], ARGV[i])
+  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
+end
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[2])
 return 1
@@ -49,7 +57,11 @@ return 0
 
 _COMPLETE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-if redis.call('LINDEX', KEYS[2], 0) == ARGV[2] then redis.call('LPOP', KEYS[2]) return 1 end
+if redis.call('LINDEX', KEYS[2], 0) == ARGV[2] then
+  redis.call('LPOP', KEYS[2])
+  redis.call('HDEL', KEYS[3], ARGV[2])
+  return 1
+end
 return 0
 """
 
@@ -95,13 +107,30 @@ class KeyQueues:
     def done_channel(self) -> str:
         return f"{self._ns}:done"
 
-    def enqueue(self, key: str, job_ids: list[str], now: float) -> bool:
-        """Append jobs to the key's queue; True when the caller must send a drain message."""
-        return bool(self._enqueue(keys=[self._k("q", key), self._k("sched", key), self.keys_set], args=[key, now, *job_ids]))
+    @property
+    def _payloads(self) -> str:
+        return f"{self._ns}:payload"
 
-    def restore(self, key: str, job_ids: list[str], now: float) -> None:
-        """Put jobs Redis lost back at the head of the key's queue, in order."""
-        self._restore(keys=[self._k("q", key), self._k("sched", key), self.keys_set], args=[key, now, *job_ids])
+    def enqueue(self, key: str, job_id: str, payload: str, now: float) -> bool:
+        """Append a job to the key's queue; True when the caller must send a drain message."""
+        return bool(self._enqueue(keys=[self._k("q", key), self._k("sched", key), self.keys_set, self._payloads],
+                                  args=[key, now, job_id, payload]))
+
+    def restore(self, key: str, jobs: list[tuple[str, str]], now: float) -> None:
+        """Put (job id, payload) pairs Redis lost back at the head of the key's queue, in order."""
+        flat = [part for pair in jobs for part in pair]
+        self._restore(keys=[self._k("q", key), self._k("sched", key), self.keys_set, self._payloads], args=[key, now, *flat])
+
+    def payload(self, job_id: str) -> str | None:
+        value = self._redis.hget(self._payloads, job_id)
+        return value.decode() if isinstance(value, bytes) else value
+
+    def cache_newest(self, key: str, document: str, seconds: int = 86_400) -> None:
+        self._redis.set(self._k("cur", key), document, ex=seconds)
+
+    def cached_newest(self, key: str) -> str | None:
+        value = self._redis.get(self._k("cur", key))
+        return value.decode() if isinstance(value, bytes) else value
 
     def acquire(self, key: str, lease_seconds: float) -> str | None:
         """Take the key's lease; its token, or None when someone holds it."""
@@ -118,7 +147,7 @@ class KeyQueues:
 
     def complete(self, key: str, token: str, job_id: str) -> bool:
         """Remove the finished job from the head; False when the lease was lost (stop draining)."""
-        return int(self._complete(keys=[self._k("lease", key), self._k("q", key)], args=[token, job_id])) >= 0
+        return int(self._complete(keys=[self._k("lease", key), self._k("q", key), self._payloads], args=[token, job_id])) >= 0
 
     def release(self, key: str, token: str) -> bool:
         """Give the lease up; True when jobs remain and a new drain message must be sent."""

@@ -23,6 +23,7 @@ Resources are stored as their exact FHIR JSON text, so decimals keep their digit
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -77,6 +78,14 @@ class StoredVersion:
         return {"_id": f"{self.key}/{self.version_id}", "type": self.resource_type, "id": self.resource_id,
                 "versionId": self.version_id, "lastUpdated": self.last_updated, "deleted": self.deleted,
                 "json": self.text, "job": self.job_id, "action": self.action}
+
+    def to_cache(self) -> str:
+        return json.dumps({**self.to_document(), "lastUpdated": self.last_updated.isoformat()})
+
+    @classmethod
+    def from_cache(cls, cached: str) -> StoredVersion:
+        doc = json.loads(cached)
+        return cls.from_document({**doc, "lastUpdated": datetime.fromisoformat(doc["lastUpdated"])})
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> StoredVersion:

@@ -1,0 +1,204 @@
+"""End-to-end load benchmark of the patch service; prints JSON.
+
+    python bench/load.py [--workers 2] [--patches 4000] [--resources 400] [--rate 50] [--seconds 20]
+
+Starts its own Redis and MongoDB-protocol server (scripts/provision.py), the
+API and N Celery worker processes, then measures:
+
+- end_to_end: asynchronous submission of a stream spread over many
+  resources until every job has ended: applied patches per second;
+- stages: the same stream with the workers paused while it is submitted
+  (intake alone: accepted per second), then resumed (workers alone: applied
+  per second); the slower of the two is the stage that limits throughput;
+- sync_latency: synchronous PATCH at a fixed request rate (open loop: a
+  request is sent every 1/rate seconds whatever the answers do), p50/p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from worker.settings import Settings  # noqa: E402
+from worker.supervisor import service_processes  # noqa: E402
+
+PATCH = {"content-type": "application/json-patch+json"}
+
+
+def _provision() -> Any:
+    spec = importlib.util.spec_from_file_location("provision", ROOT / "scripts" / "provision.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.contextmanager
+def running(workers: int, state: Path) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
+    provision = _provision()
+    with provision.services(state) as env:
+        port = provision.free_port()
+        token = uuid.uuid4().hex[:8]
+        full = {**os.environ, **env, "FHIR_PATCH_HTTP_PORT": str(port), "FHIR_PATCH_DATABASE": f"bench_{token}",
+                "FHIR_PATCH_NAMESPACE": f"bench-{token}", "FHIR_PATCH_LOG_LEVEL": "WARNING"}
+        specs = service_processes(Settings.from_env(full), workers, 1)
+        procs = [subprocess.Popen(s.argv, env=full, stdout=open(state / f"{s.name}.log", "ab"), stderr=subprocess.STDOUT,
+                                  start_new_session=True) for s in specs]
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{base}/readyz", timeout=2, trust_env=False).status_code == 200:
+                        break
+                time.sleep(0.2)
+            yield base, procs[:-1]
+        finally:
+            for proc in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGCONT)
+                proc.terminate()
+            for proc in procs:
+                proc.wait(timeout=30)
+
+
+def counts(base: str) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for line in httpx.get(f"{base}/metrics", trust_env=False).text.splitlines():
+        if line.startswith("fhir_patch_jobs_") and "_total " in line:
+            name, value = line.split()
+            found[name.removeprefix("fhir_patch_jobs_").removesuffix("_total")] = float(value)
+    return found
+
+
+def wait_ended(base: str, accepted: float) -> None:
+    while True:
+        c = counts(base)
+        if c.get("applied", 0) + c.get("failed", 0) >= accepted:
+            return
+        time.sleep(0.05)
+
+
+def submit_stream(base: str, patches: int, resources: int, clients: int, prefix: str) -> float:
+    """Send `patches` async PATCHes round-robin over the resources; returns seconds taken."""
+    body = json.dumps([{"op": "add", "path": "/identifier/-", "value": {"value": "x"}}]).encode()
+    headers = {**PATCH, "prefer": "respond-async"}
+
+    def client_share(k: int) -> None:
+        with httpx.Client(base_url=f"{base}/fhir", trust_env=False, timeout=60) as client:
+            for n in range(k, patches, clients):
+                client.patch(f"Patient/{prefix}{n % resources}", content=body, headers=headers).raise_for_status()
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client_share, range(clients)))
+    return time.perf_counter() - started
+
+
+def create_resources(base: str, resources: int, prefix: str) -> None:
+    with httpx.Client(base_url=f"{base}/fhir", trust_env=False, timeout=60) as client:
+        for r in range(resources):
+            client.put(f"Patient/{prefix}{r}", json={"resourceType": "Patient", "id": f"{prefix}{r}", "identifier": [{"value": "0"}]},
+                       headers={"prefer": "respond-async"}).raise_for_status()
+    wait_ended(base, counts(base)["accepted"])
+
+
+def end_to_end(base: str, patches: int, resources: int, clients: int) -> dict[str, Any]:
+    create_resources(base, resources, "e")
+    before = counts(base)
+    started = time.perf_counter()
+    submit_seconds = submit_stream(base, patches, resources, clients, "e")
+    wait_ended(base, before["accepted"] + patches)
+    total = time.perf_counter() - started
+    return {"patches": patches, "resources": resources, "clients": clients, "seconds": round(total, 2),
+            "applied_per_second": round(patches / total, 1), "submission_seconds": round(submit_seconds, 2)}
+
+
+def stages(base: str, workers: list[subprocess.Popen[bytes]], patches: int, resources: int, clients: int) -> dict[str, Any]:
+    create_resources(base, resources, "s")
+    before = counts(base)
+    for proc in workers:
+        os.killpg(proc.pid, signal.SIGSTOP)
+    try:
+        intake_seconds = submit_stream(base, patches, resources, clients, "s")
+    finally:
+        started = time.perf_counter()
+        for proc in workers:
+            os.killpg(proc.pid, signal.SIGCONT)
+    wait_ended(base, before["accepted"] + patches)
+    drain_seconds = time.perf_counter() - started
+    intake, drain = patches / intake_seconds, patches / drain_seconds
+    return {"intake_accepted_per_second": round(intake, 1), "workers_applied_per_second": round(drain, 1),
+            "limiting_stage": "intake (API + MongoDB accept)" if intake < drain else "workers (apply + MongoDB commit)"}
+
+
+def sync_latency(base: str, rate: float, seconds: float, resources: int) -> dict[str, Any]:
+    create_resources(base, resources, "l")
+    body = json.dumps([{"op": "replace", "path": "/identifier/0/value", "value": "y"}]).encode()
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    local = threading.local()
+
+    def one(n: int) -> None:
+        nonlocal errors
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=f"{base}/fhir", trust_env=False, timeout=30)
+        started = time.perf_counter()
+        answer = local.client.patch(f"Patient/l{n % resources}", content=body, headers=PATCH)
+        elapsed = time.perf_counter() - started
+        with lock:
+            latencies.append(elapsed)
+            errors += answer.status_code != 200
+
+    total = int(rate * seconds)
+    with ThreadPoolExecutor(64) as pool:
+        begin = time.perf_counter()
+        for n in range(total):
+            time.sleep(max(0.0, begin + n / rate - time.perf_counter()))
+            pool.submit(one, n)
+    ordered = sorted(latencies)
+    return {"rate_per_second": rate, "requests": total, "errors": errors,
+            "p50_ms": round(statistics.median(ordered) * 1000, 1), "p99_ms": round(ordered[int(len(ordered) * 0.99) - 1] * 1000, 1),
+            "max_ms": round(ordered[-1] * 1000, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--patches", type=int, default=4000)
+    parser.add_argument("--resources", type=int, default=400)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--rate", type=float, default=50)
+    parser.add_argument("--seconds", type=float, default=20)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, running(args.workers, Path(tmp)) as (base, workers):
+        report = {"workers": args.workers, "cpus": os.cpu_count(),
+                  "end_to_end": end_to_end(base, args.patches, args.resources, args.clients),
+                  "stages": stages(base, workers, args.patches, args.resources, args.clients),
+                  "sync_latency": sync_latency(base, args.rate, args.seconds, 50)}
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

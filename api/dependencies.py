@@ -31,7 +31,7 @@ class Connections:
     def open(cls, settings: Settings) -> Connections:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
         queues = KeyQueues(client, settings.namespace)
-        database = Database.open(settings, (queues.version_hint, queues.raise_version_hint))
+        database = Database.open(settings, (queues.newest_version, queues.remember_copy))
         celery = create_celery(settings)
         metrics = Metrics(client, settings.namespace)
         waiter = ResultWaiter(settings.redis_url, queues.done_channel)
@@ -39,7 +39,7 @@ class Connections:
 
     def newest(self, resource_type: str, resource_id: str) -> StoredVersion | None:
         """The newest version: the Redis copy the workers keep, else MongoDB."""
-        cached = self.queues.cached_newest(f"{resource_type}/{resource_id}")
+        cached = self.queues.newest_copy(f"{resource_type}/{resource_id}")
         return StoredVersion.from_cache(cached) if cached else self.database.resources.latest(resource_type, resource_id)
 
     async def start(self) -> None:

@@ -29,14 +29,16 @@ class Metrics:
     def accepted(self, n: int = 1) -> None:
         self._redis.hincrby(self._counts, "accepted", n)
 
-    def finished(self, outcome: str, seconds: float) -> None:
-        """outcome: applied, failed or cancelled; seconds from accept to the end."""
-        pipe = self._redis.pipeline(transaction=False)
+    def finished(self, outcome: str, seconds: float, pipe: Any = None) -> None:
+        """outcome: applied, failed or cancelled; seconds from accept to the end (queued on `pipe` when given)."""
+        own = pipe is None
+        pipe = pipe if pipe is not None else self._redis.pipeline(transaction=False)
         pipe.hincrby(self._counts, outcome, 1)
         bucket = next((str(b) for b in LATENCY_BUCKETS if seconds <= b), "+Inf")
         pipe.hincrby(self._latency, bucket, 1)
         pipe.hincrbyfloat(self._latency, "sum", seconds)
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def snapshot(self) -> dict[str, Any]:
         counts = {_text(k): int(v) for k, v in self._redis.hgetall(self._counts).items()}

@@ -37,7 +37,7 @@ class Runtime:
     def build(cls, settings: Settings, on_finished: Callable[[Job], None]) -> Runtime:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3, health_check_interval=30)
         queues = KeyQueues(client, settings.namespace)
-        database = Database.open(settings, (queues.version_hint, queues.raise_version_hint))
+        database = Database.open(settings, (queues.newest_version, queues.remember_copy))
         metrics = Metrics(client, settings.namespace)
         http = http_client()
         return cls(settings, database, client, queues, metrics, ChangeService(settings, database, queues, metrics, on_finished),

@@ -66,16 +66,17 @@ class ChangeService:
         token = self._queues.acquire(key, lease)
         if token is None:
             return Drained(0, False)  # its holder drains it (or the reconciler revives it when the lease expires)
-        processed = 0
+        processed, finished = 0, ""
         try:
-            while processed < MAX_JOBS_PER_DRAIN:
-                job_id = self._queues.head(key)
-                if job_id is None:
-                    break
-                self.run_job(job_id)
-                processed += 1
-                if not self._queues.complete(key, token, job_id) or not self._queues.renew(key, token, lease):
+            while True:
+                step = self._queues.next_job(key, token, finished, lease)  # also takes `finished` off the queue
+                if step is None:
                     raise LeaseLost(key)
+                finished = ""
+                if step.job_id is None or processed >= MAX_JOBS_PER_DRAIN:
+                    break
+                self.run_job(step.job_id, step.payload, step.cached_newest)
+                finished, processed = step.job_id, processed + 1
         except LeaseLost:
             log.warning("lease lost; another worker continues", extra={"key": key, "processed": processed})
             return Drained(processed, False)
@@ -84,9 +85,10 @@ class ChangeService:
             raise
         return Drained(processed, self._queues.release(key, token))
 
-    def run_job(self, job_id: str) -> Job | None:
-        """Bring one job to a final state (or find it there); None when the job is unknown or expired."""
-        payload = self._queues.payload(job_id)
+    def run_job(self, job_id: str, payload: str | None = None, cached_newest: str | None = None) -> Job | None:
+        """Bring one job to a final state (or find it there); None when the job is unknown or expired.
+
+        `payload` and `cached_newest` are the Redis copies of the request and of the newest version, when known."""
         job = Job.from_payload(payload) if payload else self._db.jobs.accepted(job_id)
         if job is None:
             log.warning("queued job not found (expired?)", extra={"job_id": job_id})
@@ -98,7 +100,7 @@ class ChangeService:
             job = self._db.jobs.get(job_id) or job
             if job.state.final:
                 return job
-        current = self._newest(job)
+        current = StoredVersion.from_cache(cached_newest) if cached_newest else self._newest(job)
         if current is not None and current.job_id == job.id:
             result, text = self._earlier_result(job, current)  # a redelivery: this job already wrote the newest version
         else:
@@ -108,12 +110,12 @@ class ChangeService:
     def _newest(self, job: Job) -> StoredVersion | None:
         """The newest version, from the Redis copy when there is one: if that copy is behind, the commit
         collides with the newer version and learns it from MongoDB, so a stale copy never causes a lost update."""
-        cached = self._queues.cached_newest(job.key)
+        cached = self._queues.newest_copy(job.key)
         if cached is not None:
             return StoredVersion.from_cache(cached)
         newest = self._db.resources.latest(job.request.resource_type, job.request.resource_id)
         if newest is not None:
-            self._queues.cache_newest(job.key, newest.to_cache())
+            self._queues.remember_newest(job.key, newest.version_id, newest.to_cache())
         return newest
 
     def _apply(self, job: Job, current: StoredVersion | None) -> tuple[JobResult, str | None]:
@@ -139,10 +141,10 @@ class ChangeService:
         new = StoredVersion(request.resource_type, request.resource_id, version_id, now, text, job.id, request.action.value)
         try:
             self._db.resources.commit(new)
-            self._queues.cache_newest(job.key, new.to_cache())
+            self._queues.remember_newest(job.key, new.version_id, new.to_cache())
         except VersionConflict as exc:
             if exc.latest is not None:
-                self._queues.cache_newest(job.key, exc.latest.to_cache())
+                self._queues.remember_newest(job.key, exc.latest.version_id, exc.latest.to_cache())
             if exc.latest is not None and exc.latest.job_id == job.id:
                 return self._earlier_result(job, exc.latest)  # our own earlier attempt (paused, then resumed) got there first
             raise LeaseLost(job.key) from exc
@@ -157,12 +159,14 @@ class ChangeService:
         now = self._clock()
         first = self._db.jobs.finish(job.id, result, now)
         finished = job.finished(result, now)
+        pipe = self._queues.pipeline()
         if first:
-            self._metrics.finished(finished.state.value, (now - job.accepted_at).total_seconds())
+            self._metrics.finished(finished.state.value, (now - job.accepted_at).total_seconds(), pipe)
             log.info("job %s", finished.state.value, extra={"job_id": job.id, "key": job.key, "status": result.status,
                                                              "version": result.version_id})
         self._queues.publish_done(json.dumps({"job": job.id, "state": finished.state.value, "text": text,
-                                              "result": _jsonable(result.to_document())}))
+                                              "result": _jsonable(result.to_document())}), pipe)
+        pipe.execute()
         if first and job.callback_url:
             self._on_finished(finished)
         return finished

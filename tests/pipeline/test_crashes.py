@@ -61,7 +61,7 @@ def _check_exactly_once(service: Service) -> None:
         for r in range(RESOURCES):
             patient = client.get(f"Patient/k{r}").json()
             values = [i["value"] for i in patient["identifier"]]
-            assert values == ["start"] + [str(n) for n in range(PER_RESOURCE)], f"Patient/k{r}: each patch exactly once, in order"
+            assert values == ["start"] + [str(n) for n in range(PER_RESOURCE)], f"Patient/k{r}: each patch exactly once, in order: {values}"
             history = client.get(f"Patient/k{r}/_history", params={"_count": 1000}).json()
             assert [int(e["response"]["etag"][3:-1]) for e in history["entry"]] == list(range(PER_RESOURCE + 1, 0, -1))
 

@@ -1,5 +1,5 @@
 """Per-resource ordering in Redis: FIFO queues, leases, wake-ups."""
 
-from worker.ordering.key_queues import KeyQueues
+from worker.ordering.key_queues import KeyQueues, NextJob
 
-__all__ = ["KeyQueues"]
+__all__ = ["KeyQueues", "NextJob"]

@@ -14,9 +14,10 @@ For each resource key:
                       so one message serves any number of jobs queued behind.
 - `{ns}:keys`         the keys with queued jobs, for the reconciler.
 - `{ns}:payload`      job id -> a copy of the job's request (MongoDB holds the original).
-- `{ns}:cur:{key}`    a copy of the newest version, so workers and reads need
-                      no MongoDB lookup (the MongoDB insert still decides every
-                      write: a stale copy only makes a commit collide and re-read).
+- `{ns}:cur:{key}`    a copy of the newest version (hash: v, doc), so workers and
+                      reads need no MongoDB lookup. It only moves forward; the
+                      MongoDB insert still decides every write (a copy that is
+                      behind only makes a commit collide and re-read).
 
 Every step that reads and then writes runs as one Lua script, so an enqueue
 and the end of a drain can never both decide that the other will send the
@@ -26,6 +27,7 @@ next drain message (no lost wake-up, no duplicate drain).
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,6 +67,20 @@ end
 return 0
 """
 
+# One round trip per job: check the lease, take the finished job off the head,
+# renew the lease, and return the next job with its payload and the cached newest version.
+_NEXT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
+if ARGV[2] ~= '' and redis.call('LINDEX', KEYS[2], 0) == ARGV[2] then
+  redis.call('LPOP', KEYS[2])
+  redis.call('HDEL', KEYS[3], ARGV[2])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+local head = redis.call('LINDEX', KEYS[2], 0)
+if not head then return {0} end
+return {1, head, redis.call('HGET', KEYS[3], head), redis.call('HGET', KEYS[4], 'doc')}
+"""
+
 # Release the lease; if jobs remain the caller must send a drain message (the
 # `sched` flag stays set), else the key is idle and the flag goes.
 _RELEASE = """
@@ -76,11 +92,30 @@ return 0
 """
 
 
-_RAISE = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
-return 1
+# The copy of the newest version only ever moves forward: a worker resumed after
+# losing its lease must not put back an older version than one already copied.
+_REMEMBER = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if tonumber(ARGV[1]) >= current then
+  redis.call('HSET', KEYS[1], 'v', ARGV[1], 'doc', ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  return 1
+end
+return 0
 """
+
+
+@dataclass(frozen=True)
+class NextJob:
+    """The job at the head of a key's queue (job_id None: the queue is empty)."""
+
+    job_id: str | None
+    payload: str | None
+    cached_newest: str | None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class KeyQueues:
@@ -94,7 +129,8 @@ class KeyQueues:
         self._renew = client.register_script(_RENEW)
         self._complete = client.register_script(_COMPLETE)
         self._release = client.register_script(_RELEASE)
-        self._raise = client.register_script(_RAISE)
+        self._remember = client.register_script(_REMEMBER)
+        self._next = client.register_script(_NEXT)
 
     def _k(self, kind: str, key: str) -> str:
         return f"{self._ns}:{kind}:{key}"
@@ -125,13 +161,6 @@ class KeyQueues:
         value = self._redis.hget(self._payloads, job_id)
         return value.decode() if isinstance(value, bytes) else value
 
-    def cache_newest(self, key: str, document: str, seconds: int = 86_400) -> None:
-        self._redis.set(self._k("cur", key), document, ex=seconds)
-
-    def cached_newest(self, key: str) -> str | None:
-        value = self._redis.get(self._k("cur", key))
-        return value.decode() if isinstance(value, bytes) else value
-
     def acquire(self, key: str, lease_seconds: float) -> str | None:
         """Take the key's lease; its token, or None when someone holds it."""
         token = secrets.token_hex(12)
@@ -140,14 +169,6 @@ class KeyQueues:
 
     def renew(self, key: str, token: str, lease_seconds: float) -> bool:
         return bool(self._renew(keys=[self._k("lease", key)], args=[token, max(1, int(lease_seconds * 1000))]))
-
-    def head(self, key: str) -> str | None:
-        value = self._redis.lindex(self._k("q", key), 0)
-        return value.decode() if isinstance(value, bytes) else value
-
-    def complete(self, key: str, token: str, job_id: str) -> bool:
-        """Remove the finished job from the head; False when the lease was lost (stop draining)."""
-        return int(self._complete(keys=[self._k("lease", key), self._k("q", key), self._payloads], args=[token, job_id])) >= 0
 
     def release(self, key: str, token: str) -> bool:
         """Give the lease up; True when jobs remain and a new drain message must be sent."""
@@ -173,13 +194,36 @@ class KeyQueues:
         for member in self._redis.sscan_iter(self.keys_set, count=1000):
             yield member.decode() if isinstance(member, bytes) else str(member)
 
-    def version_hint(self, key: str) -> int:
-        """The newest version number of the resource seen so far (0 when unknown): a hint, MongoDB decides."""
-        value = self._redis.get(self._k("ver", key))
-        return int(value) if value else 0
+    def next_job(self, key: str, token: str, finished: str, lease_seconds: float) -> NextJob | None:
+        """Complete `finished` (if any), renew the lease and peek the next job; None when the lease was lost."""
+        reply = self._next(keys=[self._k("lease", key), self._k("q", key), self._payloads, self._k("cur", key)],
+                           args=[token, finished, max(1, int(lease_seconds * 1000))])
+        if int(reply[0]) < 0:
+            return None
+        if int(reply[0]) == 0:
+            return NextJob(None, None, None)
+        return NextJob(*(_text(part) if part is not None else None for part in reply[1:4]))
 
-    def raise_version_hint(self, key: str, version_id: int) -> None:
-        self._raise(keys=[self._k("ver", key)], args=[version_id])
+    def pipeline(self) -> Any:
+        """A non-transactional pipeline: several writes, one round trip."""
+        return self._redis.pipeline(transaction=False)
+
+    def remember_newest(self, key: str, version_id: int, document: str, seconds: int = 86_400) -> bool:
+        """Keep a copy of the newest version unless a newer one is already kept; True when kept."""
+        return bool(self._remember(keys=[self._k("cur", key)], args=[version_id, document, seconds]))
+
+    def remember_copy(self, version: Any) -> None:
+        """remember_newest for a StoredVersion (the ResourceStore hint callback)."""
+        self.remember_newest(version.key, version.version_id, version.to_cache())
+
+    def newest_copy(self, key: str) -> str | None:
+        value = self._redis.hget(self._k("cur", key), "doc")
+        return _text(value) if value is not None else None
+
+    def newest_version(self, key: str) -> int:
+        """The version number of the kept copy (0 when none): the hint ResourceStore starts from."""
+        value = self._redis.hget(self._k("cur", key), "v")
+        return int(value) if value else 0
 
     def callback_scheduled(self, job_id: str, seconds: float) -> None:
         """Note that a callback attempt is scheduled within `seconds`, so the reconciler leaves it alone."""
@@ -188,5 +232,5 @@ class KeyQueues:
     def callback_is_scheduled(self, job_id: str) -> bool:
         return bool(self._redis.exists(self._k("cb", job_id)))
 
-    def publish_done(self, message: str) -> None:
-        self._redis.publish(self.done_channel, message)
+    def publish_done(self, message: str, pipe: Any = None) -> None:
+        (pipe or self._redis).publish(self.done_channel, message)

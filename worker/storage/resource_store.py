@@ -13,8 +13,8 @@ is ever updated in place. That is also what keeps every operation here
 O(1) on FerretDB, whose SQLite backend serves inserts and `_id` lookups from
 its primary index but scans the collection for updates.
 
-Finding the latest version: a hint of the newest version number is kept in
-Redis (raised after each commit); it is only a hint, so the store checks
+Finding the latest version: the version number of the copy of the newest
+version kept in Redis is the starting point; it is only a hint, so the store checks
 that version n exists and n+1 does not, galloping forward (or from 1 when
 Redis lost the hint) until it does.
 
@@ -35,7 +35,8 @@ from pymongo.errors import DuplicateKeyError
 
 from worker.patch.fhir_json import loads
 
-VersionHint = tuple[Callable[[str], int], Callable[[str, int], None]]  # (read hint, raise hint) for a resource key
+# (version number of the kept copy of the newest version, keep a newer copy): see KeyQueues.
+VersionHint = tuple[Callable[[str], int], Callable[["StoredVersion"], None]]
 
 
 class VersionConflict(Exception):
@@ -95,7 +96,7 @@ class StoredVersion:
 class ResourceStore:
     def __init__(self, db: Database[dict[str, Any]], hint: VersionHint | None = None) -> None:
         self._history: Collection[dict[str, Any]] = db["history"]
-        self._read_hint, self._raise_hint = hint or (lambda key: 0, lambda key, version: None)
+        self._read_hint, self._remember = hint or (lambda key: 0, lambda version: None)
 
     def with_hint(self, hint: VersionHint) -> ResourceStore:
         return ResourceStore(self._history.database, hint)
@@ -132,7 +133,7 @@ class ResourceStore:
                 continue
             newest, hint, step = ahead, hint + step, step * 2
         if newest is not None and newest.version_id != self._read_hint(key):
-            self._raise_hint(key, newest.version_id)
+            self._remember(newest)
         return newest
 
     def history(self, resource_type: str, resource_id: str, count: int) -> Iterator[StoredVersion]:
@@ -153,4 +154,3 @@ class ResourceStore:
         except DuplicateKeyError as exc:
             raise VersionConflict(f"{new.key} version {new.version_id} already exists",
                                   self.latest(new.resource_type, new.resource_id)) from exc
-        self._raise_hint(new.key, new.version_id)

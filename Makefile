@@ -1,5 +1,5 @@
 # The two commands of the quickstart. Both install what they need.
-.PHONY: run test typecheck bench clean
+.PHONY: flower run test typecheck bench clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,6 +10,10 @@ $(VENV)/.installed: pyproject.toml
 ## run: Redis + MongoDB-protocol server + one Celery worker + the API on 127.0.0.1:8080; Ctrl-C stops all.
 run: $(VENV)/.installed
 	$(PY) scripts/provision.py --state .run/services -- $(VENV)/bin/fhir-patch serve --log-dir .run/logs
+
+## flower: like run, plus Flower (worker and task monitor) on http://127.0.0.1:5555.
+flower: $(VENV)/.installed
+	$(PY) scripts/provision.py --state .run/services -- $(VENV)/bin/fhir-patch serve --log-dir .run/logs --flower-port 5555
 
 ## test: ephemeral Redis and MongoDB-protocol server on free ports, the whole pytest suite, teardown.
 test: $(VENV)/.installed

@@ -15,7 +15,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     print(f"API on http://{settings.http_host}:{settings.http_port}  (readiness: /readyz)", flush=True)
-    return supervise(service_processes(settings, args.workers, args.concurrency), Path(args.log_dir))
+    specs = service_processes(settings, args.workers, args.concurrency, flower_port=args.flower_port)
+    if args.flower_port:
+        print(f"Flower on http://127.0.0.1:{args.flower_port}", flush=True)
+    return supervise(specs, Path(args.log_dir))
 
 
 def _read(path: str) -> bytes:
@@ -89,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.add_argument("--concurrency", type=int, default=2, help="Celery pool size per worker (default 2)")
     serve.add_argument("--log-dir", default=".run/logs", help="where process logs go (default .run/logs)")
+    serve.add_argument("--flower-port", type=int, default=0, help="also run Flower on 127.0.0.1:PORT (default: no Flower)")
     serve.set_defaults(handler=_serve)
     settings = commands.add_parser("settings", help="list every setting with its default")
     settings.set_defaults(handler=_settings)

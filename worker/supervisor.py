@@ -22,13 +22,16 @@ class ProcessSpec:
     argv: list[str]
 
 
-def service_processes(settings: Settings, workers: int, concurrency: int) -> list[ProcessSpec]:
+def service_processes(settings: Settings, workers: int, concurrency: int, flower_port: int = 0) -> list[ProcessSpec]:
     python = sys.executable
     specs = [
         ProcessSpec(f"worker-{n}", [python, "-m", "celery", "-A", "worker.process", "worker", "--loglevel", settings.log_level,
                                     "--concurrency", str(concurrency), "--hostname", f"worker{n}@%h", "--without-mingle", "--without-gossip"])
         for n in range(1, workers + 1)
     ]
+    if flower_port:  # Flower reads the task events the workers send; bound to loopback like everything else
+        specs.append(ProcessSpec("flower", [python, "-m", "celery", "-A", "worker.process", "flower", "--address=127.0.0.1",
+                                            f"--port={flower_port}"]))
     specs.append(ProcessSpec("api", [python, "-m", "uvicorn", "--factory", "api.app:app_from_env", "--host", settings.http_host,
                                      "--port", str(settings.http_port), "--log-level", settings.log_level.lower()]))
     return specs

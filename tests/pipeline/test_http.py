@@ -81,3 +81,18 @@ def test_metrics_are_prometheus_text(service: Service) -> None:
     for name in ("fhir_patch_jobs_accepted_total", "fhir_patch_jobs_applied_total", "fhir_patch_jobs_failed_total",
                  "fhir_patch_queue_depth", "fhir_patch_accept_to_finish_seconds_bucket"):
         assert name in text
+
+
+def test_flower_shows_the_workers(service: Service, tmp_path: Path) -> None:
+    import sys
+
+    from tests.support.processes import free_port, started, wait_for
+    port = free_port()
+    argv = [sys.executable, "-m", "celery", "-A", "worker.process", "flower", "--address=127.0.0.1", f"--port={port}"]
+    # The JSON API needs this switch (or auth); the test reads it on loopback only.
+    with started(argv, {**service.env, "FLOWER_UNAUTHENTICATED_API": "true"}, tmp_path / "flower.log"):
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: httpx.get(f"{url}/healthcheck", trust_env=False).status_code == 200, 30, "Flower up")
+        # Flower learns workers from their events and heartbeats; both workers of the service must appear.
+        wait_for(lambda: len(httpx.get(f"{url}/api/workers", params={"refresh": "1"}, trust_env=False, timeout=10).json()) >= 2,
+                 30, "Flower lists the workers")

@@ -1,5 +1,7 @@
 """Service metrics kept in Redis, so every API and worker process adds to one set of numbers.
 
+Jobs are counted when they leave their queue (KeyQueues.next_job), which happens exactly once per job.
+
 Workers and the API are separate processes (and Celery forks more); counting
 in Redis gives `/metrics` the totals of all of them without Prometheus'
 multiprocess mode. The API exposes them with a prometheus_client collector.
@@ -18,6 +20,11 @@ from prometheus_client.registry import Collector
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
+def latency_bucket(seconds: float) -> str:
+    """The histogram bucket (upper bound) a latency falls in."""
+    return next((str(b) for b in LATENCY_BUCKETS if seconds <= b), "+Inf")
+
+
 class Metrics:
     def __init__(self, client: "redis.Redis", namespace: str) -> None:
         self._redis = client
@@ -28,17 +35,6 @@ class Metrics:
 
     def accepted(self, n: int = 1) -> None:
         self._redis.hincrby(self._counts, "accepted", n)
-
-    def finished(self, outcome: str, seconds: float, pipe: Any = None) -> None:
-        """outcome: applied, failed or cancelled; seconds from accept to the end (queued on `pipe` when given)."""
-        own = pipe is None
-        pipe = pipe if pipe is not None else self._redis.pipeline(transaction=False)
-        pipe.hincrby(self._counts, outcome, 1)
-        bucket = next((str(b) for b in LATENCY_BUCKETS if seconds <= b), "+Inf")
-        pipe.hincrby(self._latency, bucket, 1)
-        pipe.hincrbyfloat(self._latency, "sum", seconds)
-        if own:
-            pipe.execute()
 
     def snapshot(self) -> dict[str, Any]:
         counts = {_text(k): int(v) for k, v in self._redis.hgetall(self._counts).items()}

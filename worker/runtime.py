@@ -15,7 +15,6 @@ import redis
 
 from worker.callbacks import CallbackSender, http_client
 from worker.jobs import Job
-from worker.metrics import Metrics
 from worker.ordering import KeyQueues
 from worker.service import ChangeService
 from worker.settings import Settings
@@ -28,7 +27,6 @@ class Runtime:
     database: Database
     redis: "redis.Redis"
     queues: KeyQueues
-    metrics: Metrics
     service: ChangeService
     callbacks: CallbackSender
     http: httpx.Client
@@ -38,9 +36,8 @@ class Runtime:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3, health_check_interval=30)
         queues = KeyQueues(client, settings.namespace)
         database = Database.open(settings, (queues.newest_version, queues.remember_copy))
-        metrics = Metrics(client, settings.namespace)
         http = http_client()
-        return cls(settings, database, client, queues, metrics, ChangeService(settings, database, queues, metrics, on_finished),
+        return cls(settings, database, client, queues, ChangeService(settings, database, queues, on_finished),
                    CallbackSender(settings, database, http), http)
 
 

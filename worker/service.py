@@ -17,14 +17,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from worker.changes import Existing, plan_change, stamped
-from worker.jobs import Job, JobRequest, JobResult
-from worker.metrics import Metrics
-from worker.ordering import KeyQueues
+from worker.jobs import Job, JobRequest, JobResult, JobState
+from worker.ordering import Finished, KeyQueues
 from worker.patch.errors import PatchError
 from worker.patch.fhir_json import dumps
 from worker.settings import Settings
@@ -51,12 +50,11 @@ class Drained:
 
 
 class ChangeService:
-    def __init__(self, settings: Settings, database: Database, queues: KeyQueues, metrics: Metrics,
+    def __init__(self, settings: Settings, database: Database, queues: KeyQueues,
                  on_finished: Callable[[Job], None] = lambda job: None, clock: Callable[[], datetime] = utc_now) -> None:
         self._settings = settings
         self._db = database
         self._queues = queues
-        self._metrics = metrics
         self._on_finished = on_finished
         self._clock = clock
 
@@ -66,17 +64,17 @@ class ChangeService:
         token = self._queues.acquire(key, lease)
         if token is None:
             return Drained(0, False)  # its holder drains it (or the reconciler revives it when the lease expires)
-        processed, finished = 0, ""
+        processed, finished = 0, None
         try:
             while True:
-                step = self._queues.next_job(key, token, finished, lease)  # also takes `finished` off the queue
+                step = self._queues.next_job(key, token, lease, finished)  # also takes `finished` off the queue, counted
                 if step is None:
                     raise LeaseLost(key)
-                finished = ""
+                finished = None
                 if step.job_id is None or processed >= MAX_JOBS_PER_DRAIN:
                     break
-                self.run_job(step.job_id, step.payload, step.cached_newest)
-                finished, processed = step.job_id, processed + 1
+                job = self.run_job(step.job_id, step.payload, step.cached_newest)
+                finished, processed = _leaving(step.job_id, job), processed + 1
         except LeaseLost:
             log.warning("lease lost; another worker continues", extra={"key": key, "processed": processed})
             return Drained(processed, False)
@@ -95,7 +93,7 @@ class ChangeService:
             return None
         started = self._db.jobs.start(job_id, self._clock())
         if started == "cancelled":
-            return job
+            return replace(job, state=JobState.CANCELLED, finished_at=self._clock())
         if started == "again":  # a redelivery: it may have ended already
             job = self._db.jobs.get(job_id) or job
             if job.state.final:
@@ -161,7 +159,6 @@ class ChangeService:
         finished = job.finished(result, now)
         pipe = self._queues.pipeline()
         if first:
-            self._metrics.finished(finished.state.value, (now - job.accepted_at).total_seconds(), pipe)
             log.info("job %s", finished.state.value, extra={"job_id": job.id, "key": job.key, "status": result.status,
                                                              "version": result.version_id})
         self._queues.publish_done(json.dumps({"job": job.id, "state": finished.state.value, "text": text,
@@ -170,6 +167,13 @@ class ChangeService:
         if first and job.callback_url:
             self._on_finished(finished)
         return finished
+
+
+def _leaving(job_id: str, job: Job | None) -> Finished:
+    if job is None or not job.state.final:
+        return Finished(job_id, "", 0.0)  # unknown (expired) job: nothing to count
+    ended = job.finished_at or job.accepted_at
+    return Finished(job_id, job.state.value, max(0.0, (ended - job.accepted_at).total_seconds()))
 
 
 def _jsonable(document: dict[str, Any]) -> dict[str, Any]:

@@ -94,3 +94,27 @@ def test_worker_paused_past_its_lease_then_resumed(fresh_service: Service) -> No
     _stream_with(fresh_service, disturb)
     thread.join()
     _check_exactly_once(fresh_service)
+
+
+def test_jobs_survive_redis_losing_its_data(fresh_service: Service) -> None:
+    """Workers paused, patches accepted, then every Redis key of the deployment is gone (queues, payloads,
+    Celery messages, copies): the reconciler puts the jobs back from MongoDB and they apply in order."""
+    import redis
+
+    with fresh_service.client() as client:
+        assert client.put("Patient/lost", json={"resourceType": "Patient", "id": "lost", "identifier": [{"value": "start"}]}).status_code == 201
+        for n in range(len(fresh_service.workers)):
+            fresh_service.signal_worker(n, signal.SIGSTOP)
+        try:
+            for n in range(5):
+                assert client.patch("Patient/lost", content=identifier_patch(str(n)), headers=ASYNC).status_code == 202
+            store = redis.Redis.from_url(fresh_service.env["FHIR_PATCH_REDIS_URL"])
+            namespace = fresh_service.env["FHIR_PATCH_NAMESPACE"]
+            lost = [key for key in store.scan_iter(f"{namespace}*") if b":metrics:" not in key]
+            assert lost and store.delete(*lost) == len(lost)
+        finally:
+            for n in range(len(fresh_service.workers)):
+                fresh_service.signal_worker(n, signal.SIGCONT)
+        wait_for(lambda: len(client.get("Patient/lost/_history").json()["entry"]) == 6, 60, "the lost jobs applied")
+        values = [i["value"] for i in client.get("Patient/lost").json()["identifier"]]
+        assert values == ["start", "0", "1", "2", "3", "4"]

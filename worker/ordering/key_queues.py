@@ -33,6 +33,8 @@ from typing import Any
 
 import redis
 
+from worker.metrics import latency_bucket
+
 _ENQUEUE = """
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
 redis.call('RPUSH', KEYS[1], ARGV[3])
@@ -52,28 +54,20 @@ redis.call('SET', KEYS[2], ARGV[2])
 return 1
 """
 
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-
-_COMPLETE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-if redis.call('LINDEX', KEYS[2], 0) == ARGV[2] then
-  redis.call('LPOP', KEYS[2])
-  redis.call('HDEL', KEYS[3], ARGV[2])
-  return 1
-end
-return 0
-"""
-
 # One round trip per job: check the lease, take the finished job off the head,
 # renew the lease, and return the next job with its payload and the cached newest version.
+# Taking a job off its queue happens exactly once, so the job counters move here too
+# (a worker killed between recording an outcome and counting it cannot skew them).
 _NEXT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
 if ARGV[2] ~= '' and redis.call('LINDEX', KEYS[2], 0) == ARGV[2] then
   redis.call('LPOP', KEYS[2])
   redis.call('HDEL', KEYS[3], ARGV[2])
+  if ARGV[4] ~= '' then
+    redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
+    redis.call('HINCRBY', KEYS[6], ARGV[5], 1)
+    redis.call('HINCRBYFLOAT', KEYS[6], 'sum', ARGV[6])
+  end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 local head = redis.call('LINDEX', KEYS[2], 0)
@@ -106,6 +100,15 @@ return 0
 
 
 @dataclass(frozen=True)
+class Finished:
+    """A job leaving its queue: its outcome (applied, failed, cancelled; empty: not counted) and seconds since accept."""
+
+    job_id: str
+    outcome: str
+    seconds: float
+
+
+@dataclass(frozen=True)
 class NextJob:
     """The job at the head of a key's queue (job_id None: the queue is empty)."""
 
@@ -126,8 +129,6 @@ class KeyQueues:
         self._ns = namespace
         self._enqueue = client.register_script(_ENQUEUE)
         self._restore = client.register_script(_RESTORE)
-        self._renew = client.register_script(_RENEW)
-        self._complete = client.register_script(_COMPLETE)
         self._release = client.register_script(_RELEASE)
         self._remember = client.register_script(_REMEMBER)
         self._next = client.register_script(_NEXT)
@@ -157,18 +158,11 @@ class KeyQueues:
         flat = [part for pair in jobs for part in pair]
         self._restore(keys=[self._k("q", key), self._k("sched", key), self.keys_set, self._payloads], args=[key, now, *flat])
 
-    def payload(self, job_id: str) -> str | None:
-        value = self._redis.hget(self._payloads, job_id)
-        return value.decode() if isinstance(value, bytes) else value
-
     def acquire(self, key: str, lease_seconds: float) -> str | None:
         """Take the key's lease; its token, or None when someone holds it."""
         token = secrets.token_hex(12)
         ok = self._redis.set(self._k("lease", key), token, nx=True, px=max(1, int(lease_seconds * 1000)))
         return token if ok else None
-
-    def renew(self, key: str, token: str, lease_seconds: float) -> bool:
-        return bool(self._renew(keys=[self._k("lease", key)], args=[token, max(1, int(lease_seconds * 1000))]))
 
     def release(self, key: str, token: str) -> bool:
         """Give the lease up; True when jobs remain and a new drain message must be sent."""
@@ -194,10 +188,13 @@ class KeyQueues:
         for member in self._redis.sscan_iter(self.keys_set, count=1000):
             yield member.decode() if isinstance(member, bytes) else str(member)
 
-    def next_job(self, key: str, token: str, finished: str, lease_seconds: float) -> NextJob | None:
-        """Complete `finished` (if any), renew the lease and peek the next job; None when the lease was lost."""
-        reply = self._next(keys=[self._k("lease", key), self._k("q", key), self._payloads, self._k("cur", key)],
-                           args=[token, finished, max(1, int(lease_seconds * 1000))])
+    def next_job(self, key: str, token: str, lease_seconds: float, finished: Finished | None = None) -> NextJob | None:
+        """Complete `finished` (if any) and count it, renew the lease and peek the next job; None when the lease was lost."""
+        done = finished or Finished("", "", 0.0)
+        reply = self._next(keys=[self._k("lease", key), self._k("q", key), self._payloads, self._k("cur", key),
+                                 f"{self._ns}:metrics:counts", f"{self._ns}:metrics:latency"],
+                           args=[token, done.job_id, max(1, int(lease_seconds * 1000)), done.outcome, latency_bucket(done.seconds),
+                                 done.seconds])
         if int(reply[0]) < 0:
             return None
         if int(reply[0]) == 0:

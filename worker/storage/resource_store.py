@@ -98,9 +98,6 @@ class ResourceStore:
         self._history: Collection[dict[str, Any]] = db["history"]
         self._read_hint, self._remember = hint or (lambda key: 0, lambda version: None)
 
-    def with_hint(self, hint: VersionHint) -> ResourceStore:
-        return ResourceStore(self._history.database, hint)
-
     def ensure_indexes(self) -> None:
         self._history.create_index([("type", 1), ("id", 1), ("versionId", 1)], unique=True, name="type_id_version")
 

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from api.dependencies import Connections
 from api.http import install_error_handlers
-from api.routes import fhir, jobs, ops
+from api.routes import bundles, feeds, fhir, jobs, ops
 from worker.logs import configure_logging
 from worker.settings import Settings
 
@@ -32,7 +32,9 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="fhir-patch-worker", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(ops.router)
-    app.include_router(jobs.router)  # before fhir: /fhir/_async/{job} must not read as /fhir/{type}/{id}
+    app.include_router(feeds.router)  # before fhir: /fhir/$bulk-submit and /fhir/_async/... are not /fhir/{type}/...
+    app.include_router(jobs.router)
+    app.include_router(bundles.router)
     app.include_router(fhir.router)
     return app
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import redis
 from celery import Celery
 
+from api.groups import GroupIntake
 from api.intake import Intake
 from api.waiter import ResultWaiter
 from worker.celery_app import create_celery
@@ -26,6 +27,7 @@ class Connections:
     metrics: Metrics
     waiter: ResultWaiter
     intake: Intake
+    groups: GroupIntake
 
     @classmethod
     def open(cls, settings: Settings) -> Connections:
@@ -35,7 +37,8 @@ class Connections:
         celery = create_celery(settings)
         metrics = Metrics(client, settings.namespace)
         waiter = ResultWaiter(settings.redis_url, queues.done_channel)
-        return cls(settings, client, database, celery, queues, metrics, waiter, Intake(database, queues, metrics, celery, waiter))
+        return cls(settings, client, database, celery, queues, metrics, waiter, Intake(database, queues, metrics, celery, waiter),
+                   GroupIntake(database, queues, metrics, celery))
 
     def newest(self, resource_type: str, resource_id: str) -> StoredVersion | None:
         """The newest version: the Redis copy the workers keep, else MongoDB."""

@@ -28,6 +28,7 @@ from worker.patch.errors import PatchError
 from worker.patch.fhir_json import dumps
 from worker.settings import Settings
 from worker.storage import Database, StoredVersion, VersionConflict
+from worker.storage.group_store import group_of
 
 log = logging.getLogger("fhir_patch.service")
 
@@ -155,7 +156,7 @@ class ChangeService:
 
     def _finish(self, job: Job, result: JobResult, text: str | None) -> Job:
         now = self._clock()
-        first = self._db.jobs.finish(job.id, result, now)
+        first = self._db.jobs.finish(job.id, job.key, result, now)
         finished = job.finished(result, now)
         pipe = self._queues.pipeline()
         if first:
@@ -173,7 +174,7 @@ def _leaving(job_id: str, job: Job | None) -> Finished:
     if job is None or not job.state.final:
         return Finished(job_id, "", 0.0)  # unknown (expired) job: nothing to count
     ended = job.finished_at or job.accepted_at
-    return Finished(job_id, job.state.value, max(0.0, (ended - job.accepted_at).total_seconds()))
+    return Finished(job_id, job.state.value, max(0.0, (ended - job.accepted_at).total_seconds()), group_of(job_id))
 
 
 def _jsonable(document: dict[str, Any]) -> dict[str, Any]:

@@ -16,17 +16,17 @@ from fastapi.responses import Response
 from api.answers import accepted_answer, sync_answer
 from api.capabilities import capability_statement
 from api.dependencies import Connections
+from api.entries import checked_resource
 from api.http import check_id, fhir_response, http_date, parse_if_match, parse_prefer, parse_snapshot_mode, read_body
 from api.intake import Finished, Submission
 from worker.callbacks import callback_allowed
 from worker.changes import fhir_instant
 from worker.jobs import Action, JobRequest, body_digest
 from worker.patch import parse_patch
-from worker.patch.errors import InvalidRequest, InvalidResource, MalformedPatch, ResourceGone, ResourceNotFound, UnsupportedPatchFormat
+from worker.patch.errors import InvalidRequest, ResourceGone, ResourceNotFound, UnsupportedPatchFormat
 from worker.patch.fhir_json import dumps, loads
 from worker.patch.fhir_xml import parse_xml, xml_to_resource
 from worker.patch.structure import is_resource_type
-from worker.patch.validation import resource_issues
 from worker.results import etag, version_location
 from worker.storage import StoredVersion
 
@@ -153,14 +153,7 @@ def _resource_body(request: Request, resource_type: str, body: bytes, resource_i
         resource = xml_to_resource(parse_xml(body, f"{resource_type} resource"))
     else:
         raise UnsupportedPatchFormat(f"Content-Type {kind!r} is not a FHIR resource format; use application/fhir+json", "Content-Type")
-    if not isinstance(resource, dict) or resource.get("resourceType") != resource_type:
-        raise MalformedPatch(f"The body must be a {resource_type} resource", "resourceType", code="invalid")
-    if resource_id is not None and resource.get("id") != resource_id:
-        raise InvalidRequest(f"The body's id {resource.get('id')!r} must equal the URL's id {resource_id!r}", f"{resource_type}.id")
-    issues = resource_issues(resource)
-    if issues:
-        raise InvalidResource.of(issues)
-    return resource
+    return checked_resource(resource, resource_type, resource_id)
 
 
 async def _submit(request: Request, job: JobRequest) -> Response:

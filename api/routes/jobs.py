@@ -8,6 +8,7 @@ from fastapi.responses import Response
 
 from api.answers import poll_answer
 from api.http import fhir_response
+from api.routes.feeds import group_status
 from api.routes.fhir import connections, fhir_base
 from worker.jobs import JobState, outcome_of
 from worker.patch.errors import JobStarted, UnknownJob
@@ -21,6 +22,10 @@ async def poll(job_id: str, request: Request) -> Response:
     """202 with X-Progress while pending, 200 with the batch-response Bundle when done, 404 if unknown, expired or cancelled."""
     conn = connections(request)
     job = await anyio.to_thread.run_sync(conn.database.jobs.get, job_id)
+    if job is None:
+        answer = await group_status(request, job_id)
+        if answer is not None:
+            return answer
     if job is None or job.state == JobState.CANCELLED:
         raise UnknownJob(f"No job {job_id!r}: it never existed, was cancelled, or expired after the retention period", "job")
     done = await conn.intake.finished(job_id) if job.state.final else None

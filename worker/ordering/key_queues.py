@@ -67,6 +67,7 @@ if ARGV[2] ~= '' and redis.call('LINDEX', KEYS[2], 0) == ARGV[2] then
     redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
     redis.call('HINCRBY', KEYS[6], ARGV[5], 1)
     redis.call('HINCRBYFLOAT', KEYS[6], 'sum', ARGV[6])
+    if ARGV[7] ~= '' then redis.call('HINCRBY', KEYS[7], ARGV[4], 1) end
   end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -106,6 +107,7 @@ class Finished:
     job_id: str
     outcome: str
     seconds: float
+    group: str = ""
 
 
 @dataclass(frozen=True)
@@ -192,14 +194,36 @@ class KeyQueues:
         """Complete `finished` (if any) and count it, renew the lease and peek the next job; None when the lease was lost."""
         done = finished or Finished("", "", 0.0)
         reply = self._next(keys=[self._k("lease", key), self._k("q", key), self._payloads, self._k("cur", key),
-                                 f"{self._ns}:metrics:counts", f"{self._ns}:metrics:latency"],
+                                 f"{self._ns}:metrics:counts", f"{self._ns}:metrics:latency", self.group_counters(done.group)],
                            args=[token, done.job_id, max(1, int(lease_seconds * 1000)), done.outcome, latency_bucket(done.seconds),
-                                 done.seconds])
+                                 done.seconds, done.group])
         if int(reply[0]) < 0:
             return None
         if int(reply[0]) == 0:
             return NextJob(None, None, None)
         return NextJob(*(_text(part) if part is not None else None for part in reply[1:4]))
+
+    def group_counters(self, group_id: str) -> str:
+        """Hash of a group's counts (accepted, rejected, applied, failed): its progress without a MongoDB scan."""
+        return f"{self._ns}:group:{group_id}"
+
+    def count_group(self, group_id: str, accepted: int, rejected: int) -> None:
+        pipe = self.pipeline()
+        pipe.hincrby(self.group_counters(group_id), "accepted", accepted)
+        pipe.hincrby(self.group_counters(group_id), "rejected", rejected)
+        pipe.execute()
+
+    def group_counts(self, group_id: str) -> dict[str, int]:
+        return {_text(k): int(v) for k, v in self._redis.hgetall(self.group_counters(group_id)).items()}
+
+    def enqueue_many(self, jobs: list[tuple[str, str, str]], now: float) -> list[str]:
+        """Append (key, job id, payload) in order, one round trip; the keys that need a drain message."""
+        pipe = self.pipeline()
+        for key, job_id, payload in jobs:
+            self._enqueue(keys=[self._k("q", key), self._k("sched", key), self.keys_set, self._payloads],
+                          args=[key, now, job_id, payload], client=pipe)
+        flags = pipe.execute()
+        return list(dict.fromkeys(key for (key, _, _), flag in zip(jobs, flags) if flag))
 
     def pipeline(self) -> Any:
         """A non-transactional pipeline: several writes, one round trip."""

@@ -8,6 +8,7 @@ from typing import Any
 from pymongo import MongoClient
 
 from worker.settings import Settings
+from worker.storage.group_store import GroupStore
 from worker.storage.job_store import JobStore
 from worker.storage.resource_store import ResourceStore, VersionHint
 
@@ -17,6 +18,7 @@ class Database:
     client: "MongoClient[dict[str, Any]]"
     resources: ResourceStore
     jobs: JobStore
+    groups: GroupStore
 
     @classmethod
     def open(cls, settings: Settings, hint: VersionHint | None = None) -> Database:
@@ -26,7 +28,7 @@ class Database:
         client: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_uri, tz_aware=True, connect=False,
                                                           serverSelectionTimeoutMS=5000, connectTimeoutMS=2000)
         db = client[settings.database]
-        return cls(client, ResourceStore(db, hint), JobStore(db))
+        return cls(client, ResourceStore(db, hint), JobStore(db), GroupStore(db))
 
     def ensure_indexes(self) -> None:
         self.resources.ensure_indexes()

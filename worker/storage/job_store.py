@@ -21,9 +21,14 @@ from typing import Any
 
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from worker.jobs import Job, JobResult, JobState
+
+
+def result_event(job_id: str, key: str, result: JobResult, now: datetime) -> dict[str, Any]:
+    state = JobState.APPLIED if result.succeeded else JobState.FAILED
+    return {"_id": f"{job_id}/result", "state": state.value, "at": now, "key": key, "result": result.to_document()}
 
 
 class IdempotencyConflict(Exception):
@@ -46,6 +51,20 @@ class JobStore:
 
     def accept(self, job: Job) -> None:
         self._jobs.insert_one(job.to_document())
+
+    def accept_many(self, jobs: list[Job]) -> list[Job]:
+        """Record jobs; returns those newly recorded (ids already present, from a resubmitted feed, are skipped)."""
+        if not jobs:
+            return []
+        try:
+            self._jobs.insert_many([job.to_document() for job in jobs], ordered=False)
+            return jobs
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
+                raise
+            repeated = {e["index"] for e in errors}
+            return [job for i, job in enumerate(jobs) if i not in repeated]
 
     def remember_key(self, key: str, digest: str, job_id: str, now: datetime) -> str:
         """Bind an idempotency key to a job: the job id to answer with (an earlier one on a retry).
@@ -107,14 +126,22 @@ class JobStore:
         """Cancel a job no worker started (True, also when it was cancelled already); False once started."""
         return self._pass_gate(job_id, "cancel", now) == "cancel"
 
-    def finish(self, job_id: str, result: JobResult, now: datetime) -> bool:
+    def finish(self, job_id: str, key: str, result: JobResult, now: datetime) -> bool:
         """Record the outcome; False if an earlier delivery already did (that outcome stands)."""
-        state = JobState.APPLIED if result.succeeded else JobState.FAILED
         try:
-            self._events.insert_one({"_id": f"{job_id}/result", "state": state.value, "at": now, "result": result.to_document()})
+            self._events.insert_one(result_event(job_id, key, result, now))
             return True
         except DuplicateKeyError:
             return False
+
+    def finish_many(self, events: list[dict[str, Any]]) -> None:
+        """Record outcomes decided without a worker (entries refused at intake); repeats change nothing."""
+        if events:
+            try:
+                self._events.insert_many(events, ordered=False)
+            except BulkWriteError as exc:
+                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                    raise
 
     def callback_ended(self, job_id: str, state: str, attempts: int, status: int | None, now: datetime) -> None:
         try:

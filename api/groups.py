@@ -1,0 +1,176 @@
+"""Groups of entries (bulk feeds, batch Bundles): accept a block of entries, report progress and results.
+
+Each valid entry becomes job `G-nnnnnnn` on its resource's queue, in entry
+order (so a feed's lines for one resource apply in line order). An entry
+refused at intake gets its failed result at once, with the entry named. A
+block of entries costs one bulk insert of jobs, one of refusals and one Redis
+round trip, whatever its size; the caller streams blocks, so memory stays
+bounded by the block, not the feed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+
+from api.entries import entry_request, located, target
+from worker.changes import fhir_instant
+from worker.jobs import Job, JobResult, JobState
+from worker.metrics import Metrics
+from worker.ordering import KeyQueues
+from worker.patch.errors import InvalidRequest, MalformedPatch, PatchError
+from worker.patch.fhir_json import loads
+from worker.results import etag, version_location
+from worker.service import utc_now
+from worker.storage import Database, StoredVersion
+from worker.storage.group_store import Group, entry_job_id
+from worker.storage.job_store import result_event
+from worker.tasks import DRAIN_TASK
+
+BLOCK_ENTRIES = 500
+
+
+@dataclass(frozen=True)
+class Progress:
+    group: Group
+    accepted: int
+    rejected: int
+    applied: int
+    failed: int
+
+    @property
+    def ended(self) -> int:
+        return self.rejected + self.applied + self.failed + len(self.group.reads or {})
+
+    @property
+    def done(self) -> bool:
+        return self.group.total is not None and self.ended >= self.group.total
+
+    def to_parameters(self, results_url: str) -> dict[str, Any]:
+        total = self.group.total
+        values: list[tuple[str, Any]] = [("accepted", self.accepted), ("rejected", self.rejected), ("applied", self.applied),
+                                         ("failed", self.failed + self.rejected),
+                                         ("pending", max(0, self.accepted - self.applied - self.failed))]
+        parameter: list[dict[str, Any]] = [{"name": "group", "valueString": self.group.id}, {"name": "kind", "valueCode": self.group.kind}]
+        if total is not None:
+            parameter.append({"name": "total", "valueInteger": total})
+        parameter += [{"name": name, "valueInteger": value} for name, value in values]
+        parameter.append({"name": "results", "valueUrl": results_url})
+        return {"resourceType": "Parameters", "parameter": parameter}
+
+
+class GroupIntake:
+    def __init__(self, database: Database, queues: KeyQueues, metrics: Metrics, celery: Celery) -> None:
+        self._db = database
+        self._queues = queues
+        self._metrics = metrics
+        self._celery = celery
+
+    def accept_lines(self, group_id: str, lines: list[tuple[int, bytes]]) -> tuple[int, int]:
+        """A block of NDJSON feed lines; (accepted, refused) counts of what was new."""
+        entries: list[tuple[int, Any]] = []
+        for number, raw in lines:
+            try:
+                entries.append((number, loads(raw, what="entry") if raw.strip() else located(_empty_line(), f"line {number}")))
+            except PatchError as exc:
+                entries.append((number, located(exc, f"line {number}")))
+        return self.accept_entries(group_id, entries, "line {}")
+
+    def accept_entries(self, group_id: str, entries: list[tuple[int, Any]], where: str) -> tuple[int, int]:
+        """Entries (number, parsed entry or the PatchError already found); each valid one queued in order."""
+        now = utc_now()
+        jobs: list[Job] = []
+        refused: list[dict[str, Any]] = []
+        for number, entry in entries:
+            job_id = entry_job_id(group_id, number)
+            try:
+                if isinstance(entry, PatchError):
+                    raise entry
+                jobs.append(Job(job_id, entry_request(entry, where.format(number)), JobState.ACCEPTED, now))
+            except PatchError as exc:
+                refused.append(result_event(job_id, "", JobResult(exc.status, outcome=exc.outcome), now))
+        new = self._db.jobs.accept_many(jobs)
+        self._db.jobs.finish_many(refused)
+        for key in self._queues.enqueue_many([(job.key, job.id, job.to_payload()) for job in new], time.time()):
+            self._celery.send_task(DRAIN_TASK, args=[key])
+        self._metrics.accepted(len(new))
+        self._queues.count_group(group_id, len(new), len(refused))
+        return len(new), len(refused)
+
+    def progress(self, group: Group) -> Progress:
+        counts = self._queues.group_counts(group.id)
+        if not counts and group.total is not None:  # Redis lost the counters: count from MongoDB
+            found = self._db.groups.count_results(group.id, group.total)
+            return Progress(group, group.total - group.rejected, group.rejected, found["applied"], found["failed"] - group.rejected)
+        return Progress(group, counts.get("accepted", 0), counts.get("rejected", 0), counts.get("applied", 0), counts.get("failed", 0))
+
+    def batch_response(self, group: Group, base: str) -> dict[str, Any]:
+        """The batch-response Bundle: one entry per request entry, in order; GET entries read now, after the writes."""
+        entries: list[dict[str, Any]] = []
+        for number, event in self._db.groups.results(group.id, group.total or 0):
+            if group.reads and number in group.reads:
+                entries.append(self._read(group.reads[number], base))
+            elif event is None:
+                entries.append({"response": {"status": "202 Accepted"}})
+            else:
+                entries.append(self._write_entry(event, base))
+        return {"resourceType": "Bundle", "id": group.id, "type": "batch-response", "entry": entries}
+
+    def _write_entry(self, event: dict[str, Any], base: str) -> dict[str, Any]:
+        response = entry_response(event, base)
+        version_id = event["result"].get("versionId")
+        if response["status"].startswith("2") and version_id and event.get("key"):
+            resource_type, resource_id = str(event["key"]).split("/", 1)
+            version = self._db.resources.version(resource_type, resource_id, version_id)
+            if version is not None and not version.deleted:
+                return {"fullUrl": f"{base}/{event['key']}", "resource": version.resource(), "response": response}
+        return {"response": response}
+
+    def _read(self, url: str, base: str) -> dict[str, Any]:
+        try:
+            resource_type, resource_id = target(url)
+            if resource_id is None:
+                raise InvalidRequest("A GET entry reads one resource: Type/id", "request.url")
+        except PatchError as exc:
+            return {"response": {"status": f"{exc.status}", "outcome": exc.outcome}}
+        cached = self._queues.newest_copy(f"{resource_type}/{resource_id}")
+        newest = StoredVersion.from_cache(cached) if cached else self._db.resources.latest(resource_type, resource_id)
+        return _read_entry(newest, base)
+
+    def result_lines(self, group: Group, base: str) -> Iterator[dict[str, Any]]:
+        """One outcome per entry, in entry order (pending entries say so)."""
+        assert group.total is not None
+        for number, event in self._db.groups.results(group.id, group.total):
+            yield {"line": number, **(entry_response(event, base) if event else {"status": "pending"})}
+
+
+def _read_entry(newest: StoredVersion | None, base: str) -> dict[str, Any]:
+    if newest is None:
+        return {"response": {"status": "404 Not Found"}}
+    if newest.deleted:
+        return {"response": {"status": "410 Gone", "etag": etag(newest.version_id)}}
+    return {"fullUrl": f"{base}/{newest.key}", "resource": newest.resource(),
+            "response": {"status": "200 OK", "etag": etag(newest.version_id), "lastModified": fhir_instant(newest.last_updated)}}
+
+
+def entry_response(event: dict[str, Any], base: str) -> dict[str, Any]:
+    """Bundle.entry.response (status, etag, lastModified, location, outcome) from a stored result."""
+    result = JobResult.from_document(event["result"])
+    response: dict[str, Any] = {"status": result.status_line}
+    if result.version_id is not None and event.get("key"):
+        resource_type, resource_id = str(event["key"]).split("/", 1)
+        response["etag"] = etag(result.version_id)
+        response["location"] = version_location(base, resource_type, resource_id, result.version_id)
+    if result.last_updated is not None:
+        response["lastModified"] = fhir_instant(result.last_updated)
+    if result.outcome:
+        response["outcome"] = result.outcome
+    return response
+
+
+def _empty_line() -> PatchError:
+    return MalformedPatch("The line is empty; each line must be one entry", "line")

@@ -1,0 +1,63 @@
+"""`POST /fhir` with a `batch` Bundle: each entry its own job on its resource's queue; one answer entry per request.
+
+GET entries are answered when the answer is built, after the writes (FHIR
+processes reads last). Synchronous by default (wait for every entry, then a
+`batch-response`); `Prefer: respond-async` answers 202 and the Bundle comes
+from polling `/_async/{group}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from api.http import parse_prefer, read_body
+from api.routes.feeds import group_id_for, group_status, status_answer
+from api.routes.fhir import connections, fhir_base
+from worker.patch.errors import InvalidRequest, MalformedPatch, NotApplicable
+from worker.patch.fhir_json import loads
+from worker.service import utc_now
+from worker.storage.group_store import entry_job_id
+
+router = APIRouter(prefix="/fhir")
+
+
+@router.post("")
+@router.post("/")
+async def bundle(request: Request) -> Response:
+    conn = connections(request)
+    document = loads(await read_body(request, conn.settings.max_body_bytes), what="Bundle")
+    if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
+        raise MalformedPatch("POST [base] takes a Bundle of type batch or transaction", "Bundle")
+    kind = document.get("type")
+    if kind not in ("batch", "transaction"):
+        raise InvalidRequest(f"Bundle.type must be batch or transaction, not {kind!r}", "Bundle.type")
+    if kind == "transaction":
+        raise NotApplicable("Transaction Bundles are not supported yet; send a batch", "Bundle.type", code="not-supported")
+    entries = document.get("entry") or []
+    if not isinstance(entries, list):
+        raise MalformedPatch("Bundle.entry must be a list", "Bundle.entry")
+    reads = {n: str(e["request"].get("url")) for n, e in enumerate(entries, 1) if _is_read(e)}
+    writes = [(n, e) for n, e in enumerate(entries, 1) if n not in reads]
+    group_id = group_id_for(request.headers.get("idempotency-key"))
+    fresh = await anyio.to_thread.run_sync(lambda: conn.database.groups.open(group_id, "batch", utc_now(), reads))
+    job_ids = [entry_job_id(group_id, n) for n, _ in writes]
+    prefer = parse_prefer(request.headers.get("prefer"))
+    waiting = {job_id: conn.waiter.register(job_id) for job_id in job_ids} if "respond-async" not in prefer else {}
+    if fresh:
+        accepted, rejected = await anyio.to_thread.run_sync(conn.groups.accept_entries, group_id, writes, "Bundle.entry[{}]")
+        await anyio.to_thread.run_sync(conn.database.groups.close, group_id, len(entries), rejected, utc_now())
+    if not waiting:
+        return await status_answer(request, group_id)
+    await asyncio.wait([asyncio.ensure_future(conn.waiter.wait(j, f, conn.settings.sync_wait_seconds)) for j, f in waiting.items()])
+    answer = await group_status(request, group_id)
+    assert answer is not None
+    return answer
+
+
+def _is_read(entry: Any) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("request"), dict) and str(entry["request"].get("method", "")).upper() == "GET"

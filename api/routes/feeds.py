@@ -1,0 +1,108 @@
+"""Bulk feeds: `POST /fhir/$bulk-submit` (NDJSON, streamed), progress on `/_async/{group}`, results as NDJSON.
+
+The name follows the FHIR bulk-data convention of `$`-operations at the base; a
+feed is not a Bundle, so it does not go to `POST /fhir`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from api.groups import BLOCK_ENTRIES, Progress
+from api.http import fhir_response
+from api.routes.fhir import connections, fhir_base
+from worker.patch.errors import BodyTooLarge, UnknownJob, UnsupportedPatchFormat
+from worker.service import utc_now
+
+router = APIRouter(prefix="/fhir")
+NDJSON_TYPES = ("application/fhir+ndjson", "application/ndjson", "application/x-ndjson")
+
+
+def group_id_for(idempotency_key: str | None) -> str:
+    """The same Idempotency-Key names the same group, so a resubmitted feed is accepted line by line only once."""
+    if idempotency_key:
+        return "g" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:23]
+    return "g" + uuid.uuid4().hex[:23]
+
+
+@router.post("/$bulk-submit")
+async def bulk_submit(request: Request) -> Response:
+    """Accept an NDJSON feed, one entry per line, streamed in blocks; 202 with the group's status location."""
+    conn = connections(request)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in NDJSON_TYPES:
+        raise UnsupportedPatchFormat(f"A feed is NDJSON ({', '.join(NDJSON_TYPES)}), not {kind!r}", "Content-Type")
+    group_id = group_id_for(request.headers.get("idempotency-key"))
+    await anyio.to_thread.run_sync(conn.database.groups.open, group_id, "feed", utc_now())
+    number, rejected, block, pending = 0, 0, [], b""
+    limit = conn.settings.max_body_bytes
+    async for chunk in request.stream():
+        *lines, pending = (pending + chunk).split(b"\n")
+        if len(pending) > limit:
+            raise BodyTooLarge(f"Line {number + len(lines) + 1} is longer than {limit} bytes", f"line {number + len(lines) + 1}")
+        for raw in lines:
+            number += 1
+            block.append((number, raw))
+        if len(block) >= BLOCK_ENTRIES:
+            rejected += (await anyio.to_thread.run_sync(conn.groups.accept_lines, group_id, block))[1]
+            block = []
+    if pending.strip():
+        number += 1
+        block.append((number, pending))
+    if block:
+        rejected += (await anyio.to_thread.run_sync(conn.groups.accept_lines, group_id, block))[1]
+    group_store = conn.database.groups
+    await anyio.to_thread.run_sync(group_store.close, group_id, number, rejected, utc_now())
+    return await status_answer(request, group_id)
+
+
+@router.get("/_async/{group_id}/results")
+async def results(group_id: str, request: Request) -> Response:
+    """One NDJSON line per entry, in entry order: status, etag, location, outcome (or `pending`)."""
+    conn = connections(request)
+    group = await anyio.to_thread.run_sync(conn.database.groups.get, group_id)
+    if group is None or group.total is None:
+        raise UnknownJob(f"No finished intake for group {group_id!r}", "group")
+    base = fhir_base(request)
+
+    def lines() -> Iterator[bytes]:
+        for line in conn.groups.result_lines(group, base):
+            yield (json.dumps(line) + "\n").encode()
+    return StreamingResponse(lines(), media_type="application/fhir+ndjson")
+
+
+async def group_status(request: Request, group_id: str) -> Response | None:
+    """The polling answer for a group (None when no such group): 202 with X-Progress while entries are pending."""
+    return await _status(request, group_id, accepted_answer=False)
+
+
+async def status_answer(request: Request, group_id: str) -> Response:
+    """202 Accepted for a group just recorded, with its progress."""
+    answer = await _status(request, group_id, accepted_answer=True)
+    assert answer is not None
+    return answer
+
+
+async def _status(request: Request, group_id: str, accepted_answer: bool) -> Response | None:
+    conn = connections(request)
+    group = await anyio.to_thread.run_sync(conn.database.groups.get, group_id)
+    if group is None:
+        return None
+    progress: Progress = await anyio.to_thread.run_sync(conn.groups.progress, group)
+    base = fhir_base(request)
+    location = f"{base}/_async/{group_id}"
+    body = progress.to_parameters(f"{location}/results")
+    if progress.done and group.kind == "batch" and not accepted_answer:  # a batch's answer is its Bundle, not counts
+        return fhir_response(await anyio.to_thread.run_sync(conn.groups.batch_response, group, base), 200)
+    if accepted_answer or not progress.done:
+        total = group.total if group.total is not None else "?"
+        return fhir_response(body, 202, {"Content-Location": location, "X-Progress": f"{progress.ended}/{total} entries",
+                                         "Retry-After": "1"})
+    return fhir_response(body, 200, {"Content-Location": location})

@@ -21,6 +21,21 @@ def _serve(args: argparse.Namespace) -> int:
     return supervise(specs, Path(args.log_dir))
 
 
+def _submit(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from worker.submission import submit
+    summary = submit(args.feed, args.server, args.idempotency_key, args.failures, Console())
+    return 0 if not summary.counts.get("failed") else 2
+
+
+def _status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from worker.submission import status
+    return status(args.job, args.server, Console())
+
+
 def _read(path: str) -> bytes:
     return sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
 
@@ -94,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-dir", default=".run/logs", help="where process logs go (default .run/logs)")
     serve.add_argument("--flower-port", type=int, default=0, help="also run Flower on 127.0.0.1:PORT (default: no Flower)")
     serve.set_defaults(handler=_serve)
+    submit = commands.add_parser("submit", help="send an NDJSON feed, follow it with a progress bar, write its failures")
+    submit.add_argument("feed", type=Path)
+    submit.add_argument("--server", required=True, help="FHIR base URL, e.g. http://127.0.0.1:8080/fhir")
+    submit.add_argument("--idempotency-key", help="resubmitting with the same key accepts each line only once")
+    submit.add_argument("--failures", type=Path, help="where failed lines go (default FEED.failures.ndjson)")
+    submit.set_defaults(handler=_submit)
+    status = commands.add_parser("status", help="show a job or feed")
+    status.add_argument("job")
+    status.add_argument("--server", required=True, help="FHIR base URL")
+    status.set_defaults(handler=_status)
     settings = commands.add_parser("settings", help="list every setting with its default")
     settings.set_defaults(handler=_settings)
     return parser

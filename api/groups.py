@@ -78,10 +78,13 @@ class GroupIntake:
                 entries.append((number, loads(raw, what="entry") if raw.strip() else located(_empty_line(), f"line {number}")))
             except PatchError as exc:
                 entries.append((number, located(exc, f"line {number}")))
-        return self.accept_entries(group_id, entries, "line {}")
+        queued = self.accept_entries(group_id, entries, "line {}")
+        return len(queued), len(lines) - len(queued)
 
-    def accept_entries(self, group_id: str, entries: list[tuple[int, Any]], where: str) -> tuple[int, int]:
-        """Entries (number, parsed entry or the PatchError already found); each valid one queued in order."""
+    def accept_entries(self, group_id: str, entries: list[tuple[int, Any]], where: str) -> list[str]:
+        """Entries (number, parsed entry or the PatchError already found); each valid one queued in order.
+
+        Returns the ids of the jobs newly queued (entries refused, or accepted by an earlier submission, are not)."""
         now = utc_now()
         jobs: list[Job] = []
         refused: list[dict[str, Any]] = []
@@ -99,7 +102,7 @@ class GroupIntake:
             self._celery.send_task(DRAIN_TASK, args=[key])
         self._metrics.accepted(len(new))
         self._queues.count_group(group_id, len(new), len(refused))
-        return len(new), len(refused)
+        return [job.id for job in new]
 
     def progress(self, group: Group) -> Progress:
         counts = self._queues.group_counts(group.id)

@@ -69,8 +69,10 @@ class Reconciler:
         revived = self._revive_stalled_keys(now)
         if self._passes % MONGODB_PASS_EVERY != 1:
             return Pass(revived)
-        return Pass(revived, self._restore_lost_jobs(now), self._resend_callbacks(now),
-                    self._db.jobs.expire(now - timedelta(seconds=self._settings.job_retention_seconds)))
+        expired_before = now - timedelta(seconds=self._settings.job_retention_seconds)
+        # A group's retention runs from the end of its intake, so a feed longer than the retention keeps its results.
+        self._db.groups.expire(expired_before)
+        return Pass(revived, self._restore_lost_jobs(now), self._resend_callbacks(now), self._db.jobs.expire(expired_before))
 
     def _revive_stalled_keys(self, now: datetime) -> int:
         revived = 0

@@ -45,15 +45,21 @@ async def bundle(request: Request) -> Response:
     writes = [(n, e) for n, e in enumerate(entries, 1) if n not in reads]
     group_id = group_id_for(request.headers.get("idempotency-key"))
     fresh = await anyio.to_thread.run_sync(lambda: conn.database.groups.open(group_id, "batch", utc_now(), reads))
-    job_ids = [entry_job_id(group_id, n) for n, _ in writes]
     prefer = parse_prefer(request.headers.get("prefer"))
-    waiting = {job_id: conn.waiter.register(job_id) for job_id in job_ids} if "respond-async" not in prefer else {}
+    # Register for every entry before any is queued (a fast worker must not finish one unseen); entries refused
+    # at intake never run, so their waits are dropped as soon as the intake says which they are.
+    waiting = {entry_job_id(group_id, n): conn.waiter.register(entry_job_id(group_id, n)) for n, _ in writes}
+    queued: list[str] = []
     if fresh:
-        accepted, rejected = await anyio.to_thread.run_sync(conn.groups.accept_entries, group_id, writes, "Bundle.entry[{}]")
-        await anyio.to_thread.run_sync(conn.database.groups.close, group_id, len(entries), rejected, utc_now())
-    if not waiting:
+        queued = await anyio.to_thread.run_sync(conn.groups.accept_entries, group_id, writes, "Bundle.entry[{}]")
+        await anyio.to_thread.run_sync(conn.database.groups.close, group_id, len(entries), len(writes) - len(queued), utc_now())
+    for job_id in set(waiting) - set(queued):
+        conn.waiter.forget(job_id)
+    if "respond-async" in prefer or not queued:
+        for job_id in queued:
+            conn.waiter.forget(job_id)
         return await status_answer(request, group_id)
-    await asyncio.wait([asyncio.ensure_future(conn.waiter.wait(j, f, conn.settings.sync_wait_seconds)) for j, f in waiting.items()])
+    await asyncio.wait([asyncio.ensure_future(conn.waiter.wait(j, waiting[j], conn.settings.sync_wait_seconds)) for j in queued])
     answer = await group_status(request, group_id)
     assert answer is not None
     return answer

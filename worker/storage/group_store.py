@@ -79,6 +79,16 @@ class GroupStore:
             for number in range(start, stop + 1):
                 yield number, found.get(entry_job_id(group_id, number))
 
+    def expire(self, before: datetime) -> int:
+        """Remove groups whose intake ended before `before`, with all their entries' jobs and events; returns groups removed."""
+        ended = [str(doc["_id"]).split("/")[0] for doc in self._groups.find({"at": {"$lt": before}}, {"_id": 1})]
+        for group_id in ended:
+            entries = {"_id": {"$gte": f"{group_id}-", "$lt": f"{group_id}-~"}}
+            self._events.delete_many(entries)
+            self._groups.database["jobs"].delete_many(entries)
+            self._groups.delete_many({"_id": {"$in": [group_id, f"{group_id}/closed"]}})
+        return len(ended)
+
     def count_results(self, group_id: str, total: int) -> dict[str, int]:
         """applied / failed / pending counted from MongoDB (when Redis lost the counters)."""
         counts = {"applied": 0, "failed": 0, "pending": 0}

@@ -173,8 +173,9 @@ class JobStore:
 
     def expire(self, before: datetime) -> int:
         """Remove jobs that ended (finished or cancelled) before `before`, with their events and idempotency keys."""
+        # Entries of a group ("G-n") expire with their group (GroupStore.expire), never one by one.
         ended = [str(doc["_id"]).rsplit("/", 1)[0] for doc in self._events.find({"at": {"$lt": before}}, {"_id": 1, "by": 1})
-                 if str(doc["_id"]).endswith("/result") or doc.get("by") == "cancel"]
+                 if (str(doc["_id"]).endswith("/result") or doc.get("by") == "cancel") and "-" not in str(doc["_id"])]
         if not ended:
             return 0
         self._events.delete_many({"_id": {"$in": [f"{j}/{kind}" for j in ended for kind in ("gate", "result", "callback")]}})

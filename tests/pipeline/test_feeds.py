@@ -1,0 +1,143 @@
+"""Bulk feeds and batch Bundles through the real service: per-entry results, line numbers, formats, idempotency."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+
+from tests.support.processes import wait_for
+from tests.support.service import Service
+from worker.submission import submit
+
+NDJSON = {"content-type": "application/fhir+ndjson"}
+
+
+def binary(content_type: str, patch: str) -> dict[str, Any]:
+    return {"resourceType": "Binary", "contentType": content_type, "data": base64.b64encode(patch.encode()).decode()}
+
+
+def fhirpath_add(path: str, name: str, value: dict[str, Any]) -> dict[str, Any]:
+    parts = [{"name": "type", "valueCode": "add"}, {"name": "path", "valueString": path}, {"name": "name", "valueString": name},
+             {"name": "value", **value}]
+    return {"resourceType": "Parameters", "parameter": [{"name": "operation", "part": parts}]}
+
+
+def line(method: str, url: str, resource: dict[str, Any] | None = None) -> str:
+    entry: dict[str, Any] = {"request": {"method": method, "url": url}}
+    if resource is not None:
+        entry["resource"] = resource
+    return json.dumps(entry)
+
+
+def _organization(client: httpx.Client, oid: str, **elements: Any) -> None:
+    body = {"resourceType": "Organization", "id": oid, "name": "start", **elements}
+    assert client.put(f"Organization/{oid}", json=body).status_code == 201
+
+
+def _wait_group(client: httpx.Client, location: str) -> httpx.Response:
+    answers: list[httpx.Response] = []
+    wait_for(lambda: answers.append(client.get(location)) or answers[-1].status_code == 200, 60, "the feed to end", interval=0.2)
+    return answers[-1]
+
+
+def test_feed_lines_in_three_formats_with_failures_named_by_line(service: Service) -> None:
+    with service.client() as client:
+        _organization(client, "f1")
+        feed = "\n".join([
+            line("PATCH", "Organization/f1", fhirpath_add("Organization", "alias", {"valueString": "one"})),
+            line("PATCH", "Organization/f1", binary("application/json-patch+json", '[{"op":"add","path":"/alias/-","value":"two"}]')),
+            "{not json",
+            line("PATCH", "Organization/f1", binary("application/xml-patch+xml",
+                 '<Patch xmlns="http://hl7.org/fhir"><add sel="/Organization"><alias value="three"/></add></Patch>')),
+            line("PATCH", "Organization/f1", binary("text/plain", "x")),
+            line("PATCH", "Organization/missing", binary("application/json-patch+json", '[{"op":"add","path":"/active","value":true}]')),
+            line("FROB", "Organization/f1"),
+            line("PATCH", "Organization/f1", binary("application/json-patch+json", '[{"op":"add","path":"/alias/-","value":"four"}]')),
+        ]) + "\n"
+        accepted = client.post("$bulk-submit", content=feed.encode(), headers=NDJSON)
+        assert accepted.status_code == 202 and accepted.headers["x-progress"].endswith("/8 entries")
+        final = _wait_group(client, accepted.headers["content-location"])
+        counts = {p["name"]: p.get("valueInteger") for p in final.json()["parameter"]}
+        assert counts["total"] == 8 and counts["applied"] == 4 and counts["failed"] == 4 and counts["pending"] == 0
+        results = [json.loads(r) for r in client.get(accepted.headers["content-location"] + "/results").text.splitlines()]
+        assert [r["line"] for r in results] == list(range(1, 9))
+        assert [r["status"][:3] for r in results] == ["200", "200", "400", "200", "415", "404", "400", "200"]
+        for r in results:
+            if not r["status"].startswith("2"):
+                assert r["outcome"]["issue"][0]["diagnostics"]
+        assert results[2]["outcome"]["issue"][0]["expression"][0] == "line 3"
+        assert results[4]["outcome"]["issue"][0]["expression"][:2] == ["line 5", "resource.contentType"]
+        assert client.get("Organization/f1").json()["alias"] == ["one", "two", "three", "four"], "applied in line order"
+
+
+def test_resubmitted_feed_with_the_same_key_applies_each_line_once(service: Service) -> None:
+    with service.client() as client:
+        _organization(client, "f2", alias=["s"])
+        lines = [line("PATCH", "Organization/f2", binary("application/json-patch+json", f'[{{"op":"add","path":"/alias/-","value":"{n}"}}]'))
+                 for n in range(4)]
+        first = client.post("$bulk-submit", content=("\n".join(lines[:2]) + "\n").encode(), headers={**NDJSON, "idempotency-key": "feed-f2"})
+        _wait_group(client, first.headers["content-location"])
+        again = client.post("$bulk-submit", content=("\n".join(lines) + "\n").encode(), headers={**NDJSON, "idempotency-key": "feed-f2"})
+        assert again.headers["content-location"] == first.headers["content-location"]
+        wait_for(lambda: client.get("Organization/f2").json().get("alias") == ["s", "0", "1", "2", "3"], 30, "the new lines applied once")
+
+
+def test_submit_command_follows_a_feed_and_writes_its_failures(service: Service, tmp_path: Path) -> None:
+    with service.client() as client:
+        _organization(client, "f3")
+    feed = tmp_path / "feed.ndjson"
+    feed.write_text("\n".join([line("PATCH", "Organization/f3", fhirpath_add("Organization", "alias", {"valueString": "x"})),
+                               line("PATCH", "Organization/nobody", fhirpath_add("Organization", "alias", {"valueString": "y"}))]) + "\n")
+    console = Console(record=True, width=120)
+    summary = submit(feed, service.fhir, None, None, console)
+    assert summary.counts["applied"] == 1 and summary.counts["failed"] == 1
+    assert summary.failures_path is not None
+    failed = [json.loads(r) for r in summary.failures_path.read_text().splitlines()]
+    assert [f["line"] for f in failed] == [2] and failed[0]["status"].startswith("404")
+    text = console.export_text()
+    assert "lines/s" in text and "applied" in text and str(summary.failures_path) in text
+
+
+def test_batch_bundle_answers_each_entry(service: Service) -> None:
+    with service.client() as client:
+        _organization(client, "b1")
+        _organization(client, "b2")
+        bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
+            {"request": {"method": "PATCH", "url": "Organization/b1"},
+             "resource": binary("application/json-patch+json", '[{"op":"replace","path":"/name","value":"json"}]')},
+            {"request": {"method": "PATCH", "url": "Organization/b2"},
+             "resource": binary("application/xml-patch+xml", '<Patch xmlns="http://hl7.org/fhir"><replace sel="/Organization/name/@value">xml</replace></Patch>')},
+            {"request": {"method": "PATCH", "url": "Organization/b1", "ifMatch": 'W/"1"'},
+             "resource": fhirpath_add("Organization", "alias", {"valueString": "late"})},
+            {"request": {"method": "PATCH", "url": "Organization/b2"}, "resource": fhirpath_add("Organization", "alias", {"valueString": "ok"})},
+            {"request": {"method": "PUT", "url": "Organization/b3"}, "resource": {"resourceType": "Organization", "id": "b3", "name": "new"}},
+            {"request": {"method": "DELETE", "url": "Organization/nobody"}},
+            {"request": {"method": "PATCH", "url": "Organization/b1"}, "resource": binary("application/json-patch+json", "[{")},
+            {"request": {"method": "GET", "url": "Organization/b2"}},
+        ]}
+        answer = client.post("", json=bundle)
+        assert answer.status_code == 200, answer.text
+        response = answer.json()
+        assert response["type"] == "batch-response" and len(response["entry"]) == 8
+        statuses = [e["response"]["status"][:3] for e in response["entry"]]
+        assert statuses == ["200", "200", "412", "200", "201", "404", "400", "200"], answer.text[:3000]
+        assert response["entry"][0]["resource"]["name"] == "json" and response["entry"][0]["response"]["etag"] == 'W/"2"'
+        assert response["entry"][2]["response"]["outcome"]["issue"][0]["expression"] == ["If-Match"]
+        assert response["entry"][6]["response"]["outcome"]["issue"][0]["expression"][0] == "Bundle.entry[7]"
+        assert response["entry"][7]["resource"]["alias"] == ["ok"], "GET entries are read after the writes"
+
+
+def test_batch_bundle_asynchronously(service: Service) -> None:
+    with service.client() as client:
+        _organization(client, "b4")
+        bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
+            {"request": {"method": "PATCH", "url": "Organization/b4"}, "resource": fhirpath_add("Organization", "alias", {"valueString": "a"})}]}
+        accepted = client.post("", json=bundle, headers={"prefer": "respond-async"})
+        assert accepted.status_code == 202
+        final = _wait_group(client, accepted.headers["content-location"])
+        assert final.json()["resourceType"] == "Bundle" and final.json()["entry"][0]["response"]["status"] == "200 OK"

@@ -14,6 +14,7 @@ durable one, and the job-id check in step 2 makes a repeat harmless.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Callable
@@ -23,16 +24,18 @@ from typing import Any
 
 from worker.changes import Existing, plan_change, stamped
 from worker.jobs import Job, JobRequest, JobResult, JobState
-from worker.ordering import Finished, KeyQueues
+from worker.ordering import Finished, Heads, KeyQueues
 from worker.patch.errors import PatchError
 from worker.patch.fhir_json import dumps
 from worker.settings import Settings
 from worker.storage import Database, StoredVersion, VersionConflict
 from worker.storage.group_store import group_of
+from worker.storage.job_store import result_event
 
 log = logging.getLogger("fhir_patch.service")
 
 MAX_JOBS_PER_DRAIN = 200  # then hand the key back to the queue, so one busy resource cannot hold a worker
+BATCH = 50  # jobs of one key applied together: one bulk insert each of gates, versions and results
 
 
 def utc_now() -> datetime:
@@ -65,17 +68,17 @@ class ChangeService:
         token = self._queues.acquire(key, lease)
         if token is None:
             return Drained(0, False)  # its holder drains it (or the reconciler revives it when the lease expires)
-        processed, finished = 0, None
+        processed, finished = 0, list[Finished]()
         try:
             while True:
-                step = self._queues.next_job(key, token, lease, finished)  # also takes `finished` off the queue, counted
-                if step is None:
+                heads = self._queues.next_jobs(key, token, lease, finished, BATCH)  # also takes `finished` off the queue, counted
+                if heads is None:
                     raise LeaseLost(key)
-                finished = None
-                if step.job_id is None or processed >= MAX_JOBS_PER_DRAIN:
+                finished = []
+                if not heads.jobs or processed >= MAX_JOBS_PER_DRAIN:
                     break
-                job = self.run_job(step.job_id, step.payload, step.cached_newest)
-                finished, processed = _leaving(step.job_id, job), processed + 1
+                finished = self._run_heads(heads)
+                processed += len(finished)
         except LeaseLost:
             log.warning("lease lost; another worker continues", extra={"key": key, "processed": processed})
             return Drained(processed, False)
@@ -83,6 +86,57 @@ class ChangeService:
             self._queues.release(key, token)  # let a retry start at once instead of waiting out the lease
             raise
         return Drained(processed, self._queues.release(key, token))
+
+    def _run_heads(self, heads: Heads) -> list[Finished]:
+        """Apply the first jobs of the queue; the ones that ended, in queue order (at least one unless the lease is lost)."""
+        first_id, first_payload = heads.jobs[0]
+        if len(heads.jobs) > 1 and all(payload is not None for _, payload in heads.jobs):
+            ended = self._run_batch([Job.from_payload(p) for _, p in heads.jobs if p is not None], heads.cached_newest)
+            if ended:
+                return ended
+        return [_leaving(first_id, self.run_job(first_id, first_payload, heads.cached_newest))]
+
+    def _run_batch(self, jobs: list[Job], cached_newest: str | None) -> list[Finished]:
+        """Jobs never started before, applied in order in memory, then committed together. A collision (another
+        writer) keeps only what was committed before it; the rest goes one by one through run_job. Empty when
+        the first job is not a fresh start (a redelivery or a cancel: run_job handles those)."""
+        now = self._clock()
+        starts = self._db.jobs.start_many([job.id for job in jobs], now)
+        fresh = list(itertools.takewhile(lambda pair: pair[1] == "first", zip(jobs, starts)))
+        if not fresh:
+            return []
+        current = StoredVersion.from_cache(cached_newest) if cached_newest else self._newest(fresh[0][0])
+        planned: list[tuple[Job, JobResult, StoredVersion | None, str | None]] = []
+        for job, _ in fresh:
+            result, new, text = self._plan(job, current, now)
+            current = new or current
+            planned.append((job, result, new, text))
+        versions = [new for _, _, new, _ in planned if new is not None]
+        committed = self._db.resources.commit_many(versions)
+        if committed < len(versions):  # keep the jobs before the first version not written
+            cut = next(i for i, (_, _, new, _) in enumerate(planned) if new is versions[committed])
+            planned = planned[:cut]
+        if committed:
+            newest = versions[committed - 1]
+            self._queues.remember_newest(newest.key, newest.version_id, newest.to_cache())
+        return self._finish_many(planned)
+
+    def _finish_many(self, planned: list[tuple[Job, JobResult, StoredVersion | None, str | None]]) -> list[Finished]:
+        now = self._clock()
+        recorded = self._db.jobs.finish_many([result_event(job.id, job.key, result, now) for job, result, _, _ in planned])
+        pipe = self._queues.pipeline()
+        ended = []
+        for job, result, _, text in planned:
+            finished = job.finished(result, now)
+            self._queues.publish_done(json.dumps({"job": job.id, "state": finished.state.value, "text": text,
+                                                  "result": _jsonable(result.to_document())}), pipe)
+            if job.id in recorded and job.callback_url:
+                self._on_finished(finished)
+            ended.append(_leaving(job.id, finished))
+        pipe.execute()
+        log.info("jobs ended", extra={"key": planned[0][0].key if planned else "", "count": len(planned),
+                                      "applied": sum(1 for _, r, _, _ in planned if r.succeeded)})
+        return ended
 
     def run_job(self, job_id: str, payload: str | None = None, cached_newest: str | None = None) -> Job | None:
         """Bring one job to a final state (or find it there); None when the job is unknown or expired.
@@ -117,27 +171,29 @@ class ChangeService:
             self._queues.remember_newest(job.key, newest.version_id, newest.to_cache())
         return newest
 
-    def _apply(self, job: Job, current: StoredVersion | None) -> tuple[JobResult, str | None]:
+    def _plan(self, job: Job, current: StoredVersion | None, now: datetime) -> tuple[JobResult, StoredVersion | None, str | None]:
+        """What the job does to `current`: its result, and the new version to commit (None: nothing to write)."""
         request = job.request
         existing = Existing(current.version_id, None if current.deleted else current.resource()) if current else None
         try:
             planned = plan_change(request, existing, self._settings.element_policies)
         except PatchError as exc:
-            return JobResult(exc.status, outcome=exc.outcome), None
+            return JobResult(exc.status, outcome=exc.outcome), None, None
         except Exception:  # a bug must fail this job alone, never the key's queue
             log.exception("job failed unexpectedly", extra={"job_id": job.id, "key": job.key})
-            return JobResult.error(500, "exception", "The server failed while applying this job; it was not applied"), None
+            return JobResult.error(500, "exception", "The server failed while applying this job; it was not applied"), None, None
         if not planned.write:
             assert current is not None
-            return JobResult(planned.status, current.version_id, current.last_updated, planned.outcome), current.text
-        return self._commit(job, request, current, planned.resource, planned.status, planned.outcome)
-
-    def _commit(self, job: Job, request: JobRequest, current: StoredVersion | None, resource: dict[str, Any] | None,
-                status: int, outcome: dict[str, Any] | None) -> tuple[JobResult, str | None]:
+            return JobResult(planned.status, current.version_id, current.last_updated, planned.outcome), None, current.text
         version_id = current.version_id + 1 if current else 1
-        now = self._clock()
-        text = dumps(stamped(resource, request.resource_id, version_id, now)) if resource is not None else None
+        text = dumps(stamped(planned.resource, request.resource_id, version_id, now)) if planned.resource is not None else None
         new = StoredVersion(request.resource_type, request.resource_id, version_id, now, text, job.id, request.action.value)
+        return JobResult(planned.status, version_id, now, planned.outcome), new, text
+
+    def _apply(self, job: Job, current: StoredVersion | None) -> tuple[JobResult, str | None]:
+        result, new, text = self._plan(job, current, self._clock())
+        if new is None:
+            return result, text
         try:
             self._db.resources.commit(new)
             self._queues.remember_newest(job.key, new.version_id, new.to_cache())
@@ -147,7 +203,7 @@ class ChangeService:
             if exc.latest is not None and exc.latest.job_id == job.id:
                 return self._earlier_result(job, exc.latest)  # our own earlier attempt (paused, then resumed) got there first
             raise LeaseLost(job.key) from exc
-        return JobResult(status, version_id, now, outcome), text
+        return result, text
 
     def _earlier_result(self, job: Job, version: StoredVersion) -> tuple[JobResult, str | None]:
         log.info("job had already written its version; recording that", extra={"job_id": job.id, "key": job.key,

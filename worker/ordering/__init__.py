@@ -1,5 +1,5 @@
 """Per-resource ordering in Redis: FIFO queues, leases, wake-ups."""
 
-from worker.ordering.key_queues import Finished, KeyQueues, NextJob
+from worker.ordering.key_queues import Finished, Heads, KeyQueues
 
-__all__ = ["Finished", "KeyQueues", "NextJob"]
+__all__ = ["Finished", "Heads", "KeyQueues"]

@@ -56,24 +56,38 @@ return 1
 
 # One round trip per job: check the lease, take the finished job off the head,
 # renew the lease, and return the next job with its payload and the cached newest version.
-# Taking a job off its queue happens exactly once, so the job counters move here too
-# (a worker killed between recording an outcome and counting it cannot skew them).
+# One round trip per step: check the lease, take the finished jobs off the head and
+# count them (taking a job off its queue happens exactly once, so the counters
+# move here: a worker killed between recording an outcome and counting it cannot
+# skew them), renew the lease, and return up to `limit` next jobs with their
+# payloads and the copy of the newest version.
+# KEYS: lease, queue, payloads, newest copy, counts, latency.
+# ARGV: token, lease ms, limit, group-counter prefix, then per finished job: id, outcome, bucket, seconds, group.
 _NEXT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
-if ARGV[2] ~= '' and redis.call('LINDEX', KEYS[2], 0) == ARGV[2] then
-  redis.call('LPOP', KEYS[2])
-  redis.call('HDEL', KEYS[3], ARGV[2])
-  if ARGV[4] ~= '' then
-    redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
-    redis.call('HINCRBY', KEYS[6], ARGV[5], 1)
-    redis.call('HINCRBYFLOAT', KEYS[6], 'sum', ARGV[6])
-    if ARGV[7] ~= '' then redis.call('HINCRBY', KEYS[7], ARGV[4], 1) end
+local i = 5
+while i + 4 <= #ARGV do
+  local id = ARGV[i]
+  if redis.call('LINDEX', KEYS[2], 0) == id then
+    redis.call('LPOP', KEYS[2])
+    redis.call('HDEL', KEYS[3], id)
+    local outcome = ARGV[i + 1]
+    if outcome ~= '' then
+      redis.call('HINCRBY', KEYS[5], outcome, 1)
+      redis.call('HINCRBY', KEYS[6], ARGV[i + 2], 1)
+      redis.call('HINCRBYFLOAT', KEYS[6], 'sum', ARGV[i + 3])
+      if ARGV[i + 4] ~= '' then redis.call('HINCRBY', ARGV[4] .. ARGV[i + 4], outcome, 1) end
+    end
   end
+  i = i + 5
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-local head = redis.call('LINDEX', KEYS[2], 0)
-if not head then return {0} end
-return {1, head, redis.call('HGET', KEYS[3], head), redis.call('HGET', KEYS[4], 'doc')}
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local reply = {1, redis.call('HGET', KEYS[4], 'doc')}
+for _, id in ipairs(redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[3]) - 1)) do
+  table.insert(reply, id)
+  table.insert(reply, redis.call('HGET', KEYS[3], id))
+end
+return reply
 """
 
 # Release the lease; if jobs remain the caller must send a drain message (the
@@ -111,12 +125,11 @@ class Finished:
 
 
 @dataclass(frozen=True)
-class NextJob:
-    """The job at the head of a key's queue (job_id None: the queue is empty)."""
+class Heads:
+    """The first jobs of a key's queue (job id, payload copy), and the copy of the resource's newest version."""
 
-    job_id: str | None
-    payload: str | None
     cached_newest: str | None
+    jobs: list[tuple[str, str | None]]
 
 
 def _text(value: bytes | str) -> str:
@@ -190,18 +203,20 @@ class KeyQueues:
         for member in self._redis.sscan_iter(self.keys_set, count=1000):
             yield member.decode() if isinstance(member, bytes) else str(member)
 
-    def next_job(self, key: str, token: str, lease_seconds: float, finished: Finished | None = None) -> NextJob | None:
-        """Complete `finished` (if any) and count it, renew the lease and peek the next job; None when the lease was lost."""
-        done = finished or Finished("", "", 0.0)
+    def next_jobs(self, key: str, token: str, lease_seconds: float, finished: list[Finished], limit: int) -> Heads | None:
+        """Complete and count `finished` (in queue order), renew the lease, peek up to `limit` next jobs; None: lease lost.
+
+        The group counters live under a prefix the script extends with each job's group (single-instance Redis)."""
+        args: list[Any] = [token, max(1, int(lease_seconds * 1000)), limit, self.group_counters("")]
+        for done in finished:
+            args += [done.job_id, done.outcome, latency_bucket(done.seconds), done.seconds, done.group]
         reply = self._next(keys=[self._k("lease", key), self._k("q", key), self._payloads, self._k("cur", key),
-                                 f"{self._ns}:metrics:counts", f"{self._ns}:metrics:latency", self.group_counters(done.group)],
-                           args=[token, done.job_id, max(1, int(lease_seconds * 1000)), done.outcome, latency_bucket(done.seconds),
-                                 done.seconds, done.group])
+                                 f"{self._ns}:metrics:counts", f"{self._ns}:metrics:latency"], args=args)
         if int(reply[0]) < 0:
             return None
-        if int(reply[0]) == 0:
-            return NextJob(None, None, None)
-        return NextJob(*(_text(part) if part is not None else None for part in reply[1:4]))
+        parts = [_text(p) if p is not None else None for p in reply[1:]]
+        pairs = [(str(parts[i]), parts[i + 1]) for i in range(1, len(parts) - 1, 2)]
+        return Heads(parts[0] if parts else None, pairs)
 
     def group_counters(self, group_id: str) -> str:
         """Hash of a group's counts (accepted, rejected, applied, failed): its progress without a MongoDB scan."""

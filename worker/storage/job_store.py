@@ -122,6 +122,25 @@ class JobStore:
             gate = self._events.find_one({"_id": f"{job_id}/gate"})
             return "cancelled" if gate and gate["by"] == "cancel" else "again"
 
+    def start_many(self, job_ids: list[str], now: datetime) -> list[str]:
+        """`start` for several jobs in one round trip (the answer for each, in order)."""
+        try:
+            self._events.insert_many([{"_id": f"{j}/gate", "by": "start", "at": now} for j in job_ids], ordered=False)
+            return ["first"] * len(job_ids)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
+                raise
+            repeated = {e["index"] for e in errors}
+        answers = []
+        for index, job_id in enumerate(job_ids):
+            if index not in repeated:
+                answers.append("first")
+            else:
+                gate = self._events.find_one({"_id": f"{job_id}/gate"})
+                answers.append("cancelled" if gate and gate["by"] == "cancel" else "again")
+        return answers
+
     def cancel(self, job_id: str, now: datetime) -> bool:
         """Cancel a job no worker started (True, also when it was cancelled already); False once started."""
         return self._pass_gate(job_id, "cancel", now) == "cancel"
@@ -134,14 +153,19 @@ class JobStore:
         except DuplicateKeyError:
             return False
 
-    def finish_many(self, events: list[dict[str, Any]]) -> None:
-        """Record outcomes decided without a worker (entries refused at intake); repeats change nothing."""
-        if events:
-            try:
-                self._events.insert_many(events, ordered=False)
-            except BulkWriteError as exc:
-                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
-                    raise
+    def finish_many(self, events: list[dict[str, Any]]) -> set[str]:
+        """Record several outcomes (`result_event`s) in one round trip; the job ids recorded now (repeats change nothing)."""
+        if not events:
+            return set()
+        repeated: set[int] = set()
+        try:
+            self._events.insert_many(events, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
+                raise
+            repeated = {e["index"] for e in errors}
+        return {str(e["_id"]).rsplit("/", 1)[0] for i, e in enumerate(events) if i not in repeated}
 
     def callback_ended(self, job_id: str, state: str, attempts: int, status: int | None, now: datetime) -> None:
         try:

@@ -31,7 +31,7 @@ from typing import Any
 
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from worker.patch.fhir_json import loads
 
@@ -143,6 +143,19 @@ class ResourceStore:
             version = self.version(resource_type, resource_id, version_id)
             if version is not None:
                 yield version
+
+    def commit_many(self, versions: list[StoredVersion]) -> int:
+        """Write consecutive versions in order, one round trip; how many were written before a collision (if any)."""
+        if not versions:
+            return 0
+        try:
+            self._history.insert_many([v.to_document() for v in versions], ordered=True)
+            return len(versions)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
+                raise
+            return int(exc.details.get("nInserted", errors[0]["index"] if errors else 0))
 
     def commit(self, new: StoredVersion) -> None:
         """Write `new`; VersionConflict (carrying the newest version) if that version number is taken."""

@@ -32,6 +32,7 @@ from worker.storage.job_store import result_event
 from worker.tasks import DRAIN_TASK
 
 BLOCK_ENTRIES = 500
+KEYS_PER_MESSAGE = 25
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,9 @@ class GroupIntake:
                 refused.append(result_event(job_id, "", JobResult(exc.status, outcome=exc.outcome), now))
         new = self._db.jobs.accept_many(jobs)
         self._db.jobs.finish_many(refused)
-        for key in self._queues.enqueue_many([(job.key, job.id, job.to_payload()) for job in new], time.time()):
-            self._celery.send_task(DRAIN_TASK, args=[key])
+        keys = self._queues.enqueue_many([(job.key, job.id, job.to_payload()) for job in new], time.time())
+        for start in range(0, len(keys), KEYS_PER_MESSAGE):  # one drain message serves several keys
+            self._celery.send_task(DRAIN_TASK, args=[keys[start:start + KEYS_PER_MESSAGE]])
         self._metrics.accepted(len(new))
         self._queues.count_group(group_id, len(new), len(refused))
         return [job.id for job in new]

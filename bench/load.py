@@ -36,67 +36,11 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from worker.settings import Settings  # noqa: E402
-from worker.supervisor import service_processes  # noqa: E402
+from harness import counts, running, wait_ended  # noqa: E402
 
 PATCH = {"content-type": "application/json-patch+json"}
-
-
-def _provision() -> Any:
-    spec = importlib.util.spec_from_file_location("provision", ROOT / "scripts" / "provision.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@contextlib.contextmanager
-def running(workers: int, state: Path) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
-    provision = _provision()
-    with provision.services(state) as env:
-        port = provision.free_port()
-        token = uuid.uuid4().hex[:8]
-        full = {**os.environ, **env, "FHIR_PATCH_HTTP_PORT": str(port), "FHIR_PATCH_DATABASE": f"bench_{token}",
-                "FHIR_PATCH_NAMESPACE": f"bench-{token}", "FHIR_PATCH_LOG_LEVEL": "WARNING"}
-        specs = service_processes(Settings.from_env(full), workers, 1)
-        procs = [subprocess.Popen(s.argv, env=full, stdout=open(state / f"{s.name}.log", "ab"), stderr=subprocess.STDOUT,
-                                  start_new_session=True) for s in specs]
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{base}/readyz", timeout=2, trust_env=False).status_code == 200:
-                        break
-                time.sleep(0.2)
-            yield base, procs[:-1]
-        finally:
-            for proc in procs:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGCONT)
-                proc.terminate()
-            for proc in procs:
-                proc.wait(timeout=30)
-
-
-def counts(base: str) -> dict[str, float]:
-    found: dict[str, float] = {}
-    for line in httpx.get(f"{base}/metrics", trust_env=False).text.splitlines():
-        if line.startswith("fhir_patch_jobs_") and "_total " in line:
-            name, value = line.split()
-            found[name.removeprefix("fhir_patch_jobs_").removesuffix("_total")] = float(value)
-    return found
-
-
-def wait_ended(base: str, accepted: float) -> None:
-    while True:
-        c = counts(base)
-        if c.get("applied", 0) + c.get("failed", 0) >= accepted:
-            return
-        time.sleep(0.05)
 
 
 def submit_stream(base: str, patches: int, resources: int, clients: int, prefix: str) -> float:
@@ -192,7 +136,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50)
     parser.add_argument("--seconds", type=float, default=20)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, running(args.workers, Path(tmp)) as (base, workers):
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, running(args.workers, Path(tmp)) as (base, procs):
+        workers = procs[:-1]
         report = {"workers": args.workers, "cpus": os.cpu_count(),
                   "end_to_end": end_to_end(base, args.patches, args.resources, args.clients),
                   "stages": stages(base, workers, args.patches, args.resources, args.clients),

@@ -42,13 +42,17 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     def runtime() -> Runtime:
         return runtime_for(settings, on_finished=lambda job: send_callback(job.id))
 
-    def drain(key: str) -> int:
+    def drain(keys: str | list[str]) -> int:
+        """Drain one key, or several (a feed's intake sends one message for a block of keys)."""
         r = runtime()
-        drained = r.service.drain(key)
-        if drained.more:
-            r.queues.reschedule(key, time.time())
-            send_drain(key)
-        return drained.processed
+        processed = 0
+        for key in [keys] if isinstance(keys, str) else keys:
+            drained = r.service.drain(key)
+            processed += drained.processed
+            if drained.more:
+                r.queues.reschedule(key, time.time())
+                send_drain(key)
+        return processed
 
     def callback(job_id: str, attempt: int = 1) -> str:
         r = runtime()

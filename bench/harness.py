@@ -1,0 +1,89 @@
+"""What the benchmarks share: start the whole service on its own services, read its counters."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from worker.settings import Settings  # noqa: E402
+from worker.supervisor import service_processes  # noqa: E402
+
+
+def _provision() -> Any:
+    spec = importlib.util.spec_from_file_location("provision", ROOT / "scripts" / "provision.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.contextmanager
+def running(workers: int, state: Path) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
+    provision = _provision()
+    with provision.services(state) as env:
+        port = provision.free_port()
+        token = uuid.uuid4().hex[:8]
+        full = {**os.environ, **env, "FHIR_PATCH_HTTP_PORT": str(port), "FHIR_PATCH_DATABASE": f"bench_{token}",
+                "FHIR_PATCH_NAMESPACE": f"bench-{token}", "FHIR_PATCH_LOG_LEVEL": "WARNING"}
+        specs = service_processes(Settings.from_env(full), workers, 1)
+        procs = [subprocess.Popen(s.argv, env=full, stdout=open(state / f"{s.name}.log", "ab"), stderr=subprocess.STDOUT,
+                                  start_new_session=True) for s in specs]
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{base}/readyz", timeout=2, trust_env=False).status_code == 200:
+                        break
+                time.sleep(0.2)
+            yield base, procs
+        finally:
+            for proc in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGCONT)
+                proc.terminate()
+            for proc in procs:
+                proc.wait(timeout=30)
+
+
+def counts(base: str) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for line in httpx.get(f"{base}/metrics", trust_env=False).text.splitlines():
+        if line.startswith("fhir_patch_jobs_") and "_total " in line:
+            name, value = line.split()
+            found[name.removeprefix("fhir_patch_jobs_").removesuffix("_total")] = float(value)
+    return found
+
+
+def wait_ended(base: str, accepted: float) -> None:
+    while True:
+        c = counts(base)
+        if c.get("applied", 0) + c.get("failed", 0) >= accepted:
+            return
+        time.sleep(0.05)
+
+
+def peak_rss_mib(proc: subprocess.Popen[bytes]) -> float:
+    """Peak resident memory (VmHWM) of a process and its children, in MiB (the largest one: they are separate processes)."""
+    pids = [proc.pid] + [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    peaks = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+    return round(max(peaks, default=0.0), 1)

@@ -13,15 +13,12 @@ each worker process.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -29,46 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import counts, peak_rss_mib, running, wait_ended  # noqa: E402
 
-INVALID = [
-    lambda r: "{not json",
-    lambda r: json.dumps({"request": {"method": "PATCH", "url": f"Organization/{r}"}, "resource": {"resourceType": "Binary",
-                          "contentType": "text/plain", "data": "eA=="}}),
-    lambda r: json.dumps({"request": {"method": "PATCH", "url": f"Nonsense/{r}"}, "resource": {"resourceType": "Parameters"}}),
-    lambda r: json.dumps({"request": {"method": "PATCH", "url": "Organization/does-not-exist"}, "resource": _binary(
-        "application/json-patch+json", '[{"op":"add","path":"/active","value":true}]')}),
-    lambda r: json.dumps({"request": {"method": "PATCH", "url": f"Organization/{r}"}, "resource": _binary(
-        "application/json-patch+json", '[{"op":"replace","path":"/nosuch","value":1}]')}),
-]
-
-
-def _binary(content_type: str, patch: str) -> dict[str, Any]:
-    return {"resourceType": "Binary", "contentType": content_type, "data": base64.b64encode(patch.encode()).decode()}
-
-
-def valid_line(n: int, resource: str) -> str:
-    value = f"alias-{n}"
-    kind = n % 3
-    if kind == 0:
-        parts = [{"name": "type", "valueCode": "add"}, {"name": "path", "valueString": "Organization"},
-                 {"name": "name", "valueString": "alias"}, {"name": "value", "valueString": value}]
-        body: dict[str, Any] = {"resourceType": "Parameters", "parameter": [{"name": "operation", "part": parts}]}
-    elif kind == 1:
-        body = _binary("application/json-patch+json", json.dumps([{"op": "add", "path": "/alias/-", "value": value}]))
-    else:
-        body = _binary("application/xml-patch+xml", f'<Patch xmlns="http://hl7.org/fhir"><add sel="/Organization"><alias value="{value}"/></add></Patch>')
-    return json.dumps({"request": {"method": "PATCH", "url": f"Organization/{resource}"}, "resource": body})
-
-
-def feed_lines(lines: int, resources: int, invalid: float) -> Iterator[str]:
-    """Line n targets resource n % resources; every 1/invalid-th line is broken (in turn, each way above)."""
-    every = round(1 / invalid) if invalid else 0
-    for n in range(1, lines + 1):
-        resource = f"org{n % resources}"
-        if every and n % every == 0:
-            yield INVALID[(n // every) % len(INVALID)](resource)
-        else:
-            yield valid_line(n, resource)
-
+from tests.support.feeds import feed_lines  # noqa: E402
 
 def create(base: str, resources: int) -> None:
     with httpx.Client(base_url=f"{base}/fhir", trust_env=False, timeout=60) as client:

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from worker.settings import Settings  # noqa: E402
+from tests.support.service import peak_rss_mib  # noqa: E402,F401  (re-exported for the benchmarks)
 from worker.supervisor import service_processes  # noqa: E402
 
 
@@ -75,15 +76,3 @@ def wait_ended(base: str, accepted: float) -> None:
         if c.get("applied", 0) + c.get("failed", 0) >= accepted:
             return
         time.sleep(0.05)
-
-
-def peak_rss_mib(proc: subprocess.Popen[bytes]) -> float:
-    """Peak resident memory (VmHWM) of a process and its children, in MiB (the largest one: they are separate processes)."""
-    pids = [proc.pid] + [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
-    peaks = []
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peaks.append(int(line.split()[1]) / 1024)
-    return round(max(peaks, default=0.0), 1)

@@ -29,6 +29,7 @@ import redis
 from worker.ordering import KeyQueues
 from worker.settings import Settings
 from worker.storage import Database
+from worker.storage.group_store import Group
 
 log = logging.getLogger("fhir_patch.reconciler")
 
@@ -70,9 +71,17 @@ class Reconciler:
         if self._passes % MONGODB_PASS_EVERY != 1:
             return Pass(revived)
         expired_before = now - timedelta(seconds=self._settings.job_retention_seconds)
-        # A group's retention runs from the end of its intake, so a feed longer than the retention keeps its results.
-        self._db.groups.expire(expired_before)
+        self._db.groups.expire(expired_before, now, self._group_has_ended)
         return Pass(revived, self._restore_lost_jobs(now), self._resend_callbacks(now), self._db.jobs.expire(expired_before))
+
+    def _group_has_ended(self, group: Group) -> bool:
+        if group.total is None:
+            return False
+        reads = len(group.reads or {})
+        counts = self._queues.group_counts(group.id)
+        if not counts:  # Redis lost the counters: count the results in MongoDB
+            return self._db.groups.count_results(group.id, group.total)["pending"] <= reads
+        return sum(counts.get(k, 0) for k in ("rejected", "applied", "failed")) + reads >= group.total
 
     def _revive_stalled_keys(self, now: datetime) -> int:
         revived = 0

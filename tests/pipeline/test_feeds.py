@@ -11,7 +11,8 @@ import httpx
 from rich.console import Console
 
 from tests.support.processes import wait_for
-from tests.support.service import Service
+from tests.support.feeds import feed_lines, invalid_kind, is_invalid
+from tests.support.service import Service, peak_rss_mib
 from worker.submission import submit
 
 NDJSON = {"content-type": "application/fhir+ndjson"}
@@ -141,3 +142,36 @@ def test_batch_bundle_asynchronously(service: Service) -> None:
         assert accepted.status_code == 202
         final = _wait_group(client, accepted.headers["content-location"])
         assert final.json()["resourceType"] == "Bundle" and final.json()["entry"][0]["response"]["status"] == "200 OK"
+
+
+def test_20000_line_feed_over_2000_resources_with_10_percent_invalid(service: Service) -> None:
+    """Every valid line applied in per-resource order, every invalid line reported with its number and reason,
+    and the memory of the API and the workers bounded (the feed is streamed, never held)."""
+    lines, resources, invalid = 20_000, 2_000, 0.1
+    with service.client(timeout=300) as client:
+        creation = "\n".join(line("PUT", f"Organization/org{r}", {"resourceType": "Organization", "id": f"org{r}", "alias": ["start"]})
+                             for r in range(resources)) + "\n"
+        _wait_group(client, client.post("$bulk-submit", content=creation.encode(), headers=NDJSON).headers["content-location"])
+        body = (f"{text}\n".encode() for text in feed_lines(lines, resources, invalid))
+        accepted = client.post("$bulk-submit", content=body, headers=NDJSON)
+        location = accepted.headers["content-location"]
+        answers: list[httpx.Response] = []
+        wait_for(lambda: answers.append(client.get(location)) or answers[-1].status_code == 200, 240, "the feed to end", interval=0.5)
+        results = [json.loads(r) for r in client.get(f"{location}/results").text.splitlines()]
+        assert [r["line"] for r in results] == list(range(1, lines + 1))
+        applied_kinds = {3, 4}  # invalid kinds that parse, and fail in the worker: 404 and 422
+        for r in results:
+            n = r["line"]
+            if not is_invalid(n, invalid):
+                assert r["status"] == "200 OK", r
+                continue
+            assert not r["status"].startswith("2") and r["outcome"]["issue"][0]["diagnostics"], r
+            if invalid_kind(n, invalid) not in applied_kinds:
+                assert r["outcome"]["issue"][0]["expression"][0] == f"line {n}", r
+        for r in range(0, resources, 97):
+            expected = ["start"] + [f"alias-{n}" for n in range(1, lines + 1) if n % resources == r and not is_invalid(n, invalid)]
+            assert client.get(f"Organization/org{r}").json()["alias"] == expected, f"org{r}: per-resource order"
+    assert service.api is not None
+    peaks = {"api": peak_rss_mib(service.api), **{f"worker{n}": peak_rss_mib(w) for n, w in enumerate(service.workers)}}
+    print(f"peak RSS MiB: {peaks}")
+    assert all(peak < 300 for peak in peaks.values()), peaks

@@ -23,6 +23,7 @@ class Service:
     base: str
     env: dict[str, str]
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    api: subprocess.Popen[bytes] | None = None
     log_dir: Path = Path(".")
 
     @property
@@ -37,6 +38,16 @@ class Service:
         os.killpg(self.workers[index].pid, signum)
 
 
+def peak_rss_mib(proc: subprocess.Popen[bytes]) -> float:
+    """Peak resident memory (VmHWM) of a process or its largest child, in MiB."""
+    pids = [proc.pid] + [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    peaks = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            peaks += [int(line.split()[1]) / 1024 for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM:")]
+    return round(max(peaks, default=0.0), 1)
+
+
 @contextlib.contextmanager
 def running_service(env: dict[str, str], tmp: Path, workers: int = 2, concurrency: int = 1) -> Iterator[Service]:
     port = free_port()
@@ -45,7 +56,7 @@ def running_service(env: dict[str, str], tmp: Path, workers: int = 2, concurrenc
     with contextlib.ExitStack() as stack:
         for n in range(workers):
             service.workers.append(stack.enter_context(started(worker_argv(f"w{n}-{port}", concurrency), full_env, tmp / f"worker{n}.log")))
-        stack.enter_context(started(api_argv(port), full_env, tmp / "api.log"))
+        service.api = stack.enter_context(started(api_argv(port), full_env, tmp / "api.log"))
         wait_http_ok(f"{service.base}/readyz", timeout=60)
         yield service
         for proc in service.workers:  # resume any paused worker, and stop them all at once (warm shutdown takes a while)

@@ -8,7 +8,7 @@ entries are one range read of `_id`s, in entry order.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -79,15 +79,24 @@ class GroupStore:
             for number in range(start, stop + 1):
                 yield number, found.get(entry_job_id(group_id, number))
 
-    def expire(self, before: datetime) -> int:
-        """Remove groups whose intake ended before `before`, with all their entries' jobs and events; returns groups removed."""
-        ended = [str(doc["_id"]).split("/")[0] for doc in self._groups.find({"at": {"$lt": before}}, {"_id": 1})]
-        for group_id in ended:
-            entries = {"_id": {"$gte": f"{group_id}-", "$lt": f"{group_id}-~"}}
-            self._events.delete_many(entries)
-            self._groups.database["jobs"].delete_many(entries)
-            self._groups.delete_many({"_id": {"$in": [group_id, f"{group_id}/closed"]}})
-        return len(ended)
+    def expire(self, before: datetime, now: datetime, has_ended: Callable[[Group], bool]) -> int:
+        """Groups are kept for the retention counted from when their last entry ended: a group seen ended gets an
+        `G/ended` record; one ended before `before` goes, with all its entries' jobs and events. Returns groups removed."""
+        removed = 0
+        for doc in self._groups.find({"total": {"$exists": True}}):
+            group_id = str(doc["_id"]).split("/")[0]
+            ended = self._groups.find_one({"_id": f"{group_id}/ended"})
+            if ended is None:
+                group = self.get(group_id)
+                if group is not None and has_ended(group):
+                    self._groups.insert_one({"_id": f"{group_id}/ended", "at": now})
+            elif ended["at"] < before:
+                entries = {"_id": {"$gte": f"{group_id}-", "$lt": f"{group_id}-~"}}
+                self._events.delete_many(entries)
+                self._groups.database["jobs"].delete_many(entries)
+                self._groups.delete_many({"_id": {"$in": [group_id, f"{group_id}/closed", f"{group_id}/ended"]}})
+                removed += 1
+        return removed
 
     def count_results(self, group_id: str, total: int) -> dict[str, int]:
         """applied / failed / pending counted from MongoDB (when Redis lost the counters)."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import redis
 from celery import Celery
 
+from api.conditional import ConditionalResolver
 from api.groups import GroupIntake
 from api.intake import Intake
 from api.waiter import ResultWaiter
@@ -28,6 +29,7 @@ class Connections:
     waiter: ResultWaiter
     intake: Intake
     groups: GroupIntake
+    conditional: ConditionalResolver
 
     @classmethod
     def open(cls, settings: Settings) -> Connections:
@@ -38,7 +40,7 @@ class Connections:
         metrics = Metrics(client, settings.namespace)
         waiter = ResultWaiter(settings.redis_url, queues.done_channel)
         return cls(settings, client, database, celery, queues, metrics, waiter, Intake(database, queues, metrics, celery, waiter),
-                   GroupIntake(database, queues, metrics, celery))
+                   GroupIntake(database, queues, metrics, celery), ConditionalResolver(database, queues))
 
     def newest(self, resource_type: str, resource_id: str) -> StoredVersion | None:
         """The newest version: the Redis copy the workers keep, else MongoDB."""

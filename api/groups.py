@@ -17,6 +17,7 @@ from typing import Any
 
 from celery import Celery
 
+from api.conditional import ConditionalResolver
 from api.entries import entry_request, located, target
 from worker.changes import fhir_instant
 from worker.jobs import Job, JobResult, JobState
@@ -70,6 +71,7 @@ class GroupIntake:
         self._queues = queues
         self._metrics = metrics
         self._celery = celery
+        self._conditional = ConditionalResolver(database, queues)
 
     def accept_lines(self, group_id: str, lines: list[tuple[int, bytes]]) -> tuple[int, int]:
         """A block of NDJSON feed lines; (accepted, refused) counts of what was new."""
@@ -94,7 +96,8 @@ class GroupIntake:
             try:
                 if isinstance(entry, PatchError):
                     raise entry
-                jobs.append(Job(job_id, entry_request(entry, where.format(number)), JobState.ACCEPTED, now))
+                jobs.append(Job(job_id, entry_request(self._resolved(entry, where.format(number)), where.format(number)),
+                                JobState.ACCEPTED, now))
             except PatchError as exc:
                 refused.append(result_event(job_id, "", JobResult(exc.status, outcome=exc.outcome), now))
         new = self._db.jobs.accept_many(jobs)
@@ -105,6 +108,19 @@ class GroupIntake:
         self._metrics.accepted(len(new))
         self._queues.count_group(group_id, len(new), len(refused))
         return [job.id for job in new]
+
+    def _resolved(self, entry: Any, where: str) -> Any:
+        """The entry with a conditional `request.url` (Type?identifier=...) replaced by the resource it names."""
+        request = entry.get("request") if isinstance(entry, dict) else None
+        url = request.get("url") if isinstance(request, dict) else None
+        if not isinstance(request, dict) or not isinstance(url, str) or "?" not in url:
+            return entry
+        resource_type, _, query = url.partition("?")
+        try:
+            resource_id = self._conditional.resolve(target(resource_type)[0], query)
+        except PatchError as exc:
+            raise located(exc, where) from exc
+        return {**entry, "request": {**request, "url": f"{resource_type}/{resource_id}"}}
 
     def progress(self, group: Group) -> Progress:
         counts = self._queues.group_counts(group.id)

@@ -146,3 +146,12 @@ def fhir_instant(when: datetime) -> str:
     """FHIR `instant` in UTC with milliseconds, as MongoDB keeps them."""
     utc = when.astimezone(UTC)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def identifiers(resource: dict[str, Any] | None) -> set[tuple[str, str]]:
+    """(system, value) of each Resource.identifier (system '' when absent)."""
+    found = set()
+    for identifier in (resource or {}).get("identifier") or []:
+        if isinstance(identifier, dict) and isinstance(identifier.get("value"), str):
+            found.add((str(identifier.get("system") or ""), identifier["value"]))
+    return found

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.changes import Existing, plan_change, stamped
+from worker.changes import Existing, identifiers, plan_change, stamped
 from worker.jobs import Job, JobRequest, JobResult, JobState
 from worker.ordering import Finished, Heads, KeyQueues
 from worker.patch.errors import PatchError
@@ -106,12 +106,14 @@ class ChangeService:
         if not fresh:
             return []
         current = StoredVersion.from_cache(cached_newest) if cached_newest else self._newest(fresh[0][0])
+        before = current
         planned: list[tuple[Job, JobResult, StoredVersion | None, str | None]] = []
         for job, _ in fresh:
             result, new, text = self._plan(job, current, now)
             current = new or current
             planned.append((job, result, new, text))
         versions = [new for _, _, new, _ in planned if new is not None]
+        self._index(list(zip([before, *versions], versions)))
         committed = self._db.resources.commit_many(versions)
         if committed < len(versions):  # keep the jobs before the first version not written
             cut = next(i for i, (_, _, new, _) in enumerate(planned) if new is versions[committed])
@@ -120,6 +122,16 @@ class ChangeService:
             newest = versions[committed - 1]
             self._queues.remember_newest(newest.key, newest.version_id, newest.to_cache())
         return self._finish_many(planned)
+
+    def _index(self, changes: list[tuple[StoredVersion | None, StoredVersion]]) -> None:
+        """Index identifiers the new versions add, before they are committed (so the index never misses one)."""
+        entries = []
+        for old, new in changes:
+            if new.text is None or '"identifier"' not in new.text:
+                continue
+            added = identifiers(new.resource()) - identifiers(old.resource() if old is not None and old.text else None)
+            entries += [(new.resource_type, system, value, new.resource_id) for system, value in added]
+        self._db.identifiers.add(entries)
 
     def _finish_many(self, planned: list[tuple[Job, JobResult, StoredVersion | None, str | None]]) -> list[Finished]:
         now = self._clock()
@@ -194,6 +206,7 @@ class ChangeService:
         result, new, text = self._plan(job, current, self._clock())
         if new is None:
             return result, text
+        self._index([(current, new)])
         try:
             self._db.resources.commit(new)
             self._queues.remember_newest(job.key, new.version_id, new.to_cache())

@@ -64,6 +64,17 @@ async def patch(resource_type: str, resource_id: str, request: Request) -> Respo
     return await _submit(request, job)
 
 
+@router.patch("/{resource_type}")
+async def conditional_patch(resource_type: str, request: Request) -> Response:
+    """PATCH [base]/Type?identifier=system|value: the one matching resource (404 none, 412 several)."""
+    query = request.url.query
+    if not query:
+        raise InvalidRequest("PATCH [base]/Type needs a condition: ?identifier=system|value", "request.url")
+    resolver = connections(request).conditional
+    resource_id = await anyio.to_thread.run_sync(resolver.resolve, _resource_type(resource_type), query)
+    return await patch(resource_type, resource_id, request)
+
+
 @router.put("/{resource_type}/{resource_id}")
 async def update(resource_type: str, resource_id: str, request: Request) -> Response:
     resource = _resource_body(request, _resource_type(resource_type), await _body(request), check_id(resource_id))

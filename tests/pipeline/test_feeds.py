@@ -175,3 +175,33 @@ def test_20000_line_feed_over_2000_resources_with_10_percent_invalid(service: Se
     peaks = {"api": peak_rss_mib(service.api), **{f"worker{n}": peak_rss_mib(w) for n, w in enumerate(service.workers)}}
     print(f"peak RSS MiB: {peaks}")
     assert all(peak < 300 for peak in peaks.values()), peaks
+
+
+def test_conditional_targets_by_identifier(service: Service) -> None:
+    with service.client() as client:
+        _organization(client, "c1", identifier=[{"system": "urn:oid:1.2.250.1.71", "value": "FINESS-1"}])
+        _organization(client, "c2", identifier=[{"system": "urn:oid:1.2.250.1.71", "value": "TWIN"}])
+        _organization(client, "c3", identifier=[{"system": "urn:oid:1.2.250.1.71", "value": "TWIN"}])
+        patch = b'[{"op":"replace","path":"/name","value":"by identifier"}]'
+        one = client.patch("Organization", params={"identifier": "urn:oid:1.2.250.1.71|FINESS-1"}, content=patch,
+                           headers={"content-type": "application/json-patch+json"})
+        assert one.status_code == 200 and one.json()["id"] == "c1" and one.json()["name"] == "by identifier"
+        none = client.patch("Organization", params={"identifier": "urn:oid:1.2.250.1.71|NOPE"}, content=patch,
+                            headers={"content-type": "application/json-patch+json"})
+        assert none.status_code == 404 and none.json()["issue"][0]["expression"] == ["request.url"]
+        two = client.patch("Organization", params={"identifier": "urn:oid:1.2.250.1.71|TWIN"}, content=patch,
+                           headers={"content-type": "application/json-patch+json"})
+        assert two.status_code == 412 and two.json()["issue"][0]["code"] == "multiple-matches"
+        # the index follows changes: c1 loses its identifier, c4 gains it
+        assert client.patch("Organization/c1", content=b'[{"op":"remove","path":"/identifier"}]',
+                            headers={"content-type": "application/json-patch+json"}).status_code == 200
+        _organization(client, "c4", identifier=[{"system": "urn:oid:1.2.250.1.71", "value": "FINESS-1"}])
+        feed = line("PATCH", "Organization?identifier=urn:oid:1.2.250.1.71|FINESS-1",
+                    binary("application/json-patch+json", '[{"op":"replace","path":"/name","value":"fed"}]')) + "\n" + \
+            line("PATCH", "Organization?identifier=urn:oid:1.2.250.1.71|TWIN",
+                 binary("application/json-patch+json", '[{"op":"replace","path":"/name","value":"x"}]')) + "\n"
+        accepted = client.post("$bulk-submit", content=feed.encode(), headers=NDJSON)
+        _wait_group(client, accepted.headers["content-location"])
+        results = [json.loads(r) for r in client.get(accepted.headers["content-location"] + "/results").text.splitlines()]
+        assert results[0]["status"] == "200 OK" and results[0]["location"].split("/fhir/")[1].startswith("Organization/c4/")
+        assert results[1]["status"].startswith("412") and results[1]["outcome"]["issue"][0]["expression"][0] == "line 2"

@@ -14,7 +14,8 @@ and for the interaction around it (the target resource and its version):
     404  no such resource (ResourceNotFound)
     409  the resource exists where a create expected none (ResourceExists)
     410  the resource was deleted (ResourceGone)
-    412  If-Match names another version (VersionMismatch)
+    412  If-Match names another version (VersionMismatch), or a conditional
+         target matches several resources (AmbiguousTarget)
 
 and for the HTTP request carrying it:
 
@@ -187,3 +188,8 @@ class BodyTooLarge(PatchError):
 class IdempotencyKeyReused(PatchError):
     status = 422
     code = "business-rule"
+
+
+class AmbiguousTarget(PatchError):
+    status = 412
+    code = "multiple-matches"

@@ -9,6 +9,7 @@ from pymongo import MongoClient
 
 from worker.settings import Settings
 from worker.storage.group_store import GroupStore
+from worker.storage.identifier_index import IdentifierIndex
 from worker.storage.job_store import JobStore
 from worker.storage.resource_store import ResourceStore, VersionHint
 
@@ -19,6 +20,7 @@ class Database:
     resources: ResourceStore
     jobs: JobStore
     groups: GroupStore
+    identifiers: IdentifierIndex
 
     @classmethod
     def open(cls, settings: Settings, hint: VersionHint | None = None) -> Database:
@@ -28,7 +30,7 @@ class Database:
         client: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_uri, tz_aware=True, connect=False,
                                                           serverSelectionTimeoutMS=5000, connectTimeoutMS=2000)
         db = client[settings.database]
-        return cls(client, ResourceStore(db, hint), JobStore(db), GroupStore(db))
+        return cls(client, ResourceStore(db, hint), JobStore(db), GroupStore(db), IdentifierIndex(db))
 
     def ensure_indexes(self) -> None:
         self.resources.ensure_indexes()

@@ -11,7 +11,7 @@ bounded by the block, not the feed.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,10 +81,10 @@ class GroupIntake:
                 entries.append((number, loads(raw, what="entry") if raw.strip() else located(_empty_line(), f"line {number}")))
             except PatchError as exc:
                 entries.append((number, located(exc, f"line {number}")))
-        queued = self.accept_entries(group_id, entries, "line {}")
+        queued = self.accept_entries(group_id, entries, lambda n: f"line {n}")
         return len(queued), len(lines) - len(queued)
 
-    def accept_entries(self, group_id: str, entries: list[tuple[int, Any]], where: str) -> list[str]:
+    def accept_entries(self, group_id: str, entries: list[tuple[int, Any]], where: Callable[[int], str]) -> list[str]:
         """Entries (number, parsed entry or the PatchError already found); each valid one queued in order.
 
         Returns the ids of the jobs newly queued (entries refused, or accepted by an earlier submission, are not)."""
@@ -96,8 +96,7 @@ class GroupIntake:
             try:
                 if isinstance(entry, PatchError):
                     raise entry
-                jobs.append(Job(job_id, entry_request(self._resolved(entry, where.format(number)), where.format(number)),
-                                JobState.ACCEPTED, now))
+                jobs.append(Job(job_id, entry_request(self.resolved(entry, where(number)), where(number)), JobState.ACCEPTED, now))
             except PatchError as exc:
                 refused.append(result_event(job_id, "", JobResult(exc.status, outcome=exc.outcome), now))
         new = self._db.jobs.accept_many(jobs)
@@ -109,7 +108,7 @@ class GroupIntake:
         self._queues.count_group(group_id, len(new), len(refused))
         return [job.id for job in new]
 
-    def _resolved(self, entry: Any, where: str) -> Any:
+    def resolved(self, entry: Any, where: str) -> Any:
         """The entry with a conditional `request.url` (Type?identifier=...) replaced by the resource it names."""
         request = entry.get("request") if isinstance(entry, dict) else None
         url = request.get("url") if isinstance(request, dict) else None

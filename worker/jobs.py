@@ -41,6 +41,7 @@ class Action(str, Enum):
     CREATE = "create"
     UPDATE = "update"
     DELETE = "delete"
+    TRANSACTION = "transaction"  # a transaction Bundle: its entries are in the body (worker.transactions)
 
 
 REASONS = {200: "OK", 201: "Created", 202: "Accepted", 400: "Bad Request", 404: "Not Found", 409: "Conflict",
@@ -98,6 +99,7 @@ class JobResult:
     version_id: int | None = None
     last_updated: datetime | None = None
     outcome: dict[str, Any] | None = None
+    entries: list[dict[str, Any]] | None = None  # a transaction's per-entry results
 
     @property
     def succeeded(self) -> bool:
@@ -108,11 +110,15 @@ class JobResult:
         return f"{self.status} {REASONS.get(self.status, '')}".strip()
 
     def to_document(self) -> dict[str, Any]:
-        return {"status": self.status, "versionId": self.version_id, "lastUpdated": self.last_updated, "outcome": self.outcome}
+        document: dict[str, Any] = {"status": self.status, "versionId": self.version_id, "lastUpdated": self.last_updated,
+                                    "outcome": self.outcome}
+        if self.entries is not None:
+            document["entries"] = self.entries
+        return document
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> JobResult:
-        return cls(doc["status"], doc.get("versionId"), doc.get("lastUpdated"), doc.get("outcome"))
+        return cls(doc["status"], doc.get("versionId"), doc.get("lastUpdated"), doc.get("outcome"), doc.get("entries"))
 
     @classmethod
     def error(cls, status: int, code: str, diagnostics: str, *expression: str) -> JobResult:

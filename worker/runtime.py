@@ -32,22 +32,22 @@ class Runtime:
     http: httpx.Client
 
     @classmethod
-    def build(cls, settings: Settings, on_finished: Callable[[Job], None]) -> Runtime:
+    def build(cls, settings: Settings, on_finished: Callable[[Job], None], send_drain: Callable[[str], None] = lambda key: None) -> Runtime:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3, health_check_interval=30)
         queues = KeyQueues(client, settings.namespace)
         database = Database.open(settings, (queues.newest_version, queues.remember_copy))
         http = http_client()
-        return cls(settings, database, client, queues, ChangeService(settings, database, queues, on_finished),
+        return cls(settings, database, client, queues, ChangeService(settings, database, queues, on_finished, send_drain=send_drain),
                    CallbackSender(settings, database, http), http)
 
 
 _by_pid: dict[int, Runtime] = {}
 
 
-def runtime_for(settings: Settings, on_finished: Callable[[Job], None]) -> Runtime:
+def runtime_for(settings: Settings, on_finished: Callable[[Job], None], send_drain: Callable[[str], None]) -> Runtime:
     """This process's Runtime (a new one after a fork)."""
     pid = os.getpid()
     if pid not in _by_pid:
         _by_pid.clear()
-        _by_pid[pid] = Runtime.build(settings, on_finished)
+        _by_pid[pid] = Runtime.build(settings, on_finished, send_drain)
     return _by_pid[pid]

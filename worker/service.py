@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from worker.changes import Existing, identifiers, plan_change, stamped
-from worker.jobs import Job, JobRequest, JobResult, JobState
+from worker.jobs import Action, Job, JobRequest, JobResult, JobState
 from worker.ordering import Finished, Heads, KeyQueues
 from worker.patch.errors import PatchError
 from worker.patch.fhir_json import dumps
@@ -31,6 +31,7 @@ from worker.settings import Settings
 from worker.storage import Database, StoredVersion, VersionConflict
 from worker.storage.group_store import group_of
 from worker.storage.job_store import result_event
+from worker.transaction_runner import Released, TransactionRunner
 
 log = logging.getLogger("fhir_patch.service")
 
@@ -55,12 +56,14 @@ class Drained:
 
 class ChangeService:
     def __init__(self, settings: Settings, database: Database, queues: KeyQueues,
-                 on_finished: Callable[[Job], None] = lambda job: None, clock: Callable[[], datetime] = utc_now) -> None:
+                 on_finished: Callable[[Job], None] = lambda job: None, clock: Callable[[], datetime] = utc_now,
+                 send_drain: Callable[[str], None] = lambda key: None) -> None:
         self._settings = settings
         self._db = database
         self._queues = queues
         self._on_finished = on_finished
         self._clock = clock
+        self._transactions = TransactionRunner(settings, database, queues, self._newest_of, self._index, send_drain, clock)
 
     def drain(self, key: str) -> Drained:
         """Apply the key's queued jobs while holding its lease."""
@@ -77,8 +80,10 @@ class ChangeService:
                 finished = []
                 if not heads.jobs or processed >= MAX_JOBS_PER_DRAIN:
                     break
-                finished = self._run_heads(heads)
+                finished = self._run_heads(heads, key, token)
                 processed += len(finished)
+        except Released:  # a transaction ran (and woke its keys) or is waiting for another key: this drain is over
+            return Drained(processed, False)
         except LeaseLost:
             log.warning("lease lost; another worker continues", extra={"key": key, "processed": processed})
             return Drained(processed, False)
@@ -87,11 +92,16 @@ class ChangeService:
             raise
         return Drained(processed, self._queues.release(key, token))
 
-    def _run_heads(self, heads: Heads) -> list[Finished]:
-        """Apply the first jobs of the queue; the ones that ended, in queue order (at least one unless the lease is lost)."""
+    def _run_heads(self, heads: Heads, key: str, token: str) -> list[Finished]:
+        """Apply the first jobs of the queue; the ones that ended, in queue order (a transaction takes itself off)."""
         first_id, first_payload = heads.jobs[0]
-        if len(heads.jobs) > 1 and all(payload is not None for _, payload in heads.jobs):
-            ended = self._run_batch([Job.from_payload(p) for _, p in heads.jobs if p is not None], heads.cached_newest)
+        jobs = [Job.from_payload(p) for _, p in itertools.takewhile(lambda pair: pair[1] is not None, heads.jobs) if p is not None]
+        first = jobs[0] if jobs else self._db.jobs.accepted(first_id)
+        if first is not None and first.request.action == Action.TRANSACTION:
+            self._transactions.run(first, key, token)  # raises Released
+        singles = list(itertools.takewhile(lambda job: job.request.action != Action.TRANSACTION, jobs))
+        if len(singles) > 1:
+            ended = self._run_batch(singles, heads.cached_newest)
             if ended:
                 return ended
         return [_leaving(first_id, self.run_job(first_id, first_payload, heads.cached_newest))]
@@ -171,6 +181,10 @@ class ChangeService:
         else:
             result, text = self._apply(job, current)
         return self._finish(job, result, text)
+
+    def _newest_of(self, resource_type: str, resource_id: str) -> StoredVersion | None:
+        cached = self._queues.newest_copy(f"{resource_type}/{resource_id}")
+        return StoredVersion.from_cache(cached) if cached else self._db.resources.latest(resource_type, resource_id)
 
     def _newest(self, job: Job) -> StoredVersion | None:
         """The newest version, from the Redis copy when there is one: if that copy is behind, the commit

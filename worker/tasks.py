@@ -40,7 +40,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         app.send_task(CALLBACK_TASK, args=[job_id, attempt], countdown=countdown)
 
     def runtime() -> Runtime:
-        return runtime_for(settings, on_finished=lambda job: send_callback(job.id))
+        return runtime_for(settings, on_finished=lambda job: send_callback(job.id), send_drain=send_drain)
 
     def drain(keys: str | list[str]) -> int:
         """Drain one key, or several (a feed's intake sends one message for a block of keys)."""

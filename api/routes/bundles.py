@@ -18,7 +18,8 @@ from fastapi.responses import Response
 from api.http import parse_prefer, read_body
 from api.routes.feeds import group_id_for, group_status, status_answer
 from api.routes.fhir import connections, fhir_base
-from worker.patch.errors import InvalidRequest, MalformedPatch, NotApplicable
+from api.routes.transactions import transaction
+from worker.patch.errors import InvalidRequest, MalformedPatch
 from worker.patch.fhir_json import loads
 from worker.service import utc_now
 from worker.storage.group_store import entry_job_id
@@ -36,11 +37,11 @@ async def bundle(request: Request) -> Response:
     kind = document.get("type")
     if kind not in ("batch", "transaction"):
         raise InvalidRequest(f"Bundle.type must be batch or transaction, not {kind!r}", "Bundle.type")
-    if kind == "transaction":
-        raise NotApplicable("Transaction Bundles are not supported yet; send a batch", "Bundle.type", code="not-supported")
     entries = document.get("entry") or []
     if not isinstance(entries, list):
         raise MalformedPatch("Bundle.entry must be a list", "Bundle.entry")
+    if kind == "transaction":
+        return await transaction(request, entries)
     reads = {n: str(e["request"].get("url")) for n, e in enumerate(entries, 1) if _is_read(e)}
     writes = [(n, e) for n, e in enumerate(entries, 1) if n not in reads]
     group_id = group_id_for(request.headers.get("idempotency-key"))
@@ -51,7 +52,7 @@ async def bundle(request: Request) -> Response:
     waiting = {entry_job_id(group_id, n): conn.waiter.register(entry_job_id(group_id, n)) for n, _ in writes}
     queued: list[str] = []
     if fresh:
-        queued = await anyio.to_thread.run_sync(conn.groups.accept_entries, group_id, writes, "Bundle.entry[{}]")
+        queued = await anyio.to_thread.run_sync(conn.groups.accept_entries, group_id, writes, lambda n: f"Bundle.entry[{n - 1}]")
         await anyio.to_thread.run_sync(conn.database.groups.close, group_id, len(entries), len(writes) - len(queued), utc_now())
     for job_id in set(waiting) - set(queued):
         conn.waiter.forget(job_id)

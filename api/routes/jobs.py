@@ -10,7 +10,8 @@ from api.answers import poll_answer
 from api.http import fhir_response
 from api.routes.feeds import group_status
 from api.routes.fhir import connections, fhir_base
-from worker.jobs import JobState, outcome_of
+from api.routes.transactions import transaction_answer
+from worker.jobs import Action, JobState, outcome_of
 from worker.patch.errors import JobStarted, UnknownJob
 from worker.service import utc_now
 
@@ -28,6 +29,8 @@ async def poll(job_id: str, request: Request) -> Response:
             return answer
     if job is None or job.state == JobState.CANCELLED:
         raise UnknownJob(f"No job {job_id!r}: it never existed, was cancelled, or expired after the retention period", "job")
+    if job.request.action == Action.TRANSACTION and job.state == JobState.APPLIED:
+        return await anyio.to_thread.run_sync(transaction_answer, conn, job, fhir_base(request))
     done = await conn.intake.finished(job_id) if job.state.final else None
     return poll_answer(job, done, fhir_base(request))
 

@@ -129,7 +129,7 @@ def test_batch_bundle_answers_each_entry(service: Service) -> None:
         assert statuses == ["200", "200", "412", "200", "201", "404", "400", "200"], answer.text[:3000]
         assert response["entry"][0]["resource"]["name"] == "json" and response["entry"][0]["response"]["etag"] == 'W/"2"'
         assert response["entry"][2]["response"]["outcome"]["issue"][0]["expression"] == ["If-Match"]
-        assert response["entry"][6]["response"]["outcome"]["issue"][0]["expression"][0] == "Bundle.entry[7]"
+        assert response["entry"][6]["response"]["outcome"]["issue"][0]["expression"][0] == "Bundle.entry[6]"
         assert response["entry"][7]["resource"]["alias"] == ["ok"], "GET entries are read after the writes"
 
 

@@ -90,6 +90,67 @@ end
 return reply
 """
 
+# A transaction joins every queue it touches in one step, so two transactions
+# sharing keys stand in the same order in all of them (no deadlock).
+# KEYS: payloads, keys set, then (queue, sched) per key. ARGV: job id, payload, now, then the keys.
+_ENQUEUE_TRANSACTION = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local send = {}
+for i = 4, #ARGV do
+  local q, sched = KEYS[(i - 4) * 2 + 3], KEYS[(i - 4) * 2 + 4]
+  redis.call('RPUSH', q, ARGV[1])
+  redis.call('SADD', KEYS[2], ARGV[i])
+  if redis.call('SET', sched, ARGV[3], 'NX') then table.insert(send, ARGV[i]) end
+end
+return send
+"""
+
+# Hold every key of a transaction: only when it heads every queue and no other
+# worker holds any of their leases; then all leases are ours (or none are taken).
+# KEYS: (lease, queue) per key. ARGV: token, job id, lease ms.
+_HOLD = """
+for i = 1, #KEYS, 2 do
+  local holder = redis.call('GET', KEYS[i])
+  if (holder and holder ~= ARGV[1]) or redis.call('LINDEX', KEYS[i + 1], 0) ~= ARGV[2] then return 0 end
+end
+for i = 1, #KEYS, 2 do redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[3]) end
+return 1
+"""
+
+# Step aside: a transaction heads this queue but cannot run yet. The key keeps its
+# jobs but loses its lease and its drain flag; whoever completes the transaction
+# (or the reconciler) sends the next drain message.
+_PARK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+# Take a transaction off all its queues (counted once) and release their leases;
+# the keys that still have jobs come back (their drain flags stay set).
+# KEYS: payloads, counts, latency, then (lease, queue, sched) per key. ARGV: token, job id, outcome, bucket, seconds, keys set, keys...
+_COMPLETE_TRANSACTION = """
+local more = {}
+for i = 7, #ARGV do
+  local lease, q, sched = KEYS[(i - 7) * 3 + 4], KEYS[(i - 7) * 3 + 5], KEYS[(i - 7) * 3 + 6]
+  if redis.call('LINDEX', q, 0) == ARGV[2] then redis.call('LPOP', q) end
+  if redis.call('GET', lease) == ARGV[1] then redis.call('DEL', lease) end
+  if redis.call('LLEN', q) > 0 then
+    redis.call('SET', sched, '0')
+    table.insert(more, ARGV[i])
+  else
+    redis.call('DEL', sched)
+    redis.call('SREM', ARGV[6], ARGV[i])
+  end
+end
+if redis.call('HDEL', KEYS[1], ARGV[2]) == 1 and ARGV[3] ~= '' then
+  redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+  redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
+  redis.call('HINCRBYFLOAT', KEYS[3], 'sum', ARGV[5])
+end
+return more
+"""
+
 # Release the lease; if jobs remain the caller must send a drain message (the
 # `sched` flag stays set), else the key is idle and the flag goes.
 _RELEASE = """
@@ -147,6 +208,10 @@ class KeyQueues:
         self._release = client.register_script(_RELEASE)
         self._remember = client.register_script(_REMEMBER)
         self._next = client.register_script(_NEXT)
+        self._enqueue_transaction = client.register_script(_ENQUEUE_TRANSACTION)
+        self._hold = client.register_script(_HOLD)
+        self._park = client.register_script(_PARK)
+        self._complete_transaction = client.register_script(_COMPLETE_TRANSACTION)
 
     def _k(self, kind: str, key: str) -> str:
         return f"{self._ns}:{kind}:{key}"
@@ -217,6 +282,26 @@ class KeyQueues:
         parts = [_text(p) if p is not None else None for p in reply[1:]]
         pairs = [(str(parts[i]), parts[i + 1]) for i in range(1, len(parts) - 1, 2)]
         return Heads(parts[0] if parts else None, pairs)
+
+    def enqueue_transaction(self, keys: list[str], job_id: str, payload: str, now: float) -> list[str]:
+        """Queue a transaction on all its keys at once; the keys that need a drain message."""
+        redis_keys = [self._payloads, self.keys_set] + [k for key in keys for k in (self._k("q", key), self._k("sched", key))]
+        return [_text(k) for k in self._enqueue_transaction(keys=redis_keys, args=[job_id, payload, now, *keys])]
+
+    def hold(self, keys: list[str], token: str, job_id: str, lease_seconds: float) -> bool:
+        """Take every key's lease for the transaction `job_id`, if it heads all their queues and none is held elsewhere."""
+        redis_keys = [k for key in keys for k in (self._k("lease", key), self._k("q", key))]
+        return bool(self._hold(keys=redis_keys, args=[token, job_id, max(1, int(lease_seconds * 1000))]))
+
+    def park(self, key: str, token: str) -> None:
+        self._park(keys=[self._k("lease", key), self._k("sched", key)], args=[token])
+
+    def complete_transaction(self, keys: list[str], token: str, done: Finished) -> list[str]:
+        """Take the transaction off all its queues, count it, release the leases; the keys with jobs left."""
+        redis_keys = [self._payloads, f"{self._ns}:metrics:counts", f"{self._ns}:metrics:latency"]
+        redis_keys += [k for key in keys for k in (self._k("lease", key), self._k("q", key), self._k("sched", key))]
+        args: list[Any] = [token, done.job_id, done.outcome, latency_bucket(done.seconds), done.seconds, self.keys_set, *keys]
+        return [_text(k) for k in self._complete_transaction(keys=redis_keys, args=args)]
 
     def group_counters(self, group_id: str) -> str:
         """Hash of a group's counts (accepted, rejected, applied, failed): its progress without a MongoDB scan."""

@@ -58,6 +58,7 @@ class StoredVersion:
     text: str | None
     job_id: str = ""
     action: str = ""  # the job action that wrote it (history Bundles show it as request.method)
+    transaction: str = ""  # set: visible only once that transaction's result (its commit point) is recorded
 
     @property
     def deleted(self) -> bool:
@@ -78,7 +79,7 @@ class StoredVersion:
     def to_document(self) -> dict[str, Any]:
         return {"_id": f"{self.key}/{self.version_id}", "type": self.resource_type, "id": self.resource_id,
                 "versionId": self.version_id, "lastUpdated": self.last_updated, "deleted": self.deleted,
-                "json": self.text, "job": self.job_id, "action": self.action}
+                "json": self.text, "job": self.job_id, "action": self.action, "txn": self.transaction}
 
     def to_cache(self) -> str:
         return json.dumps({**self.to_document(), "lastUpdated": self.last_updated.isoformat()})
@@ -90,12 +91,14 @@ class StoredVersion:
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> StoredVersion:
-        return cls(doc["type"], doc["id"], doc["versionId"], doc["lastUpdated"], doc.get("json"), doc.get("job", ""), doc.get("action", ""))
+        return cls(doc["type"], doc["id"], doc["versionId"], doc["lastUpdated"], doc.get("json"), doc.get("job", ""), doc.get("action", ""),
+                   doc.get("txn") or "")
 
 
 class ResourceStore:
     def __init__(self, db: Database[dict[str, Any]], hint: VersionHint | None = None) -> None:
         self._history: Collection[dict[str, Any]] = db["history"]
+        self._events: Collection[dict[str, Any]] = db["job_events"]
         self._read_hint, self._remember = hint or (lambda key: 0, lambda version: None)
 
     def ensure_indexes(self) -> None:
@@ -105,7 +108,18 @@ class ResourceStore:
         if version_id < 1:
             return None
         doc = self._history.find_one({"_id": f"{resource_type}/{resource_id}/{version_id}"})
-        return StoredVersion.from_document(doc) if doc else None
+        if doc is None or (doc.get("txn") and not self._committed(str(doc["txn"]))):
+            return None  # absent, or written by a transaction that has not committed (and never will: see uncommitted)
+        return StoredVersion.from_document(doc)
+
+    def _committed(self, transaction: str) -> bool:
+        result = self._events.find_one({"_id": f"{transaction}/result"})
+        return bool(result and result.get("state") == "applied")
+
+    def remove_uncommitted(self, transaction: str, candidates: list[tuple[str, str, int]]) -> int:
+        """Delete versions a transaction wrote before it crashed without committing (type, id, version to check)."""
+        ids = [f"{t}/{i}/{v}" for t, i, v in candidates]
+        return self._history.delete_many({"_id": {"$in": ids}, "txn": transaction}).deleted_count if ids else 0
 
     def latest(self, resource_type: str, resource_id: str, *, trust_hint: bool = False) -> StoredVersion | None:
         """The newest version (None if the resource never existed).

@@ -1,0 +1,115 @@
+"""Transaction Bundles: every entry checked at intake, then one job queued on all its resources at once.
+
+A bad entry refuses the whole transaction with that entry's status and an
+OperationOutcome naming it (`Bundle.entry[7]`); the same resource twice is
+400. The worker applies the entries all or none (worker/transaction_runner.py);
+the answer is a `transaction-response` Bundle, GET entries read after the writes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+from fastapi import Request
+from fastapi.responses import Response
+
+from api.answers import accepted_answer
+from api.entries import entry_request, target
+from api.http import fhir_response, outcome_response, parse_prefer
+from api.routes.fhir import connections, fhir_base
+from worker.changes import fhir_instant
+from worker.jobs import Action, Job, JobRequest, JobState
+from worker.patch.errors import InvalidRequest, PatchError
+from worker.results import etag, version_location
+from worker.service import utc_now
+from worker.storage import StoredVersion
+from worker.tasks import DRAIN_TASK
+from worker.transactions import TransactionEntry, encode_entries, transaction_keys
+
+
+def _checked(conn: Any, entries: list[Any]) -> tuple[list[TransactionEntry], dict[str, str]]:
+    checked: list[TransactionEntry] = []
+    reads: dict[str, str] = {}
+    first_index: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        where = f"Bundle.entry[{index}]"
+        if isinstance(entry, dict) and isinstance(entry.get("request"), dict) and str(entry["request"].get("method", "")).upper() == "GET":
+            reads[str(index)] = str(entry["request"].get("url"))
+            continue
+        request = entry_request(conn.groups.resolved(entry, where), where)
+        if request.key in first_index:
+            raise InvalidRequest(f"{where}: {request.key} is already changed by Bundle.entry[{first_index[request.key]}]; "
+                                 "a transaction may change each resource once", where)
+        first_index[request.key] = index
+        checked.append(TransactionEntry(index, request))
+    return checked, reads
+
+
+async def transaction(request: Request, entries: list[Any]) -> Response:
+    conn = connections(request)
+    checked, reads = await anyio.to_thread.run_sync(_checked, conn, entries)
+    job_id = Job.new_id()
+    job = Job(job_id, JobRequest(Action.TRANSACTION, "Bundle", job_id, encode_entries(checked)), JobState.ACCEPTED, utc_now(),
+              extra={"reads": reads, "size": len(entries)})
+    keys = transaction_keys(checked)
+    wait = "respond-async" not in parse_prefer(request.headers.get("prefer"))
+    future = conn.waiter.register(job.id) if wait else None
+    await anyio.to_thread.run_sync(conn.database.jobs.accept, job)
+    conn.metrics.accepted()
+    to_wake = await anyio.to_thread.run_sync(conn.queues.enqueue_transaction, keys, job.id, job.to_payload(), time.time())
+    if to_wake:
+        await anyio.to_thread.run_sync(lambda: conn.celery.send_task(DRAIN_TASK, args=[to_wake]))
+    if future is not None:
+        await conn.waiter.wait(job.id, future, conn.settings.sync_wait_seconds)
+        done = await anyio.to_thread.run_sync(conn.database.jobs.get, job.id)
+        if done is not None and done.state.final:
+            return await anyio.to_thread.run_sync(transaction_answer, conn, done, fhir_base(request))
+    return accepted_answer(job, fhir_base(request))
+
+
+def transaction_answer(conn: Any, job: Job, base: str) -> Response:
+    """Failed: that entry's status and OperationOutcome. Applied: the transaction-response Bundle, in entry order."""
+    result = job.result
+    assert result is not None
+    if not result.succeeded:
+        return outcome_response(result.status, result.outcome or {})
+    by_index = {int(r["index"]): r for r in result.entries or []}
+    reads = {int(k): v for k, v in (job.extra.get("reads") or {}).items()}
+    bundle_entries = []
+    for index in range(int(job.extra.get("size", len(by_index) + len(reads)))):
+        if index in reads:
+            bundle_entries.append(_read(conn, reads[index], base))
+        elif index in by_index:
+            bundle_entries.append(_written(conn, by_index[index], base))
+    return fhir_response({"resourceType": "Bundle", "id": job.id, "type": "transaction-response", "entry": bundle_entries})
+
+
+def _written(conn: Any, entry: dict[str, Any], base: str) -> dict[str, Any]:
+    resource_type, resource_id = str(entry["key"]).split("/", 1)
+    status = int(entry["status"])
+    response: dict[str, Any] = {"status": f"{status} {'Created' if status == 201 else 'OK'}"}
+    version = conn.database.resources.version(resource_type, resource_id, entry["versionId"]) if entry.get("versionId") else None
+    if entry.get("versionId"):
+        response["etag"] = etag(entry["versionId"])
+        response["location"] = version_location(base, resource_type, resource_id, entry["versionId"])
+    if version is not None:
+        response["lastModified"] = fhir_instant(version.last_updated)
+        if not version.deleted:
+            return {"fullUrl": f"{base}/{entry['key']}", "resource": version.resource(), "response": response}
+    return {"response": response}
+
+
+def _read(conn: Any, url: str, base: str) -> dict[str, Any]:
+    try:
+        resource_type, resource_id = target(url)
+        if resource_id is None:
+            raise InvalidRequest("A GET entry reads one resource: Type/id", "request.url")
+    except PatchError as exc:
+        return {"response": {"status": str(exc.status), "outcome": exc.outcome}}
+    newest: StoredVersion | None = conn.newest(resource_type, resource_id)
+    if newest is None or newest.deleted:
+        return {"response": {"status": "404 Not Found" if newest is None else "410 Gone"}}
+    return {"fullUrl": f"{base}/{newest.key}", "resource": newest.resource(),
+            "response": {"status": "200 OK", "etag": etag(newest.version_id), "lastModified": fhir_instant(newest.last_updated)}}

@@ -1,0 +1,127 @@
+"""Run a transaction job: all its entries or none, atomically with respect to every other job on its resources.
+
+1. Hold: the drain of any of its keys that finds it at the head tries to take
+   the leases of all its keys; it succeeds only when the transaction heads every
+   one of those queues (queues join transactions atomically, so there is no
+   deadlock). Otherwise that key steps aside (parks) and the transaction runs
+   from the last key to reach it.
+2. Plan every entry in memory, in FHIR order; a failing entry fails the whole.
+3. Commit: insert each new version marked with the transaction's id (each still
+   a compare-and-set on its resource), then insert the transaction's result:
+   that single insert is the commit point. Readers show a marked version only
+   once that result exists, so a crash before it leaves nothing visible, and a
+   crash after it leaves everything visible. A transaction re-run after a crash
+   first removes the marked versions it had written.
+4. Record, publish, take it off all its queues, wake the keys that have more.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from worker.changes import Existing, stamped
+from worker.jobs import Job, JobResult
+from worker.ordering import Finished, KeyQueues
+from worker.patch.fhir_json import dumps
+from worker.settings import Settings
+from worker.storage import Database, StoredVersion
+from worker.storage.job_store import result_event
+from worker.transactions import EntryFailed, TransactionEntry, decode_entries, plan_transaction, transaction_keys
+
+log = logging.getLogger("fhir_patch.transactions")
+
+
+class Released(Exception):
+    """The drained key's lease was given up: the transaction ran and released every lease of its keys."""
+
+
+class Parked(Released):
+    """The transaction at the head of this key cannot run yet; the key stepped aside."""
+
+
+class TransactionRunner:
+    def __init__(self, settings: Settings, database: Database, queues: KeyQueues, newest: Callable[[str, str], StoredVersion | None],
+                 index: Callable[[list[tuple[StoredVersion | None, StoredVersion]]], None], send_drain: Callable[[str], None],
+                 clock: Callable[[], datetime]) -> None:
+        self._settings = settings
+        self._db = database
+        self._queues = queues
+        self._newest = newest
+        self._index = index
+        self._send_drain = send_drain
+        self._clock = clock
+
+    def run(self, job: Job, key: str, token: str) -> None:
+        """Run the transaction at the head of `key` (whose lease `token` holds); always ends by raising Released
+        (done: every lease of its keys given up, keys with more jobs woken) or Parked (it cannot run yet)."""
+        entries = decode_entries(job.request.body)
+        keys = transaction_keys(entries)
+        if not self._queues.hold(keys, token, job.id, self._settings.lease_seconds):
+            self._queues.park(key, token)
+            raise Parked(key)
+        started = self._db.jobs.start(job.id, self._clock())
+        if started == "cancelled":
+            return self._complete(keys, token, job, "cancelled")
+        if started == "again":
+            earlier = self._db.jobs.get(job.id)
+            if earlier is not None and earlier.state.final:  # committed (or failed) before a crash: finish the rest
+                self._refresh_copies(keys)
+                return self._complete(keys, token, earlier, earlier.state.value)
+        current = {k: self._newest(*k.split("/", 1)) for k in keys}
+        if started == "again":  # a crashed attempt may have written marked versions; they never committed
+            candidates = [(k.split("/", 1)[0], k.split("/", 1)[1], (v.version_id if v else 0) + 1) for k, v in current.items()]
+            self._db.resources.remove_uncommitted(job.id, candidates)
+        result, versions = self._plan(job, entries, current)
+        if versions:
+            self._index([(current[v.key], v) for v in versions])
+            self._db.resources.commit_many(versions)  # holding every lease: a collision cannot happen unless the leases expired
+        now = self._clock()
+        self._db.jobs.finish_many([result_event(job.id, "", result, now)])  # the commit point
+        if result.succeeded:
+            for version in versions:
+                self._queues.remember_newest(version.key, version.version_id, version.to_cache())
+        finished = job.finished(result, now)
+        self._queues.publish_done(json.dumps({"job": job.id, "state": finished.state.value, "text": None,
+                                              "result": {"status": result.status}}))
+        log.info("transaction %s", finished.state.value, extra={"job_id": job.id, "keys": len(keys), "status": result.status})
+        return self._complete(keys, token, finished, finished.state.value)
+
+    def _plan(self, job: Job, entries: list[TransactionEntry], current: dict[str, StoredVersion | None]) -> tuple[JobResult, list[StoredVersion]]:
+        existing = {k: (Existing(v.version_id, None if v.deleted else v.resource()) if v else None) for k, v in current.items()}
+        try:
+            planned = plan_transaction(entries, existing, self._settings.element_policies)
+        except EntryFailed as failed:
+            return JobResult(failed.status, outcome=failed.outcome), []
+        now = self._clock()
+        versions: list[StoredVersion] = []
+        results: list[dict[str, Any]] = []
+        for entry, change in planned:
+            request, old = entry.request, current[entry.request.key]
+            if not change.write:
+                results.append({"index": entry.index, "key": request.key, "status": change.status,
+                                "versionId": old.version_id if old else None})
+                continue
+            version_id = (old.version_id if old else 0) + 1
+            text = dumps(stamped(change.resource, request.resource_id, version_id, now)) if change.resource is not None else None
+            versions.append(StoredVersion(request.resource_type, request.resource_id, version_id, now, text, job.id,
+                                          request.action.value, transaction=job.id))
+            results.append({"index": entry.index, "key": request.key, "status": change.status, "versionId": version_id,
+                            "lastUpdated": now})
+        return JobResult(200, entries=sorted(results, key=lambda r: int(r["index"]))), versions
+
+    def _refresh_copies(self, keys: list[str]) -> None:
+        for key in keys:
+            newest = self._db.resources.latest(*key.split("/", 1))
+            if newest is not None:
+                self._queues.remember_newest(key, newest.version_id, newest.to_cache())
+
+    def _complete(self, keys: list[str], token: str, job: Job, outcome: str) -> None:
+        ended = job.finished_at or job.accepted_at
+        done = Finished(job.id, outcome, max(0.0, (ended - job.accepted_at).total_seconds()))
+        for key in self._queues.complete_transaction(keys, token, done):
+            self._send_drain(key)
+        raise Released(job.id)

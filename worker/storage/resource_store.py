@@ -118,6 +118,8 @@ class ResourceStore:
 
     def remove_uncommitted(self, transaction: str, candidates: list[tuple[str, str, int]]) -> int:
         """Delete versions a transaction wrote before it crashed without committing (type, id, version to check)."""
+        if self._committed(transaction):
+            return 0  # committed versions are the truth: never removed
         ids = [f"{t}/{i}/{v}" for t, i, v in candidates]
         return self._history.delete_many({"_id": {"$in": ids}, "txn": transaction}).deleted_count if ids else 0
 

@@ -1,0 +1,146 @@
+"""Transaction Bundles: all entries or none, atomic with other jobs, and crash-safe commits."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import random
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.processes import started, wait_for, worker_argv
+from tests.support.service import Service, running_service, wait_jobs_final
+
+
+def add_identifier(url: str, value: str) -> dict[str, Any]:
+    patch = json.dumps([{"op": "add", "path": "/identifier/-", "value": {"system": "urn:txn", "value": value}}])
+    return {"request": {"method": "PATCH", "url": url},
+            "resource": {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": base64.b64encode(patch.encode()).decode()}}
+
+
+def transaction(*entries: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "transaction", "entry": list(entries)}
+
+
+def _patients(client: httpx.Client, prefix: str, count: int) -> None:
+    for n in range(count):
+        body = {"resourceType": "Patient", "id": f"{prefix}{n}", "identifier": [{"system": "urn:txn", "value": "start"}]}
+        assert client.put(f"Patient/{prefix}{n}", json=body).status_code == 201
+
+
+def test_one_failing_entry_among_50_writes_nothing(service: Service) -> None:
+    with service.client() as client:
+        _patients(client, "tx", 50)
+        entries = [add_identifier(f"Patient/tx{n}", "all-or-nothing") for n in range(50)]
+        entries[37] = {"request": {"method": "PATCH", "url": "Patient/tx37"}, "resource": {
+            "resourceType": "Binary", "contentType": "application/json-patch+json",
+            "data": base64.b64encode(b'[{"op":"remove","path":"/gender"}]').decode()}}
+        answer = client.post("", json=transaction(*entries))
+        assert answer.status_code == 422, answer.text
+        issue = answer.json()["issue"][0]
+        assert issue["expression"][0] == "Bundle.entry[37]" and issue["code"] == "not-found"
+        for n in range(50):
+            assert client.get(f"Patient/tx{n}").json()["meta"]["versionId"] == "1", f"Patient/tx{n} was written"
+        entries[37] = add_identifier("Patient/tx37", "all-or-nothing")
+        applied = client.post("", json=transaction(*entries))
+        assert applied.status_code == 200 and applied.json()["type"] == "transaction-response"
+        assert [e["response"]["etag"] for e in applied.json()["entry"]] == ['W/"2"'] * 50
+        assert all(client.get(f"Patient/tx{n}").json()["meta"]["versionId"] == "2" for n in range(50))
+
+
+def test_a_resource_twice_and_bad_entries_refuse_the_transaction(service: Service) -> None:
+    with service.client() as client:
+        _patients(client, "dup", 1)
+        twice = client.post("", json=transaction(add_identifier("Patient/dup0", "a"), add_identifier("Patient/dup0", "b")))
+        assert twice.status_code == 400 and twice.json()["issue"][0]["expression"][0] == "Bundle.entry[1]"
+        unsupported = add_identifier("Patient/dup0", "c")
+        unsupported["resource"]["contentType"] = "text/plain"
+        refused = client.post("", json=transaction(add_identifier("Patient/dup0", "d"), unsupported))
+        assert refused.status_code == 415 and refused.json()["issue"][0]["expression"][0] == "Bundle.entry[1]"
+        assert client.get("Patient/dup0").json()["meta"]["versionId"] == "1"
+
+
+def test_transactions_interleave_with_single_patches_as_units(service: Service) -> None:
+    with service.client() as client:
+        _patients(client, "mix", 4)
+    markers = []
+
+    def transactions() -> None:
+        with service.client() as client:
+            for n in range(15):
+                marker = f"t{n}"
+                markers.append(marker)
+                answer = client.post("", json=transaction(*[add_identifier(f"Patient/mix{k}", marker) for k in range(4)]))
+                assert answer.status_code == 200, answer.text
+
+    def singles(k: int) -> None:
+        with service.client() as client:
+            for n in range(15):
+                body = json.dumps([{"op": "add", "path": "/identifier/-", "value": {"system": "urn:single", "value": f"s{n}"}}]).encode()
+                assert client.patch(f"Patient/mix{k}", content=body, headers={"content-type": "application/json-patch+json"}).status_code == 200
+
+    threads = [threading.Thread(target=transactions)] + [threading.Thread(target=singles, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with service.client() as client:
+        finals = [[i["value"] for i in client.get(f"Patient/mix{k}").json()["identifier"] if i["system"] == "urn:txn"] for k in range(4)]
+    assert all(values == ["start"] + markers for values in finals), "every transaction on every resource, in one order"
+
+
+@pytest.fixture()
+def crash_service(service_env: dict[str, str], tmp_path: Path) -> Iterator[Service]:
+    token = uuid.uuid4().hex[:10]
+    env = {**service_env, "FHIR_PATCH_DATABASE": f"x_{token}", "FHIR_PATCH_NAMESPACE": f"x-{token}"}
+    with running_service(env, tmp_path, workers=2) as running:
+        yield running
+
+
+def test_workers_killed_during_transactions_never_leave_one_partly_visible(crash_service: Service, tmp_path: Path) -> None:
+    """Rounds of overlapping transactions; in each, one worker is SIGKILLed at a random moment and replaced.
+    Every transaction ends applied, on all its resources or none, and every history stays contiguous."""
+    rng = random.Random(4)
+    resources = 6
+    with crash_service.client() as client:
+        _patients(client, "k", resources)
+    expected: dict[str, list[int]] = {}
+    with contextlib.ExitStack() as stack:
+        for round_number in range(6):
+            locations = []
+            with crash_service.client() as client:
+                for n in range(8):
+                    touched = sorted(rng.sample(range(resources), 3))
+                    marker = f"r{round_number}-{n}"
+                    expected[marker] = touched
+                    answer = client.post("", json=transaction(*[add_identifier(f"Patient/k{k}", marker) for k in touched]),
+                                         headers={"prefer": "respond-async"})
+                    assert answer.status_code == 202
+                    locations.append(answer.headers["content-location"])
+            time.sleep(rng.uniform(0.0, 0.15))
+            victim = round_number % len(crash_service.workers)
+            crash_service.signal_worker(victim, signal.SIGKILL)
+            crash_service.workers[victim] = stack.enter_context(
+                started(worker_argv(f"replacement{round_number}"), crash_service.env, tmp_path / f"replacement{round_number}.log"))
+            with crash_service.client() as client:
+                finals = wait_jobs_final(client, locations, timeout=120)
+            assert all(answer.status_code == 200 for answer in finals.values())
+    with crash_service.client() as client:
+        values = {k: [i["value"] for i in client.get(f"Patient/k{k}").json()["identifier"]] for k in range(resources)}
+        for marker, touched in expected.items():
+            holders = [k for k in range(resources) if marker in values[k]]
+            assert holders == touched, f"{marker}: on {holders}, expected on {touched}"
+            assert all(values[k].count(marker) == 1 for k in touched)
+        for k in range(resources):
+            history = client.get(f"Patient/k{k}/_history", params={"_count": 1000}).json()
+            versions = [int(e["response"]["etag"][3:-1]) for e in history["entry"]]
+            assert versions == list(range(len(values[k]), 0, -1)), f"Patient/k{k}: contiguous history"

@@ -25,3 +25,10 @@ def service(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactor
     tmp: Path = tmp_path_factory.mktemp("service")
     with running_service(env, tmp, workers=2) as running:
         yield running
+
+
+@pytest.fixture()
+def fresh_service(isolated_env: dict[str, str], tmp_path: Path) -> Iterator[Service]:
+    """A service of its own (2 workers) for a test that kills or pauses processes."""
+    with running_service(isolated_env, tmp_path, workers=2) as running:
+        yield running

@@ -5,28 +5,17 @@ from __future__ import annotations
 import signal
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.pipeline.test_ordering import all_ended, identifier_patch
 from tests.support.processes import wait_for
-from tests.support.service import Service, running_service
+from tests.support.service import Service
 
 RESOURCES, PER_RESOURCE = 12, 40
 ASYNC = {"content-type": "application/json-patch+json", "prefer": "respond-async"}
 
-
-@pytest.fixture()
-def fresh_service(service_env: dict[str, str], tmp_path: Path) -> Iterator[Service]:
-    token = uuid.uuid4().hex[:10]
-    env = {**service_env, "FHIR_PATCH_DATABASE": f"c_{token}", "FHIR_PATCH_NAMESPACE": f"c-{token}"}
-    with running_service(env, tmp_path, workers=2) as running:
-        yield running
 
 
 def _stream_with(service: Service, disturb: threading.Event) -> list[str]:

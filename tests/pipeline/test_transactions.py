@@ -9,16 +9,13 @@ import random
 import signal
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.support.processes import started, wait_for, worker_argv
-from tests.support.service import Service, running_service, wait_jobs_final
+from tests.support.processes import started, worker_argv
+from tests.support.service import Service, wait_jobs_final
 
 
 def add_identifier(url: str, value: str) -> dict[str, Any]:
@@ -98,26 +95,19 @@ def test_transactions_interleave_with_single_patches_as_units(service: Service) 
     assert all(values == ["start"] + markers for values in finals), "every transaction on every resource, in one order"
 
 
-@pytest.fixture()
-def crash_service(service_env: dict[str, str], tmp_path: Path) -> Iterator[Service]:
-    token = uuid.uuid4().hex[:10]
-    env = {**service_env, "FHIR_PATCH_DATABASE": f"x_{token}", "FHIR_PATCH_NAMESPACE": f"x-{token}"}
-    with running_service(env, tmp_path, workers=2) as running:
-        yield running
 
-
-def test_workers_killed_during_transactions_never_leave_one_partly_visible(crash_service: Service, tmp_path: Path) -> None:
+def test_workers_killed_during_transactions_never_leave_one_partly_visible(fresh_service: Service, tmp_path: Path) -> None:
     """Rounds of overlapping transactions; in each, one worker is SIGKILLed at a random moment and replaced.
     Every transaction ends applied, on all its resources or none, and every history stays contiguous."""
     rng = random.Random(4)
     resources = 6
-    with crash_service.client() as client:
+    with fresh_service.client() as client:
         _patients(client, "k", resources)
     expected: dict[str, list[int]] = {}
     with contextlib.ExitStack() as stack:
         for round_number in range(6):
             locations = []
-            with crash_service.client() as client:
+            with fresh_service.client() as client:
                 for n in range(8):
                     touched = sorted(rng.sample(range(resources), 3))
                     marker = f"r{round_number}-{n}"
@@ -127,14 +117,14 @@ def test_workers_killed_during_transactions_never_leave_one_partly_visible(crash
                     assert answer.status_code == 202
                     locations.append(answer.headers["content-location"])
             time.sleep(rng.uniform(0.0, 0.15))
-            victim = round_number % len(crash_service.workers)
-            crash_service.signal_worker(victim, signal.SIGKILL)
-            crash_service.workers[victim] = stack.enter_context(
-                started(worker_argv(f"replacement{round_number}"), crash_service.env, tmp_path / f"replacement{round_number}.log"))
-            with crash_service.client() as client:
+            victim = round_number % len(fresh_service.workers)
+            fresh_service.signal_worker(victim, signal.SIGKILL)
+            fresh_service.workers[victim] = stack.enter_context(
+                started(worker_argv(f"replacement{round_number}"), fresh_service.env, tmp_path / f"replacement{round_number}.log"))
+            with fresh_service.client() as client:
                 finals = wait_jobs_final(client, locations, timeout=120)
             assert all(answer.status_code == 200 for answer in finals.values())
-    with crash_service.client() as client:
+    with fresh_service.client() as client:
         values = {k: [i["value"] for i in client.get(f"Patient/k{k}").json()["identifier"]] for k in range(resources)}
         for marker, touched in expected.items():
             holders = [k for k in range(resources) if marker in values[k]]

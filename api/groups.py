@@ -43,10 +43,11 @@ class Progress:
     rejected: int
     applied: int
     failed: int
+    cancelled: int = 0
 
     @property
     def ended(self) -> int:
-        return self.rejected + self.applied + self.failed + len(self.group.reads or {})
+        return self.rejected + self.applied + self.failed + self.cancelled + len(self.group.reads or {})
 
     @property
     def done(self) -> bool:
@@ -56,7 +57,8 @@ class Progress:
         total = self.group.total
         values: list[tuple[str, Any]] = [("accepted", self.accepted), ("rejected", self.rejected), ("applied", self.applied),
                                          ("failed", self.failed + self.rejected),
-                                         ("pending", max(0, self.accepted - self.applied - self.failed))]
+                                         ("cancelled", self.cancelled),
+                                         ("pending", max(0, self.accepted - self.applied - self.failed - self.cancelled))]
         parameter: list[dict[str, Any]] = [{"name": "group", "valueString": self.group.id}, {"name": "kind", "valueCode": self.group.kind}]
         if total is not None:
             parameter.append({"name": "total", "valueInteger": total})
@@ -121,12 +123,19 @@ class GroupIntake:
             raise located(exc, where) from exc
         return {**entry, "request": {**request, "url": f"{resource_type}/{resource_id}"}}
 
+    def cancel(self, group: Group) -> int:
+        """Cancel every entry no worker started; how many were cancelled."""
+        return self._db.jobs.cancel_many([entry_job_id(group.id, n) for n in range(1, (group.total or 0) + 1)
+                                          if not group.reads or n not in group.reads], utc_now())
+
     def progress(self, group: Group) -> Progress:
         counts = self._queues.group_counts(group.id)
         if not counts and group.total is not None:  # Redis lost the counters: count from MongoDB
             found = self._db.groups.count_results(group.id, group.total)
-            return Progress(group, group.total - group.rejected, group.rejected, found["applied"], found["failed"] - group.rejected)
-        return Progress(group, counts.get("accepted", 0), counts.get("rejected", 0), counts.get("applied", 0), counts.get("failed", 0))
+            return Progress(group, group.total - group.rejected, group.rejected, found["applied"], found["failed"] - group.rejected,
+                            found["cancelled"])
+        return Progress(group, counts.get("accepted", 0), counts.get("rejected", 0), counts.get("applied", 0), counts.get("failed", 0),
+                        counts.get("cancelled", 0))
 
     def batch_response(self, group: Group, base: str) -> dict[str, Any]:
         """The batch-response Bundle: one entry per request entry, in order; GET entries read now, after the writes."""
@@ -134,8 +143,8 @@ class GroupIntake:
         for number, event in self._db.groups.results(group.id, group.total or 0):
             if group.reads and number in group.reads:
                 entries.append(self._read(group.reads[number], base))
-            elif event is None:
-                entries.append({"response": {"status": "202 Accepted"}})
+            elif event is None or "result" not in event:  # pending, or cancelled before it started
+                entries.append({"response": {"status": "202 Accepted" if event is None else "cancelled"}})
             else:
                 entries.append(self._write_entry(event, base))
         return {"resourceType": "Bundle", "id": group.id, "type": "batch-response", "entry": entries}
@@ -165,7 +174,8 @@ class GroupIntake:
         """One outcome per entry, in entry order (pending entries say so)."""
         assert group.total is not None
         for number, event in self._db.groups.results(group.id, group.total):
-            yield {"line": number, **(entry_response(event, base) if event else {"status": "pending"})}
+            yield {"line": number, **(entry_response(event, base) if event and "result" in event else
+                                      {"status": event["state"] if event else "pending"})}
 
 
 def _read_entry(newest: StoredVersion | None, base: str) -> dict[str, Any]:

@@ -81,7 +81,7 @@ class Reconciler:
         counts = self._queues.group_counts(group.id)
         if not counts:  # Redis lost the counters: count the results in MongoDB
             return self._db.groups.count_results(group.id, group.total)["pending"] <= reads
-        return sum(counts.get(k, 0) for k in ("rejected", "applied", "failed")) + reads >= group.total
+        return sum(counts.get(k, 0) for k in ("rejected", "applied", "failed", "cancelled")) + reads >= group.total
 
     def _revive_stalled_keys(self, now: datetime) -> int:
         revived = 0

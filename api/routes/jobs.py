@@ -38,8 +38,14 @@ async def poll(job_id: str, request: Request) -> Response:
 @router.delete("/_async/{job_id}")
 async def cancel(job_id: str, request: Request) -> Response:
     """Cancel a job that has not started: 202, and it is never applied. 409 once it started, 404 if unknown."""
-    jobs = connections(request).database.jobs
+    conn = connections(request)
+    jobs = conn.database.jobs
     job = await anyio.to_thread.run_sync(jobs.get, job_id)
+    group = await anyio.to_thread.run_sync(conn.database.groups.get, job_id) if job is None else None
+    if group is not None and group.total is not None:
+        cancelled = await anyio.to_thread.run_sync(conn.groups.cancel, group)
+        return fhir_response(outcome_of("information", "informational", f"{cancelled} entries of {job_id} cancelled; "
+                                        "entries already started finish"), 202)
     if job is None or job.state == JobState.CANCELLED:
         raise UnknownJob(f"No job {job_id!r} to cancel (never existed, already cancelled, or expired)", "job")
     if not job.state.final and await anyio.to_thread.run_sync(jobs.cancel, job_id, utc_now()):

@@ -205,3 +205,26 @@ def test_conditional_targets_by_identifier(service: Service) -> None:
         results = [json.loads(r) for r in client.get(accepted.headers["content-location"] + "/results").text.splitlines()]
         assert results[0]["status"] == "200 OK" and results[0]["location"].split("/fhir/")[1].startswith("Organization/c4/")
         assert results[1]["status"].startswith("412") and results[1]["outcome"]["issue"][0]["expression"][0] == "line 2"
+
+
+def test_async_batch_can_be_cancelled_before_it_starts(service: Service) -> None:
+    import signal
+
+    with service.client() as client:
+        _organization(client, "cx")
+        bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
+            {"request": {"method": "PATCH", "url": "Organization/cx"}, "resource": fhirpath_add("Organization", "alias", {"valueString": str(n)})}
+            for n in range(3)]}
+        for n in range(len(service.workers)):
+            service.signal_worker(n, signal.SIGSTOP)
+        try:
+            accepted = client.post("", json=bundle, headers={"prefer": "respond-async"})
+            location = accepted.headers["content-location"]
+            assert client.get(location).headers["x-progress"] == "0/3 entries"
+            assert client.delete(location).status_code == 202
+        finally:
+            for n in range(len(service.workers)):
+                service.signal_worker(n, signal.SIGCONT)
+        final = _wait_group(client, location)
+        assert [e["response"]["status"] for e in final.json()["entry"]] == ["cancelled"] * 3
+        assert client.get("Organization/cx").json()["meta"]["versionId"] == "1", "nothing applied"

@@ -74,8 +74,11 @@ class GroupStore:
         for start in range(1, total + 1, BLOCK):
             stop = min(total, start + BLOCK - 1)
             low, high = f"{entry_job_id(group_id, start)}/", f"{entry_job_id(group_id, stop)}/~"
-            found = {str(doc["_id"]).split("/")[0]: doc for doc in self._events.find({"_id": {"$gte": low, "$lte": high}})
-                     if str(doc["_id"]).endswith("/result")}
+            found: dict[str, dict[str, Any]] = {}
+            for doc in self._events.find({"_id": {"$gte": low, "$lte": high}}):
+                job_id, kind = str(doc["_id"]).split("/")
+                if kind == "result" or (kind == "gate" and doc.get("by") == "cancel"):
+                    found.setdefault(job_id, doc if kind == "result" else {"state": "cancelled"})
             for number in range(start, stop + 1):
                 yield number, found.get(entry_job_id(group_id, number))
 
@@ -100,7 +103,7 @@ class GroupStore:
 
     def count_results(self, group_id: str, total: int) -> dict[str, int]:
         """applied / failed / pending counted from MongoDB (when Redis lost the counters)."""
-        counts = {"applied": 0, "failed": 0, "pending": 0}
+        counts = {"applied": 0, "failed": 0, "cancelled": 0, "pending": 0}
         for _, result in self.results(group_id, total):
             counts[result["state"] if result else "pending"] += 1
         return counts

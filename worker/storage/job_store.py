@@ -141,6 +141,19 @@ class JobStore:
                 answers.append("cancelled" if gate and gate["by"] == "cancel" else "again")
         return answers
 
+    def cancel_many(self, job_ids: list[str], now: datetime) -> int:
+        """Cancel every job of `job_ids` no worker started (one round trip); how many were cancelled now."""
+        if not job_ids:
+            return 0
+        try:
+            self._events.insert_many([{"_id": f"{j}/gate", "by": "cancel", "at": now} for j in job_ids], ordered=False)
+            return len(job_ids)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
+                raise
+            return len(job_ids) - len(errors)
+
     def cancel(self, job_id: str, now: datetime) -> bool:
         """Cancel a job no worker started (True, also when it was cancelled already); False once started."""
         return self._pass_gate(job_id, "cancel", now) == "cancel"

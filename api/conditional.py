@@ -10,9 +10,8 @@ from __future__ import annotations
 from urllib.parse import parse_qsl
 
 from worker.changes import identifiers
-from worker.ordering import KeyQueues
 from worker.patch.errors import AmbiguousTarget, InvalidRequest, ResourceNotFound
-from worker.storage import Database, StoredVersion
+from worker.storage import Database
 
 
 def parse_condition(query: str) -> tuple[str | None, str]:
@@ -28,9 +27,8 @@ def parse_condition(query: str) -> tuple[str | None, str]:
 
 
 class ConditionalResolver:
-    def __init__(self, database: Database, queues: KeyQueues) -> None:
+    def __init__(self, database: Database) -> None:
         self._db = database
-        self._queues = queues
 
     def resolve(self, resource_type: str, query: str) -> str:
         """The id of the one live resource of `resource_type` matching the query."""
@@ -45,8 +43,7 @@ class ConditionalResolver:
         return matches[0]
 
     def _carries(self, resource_type: str, resource_id: str, system: str | None, value: str) -> bool:
-        cached = self._queues.newest_copy(f"{resource_type}/{resource_id}")
-        newest = StoredVersion.from_cache(cached) if cached else self._db.resources.latest(resource_type, resource_id)
+        newest = self._db.resources.newest(resource_type, resource_id)
         if newest is None or newest.deleted:
             return False
         return any(v == value and (system is None or s == system) for s, v in identifiers(newest.resource()))

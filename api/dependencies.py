@@ -35,17 +35,16 @@ class Connections:
     def open(cls, settings: Settings) -> Connections:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
         queues = KeyQueues(client, settings.namespace)
-        database = Database.open(settings, (queues.newest_version, queues.remember_copy))
+        database = Database.open(settings, (queues.newest_version, queues.remember_copy, queues.newest_copy))
         celery = create_celery(settings)
         metrics = Metrics(client, settings.namespace)
         waiter = ResultWaiter(settings.redis_url, queues.done_channel)
         return cls(settings, client, database, celery, queues, metrics, waiter, Intake(database, queues, metrics, celery, waiter),
-                   GroupIntake(database, queues, metrics, celery), ConditionalResolver(database, queues))
+                   GroupIntake(database, queues, metrics, celery), ConditionalResolver(database))
 
     def newest(self, resource_type: str, resource_id: str) -> StoredVersion | None:
         """The newest version: the Redis copy the workers keep, else MongoDB."""
-        cached = self.queues.newest_copy(f"{resource_type}/{resource_id}")
-        return StoredVersion.from_cache(cached) if cached else self.database.resources.latest(resource_type, resource_id)
+        return self.database.resources.newest(resource_type, resource_id)
 
     async def start(self) -> None:
         await self.waiter.start()

@@ -73,7 +73,7 @@ class GroupIntake:
         self._queues = queues
         self._metrics = metrics
         self._celery = celery
-        self._conditional = ConditionalResolver(database, queues)
+        self._conditional = ConditionalResolver(database)
 
     def accept_lines(self, group_id: str, lines: list[tuple[int, bytes]]) -> tuple[int, int]:
         """A block of NDJSON feed lines; (accepted, refused) counts of what was new."""
@@ -142,7 +142,7 @@ class GroupIntake:
         entries: list[dict[str, Any]] = []
         for number, event in self._db.groups.results(group.id, group.total or 0):
             if group.reads and number in group.reads:
-                entries.append(self._read(group.reads[number], base))
+                entries.append(self.read_entry(group.reads[number], base))
             elif event is None or "result" not in event:  # pending, or cancelled before it started
                 entries.append({"response": {"status": "202 Accepted" if event is None else "cancelled"}})
             else:
@@ -159,16 +159,15 @@ class GroupIntake:
                 return {"fullUrl": f"{base}/{event['key']}", "resource": version.resource(), "response": response}
         return {"response": response}
 
-    def _read(self, url: str, base: str) -> dict[str, Any]:
+    def read_entry(self, url: str, base: str) -> dict[str, Any]:
+        """The answer entry of a GET entry: the resource's newest version (404/410 otherwise)."""
         try:
             resource_type, resource_id = target(url)
             if resource_id is None:
                 raise InvalidRequest("A GET entry reads one resource: Type/id", "request.url")
         except PatchError as exc:
             return {"response": {"status": f"{exc.status}", "outcome": exc.outcome}}
-        cached = self._queues.newest_copy(f"{resource_type}/{resource_id}")
-        newest = StoredVersion.from_cache(cached) if cached else self._db.resources.latest(resource_type, resource_id)
-        return _read_entry(newest, base)
+        return _read_entry(self._db.resources.newest(resource_type, resource_id), base)
 
     def result_lines(self, group: Group, base: str) -> Iterator[dict[str, Any]]:
         """One outcome per entry, in entry order (pending entries say so)."""

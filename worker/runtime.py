@@ -35,7 +35,7 @@ class Runtime:
     def build(cls, settings: Settings, on_finished: Callable[[Job], None], send_drain: Callable[[str], None] = lambda key: None) -> Runtime:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3, health_check_interval=30)
         queues = KeyQueues(client, settings.namespace)
-        database = Database.open(settings, (queues.newest_version, queues.remember_copy))
+        database = Database.open(settings, (queues.newest_version, queues.remember_copy, queues.newest_copy))
         http = http_client()
         return cls(settings, database, client, queues, ChangeService(settings, database, queues, on_finished, send_drain=send_drain),
                    CallbackSender(settings, database, http), http)

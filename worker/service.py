@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from worker.changes import Existing, identifiers, plan_change, stamped
-from worker.jobs import Action, Job, JobRequest, JobResult, JobState
+from worker.jobs import Action, Job, JobResult, JobState
 from worker.ordering import Finished, Heads, KeyQueues
 from worker.patch.errors import PatchError
 from worker.patch.fhir_json import dumps
@@ -63,7 +63,7 @@ class ChangeService:
         self._queues = queues
         self._on_finished = on_finished
         self._clock = clock
-        self._transactions = TransactionRunner(settings, database, queues, self._newest_of, self._index, send_drain, clock)
+        self._transactions = TransactionRunner(settings, database, queues, database.resources.newest, self._index, send_drain, clock)
 
     def drain(self, key: str) -> Drained:
         """Apply the key's queued jobs while holding its lease."""
@@ -171,31 +171,18 @@ class ChangeService:
         started = self._db.jobs.start(job_id, self._clock())
         if started == "cancelled":
             return replace(job, state=JobState.CANCELLED, finished_at=self._clock())
-        if started == "again":  # a redelivery: it may have ended already
+        if started == "again":  # a redelivery: it may have ended, or written its version, already
             job = self._db.jobs.get(job_id) or job
             if job.state.final:
                 return job
+            earlier = self._db.resources.written_by(job.id)  # not only the newest: a batch wrote later versions too
+            if earlier is not None:
+                return self._finish(job, *self._earlier_result(job, earlier))
         current = StoredVersion.from_cache(cached_newest) if cached_newest else self._newest(job)
-        if current is not None and current.job_id == job.id:
-            result, text = self._earlier_result(job, current)  # a redelivery: this job already wrote the newest version
-        else:
-            result, text = self._apply(job, current)
-        return self._finish(job, result, text)
-
-    def _newest_of(self, resource_type: str, resource_id: str) -> StoredVersion | None:
-        cached = self._queues.newest_copy(f"{resource_type}/{resource_id}")
-        return StoredVersion.from_cache(cached) if cached else self._db.resources.latest(resource_type, resource_id)
+        return self._finish(job, *self._apply(job, current))
 
     def _newest(self, job: Job) -> StoredVersion | None:
-        """The newest version, from the Redis copy when there is one: if that copy is behind, the commit
-        collides with the newer version and learns it from MongoDB, so a stale copy never causes a lost update."""
-        cached = self._queues.newest_copy(job.key)
-        if cached is not None:
-            return StoredVersion.from_cache(cached)
-        newest = self._db.resources.latest(job.request.resource_type, job.request.resource_id)
-        if newest is not None:
-            self._queues.remember_newest(job.key, newest.version_id, newest.to_cache())
-        return newest
+        return self._db.resources.newest(job.request.resource_type, job.request.resource_id)
 
     def _plan(self, job: Job, current: StoredVersion | None, now: datetime) -> tuple[JobResult, StoredVersion | None, str | None]:
         """What the job does to `current`: its result, and the new version to commit (None: nothing to write)."""
@@ -227,8 +214,9 @@ class ChangeService:
         except VersionConflict as exc:
             if exc.latest is not None:
                 self._queues.remember_newest(job.key, exc.latest.version_id, exc.latest.to_cache())
-            if exc.latest is not None and exc.latest.job_id == job.id:
-                return self._earlier_result(job, exc.latest)  # our own earlier attempt (paused, then resumed) got there first
+            earlier = exc.latest if exc.latest is not None and exc.latest.job_id == job.id else self._db.resources.written_by(job.id)
+            if earlier is not None:
+                return self._earlier_result(job, earlier)  # our own earlier attempt (paused, then resumed) got there first
             raise LeaseLost(job.key) from exc
         return result, text
 

@@ -16,15 +16,14 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from api.answers import accepted_answer
-from api.entries import entry_request, target
+from api.entries import entry_request
 from api.http import fhir_response, outcome_response, parse_prefer
 from api.routes.fhir import connections, fhir_base
 from worker.changes import fhir_instant
 from worker.jobs import Action, Job, JobRequest, JobState
-from worker.patch.errors import InvalidRequest, PatchError
+from worker.patch.errors import InvalidRequest
 from worker.results import etag, version_location
 from worker.service import utc_now
-from worker.storage import StoredVersion
 from worker.tasks import DRAIN_TASK
 from worker.transactions import TransactionEntry, encode_entries, transaction_keys
 
@@ -80,7 +79,7 @@ def transaction_answer(conn: Any, job: Job, base: str) -> Response:
     bundle_entries = []
     for index in range(int(job.extra.get("size", len(by_index) + len(reads)))):
         if index in reads:
-            bundle_entries.append(_read(conn, reads[index], base))
+            bundle_entries.append(conn.groups.read_entry(reads[index], base))
         elif index in by_index:
             bundle_entries.append(_written(conn, by_index[index], base))
     return fhir_response({"resourceType": "Bundle", "id": job.id, "type": "transaction-response", "entry": bundle_entries})
@@ -99,17 +98,3 @@ def _written(conn: Any, entry: dict[str, Any], base: str) -> dict[str, Any]:
         if not version.deleted:
             return {"fullUrl": f"{base}/{entry['key']}", "resource": version.resource(), "response": response}
     return {"response": response}
-
-
-def _read(conn: Any, url: str, base: str) -> dict[str, Any]:
-    try:
-        resource_type, resource_id = target(url)
-        if resource_id is None:
-            raise InvalidRequest("A GET entry reads one resource: Type/id", "request.url")
-    except PatchError as exc:
-        return {"response": {"status": str(exc.status), "outcome": exc.outcome}}
-    newest: StoredVersion | None = conn.newest(resource_type, resource_id)
-    if newest is None or newest.deleted:
-        return {"response": {"status": "404 Not Found" if newest is None else "410 Gone"}}
-    return {"fullUrl": f"{base}/{newest.key}", "resource": newest.resource(),
-            "response": {"status": "200 OK", "etag": etag(newest.version_id), "lastModified": fhir_instant(newest.last_updated)}}

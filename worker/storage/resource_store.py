@@ -35,8 +35,9 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from worker.patch.fhir_json import loads
 
-# (version number of the kept copy of the newest version, keep a newer copy): see KeyQueues.
-VersionHint = tuple[Callable[[str], int], Callable[["StoredVersion"], None]]
+# The copy of each resource's newest version kept in Redis (see KeyQueues), given as
+# (its version number, keep a newer copy, read the copy) for a resource key.
+VersionHint = tuple[Callable[[str], int], Callable[["StoredVersion"], None], Callable[[str], "str | None"]]
 
 
 class VersionConflict(Exception):
@@ -99,10 +100,18 @@ class ResourceStore:
     def __init__(self, db: Database[dict[str, Any]], hint: VersionHint | None = None) -> None:
         self._history: Collection[dict[str, Any]] = db["history"]
         self._events: Collection[dict[str, Any]] = db["job_events"]
-        self._read_hint, self._remember = hint or (lambda key: 0, lambda version: None)
+        self._read_hint, self._remember, self._read_copy = hint or (lambda key: 0, lambda version: None, lambda key: None)
 
     def ensure_indexes(self) -> None:
         self._history.create_index([("type", 1), ("id", 1), ("versionId", 1)], unique=True, name="type_id_version")
+        self._history.create_index([("job", 1)], name="job")
+
+    def written_by(self, job_id: str) -> StoredVersion | None:
+        """The version a job wrote, if it did (asked only when a job is delivered again, so its cost is rare)."""
+        doc = self._history.find_one({"job": job_id})
+        if doc is None or (doc.get("txn") and not self._committed(str(doc["txn"]))):
+            return None
+        return StoredVersion.from_document(doc)
 
     def version(self, resource_type: str, resource_id: str, version_id: int) -> StoredVersion | None:
         if version_id < 1:
@@ -123,17 +132,19 @@ class ResourceStore:
         ids = [f"{t}/{i}/{v}" for t, i, v in candidates]
         return self._history.delete_many({"_id": {"$in": ids}, "txn": transaction}).deleted_count if ids else 0
 
-    def latest(self, resource_type: str, resource_id: str, *, trust_hint: bool = False) -> StoredVersion | None:
-        """The newest version (None if the resource never existed).
+    def newest(self, resource_type: str, resource_id: str) -> StoredVersion | None:
+        """The newest version, from the Redis copy when there is one, else from MongoDB (and then copied).
 
-        `trust_hint` skips the check that no later version exists: for a writer, whose
-        commit would collide with such a version anyway and then learn the newest one.
-        """
+        A copy can only be behind for the moment between a commit and its copy; a writer that
+        used it collides with the newer version on commit and learns it, so no update is lost."""
+        copy = self._read_copy(f"{resource_type}/{resource_id}")
+        return StoredVersion.from_cache(copy) if copy else self.latest(resource_type, resource_id)
+
+    def latest(self, resource_type: str, resource_id: str) -> StoredVersion | None:
+        """The newest version according to MongoDB alone (None if the resource never existed)."""
         key = f"{resource_type}/{resource_id}"
         hint = self._read_hint(key)
         newest = self.version(resource_type, resource_id, hint) if hint else None
-        if trust_hint and newest is not None:
-            return newest
         if hint and newest is None:
             hint = 0  # a hint from elsewhere (or wrong): start again from the beginning
         step = 1

@@ -25,7 +25,7 @@ from worker.metrics import Metrics
 from worker.ordering import KeyQueues
 from worker.patch.errors import InvalidRequest, MalformedPatch, PatchError
 from worker.patch.fhir_json import loads
-from worker.results import etag, version_location
+from worker.results import etag, response_element
 from worker.service import utc_now
 from worker.storage import Database, StoredVersion
 from worker.storage.group_store import Group, entry_job_id
@@ -188,17 +188,7 @@ def _read_entry(newest: StoredVersion | None, base: str) -> dict[str, Any]:
 
 def entry_response(event: dict[str, Any], base: str) -> dict[str, Any]:
     """Bundle.entry.response (status, etag, lastModified, location, outcome) from a stored result."""
-    result = JobResult.from_document(event["result"])
-    response: dict[str, Any] = {"status": result.status_line}
-    if result.version_id is not None and event.get("key"):
-        resource_type, resource_id = str(event["key"]).split("/", 1)
-        response["etag"] = etag(result.version_id)
-        response["location"] = version_location(base, resource_type, resource_id, result.version_id)
-    if result.last_updated is not None:
-        response["lastModified"] = fhir_instant(result.last_updated)
-    if result.outcome:
-        response["outcome"] = result.outcome
-    return response
+    return response_element(JobResult.from_document(event["result"]), event.get("key"), base)
 
 
 def _empty_line() -> PatchError:

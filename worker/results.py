@@ -22,12 +22,13 @@ def version_location(base: str, resource_type: str, resource_id: str, version_id
     return f"{base}/{path}" if base else path
 
 
-def response_element(job: Job, result: JobResult, base: str) -> dict[str, Any]:
-    """Bundle.entry.response: status, and etag/lastModified/location for a version, outcome when there is one."""
+def response_element(result: JobResult, key: str | None, base: str) -> dict[str, Any]:
+    """Bundle.entry.response: status, and etag/lastModified/location for a version of `key` ("Type/id"), outcome when there is one."""
     response: dict[str, Any] = {"status": result.status_line}
-    if result.version_id is not None:
+    if result.version_id is not None and key:
+        resource_type, resource_id = key.split("/", 1)
         response["etag"] = etag(result.version_id)
-        response["location"] = version_location(base, job.request.resource_type, job.request.resource_id, result.version_id)
+        response["location"] = version_location(base, resource_type, resource_id, result.version_id)
     if isinstance(result.last_updated, datetime):
         response["lastModified"] = fhir_instant(result.last_updated)
     if result.outcome:
@@ -42,5 +43,5 @@ def result_bundle(job: Job, resource_text: str | None, base: str, *, include_res
     if include_resource and resource_text is not None and job.result.succeeded:
         entry["fullUrl"] = f"{base}/{job.request.key}" if base else job.request.key
         entry["resource"] = loads(resource_text.encode(), what="stored resource")
-    entry["response"] = response_element(job, job.result, base)
+    entry["response"] = response_element(job.result, job.request.key, base)
     return {"resourceType": "Bundle", "id": job.id, "type": "batch-response", "entry": [entry]}

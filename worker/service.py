@@ -131,7 +131,7 @@ class ChangeService:
         if committed:
             newest = versions[committed - 1]
             self._queues.remember_newest(newest.key, newest.version_id, newest.to_cache())
-        return self._finish_many(planned)
+        return [_leaving(job.id, job) for job in self._finish_many(planned)]
 
     def _index(self, changes: list[tuple[StoredVersion | None, StoredVersion]]) -> None:
         """Index identifiers the new versions add, before they are committed (so the index never misses one)."""
@@ -143,7 +143,8 @@ class ChangeService:
             entries += [(new.resource_type, system, value, new.resource_id) for system, value in added]
         self._db.identifiers.add(entries)
 
-    def _finish_many(self, planned: list[tuple[Job, JobResult, StoredVersion | None, str | None]]) -> list[Finished]:
+    def _finish_many(self, planned: list[tuple[Job, JobResult, StoredVersion | None, str | None]]) -> list[Job]:
+        """Record the outcomes (one bulk insert; a repeat changes nothing), publish the wake-ups, owe the callbacks."""
         now = self._clock()
         recorded = self._db.jobs.finish_many([result_event(job.id, job.key, result, now) for job, result, _, _ in planned])
         pipe = self._queues.pipeline()
@@ -152,12 +153,13 @@ class ChangeService:
             finished = job.finished(result, now)
             self._queues.publish_done(json.dumps({"job": job.id, "state": finished.state.value, "text": text,
                                                   "result": _jsonable(result.to_document())}), pipe)
-            if job.id in recorded and job.callback_url:
-                self._on_finished(finished)
-            ended.append(_leaving(job.id, finished))
+            if job.id in recorded:
+                log.info("job %s", finished.state.value, extra={"job_id": job.id, "key": job.key, "status": result.status,
+                                                                 "version": result.version_id})
+                if job.callback_url:
+                    self._on_finished(finished)
+            ended.append(finished)
         pipe.execute()
-        log.info("jobs ended", extra={"key": planned[0][0].key if planned else "", "count": len(planned),
-                                      "applied": sum(1 for _, r, _, _ in planned if r.succeeded)})
         return ended
 
     def run_job(self, job_id: str, payload: str | None = None, cached_newest: str | None = None) -> Job | None:
@@ -226,19 +228,7 @@ class ChangeService:
         return JobResult(201 if version.version_id == 1 else 200, version.version_id, version.last_updated), version.text
 
     def _finish(self, job: Job, result: JobResult, text: str | None) -> Job:
-        now = self._clock()
-        first = self._db.jobs.finish(job.id, job.key, result, now)
-        finished = job.finished(result, now)
-        pipe = self._queues.pipeline()
-        if first:
-            log.info("job %s", finished.state.value, extra={"job_id": job.id, "key": job.key, "status": result.status,
-                                                             "version": result.version_id})
-        self._queues.publish_done(json.dumps({"job": job.id, "state": finished.state.value, "text": text,
-                                              "result": _jsonable(result.to_document())}), pipe)
-        pipe.execute()
-        if first and job.callback_url:
-            self._on_finished(finished)
-        return finished
+        return self._finish_many([(job, result, None, text)])[0]
 
 
 def _leaving(job_id: str, job: Job | None) -> Finished:

@@ -19,10 +19,9 @@ from api.answers import accepted_answer
 from api.entries import entry_request
 from api.http import fhir_response, outcome_response, parse_prefer
 from api.routes.fhir import connections, fhir_base
-from worker.changes import fhir_instant
-from worker.jobs import Action, Job, JobRequest, JobState
+from worker.jobs import Action, Job, JobRequest, JobResult, JobState
 from worker.patch.errors import InvalidRequest
-from worker.results import etag, version_location
+from worker.results import response_element
 from worker.service import utc_now
 from worker.tasks import DRAIN_TASK
 from worker.transactions import TransactionEntry, encode_entries, transaction_keys
@@ -87,14 +86,9 @@ def transaction_answer(conn: Any, job: Job, base: str) -> Response:
 
 def _written(conn: Any, entry: dict[str, Any], base: str) -> dict[str, Any]:
     resource_type, resource_id = str(entry["key"]).split("/", 1)
-    status = int(entry["status"])
-    response: dict[str, Any] = {"status": f"{status} {'Created' if status == 201 else 'OK'}"}
     version = conn.database.resources.version(resource_type, resource_id, entry["versionId"]) if entry.get("versionId") else None
-    if entry.get("versionId"):
-        response["etag"] = etag(entry["versionId"])
-        response["location"] = version_location(base, resource_type, resource_id, entry["versionId"])
-    if version is not None:
-        response["lastModified"] = fhir_instant(version.last_updated)
-        if not version.deleted:
-            return {"fullUrl": f"{base}/{entry['key']}", "resource": version.resource(), "response": response}
+    result = JobResult(int(entry["status"]), entry.get("versionId"), version.last_updated if version is not None else None)
+    response = response_element(result, str(entry["key"]), base)
+    if version is not None and not version.deleted:
+        return {"fullUrl": f"{base}/{entry['key']}", "resource": version.resource(), "response": response}
     return {"response": response}

@@ -158,14 +158,6 @@ class JobStore:
         """Cancel a job no worker started (True, also when it was cancelled already); False once started."""
         return self._pass_gate(job_id, "cancel", now) == "cancel"
 
-    def finish(self, job_id: str, key: str, result: JobResult, now: datetime) -> bool:
-        """Record the outcome; False if an earlier delivery already did (that outcome stands)."""
-        try:
-            self._events.insert_one(result_event(job_id, key, result, now))
-            return True
-        except DuplicateKeyError:
-            return False
-
     def finish_many(self, events: list[dict[str, Any]]) -> set[str]:
         """Record several outcomes (`result_event`s) in one round trip; the job ids recorded now (repeats change nothing)."""
         if not events:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import signal
 import subprocess
@@ -12,7 +11,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -20,21 +18,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from worker.settings import Settings  # noqa: E402
+from tests.support.processes import provision_module  # noqa: E402
 from tests.support.service import peak_rss_mib  # noqa: E402,F401  (re-exported for the benchmarks)
 from worker.supervisor import service_processes  # noqa: E402
 
 
-def _provision() -> Any:
-    spec = importlib.util.spec_from_file_location("provision", ROOT / "scripts" / "provision.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @contextlib.contextmanager
 def running(workers: int, state: Path) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
-    provision = _provision()
+    provision = provision_module()
     with provision.services(state) as env:
         port = provision.free_port()
         token = uuid.uuid4().hex[:8]

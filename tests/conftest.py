@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from tests.support.processes import provision_module
 from worker.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _provision_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("provision", ROOT / "scripts" / "provision.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +25,7 @@ def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     if os.environ.get("FHIR_PATCH_REDIS_URL") and os.environ.get("FHIR_PATCH_MONGODB_URI"):
         yield {"FHIR_PATCH_REDIS_URL": os.environ["FHIR_PATCH_REDIS_URL"], "FHIR_PATCH_MONGODB_URI": os.environ["FHIR_PATCH_MONGODB_URI"]}
         return
-    provision = _provision_module()
+    provision = provision_module()
     with tempfile.TemporaryDirectory(prefix="fhir-patch-", dir=provision.scratch_dir()) as state, provision.services(Path(state)) as env:
         yield env
 

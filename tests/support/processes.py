@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import socket
@@ -11,10 +12,21 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import httpx
 
 LOOPBACK = "127.0.0.1"
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def provision_module() -> ModuleType:
+    """scripts/provision.py (a script, not a package module), loaded for tests and benchmarks."""
+    spec = importlib.util.spec_from_file_location("provision", ROOT / "scripts" / "provision.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:

@@ -5,18 +5,25 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import logging
+
 import anyio
 from fastapi import FastAPI
 
 from api.dependencies import Connections
 from api.http import install_error_handlers
-from api.routes import bundles, feeds, fhir, jobs, ops
+from api.routes import bundles, feeds, fhir, jobs, ops, provenance
 from worker.logs import configure_logging
 from worker.settings import Settings
+
+log = logging.getLogger("fhir_patch.api")
 
 
 def create_app(settings: Settings) -> FastAPI:
     """Build the API; connections open at startup and close at shutdown."""
+
+    if settings.auth_disabled:
+        log.warning("AUTHENTICATION IS DISABLED (FHIR_PATCH_AUTH_DISABLED=true): every request is accepted without a token")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -35,6 +42,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(feeds.router)  # before fhir: /fhir/$bulk-submit and /fhir/_async/... are not /fhir/{type}/...
     app.include_router(jobs.router)
     app.include_router(bundles.router)
+    app.include_router(provenance.router)  # before fhir: GET /fhir/Provenance is a search, not a read
     app.include_router(fhir.router)
     return app
 

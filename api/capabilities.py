@@ -23,7 +23,30 @@ def resource_types() -> tuple[str, ...]:
     return tuple(name for name in candidates if is_resource_type(name))
 
 
-def capability_statement(base: str) -> dict[str, Any]:
+_SMART = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}
+
+
+def security(auth_disabled: bool) -> dict[str, Any]:
+    """How clients authenticate (or, loudly, that they do not)."""
+    if auth_disabled:
+        return {"cors": False, "description": "AUTHENTICATION IS DISABLED (FHIR_PATCH_AUTH_DISABLED=true): every request is "
+                "accepted without a token. For development only."}
+    return {"cors": False, "service": [_SMART], "description": "OAuth 2.0 bearer tokens (JWT, RS256 or ES256) with SMART on FHIR "
+            "scopes, v1 (system/Type.read|write) or v2 (system/Type.cruds): read, vread and history need r, create c, update "
+            "and patch u (a PUT that creates c), delete d. Jobs are visible to the subject that submitted them only."}
+
+
+def _resource(name: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"type": name, "versioning": "versioned", "readHistory": True, "updateCreate": True,
+                             "interaction": [{"code": code} for code in _INTERACTIONS]}
+    if name == "Provenance":
+        entry["interaction"].append({"code": "search-type"})
+        entry["searchParam"] = [{"name": "target", "type": "reference",
+                                 "documentation": "Type/id/_history/n (one version) or Type/id (every version, newest first)"}]
+    return entry
+
+
+def capability_statement(base: str, auth_disabled: bool = False) -> dict[str, Any]:
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -36,7 +59,7 @@ def capability_statement(base: str) -> dict[str, Any]:
         "patchFormat": list(PATCH_MEDIA_TYPES),
         "rest": [{
             "mode": "server",
-            "resource": [{"type": name, "versioning": "versioned", "readHistory": True, "updateCreate": True,
-                          "interaction": [{"code": code} for code in _INTERACTIONS]} for name in resource_types()],
+            "security": security(auth_disabled),
+            "resource": [_resource(name) for name in resource_types()],
         }],
     }

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import redis
 from celery import Celery
 
+from api.auth import Authenticator
 from api.conditional import ConditionalResolver
 from api.groups import GroupIntake
 from api.intake import Intake
@@ -30,6 +31,7 @@ class Connections:
     intake: Intake
     groups: GroupIntake
     conditional: ConditionalResolver
+    authenticator: Authenticator
 
     @classmethod
     def open(cls, settings: Settings) -> Connections:
@@ -40,7 +42,7 @@ class Connections:
         metrics = Metrics(client, settings.namespace)
         waiter = ResultWaiter(settings.redis_url, queues.done_channel)
         return cls(settings, client, database, celery, queues, metrics, waiter, Intake(database, queues, metrics, celery, waiter),
-                   GroupIntake(database, queues, metrics, celery), ConditionalResolver(database))
+                   GroupIntake(database, queues, metrics, celery), ConditionalResolver(database), Authenticator(settings))
 
     def newest(self, resource_type: str, resource_id: str) -> StoredVersion | None:
         """The newest version: the Redis copy the workers keep, else MongoDB."""

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from api.http import check_id, parse_if_match
+from worker.access import CREATE, DELETE, READ, UPDATE, Principal
 from worker.jobs import Action, JobRequest
 from worker.patch import parse_patch
 from worker.patch.errors import InvalidRequest, InvalidResource, Issue, MalformedPatch, PatchError, ResourceNotFound, UnsupportedPatchFormat
@@ -97,6 +98,26 @@ def _delete(type_: str, id_: str | None, entry: dict[str, Any], if_match: int | 
 
 _METHODS: Mapping[str, Callable[[str, str | None, dict[str, Any], int | None], JobRequest]] = {
     "PATCH": _patch, "PUT": _put, "POST": _post, "DELETE": _delete}
+
+
+_PERMISSIONS: Mapping[str, tuple[str, ...]] = {"PATCH": (UPDATE,), "PUT": (UPDATE, CREATE), "POST": (CREATE,),
+                                               "DELETE": (DELETE,), "GET": (READ,)}
+
+
+def authorize_entry(entry: Any, caller: Principal, where: str) -> None:
+    """403 naming the entry unless the caller may do what it asks; checked before it is resolved or parsed.
+    An entry too malformed to tell is left to entry_request, which says what is wrong with it."""
+    request = entry.get("request") if isinstance(entry, dict) else None
+    if not isinstance(request, dict):
+        return
+    permissions = _PERMISSIONS.get(str(request.get("method", "")).upper())
+    resource_type = str(request.get("url", "")).lstrip("/").split("?")[0].split("/")[0]
+    if permissions and is_resource_type(resource_type):
+        caller.require(resource_type, *permissions, where=where)
+
+
+def is_read(entry: Any) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("request"), dict) and str(entry["request"].get("method", "")).upper() == "GET"
 
 
 def entry_request(entry: Any, where: str) -> JobRequest:

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from celery import Celery
 
 from api.conditional import ConditionalResolver
-from api.entries import entry_request, located, target
+from api.entries import authorize_entry, entry_request, located, target
+from api.http import log_refusal_event
+from worker.access import Actor, Principal
 from worker.changes import fhir_instant
 from worker.jobs import Job, JobResult, JobState
 from worker.metrics import Metrics
@@ -75,7 +77,7 @@ class GroupIntake:
         self._celery = celery
         self._conditional = ConditionalResolver(database)
 
-    def accept_lines(self, group_id: str, lines: list[tuple[int, bytes]]) -> tuple[int, int]:
+    def accept_lines(self, group_id: str, lines: list[tuple[int, bytes]], caller: Principal, request_id: str = "") -> tuple[int, int]:
         """A block of NDJSON feed lines; (accepted, refused) counts of what was new."""
         entries: list[tuple[int, Any]] = []
         for number, raw in lines:
@@ -83,11 +85,13 @@ class GroupIntake:
                 entries.append((number, loads(raw, what="entry") if raw.strip() else located(_empty_line(), f"line {number}")))
             except PatchError as exc:
                 entries.append((number, located(exc, f"line {number}")))
-        queued = self.accept_entries(group_id, entries, lambda n: f"line {n}")
+        queued = self.accept_entries(group_id, entries, lambda n: f"line {n}", caller, request_id)
         return len(queued), len(lines) - len(queued)
 
-    def accept_entries(self, group_id: str, entries: list[tuple[int, Any]], where: Callable[[int], str]) -> list[str]:
+    def accept_entries(self, group_id: str, entries: list[tuple[int, Any]], where: Callable[[int], str], caller: Principal,
+                       request_id: str = "") -> list[str]:
         """Entries (number, parsed entry or the PatchError already found); each valid one queued in order.
+        An entry the caller may not make fails alone, 403 in its own result.
 
         Returns the ids of the jobs newly queued (entries refused, or accepted by an earlier submission, are not)."""
         now = utc_now()
@@ -98,8 +102,13 @@ class GroupIntake:
             try:
                 if isinstance(entry, PatchError):
                     raise entry
-                jobs.append(Job(job_id, entry_request(self.resolved(entry, where(number)), where(number)), JobState.ACCEPTED, now))
+                authorize_entry(entry, caller, where(number))
+                request = entry_request(self.resolved(entry, where(number)), where(number))
+                actor = Actor(caller.subject, caller.client_id, caller.grants.on(request.resource_type), request_id)
+                jobs.append(Job(job_id, replace(request, actor=actor), JobState.ACCEPTED, now))
             except PatchError as exc:
+                if exc.status == 403:
+                    log_refusal_event(caller, group_id, where(number), exc)
                 refused.append(result_event(job_id, "", JobResult(exc.status, outcome=exc.outcome), now))
         new = self._db.jobs.accept_many(jobs)
         self._db.jobs.finish_many(refused)

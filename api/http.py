@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from worker.access import AccessError
 from worker.jobs import REASONS
 from worker.patch.errors import BodyTooLarge, InvalidRequest, Issue, PatchError, operation_outcome
 from worker.patch.fhir_json import dumps
@@ -35,7 +36,21 @@ def outcome_response(status: int, outcome: dict[str, Any], headers: dict[str, st
 
 
 def error_response(error: PatchError) -> Response:
-    return outcome_response(error.status, error.outcome)
+    headers = dict(error.headers) if isinstance(error, AccessError) else None
+    return outcome_response(error.status, error.outcome, headers)
+
+
+def log_refusal(request: Request, error: PatchError) -> None:
+    """A structured event for every 401/403: who, which client, which route, why. Never the token."""
+    principal = getattr(request.state, "principal", None)
+    log_refusal_event(principal, f"{request.method} {request.url.path}", "", error)
+
+
+def log_refusal_event(principal: Any, route: str, where: str, error: PatchError) -> None:
+    log.warning("access refused", extra={"event": "access.refused", "status": error.status,
+                                         "subject": getattr(principal, "subject", None),
+                                         "client": getattr(principal, "client_id", None),
+                                         "route": route, "entry": where or None, "reason": error.diagnostics})
 
 
 def http_date(when: datetime) -> str:
@@ -94,7 +109,9 @@ def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves as an OperationOutcome with the status decided by the PatchError tree; never a stack trace."""
 
     @app.exception_handler(PatchError)
-    async def _patch_error(_: Request, exc: PatchError) -> Response:
+    async def _patch_error(request: Request, exc: PatchError) -> Response:
+        if exc.status in (401, 403):
+            log_refusal(request, exc)
         return error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)

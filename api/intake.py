@@ -30,7 +30,8 @@ class Submission:
     request: JobRequest
     digest: str
     callback_url: str | None = None
-    idempotency_key: str | None = None
+    idempotency_key: str | None = None  # scoped to the subject (api.routes.fhir.idempotency_key)
+    shown_key: str | None = None  # the key as the client sent it, for messages
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,8 @@ class Intake:
             try:
                 bound = self._db.jobs.remember_key(submission.idempotency_key, submission.digest, job.id, now)
             except IdempotencyConflict as exc:
-                raise IdempotencyKeyReused(f"Idempotency-Key {submission.idempotency_key!r} was used for a different request "
-                                           f"(job {exc.job_id})", "Idempotency-Key") from exc
+                raise IdempotencyKeyReused(f"Idempotency-Key {submission.shown_key!r} was used for a different request",
+                                           "Idempotency-Key") from exc
             if bound != job.id:
                 return self._earlier(bound), False
         try:

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from pymongo import MongoClient
 
+from tests.support.tokens import TokenIssuer
 from tests.support.processes import api_argv, free_port, started, stop, wait_for, wait_http_ok, worker_argv
 from worker.settings import Settings, SettingsError
 
@@ -52,6 +53,7 @@ def test_mongodb_document_round_trip(isolated_settings: Settings) -> None:
 @pytest.mark.services
 def test_readyz_reports_a_real_worker_over_redis(isolated_env: dict[str, str], tmp_path: Path) -> None:
     port = free_port()
+    isolated_env = {**isolated_env, **TokenIssuer(tmp_path / "jwks.json").env()}
     with started(api_argv(port), isolated_env, tmp_path / "api.log"):
         wait_http_ok(f"http://127.0.0.1:{port}/healthz")
         before = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
@@ -123,7 +125,8 @@ def test_make_run_serves_readyz_uses_loopback_only_and_leaves_nothing_behind(tmp
     env = {k: v for k, v in os.environ.items() if k not in {"FHIR_PATCH_REDIS_URL", "FHIR_PATCH_MONGODB_URI", "MONGODB_URI"}}
     env.update(FHIR_PATCH_HTTP_PORT=str(port), FHIR_PATCH_DATABASE=f"run_{uuid.uuid4().hex[:8]}", FHIR_PATCH_NAMESPACE=f"run-{uuid.uuid4().hex[:8]}")
     argv = [sys.executable, str(ROOT / "scripts" / "provision.py"), "--state", str(tmp_path / "services"), "--",
-            str(Path(sys.executable).parent / "fhir-patch"), "serve", "--log-dir", str(tmp_path / "logs")]
+            str(Path(sys.executable).parent / "fhir-patch"), "serve", "--log-dir", str(tmp_path / "logs"),
+            "--auth-dir", str(tmp_path / "auth")]
     with open(tmp_path / "run.log", "wb") as out:
         run = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
@@ -136,12 +139,24 @@ def test_make_run_serves_readyz_uses_loopback_only_and_leaves_nothing_behind(tmp
         endpoints = _tcp_endpoints(_socket_inodes(tree | {run.pid}))
         assert endpoints, "expected the service's processes to hold TCP sockets"
         assert all(_is_loopback(local) and _is_loopback(remote) for local, remote in endpoints), endpoints
+        _development_token_works(port, tmp_path / "auth")
         run.send_signal(signal.SIGINT)
         assert run.wait(timeout=60) == 0
         wait_for(lambda: not any(Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text() for pid in tree),
                  20, "every process of make run stopped")
     finally:
         stop(run)
+
+
+def _development_token_works(port: int, auth_dir: Path) -> None:
+    """Secure by default: no token is 401; the quickstart's `fhir-patch token` gets in."""
+    base = f"http://127.0.0.1:{port}/fhir"
+    assert httpx.get(f"{base}/Patient/nobody", timeout=10).status_code == 401
+    assert (auth_dir / "dev-signing-key.pem").stat().st_mode & 0o077 == 0, "the private key is readable by its owner only"
+    token = subprocess.run([str(Path(sys.executable).parent / "fhir-patch"), "token", "--scope", "system/*.cruds",
+                            "--auth-dir", str(auth_dir)], capture_output=True, text=True, check=True).stdout.strip()
+    answer = httpx.get(f"{base}/Patient/nobody", headers={"authorization": f"Bearer {token}"}, timeout=10)
+    assert answer.status_code == 404, answer.text
 
 
 def test_compose_file_names_services_and_passes_the_settings_environment() -> None:

@@ -13,11 +13,10 @@ import logging
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
-
 import httpx
 from standardwebhooks.webhooks import Webhook
 
+from worker.callback_targets import CallbackRefused, CallbackTarget, checked_callback
 from worker.jobs import Job
 from worker.patch.fhir_json import dumps
 from worker.results import result_bundle
@@ -30,12 +29,7 @@ FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 300.0
 
 
-def callback_allowed(url: str, allow: tuple[str, ...]) -> bool:
-    """An http(s) URL starting with one of the configured prefixes."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
-        return False
-    return any(url.startswith(prefix) for prefix in allow)
+__all__ = ["CallbackRefused", "CallbackSender", "checked_callback", "http_client", "retry_delay"]
 
 
 def retry_delay(attempts: int, rng: random.Random) -> float:
@@ -65,7 +59,12 @@ class CallbackSender:
         job = self._db.jobs.get(job_id)
         if job is None or not job.callback_url or job.result is None or self._db.jobs.callback_state(job_id) != "pending":
             return Delivery("nothing-owed")
-        status = self._post(job, now)
+        try:
+            target = checked_callback(job.callback_url, self._settings.callback_allow)  # again: DNS and settings may change
+        except CallbackRefused as exc:
+            log.warning("callback refused at delivery: %s", exc, extra={"job_id": job.id})
+            return self._record(job, "gave-up", attempt, now, None)
+        status = self._post(job, target, now)
         if status is not None and 200 <= status < 300:
             return self._record(job, "delivered", attempt, now, status)
         if status == 410:
@@ -82,17 +81,18 @@ class CallbackSender:
         log.info("callback %s", state, extra={"job_id": job.id, "status": status, "attempt": attempts})
         return Delivery(state)
 
-    def _post(self, job: Job, now: datetime) -> int | None:
+    def _post(self, job: Job, target: CallbackTarget, now: datetime) -> int | None:
         assert self._webhook is not None and job.callback_url and job.result
         version = None
         if job.result.version_id is not None:
             version = self._db.resources.version(job.request.resource_type, job.request.resource_id, job.result.version_id)
         payload = dumps(result_bundle(job, version.text if version else None, self._settings.base_url))
         signature = self._webhook.sign(job.id, now, payload)
-        headers = {"content-type": "application/fhir+json", "webhook-id": job.id,
+        headers = {"content-type": "application/fhir+json", "webhook-id": job.id, "host": target.host_header,
                    "webhook-timestamp": str(int(now.timestamp())), "webhook-signature": signature}
-        try:
-            return self._client.post(job.callback_url, content=payload.encode(), headers=headers).status_code
+        extensions = {"sni_hostname": target.sni} if target.sni else None
+        try:  # to the address that was checked, never a fresh lookup
+            return self._client.post(target.connect_url, content=payload.encode(), headers=headers, extensions=extensions).status_code
         except httpx.HTTPError as exc:
             log.info("callback not reached: %s", exc, extra={"job_id": job.id})
             return None

@@ -13,11 +13,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from worker.access import CREATE, UPDATE, forbidden_issues
 from worker.jobs import Action, JobRequest
 from worker.patch import parse_patch
 from worker.patch.errors import MalformedPatch, ResourceExists, ResourceGone, ResourceNotFound, VersionMismatch
 from worker.patch.fhir_json import loads
-from worker.patch.policy import ElementPolicies
+from worker.patch.policy import ElementPolicies, policy_violations
+
+ClientPolicies = Mapping[str, ElementPolicies]
 
 
 @dataclass(frozen=True)
@@ -102,9 +105,26 @@ def _delete(request: JobRequest, existing: Existing | None, policies: ElementPol
 HANDLERS: Mapping[Action, Handler] = {Action.PATCH: _patch, Action.CREATE: _create, Action.UPDATE: _update, Action.DELETE: _delete}
 
 
-def plan_change(request: JobRequest, existing: Existing | None, policies: ElementPolicies) -> PlannedChange:
-    """The change `request` makes to `existing`; PatchError when it cannot be made."""
-    return HANDLERS[request.action](request, existing, policies)
+def plan_change(request: JobRequest, existing: Existing | None, policies: ElementPolicies,
+                client_policies: ClientPolicies | None = None) -> PlannedChange:
+    """The change `request` makes to `existing`; PatchError when it cannot be made (Forbidden when its
+    actor may not make it: a PUT that creates without `c`, or a change beyond the client's element policy)."""
+    planned = HANDLERS[request.action](request, existing, policies)
+    if request.actor is not None:
+        _police(request, existing, planned, (client_policies or {}).get(request.actor.client_id))
+    return planned
+
+
+def _police(request: JobRequest, existing: Existing | None, planned: PlannedChange, policy: ElementPolicies | None) -> None:
+    assert request.actor is not None
+    live = existing is not None and existing.resource is not None
+    if request.action == Action.UPDATE:
+        request.actor.may(UPDATE if live else CREATE, request.resource_type)
+    if policy and live and planned.write and planned.resource is not None and request.action in (Action.PATCH, Action.UPDATE):
+        assert existing is not None and existing.resource is not None
+        issues = policy_violations(existing.resource, planned.resource, policy)
+        if issues:
+            raise forbidden_issues(issues)
 
 
 def _informational(text: str) -> dict[str, Any]:

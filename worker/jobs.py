@@ -19,6 +19,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from worker.access import Actor
 from worker.patch.errors import Issue, operation_outcome
 
 
@@ -46,7 +47,8 @@ class Action(str, Enum):
 
 REASONS = {200: "OK", 201: "Created", 202: "Accepted", 400: "Bad Request", 404: "Not Found", 409: "Conflict",
            410: "Gone", 412: "Precondition Failed", 413: "Content Too Large", 415: "Unsupported Media Type",
-           422: "Unprocessable Entity", 500: "Internal Server Error"}
+           422: "Unprocessable Entity", 401: "Unauthorized", 403: "Forbidden", 429: "Too Many Requests",
+           500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 def resource_key(resource_type: str, resource_id: str) -> str:
@@ -75,6 +77,7 @@ class JobRequest:
     if_match: int | None = None
     snapshot_mode: tuple[str, ...] = ()
     strict: bool = False
+    actor: Actor | None = None  # who asked (None only for requests made before authentication existed)
 
     @property
     def key(self) -> str:
@@ -83,12 +86,13 @@ class JobRequest:
     def to_document(self) -> dict[str, Any]:
         return {"action": self.action.value, "type": self.resource_type, "id": self.resource_id, "body": self.body,
                 "contentType": self.content_type, "ifMatch": self.if_match, "snapshotMode": list(self.snapshot_mode),
-                "strict": self.strict}
+                "strict": self.strict, "actor": self.actor.to_document() if self.actor else None}
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> JobRequest:
         return cls(Action(doc["action"]), doc["type"], doc["id"], bytes(doc.get("body") or b""), doc.get("contentType", ""),
-                   doc.get("ifMatch"), tuple(doc.get("snapshotMode") or ()), bool(doc.get("strict")))
+                   doc.get("ifMatch"), tuple(doc.get("snapshotMode") or ()), bool(doc.get("strict")),
+                   Actor.from_document(doc.get("actor")))
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,16 @@ class Job:
     @property
     def key(self) -> str:
         return self.request.key
+
+    @property
+    def owner(self) -> str | None:
+        """The subject that submitted the job; only it (or a jobs admin) may see it."""
+        return self.request.actor.subject if self.request.actor else None
+
+    @property
+    def client(self) -> str:
+        """The client whose unfinished-job count this job is in ('' when none)."""
+        return self.request.actor.client_id if self.request.actor else ""
 
     def finished(self, result: JobResult, at: datetime) -> Job:
         state = JobState.APPLIED if result.succeeded else JobState.FAILED

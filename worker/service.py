@@ -27,6 +27,7 @@ from worker.jobs import Action, Job, JobResult, JobState
 from worker.ordering import Finished, Heads, KeyQueues
 from worker.patch.errors import PatchError
 from worker.patch.fhir_json import dumps
+from worker.provenance import provenance_text
 from worker.settings import Settings
 from worker.storage import Database, StoredVersion, VersionConflict
 from worker.storage.group_store import group_of
@@ -191,7 +192,7 @@ class ChangeService:
         request = job.request
         existing = Existing(current.version_id, None if current.deleted else current.resource()) if current else None
         try:
-            planned = plan_change(request, existing, self._settings.element_policies)
+            planned = plan_change(request, existing, self._settings.element_policies, self._settings.client_element_policies)
         except PatchError as exc:
             return JobResult(exc.status, outcome=exc.outcome), None, None
         except Exception:  # a bug must fail this job alone, never the key's queue
@@ -202,7 +203,8 @@ class ChangeService:
             return JobResult(planned.status, current.version_id, current.last_updated, planned.outcome), None, current.text
         version_id = current.version_id + 1 if current else 1
         text = dumps(stamped(planned.resource, request.resource_id, version_id, now)) if planned.resource is not None else None
-        new = StoredVersion(request.resource_type, request.resource_id, version_id, now, text, job.id, request.action.value)
+        new = StoredVersion(request.resource_type, request.resource_id, version_id, now, text, job.id, request.action.value,
+                            provenance=provenance_text(request, version_id, now, text is None, job.id))
         return JobResult(planned.status, version_id, now, planned.outcome), new, text
 
     def _apply(self, job: Job, current: StoredVersion | None) -> tuple[JobResult, str | None]:

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from worker.callback_targets import CallbackRefused, allow_entries
+
 
 class SettingsError(ValueError):
     """An environment variable holds a value that cannot be used."""
@@ -63,6 +65,37 @@ def _policies(env: Mapping[str, str], name: str) -> Mapping[str, tuple[str, ...]
     return {k: tuple(v) for k, v in loaded.items()}
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _client_policies(env: Mapping[str, str], name: str) -> Mapping[str, Mapping[str, tuple[str, ...]]]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return {}
+    try:
+        loaded = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{name} must be a JSON object: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise SettingsError(f'{name} must map client ids to policies, e.g. {{"registry-a": {{"DocumentReference": ["securityLabel"]}}}}')
+    return {client: _policies({name: json.dumps(policy)}, f"{name}[{client!r}]") for client, policy in loaded.items()}
+
+
+def _allow_list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    entries = _patterns(env, name)
+    try:
+        allow_entries(entries)
+    except CallbackRefused as exc:
+        raise SettingsError(f"{name}: {exc}") from exc
+    return entries
+
+
 def _mongodb_uri(env: Mapping[str, str]) -> str:
     # FHIR_PATCH_MONGODB_URI wins; MONGODB_URI is honoured as the common convention.
     return _text(env, "FHIR_PATCH_MONGODB_URI", env.get("MONGODB_URI", "") or "mongodb://127.0.0.1:27017")
@@ -87,9 +120,17 @@ class Settings:
     reconcile_interval_seconds: float = field(default=15.0, metadata={"env": "FHIR_PATCH_RECONCILE_INTERVAL_SECONDS", "doc": "How often the reconciler re-enqueues accepted jobs that Redis lost."})
     worker_ping_timeout_seconds: float = field(default=1.0, metadata={"env": "FHIR_PATCH_WORKER_PING_TIMEOUT_SECONDS", "doc": "How long /readyz waits for a Celery worker to answer a ping."})
     callback_secret: str = field(default="", metadata={"env": "FHIR_PATCH_CALLBACK_SECRET", "doc": "Standard Webhooks secret (whsec_... base64) used to sign callbacks."})
-    callback_allow: tuple[str, ...] = field(default=(), metadata={"env": "FHIR_PATCH_CALLBACK_ALLOW", "doc": "Comma-separated URL prefixes callbacks may target; empty refuses every callback."})
+    callback_allow: tuple[str, ...] = field(default=(), metadata={"env": "FHIR_PATCH_CALLBACK_ALLOW", "doc": "Comma-separated origins with an optional path prefix callbacks may target (https://hooks.example.org/fhir/; port * admits any port); empty refuses every callback."})
     callback_give_up_seconds: float = field(default=3600.0, metadata={"env": "FHIR_PATCH_CALLBACK_GIVE_UP_SECONDS", "doc": "How long failed callbacks are retried before giving up."})
     element_policies: Mapping[str, tuple[str, ...]] = field(default_factory=dict, metadata={"env": "FHIR_PATCH_ELEMENT_POLICIES", "doc": 'JSON: resource type -> elements a patch may change, e.g. {"DocumentReference": ["securityLabel"]}.'})
+    auth_jwks: str = field(default="", metadata={"env": "FHIR_PATCH_AUTH_JWKS", "doc": "JWKS that signs bearer tokens: an http(s):// URL or a file path. `fhir-patch serve` makes a development key when unset."})
+    auth_issuer: str = field(default="", metadata={"env": "FHIR_PATCH_AUTH_ISSUER", "doc": "Required `iss` of bearer tokens."})
+    auth_audience: str = field(default="", metadata={"env": "FHIR_PATCH_AUTH_AUDIENCE", "doc": "Required `aud` of bearer tokens."})
+    auth_disabled: bool = field(default=False, metadata={"env": "FHIR_PATCH_AUTH_DISABLED", "doc": "true: no authentication or scopes at all (logged at start, stated in the CapabilityStatement). Never in production."})
+    metrics_loopback: bool = field(default=False, metadata={"env": "FHIR_PATCH_METRICS_LOOPBACK", "doc": "true: /metrics answers loopback clients without a token; otherwise it needs the scope system/metrics.read."})
+    client_element_policies: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict, metadata={"env": "FHIR_PATCH_CLIENT_ELEMENT_POLICIES", "doc": 'JSON: client id -> policy as in FHIR_PATCH_ELEMENT_POLICIES; narrows the global one for that client (403 beyond it).'})
+    max_unfinished_per_client: int = field(default=100_000, metadata={"env": "FHIR_PATCH_MAX_UNFINISHED_PER_CLIENT", "doc": "Jobs a client may have accepted and not finished; past it 429 with Retry-After."})
+    max_queue_depth: int = field(default=1_000_000, metadata={"env": "FHIR_PATCH_MAX_QUEUE_DEPTH", "doc": "Jobs the whole service may have accepted and not finished; past it 503 with Retry-After."})
     log_level: str = field(default="INFO", metadata={"env": "FHIR_PATCH_LOG_LEVEL", "doc": "Python log level of API and workers."})
 
     @classmethod
@@ -113,9 +154,17 @@ class Settings:
             reconcile_interval_seconds=_number(source, "FHIR_PATCH_RECONCILE_INTERVAL_SECONDS", d.reconcile_interval_seconds),
             worker_ping_timeout_seconds=_number(source, "FHIR_PATCH_WORKER_PING_TIMEOUT_SECONDS", d.worker_ping_timeout_seconds),
             callback_secret=_text(source, "FHIR_PATCH_CALLBACK_SECRET", d.callback_secret),
-            callback_allow=_patterns(source, "FHIR_PATCH_CALLBACK_ALLOW"),
+            callback_allow=_allow_list(source, "FHIR_PATCH_CALLBACK_ALLOW"),
             callback_give_up_seconds=_number(source, "FHIR_PATCH_CALLBACK_GIVE_UP_SECONDS", d.callback_give_up_seconds),
             element_policies=_policies(source, "FHIR_PATCH_ELEMENT_POLICIES"),
+            auth_jwks=_text(source, "FHIR_PATCH_AUTH_JWKS", d.auth_jwks),
+            auth_issuer=_text(source, "FHIR_PATCH_AUTH_ISSUER", d.auth_issuer),
+            auth_audience=_text(source, "FHIR_PATCH_AUTH_AUDIENCE", d.auth_audience),
+            auth_disabled=_flag(source, "FHIR_PATCH_AUTH_DISABLED"),
+            metrics_loopback=_flag(source, "FHIR_PATCH_METRICS_LOOPBACK"),
+            client_element_policies=_client_policies(source, "FHIR_PATCH_CLIENT_ELEMENT_POLICIES"),
+            max_unfinished_per_client=_integer(source, "FHIR_PATCH_MAX_UNFINISHED_PER_CLIENT", d.max_unfinished_per_client),
+            max_queue_depth=_integer(source, "FHIR_PATCH_MAX_QUEUE_DEPTH", d.max_queue_depth),
             log_level=_text(source, "FHIR_PATCH_LOG_LEVEL", d.log_level).upper(),
         )
 

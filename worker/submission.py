@@ -48,7 +48,12 @@ def _counts(parameters: dict[str, Any]) -> dict[str, int]:
     return {p["name"]: p["valueInteger"] for p in parameters.get("parameter", []) if "valueInteger" in p}
 
 
-def submit(feed: Path, server: str, idempotency_key: str | None, failures: Path | None, console: Console) -> Summary:
+def _auth(token: str | None) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
+def submit(feed: Path, server: str, idempotency_key: str | None, failures: Path | None, console: Console,
+           token: str | None = None) -> Summary:
     """Send the feed, follow it to the end, write its failures; the summary of what happened."""
     base = server.rstrip("/")
     total = _count_lines(feed)
@@ -56,7 +61,7 @@ def submit(feed: Path, server: str, idempotency_key: str | None, failures: Path 
     if idempotency_key:
         headers["idempotency-key"] = idempotency_key
     started = time.monotonic()
-    with httpx.Client(timeout=httpx.Timeout(600.0, connect=10.0), trust_env=False) as client:
+    with httpx.Client(timeout=httpx.Timeout(600.0, connect=10.0), trust_env=False, headers=_auth(token)) as client:
         answer = client.post(f"{base}/$bulk-submit", content=_chunks(feed), headers=headers)
         if answer.status_code != 202:
             raise SystemExit(f"fhir-patch: the server refused the feed: {answer.status_code} {answer.text[:500]}")
@@ -111,9 +116,9 @@ def summary_table(summary: Summary) -> Table:
     return table
 
 
-def status(job: str, server: str, console: Console) -> int:
+def status(job: str, server: str, console: Console, token: str | None = None) -> int:
     """Show any job or feed: its HTTP answer, progress, and counts or result."""
-    with httpx.Client(timeout=30, trust_env=False) as client:
+    with httpx.Client(timeout=30, trust_env=False, headers=_auth(token)) as client:
         answer = client.get(f"{server.rstrip('/')}/_async/{job}")
     console.print(f"{answer.status_code} {answer.reason_phrase}" + (f"  progress: {answer.headers['x-progress']}" if "x-progress" in answer.headers else ""))
     body = answer.json() if answer.content else {}

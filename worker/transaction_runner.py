@@ -27,6 +27,7 @@ from worker.changes import Existing, stamped
 from worker.jobs import Job, JobResult
 from worker.ordering import Finished, KeyQueues
 from worker.patch.fhir_json import dumps
+from worker.provenance import provenance_text
 from worker.settings import Settings
 from worker.storage import Database, StoredVersion
 from worker.storage.job_store import result_event
@@ -93,7 +94,7 @@ class TransactionRunner:
     def _plan(self, job: Job, entries: list[TransactionEntry], current: dict[str, StoredVersion | None]) -> tuple[JobResult, list[StoredVersion]]:
         existing = {k: (Existing(v.version_id, None if v.deleted else v.resource()) if v else None) for k, v in current.items()}
         try:
-            planned = plan_transaction(entries, existing, self._settings.element_policies)
+            planned = plan_transaction(entries, existing, self._settings.element_policies, self._settings.client_element_policies)
         except EntryFailed as failed:
             return JobResult(failed.status, outcome=failed.outcome), []
         now = self._clock()
@@ -108,7 +109,8 @@ class TransactionRunner:
             version_id = (old.version_id if old else 0) + 1
             text = dumps(stamped(change.resource, request.resource_id, version_id, now)) if change.resource is not None else None
             versions.append(StoredVersion(request.resource_type, request.resource_id, version_id, now, text, job.id,
-                                          request.action.value, transaction=job.id))
+                                          request.action.value, transaction=job.id,
+                                          provenance=provenance_text(request, version_id, now, text is None, job.id)))
             results.append({"index": entry.index, "key": request.key, "status": change.status, "versionId": version_id,
                             "lastUpdated": now})
         return JobResult(200, entries=sorted(results, key=lambda r: int(r["index"]))), versions

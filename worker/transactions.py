@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from worker.changes import Existing, PlannedChange, plan_change
+from worker.changes import ClientPolicies, Existing, PlannedChange, plan_change
 from worker.jobs import Action, JobRequest
 from worker.patch.errors import Issue, PatchError
 from worker.patch.policy import ElementPolicies
@@ -62,12 +62,13 @@ def transaction_keys(entries: list[TransactionEntry]) -> list[str]:
 
 
 def plan_transaction(entries: list[TransactionEntry], existing: Mapping[str, Existing | None],
-                     policies: ElementPolicies) -> list[tuple[TransactionEntry, PlannedChange]]:
+                     policies: ElementPolicies, client_policies: ClientPolicies | None = None
+                     ) -> list[tuple[TransactionEntry, PlannedChange]]:
     """Every entry's change, in FHIR order; EntryFailed at the first that cannot be made."""
     planned = []
     for entry in in_fhir_order(entries):
         try:
-            planned.append((entry, plan_change(entry.request, existing.get(entry.request.key), policies)))
+            planned.append((entry, plan_change(entry.request, existing.get(entry.request.key), policies, client_policies)))
         except PatchError as exc:
             raise EntryFailed(entry, exc) from exc
     return planned

@@ -15,10 +15,13 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from api.auth import Caller
+from api.entries import is_read
 from api.http import parse_prefer, read_body
 from api.routes.feeds import group_id_for, group_status, status_answer
-from api.routes.fhir import connections, fhir_base
+from api.routes.fhir import connections, request_id
 from api.routes.transactions import transaction
+from worker.access import READ, Principal
 from worker.patch.errors import InvalidRequest, MalformedPatch
 from worker.patch.fhir_json import loads
 from worker.service import utc_now
@@ -29,7 +32,7 @@ router = APIRouter(prefix="/fhir")
 
 @router.post("")
 @router.post("/")
-async def bundle(request: Request) -> Response:
+async def bundle(request: Request, caller: Caller) -> Response:
     conn = connections(request)
     document = loads(await read_body(request, conn.settings.max_body_bytes), what="Bundle")
     if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
@@ -41,30 +44,33 @@ async def bundle(request: Request) -> Response:
     if not isinstance(entries, list):
         raise MalformedPatch("Bundle.entry must be a list", "Bundle.entry")
     if kind == "transaction":
-        return await transaction(request, entries)
-    reads = {n: str(e["request"].get("url")) for n, e in enumerate(entries, 1) if _is_read(e)}
+        return await transaction(request, entries, caller)
+    # A GET entry the caller may not read goes with the writes, where it fails alone with 403.
+    reads = {n: str(e["request"].get("url")) for n, e in enumerate(entries, 1) if is_read(e) and _readable(caller, e)}
     writes = [(n, e) for n, e in enumerate(entries, 1) if n not in reads]
-    group_id = group_id_for(request.headers.get("idempotency-key"))
-    fresh = await anyio.to_thread.run_sync(lambda: conn.database.groups.open(group_id, "batch", utc_now(), reads))
+    group_id = group_id_for(request.headers.get("idempotency-key"), caller.subject)
+    fresh = await anyio.to_thread.run_sync(lambda: conn.database.groups.open(group_id, "batch", utc_now(), reads, caller.subject))
     prefer = parse_prefer(request.headers.get("prefer"))
     # Register for every entry before any is queued (a fast worker must not finish one unseen); entries refused
     # at intake never run, so their waits are dropped as soon as the intake says which they are.
     waiting = {entry_job_id(group_id, n): conn.waiter.register(entry_job_id(group_id, n)) for n, _ in writes}
     queued: list[str] = []
     if fresh:
-        queued = await anyio.to_thread.run_sync(conn.groups.accept_entries, group_id, writes, lambda n: f"Bundle.entry[{n - 1}]")
+        queued = await anyio.to_thread.run_sync(conn.groups.accept_entries, group_id, writes, lambda n: f"Bundle.entry[{n - 1}]",
+                                                caller, request_id(request))
         await anyio.to_thread.run_sync(conn.database.groups.close, group_id, len(entries), len(writes) - len(queued), utc_now())
     for job_id in set(waiting) - set(queued):
         conn.waiter.forget(job_id)
     if "respond-async" in prefer or not queued:
         for job_id in queued:
             conn.waiter.forget(job_id)
-        return await status_answer(request, group_id)
+        return await status_answer(request, group_id, caller)
     await asyncio.wait([asyncio.ensure_future(conn.waiter.wait(j, waiting[j], conn.settings.sync_wait_seconds)) for j in queued])
-    answer = await group_status(request, group_id)
+    answer = await group_status(request, group_id, caller)
     assert answer is not None
     return answer
 
 
-def _is_read(entry: Any) -> bool:
-    return isinstance(entry, dict) and isinstance(entry.get("request"), dict) and str(entry["request"].get("method", "")).upper() == "GET"
+def _readable(caller: Principal, entry: Any) -> bool:
+    resource_type = str(entry["request"].get("url", "")).lstrip("/").split("?")[0].split("/")[0]
+    return caller.grants.allows(resource_type, READ)

@@ -15,9 +15,11 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
+from api.auth import Caller
 from api.groups import BLOCK_ENTRIES, Progress
 from api.http import fhir_response
-from api.routes.fhir import connections, fhir_base
+from api.routes.fhir import connections, fhir_base, request_id
+from worker.access import Principal
 from worker.patch.errors import BodyTooLarge, UnknownJob, UnsupportedPatchFormat
 from worker.service import utc_now
 
@@ -25,22 +27,24 @@ router = APIRouter(prefix="/fhir")
 NDJSON_TYPES = ("application/fhir+ndjson", "application/ndjson", "application/x-ndjson")
 
 
-def group_id_for(idempotency_key: str | None) -> str:
-    """The same Idempotency-Key names the same group, so a resubmitted feed is accepted line by line only once."""
+def group_id_for(idempotency_key: str | None, subject: str) -> str:
+    """The same Idempotency-Key of the same subject names the same group, so a resubmitted feed is accepted line
+    by line only once (another subject's key names another group)."""
     if idempotency_key:
-        return "g" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:23]
+        return "g" + hashlib.sha256(json.dumps([subject, idempotency_key]).encode()).hexdigest()[:23]
     return "g" + uuid.uuid4().hex[:23]
 
 
 @router.post("/$bulk-submit")
-async def bulk_submit(request: Request) -> Response:
+async def bulk_submit(request: Request, caller: Caller) -> Response:
     """Accept an NDJSON feed, one entry per line, streamed in blocks; 202 with the group's status location."""
     conn = connections(request)
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in NDJSON_TYPES:
         raise UnsupportedPatchFormat(f"A feed is NDJSON ({', '.join(NDJSON_TYPES)}), not {kind!r}", "Content-Type")
-    group_id = group_id_for(request.headers.get("idempotency-key"))
-    await anyio.to_thread.run_sync(conn.database.groups.open, group_id, "feed", utc_now())
+    group_id = group_id_for(request.headers.get("idempotency-key"), caller.subject)
+    await anyio.to_thread.run_sync(conn.database.groups.open, group_id, "feed", utc_now(), None, caller.subject)
+    rid = request_id(request)
     number, rejected, block, pending = 0, 0, [], b""
     limit = conn.settings.max_body_bytes
     async for chunk in request.stream():
@@ -51,24 +55,24 @@ async def bulk_submit(request: Request) -> Response:
             number += 1
             block.append((number, raw))
         if len(block) >= BLOCK_ENTRIES:
-            rejected += (await anyio.to_thread.run_sync(conn.groups.accept_lines, group_id, block))[1]
+            rejected += (await anyio.to_thread.run_sync(conn.groups.accept_lines, group_id, block, caller, rid))[1]
             block = []
     if pending.strip():
         number += 1
         block.append((number, pending))
     if block:
-        rejected += (await anyio.to_thread.run_sync(conn.groups.accept_lines, group_id, block))[1]
+        rejected += (await anyio.to_thread.run_sync(conn.groups.accept_lines, group_id, block, caller, rid))[1]
     group_store = conn.database.groups
     await anyio.to_thread.run_sync(group_store.close, group_id, number, rejected, utc_now())
-    return await status_answer(request, group_id)
+    return await status_answer(request, group_id, caller)
 
 
 @router.get("/_async/{group_id}/results")
-async def results(group_id: str, request: Request) -> Response:
+async def results(group_id: str, request: Request, caller: Caller) -> Response:
     """One NDJSON line per entry, in entry order: status, etag, location, outcome (or `pending`)."""
     conn = connections(request)
     group = await anyio.to_thread.run_sync(conn.database.groups.get, group_id)
-    if group is None or group.total is None:
+    if group is None or group.total is None or not caller.owns(group.owner):
         raise UnknownJob(f"No finished intake for group {group_id!r}", "group")
     base = fhir_base(request)
 
@@ -78,22 +82,23 @@ async def results(group_id: str, request: Request) -> Response:
     return StreamingResponse(lines(), media_type="application/fhir+ndjson")
 
 
-async def group_status(request: Request, group_id: str) -> Response | None:
-    """The polling answer for a group (None when no such group): 202 with X-Progress while entries are pending."""
-    return await _status(request, group_id, accepted_answer=False)
+async def group_status(request: Request, group_id: str, caller: Principal) -> Response | None:
+    """The polling answer for a group (None when no such group, or not the caller's): 202 with X-Progress while
+    entries are pending."""
+    return await _status(request, group_id, caller, accepted_answer=False)
 
 
-async def status_answer(request: Request, group_id: str) -> Response:
+async def status_answer(request: Request, group_id: str, caller: Principal) -> Response:
     """202 Accepted for a group just recorded, with its progress."""
-    answer = await _status(request, group_id, accepted_answer=True)
+    answer = await _status(request, group_id, caller, accepted_answer=True)
     assert answer is not None
     return answer
 
 
-async def _status(request: Request, group_id: str, accepted_answer: bool) -> Response | None:
+async def _status(request: Request, group_id: str, caller: Principal, accepted_answer: bool) -> Response | None:
     conn = connections(request)
     group = await anyio.to_thread.run_sync(conn.database.groups.get, group_id)
-    if group is None:
+    if group is None or not caller.owns(group.owner):
         return None
     progress: Progress = await anyio.to_thread.run_sync(conn.groups.progress, group)
     base = fhir_base(request)

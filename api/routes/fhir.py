@@ -6,7 +6,10 @@ I/O), build a JobRequest, and let the intake accept it.
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -14,12 +17,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.answers import accepted_answer, sync_answer
+from api.auth import Caller
 from api.capabilities import capability_statement
 from api.dependencies import Connections
 from api.entries import checked_resource
 from api.http import check_id, fhir_response, http_date, parse_if_match, parse_prefer, parse_snapshot_mode, read_body
 from api.intake import Finished, Submission
-from worker.callbacks import callback_allowed
+from worker.access import CREATE, DELETE, READ, UPDATE, Actor, Principal
+from worker.callbacks import CallbackRefused, checked_callback
 from worker.changes import fhir_instant
 from worker.jobs import Action, JobRequest, body_digest
 from worker.patch import parse_patch
@@ -32,6 +37,7 @@ from worker.storage import StoredVersion
 
 router = APIRouter(prefix="/fhir")
 _HISTORY_METHODS = {"create": "POST", "update": "PUT", "patch": "PATCH", "delete": "DELETE"}
+_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
 def connections(request: Request) -> Connections:
@@ -52,62 +58,72 @@ def _resource_type(name: str) -> str:
 
 @router.get("/metadata")
 async def metadata(request: Request) -> Response:
-    return fhir_response(await anyio.to_thread.run_sync(capability_statement, fhir_base(request)))
+    """The CapabilityStatement: the one route under /fhir that needs no token."""
+    disabled = connections(request).settings.auth_disabled
+    return fhir_response(await anyio.to_thread.run_sync(capability_statement, fhir_base(request), disabled))
 
 
 @router.patch("/{resource_type}/{resource_id}")
-async def patch(resource_type: str, resource_id: str, request: Request) -> Response:
-    job = JobRequest(Action.PATCH, _resource_type(resource_type), check_id(resource_id), await _body(request),
+async def patch(resource_type: str, resource_id: str, request: Request, caller: Caller) -> Response:
+    caller.require(_resource_type(resource_type), UPDATE)
+    job = JobRequest(Action.PATCH, resource_type, check_id(resource_id), await _body(request),
                      request.headers.get("content-type", ""), parse_if_match(request.headers.get("if-match")),
                      strict=request.query_params.get("_strict", "").lower() == "true")
     parse_patch(job.body, job.content_type, strict=job.strict)  # a malformed patch is refused before anything is queued
-    return await _submit(request, job)
+    return await _submit(request, job, caller)
 
 
 @router.patch("/{resource_type}")
-async def conditional_patch(resource_type: str, request: Request) -> Response:
+async def conditional_patch(resource_type: str, request: Request, caller: Caller) -> Response:
     """PATCH [base]/Type?identifier=system|value: the one matching resource (404 none, 412 several)."""
+    caller.require(_resource_type(resource_type), UPDATE)  # before the index is asked anything
     query = request.url.query
     if not query:
         raise InvalidRequest("PATCH [base]/Type needs a condition: ?identifier=system|value", "request.url")
     resolver = connections(request).conditional
-    resource_id = await anyio.to_thread.run_sync(resolver.resolve, _resource_type(resource_type), query)
-    return await patch(resource_type, resource_id, request)
+    resource_id = await anyio.to_thread.run_sync(resolver.resolve, resource_type, query)
+    return await patch(resource_type, resource_id, request, caller)
 
 
 @router.put("/{resource_type}/{resource_id}")
-async def update(resource_type: str, resource_id: str, request: Request) -> Response:
-    resource = _resource_body(request, _resource_type(resource_type), await _body(request), check_id(resource_id))
+async def update(resource_type: str, resource_id: str, request: Request, caller: Caller) -> Response:
+    """Update, or create at this id: either permission admits it here; the worker checks the one it turns out to need."""
+    caller.require(_resource_type(resource_type), UPDATE, CREATE)
+    resource = _resource_body(request, resource_type, await _body(request), check_id(resource_id))
     job = JobRequest(Action.UPDATE, resource_type, resource_id, dumps(resource).encode(), "application/fhir+json",
                      parse_if_match(request.headers.get("if-match")), parse_snapshot_mode(request.headers.get("x-meta-snapshot-mode")))
-    return await _submit(request, job)
+    return await _submit(request, job, caller)
 
 
 @router.post("/{resource_type}")
-async def create(resource_type: str, request: Request) -> Response:
-    resource = _resource_body(request, _resource_type(resource_type), await _body(request), None)
+async def create(resource_type: str, request: Request, caller: Caller) -> Response:
+    caller.require(_resource_type(resource_type), CREATE)
+    resource = _resource_body(request, resource_type, await _body(request), None)
     resource_id = str(uuid.uuid4())
     job = JobRequest(Action.CREATE, resource_type, resource_id, dumps({**resource, "id": resource_id}).encode(), "application/fhir+json")
-    return await _submit(request, job)
+    return await _submit(request, job, caller)
 
 
 @router.delete("/{resource_type}/{resource_id}")
-async def delete(resource_type: str, resource_id: str, request: Request) -> Response:
-    job = JobRequest(Action.DELETE, _resource_type(resource_type), check_id(resource_id),
+async def delete(resource_type: str, resource_id: str, request: Request, caller: Caller) -> Response:
+    caller.require(_resource_type(resource_type), DELETE)
+    job = JobRequest(Action.DELETE, resource_type, check_id(resource_id),
                      if_match=parse_if_match(request.headers.get("if-match")))
-    return await _submit(request, job)
+    return await _submit(request, job, caller)
 
 
 @router.get("/{resource_type}/{resource_id}")
-async def read(resource_type: str, resource_id: str, request: Request) -> Response:
-    latest = await anyio.to_thread.run_sync(connections(request).newest, _resource_type(resource_type), check_id(resource_id))
+async def read(resource_type: str, resource_id: str, request: Request, caller: Caller) -> Response:
+    caller.require(_resource_type(resource_type), READ)
+    latest = await anyio.to_thread.run_sync(connections(request).newest, resource_type, check_id(resource_id))
     if latest is None:
         raise ResourceNotFound(f"{resource_type}/{resource_id} does not exist", "id")
     return _version_answer(latest, request)
 
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}")
-async def vread(resource_type: str, resource_id: str, version_id: str, request: Request) -> Response:
+async def vread(resource_type: str, resource_id: str, version_id: str, request: Request, caller: Caller) -> Response:
+    caller.require(_resource_type(resource_type), READ)
     if not version_id.isdigit():
         raise InvalidRequest(f"Version {version_id!r} is not a version number", "vid")
     store = connections(request).database.resources
@@ -118,7 +134,8 @@ async def vread(resource_type: str, resource_id: str, version_id: str, request: 
 
 
 @router.get("/{resource_type}/{resource_id}/_history")
-async def history(resource_type: str, resource_id: str, request: Request) -> Response:
+async def history(resource_type: str, resource_id: str, request: Request, caller: Caller) -> Response:
+    caller.require(_resource_type(resource_type), READ)
     count = request.query_params.get("_count", "100")
     if not count.isdigit() or not 0 < int(count) <= 1000:
         raise InvalidRequest("_count must be a whole number from 1 to 1000", "_count")
@@ -167,18 +184,47 @@ def _resource_body(request: Request, resource_type: str, body: bytes, resource_i
     return checked_resource(resource, resource_type, resource_id)
 
 
-async def _submit(request: Request, job: JobRequest) -> Response:
+def acting(request: Request, caller: Principal, job: JobRequest) -> JobRequest:
+    """The job with who asks for it: subject, client, the permissions granted on its type, the X-Request-Id."""
+    return replace(job, actor=Actor(caller.subject, caller.client_id, caller.grants.on(job.resource_type), request_id(request)))
+
+
+def request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id")
+    if given is None:
+        return ""
+    if not _REQUEST_ID.match(given):
+        raise InvalidRequest("X-Request-Id must be 1 to 200 visible ASCII characters", "X-Request-Id")
+    return given
+
+
+def idempotency_key(request: Request, caller: Principal) -> str | None:
+    """The client's Idempotency-Key, scoped to its subject (another subject's key is another key)."""
+    given = request.headers.get("idempotency-key")
+    return json.dumps([caller.subject, given]) if given else None
+
+
+async def _submit(request: Request, job: JobRequest, caller: Principal) -> Response:
     conn = connections(request)
+    job = acting(request, caller, job)
     prefer = parse_prefer(request.headers.get("prefer"))
     callback = request.headers.get("x-callback-url")
-    if callback is not None and not (conn.settings.callback_secret and callback_allowed(callback, conn.settings.callback_allow)):
-        raise InvalidRequest(f"X-Callback-URL {callback!r} is not allowed: it must start with one of the configured prefixes "
-                             f"({', '.join(conn.settings.callback_allow) or 'none configured'})", "X-Callback-URL")
+    if callback is not None:
+        await anyio.to_thread.run_sync(_check_callback, conn, callback)
     digest = body_digest(request.method, job.key, job.content_type, job.body, str(job.if_match), ",".join(job.snapshot_mode), callback or "")
-    submission = Submission(job, digest, callback, request.headers.get("idempotency-key"))
+    submission = Submission(job, digest, callback, idempotency_key(request, caller), request.headers.get("idempotency-key"))
     wait = None if "respond-async" in prefer else conn.settings.sync_wait_seconds
     answer = await conn.intake.submit(submission, wait)
     base = fhir_base(request)
     if isinstance(answer, Finished):
         return sync_answer(answer, base, prefer)
     return accepted_answer(answer, base)
+
+
+def _check_callback(conn: Connections, url: str) -> None:
+    if not conn.settings.callback_secret:
+        raise InvalidRequest("X-Callback-URL is not available: no FHIR_PATCH_CALLBACK_SECRET is configured", "X-Callback-URL")
+    try:
+        checked_callback(url, conn.settings.callback_allow)
+    except CallbackRefused as exc:
+        raise InvalidRequest(f"X-Callback-URL {url!r} is not allowed: {exc}", "X-Callback-URL") from exc

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.answers import poll_answer
+from api.auth import Caller
 from api.http import fhir_response
 from api.routes.feeds import group_status
 from api.routes.fhir import connections, fhir_base
@@ -19,12 +20,15 @@ router = APIRouter(prefix="/fhir")
 
 
 @router.get("/_async/{job_id}")
-async def poll(job_id: str, request: Request) -> Response:
-    """202 with X-Progress while pending, 200 with the batch-response Bundle when done, 404 if unknown, expired or cancelled."""
+async def poll(job_id: str, request: Request, caller: Caller) -> Response:
+    """202 with X-Progress while pending, 200 with the batch-response Bundle when done, 404 if unknown, expired,
+    cancelled, or someone else's."""
     conn = connections(request)
     job = await anyio.to_thread.run_sync(conn.database.jobs.get, job_id)
+    if job is not None and not caller.owns(job.owner):
+        job = None
     if job is None:
-        answer = await group_status(request, job_id)
+        answer = await group_status(request, job_id, caller)
         if answer is not None:
             return answer
     if job is None or job.state == JobState.CANCELLED:
@@ -36,13 +40,16 @@ async def poll(job_id: str, request: Request) -> Response:
 
 
 @router.delete("/_async/{job_id}")
-async def cancel(job_id: str, request: Request) -> Response:
-    """Cancel a job that has not started: 202, and it is never applied. 409 once it started, 404 if unknown."""
+async def cancel(job_id: str, request: Request, caller: Caller) -> Response:
+    """Cancel a job that has not started: 202, and it is never applied. 409 once it started, 404 if unknown or
+    someone else's."""
     conn = connections(request)
     jobs = conn.database.jobs
     job = await anyio.to_thread.run_sync(jobs.get, job_id)
+    if job is not None and not caller.owns(job.owner):
+        job = None
     group = await anyio.to_thread.run_sync(conn.database.groups.get, job_id) if job is None else None
-    if group is not None and group.total is not None:
+    if group is not None and group.total is not None and caller.owns(group.owner):
         cancelled = await anyio.to_thread.run_sync(conn.groups.cancel, group)
         return fhir_response(outcome_of("information", "informational", f"{cancelled} entries of {job_id} cancelled; "
                                         "entries already started finish"), 202)

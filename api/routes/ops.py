@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from api.auth import authenticated
 from api.dependencies import Connections
+from worker.access import Forbidden
 from worker.metrics import MetricsCollector
 
 router = APIRouter()
@@ -59,7 +62,24 @@ def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics")
+async def metrics_reader(request: Request) -> None:
+    """/metrics needs the scope system/metrics.read, unless FHIR_PATCH_METRICS_LOOPBACK admits loopback clients."""
+    conn: Connections = request.app.state.connections
+    if conn.settings.metrics_loopback and request.client is not None and _loopback(request.client.host):
+        return
+    caller = await authenticated(request)
+    if not caller.grants.metrics:
+        raise Forbidden("/metrics needs the scope system/metrics.read")
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@router.get("/metrics", dependencies=[Depends(metrics_reader)])
 def metrics(request: Request) -> Response:
     """Prometheus text format: jobs accepted/applied/failed, queue depth, accept-to-finish latency (all processes)."""
     conn: Connections = request.app.state.connections

@@ -16,9 +16,10 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from api.answers import accepted_answer
-from api.entries import entry_request
+from api.entries import authorize_entry, entry_request, is_read
 from api.http import fhir_response, outcome_response, parse_prefer
-from api.routes.fhir import connections, fhir_base
+from api.routes.fhir import acting, connections, fhir_base
+from worker.access import Principal
 from worker.jobs import Action, Job, JobRequest, JobResult, JobState
 from worker.patch.errors import InvalidRequest
 from worker.results import response_element
@@ -27,16 +28,20 @@ from worker.tasks import DRAIN_TASK
 from worker.transactions import TransactionEntry, encode_entries, transaction_keys
 
 
-def _checked(conn: Any, entries: list[Any]) -> tuple[list[TransactionEntry], dict[str, str]]:
+def _checked(conn: Any, entries: list[Any], caller: Principal, http: Request) -> tuple[list[TransactionEntry], dict[str, str]]:
+    """Every entry authorized first (one out of scope refuses the whole transaction, 403, before anything is
+    resolved or written), then checked."""
+    for index, entry in enumerate(entries):
+        authorize_entry(entry, caller, f"Bundle.entry[{index}]")
     checked: list[TransactionEntry] = []
     reads: dict[str, str] = {}
     first_index: dict[str, int] = {}
     for index, entry in enumerate(entries):
         where = f"Bundle.entry[{index}]"
-        if isinstance(entry, dict) and isinstance(entry.get("request"), dict) and str(entry["request"].get("method", "")).upper() == "GET":
+        if is_read(entry):
             reads[str(index)] = str(entry["request"].get("url"))
             continue
-        request = entry_request(conn.groups.resolved(entry, where), where)
+        request = acting(http, caller, entry_request(conn.groups.resolved(entry, where), where))
         if request.key in first_index:
             raise InvalidRequest(f"{where}: {request.key} is already changed by Bundle.entry[{first_index[request.key]}]; "
                                  "a transaction may change each resource once", where)
@@ -45,12 +50,12 @@ def _checked(conn: Any, entries: list[Any]) -> tuple[list[TransactionEntry], dic
     return checked, reads
 
 
-async def transaction(request: Request, entries: list[Any]) -> Response:
+async def transaction(request: Request, entries: list[Any], caller: Principal) -> Response:
     conn = connections(request)
-    checked, reads = await anyio.to_thread.run_sync(_checked, conn, entries)
+    checked, reads = await anyio.to_thread.run_sync(_checked, conn, entries, caller, request)
     job_id = Job.new_id()
-    job = Job(job_id, JobRequest(Action.TRANSACTION, "Bundle", job_id, encode_entries(checked)), JobState.ACCEPTED, utc_now(),
-              extra={"reads": reads, "size": len(entries)})
+    job_request = acting(request, caller, JobRequest(Action.TRANSACTION, "Bundle", job_id, encode_entries(checked)))
+    job = Job(job_id, job_request, JobState.ACCEPTED, utc_now(), extra={"reads": reads, "size": len(entries)})
     keys = transaction_keys(checked)
     wait = "respond-async" not in parse_prefer(request.headers.get("prefer"))
     future = conn.waiter.register(job.id) if wait else None

@@ -45,7 +45,7 @@ def _stream_with(service: Service, disturb: threading.Event) -> list[str]:
 
 
 def _check_exactly_once(service: Service) -> None:
-    with service.client() as client, httpx.Client(base_url=service.base, trust_env=False) as ops:
+    with service.client() as client, service.ops() as ops:
         wait_for(lambda: all_ended(ops, RESOURCES * (PER_RESOURCE + 1)), 120, "every job ended", interval=0.5)
         for r in range(RESOURCES):
             patient = client.get(f"Patient/k{r}").json()

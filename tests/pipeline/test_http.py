@@ -77,7 +77,8 @@ def test_metadata_lists_the_patch_formats(service: Service) -> None:
 
 
 def test_metrics_are_prometheus_text(service: Service) -> None:
-    text = httpx.get(f"{service.base}/metrics", trust_env=False).text
+    with service.ops() as ops:
+        text = ops.get("/metrics").text
     for name in ("fhir_patch_jobs_accepted_total", "fhir_patch_jobs_applied_total", "fhir_patch_jobs_failed_total",
                  "fhir_patch_queue_depth", "fhir_patch_accept_to_finish_seconds_bucket"):
         assert name in text

@@ -91,7 +91,7 @@ def test_2000_patches_over_200_resources_with_4_workers_keep_per_resource_order(
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(submit_for, range(16)))
-    with httpx.Client(base_url=four_workers.base, trust_env=False) as ops:
+    with four_workers.ops() as ops:
         wait_for(lambda: all_ended(ops, resources * (per_resource + 1)), 180, "every job ended", interval=0.5)
         assert job_counts(ops)["failed"] == 0
     with four_workers.client() as client:

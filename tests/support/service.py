@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.processes import api_argv, free_port, started, wait_for, wait_http_ok, worker_argv
+from tests.support.tokens import ADMIN_SCOPE, TokenIssuer
 
 # Short lease and reconcile interval so crash tests recover in seconds, not minutes.
 FAST_RECOVERY = {"FHIR_PATCH_LEASE_SECONDS": "2", "FHIR_PATCH_RECONCILE_INTERVAL_SECONDS": "0.5"}
@@ -25,13 +26,27 @@ class Service:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     api: subprocess.Popen[bytes] | None = None
     log_dir: Path = Path(".")
+    issuer: TokenIssuer | None = None
 
     @property
     def fhir(self) -> str:
         return f"{self.base}/fhir"
 
-    def client(self, timeout: float = 30) -> httpx.Client:
-        return httpx.Client(base_url=self.fhir, timeout=timeout, trust_env=False)
+    def client(self, timeout: float = 30, scope: str = ADMIN_SCOPE, sub: str = "tester", token: str | None = None,
+               **claims: str) -> httpx.Client:
+        """An HTTP client of the FHIR base with a bearer token (by default one that may do everything)."""
+        assert self.issuer is not None
+        headers = {"authorization": f"Bearer {token or self.issuer.token(scope, sub, **claims)}"}
+        return httpx.Client(base_url=self.fhir, timeout=timeout, trust_env=False, headers=headers)
+
+    def ops(self, timeout: float = 30) -> httpx.Client:
+        """An HTTP client of the service root (/metrics, /readyz) with a token that may read the metrics."""
+        assert self.issuer is not None
+        return httpx.Client(base_url=self.base, timeout=timeout, trust_env=False, headers=self.issuer.bearer())
+
+    def anonymous(self, timeout: float = 30) -> httpx.Client:
+        """An HTTP client of the service root with no token."""
+        return httpx.Client(base_url=self.base, timeout=timeout, trust_env=False)
 
     def signal_worker(self, index: int, signum: int) -> None:
         """Signal a whole worker (main process and its pool children)."""
@@ -51,8 +66,9 @@ def peak_rss_mib(proc: subprocess.Popen[bytes]) -> float:
 @contextlib.contextmanager
 def running_service(env: dict[str, str], tmp: Path, workers: int = 2, concurrency: int = 1) -> Iterator[Service]:
     port = free_port()
-    full_env = {**FAST_RECOVERY, **env, "FHIR_PATCH_HTTP_PORT": str(port)}
-    service = Service(f"http://127.0.0.1:{port}", full_env, log_dir=tmp)
+    issuer = TokenIssuer(tmp / "jwks.json")
+    full_env = {**FAST_RECOVERY, **issuer.env(), **env, "FHIR_PATCH_HTTP_PORT": str(port)}
+    service = Service(f"http://127.0.0.1:{port}", full_env, log_dir=tmp, issuer=issuer)
     with contextlib.ExitStack() as stack:
         for n in range(workers):
             service.workers.append(stack.enter_context(started(worker_argv(f"w{n}-{port}", concurrency), full_env, tmp / f"worker{n}.log")))

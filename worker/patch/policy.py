@@ -31,15 +31,20 @@ def forbidden_changes(old: dict[str, Any], new: dict[str, Any], policies: Elemen
     for key in _SERVER_OWNED_META:
         if _meta(old, key) != _meta(new, key):
             issues.append(Issue("not-supported", f"{kind}.meta.{key} belongs to the server and cannot be patched", (f"{kind}.meta.{key}",)))
+    return issues + policy_violations(old, new, policies)
+
+
+def policy_violations(old: dict[str, Any], new: dict[str, Any], policies: ElementPolicies | None) -> list[Issue]:
+    """One issue per top-level element changed that the policy for the resource's type does not list."""
+    kind = str(old.get("resourceType"))
     allowed = policies.get(kind) if policies else None
-    if allowed is not None:
-        changed = {k.removeprefix("_") for k in changed_keys(old, new)} - {"resourceType", "id"}
-        if "meta" in changed and _without_server_meta(old) == _without_server_meta(new):
-            changed.discard("meta")
-        for key in sorted(changed - set(allowed)):
-            issues.append(Issue("not-supported", f"{kind}.{key} cannot be changed here: a patch of {kind} may only change "
-                                f"{', '.join(allowed) or 'nothing'}", (f"{kind}.{key}",)))
-    return issues
+    if allowed is None:
+        return []
+    changed = {k.removeprefix("_") for k in changed_keys(old, new)} - {"resourceType", "id"}
+    if "meta" in changed and _without_server_meta(old) == _without_server_meta(new):
+        changed.discard("meta")
+    return [Issue("not-supported", f"{kind}.{key} cannot be changed here: a patch of {kind} may only change "
+                  f"{', '.join(allowed) or 'nothing'}", (f"{kind}.{key}",)) for key in sorted(changed - set(allowed))]
 
 
 def _without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:

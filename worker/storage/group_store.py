@@ -37,6 +37,7 @@ class Group:
     total: int | None  # entries in the group, once its intake ended
     rejected: int = 0  # entries refused at intake (they have results already)
     reads: dict[int, str] | None = None  # GET entries of a batch Bundle (no job: answered at the end)
+    owner: str | None = None  # the subject that submitted it; only it (or a jobs admin) sees it
 
 
 class GroupStore:
@@ -44,12 +45,13 @@ class GroupStore:
         self._groups: Collection[dict[str, Any]] = db["groups"]
         self._events: Collection[dict[str, Any]] = db["job_events"]
 
-    def open(self, group_id: str, kind: str, now: datetime, reads: dict[int, str] | None = None) -> bool:
+    def open(self, group_id: str, kind: str, now: datetime, reads: dict[int, str] | None = None, owner: str | None = None) -> bool:
         """Record the group; False when it exists already (a resubmission with the same Idempotency-Key).
 
         `reads`: entry number -> the URL of a GET entry, answered when the Bundle's answer is built."""
         try:
-            self._groups.insert_one({"_id": group_id, "kind": kind, "createdAt": now, "reads": {str(k): v for k, v in (reads or {}).items()}})
+            self._groups.insert_one({"_id": group_id, "kind": kind, "createdAt": now, "owner": owner,
+                                     "reads": {str(k): v for k, v in (reads or {}).items()}})
             return True
         except DuplicateKeyError:
             return False
@@ -67,7 +69,8 @@ class GroupStore:
             return None
         closed = self._groups.find_one({"_id": f"{group_id}/closed"})
         reads = {int(k): str(v) for k, v in (doc.get("reads") or {}).items()}
-        return Group(group_id, doc["kind"], doc["createdAt"], closed["total"] if closed else None, closed["rejected"] if closed else 0, reads)
+        return Group(group_id, doc["kind"], doc["createdAt"], closed["total"] if closed else None, closed["rejected"] if closed else 0, reads,
+                     doc.get("owner"))
 
     def results(self, group_id: str, total: int) -> Iterator[tuple[int, dict[str, Any] | None]]:
         """(entry number, its result event or None while pending) for entries 1..total, in order, a block at a time."""

@@ -60,6 +60,7 @@ class StoredVersion:
     job_id: str = ""
     action: str = ""  # the job action that wrote it (history Bundles show it as request.method)
     transaction: str = ""  # set: visible only once that transaction's result (its commit point) is recorded
+    provenance: str | None = None  # the version's Provenance (FHIR JSON), written in the same insert
 
     @property
     def deleted(self) -> bool:
@@ -80,10 +81,11 @@ class StoredVersion:
     def to_document(self) -> dict[str, Any]:
         return {"_id": f"{self.key}/{self.version_id}", "type": self.resource_type, "id": self.resource_id,
                 "versionId": self.version_id, "lastUpdated": self.last_updated, "deleted": self.deleted,
-                "json": self.text, "job": self.job_id, "action": self.action, "txn": self.transaction}
+                "json": self.text, "job": self.job_id, "action": self.action, "txn": self.transaction, "prov": self.provenance}
 
     def to_cache(self) -> str:
-        return json.dumps({**self.to_document(), "lastUpdated": self.last_updated.isoformat()})
+        document = {k: v for k, v in self.to_document().items() if k != "prov"}  # the copy serves reads and planning only
+        return json.dumps({**document, "lastUpdated": self.last_updated.isoformat()})
 
     @classmethod
     def from_cache(cls, cached: str) -> StoredVersion:
@@ -93,7 +95,7 @@ class StoredVersion:
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> StoredVersion:
         return cls(doc["type"], doc["id"], doc["versionId"], doc["lastUpdated"], doc.get("json"), doc.get("job", ""), doc.get("action", ""),
-                   doc.get("txn") or "")
+                   doc.get("txn") or "", doc.get("prov"))
 
 
 class ResourceStore:

@@ -1,0 +1,81 @@
+"""`GET /fhir/Provenance?target=...`: the audit record of one version, or of every version of a resource (paged).
+
+Each Provenance lives in its version's document (worker/provenance.py), so a
+page is a known list of `_id` lookups, newest version first: its cost does not
+depend on how many resources or versions are stored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlencode
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from api.auth import Caller
+from api.http import check_id, fhir_response
+from api.routes.fhir import connections, fhir_base
+from worker.access import READ
+from worker.patch.errors import InvalidRequest
+from worker.patch.fhir_json import loads
+from worker.patch.structure import is_resource_type
+from worker.storage import StoredVersion
+
+router = APIRouter(prefix="/fhir")
+_TARGET = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/(?P<version>[0-9]{1,9}))?$")
+DEFAULT_COUNT, MAX_COUNT = 100, 1000
+
+
+def _target(request: Request) -> tuple[str, str, int | None]:
+    given = request.query_params.getlist("target")
+    unknown = sorted(set(request.query_params) - {"target", "_count", "_offset"})
+    if unknown:
+        raise InvalidRequest(f"Provenance search takes target, _count and _offset, not {', '.join(unknown)}", unknown[0])
+    if len(given) != 1:
+        raise InvalidRequest("Provenance search needs exactly one target=Type/id or target=Type/id/_history/n", "target")
+    base = fhir_base(request)
+    found = _TARGET.match(given[0].removeprefix(base + "/"))
+    if found is None or not is_resource_type(found["type"]):
+        raise InvalidRequest(f"target {given[0]!r} must be Type/id or Type/id/_history/n", "target")
+    return found["type"], check_id(found["id"]), int(found["version"]) if found["version"] else None
+
+
+def _number(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name, str(default))
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        raise InvalidRequest(f"{name} must be a whole number from {low} to {high}", name)
+    return int(raw)
+
+
+@router.get("/Provenance")
+async def provenance_search(request: Request, caller: Caller) -> Response:
+    caller.require("Provenance", READ)
+    resource_type, resource_id, version_id = _target(request)
+    count = _number(request, "_count", DEFAULT_COUNT, 1, MAX_COUNT)
+    offset = _number(request, "_offset", 0, 0, 10**9)
+    store = connections(request).database.resources
+    if version_id is not None:
+        one = await anyio.to_thread.run_sync(store.version, resource_type, resource_id, version_id)
+        versions, total = [one] if one is not None else [], 1 if one is not None else 0
+    else:
+        newest = await anyio.to_thread.run_sync(connections(request).newest, resource_type, resource_id)
+        total = newest.version_id if newest else 0
+        numbers = range(total - offset, max(0, total - offset - count), -1)
+        versions = await anyio.to_thread.run_sync(lambda: [v for n in numbers if (v := store.version(resource_type, resource_id, n))])
+    base = fhir_base(request)
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": total,
+                              "link": [{"relation": "self", "url": str(request.url)}],
+                              "entry": [_entry(v, base) for v in versions if v.provenance]}
+    if version_id is None and offset + count < total:
+        query = urlencode({"target": f"{resource_type}/{resource_id}", "_count": count, "_offset": offset + count})
+        bundle["link"].append({"relation": "next", "url": f"{base}/Provenance?{query}"})
+    return fhir_response(bundle)
+
+
+def _entry(version: StoredVersion, base: str) -> dict[str, Any]:
+    assert version.provenance is not None
+    resource = loads(version.provenance.encode(), what="stored Provenance")
+    return {"fullUrl": f"{base}/Provenance/{resource['id']}", "resource": resource, "search": {"mode": "match"}}

@@ -15,6 +15,7 @@ from api.waiter import ResultWaiter
 from worker.celery_app import create_celery
 from worker.metrics import Metrics
 from worker.ordering import KeyQueues
+from worker.ordering.admission import Admission
 from worker.settings import Settings
 from worker.storage import Database, StoredVersion
 
@@ -32,6 +33,7 @@ class Connections:
     groups: GroupIntake
     conditional: ConditionalResolver
     authenticator: Authenticator
+    admission: Admission
 
     @classmethod
     def open(cls, settings: Settings) -> Connections:
@@ -41,8 +43,10 @@ class Connections:
         celery = create_celery(settings)
         metrics = Metrics(client, settings.namespace)
         waiter = ResultWaiter(settings.redis_url, queues.done_channel)
-        return cls(settings, client, database, celery, queues, metrics, waiter, Intake(database, queues, metrics, celery, waiter),
-                   GroupIntake(database, queues, metrics, celery), ConditionalResolver(database), Authenticator(settings))
+        admission = Admission(client, settings.namespace, settings.max_unfinished_per_client, settings.max_queue_depth)
+        return cls(settings, client, database, celery, queues, metrics, waiter,
+                   Intake(database, queues, metrics, celery, waiter, admission), GroupIntake(database, queues, metrics, celery, admission),
+                   ConditionalResolver(database), Authenticator(settings), admission)
 
     def newest(self, resource_type: str, resource_id: str) -> StoredVersion | None:
         """The newest version: the Redis copy the workers keep, else MongoDB."""

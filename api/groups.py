@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from celery import Celery
@@ -25,6 +26,7 @@ from worker.changes import fhir_instant
 from worker.jobs import Job, JobResult, JobState
 from worker.metrics import Metrics
 from worker.ordering import KeyQueues
+from worker.ordering.admission import Admission
 from worker.patch.errors import InvalidRequest, MalformedPatch, PatchError
 from worker.patch.fhir_json import loads
 from worker.results import etag, response_element
@@ -36,6 +38,16 @@ from worker.tasks import DRAIN_TASK
 
 BLOCK_ENTRIES = 500
 KEYS_PER_MESSAGE = 25
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What one block of entries gave: jobs newly queued, entries refused at intake, and where backpressure stopped it."""
+
+    queued: list[str]
+    refused: int
+    stopped_at: int | None = None  # the first entry number not taken (a feed resumes from here)
+    refusal: PatchError | None = None
 
 
 @dataclass(frozen=True)
@@ -70,33 +82,54 @@ class Progress:
 
 
 class GroupIntake:
-    def __init__(self, database: Database, queues: KeyQueues, metrics: Metrics, celery: Celery) -> None:
+    def __init__(self, database: Database, queues: KeyQueues, metrics: Metrics, celery: Celery, admission: Admission) -> None:
+        self._admission = admission
         self._db = database
         self._queues = queues
         self._metrics = metrics
         self._celery = celery
         self._conditional = ConditionalResolver(database)
 
-    def accept_lines(self, group_id: str, lines: list[tuple[int, bytes]], caller: Principal, request_id: str = "") -> tuple[int, int]:
-        """A block of NDJSON feed lines; (accepted, refused) counts of what was new."""
+    def accept_lines(self, group_id: str, lines: list[tuple[int, bytes]], caller: Principal, request_id: str = "") -> Taken:
+        """A block of NDJSON feed lines. Under backpressure the block is cut at a line boundary (`Taken.stopped_at`)."""
         entries: list[tuple[int, Any]] = []
         for number, raw in lines:
             try:
                 entries.append((number, loads(raw, what="entry") if raw.strip() else located(_empty_line(), f"line {number}")))
             except PatchError as exc:
                 entries.append((number, located(exc, f"line {number}")))
-        queued = self.accept_entries(group_id, entries, lambda n: f"line {n}", caller, request_id)
-        return len(queued), len(lines) - len(queued)
+        return self.accept_entries(group_id, entries, lambda n: f"line {n}", caller, request_id, partial=True)
 
     def accept_entries(self, group_id: str, entries: list[tuple[int, Any]], where: Callable[[int], str], caller: Principal,
-                       request_id: str = "") -> list[str]:
+                       request_id: str = "", partial: bool = False) -> Taken:
         """Entries (number, parsed entry or the PatchError already found); each valid one queued in order.
-        An entry the caller may not make fails alone, 403 in its own result.
-
-        Returns the ids of the jobs newly queued (entries refused, or accepted by an earlier submission, are not)."""
+        An entry the caller may not make fails alone, 403 in its own result. Admission control takes all the
+        entries or none (`partial` False: raises the 429/503), or the first ones that fit (`partial`: a feed)."""
         now = utc_now()
-        jobs: list[Job] = []
-        refused: list[dict[str, Any]] = []
+        jobs, refused = self._checked(group_id, entries, where, caller, request_id, now)
+        granted = self._admission.reserve(caller.client_id, len(jobs))
+        refusal, stopped_at = None, None
+        if granted.count < len(jobs):
+            refusal = self._admission.refusal(granted, caller.client_id, len(jobs))
+            if not partial:
+                self._admission.release(caller.client_id, granted.count)
+                raise refusal
+            stopped_at = jobs[granted.count][0]
+            jobs, refused = jobs[:granted.count], [r for r in refused if r[0] < stopped_at]
+        new = self._db.jobs.accept_many([job for _, job in jobs])
+        self._admission.release(caller.client_id, len(jobs) - len(new))
+        self._db.jobs.finish_many([event for _, event in refused])
+        keys = self._queues.enqueue_many([(job.key, job.id, job.to_payload()) for job in new], time.time())
+        for start in range(0, len(keys), KEYS_PER_MESSAGE):  # one drain message serves several keys
+            self._celery.send_task(DRAIN_TASK, args=[keys[start:start + KEYS_PER_MESSAGE]])
+        self._metrics.accepted(len(new))
+        self._queues.count_group(group_id, len(new), len(refused))
+        return Taken([job.id for job in new], len(refused), stopped_at, refusal)
+
+    def _checked(self, group_id: str, entries: list[tuple[int, Any]], where: Callable[[int], str], caller: Principal,
+                 request_id: str, now: datetime) -> tuple[list[tuple[int, Job]], list[tuple[int, dict[str, Any]]]]:
+        jobs: list[tuple[int, Job]] = []
+        refused: list[tuple[int, dict[str, Any]]] = []
         for number, entry in entries:
             job_id = entry_job_id(group_id, number)
             try:
@@ -105,19 +138,12 @@ class GroupIntake:
                 authorize_entry(entry, caller, where(number))
                 request = entry_request(self.resolved(entry, where(number)), where(number))
                 actor = Actor(caller.subject, caller.client_id, caller.grants.on(request.resource_type), request_id)
-                jobs.append(Job(job_id, replace(request, actor=actor), JobState.ACCEPTED, now))
+                jobs.append((number, Job(job_id, replace(request, actor=actor), JobState.ACCEPTED, now)))
             except PatchError as exc:
                 if exc.status == 403:
                     log_refusal_event(caller, group_id, where(number), exc)
-                refused.append(result_event(job_id, "", JobResult(exc.status, outcome=exc.outcome), now))
-        new = self._db.jobs.accept_many(jobs)
-        self._db.jobs.finish_many(refused)
-        keys = self._queues.enqueue_many([(job.key, job.id, job.to_payload()) for job in new], time.time())
-        for start in range(0, len(keys), KEYS_PER_MESSAGE):  # one drain message serves several keys
-            self._celery.send_task(DRAIN_TASK, args=[keys[start:start + KEYS_PER_MESSAGE]])
-        self._metrics.accepted(len(new))
-        self._queues.count_group(group_id, len(new), len(refused))
-        return [job.id for job in new]
+                refused.append((number, result_event(job_id, "", JobResult(exc.status, outcome=exc.outcome), now)))
+        return jobs, refused
 
     def resolved(self, entry: Any, where: str) -> Any:
         """The entry with a conditional `request.url` (Type?identifier=...) replaced by the resource it names."""

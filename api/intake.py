@@ -19,6 +19,7 @@ from api.waiter import ResultWaiter
 from worker.jobs import Job, JobRequest, JobResult, JobState
 from worker.metrics import Metrics
 from worker.ordering import KeyQueues
+from worker.ordering.admission import Admission
 from worker.patch.errors import IdempotencyKeyReused
 from worker.service import utc_now
 from worker.storage import Database, IdempotencyConflict
@@ -43,7 +44,9 @@ class Finished:
 
 
 class Intake:
-    def __init__(self, database: Database, queues: KeyQueues, metrics: Metrics, celery: Celery, waiter: ResultWaiter) -> None:
+    def __init__(self, database: Database, queues: KeyQueues, metrics: Metrics, celery: Celery, waiter: ResultWaiter,
+                 admission: Admission) -> None:
+        self._admission = admission
         self._db = database
         self._queues = queues
         self._metrics = metrics
@@ -81,6 +84,19 @@ class Intake:
         return Finished(job, text)
 
     def _accept(self, submission: Submission) -> tuple[Job, bool]:
+        """Admit, then record; a place reserved for a job not recorded after all is given back."""
+        client = submission.request.actor.client_id if submission.request.actor else ""
+        self._admission.admit(client, 1)
+        try:
+            job, new = self._record(submission)
+        except BaseException:
+            self._admission.release(client, 1)
+            raise
+        if not new:
+            self._admission.release(client, 1)
+        return job, new
+
+    def _record(self, submission: Submission) -> tuple[Job, bool]:
         now = utc_now()
         job = Job(Job.new_id(), submission.request, JobState.ACCEPTED, now, callback_url=submission.callback_url, digest=submission.digest)
         if submission.idempotency_key:

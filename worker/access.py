@@ -177,7 +177,7 @@ class Actor:
                             f"granted only {self.rights or 'nothing'} on it", resource_type)
 
 
-def forbidden_issues(issues: list[Issue]) -> Forbidden:
+def forbidden_issues(issues: list[Issue]) -> PatchError:
     """A client-policy violation: the same issues, as 403 forbidden."""
     return Forbidden.of([Issue("forbidden", i.diagnostics.replace("cannot be changed here", "cannot be changed by this client"),
                                i.expression, i.severity) for i in issues])

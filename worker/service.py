@@ -237,7 +237,7 @@ def _leaving(job_id: str, job: Job | None) -> Finished:
     if job is None or not job.state.final:
         return Finished(job_id, "", 0.0)  # unknown (expired) job: nothing to count
     ended = job.finished_at or job.accepted_at
-    return Finished(job_id, job.state.value, max(0.0, (ended - job.accepted_at).total_seconds()), group_of(job_id))
+    return Finished(job_id, job.state.value, max(0.0, (ended - job.accepted_at).total_seconds()), group_of(job_id), job.client)
 
 
 def _jsonable(document: dict[str, Any]) -> dict[str, Any]:

@@ -123,7 +123,7 @@ class TransactionRunner:
 
     def _complete(self, keys: list[str], token: str, job: Job, outcome: str) -> None:
         ended = job.finished_at or job.accepted_at
-        done = Finished(job.id, outcome, max(0.0, (ended - job.accepted_at).total_seconds()))
+        done = Finished(job.id, outcome, max(0.0, (ended - job.accepted_at).total_seconds()), client=job.client)
         for key in self._queues.complete_transaction(keys, token, done):
             self._send_drain(key)
         raise Released(job.id)

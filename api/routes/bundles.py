@@ -21,7 +21,7 @@ from api.http import parse_prefer, read_body
 from api.routes.feeds import group_id_for, group_status, status_answer
 from api.routes.fhir import connections, request_id
 from api.routes.transactions import transaction
-from worker.access import READ, Principal
+from worker.access import READ, AccessError, Principal
 from worker.patch.errors import InvalidRequest, MalformedPatch
 from worker.patch.fhir_json import loads
 from worker.service import utc_now
@@ -56,8 +56,15 @@ async def bundle(request: Request, caller: Caller) -> Response:
     waiting = {entry_job_id(group_id, n): conn.waiter.register(entry_job_id(group_id, n)) for n, _ in writes}
     queued: list[str] = []
     if fresh:
-        queued = await anyio.to_thread.run_sync(conn.groups.accept_entries, group_id, writes, lambda n: f"Bundle.entry[{n - 1}]",
-                                                caller, request_id(request))
+        try:
+            taken = await anyio.to_thread.run_sync(conn.groups.accept_entries, group_id, writes, lambda n: f"Bundle.entry[{n - 1}]",
+                                                   caller, request_id(request))
+        except AccessError:  # over the backpressure limits: nothing accepted, and the same request may come again
+            for job_id in waiting:
+                conn.waiter.forget(job_id)
+            await anyio.to_thread.run_sync(conn.database.groups.discard, group_id)
+            raise
+        queued = taken.queued
         await anyio.to_thread.run_sync(conn.database.groups.close, group_id, len(entries), len(writes) - len(queued), utc_now())
     for job_id in set(waiting) - set(queued):
         conn.waiter.forget(job_id)

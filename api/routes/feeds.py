@@ -16,11 +16,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from api.auth import Caller
-from api.groups import BLOCK_ENTRIES, Progress
+from api.groups import BLOCK_ENTRIES, Progress, Taken
 from api.http import fhir_response
 from api.routes.fhir import connections, fhir_base, request_id
 from worker.access import Principal
-from worker.patch.errors import BodyTooLarge, UnknownJob, UnsupportedPatchFormat
+from worker.patch.errors import BodyTooLarge, Issue, UnknownJob, UnsupportedPatchFormat, operation_outcome
 from worker.service import utc_now
 
 router = APIRouter(prefix="/fhir")
@@ -55,16 +55,34 @@ async def bulk_submit(request: Request, caller: Caller) -> Response:
             number += 1
             block.append((number, raw))
         if len(block) >= BLOCK_ENTRIES:
-            rejected += (await anyio.to_thread.run_sync(conn.groups.accept_lines, group_id, block, caller, rid))[1]
-            block = []
+            taken = await anyio.to_thread.run_sync(conn.groups.accept_lines, group_id, block, caller, rid)
+            if taken.stopped_at is not None:
+                return _stopped(request, group_id, taken)
+            rejected, block = rejected + taken.refused, []
     if pending.strip():
         number += 1
         block.append((number, pending))
     if block:
-        rejected += (await anyio.to_thread.run_sync(conn.groups.accept_lines, group_id, block, caller, rid))[1]
+        taken = await anyio.to_thread.run_sync(conn.groups.accept_lines, group_id, block, caller, rid)
+        if taken.stopped_at is not None:
+            return _stopped(request, group_id, taken)
+        rejected += taken.refused
     group_store = conn.database.groups
     await anyio.to_thread.run_sync(group_store.close, group_id, number, rejected, utc_now())
     return await status_answer(request, group_id, caller)
+
+
+def _stopped(request: Request, group_id: str, taken: Taken) -> Response:
+    """Backpressure stopped the feed at a line boundary: 429 (or 503) saying how many lines were taken, so the
+    client can send the feed again with the same Idempotency-Key (lines already taken are not taken twice)."""
+    assert taken.refusal is not None and taken.stopped_at is not None
+    accepted = taken.stopped_at - 1
+    diagnostics = (f"{taken.refusal.diagnostics}. Lines 1 to {accepted} were taken, line {taken.stopped_at} and after were "
+                   "not; send the feed again with the same Idempotency-Key to continue")
+    headers = {**dict(getattr(taken.refusal, "headers", {})), "X-Accepted-Lines": str(accepted),
+               "Content-Location": f"{fhir_base(request)}/_async/{group_id}"}
+    return fhir_response(operation_outcome([Issue(taken.refusal.issues[0].code, diagnostics, (f"line {taken.stopped_at}",))]),
+                         taken.refusal.status, headers)
 
 
 @router.get("/_async/{group_id}/results")

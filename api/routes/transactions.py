@@ -58,8 +58,13 @@ async def transaction(request: Request, entries: list[Any], caller: Principal) -
     job = Job(job_id, job_request, JobState.ACCEPTED, utc_now(), extra={"reads": reads, "size": len(entries)})
     keys = transaction_keys(checked)
     wait = "respond-async" not in parse_prefer(request.headers.get("prefer"))
+    await anyio.to_thread.run_sync(conn.admission.admit, caller.client_id, 1)  # a transaction is one job
     future = conn.waiter.register(job.id) if wait else None
-    await anyio.to_thread.run_sync(conn.database.jobs.accept, job)
+    try:
+        await anyio.to_thread.run_sync(conn.database.jobs.accept, job)
+    except BaseException:
+        conn.admission.release(caller.client_id, 1)
+        raise
     conn.metrics.accepted()
     to_wake = await anyio.to_thread.run_sync(conn.queues.enqueue_transaction, keys, job.id, job.to_payload(), time.time())
     if to_wake:

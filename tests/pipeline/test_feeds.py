@@ -95,7 +95,7 @@ def test_submit_command_follows_a_feed_and_writes_its_failures(service: Service,
     feed.write_text("\n".join([line("PATCH", "Organization/f3", fhirpath_add("Organization", "alias", {"valueString": "x"})),
                                line("PATCH", "Organization/nobody", fhirpath_add("Organization", "alias", {"valueString": "y"}))]) + "\n")
     console = Console(record=True, width=120)
-    summary = submit(feed, service.fhir, None, None, console)
+    summary = submit(feed, service.fhir, None, None, console, service.issuer.token() if service.issuer else None)
     assert summary.counts["applied"] == 1 and summary.counts["failed"] == 1
     assert summary.failures_path is not None
     failed = [json.loads(r) for r in summary.failures_path.read_text().splitlines()]

@@ -34,6 +34,7 @@ from typing import Any
 import redis
 
 from worker.metrics import latency_bucket
+from worker.ordering.admission import RELEASE_LUA, TOTAL, client_field
 
 _ENQUEUE = """
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
@@ -61,12 +62,13 @@ return 1
 # move here: a worker killed between recording an outcome and counting it cannot
 # skew them), renew the lease, and return up to `limit` next jobs with their
 # payloads and the copy of the newest version.
-# KEYS: lease, queue, payloads, newest copy, counts, latency.
-# ARGV: token, lease ms, limit, group-counter prefix, then per finished job: id, outcome, bucket, seconds, group.
-_NEXT = """
+# It also gives the job's place back to admission control (worker/ordering/admission.py).
+# KEYS: lease, queue, payloads, newest copy, counts, latency, unfinished.
+# ARGV: token, lease ms, limit, group-counter prefix, then per finished job: id, outcome, bucket, seconds, group, client field.
+_NEXT = RELEASE_LUA + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
 local i = 5
-while i + 4 <= #ARGV do
+while i + 5 <= #ARGV do
   local id = ARGV[i]
   if redis.call('LINDEX', KEYS[2], 0) == id then
     redis.call('LPOP', KEYS[2])
@@ -77,9 +79,13 @@ while i + 4 <= #ARGV do
       redis.call('HINCRBY', KEYS[6], ARGV[i + 2], 1)
       redis.call('HINCRBYFLOAT', KEYS[6], 'sum', ARGV[i + 3])
       if ARGV[i + 4] ~= '' then redis.call('HINCRBY', ARGV[4] .. ARGV[i + 4], outcome, 1) end
+      if ARGV[i + 5] ~= '' then
+        give_back(KEYS[7], ARGV[i + 5], 1)
+        give_back(KEYS[7], '""" + TOTAL + """', 1)
+      end
     end
   end
-  i = i + 5
+  i = i + 6
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local reply = {1, redis.call('HGET', KEYS[4], 'doc')}
@@ -128,11 +134,12 @@ return 1
 
 # Take a transaction off all its queues (counted once) and release their leases;
 # the keys that still have jobs come back (their drain flags stay set).
-# KEYS: payloads, counts, latency, then (lease, queue, sched) per key. ARGV: token, job id, outcome, bucket, seconds, keys set, keys...
-_COMPLETE_TRANSACTION = """
+# KEYS: payloads, counts, latency, unfinished, then (lease, queue, sched) per key.
+# ARGV: token, job id, outcome, bucket, seconds, keys set, client field, keys...
+_COMPLETE_TRANSACTION = RELEASE_LUA + """
 local more = {}
-for i = 7, #ARGV do
-  local lease, q, sched = KEYS[(i - 7) * 3 + 4], KEYS[(i - 7) * 3 + 5], KEYS[(i - 7) * 3 + 6]
+for i = 8, #ARGV do
+  local lease, q, sched = KEYS[(i - 8) * 3 + 5], KEYS[(i - 8) * 3 + 6], KEYS[(i - 8) * 3 + 7]
   if redis.call('LINDEX', q, 0) == ARGV[2] then redis.call('LPOP', q) end
   if redis.call('GET', lease) == ARGV[1] then redis.call('DEL', lease) end
   if redis.call('LLEN', q) > 0 then
@@ -147,6 +154,10 @@ if redis.call('HDEL', KEYS[1], ARGV[2]) == 1 and ARGV[3] ~= '' then
   redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
   redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
   redis.call('HINCRBYFLOAT', KEYS[3], 'sum', ARGV[5])
+  if ARGV[7] ~= '' then
+    give_back(KEYS[4], ARGV[7], 1)
+    give_back(KEYS[4], '""" + TOTAL + """', 1)
+  end
 end
 return more
 """
@@ -183,6 +194,7 @@ class Finished:
     outcome: str
     seconds: float
     group: str = ""
+    client: str = ""  # whose unfinished-job count it leaves ('' when none)
 
 
 @dataclass(frozen=True)
@@ -219,6 +231,11 @@ class KeyQueues:
     @property
     def keys_set(self) -> str:
         return f"{self._ns}:keys"
+
+    @property
+    def unfinished(self) -> str:
+        """Admission control's hash (worker/ordering/admission.py): jobs not finished, per client and in all."""
+        return f"{self._ns}:unfinished"
 
     @property
     def done_channel(self) -> str:
@@ -274,9 +291,10 @@ class KeyQueues:
         The group counters live under a prefix the script extends with each job's group (single-instance Redis)."""
         args: list[Any] = [token, max(1, int(lease_seconds * 1000)), limit, self.group_counters("")]
         for done in finished:
-            args += [done.job_id, done.outcome, latency_bucket(done.seconds), done.seconds, done.group]
+            args += [done.job_id, done.outcome, latency_bucket(done.seconds), done.seconds, done.group,
+                     client_field(done.client) if done.client else ""]
         reply = self._next(keys=[self._k("lease", key), self._k("q", key), self._payloads, self._k("cur", key),
-                                 f"{self._ns}:metrics:counts", f"{self._ns}:metrics:latency"], args=args)
+                                 f"{self._ns}:metrics:counts", f"{self._ns}:metrics:latency", self.unfinished], args=args)
         if int(reply[0]) < 0:
             return None
         parts = [_text(p) if p is not None else None for p in reply[1:]]
@@ -298,9 +316,10 @@ class KeyQueues:
 
     def complete_transaction(self, keys: list[str], token: str, done: Finished) -> list[str]:
         """Take the transaction off all its queues, count it, release the leases; the keys with jobs left."""
-        redis_keys = [self._payloads, f"{self._ns}:metrics:counts", f"{self._ns}:metrics:latency"]
+        redis_keys = [self._payloads, f"{self._ns}:metrics:counts", f"{self._ns}:metrics:latency", self.unfinished]
         redis_keys += [k for key in keys for k in (self._k("lease", key), self._k("q", key), self._k("sched", key))]
-        args: list[Any] = [token, done.job_id, done.outcome, latency_bucket(done.seconds), done.seconds, self.keys_set, *keys]
+        args: list[Any] = [token, done.job_id, done.outcome, latency_bucket(done.seconds), done.seconds, self.keys_set,
+                           client_field(done.client) if done.client else "", *keys]
         return [_text(k) for k in self._complete_transaction(keys=redis_keys, args=args)]
 
     def group_counters(self, group_id: str) -> str:

@@ -56,6 +56,10 @@ class GroupStore:
         except DuplicateKeyError:
             return False
 
+    def discard(self, group_id: str) -> None:
+        """Forget a group whose intake accepted nothing (refused whole by backpressure)."""
+        self._groups.delete_one({"_id": group_id})
+
     def close(self, group_id: str, total: int, rejected: int, now: datetime) -> None:
         """The intake ended with `total` entries. A resubmission's close collides with the first; the first stands."""
         try:

@@ -1,0 +1,90 @@
+"""Backpressure: how many accepted jobs are not finished yet, per client and in all, kept in Redis.
+
+`reserve` admits up to n more jobs under both limits in one atomic step (a
+Lua script, so concurrent intakes cannot overshoot). A job gives its place back
+where it leaves its queue (KeyQueues' `_NEXT` and `_COMPLETE_TRANSACTION`
+scripts decrement the same hash), which happens exactly once per job. If Redis
+loses the hash the counts restart from zero: the limits then admit more for a
+while, they never refuse forever.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from worker.access import ServiceBusy, TooManyUnfinished
+
+TOTAL = "total"
+
+_RESERVE = """
+local mine = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local all = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')
+local grant = math.min(tonumber(ARGV[3]), tonumber(ARGV[4]) - mine, tonumber(ARGV[5]) - all)
+if grant <= 0 then return {0, mine, all} end
+redis.call('HINCRBY', KEYS[1], ARGV[1], grant)
+redis.call('HINCRBY', KEYS[1], ARGV[2], grant)
+return {grant, mine, all}
+"""
+
+# Give places back (never below zero). KEYS: the hash. ARGV: client field, total field, n.
+RELEASE_LUA = """
+local function give_back(hash, field, n)
+  if redis.call('HINCRBY', hash, field, -n) < 0 then redis.call('HSET', hash, field, 0) end
+end
+"""
+_RELEASE = RELEASE_LUA + """
+give_back(KEYS[1], ARGV[1], tonumber(ARGV[3]))
+give_back(KEYS[1], ARGV[2], tonumber(ARGV[3]))
+return 1
+"""
+
+
+def client_field(client: str) -> str:
+    return f"c:{client}"
+
+
+@dataclass(frozen=True)
+class Granted:
+    count: int
+    client_unfinished: int
+    total_unfinished: int
+
+
+class Admission:
+    def __init__(self, client: "redis.Redis", namespace: str, per_client: int, total: int) -> None:
+        self._redis = client
+        self.hash = f"{namespace}:unfinished"
+        self._per_client = per_client
+        self._total = total
+        self._reserve = client.register_script(_RESERVE)
+        self._release = client.register_script(_RELEASE)
+
+    def reserve(self, client: str, wanted: int) -> Granted:
+        """Admit up to `wanted` jobs of `client` (0 when either limit is reached)."""
+        if wanted <= 0:
+            return Granted(0, 0, 0)
+        reply: Any = self._reserve(keys=[self.hash], args=[client_field(client), TOTAL, wanted, self._per_client, self._total])
+        return Granted(int(reply[0]), int(reply[1]), int(reply[2]))
+
+    def release(self, client: str, count: int) -> None:
+        """Give back places reserved for jobs that were not accepted after all (idempotent repeats, failures)."""
+        if count > 0:
+            self._release(keys=[self.hash], args=[client_field(client), TOTAL, count])
+
+    def refusal(self, granted: Granted, client: str, wanted: int) -> TooManyUnfinished | ServiceBusy:
+        """The error for a reservation that fell short: 503 when the whole service is full, else 429 for the client."""
+        if granted.total_unfinished + wanted > self._total and granted.client_unfinished < self._per_client:
+            return ServiceBusy(f"The service has {granted.total_unfinished} jobs not yet finished (limit {self._total}); "
+                               "nothing was accepted, retry later", "request")
+        return TooManyUnfinished(f"Client {client!r} has {granted.client_unfinished} jobs not yet finished (limit "
+                                 f"{self._per_client}); nothing more was accepted, retry later", "request")
+
+    def admit(self, client: str, wanted: int) -> None:
+        """All `wanted` or nothing: raise the refusal (and reserve nothing) when they do not all fit."""
+        granted = self.reserve(client, wanted)
+        if granted.count < wanted:
+            self.release(client, granted.count)
+            raise self.refusal(granted, client, wanted)

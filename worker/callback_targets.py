@@ -109,6 +109,8 @@ def _parsed(url: str) -> ParsedURL:
     host = (parts.hostname or "").rstrip(".")
     if not host:
         raise CallbackRefused("it names no host")
+    if parts.netloc.endswith(":"):
+        raise CallbackRefused("its port is empty")
     try:
         port = parts.port or DEFAULT_PORTS[scheme]
     except ValueError as exc:

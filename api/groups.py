@@ -107,17 +107,21 @@ class GroupIntake:
         entries or none (`partial` False: raises the 429/503), or the first ones that fit (`partial`: a feed)."""
         now = utc_now()
         jobs, refused = self._checked(group_id, entries, where, caller, request_id, now)
-        granted = self._admission.reserve(caller.client_id, len(jobs))
+        new = self._db.jobs.accept_many([job for _, job in jobs])  # lines a resumed feed sent before are not new
+        granted = self._admission.reserve(caller.client_id, len(new))
         refusal, stopped_at = None, None
-        if granted.count < len(jobs):
-            refusal = self._admission.refusal(granted, caller.client_id, len(jobs))
+        if granted.count < len(new):
+            # Over the limit: the jobs past it are un-recorded before any queue holds them (the reconciler leaves
+            # jobs younger than its grace period alone), so nothing past the cut is ever applied.
+            refusal = self._admission.refusal(granted, caller.client_id, len(new))
+            kept = granted.count if partial else 0
+            self._db.jobs.forget_many([job.id for job in new[kept:]])
             if not partial:
                 self._admission.release(caller.client_id, granted.count)
                 raise refusal
-            stopped_at = jobs[granted.count][0]
-            jobs, refused = jobs[:granted.count], [r for r in refused if r[0] < stopped_at]
-        new = self._db.jobs.accept_many([job for _, job in jobs])
-        self._admission.release(caller.client_id, len(jobs) - len(new))
+            number_of = {job.id: number for number, job in jobs}
+            stopped_at = number_of[new[kept].id]
+            new, refused = new[:kept], [r for r in refused if r[0] < stopped_at]
         self._db.jobs.finish_many([event for _, event in refused])
         keys = self._queues.enqueue_many([(job.key, job.id, job.to_payload()) for job in new], time.time())
         for start in range(0, len(keys), KEYS_PER_MESSAGE):  # one drain message serves several keys

@@ -84,7 +84,7 @@ def _client_policies(env: Mapping[str, str], name: str) -> Mapping[str, Mapping[
         raise SettingsError(f"{name} must be a JSON object: {exc}") from exc
     if not isinstance(loaded, dict):
         raise SettingsError(f'{name} must map client ids to policies, e.g. {{"registry-a": {{"DocumentReference": ["securityLabel"]}}}}')
-    return {client: _policies({name: json.dumps(policy)}, f"{name}[{client!r}]") for client, policy in loaded.items()}
+    return {client: _policies({f"{name}[{client!r}]": json.dumps(policy)}, f"{name}[{client!r}]") for client, policy in loaded.items()}
 
 
 def _allow_list(env: Mapping[str, str], name: str) -> tuple[str, ...]:

@@ -130,3 +130,11 @@ def test_bad_allow_list_entries_are_refused_at_start(entry: str) -> None:
     from worker.settings import Settings, SettingsError
     with pytest.raises(SettingsError, match="FHIR_PATCH_CALLBACK_ALLOW"):
         Settings.from_env({"FHIR_PATCH_CALLBACK_ALLOW": entry})
+
+
+def test_client_policies_are_read_from_the_environment() -> None:
+    from worker.settings import Settings, SettingsError
+    settings = Settings.from_env({"FHIR_PATCH_CLIENT_ELEMENT_POLICIES": '{"labeller": {"DocumentReference": ["securityLabel"]}}'})
+    assert settings.client_element_policies == {"labeller": {"DocumentReference": ("securityLabel",)}}
+    with pytest.raises(SettingsError, match="labeller"):
+        Settings.from_env({"FHIR_PATCH_CLIENT_ELEMENT_POLICIES": '{"labeller": {"DocumentReference": "securityLabel"}}'})

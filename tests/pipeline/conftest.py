@@ -12,6 +12,7 @@ from tests.support.service import Service, running_service
 
 CALLBACK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 POLICIES = {"DocumentReference": ["securityLabel", "content"]}
+CLIENT_POLICIES = {"labeller": {"DocumentReference": ["securityLabel"]}}
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def service(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactor
     import uuid
     token = uuid.uuid4().hex[:10]
     env = {**service_env, "FHIR_PATCH_DATABASE": f"p_{token}", "FHIR_PATCH_NAMESPACE": f"p-{token}",
-           "FHIR_PATCH_ELEMENT_POLICIES": json.dumps(POLICIES), "FHIR_PATCH_CALLBACK_SECRET": CALLBACK_SECRET,
+           "FHIR_PATCH_ELEMENT_POLICIES": json.dumps(POLICIES), "FHIR_PATCH_CLIENT_ELEMENT_POLICIES": json.dumps(CLIENT_POLICIES), "FHIR_PATCH_CALLBACK_SECRET": CALLBACK_SECRET,
            "FHIR_PATCH_CALLBACK_ALLOW": "http://127.0.0.1:*/", "FHIR_PATCH_CALLBACK_GIVE_UP_SECONDS": "20",
            "FHIR_PATCH_MAX_BODY_BYTES": "65536", "FHIR_PATCH_JOB_RETENTION_SECONDS": "6"}
     tmp: Path = tmp_path_factory.mktemp("service")

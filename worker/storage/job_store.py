@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from pymongo import DeleteOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -65,6 +66,11 @@ class JobStore:
                 raise
             repeated = {e["index"] for e in errors}
             return [job for i, job in enumerate(jobs) if i not in repeated]
+
+    def forget_many(self, job_ids: list[str]) -> None:
+        """Un-record jobs that were recorded but never queued (refused by backpressure right after recording)."""
+        if job_ids:
+            self._jobs.bulk_write([DeleteOne({"_id": job_id}) for job_id in job_ids], ordered=False)
 
     def remember_key(self, key: str, digest: str, job_id: str, now: datetime) -> str:
         """Bind an idempotency key to a job: the job id to answer with (an earlier one on a retry).

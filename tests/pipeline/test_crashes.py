@@ -53,6 +53,10 @@ def _check_exactly_once(service: Service) -> None:
             assert values == ["start"] + [str(n) for n in range(PER_RESOURCE)], f"Patient/k{r}: each patch exactly once, in order: {values}"
             history = client.get(f"Patient/k{r}/_history", params={"_count": 1000}).json()
             assert [int(e["response"]["etag"][3:-1]) for e in history["entry"]] == list(range(PER_RESOURCE + 1, 0, -1))
+            # Each version and its Provenance are one insert: a crash leaves neither one without the other.
+            audit = client.get("Provenance", params={"target": f"Patient/k{r}", "_count": 1000}).json()
+            targets = [e["resource"]["target"][0]["reference"] for e in audit["entry"]]
+            assert targets == [f"Patient/k{r}/_history/{n}" for n in range(PER_RESOURCE + 1, 0, -1)], f"Patient/k{r}: {targets}"
 
 
 def test_worker_killed_mid_stream(fresh_service: Service) -> None:

@@ -75,12 +75,12 @@ class Admission:
             self._release(keys=[self.hash], args=[client_field(client), TOTAL, count])
 
     def refusal(self, granted: Granted, client: str, wanted: int) -> TooManyUnfinished | ServiceBusy:
-        """The error for a reservation that fell short: 503 when the whole service is full, else 429 for the client."""
-        if granted.total_unfinished + wanted > self._total and granted.client_unfinished < self._per_client:
+        """The error for a reservation that fell short: 503 when the service-wide limit is the tighter one, else 429."""
+        if self._total - granted.total_unfinished < self._per_client - granted.client_unfinished:
             return ServiceBusy(f"The service has {granted.total_unfinished} jobs not yet finished (limit {self._total}); "
-                               "nothing was accepted, retry later", "request")
+                               "retry later", "request")
         return TooManyUnfinished(f"Client {client!r} has {granted.client_unfinished} jobs not yet finished (limit "
-                                 f"{self._per_client}); nothing more was accepted, retry later", "request")
+                                 f"{self._per_client}); retry later", "request")
 
     def admit(self, client: str, wanted: int) -> None:
         """All `wanted` or nothing: raise the refusal (and reserve nothing) when they do not all fit."""

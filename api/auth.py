@@ -32,6 +32,7 @@ LEEWAY_SECONDS = 60
 KEYS_MAX_AGE = 300.0
 UNKNOWN_KID_REFRESH = 30.0
 FAILED_FETCH_RETRY = 1.0
+VERIFIED_CACHE_SIZE = 10_000
 REALM = 'Bearer realm="fhir-patch-worker"'
 
 
@@ -96,9 +97,13 @@ class KeySet:
 
 
 class Authenticator:
-    """Verify a bearer token and say who it is and what it may do."""
+    """Verify a bearer token and say who it is and what it may do.
 
-    def __init__(self, settings: Settings, keys: KeySet | None = None) -> None:
+    A verified token is remembered (by its exact text) until it expires, but never longer than the key set is
+    cached, so a key removed from the JWKS stops working within KEYS_MAX_AGE; clients send the same token for
+    many requests, so most requests skip the signature check."""
+
+    def __init__(self, settings: Settings, keys: KeySet | None = None, clock: Callable[[], float] = time.time) -> None:
         self.disabled = settings.auth_disabled
         if not self.disabled and not (settings.auth_jwks and settings.auth_issuer and settings.auth_audience):
             raise SettingsError("FHIR_PATCH_AUTH_JWKS, FHIR_PATCH_AUTH_ISSUER and FHIR_PATCH_AUTH_AUDIENCE must be set "
@@ -106,8 +111,25 @@ class Authenticator:
         self._issuer = settings.auth_issuer
         self._audience = settings.auth_audience
         self.keys = keys or KeySet(settings.auth_jwks)
+        self._clock = clock
+        self._verified: dict[str, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
 
     def verify(self, token: str) -> Principal:
+        now = self._clock()
+        remembered = self._verified.get(token)
+        if remembered is not None and now < remembered[0]:
+            return remembered[1]
+        principal, expires = self._check(token)
+        with self._lock:
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                self._verified = {t: v for t, v in self._verified.items() if v[0] > now}
+                if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                    self._verified.clear()
+            self._verified[token] = (min(expires + LEEWAY_SECONDS, now + KEYS_MAX_AGE), principal)
+        return principal
+
+    def _check(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -121,7 +143,7 @@ class Authenticator:
                                 leeway=LEEWAY_SECONDS, options={"require": ["exp", "sub", "iss", "aud"]})
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"The bearer token was refused: {exc}") from exc
-        return principal_of(claims)
+        return principal_of(claims), float(claims["exp"])
 
 
 def principal_of(claims: dict[str, Any]) -> Principal:

@@ -24,12 +24,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import counts, peak_rss_mib, running, wait_ended  # noqa: E402
+from harness import AUTH, counts, peak_rss_mib, running, wait_ended  # noqa: E402
 
 from tests.support.feeds import feed_lines  # noqa: E402
 
 def create(base: str, resources: int) -> None:
-    with httpx.Client(base_url=f"{base}/fhir", trust_env=False, timeout=60) as client:
+    with httpx.Client(base_url=f"{base}/fhir", trust_env=False, timeout=60, headers=AUTH) as client:
         lines = (json.dumps({"request": {"method": "PUT", "url": f"Organization/org{r}"},
                              "resource": {"resourceType": "Organization", "id": f"org{r}", "name": "start", "alias": ["start"]}})
                  for r in range(resources))
@@ -48,7 +48,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, running(args.workers, Path(tmp)) as (base, procs):
         create(base, args.resources)
         started = time.perf_counter()
-        with httpx.Client(base_url=f"{base}/fhir", trust_env=False, timeout=600) as client:
+        with httpx.Client(base_url=f"{base}/fhir", trust_env=False, timeout=600, headers=AUTH) as client:
             body = (f"{line}\n".encode() for line in feed_lines(args.lines, args.resources, args.invalid))
             accepted = client.post("$bulk-submit", content=body, headers={"content-type": "application/fhir+ndjson"})
             intake = time.perf_counter() - started

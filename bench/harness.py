@@ -20,7 +20,11 @@ sys.path.insert(0, str(ROOT))
 from worker.settings import Settings  # noqa: E402
 from tests.support.processes import provision_module  # noqa: E402
 from tests.support.service import peak_rss_mib  # noqa: E402,F401  (re-exported for the benchmarks)
+from worker.dev_auth import dev_token, ensure_dev_key  # noqa: E402
 from worker.supervisor import service_processes  # noqa: E402
+
+# The bearer header of the running service (a development key made in the benchmark's state folder).
+AUTH: dict[str, str] = {}
 
 
 @contextlib.contextmanager
@@ -29,8 +33,10 @@ def running(workers: int, state: Path) -> Iterator[tuple[str, list[subprocess.Po
     with provision.services(state) as env:
         port = provision.free_port()
         token = uuid.uuid4().hex[:8]
-        full = {**os.environ, **env, "FHIR_PATCH_HTTP_PORT": str(port), "FHIR_PATCH_DATABASE": f"bench_{token}",
+        key = ensure_dev_key(state / "auth")
+        full = {**os.environ, **env, **key.environment(), "FHIR_PATCH_HTTP_PORT": str(port), "FHIR_PATCH_DATABASE": f"bench_{token}",
                 "FHIR_PATCH_NAMESPACE": f"bench-{token}", "FHIR_PATCH_LOG_LEVEL": "WARNING"}
+        AUTH["authorization"] = f"Bearer {dev_token(key, 'system/*.cruds system/metrics.read', 'bench', 86_400)}"
         specs = service_processes(Settings.from_env(full), workers, 1)
         procs = [subprocess.Popen(s.argv, env=full, stdout=open(state / f"{s.name}.log", "ab"), stderr=subprocess.STDOUT,
                                   start_new_session=True) for s in specs]
@@ -54,7 +60,7 @@ def running(workers: int, state: Path) -> Iterator[tuple[str, list[subprocess.Po
 
 def counts(base: str) -> dict[str, float]:
     found: dict[str, float] = {}
-    for line in httpx.get(f"{base}/metrics", trust_env=False).text.splitlines():
+    for line in httpx.get(f"{base}/metrics", trust_env=False, headers=AUTH).text.splitlines():
         if line.startswith("fhir_patch_jobs_") and "_total " in line:
             name, value = line.split()
             found[name.removeprefix("fhir_patch_jobs_").removesuffix("_total")] = float(value)

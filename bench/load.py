@@ -38,7 +38,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import counts, running, wait_ended  # noqa: E402
+from harness import AUTH, counts, running, wait_ended  # noqa: E402
 
 PATCH = {"content-type": "application/json-patch+json"}
 
@@ -49,7 +49,7 @@ def submit_stream(base: str, patches: int, resources: int, clients: int, prefix:
     headers = {**PATCH, "prefer": "respond-async"}
 
     def client_share(k: int) -> None:
-        with httpx.Client(base_url=f"{base}/fhir", trust_env=False, timeout=60) as client:
+        with httpx.Client(base_url=f"{base}/fhir", trust_env=False, timeout=60, headers=AUTH) as client:
             for n in range(k, patches, clients):
                 client.patch(f"Patient/{prefix}{n % resources}", content=body, headers=headers).raise_for_status()
 
@@ -60,7 +60,7 @@ def submit_stream(base: str, patches: int, resources: int, clients: int, prefix:
 
 
 def create_resources(base: str, resources: int, prefix: str) -> None:
-    with httpx.Client(base_url=f"{base}/fhir", trust_env=False, timeout=60) as client:
+    with httpx.Client(base_url=f"{base}/fhir", trust_env=False, timeout=60, headers=AUTH) as client:
         for r in range(resources):
             client.put(f"Patient/{prefix}{r}", json={"resourceType": "Patient", "id": f"{prefix}{r}", "identifier": [{"value": "0"}]},
                        headers={"prefer": "respond-async"}).raise_for_status()
@@ -107,7 +107,7 @@ def sync_latency(base: str, rate: float, seconds: float, resources: int) -> dict
     def one(n: int) -> None:
         nonlocal errors
         if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=f"{base}/fhir", trust_env=False, timeout=30)
+            local.client = httpx.Client(base_url=f"{base}/fhir", trust_env=False, timeout=30, headers=AUTH)
         started = time.perf_counter()
         answer = local.client.patch(f"Patient/l{n % resources}", content=body, headers=PATCH)
         elapsed = time.perf_counter() - started

@@ -138,3 +138,9 @@ def test_client_policies_are_read_from_the_environment() -> None:
     assert settings.client_element_policies == {"labeller": {"DocumentReference": ("securityLabel",)}}
     with pytest.raises(SettingsError, match="labeller"):
         Settings.from_env({"FHIR_PATCH_CLIENT_ELEMENT_POLICIES": '{"labeller": {"DocumentReference": "securityLabel"}}'})
+
+
+def test_the_capability_statement_says_when_authentication_is_off() -> None:
+    from api.capabilities import security
+    assert "DISABLED" in security(True)["description"] and "service" not in security(True)
+    assert security(False)["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"

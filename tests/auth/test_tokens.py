@@ -176,3 +176,13 @@ def test_auth_settings_are_required_unless_disabled() -> None:
     with pytest.raises(SettingsError, match="FHIR_PATCH_AUTH_JWKS"):
         Authenticator(Settings.from_env({}))
     assert Authenticator(Settings.from_env({"FHIR_PATCH_AUTH_DISABLED": "true"})).disabled
+
+
+def test_a_remembered_token_still_expires(issuer: TokenIssuer) -> None:
+    authenticator = Authenticator(Settings.from_env(issuer.env()))
+    token = issuer.token(ttl=-59)  # expired 59 s ago: valid for one more second of leeway
+    assert authenticator.verify(token).subject == "tester"
+    assert authenticator.verify(token).subject == "tester"  # remembered
+    time.sleep(1.5)
+    with pytest.raises(Unauthenticated, match="expired"):
+        authenticator.verify(token)

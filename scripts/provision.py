@@ -100,7 +100,8 @@ def tcp_open(port: int) -> Callable[[], bool]:
 
 
 def helper(script: str) -> str:
-    done = subprocess.run(["bash", str(ROOT / "scripts" / script)], check=True, stdout=subprocess.PIPE, text=True)
+    env = {**os.environ, "PYTHON": sys.executable}  # the build's index check needs pymongo, which this interpreter has
+    done = subprocess.run(["bash", str(ROOT / "scripts" / script)], check=True, stdout=subprocess.PIPE, text=True, env=env)
     return done.stdout.strip().splitlines()[-1]
 
 

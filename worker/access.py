@@ -56,26 +56,26 @@ class Forbidden(AccessError):
     code = "forbidden"
 
 
-class TooManyUnfinished(AccessError):
+class RetryLater(AccessError):
+    """Not now: the answer carries Retry-After."""
+
+    def __init__(self, diagnostics: str, *expression: str, retry_after: int = 5, **kwargs: Any) -> None:
+        super().__init__(diagnostics, *expression, **kwargs)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class TooManyUnfinished(RetryLater):
     """429: the client has too many jobs not yet finished."""
 
     status = 429
     code = "throttled"
 
-    def __init__(self, diagnostics: str, *expression: str, retry_after: int = 5, **kwargs: Any) -> None:
-        super().__init__(diagnostics, *expression, **kwargs)
-        self.headers = {"Retry-After": str(retry_after)}
 
-
-class ServiceBusy(AccessError):
+class ServiceBusy(RetryLater):
     """503: the whole service is at its queue limit, or cannot check tokens right now."""
 
     status = 503
     code = "transient"
-
-    def __init__(self, diagnostics: str, *expression: str, retry_after: int = 5, **kwargs: Any) -> None:
-        super().__init__(diagnostics, *expression, **kwargs)
-        self.headers = {"Retry-After": str(retry_after)}
 
 
 @dataclass(frozen=True)

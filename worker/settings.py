@@ -49,7 +49,7 @@ def _patterns(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
-def _policies(env: Mapping[str, str], name: str) -> Mapping[str, tuple[str, ...]]:
+def _json_object(env: Mapping[str, str], name: str) -> dict[str, Any]:
     raw = env.get(name, "").strip()
     if not raw:
         return {}
@@ -57,12 +57,22 @@ def _policies(env: Mapping[str, str], name: str) -> Mapping[str, tuple[str, ...]
         loaded = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise SettingsError(f"{name} must be a JSON object: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise SettingsError(f"{name} must be a JSON object")
+    return loaded
+
+
+def _policy(loaded: Any, name: str) -> Mapping[str, tuple[str, ...]]:
     if not isinstance(loaded, dict) or not all(
         isinstance(k, str) and isinstance(v, list) and all(isinstance(e, str) for e in v)
         for k, v in loaded.items()
     ):
         raise SettingsError(f'{name} must map resource types to lists of element names, e.g. {{"DocumentReference": ["securityLabel"]}}')
     return {k: tuple(v) for k, v in loaded.items()}
+
+
+def _policies(env: Mapping[str, str], name: str) -> Mapping[str, tuple[str, ...]]:
+    return _policy(_json_object(env, name), name)
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -75,16 +85,8 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
 
 
 def _client_policies(env: Mapping[str, str], name: str) -> Mapping[str, Mapping[str, tuple[str, ...]]]:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return {}
-    try:
-        loaded = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise SettingsError(f"{name} must be a JSON object: {exc}") from exc
-    if not isinstance(loaded, dict):
-        raise SettingsError(f'{name} must map client ids to policies, e.g. {{"registry-a": {{"DocumentReference": ["securityLabel"]}}}}')
-    return {client: _policies({f"{name}[{client!r}]": json.dumps(policy)}, f"{name}[{client!r}]") for client, policy in loaded.items()}
+    """client id -> that client's policy, each shaped like FHIR_PATCH_ELEMENT_POLICIES."""
+    return {client: _policy(policy, f"{name}[{client!r}]") for client, policy in _json_object(env, name).items()}
 
 
 def _allow_list(env: Mapping[str, str], name: str) -> tuple[str, ...]:

@@ -146,7 +146,7 @@ class GroupIntake:
             except PatchError as exc:
                 if exc.status == 403:
                     log_refusal_event(caller, group_id, where(number), exc)
-                refused.append((number, result_event(job_id, "", JobResult(exc.status, outcome=exc.outcome), now)))
+                refused.append((number, result_event(job_id, JobResult(exc.status, outcome=exc.outcome), now)))
         return jobs, refused
 
     def resolved(self, entry: Any, where: str) -> Any:
@@ -170,7 +170,7 @@ class GroupIntake:
     def progress(self, group: Group) -> Progress:
         counts = self._queues.group_counts(group.id)
         if not counts and group.total is not None:  # Redis lost the counters: count from MongoDB
-            found = self._db.groups.count_results(group.id, group.total)
+            found = count_outcomes(self._db.jobs.outcomes(group.entry_ids()))
             return Progress(group, group.total - group.rejected, group.rejected, found["applied"], found["failed"] - group.rejected,
                             found["cancelled"])
         return Progress(group, counts.get("accepted", 0), counts.get("rejected", 0), counts.get("applied", 0), counts.get("failed", 0),
@@ -179,7 +179,7 @@ class GroupIntake:
     def batch_response(self, group: Group, base: str) -> dict[str, Any]:
         """The batch-response Bundle: one entry per request entry, in order; GET entries read now, after the writes."""
         entries: list[dict[str, Any]] = []
-        for number, event in self._db.groups.results(group.id, group.total or 0):
+        for number, (_, event) in enumerate(self._db.jobs.outcomes(group.entry_ids()), 1):
             if group.reads and number in group.reads:
                 entries.append(self.read_entry(group.reads[number], base))
             elif event is None or "result" not in event:  # pending, or cancelled before it started
@@ -211,9 +211,17 @@ class GroupIntake:
     def result_lines(self, group: Group, base: str) -> Iterator[dict[str, Any]]:
         """One outcome per entry, in entry order (pending entries say so)."""
         assert group.total is not None
-        for number, event in self._db.groups.results(group.id, group.total):
+        for number, (_, event) in enumerate(self._db.jobs.outcomes(group.entry_ids()), 1):
             yield {"line": number, **(entry_response(event, base) if event and "result" in event else
                                       {"status": event["state"] if event else "pending"})}
+
+
+def count_outcomes(outcomes: Iterator[tuple[str, dict[str, Any] | None]]) -> dict[str, int]:
+    """applied / failed / cancelled / pending, counted from stored outcomes (when Redis lost the counters)."""
+    counts = {"applied": 0, "failed": 0, "cancelled": 0, "pending": 0}
+    for _, outcome in outcomes:
+        counts[outcome["state"] if outcome else "pending"] += 1
+    return counts
 
 
 def _read_entry(newest: StoredVersion | None, base: str) -> dict[str, Any]:

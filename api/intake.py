@@ -98,7 +98,9 @@ class Intake:
 
     def _record(self, submission: Submission) -> tuple[Job, bool]:
         now = utc_now()
-        job = Job(Job.new_id(), submission.request, JobState.ACCEPTED, now, callback_url=submission.callback_url, digest=submission.digest)
+        extra = {"idempotencyKey": submission.idempotency_key} if submission.idempotency_key else {}
+        job = Job(Job.new_id(), submission.request, JobState.ACCEPTED, now, callback_url=submission.callback_url, digest=submission.digest,
+                  extra=extra)
         if submission.idempotency_key:
             try:
                 bound = self._db.jobs.remember_key(submission.idempotency_key, submission.digest, job.id, now)

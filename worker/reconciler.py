@@ -71,7 +71,8 @@ class Reconciler:
         if self._passes % MONGODB_PASS_EVERY != 1:
             return Pass(revived)
         expired_before = now - timedelta(seconds=self._settings.job_retention_seconds)
-        self._db.groups.expire(expired_before, now, self._group_has_ended)
+        for group in self._db.groups.expire(expired_before, now, self._group_has_ended):
+            self._db.jobs.remove(group.entry_ids())
         return Pass(revived, self._restore_lost_jobs(now), self._resend_callbacks(now), self._db.jobs.expire(expired_before))
 
     def _group_has_ended(self, group: Group) -> bool:
@@ -79,8 +80,8 @@ class Reconciler:
             return False
         reads = len(group.reads or {})
         counts = self._queues.group_counts(group.id)
-        if not counts:  # Redis lost the counters: count the results in MongoDB
-            return self._db.groups.count_results(group.id, group.total)["pending"] <= reads
+        if not counts:  # Redis lost the counters: look the outcomes up
+            return sum(1 for _, outcome in self._db.jobs.outcomes(group.entry_ids()) if outcome is None) <= reads
         return sum(counts.get(k, 0) for k in ("rejected", "applied", "failed", "cancelled")) + reads >= group.total
 
     def _revive_stalled_keys(self, now: datetime) -> int:

@@ -147,7 +147,7 @@ class ChangeService:
     def _finish_many(self, planned: list[tuple[Job, JobResult, StoredVersion | None, str | None]]) -> list[Job]:
         """Record the outcomes (one bulk insert; a repeat changes nothing), publish the wake-ups, owe the callbacks."""
         now = self._clock()
-        recorded = self._db.jobs.finish_many([result_event(job.id, job.key, result, now) for job, result, _, _ in planned])
+        recorded = self._db.jobs.finish_many([result_event(job, result, now) for job, result, _, _ in planned])
         pipe = self._queues.pipeline()
         ended = []
         for job, result, _, text in planned:
@@ -173,12 +173,13 @@ class ChangeService:
             return None
         started = self._db.jobs.start(job_id, self._clock())
         if started == "cancelled":
+            self._db.jobs.cancelled_left([job_id], self._clock())
             return replace(job, state=JobState.CANCELLED, finished_at=self._clock())
         if started == "again":  # a redelivery: it may have ended, or written its version, already
             job = self._db.jobs.get(job_id) or job
             if job.state.final:
                 return job
-            earlier = self._db.resources.written_by(job.id)  # not only the newest: a batch wrote later versions too
+            earlier = self._db.resources.written_by(job.id, job.request.resource_type, job.request.resource_id)
             if earlier is not None:
                 return self._finish(job, *self._earlier_result(job, earlier))
         current = StoredVersion.from_cache(cached_newest) if cached_newest else self._newest(job)
@@ -218,7 +219,8 @@ class ChangeService:
         except VersionConflict as exc:
             if exc.latest is not None:
                 self._queues.remember_newest(job.key, exc.latest.version_id, exc.latest.to_cache())
-            earlier = exc.latest if exc.latest is not None and exc.latest.job_id == job.id else self._db.resources.written_by(job.id)
+            earlier = (exc.latest if exc.latest is not None and exc.latest.job_id == job.id
+                       else self._db.resources.written_by(job.id, job.request.resource_type, job.request.resource_id))
             if earlier is not None:
                 return self._earlier_result(job, earlier)  # our own earlier attempt (paused, then resumed) got there first
             raise LeaseLost(job.key) from exc

@@ -66,6 +66,7 @@ class TransactionRunner:
             raise Parked(key)
         started = self._db.jobs.start(job.id, self._clock())
         if started == "cancelled":
+            self._db.jobs.cancelled_left([job.id], self._clock())
             return self._complete(keys, token, job, "cancelled")
         if started == "again":
             earlier = self._db.jobs.get(job.id)
@@ -81,7 +82,7 @@ class TransactionRunner:
             self._index([(current[v.key], v) for v in versions])
             self._db.resources.commit_many(versions)  # holding every lease: a collision cannot happen unless the leases expired
         now = self._clock()
-        self._db.jobs.finish_many([result_event(job.id, "", result, now)])  # the commit point
+        self._db.jobs.finish_many([result_event(job, result, now)])  # the commit point
         if result.succeeded:
             for version in versions:
                 self._queues.remember_newest(version.key, version.version_id, version.to_cache())

@@ -136,17 +136,27 @@ async def vread(resource_type: str, resource_id: str, version_id: str, request: 
 @router.get("/{resource_type}/{resource_id}/_history")
 async def history(resource_type: str, resource_id: str, request: Request, caller: Caller) -> Response:
     caller.require(_resource_type(resource_type), READ)
-    count = request.query_params.get("_count", "100")
-    if not count.isdigit() or not 0 < int(count) <= 1000:
-        raise InvalidRequest("_count must be a whole number from 1 to 1000", "_count")
+    count = query_number(request, "_count", 100, 1, 1000)
+    offset = query_number(request, "_offset", 0, 0, 10**9)
     store = connections(request).database.resources
-    versions = await anyio.to_thread.run_sync(lambda: list(store.history(_resource_type(resource_type), check_id(resource_id), int(count))))
-    if not versions:
+    total, versions = await anyio.to_thread.run_sync(store.history, resource_type, check_id(resource_id), count, offset)
+    if not total:
         raise ResourceNotFound(f"{resource_type}/{resource_id} does not exist", "id")
     base = fhir_base(request)
-    bundle = {"resourceType": "Bundle", "type": "history", "total": versions[0].version_id,
+    links = [{"relation": "self", "url": f"{base}/{resource_type}/{resource_id}/_history?_count={count}&_offset={offset}"}]
+    if offset + count < total:  # every version is reachable: follow `next` to the first one
+        links.append({"relation": "next", "url": f"{base}/{resource_type}/{resource_id}/_history?_count={count}&_offset={offset + count}"})
+    bundle = {"resourceType": "Bundle", "type": "history", "total": total, "link": links,
               "entry": [_history_entry(v, base) for v in versions]}
     return fhir_response(bundle)
+
+
+def query_number(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """A whole-number query parameter (ASCII digits only) within [low, high]; 400 naming it otherwise."""
+    raw = request.query_params.get(name, str(default))
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        raise InvalidRequest(f"{name} must be a whole number from {low} to {high}", name)
+    return int(raw)
 
 
 def _history_entry(version: StoredVersion, base: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from fastapi.responses import Response
 
 from api.auth import Caller
 from api.http import check_id, fhir_response
-from api.routes.fhir import connections, fhir_base
+from api.routes.fhir import connections, fhir_base, query_number
 from worker.access import READ
 from worker.patch.errors import InvalidRequest
 from worker.patch.fhir_json import loads
@@ -43,19 +43,12 @@ def _target(request: Request) -> tuple[str, str, int | None]:
     return found["type"], check_id(found["id"]), int(found["version"]) if found["version"] else None
 
 
-def _number(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name, str(default))
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
-        raise InvalidRequest(f"{name} must be a whole number from {low} to {high}", name)
-    return int(raw)
-
-
 @router.get("/Provenance")
 async def provenance_search(request: Request, caller: Caller) -> Response:
     caller.require("Provenance", READ)
     resource_type, resource_id, version_id = _target(request)
-    count = _number(request, "_count", DEFAULT_COUNT, 1, MAX_COUNT)
-    offset = _number(request, "_offset", 0, 0, 10**9)
+    count = query_number(request, "_count", DEFAULT_COUNT, 1, MAX_COUNT)
+    offset = query_number(request, "_offset", 0, 0, 10**9)
     store = connections(request).database.resources
     if version_id is not None:
         one = await anyio.to_thread.run_sync(store.version, resource_type, resource_id, version_id)

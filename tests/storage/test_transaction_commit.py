@@ -27,7 +27,7 @@ def test_marked_versions_appear_together_at_the_commit_point(isolated_settings: 
         assert db.resources.remove_uncommitted("T1", [("Patient", "a", 2), ("Patient", "b", 2)]) == 2  # the re-run cleans up
         db.resources.commit_many([_version("a", 2, "T1"), _version("b", 2, "T1")])
         assert db.resources.latest("Patient", "a").version_id == 1  # type: ignore[union-attr]
-        db.jobs.finish_many([result_event("T1", "", JobResult(200, entries=[]), datetime.now(UTC))])  # the commit point
+        db.jobs.finish_many([result_event("T1", JobResult(200, entries=[]), datetime.now(UTC))])  # the commit point
         assert [db.resources.latest("Patient", p).version_id for p in ("a", "b")] == [2, 2]  # type: ignore[union-attr]
         assert db.resources.remove_uncommitted("T1", [("Patient", "a", 2)]) == 0, "committed versions are never removed"
     finally:

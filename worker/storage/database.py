@@ -30,7 +30,8 @@ class Database:
         client: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_uri, tz_aware=True, connect=False,
                                                           serverSelectionTimeoutMS=5000, connectTimeoutMS=2000)
         db = client[settings.database]
-        return cls(client, ResourceStore(db, hint), JobStore(db), GroupStore(db), IdentifierIndex(db))
+        return cls(client, ResourceStore(db, hint), JobStore(db, settings.job_retention_seconds), GroupStore(db, settings.job_retention_seconds),
+                   IdentifierIndex(db))
 
     def ensure_indexes(self) -> None:
         self.resources.ensure_indexes()

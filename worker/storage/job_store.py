@@ -1,16 +1,21 @@
-"""Durable jobs in MongoDB, append-only: accept, start or cancel, finish; idempotency keys.
+"""Durable jobs in MongoDB, by key only: accept, start or cancel, finish; idempotency keys; callbacks owed; expiry.
 
-A job's life is a few inserted documents, never an update (inserts and `_id`
-lookups are O(1) on every MongoDB-protocol server; FerretDB scans for updates):
+A job's life is a few documents, each addressed by its `_id`:
 
-- `jobs`         `_id` J: the accepted request (the durable accept);
-- `job_events`   `_id` "J/gate": who got there first, the worker starting
-                 it or a client cancelling it; the unique `_id` makes that
-                 race have exactly one winner;
-                 `_id` "J/result": its outcome; a second finish (a
-                 redelivered message) collides and changes nothing;
-                 `_id` "J/callback": the callback was delivered or given up.
+- `jobs`         `_id` J: the accepted request (the durable accept). Deleted when
+                 the job's outcome is recorded, so this collection holds exactly
+                 the jobs in flight: the reconciler may scan it (bounded).
+- `job_events`   `_id` "J/gate": who got there first, the worker starting it or a
+                 client cancelling it; the unique `_id` gives that race one winner;
+                 `_id` "J/result": its outcome, with a summary of the job (the
+                 request without its body), so a finished job stays pollable after
+                 its `jobs` document is gone; a second finish collides and changes
+                 nothing; `_id` "J/callback": the callback was delivered or given up.
+- `callbacks`    `_id` J: a callback is owed (bounded: deleted when it ends).
 - `idempotency`  `_id` the Idempotency-Key: the request digest and its job.
+- `job_expiry`   the jobs that finished in each time slot (worker/storage/expiry.py):
+                 the reconciler removes each job's documents by `_id` once the
+                 retention passed.
 """
 
 from __future__ import annotations
@@ -19,17 +24,24 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from pymongo import DeleteOne
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from worker.jobs import Job, JobResult, JobState
+from worker.storage import keyed
+from worker.storage.expiry import ExpirySlots
 
 
-def result_event(job_id: str, key: str, result: JobResult, now: datetime) -> dict[str, Any]:
+def result_event(job: Job | str, result: JobResult, now: datetime) -> dict[str, Any]:
+    """The outcome record of `job` (or of a bare job id, for an entry refused at intake)."""
     state = JobState.APPLIED if result.succeeded else JobState.FAILED
-    return {"_id": f"{job_id}/result", "state": state.value, "at": now, "key": key, "result": result.to_document()}
+    job_id = job if isinstance(job, str) else job.id
+    event: dict[str, Any] = {"_id": f"{job_id}/result", "state": state.value, "at": now, "result": result.to_document(),
+                             "key": "" if isinstance(job, str) or job.request.action.value == "transaction" else job.key}
+    if not isinstance(job, str):
+        document = job.to_document()
+        event["job"] = {**document, "request": {**document["request"], "body": b""}}
+    return event
 
 
 class IdempotencyConflict(Exception):
@@ -40,179 +52,172 @@ class IdempotencyConflict(Exception):
         self.job_id = job_id
 
 
+def _is_group_entry(job_id: str) -> bool:
+    return "-" in job_id  # entries "G-n" expire with their group (GroupStore.expire), never one by one
+
+
 class JobStore:
-    def __init__(self, db: Database[dict[str, Any]]) -> None:
+    def __init__(self, db: Database[dict[str, Any]], retention_seconds: float = 86_400.0) -> None:
         self._jobs: Collection[dict[str, Any]] = db["jobs"]
         self._events: Collection[dict[str, Any]] = db["job_events"]
         self._keys: Collection[dict[str, Any]] = db["idempotency"]
+        self._callbacks: Collection[dict[str, Any]] = db["callbacks"]
+        self._expiry = ExpirySlots(db["job_expiry"], retention_seconds)
 
     def ensure_indexes(self) -> None:
+        """Only on the bounded collection the reconciler scans: jobs in flight, oldest first."""
         self._jobs.create_index([("acceptedAt", 1)], name="accepted")
-        self._events.create_index([("at", 1)], name="at")
 
     def accept(self, job: Job) -> None:
         self._jobs.insert_one(job.to_document())
 
     def accept_many(self, jobs: list[Job]) -> list[Job]:
         """Record jobs; returns those newly recorded (ids already present, from a resubmitted feed, are skipped)."""
-        if not jobs:
-            return []
-        try:
-            self._jobs.insert_many([job.to_document() for job in jobs], ordered=False)
-            return jobs
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != 11000 for e in errors):
-                raise
-            repeated = {e["index"] for e in errors}
-            return [job for i, job in enumerate(jobs) if i not in repeated]
+        repeated = keyed.insert_new(self._jobs, [job.to_document() for job in jobs])
+        return [job for i, job in enumerate(jobs) if i not in repeated]
 
     def forget_many(self, job_ids: list[str]) -> None:
         """Un-record jobs that were recorded but never queued (refused by backpressure right after recording)."""
-        if job_ids:
-            self._jobs.bulk_write([DeleteOne({"_id": job_id}) for job_id in job_ids], ordered=False)
+        keyed.delete_many(self._jobs, job_ids)
 
     def remember_key(self, key: str, digest: str, job_id: str, now: datetime) -> str:
         """Bind an idempotency key to a job: the job id to answer with (an earlier one on a retry).
 
         Raises IdempotencyConflict when the key was used for a different request.
         """
-        try:
-            self._keys.insert_one({"_id": key, "digest": digest, "job": job_id, "createdAt": now})
+        if keyed.insert_one_new(self._keys, {"_id": key, "digest": digest, "job": job_id, "createdAt": now}):
             return job_id
-        except DuplicateKeyError:
-            earlier = self._keys.find_one({"_id": key})
-            if earlier is None:  # expired between the insert and the read: bind it again
-                return self.remember_key(key, digest, job_id, now)
-            if earlier["digest"] != digest:
-                raise IdempotencyConflict(earlier["job"]) from None
-            return str(earlier["job"])
+        earlier = keyed.get(self._keys, key)
+        if earlier is None:  # expired between the insert and the read: bind it again
+            return self.remember_key(key, digest, job_id, now)
+        if earlier["digest"] != digest:
+            raise IdempotencyConflict(earlier["job"])
+        return str(earlier["job"])
 
     def forget_key(self, key: str, job_id: str) -> None:
-        self._keys.delete_one({"_id": key, "job": job_id})
+        doc = keyed.get(self._keys, key)
+        if doc is not None and doc.get("job") == job_id:
+            keyed.delete_many(self._keys, [key])
 
     def get(self, job_id: str) -> Job | None:
-        """The job with its current state (accepted, cancelled, applied or failed)."""
-        doc = self._jobs.find_one({"_id": job_id})
+        """The job with its current state (accepted, running, applied or failed); None when unknown, expired
+        or cancelled before it started."""
+        result = keyed.get(self._events, f"{job_id}/result")
+        if result is not None and "job" in result:
+            return Job.from_document({**result["job"], "state": result["state"], "finishedAt": result["at"],
+                                      "result": result["result"]})
+        doc = keyed.get(self._jobs, job_id)
         if doc is None:
             return None
-        result = self._events.find_one({"_id": f"{job_id}/result"})
         if result is not None:
             doc.update(state=result["state"], finishedAt=result["at"], result=result["result"])
         else:
-            gate = self._events.find_one({"_id": f"{job_id}/gate"})
+            gate = keyed.get(self._events, f"{job_id}/gate")
             if gate is not None:
                 doc.update(state=JobState.CANCELLED.value if gate["by"] == "cancel" else JobState.RUNNING.value, startedAt=gate["at"])
         return Job.from_document(doc)
 
-    def _pass_gate(self, job_id: str, by: str, now: datetime) -> str:
-        """Who passed the job's gate first: `by` if this call did, else the earlier one."""
-        try:
-            self._events.insert_one({"_id": f"{job_id}/gate", "by": by, "at": now})
-            return by
-        except DuplicateKeyError:
-            gate = self._events.find_one({"_id": f"{job_id}/gate"})
-            return str(gate["by"]) if gate else by
-
     def accepted(self, job_id: str) -> Job | None:
         """The job as accepted (one lookup; its state is not read: `start` decides that)."""
-        doc = self._jobs.find_one({"_id": job_id})
+        doc = keyed.get(self._jobs, job_id)
         return Job.from_document(doc) if doc else None
 
     def start(self, job_id: str, now: datetime) -> str:
         """"first": this worker starts the job; "again": it was started before (a redelivery); "cancelled"."""
-        try:
-            self._events.insert_one({"_id": f"{job_id}/gate", "by": "start", "at": now})
-            return "first"
-        except DuplicateKeyError:
-            gate = self._events.find_one({"_id": f"{job_id}/gate"})
-            return "cancelled" if gate and gate["by"] == "cancel" else "again"
+        return self.start_many([job_id], now)[0]
 
     def start_many(self, job_ids: list[str], now: datetime) -> list[str]:
         """`start` for several jobs in one round trip (the answer for each, in order)."""
-        try:
-            self._events.insert_many([{"_id": f"{j}/gate", "by": "start", "at": now} for j in job_ids], ordered=False)
-            return ["first"] * len(job_ids)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != 11000 for e in errors):
-                raise
-            repeated = {e["index"] for e in errors}
+        repeated = keyed.insert_new(self._events, [{"_id": f"{j}/gate", "by": "start", "at": now} for j in job_ids])
         answers = []
         for index, job_id in enumerate(job_ids):
             if index not in repeated:
                 answers.append("first")
             else:
-                gate = self._events.find_one({"_id": f"{job_id}/gate"})
+                gate = keyed.get(self._events, f"{job_id}/gate")
                 answers.append("cancelled" if gate and gate["by"] == "cancel" else "again")
         return answers
 
     def cancel_many(self, job_ids: list[str], now: datetime) -> int:
         """Cancel every job of `job_ids` no worker started (one round trip); how many were cancelled now."""
-        if not job_ids:
-            return 0
-        try:
-            self._events.insert_many([{"_id": f"{j}/gate", "by": "cancel", "at": now} for j in job_ids], ordered=False)
-            return len(job_ids)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != 11000 for e in errors):
-                raise
-            return len(job_ids) - len(errors)
+        return len(job_ids) - len(keyed.insert_new(self._events, [{"_id": f"{j}/gate", "by": "cancel", "at": now} for j in job_ids]))
 
     def cancel(self, job_id: str, now: datetime) -> bool:
         """Cancel a job no worker started (True, also when it was cancelled already); False once started."""
-        return self._pass_gate(job_id, "cancel", now) == "cancel"
+        if keyed.insert_one_new(self._events, {"_id": f"{job_id}/gate", "by": "cancel", "at": now}):
+            return True
+        gate = keyed.get(self._events, f"{job_id}/gate")
+        return bool(gate and gate["by"] == "cancel")
 
     def finish_many(self, events: list[dict[str, Any]]) -> set[str]:
-        """Record several outcomes (`result_event`s) in one round trip; the job ids recorded now (repeats change nothing)."""
-        if not events:
-            return set()
-        repeated: set[int] = set()
-        try:
-            self._events.insert_many(events, ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != 11000 for e in errors):
-                raise
-            repeated = {e["index"] for e in errors}
-        return {str(e["_id"]).rsplit("/", 1)[0] for i, e in enumerate(events) if i not in repeated}
+        """Record several outcomes (`result_event`s); the job ids recorded now (repeats change nothing). Then the
+        jobs leave the in-flight collection, owed callbacks are noted, and the jobs join their expiry slot."""
+        repeated = keyed.insert_new(self._events, events)
+        job_ids = [str(e["_id"]).rsplit("/", 1)[0] for e in events]
+        self.left(job_ids)
+        owed = [{"_id": j, "at": e["at"]} for j, e in zip(job_ids, events) if (e.get("job") or {}).get("callbackUrl")]
+        keyed.insert_new(self._callbacks, owed)
+        if events:
+            self._remember_for_expiry([j for j in job_ids if not _is_group_entry(j)], events[0]["at"])
+        return {j for i, j in enumerate(job_ids) if i not in repeated}
+
+    def left(self, job_ids: list[str]) -> None:
+        """The jobs are no longer in flight (finished, or cancelled and taken off their queue)."""
+        keyed.delete_many(self._jobs, job_ids)
+
+    def cancelled_left(self, job_ids: list[str], now: datetime) -> None:
+        """Cancelled jobs taken off their queue: no longer in flight, and their gate expires like a result."""
+        self.left(job_ids)
+        self._remember_for_expiry([j for j in job_ids if not _is_group_entry(j)], now)
+
+    def _remember_for_expiry(self, job_ids: list[str], when: datetime) -> None:
+        self._expiry.add(job_ids, when)
 
     def callback_ended(self, job_id: str, state: str, attempts: int, status: int | None, now: datetime) -> None:
-        try:
-            self._events.insert_one({"_id": f"{job_id}/callback", "state": state, "attempts": attempts, "lastStatus": status, "at": now})
-        except DuplicateKeyError:
-            pass  # two deliveries raced; the first record stands
+        keyed.insert_new(self._events, [{"_id": f"{job_id}/callback", "state": state, "attempts": attempts, "lastStatus": status,
+                                         "at": now}])  # two deliveries raced: the first record stands
+        keyed.delete_many(self._callbacks, [job_id])
 
     def callback_state(self, job_id: str) -> str:
-        doc = self._events.find_one({"_id": f"{job_id}/callback"})
+        doc = keyed.get(self._events, f"{job_id}/callback")
         return str(doc["state"]) if doc else "pending"
 
     def unfinished_before(self, before: datetime) -> Iterator[Job]:
-        """Jobs accepted before `before` with no recorded outcome and not cancelled, oldest first (reconciler)."""
-        ended = {str(doc["_id"]).rsplit("/", 1)[0] for doc in self._events.find({"at": {"$lt": before}}, {"_id": 1})
-                 if not str(doc["_id"]).endswith("/callback")}
-        for doc in self._jobs.find({"acceptedAt": {"$lt": before}}, {"_id": 1}).sort("acceptedAt", 1):
-            if doc["_id"] not in ended:
-                job = self.get(doc["_id"])
-                if job is not None and not job.state.final:
-                    yield job
+        """Jobs accepted before `before` with no recorded outcome and not cancelled, oldest first (reconciler).
+        A scan, on the bounded collection of jobs in flight."""
+        for doc in keyed.scan(self._jobs, {"acceptedAt": {"$lt": before}}, {"_id": 1}, sort=[("acceptedAt", 1)]):
+            job = self.get(str(doc["_id"]))
+            if job is None:
+                continue
+            if job.state.final:  # its outcome was recorded just before a crash: only the clean-up was left
+                self.left([job.id])
+            else:
+                yield job
+
+    def outcomes(self, job_ids: list[str]) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        """(job id, its result event, {"state": "cancelled"}, or None while pending), in order: a result lookup by
+        `_id` per job, and a gate lookup only for a job without a result."""
+        for job_id in job_ids:
+            result = keyed.get(self._events, f"{job_id}/result")
+            if result is None:
+                gate = keyed.get(self._events, f"{job_id}/gate")
+                result = {"state": "cancelled"} if gate is not None and gate.get("by") == "cancel" else None
+            yield job_id, result
 
     def callbacks_owed(self, finished_before: datetime) -> Iterator[str]:
-        """Jobs finished before `finished_before` whose callback was neither delivered nor given up."""
-        for doc in self._jobs.find({"callbackUrl": {"$ne": None}}, {"_id": 1}):
-            job_id = str(doc["_id"])
-            result = self._events.find_one({"_id": f"{job_id}/result"})
-            if result is not None and result["at"] < finished_before and self.callback_state(job_id) == "pending":
-                yield job_id
+        """Jobs finished before `finished_before` whose callback was neither delivered nor given up (a scan of the
+        bounded collection of callbacks owed)."""
+        for doc in keyed.scan(self._callbacks, {"at": {"$lt": finished_before}}, {"_id": 1}):
+            yield str(doc["_id"])
 
     def expire(self, before: datetime) -> int:
-        """Remove jobs that ended (finished or cancelled) before `before`, with their events and idempotency keys."""
-        # Entries of a group ("G-n") expire with their group (GroupStore.expire), never one by one.
-        ended = [str(doc["_id"]).rsplit("/", 1)[0] for doc in self._events.find({"at": {"$lt": before}}, {"_id": 1, "by": 1})
-                 if (str(doc["_id"]).endswith("/result") or doc.get("by") == "cancel") and "-" not in str(doc["_id"])]
-        if not ended:
-            return 0
-        self._events.delete_many({"_id": {"$in": [f"{j}/{kind}" for j in ended for kind in ("gate", "result", "callback")]}})
-        self._keys.delete_many({"job": {"$in": ended}})
-        return self._jobs.delete_many({"_id": {"$in": ended}}).deleted_count
+        """Remove jobs that finished before `before`, with their events and idempotency keys (by expiry slot)."""
+        return sum(self.remove(job_ids) for job_ids in self._expiry.due(before))
+
+    def remove(self, job_ids: list[str]) -> int:
+        """Forget finished jobs: their events and idempotency keys (a group's entries go when the group expires)."""
+        keys = [str((r.get("job") or {}).get("idempotencyKey")) for _, r in keyed.get_many(self._events, [f"{j}/result" for j in job_ids])
+                if r is not None and (r.get("job") or {}).get("idempotencyKey")]
+        keyed.delete_many(self._keys, keys)
+        keyed.delete_many(self._events, [f"{j}/{kind}" for j in job_ids for kind in ("result", "gate", "callback")])
+        return len(job_ids)

@@ -31,9 +31,14 @@ from typing import Any
 
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from worker.patch.fhir_json import loads
+from worker.storage import keyed
+
+# A job delivered again is at the head of its key's queue, so the only versions written after its own are those
+# of the jobs committed in the same batch (at most service.BATCH): looking this far back always finds it.
+RECENT_VERSIONS = 64
 
 # The copy of each resource's newest version kept in Redis (see KeyQueues), given as
 # (its version number, keep a newer copy, read the copy) for a resource key.
@@ -105,26 +110,30 @@ class ResourceStore:
         self._read_hint, self._remember, self._read_copy = hint or (lambda key: 0, lambda version: None, lambda key: None)
 
     def ensure_indexes(self) -> None:
-        self._history.create_index([("type", 1), ("id", 1), ("versionId", 1)], unique=True, name="type_id_version")
-        self._history.create_index([("job", 1)], name="job")
+        """Nothing beyond `_id`: every lookup is by `_id` (an extra index would only slow each insert)."""
 
-    def written_by(self, job_id: str) -> StoredVersion | None:
-        """The version a job wrote, if it did (asked only when a job is delivered again, so its cost is rare)."""
-        doc = self._history.find_one({"job": job_id})
-        if doc is None or (doc.get("txn") and not self._committed(str(doc["txn"]))):
+    def written_by(self, job_id: str, resource_type: str, resource_id: str) -> StoredVersion | None:
+        """The version a job wrote, if it did: asked only when a job is delivered again, by `_id` lookups of
+        the resource's most recent versions (RECENT_VERSIONS)."""
+        newest = self.latest(resource_type, resource_id)
+        if newest is None:
             return None
-        return StoredVersion.from_document(doc)
+        for version_id in range(newest.version_id, max(0, newest.version_id - RECENT_VERSIONS), -1):
+            version = newest if version_id == newest.version_id else self.version(resource_type, resource_id, version_id)
+            if version is not None and version.job_id == job_id:
+                return version
+        return None
 
     def version(self, resource_type: str, resource_id: str, version_id: int) -> StoredVersion | None:
         if version_id < 1:
             return None
-        doc = self._history.find_one({"_id": f"{resource_type}/{resource_id}/{version_id}"})
+        doc = keyed.get(self._history, f"{resource_type}/{resource_id}/{version_id}")
         if doc is None or (doc.get("txn") and not self._committed(str(doc["txn"]))):
             return None  # absent, or written by a transaction that has not committed (and never will: see uncommitted)
         return StoredVersion.from_document(doc)
 
     def _committed(self, transaction: str) -> bool:
-        result = self._events.find_one({"_id": f"{transaction}/result"})
+        result = keyed.get(self._events, f"{transaction}/result")
         return bool(result and result.get("state") == "applied")
 
     def remove_uncommitted(self, transaction: str, candidates: list[tuple[str, str, int]]) -> int:
@@ -132,7 +141,8 @@ class ResourceStore:
         if self._committed(transaction):
             return 0  # committed versions are the truth: never removed
         ids = [f"{t}/{i}/{v}" for t, i, v in candidates]
-        return self._history.delete_many({"_id": {"$in": ids}, "txn": transaction}).deleted_count if ids else 0
+        marked = [key for key, doc in keyed.get_many(self._history, ids) if doc is not None and doc.get("txn") == transaction]
+        return keyed.delete_many(self._history, marked)
 
     def newest(self, resource_type: str, resource_id: str) -> StoredVersion | None:
         """The newest version, from the Redis copy when there is one, else from MongoDB (and then copied).
@@ -162,29 +172,20 @@ class ResourceStore:
             self._remember(newest)
         return newest
 
-    def history(self, resource_type: str, resource_id: str, count: int) -> Iterator[StoredVersion]:
-        """Newest first, at most `count` versions."""
+    def history(self, resource_type: str, resource_id: str, count: int, offset: int = 0) -> tuple[int, list[StoredVersion]]:
+        """(the newest version number, or 0 when the resource never existed; a page of versions newest first,
+        skipping the `offset` newest): a page is a known list of `_id`s."""
         newest = self.latest(resource_type, resource_id)
         if newest is None:
-            return
-        yield newest
-        for version_id in range(newest.version_id - 1, max(0, newest.version_id - count), -1):
-            version = self.version(resource_type, resource_id, version_id)
-            if version is not None:
-                yield version
+            return 0, []
+        top = newest.version_id - offset
+        page = [self.version(resource_type, resource_id, n) for n in range(top, max(0, top - count), -1)]
+        return newest.version_id, [v for v in page if v is not None]
 
     def commit_many(self, versions: list[StoredVersion]) -> int:
         """Write consecutive versions in order, one round trip; how many were written before a collision (if any)."""
-        if not versions:
-            return 0
-        try:
-            self._history.insert_many([v.to_document() for v in versions], ordered=True)
-            return len(versions)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != 11000 for e in errors):
-                raise
-            return int(exc.details.get("nInserted", errors[0]["index"] if errors else 0))
+        repeated = keyed.insert_new(self._history, [v.to_document() for v in versions], ordered=True)
+        return min(repeated, default=len(versions))
 
     def commit(self, new: StoredVersion) -> None:
         """Write `new`; VersionConflict (carrying the newest version) if that version number is taken."""

@@ -1,0 +1,50 @@
+"""Expiry by time slot, by key only: what ended in slot N is listed in the document `slot/N`.
+
+Removing what ended before a time is then a walk over the slots that ended by
+then, from a cursor document: each slot one `_id` lookup and one delete, never a
+range or a scan. A slot is a quarter of the retention (between 1 s and a minute),
+so removal happens at most one slot after the retention passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from pymongo.collection import Collection
+
+from worker.storage import keyed
+
+MAX_SLOTS_PER_PASS = 2000  # after a long stop, expiry catches up over several passes
+
+
+def slot_seconds(retention_seconds: float) -> float:
+    return min(60.0, max(1.0, retention_seconds / 4))
+
+
+class ExpirySlots:
+    def __init__(self, collection: Collection[dict[str, Any]], retention_seconds: float) -> None:
+        self._slots = collection
+        self.seconds = slot_seconds(retention_seconds)
+
+    def _slot(self, when: datetime) -> int:
+        return int(when.timestamp() // self.seconds)
+
+    def add(self, ids: list[str], ended: datetime) -> None:
+        """`ids` ended at `ended` (one upsert by `_id`)."""
+        if ids:
+            keyed.add_to_sets(self._slots, {f"slot/{self._slot(ended)}": {"ids": ids}})
+
+    def due(self, before: datetime) -> Iterator[list[str]]:
+        """The ids of each slot that ended before `before`, oldest first; a slot is forgotten once its ids were
+        handed out and the caller asked for the next (so a crash hands them out again, never loses them)."""
+        cursor = keyed.get(self._slots, "cursor")
+        last = self._slot(before) - 1
+        first = int(cursor["slot"]) + 1 if cursor else last - MAX_SLOTS_PER_PASS + 1
+        for slot in range(first, min(last, first + MAX_SLOTS_PER_PASS - 1) + 1):
+            bucket = keyed.get(self._slots, f"slot/{slot}")
+            if bucket is not None:
+                yield [str(i) for i in bucket.get("ids", [])]
+                keyed.delete_many(self._slots, [f"slot/{slot}"])
+            self._slots.replace_one({"_id": "cursor"}, {"_id": "cursor", "slot": slot}, upsert=True)

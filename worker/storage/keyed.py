@@ -1,0 +1,102 @@
+"""Key-only MongoDB access: the one place that talks to collections, so the storage rule holds by construction.
+
+On every path whose cost can grow with the data, a query is an equality lookup
+on `_id`, or an insert, update or delete by `_id` (FerretDB's SQLite backend
+uses its index for exactly that shape, once scripts/ferretdb-id-index.patch is
+applied; real MongoDB uses the `_id` index). The helpers here only build that
+shape. A query of any other shape is allowed only on a collection whose size is
+bounded by work in flight; those collections are listed in BOUNDED_COLLECTIONS,
+and `scan` refuses any other. The query-discipline test holds the service to it
+by watching every command it sends.
+
+Duplicate keys are how the stores detect "already there" (the insert is the
+compare-and-set), so BulkWriteError code 11000 is translated here, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from pymongo import DeleteOne, UpdateOne
+from pymongo.collection import Collection
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+
+Document = dict[str, Any]
+
+DUPLICATE_KEY = 11000
+
+# Collections whose size is bounded by work in flight: scans, ranges and sorts are allowed on these alone.
+BOUNDED_COLLECTIONS: Mapping[str, str] = {
+    "jobs": "jobs accepted and not yet finished (a job's document is deleted when its outcome is recorded)",
+    "callbacks": "callbacks owed: finished jobs whose callback was neither delivered nor given up yet",
+    "open_groups": "feeds and batches whose entries have not all ended",
+}
+
+
+class StorageUnavailable(Exception):
+    """The MongoDB-protocol server did not answer (or refused) a command; nothing is known to be written."""
+
+
+def insert_new(collection: Collection[Document], documents: list[Document], ordered: bool = False) -> set[int]:
+    """Insert; the indexes (into `documents`) of those whose `_id` existed already. With `ordered`, nothing after
+    the first duplicate is inserted, and every later index is reported too."""
+    if not documents:
+        return set()
+    try:
+        collection.insert_many(documents, ordered=ordered)
+        return set()
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        repeated = {int(e["index"]) for e in errors}
+        if ordered and repeated:
+            repeated |= set(range(min(repeated), len(documents)))
+        return repeated
+
+
+def insert_one_new(collection: Collection[Document], document: Document) -> bool:
+    """Insert one document; False when its `_id` existed already."""
+    try:
+        collection.insert_one(document)
+        return True
+    except DuplicateKeyError:
+        return False
+
+
+def get(collection: Collection[Document], key: str) -> Document | None:
+    return collection.find_one({"_id": key})
+
+
+def get_many(collection: Collection[Document], keys: Iterable[str]) -> Iterator[tuple[str, Document | None]]:
+    """One `_id` lookup per key (an `$in` would scan on FerretDB)."""
+    for key in keys:
+        yield key, collection.find_one({"_id": key})
+
+
+def delete_many(collection: Collection[Document], keys: Iterable[str]) -> int:
+    """Delete by `_id`, one round trip; how many existed."""
+    operations = [DeleteOne({"_id": key}) for key in keys]
+    return collection.bulk_write(operations, ordered=False).deleted_count if operations else 0
+
+
+def add_to_sets(collection: Collection[Document], additions: Mapping[str, Mapping[str, list[str]]]) -> None:
+    """`$addToSet` by `_id` (created when absent): {key: {field: values}}, one round trip."""
+    operations = [UpdateOne({"_id": key}, {"$addToSet": {f: {"$each": v} for f, v in fields.items()}}, upsert=True)
+                  for key, fields in additions.items()]
+    if operations:
+        collection.bulk_write(operations, ordered=False)
+
+
+def scan(collection: Collection[Document], query: Document, projection: Document | None = None,
+         sort: list[tuple[str, int]] | None = None) -> Iterator[Document]:
+    """A query of another shape, allowed only on a collection bounded by work in flight (BOUNDED_COLLECTIONS)."""
+    if collection.name not in BOUNDED_COLLECTIONS:
+        raise ValueError(f"{collection.name} is not bounded by work in flight; only _id lookups are allowed on it")
+    cursor = collection.find(query, projection)
+    return iter(cursor.sort(sort) if sort else cursor)
+
+
+__all__ = ["BOUNDED_COLLECTIONS", "Document", "PyMongoError", "StorageUnavailable", "add_to_sets", "delete_many", "get",
+           "get_many", "insert_new", "insert_one_new", "scan"]

@@ -133,6 +133,7 @@ class Settings:
     client_element_policies: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict, metadata={"env": "FHIR_PATCH_CLIENT_ELEMENT_POLICIES", "doc": 'JSON: client id -> policy as in FHIR_PATCH_ELEMENT_POLICIES; narrows the global one for that client (403 beyond it).'})
     max_unfinished_per_client: int = field(default=100_000, metadata={"env": "FHIR_PATCH_MAX_UNFINISHED_PER_CLIENT", "doc": "Jobs a client may have accepted and not finished; past it 429 with Retry-After."})
     max_queue_depth: int = field(default=1_000_000, metadata={"env": "FHIR_PATCH_MAX_QUEUE_DEPTH", "doc": "Jobs the whole service may have accepted and not finished; past it 503 with Retry-After."})
+    mongodb_command_log: str = field(default="", metadata={"env": "FHIR_PATCH_MONGODB_COMMAND_LOG", "doc": "A file to append the shape of every MongoDB command to (never values): the storage-rule test reads it. Empty: off."})
     log_level: str = field(default="INFO", metadata={"env": "FHIR_PATCH_LOG_LEVEL", "doc": "Python log level of API and workers."})
 
     @classmethod
@@ -167,6 +168,7 @@ class Settings:
             client_element_policies=_client_policies(source, "FHIR_PATCH_CLIENT_ELEMENT_POLICIES"),
             max_unfinished_per_client=_integer(source, "FHIR_PATCH_MAX_UNFINISHED_PER_CLIENT", d.max_unfinished_per_client),
             max_queue_depth=_integer(source, "FHIR_PATCH_MAX_QUEUE_DEPTH", d.max_queue_depth),
+            mongodb_command_log=_text(source, "FHIR_PATCH_MONGODB_COMMAND_LOG", d.mongodb_command_log),
             log_level=_text(source, "FHIR_PATCH_LOG_LEVEL", d.log_level).upper(),
         )
 

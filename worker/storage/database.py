@@ -8,6 +8,7 @@ from typing import Any
 from pymongo import MongoClient
 
 from worker.settings import Settings
+from worker.storage.command_log import CommandRecorder
 from worker.storage.group_store import GroupStore
 from worker.storage.identifier_index import IdentifierIndex
 from worker.storage.job_store import JobStore
@@ -27,8 +28,10 @@ class Database:
         """Connect (lazily, so it is safe before a fork) and bind the stores to `settings.database`.
 
         `hint` reads and raises the newest-version hint kept in Redis (see ResourceStore)."""
+        listeners = [CommandRecorder(settings.mongodb_command_log)] if settings.mongodb_command_log else []
         client: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_uri, tz_aware=True, connect=False,
-                                                          serverSelectionTimeoutMS=5000, connectTimeoutMS=2000)
+                                                          serverSelectionTimeoutMS=5000, connectTimeoutMS=2000,
+                                                          event_listeners=listeners)
         db = client[settings.database]
         return cls(client, ResourceStore(db, hint), JobStore(db, settings.job_retention_seconds), GroupStore(db, settings.job_retention_seconds),
                    IdentifierIndex(db))

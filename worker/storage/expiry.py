@@ -27,6 +27,7 @@ class ExpirySlots:
     def __init__(self, collection: Collection[dict[str, Any]], retention_seconds: float) -> None:
         self._slots = collection
         self.seconds = slot_seconds(retention_seconds)
+        self._span = int(retention_seconds // self.seconds) + 2  # slots that can hold anything not yet due
 
     def _slot(self, when: datetime) -> int:
         return int(when.timestamp() // self.seconds)
@@ -38,13 +39,15 @@ class ExpirySlots:
 
     def due(self, before: datetime) -> Iterator[list[str]]:
         """The ids of each slot that ended before `before`, oldest first; a slot is forgotten once its ids were
-        handed out and the caller asked for the next (so a crash hands them out again, never loses them)."""
+        handed out and the caller asked for the next."""
         cursor = keyed.get(self._slots, "cursor")
         last = self._slot(before) - 1
-        first = int(cursor["slot"]) + 1 if cursor else last - MAX_SLOTS_PER_PASS + 1
-        for slot in range(first, min(last, first + MAX_SLOTS_PER_PASS - 1) + 1):
+        first = int(cursor["slot"]) + 1 if cursor else last - self._span
+        stop = min(last, first + MAX_SLOTS_PER_PASS - 1)
+        for slot in range(first, stop + 1):
             bucket = keyed.get(self._slots, f"slot/{slot}")
             if bucket is not None:
                 yield [str(i) for i in bucket.get("ids", [])]
                 keyed.delete_many(self._slots, [f"slot/{slot}"])
-            self._slots.replace_one({"_id": "cursor"}, {"_id": "cursor", "slot": slot}, upsert=True)
+        if stop >= first:  # a crash before this line walks the same slots again: handed out again, never lost
+            self._slots.replace_one({"_id": "cursor"}, {"_id": "cursor", "slot": stop}, upsert=True)

@@ -3,9 +3,14 @@
 Runs periodically in every worker process, one at a time across the
 deployment (a Redis lock). Each pass:
 
-1. revives stalled keys: jobs queued, no lease held, and no drain message sent
-   for longer than a lease (its worker was killed, its message is stuck until
-   the broker's visibility timeout) -> send a drain message;
+1. revives stalled keys: jobs queued, no lease held, and no drain message
+   that can still arrive: the message was taken by a worker process whose
+   heartbeat stopped (killed: its message is stuck until the broker's
+   visibility timeout), or it was sent longer than a lease ago while the broker
+   holds no message at all, or longer than the visibility timeout ago. A key
+   whose message merely waits in a backlog is never revived, so a backlog
+   cannot make itself worse; revivals are at most MAX_REVIVALS per pass, and a
+   revived key counts as sent again (no second revival before it is due);
 2. restores lost jobs: jobs MongoDB holds as accepted or running, older than
    a grace period, that no Redis queue holds (Redis lost its data) -> put
    them back at the head of their key's queue, oldest first;
@@ -27,6 +32,7 @@ from datetime import datetime, timedelta
 import redis
 
 from worker.ordering import KeyQueues
+from worker.ordering.key_queues import KeyState
 from worker.settings import Settings
 from worker.storage import Database
 from worker.storage.group_store import Group
@@ -34,6 +40,7 @@ from worker.storage.group_store import Group
 log = logging.getLogger("fhir_patch.reconciler")
 
 MONGODB_PASS_EVERY = 10
+MAX_REVIVALS = 500
 
 
 @dataclass(frozen=True)
@@ -86,16 +93,30 @@ class Reconciler:
 
     def _revive_stalled_keys(self, now: datetime) -> int:
         revived = 0
-        stale_before = now.timestamp() - self._settings.lease_seconds
+        broker_idle = self._queues.broker_backlog() == 0
         for key in self._queues.active_keys():
-            depth, leased, sent_at = self._queues.state(key)
-            if depth and not leased and (sent_at is None or sent_at < stale_before):
+            if revived >= MAX_REVIVALS:
+                break
+            if self._stalled(self._queues.state(key), now.timestamp(), broker_idle):
                 self._queues.reschedule(key, now.timestamp())
                 self._send_drain(key)
                 revived += 1
         if revived:
+            self._queues.count("revived", revived)
             log.warning("revived stalled keys", extra={"count": revived})
         return revived
+
+    def _stalled(self, state: KeyState, now: float, broker_idle: bool) -> bool:
+        """Jobs wait, no drain holds the key, and its drain message cannot arrive any more."""
+        if not state.depth or state.leased:
+            return False
+        age = now - state.since
+        if state.message is None:  # no message outstanding (a transaction parked the key): after a lease
+            return age > self._settings.lease_seconds
+        if state.taken_by is not None:  # taken by a process: lost only if that process is gone
+            return age > self._settings.lease_seconds and not self._queues.alive(state.taken_by)
+        # Sent and not taken: it waits in the broker, unless the broker is empty (then it was lost on the way).
+        return (broker_idle and age > self._settings.lease_seconds) or age > self._settings.visibility_timeout_seconds
 
     def _restore_lost_jobs(self, now: datetime) -> int:
         lost: dict[str, list[tuple[str, str]]] = defaultdict(list)

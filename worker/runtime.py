@@ -6,7 +6,11 @@ a fork, so each process builds its own on first use (keyed by pid).
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,12 +46,30 @@ class Runtime:
 
 
 _by_pid: dict[int, Runtime] = {}
+log = logging.getLogger("fhir_patch.runtime")
+
+
+def worker_id() -> str:
+    """This process, as drain messages it takes name it (`t:<worker>:<time>`)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def runtime_for(settings: Settings, on_finished: Callable[[Job], None], send_drain: Callable[[str], None]) -> Runtime:
-    """This process's Runtime (a new one after a fork)."""
+    """This process's Runtime (a new one after a fork), with its heartbeat running."""
     pid = os.getpid()
     if pid not in _by_pid:
         _by_pid.clear()
         _by_pid[pid] = Runtime.build(settings, on_finished, send_drain)
+        threading.Thread(target=_beat, args=(_by_pid[pid], worker_id()), name="heartbeat", daemon=True).start()
     return _by_pid[pid]
+
+
+def _beat(runtime: Runtime, worker: str) -> None:
+    """While this process lives, the drain messages it took are not lost: the reconciler leaves their keys alone."""
+    interval = max(0.2, runtime.settings.lease_seconds / 3)
+    while True:
+        try:
+            runtime.queues.heartbeat(worker, runtime.settings.lease_seconds)
+        except Exception:  # a passing Redis outage: the next beat tries again
+            log.warning("heartbeat not written", exc_info=True)
+        time.sleep(interval)

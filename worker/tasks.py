@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from worker.logs import configure_logging
 from worker.reconciler import Reconciler
-from worker.runtime import Runtime, runtime_for
+from worker.runtime import Runtime, runtime_for, worker_id
 from worker.service import utc_now
 from worker.settings import Settings
 
@@ -45,13 +45,19 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     def drain(keys: str | list[str]) -> int:
         """Drain one key, or several (a feed's intake sends one message for a block of keys)."""
         r = runtime()
-        processed = 0
-        for key in [keys] if isinstance(keys, str) else keys:
+        processed, idle = 0, 0
+        batch = [keys] if isinstance(keys, str) else keys
+        r.queues.taken(batch, worker_id(), time.time())  # while this process lives, the reconciler leaves them be
+        for key in batch:
             drained = r.service.drain(key)
             processed += drained.processed
+            idle += drained.processed == 0
             if drained.more:
                 r.queues.reschedule(key, time.time())
                 send_drain(key)
+        r.queues.count("drains", len(batch))
+        if idle:
+            r.queues.count("idle_drains", idle)
         return processed
 
     def callback(job_id: str, attempt: int = 1) -> str:

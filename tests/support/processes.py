@@ -79,3 +79,19 @@ def api_argv(port: int) -> list[str]:
 
 def wait_http_ok(url: str, timeout: float = 30) -> None:
     wait_for(lambda: httpx.get(url, timeout=2).status_code == 200, timeout, f"200 from {url}")
+
+
+def wait_progress(measure: Callable[[], int], target: int, what: str, stall_seconds: float = 60, interval: float = 0.5) -> None:
+    """Wait until `measure()` reaches `target`; fail only when it has not moved for `stall_seconds` (a slow
+    machine is not a fault; a stuck service is)."""
+    best, moved_at = -1, time.monotonic()
+    while True:
+        with contextlib.suppress(Exception):
+            value = measure()
+            if value >= target:
+                return
+            if value > best:
+                best, moved_at = value, time.monotonic()
+        if time.monotonic() - moved_at > stall_seconds:
+            raise TimeoutError(f"{what}: stuck at {best} of {target} for {stall_seconds}s")
+        time.sleep(interval)

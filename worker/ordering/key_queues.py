@@ -12,6 +12,10 @@ For each resource key:
                       compare-and-set then refuses its late write (fencing).
 - `{ns}:sched:{key}`  set while a drain message for the key is outstanding,
                       so one message serves any number of jobs queued behind.
+                      `s:<time>`: sent, waiting in the broker; `t:<worker>:<time>`:
+                      taken by that worker process (the reconciler revives a key
+                      only when neither can be true any more: see reconciler.py).
+- `{ns}:alive:{worker}` a worker process's heartbeat (expires after a lease).
 - `{ns}:keys`         the keys with queued jobs, for the reconciler.
 - `{ns}:payload`      job id -> a copy of the job's request (MongoDB holds the original).
 - `{ns}:cur:{key}`    a copy of the newest version (hash: v, doc), so workers and
@@ -27,6 +31,7 @@ next drain message (no lost wake-up, no duplicate drain).
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from collections.abc import Iterator
 from typing import Any
@@ -135,15 +140,15 @@ return 1
 # Take a transaction off all its queues (counted once) and release their leases;
 # the keys that still have jobs come back (their drain flags stay set).
 # KEYS: payloads, counts, latency, unfinished, then (lease, queue, sched) per key.
-# ARGV: token, job id, outcome, bucket, seconds, keys set, client field, keys...
+# ARGV: token, job id, outcome, bucket, seconds, keys set, client field, sent marker, keys...
 _COMPLETE_TRANSACTION = RELEASE_LUA + """
 local more = {}
-for i = 8, #ARGV do
-  local lease, q, sched = KEYS[(i - 8) * 3 + 5], KEYS[(i - 8) * 3 + 6], KEYS[(i - 8) * 3 + 7]
+for i = 9, #ARGV do
+  local lease, q, sched = KEYS[(i - 9) * 3 + 5], KEYS[(i - 9) * 3 + 6], KEYS[(i - 9) * 3 + 7]
   if redis.call('LINDEX', q, 0) == ARGV[2] then redis.call('LPOP', q) end
   if redis.call('GET', lease) == ARGV[1] then redis.call('DEL', lease) end
   if redis.call('LLEN', q) > 0 then
-    redis.call('SET', sched, '0')
+    redis.call('SET', sched, ARGV[8])
     table.insert(more, ARGV[i])
   else
     redis.call('DEL', sched)
@@ -209,6 +214,31 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def sent_marker(now: float) -> str:
+    """The `sched` value of a drain message sent at `now` and not yet taken by a worker."""
+    return f"s:{now}"
+
+
+@dataclass(frozen=True)
+class KeyState:
+    """What the reconciler needs to know of a key: queued jobs, whether a drain holds it, its drain message."""
+
+    depth: int
+    leased: bool
+    message: str | None  # `s:<time>`, `t:<worker>:<time>`, or None when no drain message is outstanding
+
+    @property
+    def taken_by(self) -> str | None:
+        return self.message[2:].rsplit(":", 1)[0] if self.message and self.message.startswith("t:") else None
+
+    @property
+    def since(self) -> float:
+        try:
+            return float((self.message or "").rsplit(":", 1)[-1])
+        except ValueError:
+            return 0.0
+
+
 class KeyQueues:
     """The Redis side of per-key ordering, bound to one namespace."""
 
@@ -248,12 +278,12 @@ class KeyQueues:
     def enqueue(self, key: str, job_id: str, payload: str, now: float) -> bool:
         """Append a job to the key's queue; True when the caller must send a drain message."""
         return bool(self._enqueue(keys=[self._k("q", key), self._k("sched", key), self.keys_set, self._payloads],
-                                  args=[key, now, job_id, payload]))
+                                  args=[key, sent_marker(now), job_id, payload]))
 
     def restore(self, key: str, jobs: list[tuple[str, str]], now: float) -> None:
         """Put (job id, payload) pairs Redis lost back at the head of the key's queue, in order."""
         flat = [part for pair in jobs for part in pair]
-        self._restore(keys=[self._k("q", key), self._k("sched", key), self.keys_set, self._payloads], args=[key, now, *flat])
+        self._restore(keys=[self._k("q", key), self._k("sched", key), self.keys_set, self._payloads], args=[key, sent_marker(now), *flat])
 
     def acquire(self, key: str, lease_seconds: float) -> str | None:
         """Take the key's lease; its token, or None when someone holds it."""
@@ -266,20 +296,40 @@ class KeyQueues:
         return bool(self._release(keys=[self._k("lease", key), self._k("q", key), self._k("sched", key), self.keys_set], args=[token, key]))
 
     def reschedule(self, key: str, now: float) -> None:
-        self._redis.set(self._k("sched", key), now)
+        """A new drain message is being sent for `key`."""
+        self._redis.set(self._k("sched", key), sent_marker(now))
+
+    def taken(self, keys: list[str], worker: str, now: float) -> None:
+        """A worker process took the drain message of `keys` (only keys whose message is outstanding)."""
+        pipe = self.pipeline()
+        for key in keys:
+            pipe.set(self._k("sched", key), f"t:{worker}:{now}", xx=True)
+        pipe.execute()
+
+    def heartbeat(self, worker: str, seconds: float) -> None:
+        self._redis.set(f"{self._ns}:alive:{worker}", 1, px=max(1, int(seconds * 1000)))
+
+    def alive(self, worker: str) -> bool:
+        return bool(self._redis.exists(f"{self._ns}:alive:{worker}"))
+
+    def broker_backlog(self) -> int:
+        """Drain and callback messages waiting in the broker (Celery's queue is the namespace's list)."""
+        return int(self._redis.llen(self._ns))
+
+    def count(self, name: str, n: int = 1) -> None:
+        self._redis.hincrby(f"{self._ns}:metrics:counts", name, n)
 
     def position(self, key: str, job_id: str) -> int | None:
         found: Any = self._redis.lpos(self._k("q", key), job_id)
         return int(found) if found is not None else None
 
-    def state(self, key: str) -> tuple[int, bool, float | None]:
-        """(queued jobs, lease held, time the last drain message was sent) for the reconciler."""
+    def state(self, key: str) -> KeyState:
         pipe = self._redis.pipeline(transaction=False)
         pipe.llen(self._k("q", key))
         pipe.exists(self._k("lease", key))
         pipe.get(self._k("sched", key))
         depth, leased, sched = pipe.execute()
-        return int(depth), bool(leased), float(sched) if sched else None
+        return KeyState(int(depth), bool(leased), _text(sched) if sched else None)
 
     def active_keys(self) -> Iterator[str]:
         for member in self._redis.sscan_iter(self.keys_set, count=1000):
@@ -304,7 +354,7 @@ class KeyQueues:
     def enqueue_transaction(self, keys: list[str], job_id: str, payload: str, now: float) -> list[str]:
         """Queue a transaction on all its keys at once; the keys that need a drain message."""
         redis_keys = [self._payloads, self.keys_set] + [k for key in keys for k in (self._k("q", key), self._k("sched", key))]
-        return [_text(k) for k in self._enqueue_transaction(keys=redis_keys, args=[job_id, payload, now, *keys])]
+        return [_text(k) for k in self._enqueue_transaction(keys=redis_keys, args=[job_id, payload, sent_marker(now), *keys])]
 
     def hold(self, keys: list[str], token: str, job_id: str, lease_seconds: float) -> bool:
         """Take every key's lease for the transaction `job_id`, if it heads all their queues and none is held elsewhere."""
@@ -319,7 +369,7 @@ class KeyQueues:
         redis_keys = [self._payloads, f"{self._ns}:metrics:counts", f"{self._ns}:metrics:latency", self.unfinished]
         redis_keys += [k for key in keys for k in (self._k("lease", key), self._k("q", key), self._k("sched", key))]
         args: list[Any] = [token, done.job_id, done.outcome, latency_bucket(done.seconds), done.seconds, self.keys_set,
-                           client_field(done.client) if done.client else "", *keys]
+                           client_field(done.client) if done.client else "", sent_marker(time.time()), *keys]
         return [_text(k) for k in self._complete_transaction(keys=redis_keys, args=args)]
 
     def group_counters(self, group_id: str) -> str:
@@ -340,7 +390,7 @@ class KeyQueues:
         pipe = self.pipeline()
         for key, job_id, payload in jobs:
             self._enqueue(keys=[self._k("q", key), self._k("sched", key), self.keys_set, self._payloads],
-                          args=[key, now, job_id, payload], client=pipe)
+                          args=[key, sent_marker(now), job_id, payload], client=pipe)
         flags = pipe.execute()
         return list(dict.fromkeys(key for (key, _, _), flag in zip(jobs, flags) if flag))
 

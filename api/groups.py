@@ -17,11 +17,13 @@ from datetime import datetime
 from typing import Any
 
 from celery import Celery
+from redis.exceptions import RedisError
 
 from api.conditional import ConditionalResolver
 from api.entries import authorize_entry, entry_request, located, target
 from api.http import log_refusal_event
-from worker.access import Actor, Principal
+from api.intake import send_drain
+from worker.access import Actor, Principal, ServiceBusy
 from worker.changes import fhir_instant
 from worker.jobs import Job, JobResult, JobState
 from worker.metrics import Metrics
@@ -34,7 +36,6 @@ from worker.service import utc_now
 from worker.storage import Database, StoredVersion
 from worker.storage.group_store import Group, entry_job_id
 from worker.storage.job_store import result_event
-from worker.tasks import DRAIN_TASK
 
 BLOCK_ENTRIES = 500
 KEYS_PER_MESSAGE = 25
@@ -123,9 +124,14 @@ class GroupIntake:
             stopped_at = number_of[new[kept].id]
             new, refused = new[:kept], [r for r in refused if r[0] < stopped_at]
         self._db.jobs.finish_many([event for _, event in refused])
-        keys = self._queues.enqueue_many([(job.key, job.id, job.to_payload()) for job in new], time.time())
+        try:
+            keys, _held = self._queues.arrivals.enqueue_many([(job.key, job.id, job.to_payload()) for job in new], time.time())
+        except RedisError as exc:  # recorded, not queued: withdrawn, so nothing applies them later
+            self._db.jobs.withdraw_many([job.id for job in new], now)
+            raise ServiceBusy(f"The job queue (Redis) cannot be reached: entries from {where(jobs[0][0]) if jobs else 'here'} "
+                              "on were not accepted; retry", "request") from exc
         for start in range(0, len(keys), KEYS_PER_MESSAGE):  # one drain message serves several keys
-            self._celery.send_task(DRAIN_TASK, args=[keys[start:start + KEYS_PER_MESSAGE]])
+            send_drain(self._celery, keys[start:start + KEYS_PER_MESSAGE])
         self._metrics.accepted(len(new))
         self._queues.count_group(group_id, len(new), len(refused))
         return Taken([job.id for job in new], len(refused), stopped_at, refusal)

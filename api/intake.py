@@ -7,6 +7,8 @@ before the job is queued (so it cannot finish unseen).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,16 +16,30 @@ from typing import Any
 
 import anyio
 from celery import Celery
+from redis.exceptions import RedisError
 
 from api.waiter import ResultWaiter
 from worker.jobs import Job, JobRequest, JobResult, JobState
 from worker.metrics import Metrics
+from worker.access import ServiceBusy
 from worker.ordering import KeyQueues
+from worker.ordering.arrivals import Arrival
 from worker.ordering.admission import Admission
 from worker.patch.errors import IdempotencyKeyReused
 from worker.service import utc_now
 from worker.storage import Database, IdempotencyConflict
 from worker.tasks import DRAIN_TASK
+
+log = logging.getLogger("fhir_patch.intake")
+
+
+def send_drain(celery: Celery, keys: list[str]) -> None:
+    """Send the drain message of `keys`; if the broker fails it, the keys are queued and marked sent, so the
+    reconciler sends it again once the broker holds no message for them."""
+    try:
+        celery.send_task(DRAIN_TASK, args=[keys if len(keys) > 1 else keys[0]])
+    except Exception:
+        log.warning("drain message not sent; the reconciler will send it", exc_info=True, extra={"keys": len(keys)})
 
 
 @dataclass(frozen=True)
@@ -58,13 +74,17 @@ class Intake:
         job, new = await anyio.to_thread.run_sync(self._accept, submission)
         if wait_seconds is None:
             if new:
-                await anyio.to_thread.run_sync(self._enqueue, job)
+                await anyio.to_thread.run_sync(self._enqueue, job, submission)
             return job
         if job.state.final:
             return await self.finished(job.id) or job
         future = self._waiter.register(job.id)
         if new:
-            await anyio.to_thread.run_sync(self._enqueue, job)
+            try:
+                await anyio.to_thread.run_sync(self._enqueue, job, submission)
+            except BaseException:
+                self._waiter.forget(job.id)
+                raise
         message = await self._waiter.wait(job.id, future, wait_seconds)
         if message is not None:
             return _from_message(job, message)
@@ -127,9 +147,20 @@ class Intake:
             time.sleep(0.02)
         raise IdempotencyKeyReused(f"The request first sent with this Idempotency-Key (job {job_id}) was not recorded; retry", "Idempotency-Key")
 
-    def _enqueue(self, job: Job) -> None:
-        if self._queues.enqueue(job.key, job.id, job.to_payload(), time.time()):
-            self._celery.send_task(DRAIN_TASK, args=[job.key])
+    def _enqueue(self, job: Job, submission: Submission) -> None:
+        """Queue the recorded job. If Redis fails it, the job is withdrawn (cancelled, out of flight, its key freed)
+        and the answer is 503: a 202 always means the job is queued in order (or held until Redis is in sync)."""
+        try:
+            arrival = self._queues.arrivals.enqueue(job.key, job.id, job.to_payload(), time.time())
+        except RedisError as exc:
+            self._db.jobs.withdraw_many([job.id], utc_now())
+            if submission.idempotency_key:
+                self._db.jobs.forget_key(submission.idempotency_key, job.id)
+            with contextlib.suppress(RedisError):
+                self._admission.release(job.client, 1)
+            raise ServiceBusy("The job queue (Redis) cannot be reached: the request was not accepted; retry", "request") from exc
+        if arrival is Arrival.SEND_DRAIN:
+            send_drain(self._celery, [job.key])
 
 
 def _from_message(job: Job, message: dict[str, Any]) -> Finished:

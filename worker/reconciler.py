@@ -11,13 +11,18 @@ deployment (a Redis lock). Each pass:
    whose message merely waits in a backlog is never revived, so a backlog
    cannot make itself worse; revivals are at most MAX_REVIVALS per pass, and a
    revived key counts as sent again (no second revival before it is due);
-2. restores lost jobs: jobs MongoDB holds as accepted or running, older than
-   a grace period, that no Redis queue holds (Redis lost its data) -> put
-   them back at the head of their key's queue, oldest first;
+2. restores lost jobs: jobs MongoDB holds in flight, older than a grace
+   period, that no Redis queue holds (an API process died between recording a
+   job and queuing it, so no client was told it was accepted) -> queue them;
 3. resends owed callbacks whose retry message was lost;
 4. removes finished jobs older than the retention.
 Step 1 reads Redis only and runs every pass; steps 2-4 scan MongoDB and run
 every `MONGODB_PASS_EVERY` passes.
+
+Apart from the passes, `sync` runs every SYNC_CHECK_SECONDS: when Redis lost its
+data (its sync marker is gone, worker/ordering/arrivals.py), it rebuilds every
+key's queue from the jobs MongoDB holds in flight, in acceptance order, then
+appends the jobs that arrived meanwhile and sets the marker again.
 """
 
 from __future__ import annotations
@@ -27,20 +32,26 @@ import secrets
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import redis
 
+from worker.jobs import Action, Job
 from worker.ordering import KeyQueues
+from worker.ordering.arrivals import Arrival
 from worker.ordering.key_queues import KeyState
 from worker.settings import Settings
 from worker.storage import Database
 from worker.storage.group_store import Group
+from worker.transactions import decode_entries, transaction_keys
 
 log = logging.getLogger("fhir_patch.reconciler")
 
 MONGODB_PASS_EVERY = 10
 MAX_REVIVALS = 500
+SYNC_CHECK_SECONDS = 0.5
+RESTORE_LOCK_MS = 600_000
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -119,16 +130,42 @@ class Reconciler:
         return (broker_idle and age > self._settings.lease_seconds) or age > self._settings.visibility_timeout_seconds
 
     def _restore_lost_jobs(self, now: datetime) -> int:
-        lost: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        restored = 0
         for job in self._db.jobs.unfinished_before(now - self.grace):
-            if self._queues.position(job.key, job.id) is None:
-                lost[job.key].append((job.id, job.to_payload()))
-        for key, jobs in lost.items():
-            self._queues.restore(key, jobs, now.timestamp())
-            self._send_drain(key)
-        restored = sum(len(jobs) for jobs in lost.values())
+            if self._queues.arrivals.queued(job.id):
+                continue
+            for key in _keys_of(job):
+                if self._queues.arrivals.enqueue(key, job.id, job.to_payload(), now.timestamp()) is Arrival.SEND_DRAIN:
+                    self._send_drain(key)
+            restored += 1
         if restored:
-            log.warning("restored jobs Redis had lost", extra={"count": restored, "keys": len(lost)})
+            log.warning("queued jobs no queue held", extra={"count": restored})
+        return restored
+
+    def sync(self, now: datetime) -> int:
+        """If Redis lost its data, rebuild every queue from MongoDB in acceptance order; jobs put back."""
+        arrivals = self._queues.arrivals
+        if arrivals.synced() or not self._redis.set(self._queues.keys.restore_lock, secrets.token_hex(8), nx=True, px=RESTORE_LOCK_MS):
+            return 0
+        try:
+            by_key: dict[str, list[tuple[str, str]]] = defaultdict(list)
+            for job in self._db.jobs.unfinished_before(FAR_FUTURE):  # oldest first: acceptance order
+                for key in _keys_of(job):
+                    by_key[key].append((job.id, job.to_payload()))
+            busy = False
+            for key, jobs in by_key.items():
+                rebuilt = arrivals.rebuild(key, jobs, now.timestamp())
+                busy |= rebuilt is None  # a drain holds it: the marker waits for the next check
+                if rebuilt:
+                    self._send_drain(key)
+            if busy:
+                return 0
+            for key in arrivals.finish_sync(now.timestamp()):
+                self._send_drain(key)
+        finally:
+            self._redis.delete(self._queues.keys.restore_lock)
+        restored = sum(len(jobs) for jobs in by_key.values())
+        log.warning("Redis was out of sync: queues rebuilt from MongoDB", extra={"jobs": restored, "keys": len(by_key)})
         return restored
 
     def _resend_callbacks(self, now: datetime) -> int:
@@ -140,3 +177,10 @@ class Reconciler:
                 self._send_callback(job_id)
                 resent += 1
         return resent
+
+
+def _keys_of(job: Job) -> list[str]:
+    """The queues a job stands in: its resource's, or every one of a transaction's."""
+    if job.request.action == Action.TRANSACTION:
+        return transaction_keys(decode_entries(job.request.body))
+    return [job.key]

@@ -185,6 +185,24 @@ class ChangeService:
         current = StoredVersion.from_cache(cached_newest) if cached_newest else self._newest(job)
         return self._finish(job, *self._apply(job, current))
 
+    def give_up(self, key: str, attempts: int) -> str | None:
+        """Fail the job at the head of `key` alone, after `attempts` attempts that raised: its own outcome says so
+        (or, if it had written its version before failing, that version is its result), and the key moves on."""
+        job_id, payload = self._queues.head(key)
+        job = Job.from_payload(payload) if payload else (self._db.jobs.accepted(job_id) if job_id else None)
+        if job is None:
+            return None
+        earlier = None
+        if job.request.action != Action.TRANSACTION:
+            earlier = self._db.resources.written_by(job.id, job.request.resource_type, job.request.resource_id)
+        if earlier is not None:
+            self._finish(job, *self._earlier_result(job, earlier))
+        else:
+            log.error("job given up after repeated failures", extra={"job_id": job.id, "key": key, "attempts": attempts})
+            self._finish(job, JobResult.error(500, "exception", f"The server failed {attempts} times while applying this job; "
+                                              "it was not applied, and later jobs on the resource go on"), None)
+        return job.id
+
     def _newest(self, job: Job) -> StoredVersion | None:
         return self._db.resources.newest(job.request.resource_type, job.request.resource_id)
 

@@ -18,7 +18,7 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from worker.logs import configure_logging
-from worker.reconciler import Reconciler
+from worker.reconciler import SYNC_CHECK_SECONDS, Reconciler
 from worker.runtime import Runtime, runtime_for, worker_id
 from worker.service import utc_now
 from worker.settings import Settings
@@ -26,6 +26,7 @@ from worker.settings import Settings
 DRAIN_TASK = "fhir_patch.drain"
 CALLBACK_TASK = "fhir_patch.callback"
 _INFRASTRUCTURE = (PyMongoError, RedisError)
+MAX_JOB_ATTEMPTS = 3  # failed drains at the same head job before that job fails alone
 
 log = logging.getLogger("fhir_patch.tasks")
 
@@ -49,7 +50,13 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         batch = [keys] if isinstance(keys, str) else keys
         r.queues.taken(batch, worker_id(), time.time())  # while this process lives, the reconciler leaves them be
         for key in batch:
-            drained = r.service.drain(key)
+            try:
+                drained = r.service.drain(key)
+            except _INFRASTRUCTURE:
+                raise  # Celery retries the message with backoff; the key stays marked as taken by this process
+            except Exception:  # a job that makes the drain fail: retried with backoff, then failed alone
+                _failed_drain(r, key)
+                continue
             processed += drained.processed
             idle += drained.processed == 0
             if drained.more:
@@ -59,6 +66,18 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         if idle:
             r.queues.count("idle_drains", idle)
         return processed
+
+    def _failed_drain(r: Runtime, key: str) -> None:
+        job_id, _ = r.queues.head(key)
+        attempts = r.queues.attempt(job_id) if job_id else 0
+        log.exception("drain failed", extra={"key": key, "job_id": job_id, "attempt": attempts})
+        if job_id and attempts >= MAX_JOB_ATTEMPTS:
+            try:
+                r.service.give_up(key, attempts)
+            except Exception:  # even its failure could not be recorded: try again at the next attempt
+                log.exception("could not give the job up", extra={"key": key, "job_id": job_id})
+        r.queues.reschedule(key, time.time())
+        app.send_task(DRAIN_TASK, args=[key], countdown=min(30.0, 0.5 * 2 ** attempts))
 
     def callback(job_id: str, attempt: int = 1) -> str:
         r = runtime()
@@ -86,9 +105,15 @@ def register_tasks(app: Celery, settings: Settings) -> None:
 
 
 def _reconcile_forever(reconciler: Reconciler, interval: float) -> None:
+    """The sync check every SYNC_CHECK_SECONDS (so a Redis that lost its data holds new jobs briefly), a whole pass
+    every `interval`."""
+    next_pass = time.monotonic() + interval
     while True:
-        time.sleep(interval)
         try:
-            reconciler.run_once(utc_now())
+            reconciler.sync(utc_now())
+            if time.monotonic() >= next_pass:
+                next_pass = time.monotonic() + interval
+                reconciler.run_once(utc_now())
         except Exception:  # the reconciler must outlive a passing outage of Redis or MongoDB
-            log.exception("reconciler pass failed; trying again next interval")
+            log.exception("reconciler pass failed; trying again")
+        time.sleep(min(interval, SYNC_CHECK_SECONDS))

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import anyio
+from redis.exceptions import RedisError
 from fastapi import Request
 from fastapi.responses import Response
 
@@ -19,12 +20,12 @@ from api.answers import accepted_answer
 from api.entries import authorize_entry, entry_request, is_read
 from api.http import fhir_response, outcome_response, parse_prefer
 from api.routes.fhir import acting, connections, fhir_base
-from worker.access import Principal
+from api.intake import send_drain
+from worker.access import Principal, ServiceBusy
 from worker.jobs import Action, Job, JobRequest, JobResult, JobState
 from worker.patch.errors import InvalidRequest
 from worker.results import response_element
 from worker.service import utc_now
-from worker.tasks import DRAIN_TASK
 from worker.transactions import TransactionEntry, encode_entries, transaction_keys
 
 
@@ -66,9 +67,13 @@ async def transaction(request: Request, entries: list[Any], caller: Principal) -
         conn.admission.release(caller.client_id, 1)
         raise
     conn.metrics.accepted()
-    to_wake = await anyio.to_thread.run_sync(conn.queues.enqueue_transaction, keys, job.id, job.to_payload(), time.time())
-    if to_wake:
-        await anyio.to_thread.run_sync(lambda: conn.celery.send_task(DRAIN_TASK, args=[to_wake]))
+    try:
+        to_wake = await anyio.to_thread.run_sync(conn.queues.arrivals.enqueue_transaction, keys, job.id, job.to_payload(), time.time())
+    except RedisError as exc:
+        await anyio.to_thread.run_sync(conn.database.jobs.withdraw_many, [job.id], utc_now())
+        raise ServiceBusy("The job queue (Redis) cannot be reached: the transaction was not accepted; retry", "request") from exc
+    if to_wake:  # None: held until Redis is in sync again (the reconciler queues it in order)
+        await anyio.to_thread.run_sync(send_drain, conn.celery, to_wake)
     if future is not None:
         await conn.waiter.wait(job.id, future, conn.settings.sync_wait_seconds)
         done = await anyio.to_thread.run_sync(conn.database.jobs.get, job.id)

@@ -39,26 +39,9 @@ from typing import Any
 import redis
 
 from worker.metrics import latency_bucket
+from worker.ordering.arrivals import Arrivals, sent_marker
+from worker.ordering.keys import RedisKeys
 from worker.ordering.admission import RELEASE_LUA, TOTAL, client_field
-
-_ENQUEUE = """
-redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
-redis.call('RPUSH', KEYS[1], ARGV[3])
-redis.call('SADD', KEYS[3], ARGV[1])
-if redis.call('SET', KEYS[2], ARGV[2], 'NX') then return 1 end
-return 0
-"""
-
-# Put jobs back at the head (the reconciler, after Redis lost them): they were accepted before anything queued now.
-_RESTORE = """
-for i = #ARGV - 1, 3, -2 do
-  redis.call('LPUSH', KEYS[1], ARGV[i])
-  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
-end
-redis.call('SADD', KEYS[3], ARGV[1])
-redis.call('SET', KEYS[2], ARGV[2])
-return 1
-"""
 
 # One round trip per job: check the lease, take the finished job off the head,
 # renew the lease, and return the next job with its payload and the cached newest version.
@@ -99,21 +82,6 @@ for _, id in ipairs(redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[3]) - 1)) do
   table.insert(reply, redis.call('HGET', KEYS[3], id))
 end
 return reply
-"""
-
-# A transaction joins every queue it touches in one step, so two transactions
-# sharing keys stand in the same order in all of them (no deadlock).
-# KEYS: payloads, keys set, then (queue, sched) per key. ARGV: job id, payload, now, then the keys.
-_ENQUEUE_TRANSACTION = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-local send = {}
-for i = 4, #ARGV do
-  local q, sched = KEYS[(i - 4) * 2 + 3], KEYS[(i - 4) * 2 + 4]
-  redis.call('RPUSH', q, ARGV[1])
-  redis.call('SADD', KEYS[2], ARGV[i])
-  if redis.call('SET', sched, ARGV[3], 'NX') then table.insert(send, ARGV[i]) end
-end
-return send
 """
 
 # Hold every key of a transaction: only when it heads every queue and no other
@@ -214,11 +182,6 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def sent_marker(now: float) -> str:
-    """The `sched` value of a drain message sent at `now` and not yet taken by a worker."""
-    return f"s:{now}"
-
-
 @dataclass(frozen=True)
 class KeyState:
     """What the reconciler needs to know of a key: queued jobs, whether a drain holds it, its drain message."""
@@ -245,12 +208,11 @@ class KeyQueues:
     def __init__(self, client: "redis.Redis", namespace: str) -> None:
         self._redis = client
         self._ns = namespace
-        self._enqueue = client.register_script(_ENQUEUE)
-        self._restore = client.register_script(_RESTORE)
+        self.keys = RedisKeys(namespace)
+        self.arrivals = Arrivals(client, self.keys)
         self._release = client.register_script(_RELEASE)
         self._remember = client.register_script(_REMEMBER)
         self._next = client.register_script(_NEXT)
-        self._enqueue_transaction = client.register_script(_ENQUEUE_TRANSACTION)
         self._hold = client.register_script(_HOLD)
         self._park = client.register_script(_PARK)
         self._complete_transaction = client.register_script(_COMPLETE_TRANSACTION)
@@ -274,16 +236,6 @@ class KeyQueues:
     @property
     def _payloads(self) -> str:
         return f"{self._ns}:payload"
-
-    def enqueue(self, key: str, job_id: str, payload: str, now: float) -> bool:
-        """Append a job to the key's queue; True when the caller must send a drain message."""
-        return bool(self._enqueue(keys=[self._k("q", key), self._k("sched", key), self.keys_set, self._payloads],
-                                  args=[key, sent_marker(now), job_id, payload]))
-
-    def restore(self, key: str, jobs: list[tuple[str, str]], now: float) -> None:
-        """Put (job id, payload) pairs Redis lost back at the head of the key's queue, in order."""
-        flat = [part for pair in jobs for part in pair]
-        self._restore(keys=[self._k("q", key), self._k("sched", key), self.keys_set, self._payloads], args=[key, sent_marker(now), *flat])
 
     def acquire(self, key: str, lease_seconds: float) -> str | None:
         """Take the key's lease; its token, or None when someone holds it."""
@@ -315,6 +267,21 @@ class KeyQueues:
     def broker_backlog(self) -> int:
         """Drain and callback messages waiting in the broker (Celery's queue is the namespace's list)."""
         return int(self._redis.llen(self._ns))
+
+    def head(self, key: str) -> tuple[str | None, str | None]:
+        """The job at the head of the key's queue and its payload copy."""
+        job_id = self._redis.lindex(self._k("q", key), 0)
+        if job_id is None:
+            return None, None
+        payload = self._redis.hget(self._payloads, job_id)
+        return _text(job_id), _text(payload) if payload is not None else None
+
+    def attempt(self, job_id: str) -> int:
+        """Count one more failed attempt at a job (kept a day); the count so far."""
+        pipe = self.pipeline()
+        pipe.incr(f"{self._ns}:attempts:{job_id}")
+        pipe.expire(f"{self._ns}:attempts:{job_id}", 86_400)
+        return int(pipe.execute()[0])
 
     def count(self, name: str, n: int = 1) -> None:
         self._redis.hincrby(f"{self._ns}:metrics:counts", name, n)
@@ -351,11 +318,6 @@ class KeyQueues:
         pairs = [(str(parts[i]), parts[i + 1]) for i in range(1, len(parts) - 1, 2)]
         return Heads(parts[0] if parts else None, pairs)
 
-    def enqueue_transaction(self, keys: list[str], job_id: str, payload: str, now: float) -> list[str]:
-        """Queue a transaction on all its keys at once; the keys that need a drain message."""
-        redis_keys = [self._payloads, self.keys_set] + [k for key in keys for k in (self._k("q", key), self._k("sched", key))]
-        return [_text(k) for k in self._enqueue_transaction(keys=redis_keys, args=[job_id, payload, sent_marker(now), *keys])]
-
     def hold(self, keys: list[str], token: str, job_id: str, lease_seconds: float) -> bool:
         """Take every key's lease for the transaction `job_id`, if it heads all their queues and none is held elsewhere."""
         redis_keys = [k for key in keys for k in (self._k("lease", key), self._k("q", key))]
@@ -384,15 +346,6 @@ class KeyQueues:
 
     def group_counts(self, group_id: str) -> dict[str, int]:
         return {_text(k): int(v) for k, v in self._redis.hgetall(self.group_counters(group_id)).items()}
-
-    def enqueue_many(self, jobs: list[tuple[str, str, str]], now: float) -> list[str]:
-        """Append (key, job id, payload) in order, one round trip; the keys that need a drain message."""
-        pipe = self.pipeline()
-        for key, job_id, payload in jobs:
-            self._enqueue(keys=[self._k("q", key), self._k("sched", key), self.keys_set, self._payloads],
-                          args=[key, sent_marker(now), job_id, payload], client=pipe)
-        flags = pipe.execute()
-        return list(dict.fromkeys(key for (key, _, _), flag in zip(jobs, flags) if flag))
 
     def pipeline(self) -> Any:
         """A non-transactional pipeline: several writes, one round trip."""

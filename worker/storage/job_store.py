@@ -52,6 +52,17 @@ class IdempotencyConflict(Exception):
         self.job_id = job_id
 
 
+def _storable(value: Any) -> Any:
+    """The same document with every string made valid UTF-8 (U+FFFD for lone surrogates)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {k: _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
+
+
 def _is_group_entry(job_id: str) -> bool:
     return "-" in job_id  # entries "G-n" expire with their group (GroupStore.expire), never one by one
 
@@ -152,7 +163,11 @@ class JobStore:
     def finish_many(self, events: list[dict[str, Any]]) -> set[str]:
         """Record several outcomes (`result_event`s); the job ids recorded now (repeats change nothing). Then the
         jobs leave the in-flight collection, owed callbacks are noted, and the jobs join their expiry slot."""
-        repeated = keyed.insert_new(self._events, events)
+        try:
+            repeated = keyed.insert_new(self._events, events)
+        except UnicodeEncodeError:  # a lone surrogate in an outcome: store it, with the character replaced
+            events = [_storable(e) for e in events]
+            repeated = keyed.insert_new(self._events, events)
         job_ids = [str(e["_id"]).rsplit("/", 1)[0] for e in events]
         self.left(job_ids)
         owed = [{"_id": j, "at": e["at"]} for j, e in zip(job_ids, events) if (e.get("job") or {}).get("callbackUrl")]
@@ -160,6 +175,12 @@ class JobStore:
         if events:
             self._remember_for_expiry([j for j in job_ids if not _is_group_entry(j)], events[0]["at"])
         return {j for i, j in enumerate(job_ids) if i not in repeated}
+
+    def withdraw_many(self, job_ids: list[str], now: datetime) -> None:
+        """Jobs recorded but not queued (Redis failed them): cancelled and out of flight, so nothing applies them
+        later; the client was told they were not accepted."""
+        self.cancel_many(job_ids, now)
+        self.left(job_ids)
 
     def left(self, job_ids: list[str]) -> None:
         """The jobs are no longer in flight (finished, or cancelled and taken off their queue)."""

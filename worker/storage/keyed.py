@@ -82,11 +82,27 @@ def delete_many(collection: Collection[Document], keys: Iterable[str]) -> int:
 
 
 def add_to_sets(collection: Collection[Document], additions: Mapping[str, Mapping[str, list[str]]]) -> None:
-    """`$addToSet` by `_id` (created when absent): {key: {field: values}}, one round trip."""
-    operations = [UpdateOne({"_id": key}, {"$addToSet": {f: {"$each": v} for f, v in fields.items()}}, upsert=True)
-                  for key, fields in additions.items()]
-    if operations:
-        collection.bulk_write(operations, ordered=False)
+    """`$addToSet` by `_id` (created when absent): {key: {field: values}}, one round trip.
+
+    Two writers upserting the same new `_id` at once race: one gets a duplicate key. `$addToSet` is idempotent,
+    so the writes are then made one by one, each retried (FerretDB's reply to that race also lacks `nModified`,
+    which makes pymongo's bulk merge raise KeyError: the same fallback covers it)."""
+    updates = {key: {"$addToSet": {f: {"$each": v} for f, v in fields.items()}} for key, fields in additions.items()}
+    if not updates:
+        return
+    try:
+        collection.bulk_write([UpdateOne({"_id": k}, u, upsert=True) for k, u in updates.items()], ordered=False)
+        return
+    except (BulkWriteError, KeyError):
+        pass
+    for key, update in updates.items():
+        for attempt in range(3):
+            try:
+                collection.update_one({"_id": key}, update, upsert=True)
+                break
+            except (DuplicateKeyError, KeyError):
+                if attempt == 2:
+                    raise
 
 
 def scan(collection: Collection[Document], query: Document, projection: Document | None = None,

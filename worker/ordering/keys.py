@@ -1,0 +1,71 @@
+"""The Redis key schema, in one place: every module that touches Redis names its keys through this."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    namespace: str
+
+    def queue(self, key: str) -> str:
+        return f"{self.namespace}:q:{key}"
+
+    def lease(self, key: str) -> str:
+        return f"{self.namespace}:lease:{key}"
+
+    def sched(self, key: str) -> str:
+        return f"{self.namespace}:sched:{key}"
+
+    def copy(self, key: str) -> str:
+        return f"{self.namespace}:cur:{key}"
+
+    def alive(self, worker: str) -> str:
+        return f"{self.namespace}:alive:{worker}"
+
+    def group(self, group_id: str) -> str:
+        return f"{self.namespace}:group:{group_id}"
+
+    @property
+    def payloads(self) -> str:
+        return f"{self.namespace}:payload"
+
+    @property
+    def keys_set(self) -> str:
+        return f"{self.namespace}:keys"
+
+    @property
+    def counts(self) -> str:
+        return f"{self.namespace}:metrics:counts"
+
+    @property
+    def latency(self) -> str:
+        return f"{self.namespace}:metrics:latency"
+
+    @property
+    def unfinished(self) -> str:
+        return f"{self.namespace}:unfinished"
+
+    @property
+    def synced(self) -> str:
+        """Present while every job in flight in MongoDB is in its Redis queue (or was never acknowledged)."""
+        return f"{self.namespace}:synced"
+
+    @property
+    def held(self) -> str:
+        """Jobs that arrived while Redis was out of sync, in arrival order (JSON: id, keys)."""
+        return f"{self.namespace}:held"
+
+    @property
+    def held_payloads(self) -> str:
+        return f"{self.namespace}:heldp"
+
+    @property
+    def restore_lock(self) -> str:
+        return f"{self.namespace}:restoring"
+
+    @property
+    def broker_queue(self) -> str:
+        """Celery's queue of this deployment (kombu keeps it as a Redis list named after the queue)."""
+        return self.namespace

@@ -13,7 +13,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from worker.access import AccessError
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
+
+from worker.access import AccessError, ServiceBusy
 from worker.jobs import REASONS
 from worker.patch.errors import BodyTooLarge, InvalidRequest, Issue, PatchError, operation_outcome
 from worker.patch.fhir_json import dumps
@@ -124,6 +127,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
         issues = [Issue("invalid", str(e.get("msg")), (".".join(str(p) for p in e.get("loc", ())),)) for e in exc.errors()]
         return outcome_response(400, operation_outcome(issues or [Issue("invalid", "Invalid request")]))
+
+    @app.exception_handler(RedisError)
+    @app.exception_handler(PyMongoError)
+    async def _unavailable(request: Request, exc: Exception) -> Response:
+        # Raised before anything was accepted (a job recorded and then not queued is withdrawn where that happens).
+        log.warning("storage unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(ServiceBusy("The service's storage cannot be reached right now: the request was not accepted; "
+                                          "retry", "request"))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -112,14 +112,18 @@ def scratch_dir() -> str | None:
     return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
 
 
-def start_redis(procs: Processes, state: Path) -> str:
+def start_redis(procs: Processes, state: Path, persistent: bool = False) -> str:
     binary = helper("ensure-redis.sh")
     port = free_port()
     folder = state / "redis"
     folder.mkdir(parents=True, exist_ok=True)
     logfile = state / "redis.log"
+    # `make run` keeps Redis's data in an append-only file synced every second, so a restart keeps the queues;
+    # correctness does not rest on it (the sync marker and the reconciler rebuild them from MongoDB), the tests
+    # run without it to show that.
+    aof = ["--appendonly", "yes", "--appendfsync", "everysec"] if persistent else ["--appendonly", "no"]
     argv = [binary, "--bind", LOOPBACK, "--port", str(port), "--dir", str(folder), "--save", "",
-            "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no"]
+            *aof, "--protected-mode", "yes", "--daemonize", "no"]
     proc = procs.start("redis-server", argv, logfile)
     wait_until(tcp_open(port), proc, "redis-server", logfile)
     return f"redis://{LOOPBACK}:{port}/0"
@@ -148,11 +152,11 @@ def start_mongodb_protocol(procs: Processes, state: Path) -> str:
 
 
 @contextlib.contextmanager
-def services(state: Path) -> Iterator[dict[str, str]]:
+def services(state: Path, persistent: bool = False) -> Iterator[dict[str, str]]:
     procs = Processes()
     try:
         env = {}
-        env["FHIR_PATCH_REDIS_URL"] = os.environ.get("FHIR_PATCH_REDIS_URL") or start_redis(procs, state)
+        env["FHIR_PATCH_REDIS_URL"] = os.environ.get("FHIR_PATCH_REDIS_URL") or start_redis(procs, state, persistent)
         env["FHIR_PATCH_MONGODB_URI"] = (os.environ.get("FHIR_PATCH_MONGODB_URI") or os.environ.get("MONGODB_URI")
                                          or start_mongodb_protocol(procs, state))
         yield env
@@ -190,7 +194,7 @@ def main() -> int:
         state = args.state or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fhir-patch-", dir=scratch_dir())))
         state.mkdir(parents=True, exist_ok=True)
         try:
-            env = stack.enter_context(services(state))
+            env = stack.enter_context(services(state, persistent=args.state is not None))
         except (RuntimeError, subprocess.CalledProcessError) as exc:
             log(f"could not start services: {exc}")
             return 2

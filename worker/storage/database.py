@@ -11,6 +11,7 @@ from worker.settings import Settings
 from worker.storage.command_log import CommandRecorder
 from worker.storage.group_store import GroupStore
 from worker.storage.identifier_index import IdentifierIndex
+from worker.storage.interfaces import Groups, Identifiers, Jobs, Resources
 from worker.storage.job_store import JobStore
 from worker.storage.resource_store import ResourceStore, VersionHint
 
@@ -18,10 +19,10 @@ from worker.storage.resource_store import ResourceStore, VersionHint
 @dataclass(frozen=True)
 class Database:
     client: "MongoClient[dict[str, Any]]"
-    resources: ResourceStore
-    jobs: JobStore
-    groups: GroupStore
-    identifiers: IdentifierIndex
+    resources: Resources
+    jobs: Jobs
+    groups: Groups
+    identifiers: Identifiers
 
     @classmethod
     def open(cls, settings: Settings, hint: VersionHint | None = None) -> Database:
@@ -33,8 +34,8 @@ class Database:
                                                           serverSelectionTimeoutMS=5000, connectTimeoutMS=2000,
                                                           event_listeners=listeners)
         db = client[settings.database]
-        return cls(client, ResourceStore(db, hint), JobStore(db, settings.job_retention_seconds), GroupStore(db, settings.job_retention_seconds),
-                   IdentifierIndex(db))
+        jobs = JobStore(db, settings.job_retention_seconds)
+        return cls(client, ResourceStore(db, hint, jobs.committed), jobs, GroupStore(db, settings.job_retention_seconds), IdentifierIndex(db))
 
     def ensure_indexes(self) -> None:
         self.resources.ensure_indexes()

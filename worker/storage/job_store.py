@@ -215,6 +215,11 @@ class JobStore:
             else:
                 yield job
 
+    def committed(self, transaction: str) -> bool:
+        """Did the transaction reach its commit point (its result recorded as applied)?"""
+        result = keyed.get(self._events, f"{transaction}/result")
+        return bool(result and result.get("state") == "applied")
+
     def outcomes(self, job_ids: list[str]) -> Iterator[tuple[str, dict[str, Any] | None]]:
         """(job id, its result event, {"state": "cancelled"}, or None while pending), in order: a result lookup by
         `_id` per job, and a gate lookup only for a job without a result."""

@@ -31,7 +31,6 @@ from typing import Any
 
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
 
 from worker.patch.fhir_json import loads
 from worker.storage import keyed
@@ -104,9 +103,13 @@ class StoredVersion:
 
 
 class ResourceStore:
-    def __init__(self, db: Database[dict[str, Any]], hint: VersionHint | None = None) -> None:
+    """The Resources interface on MongoDB (collection `history`). `committed` says whether a transaction reached its
+    commit point (the job store knows; this store never reads its collections)."""
+
+    def __init__(self, db: Database[dict[str, Any]], hint: VersionHint | None = None,
+                 committed: Callable[[str], bool] = lambda transaction: False) -> None:
         self._history: Collection[dict[str, Any]] = db["history"]
-        self._events: Collection[dict[str, Any]] = db["job_events"]
+        self._committed = committed
         self._read_hint, self._remember, self._read_copy = hint or (lambda key: 0, lambda version: None, lambda key: None)
 
     def ensure_indexes(self) -> None:
@@ -131,10 +134,6 @@ class ResourceStore:
         if doc is None or (doc.get("txn") and not self._committed(str(doc["txn"]))):
             return None  # absent, or written by a transaction that has not committed (and never will: see uncommitted)
         return StoredVersion.from_document(doc)
-
-    def _committed(self, transaction: str) -> bool:
-        result = keyed.get(self._events, f"{transaction}/result")
-        return bool(result and result.get("state") == "applied")
 
     def remove_uncommitted(self, transaction: str, candidates: list[tuple[str, str, int]]) -> int:
         """Delete versions a transaction wrote before it crashed without committing (type, id, version to check)."""
@@ -189,8 +188,5 @@ class ResourceStore:
 
     def commit(self, new: StoredVersion) -> None:
         """Write `new`; VersionConflict (carrying the newest version) if that version number is taken."""
-        try:
-            self._history.insert_one(new.to_document())
-        except DuplicateKeyError as exc:
-            raise VersionConflict(f"{new.key} version {new.version_id} already exists",
-                                  self.latest(new.resource_type, new.resource_id)) from exc
+        if not keyed.insert_one_new(self._history, new.to_document()):
+            raise VersionConflict(f"{new.key} version {new.version_id} already exists", self.latest(new.resource_type, new.resource_id))

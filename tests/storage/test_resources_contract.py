@@ -1,0 +1,64 @@
+"""The Resources contract: versions by number, the insert of n+1 as compare-and-set, history pages, the version a
+job wrote, transactions' marked versions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from worker.storage import Database, StoredVersion, VersionConflict
+from worker.storage.job_store import result_event
+from worker.jobs import JobResult
+
+NOW = datetime(2026, 11, 30, tzinfo=UTC)
+
+
+def _v(n: int, job: str = "", txn: str = "", rid: str = "p") -> StoredVersion:
+    return StoredVersion("Patient", rid, n, NOW, f'{{"resourceType":"Patient","id":"{rid}","meta":{{"versionId":"{n}"}}}}', job or f"j{n}",
+                         "update", txn, provenance='{"resourceType":"Provenance"}')
+
+
+def test_commit_is_a_compare_and_set(db: Database) -> None:
+    db.resources.commit(_v(1))
+    db.resources.commit(_v(2))
+    with pytest.raises(VersionConflict) as conflict:
+        db.resources.commit(_v(2, job="late"))
+    assert conflict.value.latest is not None and conflict.value.latest.job_id == "j2"
+    assert db.resources.version("Patient", "p", 2).job_id == "j2"  # type: ignore[union-attr]
+    assert db.resources.version("Patient", "p", 3) is None and db.resources.version("Patient", "p", 0) is None
+    assert db.resources.latest("Patient", "p").version_id == 2  # type: ignore[union-attr]
+    assert db.resources.latest("Patient", "nobody") is None
+
+
+def test_commit_many_stops_at_the_first_taken_number(db: Database) -> None:
+    db.resources.commit(_v(1))
+    db.resources.commit(_v(3, job="other"))
+    assert db.resources.commit_many([_v(2), _v(3), _v(4)]) == 1
+    assert db.resources.version("Patient", "p", 4) is None
+
+
+def test_history_pages_are_known_keys(db: Database) -> None:
+    db.resources.commit_many([_v(n) for n in range(1, 8)])
+    total, page = db.resources.history("Patient", "p", 3, 2)
+    assert total == 7 and [v.version_id for v in page] == [5, 4, 3]
+    assert db.resources.history("Patient", "nobody", 3) == (0, [])
+
+
+def test_the_version_a_job_wrote_is_found_among_recent_ones(db: Database) -> None:
+    db.resources.commit_many([_v(n) for n in range(1, 30)])
+    assert db.resources.written_by("j25", "Patient", "p").version_id == 25  # type: ignore[union-attr]
+    assert db.resources.written_by("nobody", "Patient", "p") is None
+    assert db.resources.version("Patient", "p", 25).provenance == '{"resourceType":"Provenance"}'  # type: ignore[union-attr]
+
+
+def test_marked_versions_are_invisible_until_the_commit_point_and_removable_before(db: Database) -> None:
+    db.resources.commit(_v(1))
+    db.resources.commit_many([_v(2, txn="T"), _v(1, txn="T", rid="q")])
+    assert db.resources.latest("Patient", "p").version_id == 1  # type: ignore[union-attr]
+    assert db.resources.remove_uncommitted("T", [("Patient", "p", 2), ("Patient", "q", 1), ("Patient", "p", 9)]) == 2
+    db.resources.commit_many([_v(2, txn="T")])
+    db.jobs.finish_many([result_event("T", JobResult(200, entries=[]), NOW)])
+    assert db.jobs.committed("T")
+    assert db.resources.latest("Patient", "p").version_id == 2  # type: ignore[union-attr]
+    assert db.resources.remove_uncommitted("T", [("Patient", "p", 2)]) == 0, "committed versions are never removed"

@@ -24,6 +24,12 @@ WANT=$(sha256sum "$PATCH" | cut -d' ' -f1)
 works() { [ -x "$BIN" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$WANT" ] && "$BIN" --version 2>/dev/null | grep -q "version: $VERSION"; }
 works && { echo "$BIN"; exit 0; }
 command -v go >/dev/null || { echo "build-ferretdb: Go is needed to build FerretDB" >&2; exit 1; }
+if ! command -v patch >/dev/null || ! command -v flock >/dev/null; then
+  echo "build-ferretdb: installing Debian's patch and util-linux" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends patch util-linux >&2
+fi
 mkdir -p "$DEST/bin"
 exec 9>"$DEST/build.lock"
 flock 9

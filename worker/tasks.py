@@ -31,21 +31,25 @@ MAX_JOB_ATTEMPTS = 3  # failed drains at the same head job before that job fails
 log = logging.getLogger("fhir_patch.tasks")
 
 
-def register_tasks(app: Celery, settings: Settings) -> None:
-    """Register the project's tasks and the reconciler on `app`."""
+class Tasks:
+    """What the Celery tasks do, for one app and its settings (the task functions below only delegate)."""
 
-    def send_drain(key: str) -> None:
-        app.send_task(DRAIN_TASK, args=[key])
+    def __init__(self, app: Celery, settings: Settings) -> None:
+        self._app = app
+        self._settings = settings
 
-    def send_callback(job_id: str, attempt: int = 1, countdown: float | None = None) -> None:
-        app.send_task(CALLBACK_TASK, args=[job_id, attempt], countdown=countdown)
+    def send_drain(self, key: str, countdown: float | None = None) -> None:
+        self._app.send_task(DRAIN_TASK, args=[key], countdown=countdown)
 
-    def runtime() -> Runtime:
-        return runtime_for(settings, on_finished=lambda job: send_callback(job.id), send_drain=send_drain)
+    def send_callback(self, job_id: str, attempt: int = 1, countdown: float | None = None) -> None:
+        self._app.send_task(CALLBACK_TASK, args=[job_id, attempt], countdown=countdown)
 
-    def drain(keys: str | list[str]) -> int:
+    def runtime(self) -> Runtime:
+        return runtime_for(self._settings, on_finished=lambda job: self.send_callback(job.id), send_drain=self.send_drain)
+
+    def drain(self, keys: str | list[str]) -> int:
         """Drain one key, or several (a feed's intake sends one message for a block of keys)."""
-        r = runtime()
+        r = self.runtime()
         processed, idle = 0, 0
         batch = [keys] if isinstance(keys, str) else keys
         r.queues.taken(batch, worker_id(), time.time())  # while this process lives, the reconciler leaves them be
@@ -55,19 +59,19 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             except _INFRASTRUCTURE:
                 raise  # Celery retries the message with backoff; the key stays marked as taken by this process
             except Exception:  # a job that makes the drain fail: retried with backoff, then failed alone
-                _failed_drain(r, key)
+                self._failed_drain(r, key)
                 continue
             processed += drained.processed
             idle += drained.processed == 0
             if drained.more:
                 r.queues.reschedule(key, time.time())
-                send_drain(key)
+                self.send_drain(key)
         r.queues.count("drains", len(batch))
         if idle:
             r.queues.count("idle_drains", idle)
         return processed
 
-    def _failed_drain(r: Runtime, key: str) -> None:
+    def _failed_drain(self, r: Runtime, key: str) -> None:
         job_id, _ = r.queues.head(key)
         attempts = r.queues.attempt(job_id) if job_id else 0
         log.exception("drain failed", extra={"key": key, "job_id": job_id, "attempt": attempts})
@@ -77,31 +81,42 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             except Exception:  # even its failure could not be recorded: try again at the next attempt
                 log.exception("could not give the job up", extra={"key": key, "job_id": job_id})
         r.queues.reschedule(key, time.time())
-        app.send_task(DRAIN_TASK, args=[key], countdown=min(30.0, 0.5 * 2 ** attempts))
+        self.send_drain(key, countdown=min(30.0, 0.5 * 2 ** attempts))
 
-    def callback(job_id: str, attempt: int = 1) -> str:
-        r = runtime()
+    def callback(self, job_id: str, attempt: int = 1) -> str:
+        r = self.runtime()
         delivery = r.callbacks.deliver(job_id, attempt, utc_now())
         if delivery.retry_in is not None:
             r.queues.callback_scheduled(job_id, delivery.retry_in)
-            send_callback(job_id, attempt + 1, delivery.retry_in)
+            self.send_callback(job_id, attempt + 1, delivery.retry_in)
         return delivery.state
+
+    def start_reconciler(self, **_: Any) -> None:
+        r = self.runtime()
+        r.database.ensure_indexes()
+        reconciler = Reconciler(self._settings, r.database, r.redis, r.queues, self.send_drain, self.send_callback)
+        threading.Thread(target=_reconcile_forever, args=(reconciler, self._settings.reconcile_interval_seconds),
+                         name="reconciler", daemon=True).start()
+
+
+def register_tasks(app: Celery, settings: Settings) -> None:
+    """Register the project's tasks and the reconciler on `app`."""
+    tasks = Tasks(app, settings)
+
+    def drain(keys: str | list[str]) -> int:
+        return tasks.drain(keys)
+
+    def callback(job_id: str, attempt: int = 1) -> str:
+        return tasks.callback(job_id, attempt)
 
     def _logging(**_: Any) -> None:
         configure_logging(settings.log_level)
-
-    def _start_reconciler(**_: Any) -> None:
-        r = runtime()
-        r.database.ensure_indexes()
-        reconciler = Reconciler(settings, r.database, r.redis, r.queues, send_drain, send_callback)
-        threading.Thread(target=_reconcile_forever, args=(reconciler, settings.reconcile_interval_seconds),
-                         name="reconciler", daemon=True).start()
 
     # Celery's decorators are untyped; applied as calls so the functions above stay typed.
     app.task(name=DRAIN_TASK, autoretry_for=_INFRASTRUCTURE, retry_backoff=1, retry_backoff_max=30, max_retries=None)(drain)
     app.task(name=CALLBACK_TASK, autoretry_for=_INFRASTRUCTURE, retry_backoff=1, retry_backoff_max=60, max_retries=None)(callback)
     setup_logging.connect(_logging, weak=False)
-    worker_ready.connect(_start_reconciler, weak=False)
+    worker_ready.connect(tasks.start_reconciler, weak=False)
 
 
 def _reconcile_forever(reconciler: Reconciler, interval: float) -> None:

@@ -54,17 +54,8 @@ async def bundle(request: Request, caller: Caller) -> Response:
     # Register for every entry before any is queued (a fast worker must not finish one unseen); entries refused
     # at intake never run, so their waits are dropped as soon as the intake says which they are.
     waiting = {entry_job_id(group_id, n): conn.waiter.register(entry_job_id(group_id, n)) for n, _ in writes}
-    queued: list[str] = []
+    queued = await _accept(request, caller, group_id, writes, waiting) if fresh else []
     if fresh:
-        try:
-            taken = await anyio.to_thread.run_sync(conn.groups.accept_entries, group_id, writes, lambda n: f"Bundle.entry[{n - 1}]",
-                                                   caller, request_id(request))
-        except AccessError:  # over the backpressure limits: nothing accepted, and the same request may come again
-            for job_id in waiting:
-                conn.waiter.forget(job_id)
-            await anyio.to_thread.run_sync(conn.database.groups.discard, group_id)
-            raise
-        queued = taken.queued
         await anyio.to_thread.run_sync(conn.database.groups.close, group_id, len(entries), len(writes) - len(queued), utc_now())
     for job_id in set(waiting) - set(queued):
         conn.waiter.forget(job_id)
@@ -76,6 +67,22 @@ async def bundle(request: Request, caller: Caller) -> Response:
     answer = await group_status(request, group_id, caller)
     assert answer is not None
     return answer
+
+
+async def _accept(request: Request, caller: Principal, group_id: str, writes: list[tuple[int, Any]],
+                  waiting: dict[str, Any]) -> list[str]:
+    """Queue the batch's write entries; over the backpressure limits nothing is accepted and the same request may
+    come again (the group is forgotten)."""
+    conn = connections(request)
+    try:
+        taken = await anyio.to_thread.run_sync(conn.groups.accept_entries, group_id, writes, lambda n: f"Bundle.entry[{n - 1}]",
+                                               caller, request_id(request))
+    except AccessError:
+        for job_id in waiting:
+            conn.waiter.forget(job_id)
+        await anyio.to_thread.run_sync(conn.database.groups.discard, group_id)
+        raise
+    return taken.queued
 
 
 def _readable(caller: Principal, entry: Any) -> bool:

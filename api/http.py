@@ -30,7 +30,8 @@ _SNAPSHOT_MODES = ("TAG", "PROFILE", "SECURITY_LABEL")
 
 def fhir_response(body: str | dict[str, Any] | None, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     content = body if isinstance(body, str) or body is None else dumps(body)
-    return Response(content=content.encode() if content is not None else b"", status_code=status, headers=headers,
+    # "replace": an outcome may quote a lone surrogate from the client's own patch; it must not break the answer.
+    return Response(content=content.encode("utf-8", "replace") if content is not None else b"", status_code=status, headers=headers,
                     media_type=FHIR_JSON if content is not None else None)
 
 

@@ -134,9 +134,13 @@ class Reconciler:
         for job in self._db.jobs.unfinished_before(now - self.grace):
             if self._queues.arrivals.queued(job.id):
                 continue
-            for key in _keys_of(job):
-                if self._queues.arrivals.enqueue(key, job.id, job.to_payload(), now.timestamp()) is Arrival.SEND_DRAIN:
-                    self._send_drain(key)
+            if job.request.action == Action.TRANSACTION:
+                to_wake = self._queues.arrivals.enqueue_transaction(_keys_of(job), job.id, job.to_payload(), now.timestamp())
+            else:
+                arrival = self._queues.arrivals.enqueue(job.key, job.id, job.to_payload(), now.timestamp())
+                to_wake = [job.key] if arrival is Arrival.SEND_DRAIN else []
+            for key in to_wake or []:
+                self._send_drain(key)
             restored += 1
         if restored:
             log.warning("queued jobs no queue held", extra={"count": restored})
@@ -152,16 +156,19 @@ class Reconciler:
             for job in self._db.jobs.unfinished_before(FAR_FUTURE):  # oldest first: acceptance order
                 for key in _keys_of(job):
                     by_key[key].append((job.id, job.to_payload()))
-            busy = False
+            busy, to_drain = False, []
             for key, jobs in by_key.items():
                 rebuilt = arrivals.rebuild(key, jobs, now.timestamp())
                 busy |= rebuilt is None  # a drain holds it: the marker waits for the next check
                 if rebuilt:
-                    self._send_drain(key)
+                    to_drain.append(key)
+            if not busy:
+                to_drain += arrivals.finish_sync(now.timestamp())
+            # Only now: a job drained before the held ones were appended could finish and be appended again.
+            for key in dict.fromkeys(to_drain):
+                self._send_drain(key)
             if busy:
                 return 0
-            for key in arrivals.finish_sync(now.timestamp()):
-                self._send_drain(key)
         finally:
             self._redis.delete(self._queues.keys.restore_lock)
         restored = sum(len(jobs) for jobs in by_key.values())

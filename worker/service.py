@@ -53,6 +53,7 @@ class LeaseLost(Exception):
 class Drained:
     processed: int
     more: bool  # jobs remain: a new drain message must be sent
+    held_elsewhere: bool = False  # another drain holds the key's lease: it (or, if it died, the reconciler) goes on
 
 
 class ChangeService:
@@ -71,7 +72,7 @@ class ChangeService:
         lease = self._settings.lease_seconds
         token = self._queues.acquire(key, lease)
         if token is None:
-            return Drained(0, False)  # its holder drains it (or the reconciler revives it when the lease expires)
+            return Drained(0, False, held_elsewhere=True)  # its holder drains it (or the reconciler revives it when the lease expires)
         processed, finished = 0, list[Finished]()
         try:
             while True:

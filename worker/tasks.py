@@ -61,6 +61,8 @@ class Tasks:
             except Exception:  # a job that makes the drain fail: retried with backoff, then failed alone
                 self._failed_drain(r, key)
                 continue
+            if drained.held_elsewhere:
+                r.queues.untake(key, worker_id())
             processed += drained.processed
             idle += drained.processed == 0
             if drained.more:

@@ -39,6 +39,12 @@ def _mongodb(conn: Connections) -> dict[str, Any]:
     return {"ok": reply.get("ok")}
 
 
+def _queues(conn: Connections) -> dict[str, Any]:
+    if not conn.queues.arrivals.synced():
+        raise RuntimeError("the queues are being rebuilt from MongoDB (Redis is new or lost its data); new jobs wait until then")
+    return {}
+
+
 def _workers(conn: Connections) -> dict[str, Any]:
     replies = conn.celery.control.ping(timeout=conn.settings.worker_ping_timeout_seconds)
     names = sorted(name for reply in replies for name in reply)
@@ -55,9 +61,10 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 def readyz(request: Request) -> JSONResponse:
-    """Redis and MongoDB reachable and at least one worker answering: 200, else 503."""
+    """Redis and MongoDB reachable, the queues in sync with MongoDB, and at least one worker answering: 200, else 503."""
     conn: Connections = request.app.state.connections
-    checks = {"redis": _timed(lambda: _redis(conn)), "mongodb": _timed(lambda: _mongodb(conn)), "worker": _timed(lambda: _workers(conn))}
+    checks = {"redis": _timed(lambda: _redis(conn)), "mongodb": _timed(lambda: _mongodb(conn)), "queues": _timed(lambda: _queues(conn)),
+              "worker": _timed(lambda: _workers(conn))}
     ready = all(c["status"] == "ok" for c in checks.values())
     return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503)
 

@@ -146,6 +146,14 @@ return 0
 """
 
 
+# Forget this process's "taken" mark on a key (only if the mark is still ours).
+_UNTAKE = """
+local mark = redis.call('GET', KEYS[1])
+if mark and string.sub(mark, 1, string.len(ARGV[1])) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+
 # The copy of the newest version only ever moves forward: a worker resumed after
 # losing its lease must not put back an older version than one already copied.
 _REMEMBER = """
@@ -216,6 +224,7 @@ class KeyQueues:
         self._hold = client.register_script(_HOLD)
         self._park = client.register_script(_PARK)
         self._complete_transaction = client.register_script(_COMPLETE_TRANSACTION)
+        self._untake = client.register_script(_UNTAKE)
 
     def _k(self, kind: str, key: str) -> str:
         return f"{self._ns}:{kind}:{key}"
@@ -257,6 +266,11 @@ class KeyQueues:
         for key in keys:
             pipe.set(self._k("sched", key), f"t:{worker}:{now}", xx=True)
         pipe.execute()
+
+    def untake(self, key: str, worker: str) -> None:
+        """This process took the key's drain message but another holds the lease: no message of ours stands for
+        the key any more (the holder reschedules it; if the holder died, the reconciler revives it)."""
+        self._untake(keys=[self._k("sched", key)], args=[f"t:{worker}:"])
 
     def heartbeat(self, worker: str, seconds: float) -> None:
         self._redis.set(f"{self._ns}:alive:{worker}", 1, px=max(1, int(seconds * 1000)))

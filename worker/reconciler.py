@@ -50,6 +50,7 @@ log = logging.getLogger("fhir_patch.reconciler")
 MONGODB_PASS_EVERY = 10
 MAX_REVIVALS = 500
 SYNC_CHECK_SECONDS = 0.5
+LOST_BLOCK = 500
 RESTORE_LOCK_MS = 600_000
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
@@ -130,21 +131,31 @@ class Reconciler:
         return (broker_idle and age > self._settings.lease_seconds) or age > self._settings.visibility_timeout_seconds
 
     def _restore_lost_jobs(self, now: datetime) -> int:
+        """Queue the jobs in flight that no queue holds. Queued is asked first, a block at a time in one round trip,
+        and only then is the job read: a job leaves its queue only after its outcome is recorded, so one not
+        queued and then still not final is truly lost (read the other way round, one finishing in between would
+        look lost and be queued again)."""
         restored = 0
-        for job in self._db.jobs.unfinished_before(now - self.grace):
-            if self._queues.arrivals.queued(job.id):
-                continue
-            if job.request.action == Action.TRANSACTION:
-                to_wake = self._queues.arrivals.enqueue_transaction(_keys_of(job), job.id, job.to_payload(), now.timestamp())
-            else:
-                arrival = self._queues.arrivals.enqueue(job.key, job.id, job.to_payload(), now.timestamp())
-                to_wake = [job.key] if arrival is Arrival.SEND_DRAIN else []
-            for key in to_wake or []:
-                self._send_drain(key)
-            restored += 1
+        ids = list(self._db.jobs.in_flight_before(now - self.grace))
+        for start in range(0, len(ids), LOST_BLOCK):
+            for job_id in self._queues.arrivals.not_queued(ids[start:start + LOST_BLOCK]):
+                job = self._db.jobs.get(job_id)
+                if job is None or job.state.final:
+                    continue
+                self._requeue(job, now)
+                restored += 1
         if restored:
             log.warning("queued jobs no queue held", extra={"count": restored})
         return restored
+
+    def _requeue(self, job: Job, now: datetime) -> None:
+        if job.request.action == Action.TRANSACTION:
+            to_wake = self._queues.arrivals.enqueue_transaction(_keys_of(job), job.id, job.to_payload(), now.timestamp())
+        else:
+            arrival = self._queues.arrivals.enqueue(job.key, job.id, job.to_payload(), now.timestamp())
+            to_wake = [job.key] if arrival is Arrival.SEND_DRAIN else []
+        for key in to_wake or []:
+            self._send_drain(key)
 
     def sync(self, now: datetime) -> int:
         """If Redis lost its data, rebuild every queue from MongoDB in acceptance order; jobs put back."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from tests.support.processes import wait_for
 from tests.support.service import Service, running_service
@@ -39,10 +40,17 @@ def _wait_values(client: httpx.Client, rid: str, count: int) -> None:
     wait_for(lambda: len(_values(client, rid)) >= count, 60, f"Patient/{rid} to have {count} identifiers")
 
 
+def _wait_no_unfinished(service: Service) -> None:
+    store = redis.Redis.from_url(service.env["FHIR_PATCH_REDIS_URL"])
+    wait_for(lambda: int(store.hget(f"{service.env['FHIR_PATCH_NAMESPACE']}:unfinished", "total") or 0) == 0, 30,
+             "every job's place given back")
+
+
 def test_client_and_service_limits(limited: Service) -> None:
     with limited.client(sub="root") as admin, limited.client(sub="a", scope="system/*.cruds") as a, \
             limited.client(sub="b", scope="system/*.cruds") as b, limited.client(sub="c", scope="system/*.cruds") as c:
         assert admin.put("Patient/bp", json={"resourceType": "Patient", "id": "bp", "identifier": [{"value": "start"}]}).status_code == 201
+        _wait_no_unfinished(limited)  # the PUT gives its place back a step after it answers
         limited.signal_worker(0, signal.SIGSTOP)  # nothing finishes from here on
         try:
             assert [a.patch("Patient/bp", content=_append(f"a{n}"), headers=ASYNC).status_code for n in range(PER_CLIENT)] == [202] * 5
@@ -75,6 +83,7 @@ def test_a_feed_that_crosses_the_limit_stops_at_a_line_and_resumes(limited: Serv
     key = {**NDJSON, "idempotency-key": "resumable-feed"}
     with limited.client(sub="root") as admin, limited.client(sub="feeder", scope="system/*.cruds") as feeder:
         assert admin.put("Patient/bf", json={"resourceType": "Patient", "id": "bf", "identifier": [{"value": "start"}]}).status_code == 201
+        _wait_no_unfinished(limited)
         limited.signal_worker(0, signal.SIGSTOP)
         try:
             first = feeder.post("$bulk-submit", content=feed, headers=key)

@@ -174,3 +174,10 @@ class Arrivals:
 
     def queued(self, job_id: str) -> bool:
         return bool(self._redis.hexists(self._keys.payloads, job_id))
+
+    def not_queued(self, job_ids: list[str]) -> list[str]:
+        """Those of `job_ids` that no queue holds (one round trip)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hexists(self._keys.payloads, job_id)
+        return [job_id for job_id, there in zip(job_ids, pipe.execute()) if not there]

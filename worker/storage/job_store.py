@@ -203,6 +203,11 @@ class JobStore:
         doc = keyed.get(self._events, f"{job_id}/callback")
         return str(doc["state"]) if doc else "pending"
 
+    def in_flight_before(self, before: datetime) -> Iterator[str]:
+        """Ids of the jobs in flight accepted before `before`, oldest first (a scan of the bounded collection)."""
+        for doc in keyed.scan(self._jobs, {"acceptedAt": {"$lt": before}}, {"_id": 1}, sort=[("acceptedAt", 1)]):
+            yield str(doc["_id"])
+
     def unfinished_before(self, before: datetime) -> Iterator[Job]:
         """Jobs accepted before `before` with no recorded outcome and not cancelled, oldest first (reconciler).
         A scan, on the bounded collection of jobs in flight."""

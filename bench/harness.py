@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -73,3 +75,30 @@ def wait_ended(base: str, accepted: float) -> None:
         if c.get("applied", 0) + c.get("failed", 0) >= accepted:
             return
         time.sleep(0.05)
+
+
+def open_loop(base: str, rate: float, seconds: float, send: Callable[[httpx.Client, int], httpx.Response],
+              ok: int = 200) -> tuple[list[float], int]:
+    """Send `send(client, n)` at `rate` per second for `seconds`, each on a pooled thread with its own client:
+    (the latencies in seconds, how many answers were not `ok`)."""
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    local = threading.local()
+
+    def one(n: int) -> None:
+        nonlocal errors
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=f"{base}/fhir", trust_env=False, timeout=30, headers=AUTH)
+        started = time.perf_counter()
+        answer = send(local.client, n)
+        with lock:
+            latencies.append(time.perf_counter() - started)
+            errors += answer.status_code != ok
+
+    with ThreadPoolExecutor(64) as pool:
+        begin = time.perf_counter()
+        for n in range(int(rate * seconds)):
+            time.sleep(max(0.0, begin + n / rate - time.perf_counter()))
+            pool.submit(one, n)
+    return latencies, errors

@@ -38,7 +38,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import AUTH, counts, running, wait_ended  # noqa: E402
+from harness import AUTH, counts, open_loop, running, wait_ended  # noqa: E402
 
 PATCH = {"content-type": "application/json-patch+json"}
 
@@ -99,28 +99,9 @@ def stages(base: str, workers: list[subprocess.Popen[bytes]], patches: int, reso
 def sync_latency(base: str, rate: float, seconds: float, resources: int) -> dict[str, Any]:
     create_resources(base, resources, "l")
     body = json.dumps([{"op": "replace", "path": "/identifier/0/value", "value": "y"}]).encode()
-    latencies: list[float] = []
-    errors = 0
-    lock = threading.Lock()
-    local = threading.local()
-
-    def one(n: int) -> None:
-        nonlocal errors
-        if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=f"{base}/fhir", trust_env=False, timeout=30, headers=AUTH)
-        started = time.perf_counter()
-        answer = local.client.patch(f"Patient/l{n % resources}", content=body, headers=PATCH)
-        elapsed = time.perf_counter() - started
-        with lock:
-            latencies.append(elapsed)
-            errors += answer.status_code != 200
-
     total = int(rate * seconds)
-    with ThreadPoolExecutor(64) as pool:
-        begin = time.perf_counter()
-        for n in range(total):
-            time.sleep(max(0.0, begin + n / rate - time.perf_counter()))
-            pool.submit(one, n)
+    latencies, errors = open_loop(base, rate, seconds, lambda client, n: client.patch(f"Patient/l{n % resources}", content=body,
+                                                                                       headers=PATCH))
     ordered = sorted(latencies)
     return {"rate_per_second": rate, "requests": total, "errors": errors,
             "p50_ms": round(statistics.median(ordered) * 1000, 1), "p99_ms": round(ordered[int(len(ordered) * 0.99) - 1] * 1000, 1),

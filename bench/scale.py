@@ -17,17 +17,15 @@ import random
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import AUTH, running  # noqa: E402
+from harness import AUTH, open_loop, running  # noqa: E402
 
 JSON_PATCH = {"content-type": "application/json-patch+json"}
 FHIR_JSON = {"content-type": "application/fhir+json"}
@@ -100,28 +98,10 @@ def latencies(client: httpx.Client, size: int, samples: int) -> dict[str, Any]:
     }
 
 
-def open_loop(base: str, size: int, rate: float, seconds: float) -> dict[str, Any]:
-    samples: list[float] = []
-    errors = 0
-    lock = threading.Lock()
-    local = threading.local()
-
-    def one(n: int) -> None:
-        nonlocal errors
-        if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=f"{base}/fhir", trust_env=False, timeout=30, headers=AUTH)
-        began = time.perf_counter()
-        answer = local.client.patch(f"Organization/o{(n * 7919) % size}", content=b'[{"op":"replace","path":"/active","value":false}]',
-                                    headers=JSON_PATCH)
-        with lock:
-            samples.append(time.perf_counter() - began)
-            errors += answer.status_code != 200
-
-    with ThreadPoolExecutor(32) as pool:
-        began = time.perf_counter()
-        for n in range(int(rate * seconds)):
-            time.sleep(max(0.0, began + n / rate - time.perf_counter()))
-            pool.submit(one, n)
+def sync_patches_at(base: str, size: int, rate: float, seconds: float) -> dict[str, Any]:
+    body = b'[{"op":"replace","path":"/active","value":false}]'
+    samples, errors = open_loop(base, rate, seconds, lambda client, n: client.patch(f"Organization/o{(n * 7919) % size}", content=body,
+                                                                                    headers=JSON_PATCH))
     return {"rate_per_second": rate, "requests": len(samples), "errors": errors, **percentiles(samples)}
 
 
@@ -141,7 +121,7 @@ def main() -> None:
             stored = size
             report["sizes"][str(size)] = {"feed_of_creates_lines_per_s": rate, **latencies(client, size, args.samples)}
             print(json.dumps({"progress": size, **report["sizes"][str(size)]}), file=sys.stderr, flush=True)
-        report["sync_patch_at_50_per_s"] = open_loop(base, stored, 50.0, 20.0)
+        report["sync_patch_at_50_per_s"] = sync_patches_at(base, stored, 50.0, 20.0)
     small, large = report["sizes"][str(sizes[0])], report["sizes"][str(sizes[-1])]
     report["ratio_largest_to_smallest_p50"] = {k: round(large[k]["p50_ms"] / small[k]["p50_ms"], 2)
                                                for k in small if isinstance(small[k], dict)}

@@ -21,7 +21,9 @@ STAMP="$BIN.patch-sha256"  # which patch the installed binary was built with
 PYTHON=${PYTHON:-python3}
 WANT=$(sha256sum "$PATCH" | cut -d' ' -f1)
 
-works() { [ -x "$BIN" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$WANT" ] && "$BIN" --version 2>/dev/null | grep -q "version: $VERSION"; }
+# (Not `--version | grep -q`: with pipefail, grep -q's early exit can SIGPIPE the writer and fail the check at random.)
+reports_version() { local out; out=$("$1" --version 2>/dev/null) && [[ $out == *"version: $VERSION"* ]]; }
+works() { [ -x "$BIN" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$WANT" ] && reports_version "$BIN"; }
 works && { echo "$BIN"; exit 0; }
 command -v go >/dev/null || { echo "build-ferretdb: Go is needed to build FerretDB" >&2; exit 1; }
 if ! command -v patch >/dev/null || ! command -v flock >/dev/null; then
@@ -44,7 +46,7 @@ cp -r "$module_dir/." "$SRC" && chmod -R u+w "$SRC"
 patch -d "$SRC" -p1 --forward --batch --quiet < "$PATCH" || { echo "build-ferretdb: $PATCH does not apply" >&2; exit 1; }
 echo "$VERSION" > "$SRC/build/version/version.txt"
 (cd "$SRC" && go build -trimpath -o "$BIN.partial" ./cmd/ferretdb) >"$DEST/build.log" 2>&1 || { cat "$DEST/build.log" >&2; exit 1; }
-"$BIN.partial" --version 2>/dev/null | grep -q "version: $VERSION" || { echo "build-ferretdb: built binary does not report $VERSION" >&2; exit 1; }
+reports_version "$BIN.partial" || { echo "build-ferretdb: built binary does not report $VERSION" >&2; exit 1; }
 "$PYTHON" "$ROOT/scripts/ferretdb-index-check.py" "$BIN.partial" || { echo "build-ferretdb: the _id index fix is not in effect" >&2; exit 1; }
 mv -f "$BIN.partial" "$BIN"
 echo "$WANT" > "$STAMP.partial" && mv -f "$STAMP.partial" "$STAMP"

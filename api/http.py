@@ -23,7 +23,7 @@ from worker.patch.fhir_json import dumps
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 log = logging.getLogger("fhir_patch.api")
-_IF_MATCH = re.compile(r'^\s*(?:W/)?"(\d+)"\s*$')
+_IF_MATCH = re.compile(r'^\s*(?:W/)?"([0-9]{1,9})"\s*$')  # ASCII digits only; FHIR versions here are 32-bit
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _SNAPSHOT_MODES = ("TAG", "PROFILE", "SECURITY_LABEL")
 
@@ -61,11 +61,11 @@ def http_date(when: datetime) -> str:
     return format_datetime(when.astimezone(UTC), usegmt=True)
 
 
-def parse_if_match(value: str | None) -> int | None:
+def parse_if_match(value: object) -> int | None:
     """`W/"3"` (or `"3"`) -> 3; anything else is a 400 naming the header."""
     if value is None:
         return None
-    found = _IF_MATCH.match(value)
+    found = _IF_MATCH.match(value) if isinstance(value, str) else None
     if not found:
         raise InvalidRequest(f'If-Match must be a version ETag such as W/"3", got {value!r}', "If-Match")
     return int(found.group(1))

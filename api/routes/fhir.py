@@ -124,7 +124,7 @@ async def read(resource_type: str, resource_id: str, request: Request, caller: C
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}")
 async def vread(resource_type: str, resource_id: str, version_id: str, request: Request, caller: Caller) -> Response:
     caller.require(_resource_type(resource_type), READ)
-    if not version_id.isdigit():
+    if not (version_id.isascii() and version_id.isdigit() and len(version_id) <= 9):
         raise InvalidRequest(f"Version {version_id!r} is not a version number", "vid")
     store = connections(request).database.resources
     version = await anyio.to_thread.run_sync(store.version, _resource_type(resource_type), check_id(resource_id), int(version_id))

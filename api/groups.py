@@ -22,8 +22,8 @@ from redis.exceptions import RedisError
 from api.conditional import ConditionalResolver
 from api.entries import authorize_entry, entry_request, located, target
 from api.http import log_refusal_event
-from api.intake import send_drain
-from worker.access import Actor, Principal, ServiceBusy
+from api.intake import send_drain, withdraw
+from worker.access import Actor, Principal
 from worker.changes import fhir_instant
 from worker.jobs import Job, JobResult, JobState
 from worker.metrics import Metrics
@@ -127,9 +127,7 @@ class GroupIntake:
         try:
             keys, _held = self._queues.arrivals.enqueue_many([(job.key, job.id, job.to_payload()) for job in new], time.time())
         except RedisError as exc:  # recorded, not queued: withdrawn, so nothing applies them later
-            self._db.jobs.withdraw_many([job.id for job in new], now)
-            raise ServiceBusy(f"The job queue (Redis) cannot be reached: entries from {where(jobs[0][0]) if jobs else 'here'} "
-                              "on were not accepted; retry", "request") from exc
+            raise withdraw(self._db, self._admission, new, f"entries from {where(jobs[0][0]) if jobs else 'here'} on were") from exc
         for start in range(0, len(keys), KEYS_PER_MESSAGE):  # one drain message serves several keys
             send_drain(self._celery, keys[start:start + KEYS_PER_MESSAGE])
         self._metrics.accepted(len(new))

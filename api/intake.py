@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,6 +32,19 @@ from worker.storage import Database, IdempotencyConflict
 from worker.tasks import DRAIN_TASK
 
 log = logging.getLogger("fhir_patch.intake")
+
+
+def withdraw(db: Database, admission: Admission, jobs: list[Job], what: str, idempotency_key: str | None = None) -> ServiceBusy:
+    """Jobs recorded but not queued because Redis failed the enqueue: cancelled and out of flight (so nothing
+    applies them later), their admission places given back when Redis allows, their Idempotency-Key freed.
+    Returns the 503 to answer: `what` ("the request was", ...) not accepted."""
+    db.jobs.withdraw_many([job.id for job in jobs], utc_now())
+    if idempotency_key and jobs:
+        db.jobs.forget_key(idempotency_key, jobs[0].id)
+    for client, count in Counter(job.client for job in jobs).items():
+        with contextlib.suppress(RedisError):
+            admission.release(client, count)
+    return ServiceBusy(f"The job queue (Redis) cannot be reached: {what} not accepted; retry", "request")
 
 
 def send_drain(celery: Celery, keys: list[str]) -> None:
@@ -153,12 +167,7 @@ class Intake:
         try:
             arrival = self._queues.arrivals.enqueue(job.key, job.id, job.to_payload(), time.time())
         except RedisError as exc:
-            self._db.jobs.withdraw_many([job.id], utc_now())
-            if submission.idempotency_key:
-                self._db.jobs.forget_key(submission.idempotency_key, job.id)
-            with contextlib.suppress(RedisError):
-                self._admission.release(job.client, 1)
-            raise ServiceBusy("The job queue (Redis) cannot be reached: the request was not accepted; retry", "request") from exc
+            raise withdraw(self._db, self._admission, [job], "the request was", submission.idempotency_key) from exc
         if arrival is Arrival.SEND_DRAIN:
             send_drain(self._celery, [job.key])
 

@@ -20,8 +20,8 @@ from api.answers import accepted_answer
 from api.entries import authorize_entry, entry_request, is_read
 from api.http import fhir_response, outcome_response, parse_prefer
 from api.routes.fhir import acting, connections, fhir_base
-from api.intake import send_drain
-from worker.access import Principal, ServiceBusy
+from api.intake import send_drain, withdraw
+from worker.access import Principal
 from worker.jobs import Action, Job, JobRequest, JobResult, JobState
 from worker.patch.errors import InvalidRequest
 from worker.results import response_element
@@ -70,8 +70,7 @@ async def transaction(request: Request, entries: list[Any], caller: Principal) -
     try:
         to_wake = await anyio.to_thread.run_sync(conn.queues.arrivals.enqueue_transaction, keys, job.id, job.to_payload(), time.time())
     except RedisError as exc:
-        await anyio.to_thread.run_sync(conn.database.jobs.withdraw_many, [job.id], utc_now())
-        raise ServiceBusy("The job queue (Redis) cannot be reached: the transaction was not accepted; retry", "request") from exc
+        raise await anyio.to_thread.run_sync(withdraw, conn.database, conn.admission, [job], "the transaction was") from exc
     if to_wake:  # None: held until Redis is in sync again (the reconciler queues it in order)
         await anyio.to_thread.run_sync(send_drain, conn.celery, to_wake)
     if future is not None:

@@ -104,6 +104,11 @@ _PERMISSIONS: Mapping[str, tuple[str, ...]] = {"PATCH": (UPDATE,), "PUT": (UPDAT
                                                "DELETE": (DELETE,), "GET": (READ,)}
 
 
+def entry_type(request: dict[str, Any]) -> str:
+    """The resource type an entry's request.url names (`Type`, `Type/id`, `Type?query`), unchecked."""
+    return str(request.get("url", "")).lstrip("/").split("?")[0].split("/")[0]
+
+
 def authorize_entry(entry: Any, caller: Principal, where: str) -> None:
     """403 naming the entry unless the caller may do what it asks; checked before it is resolved or parsed.
     An entry too malformed to tell is left to entry_request, which says what is wrong with it."""
@@ -111,7 +116,7 @@ def authorize_entry(entry: Any, caller: Principal, where: str) -> None:
     if not isinstance(request, dict):
         return
     permissions = _PERMISSIONS.get(str(request.get("method", "")).upper())
-    resource_type = str(request.get("url", "")).lstrip("/").split("?")[0].split("/")[0]
+    resource_type = entry_type(request)
     if permissions and is_resource_type(resource_type):
         caller.require(resource_type, *permissions, where=where)
 

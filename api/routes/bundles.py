@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.auth import Caller
-from api.entries import is_read
+from api.entries import entry_type, is_read
 from api.http import parse_prefer, read_body
 from api.routes.feeds import group_id_for, group_status, status_answer
 from api.routes.fhir import connections, request_id
@@ -86,5 +86,4 @@ async def _accept(request: Request, caller: Principal, group_id: str, writes: li
 
 
 def _readable(caller: Principal, entry: Any) -> bool:
-    resource_type = str(entry["request"].get("url", "")).lstrip("/").split("?")[0].split("/")[0]
-    return caller.grants.allows(resource_type, READ)
+    return caller.grants.allows(entry_type(entry["request"]), READ)

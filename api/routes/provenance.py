@@ -53,11 +53,8 @@ async def provenance_search(request: Request, caller: Caller) -> Response:
     if version_id is not None:
         one = await anyio.to_thread.run_sync(store.version, resource_type, resource_id, version_id)
         versions, total = [one] if one is not None else [], 1 if one is not None else 0
-    else:
-        newest = await anyio.to_thread.run_sync(connections(request).newest, resource_type, resource_id)
-        total = newest.version_id if newest else 0
-        numbers = range(total - offset, max(0, total - offset - count), -1)
-        versions = await anyio.to_thread.run_sync(lambda: [v for n in numbers if (v := store.version(resource_type, resource_id, n))])
+    else:  # the same page of versions a history search reads
+        total, versions = await anyio.to_thread.run_sync(store.history, resource_type, resource_id, count, offset)
     base = fhir_base(request)
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": total,
                               "link": [{"relation": "self", "url": str(request.url)}],

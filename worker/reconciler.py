@@ -73,7 +73,7 @@ class Reconciler:
         self._queues = queues
         self._send_drain = send_drain
         self._send_callback = send_callback
-        self._lock = f"{settings.namespace}:reconciler"
+        self._lock = queues.keys.reconciler_lock
         self._passes = 0
 
     @property

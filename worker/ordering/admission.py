@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from worker.access import ServiceBusy, TooManyUnfinished
+from worker.ordering.keys import RedisKeys
 
 TOTAL = "total"
 
@@ -29,15 +30,17 @@ redis.call('HINCRBY', KEYS[1], ARGV[2], grant)
 return {grant, mine, all}
 """
 
-# Give places back (never below zero). KEYS: the hash. ARGV: client field, total field, n.
+# Give places back (never below zero): `give_back(hash, client field, n)` to the client and to the total.
+# KEYS: the hash. ARGV: client field, n.
 RELEASE_LUA = """
 local function give_back(hash, field, n)
-  if redis.call('HINCRBY', hash, field, -n) < 0 then redis.call('HSET', hash, field, 0) end
+  for _, f in ipairs({field, '""" + TOTAL + """'}) do
+    if redis.call('HINCRBY', hash, f, -n) < 0 then redis.call('HSET', hash, f, 0) end
+  end
 end
 """
 _RELEASE = RELEASE_LUA + """
-give_back(KEYS[1], ARGV[1], tonumber(ARGV[3]))
-give_back(KEYS[1], ARGV[2], tonumber(ARGV[3]))
+give_back(KEYS[1], ARGV[1], tonumber(ARGV[2]))
 return 1
 """
 
@@ -56,7 +59,7 @@ class Granted:
 class Admission:
     def __init__(self, client: "redis.Redis", namespace: str, per_client: int, total: int) -> None:
         self._redis = client
-        self.hash = f"{namespace}:unfinished"
+        self.hash = RedisKeys(namespace).unfinished
         self._per_client = per_client
         self._total = total
         self._reserve = client.register_script(_RESERVE)
@@ -72,7 +75,7 @@ class Admission:
     def release(self, client: str, count: int) -> None:
         """Give back places reserved for jobs that were not accepted after all (idempotent repeats, failures)."""
         if count > 0:
-            self._release(keys=[self.hash], args=[client_field(client), TOTAL, count])
+            self._release(keys=[self.hash], args=[client_field(client), count])
 
     def refusal(self, granted: Granted, client: str, wanted: int) -> TooManyUnfinished | ServiceBusy:
         """The error for a reservation that fell short: 503 when the service-wide limit is the tighter one, else 429."""

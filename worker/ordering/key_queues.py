@@ -41,7 +41,7 @@ import redis
 from worker.metrics import latency_bucket
 from worker.ordering.arrivals import Arrivals, sent_marker
 from worker.ordering.keys import RedisKeys
-from worker.ordering.admission import RELEASE_LUA, TOTAL, client_field
+from worker.ordering.admission import RELEASE_LUA, client_field
 
 # One round trip per job: check the lease, take the finished job off the head,
 # renew the lease, and return the next job with its payload and the cached newest version.
@@ -67,10 +67,7 @@ while i + 5 <= #ARGV do
       redis.call('HINCRBY', KEYS[6], ARGV[i + 2], 1)
       redis.call('HINCRBYFLOAT', KEYS[6], 'sum', ARGV[i + 3])
       if ARGV[i + 4] ~= '' then redis.call('HINCRBY', ARGV[4] .. ARGV[i + 4], outcome, 1) end
-      if ARGV[i + 5] ~= '' then
-        give_back(KEYS[7], ARGV[i + 5], 1)
-        give_back(KEYS[7], '""" + TOTAL + """', 1)
-      end
+      if ARGV[i + 5] ~= '' then give_back(KEYS[7], ARGV[i + 5], 1) end
     end
   end
   i = i + 6
@@ -127,10 +124,7 @@ if redis.call('HDEL', KEYS[1], ARGV[2]) == 1 and ARGV[3] ~= '' then
   redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
   redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
   redis.call('HINCRBYFLOAT', KEYS[3], 'sum', ARGV[5])
-  if ARGV[7] ~= '' then
-    give_back(KEYS[4], ARGV[7], 1)
-    give_back(KEYS[4], '""" + TOTAL + """', 1)
-  end
+  if ARGV[7] ~= '' then give_back(KEYS[4], ARGV[7], 1) end
 end
 return more
 """
@@ -215,7 +209,6 @@ class KeyQueues:
 
     def __init__(self, client: "redis.Redis", namespace: str) -> None:
         self._redis = client
-        self._ns = namespace
         self.keys = RedisKeys(namespace)
         self.arrivals = Arrivals(client, self.keys)
         self._release = client.register_script(_RELEASE)
@@ -226,94 +219,74 @@ class KeyQueues:
         self._complete_transaction = client.register_script(_COMPLETE_TRANSACTION)
         self._untake = client.register_script(_UNTAKE)
 
-    def _k(self, kind: str, key: str) -> str:
-        return f"{self._ns}:{kind}:{key}"
-
-    @property
-    def keys_set(self) -> str:
-        return f"{self._ns}:keys"
-
-    @property
-    def unfinished(self) -> str:
-        """Admission control's hash (worker/ordering/admission.py): jobs not finished, per client and in all."""
-        return f"{self._ns}:unfinished"
-
     @property
     def done_channel(self) -> str:
-        return f"{self._ns}:done"
-
-    @property
-    def _payloads(self) -> str:
-        return f"{self._ns}:payload"
+        return self.keys.done_channel
 
     def acquire(self, key: str, lease_seconds: float) -> str | None:
         """Take the key's lease; its token, or None when someone holds it."""
         token = secrets.token_hex(12)
-        ok = self._redis.set(self._k("lease", key), token, nx=True, px=max(1, int(lease_seconds * 1000)))
+        ok = self._redis.set(self.keys.lease(key), token, nx=True, px=max(1, int(lease_seconds * 1000)))
         return token if ok else None
 
     def release(self, key: str, token: str) -> bool:
         """Give the lease up; True when jobs remain and a new drain message must be sent."""
-        return bool(self._release(keys=[self._k("lease", key), self._k("q", key), self._k("sched", key), self.keys_set], args=[token, key]))
+        return bool(self._release(keys=[self.keys.lease(key), self.keys.queue(key), self.keys.sched(key), self.keys.keys_set], args=[token, key]))
 
     def reschedule(self, key: str, now: float) -> None:
         """A new drain message is being sent for `key`."""
-        self._redis.set(self._k("sched", key), sent_marker(now))
+        self._redis.set(self.keys.sched(key), sent_marker(now))
 
     def taken(self, keys: list[str], worker: str, now: float) -> None:
         """A worker process took the drain message of `keys` (only keys whose message is outstanding)."""
         pipe = self.pipeline()
         for key in keys:
-            pipe.set(self._k("sched", key), f"t:{worker}:{now}", xx=True)
+            pipe.set(self.keys.sched(key), f"t:{worker}:{now}", xx=True)
         pipe.execute()
 
     def untake(self, key: str, worker: str) -> None:
         """This process took the key's drain message but another holds the lease: no message of ours stands for
         the key any more (the holder reschedules it; if the holder died, the reconciler revives it)."""
-        self._untake(keys=[self._k("sched", key)], args=[f"t:{worker}:"])
+        self._untake(keys=[self.keys.sched(key)], args=[f"t:{worker}:"])
 
     def heartbeat(self, worker: str, seconds: float) -> None:
-        self._redis.set(f"{self._ns}:alive:{worker}", 1, px=max(1, int(seconds * 1000)))
+        self._redis.set(self.keys.alive(worker), 1, px=max(1, int(seconds * 1000)))
 
     def alive(self, worker: str) -> bool:
-        return bool(self._redis.exists(f"{self._ns}:alive:{worker}"))
+        return bool(self._redis.exists(self.keys.alive(worker)))
 
     def broker_backlog(self) -> int:
         """Drain and callback messages waiting in the broker (Celery's queue is the namespace's list)."""
-        return int(self._redis.llen(self._ns))
+        return int(self._redis.llen(self.keys.broker_queue))
 
     def head(self, key: str) -> tuple[str | None, str | None]:
         """The job at the head of the key's queue and its payload copy."""
-        job_id = self._redis.lindex(self._k("q", key), 0)
+        job_id = self._redis.lindex(self.keys.queue(key), 0)
         if job_id is None:
             return None, None
-        payload = self._redis.hget(self._payloads, job_id)
+        payload = self._redis.hget(self.keys.payloads, job_id)
         return _text(job_id), _text(payload) if payload is not None else None
 
     def attempt(self, job_id: str) -> int:
         """Count one more failed attempt at a job (kept a day); the count so far."""
         pipe = self.pipeline()
-        pipe.incr(f"{self._ns}:attempts:{job_id}")
-        pipe.expire(f"{self._ns}:attempts:{job_id}", 86_400)
+        pipe.incr(self.keys.attempts(job_id))
+        pipe.expire(self.keys.attempts(job_id), 86_400)
         return int(pipe.execute()[0])
 
     def count(self, name: str, n: int = 1) -> None:
-        self._redis.hincrby(f"{self._ns}:metrics:counts", name, n)
-
-    def position(self, key: str, job_id: str) -> int | None:
-        found: Any = self._redis.lpos(self._k("q", key), job_id)
-        return int(found) if found is not None else None
+        self._redis.hincrby(self.keys.counts, name, n)
 
     def state(self, key: str) -> KeyState:
         pipe = self._redis.pipeline(transaction=False)
-        pipe.llen(self._k("q", key))
-        pipe.exists(self._k("lease", key))
-        pipe.get(self._k("sched", key))
+        pipe.llen(self.keys.queue(key))
+        pipe.exists(self.keys.lease(key))
+        pipe.get(self.keys.sched(key))
         depth, leased, sched = pipe.execute()
         return KeyState(int(depth), bool(leased), _text(sched) if sched else None)
 
     def active_keys(self) -> Iterator[str]:
-        for member in self._redis.sscan_iter(self.keys_set, count=1000):
+        for member in self._redis.sscan_iter(self.keys.keys_set, count=1000):
             yield member.decode() if isinstance(member, bytes) else str(member)
 
     def next_jobs(self, key: str, token: str, lease_seconds: float, finished: list[Finished], limit: int) -> Heads | None:
@@ -324,8 +297,8 @@ class KeyQueues:
         for done in finished:
             args += [done.job_id, done.outcome, latency_bucket(done.seconds), done.seconds, done.group,
                      client_field(done.client) if done.client else ""]
-        reply = self._next(keys=[self._k("lease", key), self._k("q", key), self._payloads, self._k("cur", key),
-                                 f"{self._ns}:metrics:counts", f"{self._ns}:metrics:latency", self.unfinished], args=args)
+        reply = self._next(keys=[self.keys.lease(key), self.keys.queue(key), self.keys.payloads, self.keys.copy(key),
+                                 self.keys.counts, self.keys.latency, self.keys.unfinished], args=args)
         if int(reply[0]) < 0:
             return None
         parts = [_text(p) if p is not None else None for p in reply[1:]]
@@ -334,23 +307,23 @@ class KeyQueues:
 
     def hold(self, keys: list[str], token: str, job_id: str, lease_seconds: float) -> bool:
         """Take every key's lease for the transaction `job_id`, if it heads all their queues and none is held elsewhere."""
-        redis_keys = [k for key in keys for k in (self._k("lease", key), self._k("q", key))]
+        redis_keys = [k for key in keys for k in (self.keys.lease(key), self.keys.queue(key))]
         return bool(self._hold(keys=redis_keys, args=[token, job_id, max(1, int(lease_seconds * 1000))]))
 
     def park(self, key: str, token: str) -> None:
-        self._park(keys=[self._k("lease", key), self._k("sched", key)], args=[token])
+        self._park(keys=[self.keys.lease(key), self.keys.sched(key)], args=[token])
 
     def complete_transaction(self, keys: list[str], token: str, done: Finished) -> list[str]:
         """Take the transaction off all its queues, count it, release the leases; the keys with jobs left."""
-        redis_keys = [self._payloads, f"{self._ns}:metrics:counts", f"{self._ns}:metrics:latency", self.unfinished]
-        redis_keys += [k for key in keys for k in (self._k("lease", key), self._k("q", key), self._k("sched", key))]
-        args: list[Any] = [token, done.job_id, done.outcome, latency_bucket(done.seconds), done.seconds, self.keys_set,
+        redis_keys = [self.keys.payloads, self.keys.counts, self.keys.latency, self.keys.unfinished]
+        redis_keys += [k for key in keys for k in (self.keys.lease(key), self.keys.queue(key), self.keys.sched(key))]
+        args: list[Any] = [token, done.job_id, done.outcome, latency_bucket(done.seconds), done.seconds, self.keys.keys_set,
                            client_field(done.client) if done.client else "", sent_marker(time.time()), *keys]
         return [_text(k) for k in self._complete_transaction(keys=redis_keys, args=args)]
 
     def group_counters(self, group_id: str) -> str:
         """Hash of a group's counts (accepted, rejected, applied, failed): its progress without a MongoDB scan."""
-        return f"{self._ns}:group:{group_id}"
+        return self.keys.group(group_id)
 
     def count_group(self, group_id: str, accepted: int, rejected: int) -> None:
         pipe = self.pipeline()
@@ -367,27 +340,27 @@ class KeyQueues:
 
     def remember_newest(self, key: str, version_id: int, document: str, seconds: int = 86_400) -> bool:
         """Keep a copy of the newest version unless a newer one is already kept; True when kept."""
-        return bool(self._remember(keys=[self._k("cur", key)], args=[version_id, document, seconds]))
+        return bool(self._remember(keys=[self.keys.copy(key)], args=[version_id, document, seconds]))
 
     def remember_copy(self, version: Any) -> None:
         """remember_newest for a StoredVersion (the ResourceStore hint callback)."""
         self.remember_newest(version.key, version.version_id, version.to_cache())
 
     def newest_copy(self, key: str) -> str | None:
-        value = self._redis.hget(self._k("cur", key), "doc")
+        value = self._redis.hget(self.keys.copy(key), "doc")
         return _text(value) if value is not None else None
 
     def newest_version(self, key: str) -> int:
         """The version number of the kept copy (0 when none): the hint ResourceStore starts from."""
-        value = self._redis.hget(self._k("cur", key), "v")
+        value = self._redis.hget(self.keys.copy(key), "v")
         return int(value) if value else 0
 
     def callback_scheduled(self, job_id: str, seconds: float) -> None:
         """Note that a callback attempt is scheduled within `seconds`, so the reconciler leaves it alone."""
-        self._redis.set(self._k("cb", job_id), 1, ex=max(1, int(seconds + 30)))
+        self._redis.set(self.keys.callback_scheduled(job_id), 1, ex=max(1, int(seconds + 30)))
 
     def callback_is_scheduled(self, job_id: str) -> bool:
-        return bool(self._redis.exists(self._k("cb", job_id)))
+        return bool(self._redis.exists(self.keys.callback_scheduled(job_id)))
 
     def publish_done(self, message: str, pipe: Any = None) -> None:
         (pipe or self._redis).publish(self.done_channel, message)

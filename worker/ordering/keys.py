@@ -27,6 +27,12 @@ class RedisKeys:
     def group(self, group_id: str) -> str:
         return f"{self.namespace}:group:{group_id}"
 
+    def callback_scheduled(self, job_id: str) -> str:
+        return f"{self.namespace}:cb:{job_id}"
+
+    def attempts(self, job_id: str) -> str:
+        return f"{self.namespace}:attempts:{job_id}"
+
     @property
     def payloads(self) -> str:
         return f"{self.namespace}:payload"
@@ -42,6 +48,15 @@ class RedisKeys:
     @property
     def latency(self) -> str:
         return f"{self.namespace}:metrics:latency"
+
+    @property
+    def done_channel(self) -> str:
+        """The pub/sub channel of job wake-ups."""
+        return f"{self.namespace}:done"
+
+    @property
+    def reconciler_lock(self) -> str:
+        return f"{self.namespace}:reconciler"
 
     @property
     def unfinished(self) -> str:

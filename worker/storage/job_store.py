@@ -173,7 +173,7 @@ class JobStore:
         owed = [{"_id": j, "at": e["at"]} for j, e in zip(job_ids, events) if (e.get("job") or {}).get("callbackUrl")]
         keyed.insert_new(self._callbacks, owed)
         if events:
-            self._remember_for_expiry([j for j in job_ids if not _is_group_entry(j)], events[0]["at"])
+            self._expiry.add([j for j in job_ids if not _is_group_entry(j)], events[0]["at"])
         return {j for i, j in enumerate(job_ids) if i not in repeated}
 
     def withdraw_many(self, job_ids: list[str], now: datetime) -> None:
@@ -189,10 +189,7 @@ class JobStore:
     def cancelled_left(self, job_ids: list[str], now: datetime) -> None:
         """Cancelled jobs taken off their queue: no longer in flight, and their gate expires like a result."""
         self.left(job_ids)
-        self._remember_for_expiry([j for j in job_ids if not _is_group_entry(j)], now)
-
-    def _remember_for_expiry(self, job_ids: list[str], when: datetime) -> None:
-        self._expiry.add(job_ids, when)
+        self._expiry.add([j for j in job_ids if not _is_group_entry(j)], now)
 
     def callback_ended(self, job_id: str, state: str, attempts: int, status: int | None, now: datetime) -> None:
         keyed.insert_new(self._events, [{"_id": f"{job_id}/callback", "state": state, "attempts": attempts, "lastStatus": status,

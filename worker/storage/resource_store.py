@@ -24,7 +24,7 @@ Resources are stored as their exact FHIR JSON text, so decimals keep their digit
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any

@@ -44,7 +44,7 @@ def checked_resource(resource: Any, resource_type: str, resource_id: str | None)
 
 def target(url: Any) -> tuple[str, str | None]:
     """`Type/id` or `Type` -> (type, id); 400/404 naming what is wrong."""
-    found = _URL.match(url) if isinstance(url, str) else None
+    found = _URL.fullmatch(url) if isinstance(url, str) else None
     if not found:
         raise InvalidRequest(f"request.url {url!r} must be Type/id (or Type for POST)", "request.url")
     if not is_resource_type(found["type"]):

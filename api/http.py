@@ -65,7 +65,7 @@ def parse_if_match(value: object) -> int | None:
     """`W/"3"` (or `"3"`) -> 3; anything else is a 400 naming the header."""
     if value is None:
         return None
-    found = _IF_MATCH.match(value) if isinstance(value, str) else None
+    found = _IF_MATCH.fullmatch(value) if isinstance(value, str) else None
     if not found:
         raise InvalidRequest(f'If-Match must be a version ETag such as W/"3", got {value!r}', "If-Match")
     return int(found.group(1))
@@ -90,7 +90,7 @@ def parse_snapshot_mode(value: str | None) -> tuple[str, ...]:
 
 
 def check_id(resource_id: str) -> str:
-    if not _ID.match(resource_id):
+    if not _ID.fullmatch(resource_id):
         raise InvalidRequest(f"{resource_id!r} is not a FHIR id (1-64 of A-Z a-z 0-9 - .)", "id")
     return resource_id
 

@@ -90,7 +90,7 @@ class Grants:
     def parse(cls, scope: str) -> Grants:
         by_type: dict[str, str] = {}
         for item in scope.split():
-            found = _SCOPE.match(item)
+            found = _SCOPE.fullmatch(item)
             if found is None:
                 continue  # openid, fhirUser, launch, scopes with a query...: grant no resource access
             letters = _letters(found["perm"])

@@ -16,8 +16,8 @@ from typing import Any
 from worker.access import CREATE, UPDATE, forbidden_issues
 from worker.jobs import Action, JobRequest
 from worker.patch import parse_patch
-from worker.patch.errors import MalformedPatch, ResourceExists, ResourceGone, ResourceNotFound, VersionMismatch
-from worker.patch.fhir_json import loads
+from worker.patch.errors import Issue, MalformedPatch, ResourceExists, ResourceGone, ResourceNotFound, VersionMismatch, operation_outcome
+from worker.patch.fhir_json import loads, same_json
 from worker.patch.policy import ElementPolicies, policy_violations
 
 ClientPolicies = Mapping[str, ElementPolicies]
@@ -69,13 +69,21 @@ def _patch(request: JobRequest, existing: Existing | None, policies: ElementPoli
     live = _live(request, existing)
     assert live.resource is not None
     outcome = parse_patch(request.body, request.content_type, strict=request.strict).apply_to(live.resource, policies)
+    if same_json(outcome.resource, live.resource):  # as HAPI, Microsoft's and IBM's servers: no new version
+        unchanged = Issue("informational", f"The patch changed nothing: {request.key} stays at version {live.version_id}",
+                          (request.resource_type,), severity="information")
+        return PlannedChange(200, live.resource, operation_outcome([unchanged, *_issues(outcome.warnings)]), write=False)
     return PlannedChange(200, outcome.resource, outcome.warnings)
+
+
+def _issues(outcome: dict[str, Any] | None) -> list[Issue]:
+    return [Issue(i["code"], i["diagnostics"], tuple(i.get("expression", ())), i["severity"]) for i in (outcome or {}).get("issue", [])]
 
 
 def _body(request: JobRequest) -> dict[str, Any]:
     resource = loads(request.body, what=f"{request.resource_type} resource")
-    if not isinstance(resource, dict):
-        raise MalformedPatch("The body is not a FHIR resource", request.resource_type)
+    if not isinstance(resource, dict) or resource.get("resourceType") != request.resource_type:
+        raise MalformedPatch(f"The body is not a {request.resource_type} resource", request.resource_type)
     return {**resource, "id": request.resource_id}
 
 

@@ -203,7 +203,7 @@ def request_id(request: Request) -> str:
     given = request.headers.get("x-request-id")
     if given is None:
         return ""
-    if not _REQUEST_ID.match(given):
+    if not _REQUEST_ID.fullmatch(given):
         raise InvalidRequest("X-Request-Id must be 1 to 200 visible ASCII characters", "X-Request-Id")
     return given
 

@@ -37,7 +37,7 @@ def _target(request: Request) -> tuple[str, str, int | None]:
     if len(given) != 1:
         raise InvalidRequest("Provenance search needs exactly one target=Type/id or target=Type/id/_history/n", "target")
     base = fhir_base(request)
-    found = _TARGET.match(given[0].removeprefix(base + "/"))
+    found = _TARGET.fullmatch(given[0].removeprefix(base + "/"))
     if found is None or not is_resource_type(found["type"]):
         raise InvalidRequest(f"target {given[0]!r} must be Type/id or Type/id/_history/n", "target")
     return found["type"], check_id(found["id"]), int(found["version"]) if found["version"] else None

@@ -40,6 +40,8 @@ def check_error(error: PatchError, expected: dict[str, Any]) -> None:
         assert issue["expression"][: len(expected["expression"])] == expected["expression"], error.outcome
     if "issues" in expected:
         assert len(error.outcome["issue"]) == expected["issues"], error.outcome
+    if "each" in expected:  # every issue, in order: [code, first expression]
+        assert [[i["code"], i["expression"][0]] for i in error.outcome["issue"]] == expected["each"], error.outcome
     assert issue["diagnostics"] and issue["severity"] == "error"
 
 

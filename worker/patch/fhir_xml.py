@@ -10,18 +10,19 @@ digits as written.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import InvalidOperation
 from typing import Any
 
 from lxml import etree
 
 from worker.patch.errors import InvalidResource, MalformedPatch
+from worker.patch.fhir_json import number_from_text
 from worker.patch.structure import ElementDef, TypeDef, is_resource_type, type_def
 
 FHIR_NS = "http://hl7.org/fhir"
 XHTML_NS = "http://www.w3.org/1999/xhtml"
 MAX_XML_BYTES = 10 * 1024 * 1024
-MAX_XML_DEPTH = 256
+MAX_XML_DEPTH = 100  # FHIR elements; JSON's MAX_NESTING (200) counts a list and an object per element
 _INTEGERS = frozenset({"integer", "positiveInt", "unsignedInt", "integer64"})
 
 
@@ -50,11 +51,17 @@ def parse_xml(data: bytes, what: str) -> etree._Element:
     if root.getroottree().docinfo.doctype:
         raise MalformedPatch(f"The {what} has a DOCTYPE; DTDs and entity declarations are not accepted "
                              "(RFC 5261 <invalid-entity-declaration>)", code="security")
-    for element in root.iter():
-        depth = sum(1 for _ in element.iterancestors())
-        if depth > MAX_XML_DEPTH:
-            raise MalformedPatch(f"The {what} is nested deeper than {MAX_XML_DEPTH} levels", code="too-costly")
+    _check_depth(root, what)
     return root
+
+
+def _check_depth(root: etree._Element, what: str) -> None:
+    """One pass over the tree (no recursion), so a deep document is refused before anything walks it recursively."""
+    depth = 0
+    for event, _ in etree.iterwalk(root, events=("start", "end")):
+        depth += 1 if event == "start" else -1
+        if depth > MAX_XML_DEPTH:
+            raise MalformedPatch(f"The {what} is nested deeper than {MAX_XML_DEPTH} elements", code="too-costly")
 
 
 def _qualified(local: str) -> str:
@@ -207,10 +214,8 @@ def _primitive(raw: str, fhir_type: str, path: str) -> Any:
             if raw not in ("true", "false"):
                 raise ValueError(raw)
             return raw == "true"
-        if fhir_type in _INTEGERS:
-            return int(raw)
-        if fhir_type == "decimal":
-            return Decimal(raw)
+        if fhir_type in _INTEGERS or fhir_type == "decimal":
+            return number_from_text(raw, integer=fhir_type != "decimal")
     except (ValueError, InvalidOperation) as exc:
         raise InvalidResource(f"{path}: {raw!r} is not a valid {fhir_type}", path, code="value") from exc
     return raw

@@ -20,20 +20,31 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import re
+import re2  # RE2 matches in linear time: a client's pattern cannot backtrack without bound
 from antlr4 import CommonTokenStream, InputStream, Token
 from antlr4.error.ErrorListener import ErrorListener
 from antlr4.tree.Tree import ParseTreeWalker
 from fhirpathpy import apply_parsed_path
+from fhirpathpy.engine.invocations import invocation_registry
 from fhirpathpy.models import models
 from fhirpathpy.parser.ASTPathListener import ASTPathListener
 from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
 from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
-from worker.patch.errors import MalformedPatch, NotApplicable
+from worker.patch.errors import MalformedPatch, NotApplicable, PatchError
 from worker.patch.structure import choice_key, is_resource_type, resolve_key, type_def
 
 _R4 = models["r4"]
-_FILTERS = frozenset({"where", "first", "last", "tail", "skip", "take", "single", "ofType", "extension"})
+MAX_PATH_CHARS = 2000
+MAX_PATH_CALLS = 32  # function calls in one path
+MAX_PATH_NESTING = 12  # parentheses and brackets inside one another
+# Words the FHIRPath grammar reserves but FHIR uses as element names (Narrative.div): after a dot and not
+# called as a function, they are element names, so they are read as delimited identifiers (`div`).
+_KEYWORD_MEMBER = re.compile(r"""'(?:[^'\\]|\\.)*'|`(?:[^`\\]|\\.)*`|(?<=\.)(\s*)(div|mod|and|or|xor|implies|true|false)\b(?!\s*\()""")
+_PATH_TOKENS = re.compile(r"""'(?:[^'\\]|\\.)*'|`(?:[^`\\]|\\.)*`|[\w$]+\s*\(|[()\[\]]""")
+_FILTERS = frozenset({"where", "first", "last", "tail", "skip", "take", "single", "ofType", "extension",
+                      "modifierExtension"})
 Node = dict[str, Any]
 
 
@@ -42,12 +53,36 @@ class _Raise(ErrorListener):  # type: ignore[misc]
         raise SyntaxError(f"column {column + 1}: {msg}")
 
 
+def _quote_keyword_members(expression: str) -> str:
+    return _KEYWORD_MEMBER.sub(lambda m: m[0] if m[2] is None else f"{m[1]}`{m[2]}`", expression)
+
+
+def _check_cost(expression: str) -> None:
+    """Bound what parsing and evaluating a client's path can cost, before the parser sees it."""
+    if len(expression) > MAX_PATH_CHARS:
+        raise MalformedPatch(f"The path has {len(expression)} characters; at most {MAX_PATH_CHARS} are accepted", code="too-costly")
+    calls = depth = deepest = 0
+    for token in _PATH_TOKENS.findall(expression):
+        if token[-1] in "([":
+            calls += token[-1] == "(" and len(token) > 1
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in ")]":
+            depth -= 1
+    if calls > MAX_PATH_CALLS:
+        raise MalformedPatch(f"The path calls {calls} functions; at most {MAX_PATH_CALLS} are accepted", code="too-costly")
+    if deepest > MAX_PATH_NESTING:
+        raise MalformedPatch(f"The path nests {deepest} levels of brackets; at most {MAX_PATH_NESTING} are accepted",
+                             code="too-costly")
+
+
 @lru_cache(maxsize=4096)
 def parse_path(expression: str) -> Node:
-    """The AST of a FHIRPath expression; MalformedPatch (400) on any syntax error."""
+    """The AST of a FHIRPath expression; MalformedPatch (400) on any syntax error or beyond the cost bounds."""
     if not expression.strip():
         raise MalformedPatch("The path is empty", code="value")
-    lexer = FHIRPathLexer(InputStream(expression))
+    _check_cost(expression)
+    lexer = FHIRPathLexer(InputStream(_quote_keyword_members(expression)))
     lexer.removeErrorListeners()
     lexer.addErrorListener(_Raise())
     tokens = CommonTokenStream(lexer)
@@ -64,7 +99,30 @@ def parse_path(expression: str) -> Node:
         raise MalformedPatch(f"The path {expression!r} is not valid FHIRPath ({exc})", code="value") from exc
     listener = ASTPathListener()  # type: ignore[no-untyped-call]
     ParseTreeWalker().walk(listener, tree)
-    return dict(listener.parentStack[0]["children"][0])
+    node = dict(listener.parentStack[0]["children"][0])
+    _check_calls(node, expression)
+    return node
+
+
+def _check_calls(node: Node, expression: str) -> None:
+    """Every function called exists and gets a number of arguments it takes (`where()` is refused here, not later)."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        stack.extend(item.get("children", ()))
+        if item.get("type") != "Functn":
+            continue
+        name = _identifier(item["children"][0])
+        given = len(item["children"][1]["children"]) if len(item["children"]) > 1 else 0
+        entry: dict[str, Any] | None = _FUNCTIONS.get(name) or invocation_registry.get(name)  # type: ignore[assignment]
+        if entry is None:
+            raise MalformedPatch(f"The path {expression!r} calls {name}(), which is not a FHIRPath function supported here",
+                                 code="not-supported")
+        takes = sorted(entry.get("arity", {0: []}))
+        if given not in takes:
+            counts = " or ".join(str(n) for n in takes)
+            raise MalformedPatch(f"The path {expression!r} calls {name}() with {given} argument(s); it takes {counts}",
+                                 code="value")
 
 
 @dataclass
@@ -192,9 +250,9 @@ class Locator:
     def filtered(self, node: Node, candidates: list[Slot], step: Node) -> list[Slot]:
         function = _identifier(step["children"][0]["children"][0])
         if function not in _FILTERS:
-            raise MalformedPatch(f"The function {function}() cannot select elements to patch; use where(), first(), last(), tail(), skip(), take(), single(), ofType() or extension()")
-        if function == "extension":
-            candidates = [child for slot in candidates for child in children(slot, "extension")]
+            raise MalformedPatch(f"The function {function}() cannot select elements to patch; use where(), first(), last(), tail(), skip(), take(), single(), ofType(), extension() or modifierExtension()")
+        if function in ("extension", "modifierExtension"):
+            candidates = [child for slot in candidates for child in children(slot, function)]
         results = _evaluate(self.resource, node)
         return _match(candidates, results)
 
@@ -204,9 +262,59 @@ def _identifier(node: Node) -> str:
     return text[1:-1] if text.startswith("`") else text
 
 
-def _evaluate(resource: dict[str, Any], node: Node) -> list[Any]:
+def _string_of(inputs: list[Any]) -> str | None:
+    if len(inputs) != 1 or not isinstance(inputs[0], str):
+        return None
+    return inputs[0]
+
+
+def _matches(inputs: list[Any], pattern: Any) -> Any:
+    text = _string_of(inputs)
+    if text is None or not isinstance(pattern, str) or not pattern:
+        return []
+    return _regex(pattern).search(text) is not None
+
+
+def _replace_matches(inputs: list[Any], pattern: Any, substitution: Any) -> Any:
+    text = _string_of(inputs)
+    if text is None or not isinstance(pattern, str) or not isinstance(substitution, str):
+        return []
+    return _regex(pattern).sub(re.sub(r"\$(\d+)", r"\\\1", substitution), text)
+
+
+@lru_cache(maxsize=256)
+def _regex(pattern: str) -> Any:
     try:
-        return list(apply_parsed_path(resource, {"children": [node]}, {}, _R4, {"returnRawData": True}))  # type: ignore[no-untyped-call]
+        return re2.compile("(?s)" + pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise MalformedPatch(f"The regular expression {pattern!r} is not accepted ({reason}); patterns are RE2 "
+                             "syntax, without backreferences or lookaround", code="value") from exc
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+
+
+def _modifier_extension(inputs: list[Any], url: Any) -> list[Any]:
+    """FHIR's modifierExtension(url), the modifier twin of extension(url) (fhirpathpy has only the latter)."""
+    return [item for holder in inputs if isinstance(holder, dict) for item in holder.get("modifierExtension") or []
+            if isinstance(item, dict) and item.get("url") == url]
+
+
+_FUNCTIONS: dict[str, dict[str, Any]] = {  # fhirpathpy's own table, with the regex functions on RE2 instead of Python's backtracking `re`
+    "matches": {"fn": _matches, "arity": {1: ["String"]}, "nullable_input": True},
+    "replaceMatches": {"fn": _replace_matches, "arity": {2: ["String", "String"]}, "nullable_input": True},
+    "modifierExtension": {"fn": _modifier_extension, "arity": {1: ["String"]}},
+}
+
+
+def _evaluate(resource: dict[str, Any], node: Node) -> list[Any]:
+    options = {"returnRawData": True, "userInvocationTable": _FUNCTIONS}
+    try:
+        return list(apply_parsed_path(resource, {"children": [node]}, {}, _R4, options))  # type: ignore[no-untyped-call]
+    except PatchError:
+        raise
     except Exception as exc:  # fhirpathpy raises plain exceptions for evaluation errors
         raise NotApplicable(f"The path {node.get('text')!r} cannot be evaluated: {exc}") from exc
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from worker.patch.errors import ElementExists, MalformedPatch, MultipleMatches, NotApplicable, TargetNotFound, Warnings, WrongStructure
+from worker.patch.errors import ElementExists, Issue, MalformedPatch, MultipleMatches, NotApplicable, TargetNotFound, Warnings, WrongStructure
 from worker.patch.fhir_json import copy_json
 from worker.patch.fhirpath import Locator, Slot, companion, element_key, locate, parse_path, split_member
 from worker.patch.parameter_values import BuildContext, ValuePart, build_value, parse_value_part
@@ -90,43 +90,78 @@ def _parts(parameter: Any, where: str) -> dict[str, tuple[dict[str, Any], str]]:
     return found
 
 
-def _operation(index: int, parameter: Any) -> FhirPathOperation:
-    where = f"Parameters.parameter[{index}]"
-    parts = _parts(parameter, where)
+def _kind(parts: dict[str, tuple[dict[str, Any], str]], where: str) -> str:
     if "type" not in parts:
-        raise MalformedPatch(f"{where}: the operation has no type part; add {{\"name\": \"type\", \"valueCode\": \"add\"}} (or insert, delete, replace, move)", where, code="required")
+        raise MalformedPatch(f"{where}: the operation has no type part; add {{\"name\": \"type\", \"valueCode\": \"add\"}} "
+                             "(or insert, delete, replace, move)", where, code="required")
     kind = _string(parts["type"][0], parts["type"][1], "type")
     if kind not in _PARTS:
-        raise MalformedPatch(f"{where}: unknown operation type {kind!r}; use add, insert, delete, replace or move", parts["type"][1], code="code-invalid")
+        raise MalformedPatch(f"{where}: unknown operation type {kind!r}; use add, insert, delete, replace or move",
+                             parts["type"][1], code="code-invalid")
+    return kind
+
+
+def _part_problems(kind: str, parts: dict[str, tuple[dict[str, Any], str]], where: str) -> list[Issue]:
+    problems = []
     for name, (_, part_where) in parts.items():
         if name not in _PARTS[kind]:
             hint = _HINTS.get((kind, name), f"{kind} takes only the parts {', '.join(sorted(_PARTS[kind]))}")
-            raise MalformedPatch(f"{part_where}: unexpected part {name!r}: {hint}", part_where, code="structure")
-    for name in sorted(_PARTS[kind] - parts.keys()):
-        raise MalformedPatch(f"{where}: {kind} needs a {name!r} part", where, code="required")
-    path = _string(*parts["path"], "path")
+            problems.append(Issue("structure", f"{part_where}: unexpected part {name!r}: {hint}", (part_where,)))
+    problems.extend(Issue("required", f"{where}: {kind} needs a {name!r} part", (where,)) for name in sorted(_PARTS[kind] - parts.keys()))
+    return problems
+
+
+def _checked_path(part: dict[str, Any], where: str, label: str) -> str:
+    path = _string(part, where, label)
     try:
         parse_path(path)
     except MalformedPatch as exc:
-        raise MalformedPatch(exc.diagnostics, parts["path"][1], path, code="value") from exc
-    return FhirPathOperation(
-        index, kind, path,
-        name=_string(*parts["name"], "name") if "name" in parts else None,
-        value=parse_value_part(*parts["value"]) if "value" in parts else None,
-        position=_integer(*parts["index"], "index") if "index" in parts else None,
-        source=_integer(*parts["source"], "source") if "source" in parts else None,
-        destination=_integer(*parts["destination"], "destination") if "destination" in parts else None,
-    )
+        raise MalformedPatch(exc.diagnostics, where, path, code=exc.issues[0].code) from exc
+    return path
+
+
+_READERS: Mapping[str, Callable[[dict[str, Any], str, str], Any]] = {
+    "path": _checked_path, "name": _string, "value": lambda part, where, _: parse_value_part(part, where),
+    "index": _integer, "source": _integer, "destination": _integer,
+}
+
+
+def _operation(index: int, parameter: Any) -> FhirPathOperation:
+    """One operation, checked whole: every problem of its parts is reported together."""
+    where = f"Parameters.parameter[{index}]"
+    parts = _parts(parameter, where)
+    kind = _kind(parts, where)
+    problems = _part_problems(kind, parts, where)
+    read: dict[str, Any] = {}
+    for label in sorted(_PARTS[kind] & parts.keys() - {"type"}):
+        try:
+            read[label] = _READERS[label](*parts[label], label)
+        except MalformedPatch as exc:
+            problems.extend(exc.issues)
+    if problems:
+        raise MalformedPatch.of(problems)
+    return FhirPathOperation(index, kind, read["path"], name=read.get("name"), value=read.get("value"),
+                             position=read.get("index"), source=read.get("source"), destination=read.get("destination"))
 
 
 def parse_fhirpath_patch(parameters: Any) -> tuple[FhirPathOperation, ...]:
-    """Check a FHIRPath Patch Parameters resource completely; MalformedPatch (400) names the part."""
+    """Check a FHIRPath Patch Parameters resource completely; MalformedPatch (400) lists every problem, each
+    with the part it is in (as HAPI collects them)."""
     if not isinstance(parameters, dict) or parameters.get("resourceType") != "Parameters":
         raise MalformedPatch("A FHIRPath Patch must be a Parameters resource", "Parameters", code="structure")
     listed = parameters.get("parameter", [])
     if not isinstance(listed, list):
         raise MalformedPatch("Parameters.parameter must be an array", "Parameters.parameter", code="structure")
-    return tuple(_operation(index, parameter) for index, parameter in enumerate(listed))
+    operations: list[FhirPathOperation] = []
+    problems: list[Issue] = []
+    for index, parameter in enumerate(listed):
+        try:
+            operations.append(_operation(index, parameter))
+        except MalformedPatch as exc:
+            problems.extend(exc.issues)
+    if problems:
+        raise MalformedPatch.of(problems)
+    return tuple(operations)
 
 
 def _one(slots: list[Slot], op: FhirPathOperation, allow_none: bool = False) -> Slot | None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from lxml import etree
 
 from worker.patch.errors import InvalidResource, MalformedPatch, NotApplicable, UnsupportedPatchFormat, Warnings
-from worker.patch.fhir_json import copy_json, loads
+from worker.patch.fhir_json import copy_json, loads, nesting_problem
 from worker.patch.fhir_xml import parse_xml, resource_to_xml, xml_to_resource
 from worker.patch.fhirpath_patch import apply_parsed_fhirpath_patch, parse_fhirpath_patch
 from worker.patch.json_patch import apply_parsed_json_patch, parse_json_patch
@@ -54,11 +55,26 @@ class ParsedPatch:
     def apply_to(self, resource: dict[str, Any], policies: ElementPolicies | None = None) -> PatchOutcome:
         ctx = BuildContext(strict=self.strict, warnings=Warnings())
         patched = self.transform(resource, ctx)
+        _check_shape(resource, patched)
         check_changes(resource, patched, policies)
         issues = patched_resource_issues(resource, patched)
         if issues:
             raise InvalidResource.of(issues)
         return PatchOutcome(patched, ctx.warnings.outcome())
+
+
+_JSON_KINDS = {str: "string", int: "number", float: "number", Decimal: "number", bool: "boolean", list: "array", type(None): "null"}
+
+
+def _check_shape(old: dict[str, Any], new: Any) -> None:
+    """A patch may replace the whole document (JSON Patch path ""), but the result must still be a resource."""
+    kind = old.get("resourceType")
+    if not isinstance(new, dict):
+        raise NotApplicable(f"The patch would replace the {kind} resource with a JSON {_JSON_KINDS.get(type(new), 'value')}; "
+                            f"the result must be a {kind} resource (a JSON object)", str(kind))
+    problem = nesting_problem(new)
+    if problem:
+        raise NotApplicable(f"The patched {kind} would not be accepted: {problem}", str(kind), code="too-costly")
 
 
 def media_type(content_type: str) -> str:

@@ -116,7 +116,13 @@ def type_def(name: str) -> TypeDef | None:
     return TypeDef(name, elements, order, {k: tuple(v) for k, v in choices.items()})
 
 
+ABSTRACT_RESOURCE_TYPES = frozenset({"Resource", "DomainResource"})
+
+
 def is_resource_type(name: str) -> bool:
+    """A concrete R4 resource type (the abstract Resource and DomainResource cannot be instantiated)."""
+    if name in ABSTRACT_RESOURCE_TYPES:
+        return False
     tdef = type_def(name)
     if tdef is None:
         return False

@@ -41,14 +41,21 @@ _FORMATS: dict[str, re.Pattern[str]] = {name: re.compile(pattern) for name, patt
 _INTEGER_RANGES = {"integer": (-2**31, 2**31 - 1), "positiveInt": (1, 2**31 - 1), "unsignedInt": (0, 2**31 - 1)}
 
 
+def _whole_and_small(value: float | Decimal) -> bool:
+    """Checked before any int() conversion: int(Decimal('1e999999999')) would not finish."""
+    if isinstance(value, float):
+        return value.is_integer() and abs(value) < 2**53
+    return value.is_finite() and value.adjusted() < 19 and value == value.to_integral_value()
+
+
 def _primitive_problem(fhir_type: str, value: Any) -> str | None:
     """Why `value` is not a valid JSON `fhir_type`, or None."""
     if fhir_type == "boolean":
         return None if isinstance(value, bool) else f"must be true or false (a JSON boolean), not {value!r}"
     if fhir_type in _INTEGER_RANGES:
         low, high = _INTEGER_RANGES[fhir_type]
-        if not is_number(value) or (isinstance(value, float | Decimal) and value != int(value)):
-            return f"must be a JSON whole number ({fhir_type}), not {value!r}"
+        if not is_number(value) or (isinstance(value, float | Decimal) and not _whole_and_small(value)):
+            return f"must be a JSON whole number within {low}..{high} ({fhir_type}), not {value!r}"
         return None if low <= int(value) <= high else f"must be within {low}..{high} ({fhir_type}), not {value}"
     if fhir_type == "decimal":
         return None if is_number(value) else f"must be a JSON number (decimal), not {value!r}"

@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 import logging
 
 import anyio
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from api.dependencies import Connections
-from api.http import install_error_handlers
+from api.http import host_check, install_error_handlers
 from api.routes import bundles, feeds, fhir, jobs, ops, provenance
 from worker.logs import configure_logging
 from worker.settings import Settings
@@ -36,7 +36,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await connections.close()
 
-    app = FastAPI(title="fhir-patch-worker", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="fhir-patch-worker", version="0.1.0", lifespan=lifespan, dependencies=[Depends(host_check(settings))])
     install_error_handlers(app)
     app.include_router(ops.router)
     app.include_router(feeds.router)  # before fhir: /fhir/$bulk-submit and /fhir/_async/... are not /fhir/{type}/...

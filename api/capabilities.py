@@ -12,7 +12,12 @@ from fhir.resources.R4B import fhirtypes
 from worker.patch import PATCH_MEDIA_TYPES
 from worker.patch.structure import is_resource_type
 
-_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "create")
+_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "create", "search-type")
+_SEARCH_PARAMS = [
+    {"name": "identifier", "type": "token", "documentation": "system|value, |value (no system) or value (any system); also "
+     "the conditional target of PATCH [base]/Type?identifier=..."},
+    {"name": "_id", "type": "token", "documentation": "the logical id; also PATCH [base]/Type?_id=..."},
+]
 
 
 @cache
@@ -38,9 +43,8 @@ def security(auth_disabled: bool) -> dict[str, Any]:
 
 def _resource(name: str) -> dict[str, Any]:
     entry: dict[str, Any] = {"type": name, "versioning": "versioned", "readHistory": True, "updateCreate": True,
-                             "interaction": [{"code": code} for code in _INTERACTIONS]}
-    if name == "Provenance":
-        entry["interaction"].append({"code": "search-type"})
+                             "interaction": [{"code": code} for code in _INTERACTIONS], "searchParam": _SEARCH_PARAMS}
+    if name == "Provenance":  # Provenance is searched by what it is about
         entry["searchParam"] = [{"name": "target", "type": "reference",
                                  "documentation": "Type/id/_history/n (one version) or Type/id (every version, newest first)"}]
     return entry

@@ -1,49 +1,96 @@
-"""Conditional targets: `Type?identifier=system|value` -> the one resource it names (404 none, 412 several).
+"""Finding resources by identifier or id: conditional targets (`PATCH Type?identifier=system|value`, `?_id=x`)
+and search (`GET Type?identifier=...`).
 
-The identifier index may hold too much, never too little (see IdentifierIndex);
-each candidate is checked against its newest version, deleted ones excluded.
-Resolution happens at intake, as FHIR servers do for conditional requests.
+Only `_id` lookups and the identifier index are used: key lookups, whatever the
+size of the store. The identifier index may hold too much, never too little
+(see IdentifierIndex); each candidate is checked against its newest version,
+deleted ones excluded. Conditional targets are resolved at intake, as FHIR
+servers do.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
+from api.http import ID_PATTERN
 from worker.changes import identifiers
 from worker.patch.errors import AmbiguousTarget, InvalidRequest, ResourceNotFound
-from worker.storage import Database
+from worker.storage import Database, StoredVersion
+
+SEARCH_PARAMETERS = ("identifier", "_id")
+_PAGING = ("_count",)
 
 
-def parse_condition(query: str) -> tuple[str | None, str]:
-    """`identifier=s|v` -> (s, v); `identifier=|v` -> ('', v) (no system); `identifier=v` -> (None, v) (any system)."""
-    params = parse_qsl(query, keep_blank_values=True)
-    if len(params) != 1 or params[0][0] != "identifier" or not params[0][1]:
-        raise InvalidRequest(f"A conditional target takes exactly one identifier=system|value parameter, not {query!r}", "request.url")
-    token = params[0][1]
+@dataclass(frozen=True)
+class Criterion:
+    """One search criterion: `identifier` (system None: any system; '': no system) or `_id`."""
+
+    name: str
+    value: str
+    system: str | None = None
+
+    @property
+    def shown(self) -> str:
+        if self.name == "_id" or self.system is None:
+            return f"{self.name}={self.value}"
+        return f"{self.name}={self.system}|{self.value}"
+
+
+def parse_criterion(query: str, allowed_extra: tuple[str, ...] = ()) -> Criterion:
+    """The one criterion of a query string; 400 naming the supported parameters for anything else."""
+    params = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in allowed_extra]
+    unknown = sorted({k for k, _ in params if k not in SEARCH_PARAMETERS})
+    if unknown:
+        raise InvalidRequest(f"Unsupported search parameter {', '.join(unknown)}; supported: {', '.join(SEARCH_PARAMETERS)} "
+                             f"(one of them, once){' and ' + ', '.join(allowed_extra) if allowed_extra else ''}", "request.url")
+    if len(params) != 1 or not params[0][1]:
+        raise InvalidRequest(f"Give exactly one criterion: identifier=system|value, identifier=|value, identifier=value "
+                             f"or _id=id, not {query!r}", "request.url")
+    name, token = params[0]
+    if name == "_id":
+        if not ID_PATTERN.fullmatch(token):
+            raise InvalidRequest(f"_id {token!r} is not a FHIR id", "_id")
+        return Criterion("_id", token)
     if "|" not in token:
-        return None, token
+        return Criterion("identifier", token, None)
     system, value = token.split("|", 1)
-    return system, value
+    if not value:
+        raise InvalidRequest(f"identifier {token!r} names no value; give system|value or |value", "identifier")
+    return Criterion("identifier", value, system)
 
 
 class ConditionalResolver:
     def __init__(self, database: Database) -> None:
         self._db = database
 
+    def search(self, resource_type: str, criterion: Criterion) -> list[StoredVersion]:
+        """The newest version of each live resource of `resource_type` matching the criterion, by id."""
+        if criterion.name == "_id":
+            candidates = [criterion.value]
+        else:
+            candidates = sorted(set(self._db.identifiers.candidates(resource_type, criterion.system, criterion.value)))
+        found = []
+        for resource_id in candidates:
+            newest = self._db.resources.newest(resource_type, resource_id)
+            if newest is not None and not newest.deleted and _carries(newest, criterion):
+                found.append(newest)
+        return found
+
     def resolve(self, resource_type: str, query: str) -> str:
-        """The id of the one live resource of `resource_type` matching the query."""
-        system, value = parse_condition(query)
-        matches = [rid for rid in self._db.identifiers.candidates(resource_type, system, value)
-                   if self._carries(resource_type, rid, system, value)]
-        shown = f"{resource_type}?{query}"
+        """The id of the one live resource of `resource_type` a conditional target names (404 none, 412 several)."""
+        criterion = parse_criterion(query)
+        matches = [v.resource_id for v in self.search(resource_type, criterion)]
+        shown = f"{resource_type}?{criterion.shown}"
         if not matches:
             raise ResourceNotFound(f"No {resource_type} matches {shown}", "request.url")
         if len(matches) > 1:
             raise AmbiguousTarget(f"{shown} matches {len(matches)} resources ({', '.join(matches[:5])}); it must name one", "request.url")
         return matches[0]
 
-    def _carries(self, resource_type: str, resource_id: str, system: str | None, value: str) -> bool:
-        newest = self._db.resources.newest(resource_type, resource_id)
-        if newest is None or newest.deleted:
-            return False
-        return any(v == value and (system is None or s == system) for s, v in identifiers(newest.resource()))
+
+def _carries(version: StoredVersion, criterion: Criterion) -> bool:
+    if criterion.name == "_id":
+        return True
+    return any(v == criterion.value and (criterion.system is None or s == criterion.system)
+               for s, v in identifiers(version.resource()))

@@ -20,26 +20,28 @@ from api.http import check_id, parse_if_match
 from worker.access import CREATE, DELETE, READ, UPDATE, Principal
 from worker.jobs import Action, JobRequest
 from worker.patch import parse_patch
-from worker.patch.errors import InvalidRequest, InvalidResource, Issue, MalformedPatch, PatchError, ResourceNotFound, UnsupportedPatchFormat
+from worker.patch.errors import InvalidRequest, InvalidResource, Issue, MalformedPatch, PatchError, operation_outcome, ResourceNotFound, UnsupportedPatchFormat
 from worker.patch.fhir_json import dumps
 from worker.patch.interaction import FHIR_JSON, JSON_PATCH, XML_PATCH
 from worker.patch.structure import is_resource_type
-from worker.patch.validation import resource_issues
+from worker.patch.validation import lenient_issues, resource_issues
 
 _URL = re.compile(r"^/?(?P<type>[A-Z][A-Za-z]+)(?:/(?P<id>[^/?]+))?$")
 _BINARY_PATCH_TYPES = (JSON_PATCH, XML_PATCH)
 
 
-def checked_resource(resource: Any, resource_type: str, resource_id: str | None) -> dict[str, Any]:
-    """A whole resource for create/update: its type and id checked, and valid FHIR R4."""
+def checked_resource(resource: Any, resource_type: str, resource_id: str | None,
+                     lenient: bool = False) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A whole resource for create/update: its type and id checked, and valid FHIR R4; with it, the warnings
+    (an OperationOutcome) when `lenient` lets it be stored with what only the R4 model rules catch."""
     if not isinstance(resource, dict) or resource.get("resourceType") != resource_type:
         raise MalformedPatch(f"The body must be a {resource_type} resource", "resourceType", code="invalid")
     if resource_id is not None and resource.get("id") != resource_id:
         raise InvalidRequest(f"The body's id {resource.get('id')!r} must equal the URL's id {resource_id!r}", f"{resource_type}.id")
-    issues = resource_issues(resource)
-    if issues:
-        raise InvalidResource.of(issues)
-    return resource
+    errors, warnings = lenient_issues(resource) if lenient else (resource_issues(resource), [])
+    if errors:
+        raise InvalidResource.of(errors)
+    return resource, operation_outcome(warnings) if warnings else None
 
 
 def target(url: Any) -> tuple[str, str | None]:
@@ -67,7 +69,7 @@ def _patch_body(resource: Any) -> tuple[bytes, str]:
         raise MalformedPatch(f"Binary.data is not base64: {exc}", "resource.data") from exc
 
 
-def _patch(type_: str, id_: str | None, entry: dict[str, Any], if_match: int | None) -> JobRequest:
+def _patch(type_: str, id_: str | None, entry: dict[str, Any], if_match: int | None, lenient: bool) -> JobRequest:
     if id_ is None:
         raise InvalidRequest("PATCH needs request.url Type/id", "request.url")
     body, content_type = _patch_body(entry.get("resource"))
@@ -75,28 +77,28 @@ def _patch(type_: str, id_: str | None, entry: dict[str, Any], if_match: int | N
     return JobRequest(Action.PATCH, type_, id_, body, content_type, if_match)
 
 
-def _put(type_: str, id_: str | None, entry: dict[str, Any], if_match: int | None) -> JobRequest:
+def _put(type_: str, id_: str | None, entry: dict[str, Any], if_match: int | None, lenient: bool) -> JobRequest:
     if id_ is None:
         raise InvalidRequest("PUT needs request.url Type/id", "request.url")
-    resource = checked_resource(entry.get("resource"), type_, id_)
-    return JobRequest(Action.UPDATE, type_, id_, dumps(resource).encode(), FHIR_JSON, if_match)
+    resource, warnings = checked_resource(entry.get("resource"), type_, id_, lenient)
+    return JobRequest(Action.UPDATE, type_, id_, dumps(resource).encode(), FHIR_JSON, if_match, warnings=warnings)
 
 
-def _post(type_: str, id_: str | None, entry: dict[str, Any], if_match: int | None) -> JobRequest:
+def _post(type_: str, id_: str | None, entry: dict[str, Any], if_match: int | None, lenient: bool) -> JobRequest:
     if id_ is not None:
         raise InvalidRequest("POST takes request.url Type (the server assigns the id)", "request.url")
     new_id = str(uuid.uuid4())
-    resource = {**checked_resource(entry.get("resource"), type_, None), "id": new_id}
-    return JobRequest(Action.CREATE, type_, new_id, dumps(resource).encode(), FHIR_JSON)
+    resource, warnings = checked_resource(entry.get("resource"), type_, None, lenient)
+    return JobRequest(Action.CREATE, type_, new_id, dumps({**resource, "id": new_id}).encode(), FHIR_JSON, warnings=warnings)
 
 
-def _delete(type_: str, id_: str | None, entry: dict[str, Any], if_match: int | None) -> JobRequest:
+def _delete(type_: str, id_: str | None, entry: dict[str, Any], if_match: int | None, lenient: bool) -> JobRequest:
     if id_ is None:
         raise InvalidRequest("DELETE needs request.url Type/id", "request.url")
     return JobRequest(Action.DELETE, type_, id_, if_match=if_match)
 
 
-_METHODS: Mapping[str, Callable[[str, str | None, dict[str, Any], int | None], JobRequest]] = {
+_METHODS: Mapping[str, Callable[[str, str | None, dict[str, Any], int | None, bool], JobRequest]] = {
     "PATCH": _patch, "PUT": _put, "POST": _post, "DELETE": _delete}
 
 
@@ -125,7 +127,7 @@ def is_read(entry: Any) -> bool:
     return isinstance(entry, dict) and isinstance(entry.get("request"), dict) and str(entry["request"].get("method", "")).upper() == "GET"
 
 
-def entry_request(entry: Any, where: str) -> JobRequest:
+def entry_request(entry: Any, where: str, lenient: bool = False) -> JobRequest:
     """The checked job an entry asks for; a PatchError whose issues all name `where`."""
     try:
         if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
@@ -135,7 +137,7 @@ def entry_request(entry: Any, where: str) -> JobRequest:
         if method not in _METHODS:
             raise InvalidRequest(f"request.method {request.get('method')!r} is not one of {', '.join(_METHODS)}", "request.method")
         type_, id_ = target(request.get("url"))
-        return _METHODS[method](type_, id_, entry, parse_if_match(request.get("ifMatch")))
+        return _METHODS[method](type_, id_, entry, parse_if_match(request.get("ifMatch")), lenient)
     except PatchError as exc:
         raise located(exc, where) from exc
 

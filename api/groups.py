@@ -34,7 +34,7 @@ from worker.patch.fhir_json import loads
 from worker.results import etag, response_element
 from worker.service import utc_now
 from worker.storage import Database, StoredVersion
-from worker.storage.group_store import Group, entry_job_id
+from worker.storage.group_store import Group, entry_job_id, group_outcomes
 from worker.storage.job_store import result_event
 
 BLOCK_ENTRIES = 500
@@ -83,7 +83,9 @@ class Progress:
 
 
 class GroupIntake:
-    def __init__(self, database: Database, queues: KeyQueues, metrics: Metrics, celery: Celery, admission: Admission) -> None:
+    def __init__(self, database: Database, queues: KeyQueues, metrics: Metrics, celery: Celery, admission: Admission,
+                 lenient: bool = False) -> None:
+        self._lenient = lenient
         self._admission = admission
         self._db = database
         self._queues = queues
@@ -123,7 +125,7 @@ class GroupIntake:
             number_of = {job.id: number for number, job in jobs}
             stopped_at = number_of[new[kept].id]
             new, refused = new[:kept], [r for r in refused if r[0] < stopped_at]
-        self._db.jobs.finish_many([event for _, event in refused])
+        self._db.groups.refuse(group_id, [(n, e["result"]["status"], e["result"]["outcome"]) for n, e in refused], now)
         try:
             keys, _held = self._queues.arrivals.enqueue_many([(job.key, job.id, job.to_payload()) for job in new], time.time())
         except RedisError as exc:  # recorded, not queued: withdrawn, so nothing applies them later
@@ -144,7 +146,7 @@ class GroupIntake:
                 if isinstance(entry, PatchError):
                     raise entry
                 authorize_entry(entry, caller, where(number))
-                request = entry_request(self.resolved(entry, where(number)), where(number))
+                request = entry_request(self.resolved(entry, where(number)), where(number), self._lenient)
                 actor = Actor(caller.subject, caller.client_id, caller.grants.on(request.resource_type), request_id)
                 jobs.append((number, Job(job_id, replace(request, actor=actor), JobState.ACCEPTED, now)))
             except PatchError as exc:
@@ -174,7 +176,7 @@ class GroupIntake:
     def progress(self, group: Group) -> Progress:
         counts = self._queues.group_counts(group.id)
         if not counts and group.total is not None:  # Redis lost the counters: count from MongoDB
-            found = count_outcomes(self._db.jobs.outcomes(group.entry_ids()))
+            found = count_outcomes(group_outcomes(self._db.groups, self._db.jobs, group))
             return Progress(group, group.total - group.rejected, group.rejected, found["applied"], found["failed"] - group.rejected,
                             found["cancelled"])
         return Progress(group, counts.get("accepted", 0), counts.get("rejected", 0), counts.get("applied", 0), counts.get("failed", 0),
@@ -183,7 +185,7 @@ class GroupIntake:
     def batch_response(self, group: Group, base: str) -> dict[str, Any]:
         """The batch-response Bundle: one entry per request entry, in order; GET entries read now, after the writes."""
         entries: list[dict[str, Any]] = []
-        for number, (_, event) in enumerate(self._db.jobs.outcomes(group.entry_ids()), 1):
+        for number, event in group_outcomes(self._db.groups, self._db.jobs, group):
             if group.reads and number in group.reads:
                 entries.append(self.read_entry(group.reads[number], base))
             elif event is None or "result" not in event:  # pending, or cancelled before it started
@@ -215,12 +217,12 @@ class GroupIntake:
     def result_lines(self, group: Group, base: str) -> Iterator[dict[str, Any]]:
         """One outcome per entry, in entry order (pending entries say so)."""
         assert group.total is not None
-        for number, (_, event) in enumerate(self._db.jobs.outcomes(group.entry_ids()), 1):
+        for number, event in group_outcomes(self._db.groups, self._db.jobs, group):
             yield {"line": number, **(entry_response(event, base) if event and "result" in event else
                                       {"status": event["state"] if event else "pending"})}
 
 
-def count_outcomes(outcomes: Iterator[tuple[str, dict[str, Any] | None]]) -> dict[str, int]:
+def count_outcomes(outcomes: Iterator[tuple[int, dict[str, Any] | None]]) -> dict[str, int]:
     """applied / failed / cancelled / pending, counted from stored outcomes (when Redis lost the counters)."""
     counts = {"applied": 0, "failed": 0, "cancelled": 0, "pending": 0}
     for _, outcome in outcomes:

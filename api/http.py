@@ -6,6 +6,7 @@ import logging
 import re
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,11 +21,12 @@ from worker.access import AccessError, ServiceBusy
 from worker.jobs import REASONS
 from worker.patch.errors import BodyTooLarge, InvalidRequest, Issue, PatchError, operation_outcome
 from worker.patch.fhir_json import dumps
+from worker.settings import Settings
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 log = logging.getLogger("fhir_patch.api")
 _IF_MATCH = re.compile(r'^\s*(?:W/)?"([0-9]{1,9})"\s*$')  # ASCII digits only; FHIR versions here are 32-bit
-_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _SNAPSHOT_MODES = ("TAG", "PROFILE", "SECURITY_LABEL")
 
 
@@ -42,6 +44,24 @@ def outcome_response(status: int, outcome: dict[str, Any], headers: dict[str, st
 def error_response(error: PatchError) -> Response:
     headers = dict(error.headers) if isinstance(error, AccessError) else None
     return outcome_response(error.status, error.outcome, headers)
+
+
+def host_check(settings: Settings) -> Callable[[Request], None]:
+    """A dependency for every route: URLs in answers are built from the Host header only when no base URL is
+    configured, and then only for the configured host names (a forged Host is never echoed into a Location)."""
+    allowed = {name.strip("[]").lower() for name in settings.allowed_hosts}
+
+    def check(request: Request) -> None:
+        if settings.base_url:
+            return
+        try:
+            host, _ = request.url.hostname, request.url.port
+        except ValueError as exc:
+            raise InvalidRequest("The Host header is not a host name and port", "Host") from exc
+        if (host or "").lower() not in allowed:
+            raise InvalidRequest(f"The Host header names {host!r}, which this server does not serve "
+                                 "(FHIR_PATCH_ALLOWED_HOSTS)", "Host")
+    return check
 
 
 def log_refusal(request: Request, error: PatchError) -> None:
@@ -90,7 +110,7 @@ def parse_snapshot_mode(value: str | None) -> tuple[str, ...]:
 
 
 def check_id(resource_id: str) -> str:
-    if not _ID.fullmatch(resource_id):
+    if not ID_PATTERN.fullmatch(resource_id):
         raise InvalidRequest(f"{resource_id!r} is not a FHIR id (1-64 of A-Z a-z 0-9 - .)", "id")
     return resource_id
 

@@ -90,15 +90,15 @@ def _body(request: JobRequest) -> dict[str, Any]:
 def _create(request: JobRequest, existing: Existing | None, policies: ElementPolicies) -> PlannedChange:
     if existing is not None and not existing.deleted:
         raise ResourceExists(f"{request.key} already exists", request.resource_type)
-    return PlannedChange(201, _body(request))
+    return PlannedChange(201, _body(request), request.warnings)
 
 
 def _update(request: JobRequest, existing: Existing | None, policies: ElementPolicies) -> PlannedChange:
     _check_if_match(request, existing)
     resource = _body(request)
     if existing is None or existing.resource is None:
-        return PlannedChange(201, resource)
-    return PlannedChange(200, carry_forward_meta(existing.resource, resource, request.snapshot_mode))
+        return PlannedChange(201, resource, request.warnings)
+    return PlannedChange(200, carry_forward_meta(existing.resource, resource, request.snapshot_mode), request.warnings)
 
 
 def _delete(request: JobRequest, existing: Existing | None, policies: ElementPolicies) -> PlannedChange:

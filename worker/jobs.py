@@ -78,6 +78,7 @@ class JobRequest:
     snapshot_mode: tuple[str, ...] = ()
     strict: bool = False
     actor: Actor | None = None  # who asked (None only for requests made before authentication existed)
+    warnings: dict[str, Any] | None = None  # an OperationOutcome of warnings found at intake (lenient store validation)
 
     @property
     def key(self) -> str:
@@ -86,13 +87,14 @@ class JobRequest:
     def to_document(self) -> dict[str, Any]:
         return {"action": self.action.value, "type": self.resource_type, "id": self.resource_id, "body": self.body,
                 "contentType": self.content_type, "ifMatch": self.if_match, "snapshotMode": list(self.snapshot_mode),
-                "strict": self.strict, "actor": self.actor.to_document() if self.actor else None}
+                "strict": self.strict, "actor": self.actor.to_document() if self.actor else None,
+                **({"warnings": self.warnings} if self.warnings else {})}
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> JobRequest:
         return cls(Action(doc["action"]), doc["type"], doc["id"], bytes(doc.get("body") or b""), doc.get("contentType", ""),
                    doc.get("ifMatch"), tuple(doc.get("snapshotMode") or ()), bool(doc.get("strict")),
-                   Actor.from_document(doc.get("actor")))
+                   Actor.from_document(doc.get("actor")), doc.get("warnings"))
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from worker.ordering.arrivals import Arrival
 from worker.ordering.key_queues import KeyState
 from worker.settings import Settings
 from worker.storage import Database
-from worker.storage.group_store import Group
+from worker.storage.group_store import Group, group_outcomes
 from worker.transactions import decode_entries, transaction_keys
 
 log = logging.getLogger("fhir_patch.reconciler")
@@ -100,7 +100,7 @@ class Reconciler:
         reads = len(group.reads or {})
         counts = self._queues.group_counts(group.id)
         if not counts:  # Redis lost the counters: look the outcomes up
-            return sum(1 for _, outcome in self._db.jobs.outcomes(group.entry_ids()) if outcome is None) <= reads
+            return sum(1 for _, outcome in group_outcomes(self._db.groups, self._db.jobs, group) if outcome is None) <= reads
         return sum(counts.get(k, 0) for k in ("rejected", "applied", "failed", "cancelled")) + reads >= group.total
 
     def _revive_stalled_keys(self, now: datetime) -> int:

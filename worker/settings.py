@@ -44,6 +44,14 @@ def _integer(env: Mapping[str, str], name: str, default: int) -> int:
     return int(value)
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (the first is the default)."""
+    value = env.get(name, "").strip().lower() or choices[0]
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def _patterns(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     raw = env.get(name, "")
     return tuple(part.strip() for part in raw.split(",") if part.strip())
@@ -135,6 +143,11 @@ class Settings:
     max_queue_depth: int = field(default=1_000_000, metadata={"env": "FHIR_PATCH_MAX_QUEUE_DEPTH", "doc": "Jobs the whole service may have accepted and not finished; past it 503 with Retry-After."})
     mongodb_command_log: str = field(default="", metadata={"env": "FHIR_PATCH_MONGODB_COMMAND_LOG", "doc": "A file to append the shape of every MongoDB command to (never values): the storage-rule test reads it. Empty: off."})
     log_level: str = field(default="INFO", metadata={"env": "FHIR_PATCH_LOG_LEVEL", "doc": "Python log level of API and workers."})
+    allowed_hosts: tuple[str, ...] = field(default=("127.0.0.1", "localhost", "::1"), metadata={"env": "FHIR_PATCH_ALLOWED_HOSTS", "doc": "Comma-separated host names a request's Host header may name when FHIR_PATCH_BASE_URL is empty (other hosts get 400); URLs in answers are built from it."})
+    store_validation: str = field(default="strict", metadata={"env": "FHIR_PATCH_STORE_VALIDATION", "doc": "strict: create and update refuse a resource that breaks any R4 rule (422). lenient: structure, types and value formats are still refused, but missing required elements and cardinality are warnings; a patch may never add a problem in either mode."})
+    max_feed_lines: int = field(default=200_000, metadata={"env": "FHIR_PATCH_MAX_FEED_LINES", "doc": "Most lines one NDJSON feed may hold; the rest is refused with 413 (resend them as another feed)."})
+    job_time_limit_seconds: float = field(default=30.0, metadata={"env": "FHIR_PATCH_JOB_TIME_LIMIT_SECONDS", "doc": "Hard limit on one drain task; a task past it is killed and its job is retried, then failed alone (its key goes on)."})
+    stall_seconds: float = field(default=60.0, metadata={"env": "FHIR_PATCH_STALL_SECONDS", "doc": "/readyz answers 503 when jobs are queued and none has finished for this long."})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -170,6 +183,11 @@ class Settings:
             max_queue_depth=_integer(source, "FHIR_PATCH_MAX_QUEUE_DEPTH", d.max_queue_depth),
             mongodb_command_log=_text(source, "FHIR_PATCH_MONGODB_COMMAND_LOG", d.mongodb_command_log),
             log_level=_text(source, "FHIR_PATCH_LOG_LEVEL", d.log_level).upper(),
+            allowed_hosts=_patterns(source, "FHIR_PATCH_ALLOWED_HOSTS") or d.allowed_hosts,
+            store_validation=_choice(source, "FHIR_PATCH_STORE_VALIDATION", ("strict", "lenient")),
+            max_feed_lines=_integer(source, "FHIR_PATCH_MAX_FEED_LINES", d.max_feed_lines),
+            job_time_limit_seconds=_number(source, "FHIR_PATCH_JOB_TIME_LIMIT_SECONDS", d.job_time_limit_seconds),
+            stall_seconds=_number(source, "FHIR_PATCH_STALL_SECONDS", d.stall_seconds),
         )
 
     @staticmethod

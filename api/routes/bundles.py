@@ -17,9 +17,9 @@ from fastapi.responses import Response
 
 from api.auth import Caller
 from api.entries import entry_type, is_read
-from api.http import parse_prefer, read_body
+from api.http import fhir_response, parse_prefer, read_body
 from api.routes.feeds import group_id_for, group_status, status_answer
-from api.routes.fhir import connections, request_id
+from api.routes.fhir import connections, fhir_base, request_id
 from api.routes.transactions import transaction
 from worker.access import READ, AccessError, Principal
 from worker.patch.errors import InvalidRequest, MalformedPatch
@@ -34,7 +34,8 @@ router = APIRouter(prefix="/fhir")
 @router.post("/")
 async def bundle(request: Request, caller: Caller) -> Response:
     conn = connections(request)
-    document = loads(await read_body(request, conn.settings.max_body_bytes), what="Bundle")
+    body = await read_body(request, conn.settings.max_body_bytes)
+    document = await anyio.to_thread.run_sync(lambda: loads(body, what="Bundle"))  # off the event loop
     if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
         raise MalformedPatch("POST [base] takes a Bundle of type batch or transaction", "Bundle")
     kind = document.get("type")
@@ -63,8 +64,14 @@ async def bundle(request: Request, caller: Caller) -> Response:
         for job_id in queued:
             conn.waiter.forget(job_id)
         return await status_answer(request, group_id, caller)
-    await asyncio.wait([asyncio.ensure_future(conn.waiter.wait(j, waiting[j], conn.settings.sync_wait_seconds)) for j in queued])
-    answer = await group_status(request, group_id, caller)
+    ended = await asyncio.gather(*(conn.waiter.wait(j, waiting[j], conn.settings.sync_wait_seconds) for j in queued))
+    if all(message is not None for message in ended):
+        # Every entry's result is committed before its wake-up is published; the group's counters in Redis are
+        # moved a moment later (where the job leaves its queue), so they are not what decides "finished" here.
+        group = await anyio.to_thread.run_sync(conn.database.groups.get, group_id)
+        assert group is not None
+        return fhir_response(await anyio.to_thread.run_sync(conn.groups.batch_response, group, fhir_base(request)), 200)
+    answer = await group_status(request, group_id, caller)  # the wait truly ran out: 202 with the progress
     assert answer is not None
     return answer
 

@@ -46,7 +46,7 @@ async def bulk_submit(request: Request, caller: Caller) -> Response:
     await anyio.to_thread.run_sync(conn.database.groups.open, group_id, "feed", utc_now(), None, caller.subject)
     rid = request_id(request)
     number, rejected, block, pending = 0, 0, [], b""
-    limit = conn.settings.max_body_bytes
+    limit, most = conn.settings.max_body_bytes, conn.settings.max_feed_lines
     async for chunk in request.stream():
         *lines, pending = (pending + chunk).split(b"\n")
         if len(pending) > limit:
@@ -54,6 +54,8 @@ async def bulk_submit(request: Request, caller: Caller) -> Response:
         for raw in lines:
             number += 1
             block.append((number, raw))
+        if number > most:  # take the lines up to the cap, then say where the feed was cut
+            return await _over_cap(request, group_id, block[: len(block) - (number - most)], rejected, caller, rid)
         if len(block) >= BLOCK_ENTRIES:
             taken = await anyio.to_thread.run_sync(conn.groups.accept_lines, group_id, block, caller, rid)
             if taken.stopped_at is not None:
@@ -62,6 +64,8 @@ async def bulk_submit(request: Request, caller: Caller) -> Response:
     if pending.strip():
         number += 1
         block.append((number, pending))
+    if number > most:
+        return await _over_cap(request, group_id, block[: len(block) - (number - most)], rejected, caller, rid)
     if block:
         taken = await anyio.to_thread.run_sync(conn.groups.accept_lines, group_id, block, caller, rid)
         if taken.stopped_at is not None:
@@ -70,6 +74,24 @@ async def bulk_submit(request: Request, caller: Caller) -> Response:
     group_store = conn.database.groups
     await anyio.to_thread.run_sync(group_store.close, group_id, number, rejected, utc_now())
     return await status_answer(request, group_id, caller)
+
+
+async def _over_cap(request: Request, group_id: str, block: list[tuple[int, bytes]], rejected: int, caller: Principal,
+                    rid: str) -> Response:
+    """413 for a feed longer than FHIR_PATCH_MAX_FEED_LINES: the lines up to the cap are taken (the group ends there,
+    and is polled as usual), the rest is not; the client sends it as another feed."""
+    conn = connections(request)
+    most = conn.settings.max_feed_lines
+    if block:
+        taken = await anyio.to_thread.run_sync(conn.groups.accept_lines, group_id, block, caller, rid)
+        if taken.stopped_at is not None:
+            return _stopped(request, group_id, taken)
+        rejected += taken.refused
+    await anyio.to_thread.run_sync(conn.database.groups.close, group_id, most, rejected, utc_now())
+    diagnostics = (f"A feed holds at most {most} lines (FHIR_PATCH_MAX_FEED_LINES): lines 1 to {most} were taken, line "
+                   f"{most + 1} and after were not; send them as another feed")
+    headers = {"X-Accepted-Lines": str(most), "Content-Location": f"{fhir_base(request)}/_async/{group_id}"}
+    return fhir_response(operation_outcome([Issue("too-costly", diagnostics, (f"line {most + 1}",))]), 413, headers)
 
 
 def _stopped(request: Request, group_id: str, taken: Taken) -> Response:

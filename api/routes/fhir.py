@@ -10,6 +10,7 @@ import json
 import re
 import uuid
 from dataclasses import replace
+from urllib.parse import urlencode
 from typing import Any
 
 import anyio
@@ -19,6 +20,7 @@ from fastapi.responses import Response
 from api.answers import accepted_answer, sync_answer
 from api.auth import Caller
 from api.capabilities import capability_statement
+from api.conditional import Criterion, parse_criterion
 from api.dependencies import Connections
 from api.entries import checked_resource
 from api.http import check_id, fhir_response, http_date, parse_if_match, parse_prefer, parse_snapshot_mode, read_body
@@ -69,7 +71,9 @@ async def patch(resource_type: str, resource_id: str, request: Request, caller: 
     job = JobRequest(Action.PATCH, resource_type, check_id(resource_id), await _body(request),
                      request.headers.get("content-type", ""), parse_if_match(request.headers.get("if-match")),
                      strict=request.query_params.get("_strict", "").lower() == "true")
-    parse_patch(job.body, job.content_type, strict=job.strict)  # a malformed patch is refused before anything is queued
+    # A malformed patch is refused before anything is queued; parsed off the event loop, so that one costly body
+    # never holds up other requests (its cost is bounded by the engine's limits).
+    await anyio.to_thread.run_sync(lambda: parse_patch(job.body, job.content_type, strict=job.strict))
     return await _submit(request, job, caller)
 
 
@@ -79,28 +83,51 @@ async def conditional_patch(resource_type: str, request: Request, caller: Caller
     caller.require(_resource_type(resource_type), UPDATE)  # before the index is asked anything
     query = request.url.query
     if not query:
-        raise InvalidRequest("PATCH [base]/Type needs a condition: ?identifier=system|value", "request.url")
+        raise InvalidRequest("PATCH [base]/Type needs a condition: ?identifier=system|value or ?_id=id", "request.url")
     resolver = connections(request).conditional
     resource_id = await anyio.to_thread.run_sync(resolver.resolve, resource_type, query)
     return await patch(resource_type, resource_id, request, caller)
+
+
+@router.get("/{resource_type}")
+async def search(resource_type: str, request: Request, caller: Caller) -> Response:
+    """GET [base]/Type?identifier=system|value (also |value, value) or ?_id=id: a searchset Bundle, by key lookups."""
+    caller.require(_resource_type(resource_type), READ)
+    criterion = parse_criterion(request.url.query, allowed_extra=("_count",))
+    count = query_number(request, "_count", 100, 1, 1000)
+    found = await anyio.to_thread.run_sync(connections(request).conditional.search, resource_type, criterion)
+    base = fhir_base(request)
+    bundle = {"resourceType": "Bundle", "type": "searchset", "total": len(found),
+              "link": [{"relation": "self", "url": f"{base}/{resource_type}?{urlencode({criterion.name: _token(criterion)})}"}],
+              "entry": [{"fullUrl": f"{base}/{v.key}", "resource": v.resource(), "search": {"mode": "match"}} for v in found[:count]]}
+    return fhir_response(bundle)
+
+
+def _token(criterion: Criterion) -> str:
+    return criterion.value if criterion.name == "_id" or criterion.system is None else f"{criterion.system}|{criterion.value}"
 
 
 @router.put("/{resource_type}/{resource_id}")
 async def update(resource_type: str, resource_id: str, request: Request, caller: Caller) -> Response:
     """Update, or create at this id: either permission admits it here; the worker checks the one it turns out to need."""
     caller.require(_resource_type(resource_type), UPDATE, CREATE)
-    resource = _resource_body(request, resource_type, await _body(request), check_id(resource_id))
+    body, content_type = await _body(request), request.headers.get("content-type", "application/fhir+json")
+    resource, warnings = await anyio.to_thread.run_sync(_resource_body, content_type, resource_type, body, check_id(resource_id),
+                                                        _lenient(request))
     job = JobRequest(Action.UPDATE, resource_type, resource_id, dumps(resource).encode(), "application/fhir+json",
-                     parse_if_match(request.headers.get("if-match")), parse_snapshot_mode(request.headers.get("x-meta-snapshot-mode")))
+                     parse_if_match(request.headers.get("if-match")), parse_snapshot_mode(request.headers.get("x-meta-snapshot-mode")),
+                     warnings=warnings)
     return await _submit(request, job, caller)
 
 
 @router.post("/{resource_type}")
 async def create(resource_type: str, request: Request, caller: Caller) -> Response:
     caller.require(_resource_type(resource_type), CREATE)
-    resource = _resource_body(request, resource_type, await _body(request), None)
+    body, content_type = await _body(request), request.headers.get("content-type", "application/fhir+json")
+    resource, warnings = await anyio.to_thread.run_sync(_resource_body, content_type, resource_type, body, None, _lenient(request))
     resource_id = str(uuid.uuid4())
-    job = JobRequest(Action.CREATE, resource_type, resource_id, dumps({**resource, "id": resource_id}).encode(), "application/fhir+json")
+    job = JobRequest(Action.CREATE, resource_type, resource_id, dumps({**resource, "id": resource_id}).encode(), "application/fhir+json",
+                     warnings=warnings)
     return await _submit(request, job, caller)
 
 
@@ -182,16 +209,21 @@ async def _body(request: Request) -> bytes:
     return await read_body(request, connections(request).settings.max_body_bytes)
 
 
-def _resource_body(request: Request, resource_type: str, body: bytes, resource_id: str | None) -> dict[str, Any]:
+def _lenient(request: Request) -> bool:
+    return connections(request).settings.store_validation == "lenient"
+
+
+def _resource_body(content_type: str, resource_type: str, body: bytes, resource_id: str | None,
+                   lenient: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """A whole resource for create/update: its media type, type and id checked, and valid FHIR R4."""
-    kind = request.headers.get("content-type", "application/fhir+json").split(";")[0].strip().lower()
+    kind = content_type.split(";")[0].strip().lower()
     if kind in ("application/fhir+json", "application/json"):
         resource = loads(body, what=f"{resource_type} resource")
     elif kind in ("application/fhir+xml", "application/xml"):
         resource = xml_to_resource(parse_xml(body, f"{resource_type} resource"))
     else:
         raise UnsupportedPatchFormat(f"Content-Type {kind!r} is not a FHIR resource format; use application/fhir+json", "Content-Type")
-    return checked_resource(resource, resource_type, resource_id)
+    return checked_resource(resource, resource_type, resource_id, lenient)
 
 
 def acting(request: Request, caller: Principal, job: JobRequest) -> JobRequest:

@@ -42,7 +42,8 @@ def _checked(conn: Any, entries: list[Any], caller: Principal, http: Request) ->
         if is_read(entry):
             reads[str(index)] = str(entry["request"].get("url"))
             continue
-        request = acting(http, caller, entry_request(conn.groups.resolved(entry, where), where))
+        lenient = conn.settings.store_validation == "lenient"
+        request = acting(http, caller, entry_request(conn.groups.resolved(entry, where), where, lenient))
         if request.key in first_index:
             raise InvalidRequest(f"{where}: {request.key} is already changed by Bundle.entry[{first_index[request.key]}]; "
                                  "a transaction may change each resource once", where)
@@ -54,6 +55,8 @@ def _checked(conn: Any, entries: list[Any], caller: Principal, http: Request) ->
 async def transaction(request: Request, entries: list[Any], caller: Principal) -> Response:
     conn = connections(request)
     checked, reads = await anyio.to_thread.run_sync(_checked, conn, entries, caller, request)
+    if not checked:  # nothing to write: no job, no queue; the reads are answered now
+        return await anyio.to_thread.run_sync(_reads_only, conn, reads, len(entries), fhir_base(request))
     job_id = Job.new_id()
     job_request = acting(request, caller, JobRequest(Action.TRANSACTION, "Bundle", job_id, encode_entries(checked)))
     job = Job(job_id, job_request, JobState.ACCEPTED, utc_now(), extra={"reads": reads, "size": len(entries)})
@@ -79,6 +82,11 @@ async def transaction(request: Request, entries: list[Any], caller: Principal) -
         if done is not None and done.state.final:
             return await anyio.to_thread.run_sync(transaction_answer, conn, done, fhir_base(request))
     return accepted_answer(job, fhir_base(request))
+
+
+def _reads_only(conn: Any, reads: dict[str, str], size: int, base: str) -> Response:
+    entries = [conn.groups.read_entry(reads[str(index)], base) for index in range(size)]
+    return fhir_response({"resourceType": "Bundle", "type": "transaction-response", "entry": entries})
 
 
 def transaction_answer(conn: Any, job: Job, base: str) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,7 @@ def test_metadata_lists_the_patch_formats(service: Service) -> None:
     assert statement["resourceType"] == "CapabilityStatement"
     assert {"application/json-patch+json", "application/xml-patch+xml", "application/fhir+json"} <= set(statement["patchFormat"])
     patient = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Patient")
-    assert {"patch", "read", "vread", "update", "delete", "history-instance", "create"} == {i["code"] for i in patient["interaction"]}
+    assert {"patch", "read", "vread", "update", "delete", "history-instance", "create", "search-type"} == {i["code"] for i in patient["interaction"]}
 
 
 def test_metrics_are_prometheus_text(service: Service) -> None:
@@ -97,3 +98,27 @@ def test_flower_shows_the_workers(service: Service, tmp_path: Path) -> None:
         # Flower learns workers from their events and heartbeats; both workers of the service must appear.
         wait_for(lambda: len(httpx.get(f"{url}/api/workers", params={"refresh": "1"}, trust_env=False, timeout=10).json()) >= 2,
                  30, "Flower lists the workers")
+
+
+@pytest.mark.parametrize("shape", ["PUT", "POST", "PATCH", "Bundle", "XML PUT"])
+def test_deep_nesting_is_refused_while_parsing(service: Service, resources: None, shape: str) -> None:
+    """Extensions nested 150 deep (beyond the documented limit) are a 400 at intake for every way in, never a 500."""
+    nested: dict[str, Any] = {"url": "http://x", "valueString": "v"}
+    for _ in range(150):
+        nested = {"url": "http://x", "extension": [nested]}
+    patient = {"resourceType": "Patient", "id": "e1", "extension": [nested]}
+    xml = ('<Patient xmlns="http://hl7.org/fhir"><id value="e1"/>' + '<extension url="http://x">' * 150
+           + '<valueString value="v"/>' + "</extension>" * 150 + "</Patient>")
+    requests = {
+        "PUT": ("PUT", "Patient/e1", json.dumps(patient), "application/fhir+json"),
+        "POST": ("POST", "Patient", json.dumps(patient), "application/fhir+json"),
+        "PATCH": ("PATCH", "Patient/e1", json.dumps([{"op": "add", "path": "/extension", "value": [nested]}]), "application/json-patch+json"),
+        "Bundle": ("POST", "", json.dumps({"resourceType": "Bundle", "type": "batch", "entry": [
+            {"resource": patient, "request": {"method": "PUT", "url": "Patient/e1"}}]}), "application/fhir+json"),
+        "XML PUT": ("PUT", "Patient/e1", xml, "application/fhir+xml"),
+    }
+    method, path, body, content_type = requests[shape]
+    with service.client() as client:
+        answer = client.request(method, path, content=body.encode(), headers={"content-type": content_type})
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["issue"][0]["code"] == "too-costly" and "nested deeper" in answer.json()["issue"][0]["diagnostics"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from worker.storage import Database
+from worker.storage.group_store import group_outcomes
 
 NOW = datetime(2026, 11, 30, 10, tzinfo=UTC)
 
@@ -22,6 +23,25 @@ def test_a_group_opens_once_closes_once_and_expires_after_it_ended(db: Database)
     assert list(db.groups.expire(NOW, NOW, lambda g: True)) == [], "ended now: kept for the retention"
     expired = list(db.groups.expire(NOW + timedelta(days=2), NOW + timedelta(days=2), lambda g: True))
     assert [g.id for g in expired] == ["g1"] and db.groups.get("g1") is None
+
+
+def test_refusals_are_kept_per_block_and_read_back_in_entry_order(db: Database) -> None:
+    db.groups.open("g3", "feed", NOW, None, "alice")
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "invalid", "diagnostics": "x"}]}
+    db.groups.refuse("g3", [(n, 400, outcome) for n in range(1, 501, 2)], NOW)  # the odd lines of the first block
+    db.groups.refuse("g3", [(501, 413, None)], NOW)
+    db.groups.refuse("g3", [(1, 400, outcome)], NOW)  # a resubmitted feed refuses line 1 again: same answer
+    db.groups.close("g3", 502, 251, NOW)
+    group = db.groups.get("g3")
+    assert group is not None and len(group.refusal_blocks) == 2, "one document per block, not one per line"
+    read = list(group_outcomes(db.groups, db.jobs, group))
+    assert [n for n, _ in read] == list(range(1, 503))
+    assert all(event is not None and event["result"]["status"] == 400 for n, event in read if n % 2 and n < 500)
+    assert read[500][1] is not None and read[500][1]["result"]["status"] == 413
+    assert all(event is None for n, event in read if n % 2 == 0), "the others are pending (no job outcome yet)"
+    expired = list(db.groups.expire(NOW + timedelta(days=2), NOW + timedelta(days=2), lambda g: True))
+    expired += list(db.groups.expire(NOW + timedelta(days=4), NOW + timedelta(days=4), lambda g: True))
+    assert [g.id for g in expired] == ["g3"] and db.groups.refusals(group) == {}, "the blocks expire with the group"
 
 
 def test_a_discarded_group_is_gone(db: Database) -> None:

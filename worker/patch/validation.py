@@ -175,7 +175,8 @@ def _pydantic_issue(root: str, error: Any) -> Issue:
         elif not str(part).startswith(("function-", "__")) and str(part) not in ("resourceType",):
             path += "." + str(part).replace("__ext", "").removesuffix("__")
     message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-    return Issue("invalid" if error.get("type") != "missing" else "required", f"{path}: {message}", (path,))
+    required = error.get("type") == "missing" or message.endswith("is required.")  # fhir.resources says so in a value error
+    return Issue("required" if required else "invalid", f"{path}: {message}", (path,))
 
 
 def resource_issues(resource: Any) -> list[Issue]:
@@ -185,6 +186,16 @@ def resource_issues(resource: Any) -> list[Issue]:
     if walker.issues:
         return walker.issues
     return _model_issues(resource)
+
+
+def lenient_issues(resource: Any) -> tuple[list[Issue], list[Issue]]:
+    """(errors, warnings) for storing imperfect data: JSON structure, element names, types and value formats are
+    errors; what only the R4 model's rules catch (a required element missing, cardinality) comes back as warnings."""
+    walker = _Walker()
+    walker.resource(resource, "")
+    if walker.issues:
+        return walker.issues, []
+    return [], [Issue(i.code, i.diagnostics, i.expression, severity="warning") for i in _model_issues(resource)]
 
 
 def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> set[str]:
@@ -216,4 +227,9 @@ def patched_resource_issues(old: dict[str, Any], new: Any) -> list[Issue]:
     partial = {k: v for k, v in new.items() if k == "resourceType" or k.removeprefix("_") in keep}
     if len(partial) == 1:
         return [] if len(new) > 1 else resource_issues(new)
-    return resource_issues(partial)
+    issues = resource_issues(partial)
+    if issues:  # data stored leniently may carry old problems: only the ones this patch introduced count
+        before = {k: v for k, v in old.items() if k == "resourceType" or k.removeprefix("_") in keep}
+        known = {(i.code, i.expression) for i in (resource_issues(before) if len(before) > 1 else [])}
+        issues = [i for i in issues if (i.code, i.expression) not in known]
+    return issues

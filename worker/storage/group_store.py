@@ -5,8 +5,12 @@ of its jobs, a resubmitted feed (same Idempotency-Key, same G) collides line by
 line with what was already accepted, and the outcomes of its entries are `_id`
 lookups in entry order (JobStore.outcomes).
 
-- `groups`       `_id` G: kind, owner, GET entries; `G/closed`: the intake ended
-                 with `total` entries; `G/ended`: every entry ended.
+- `groups`       `_id` G: kind, owner, GET entries, the ids of its refusal
+                 blocks; `G/closed`: the intake ended with `total` entries;
+                 `G/ended`: every entry ended; `G/refused/n`: the entries refused
+                 at intake in one block of lines from n (status and outcome), one
+                 document per block rather than one per line, so a feed of bad
+                 lines costs little to keep.
 - `open_groups`  `_id` G while some entry has not ended (bounded by work in
                  flight: the reconciler scans it to notice groups that ended).
 - `group_expiry` the groups that ended in each time slot (worker/storage/expiry.py).
@@ -14,16 +18,19 @@ lookups in entry order (JobStore.outcomes).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pymongo.collection import Collection
 from pymongo.database import Database
 
 from worker.storage import keyed
 from worker.storage.expiry import ExpirySlots
+
+if TYPE_CHECKING:
+    from worker.storage.interfaces import Groups, Jobs
 
 
 def entry_job_id(group_id: str, number: int) -> str:
@@ -44,6 +51,7 @@ class Group:
     rejected: int = 0  # entries refused at intake (they have results already)
     reads: dict[int, str] | None = None  # GET entries of a batch Bundle (no job: answered at the end)
     owner: str | None = None  # the subject that submitted it; only it (or a jobs admin) sees it
+    refusal_blocks: tuple[str, ...] = ()  # ids of its G/refused/n documents
 
     def entry_ids(self) -> list[str]:
         return [entry_job_id(self.id, n) for n in range(1, (self.total or 0) + 1)]
@@ -70,6 +78,25 @@ class GroupStore:
         keyed.delete_many(self._open, [group_id])
         keyed.delete_many(self._groups, [group_id])
 
+    def refuse(self, group_id: str, refusals: list[tuple[int, int, dict[str, Any] | None]], now: datetime) -> None:
+        """Record entries refused at intake, (number, status, outcome) each, as one block document."""
+        if not refusals:
+            return
+        block = f"{group_id}/refused/{refusals[0][0]:07d}"
+        # Objects, not nested arrays: FerretDB stores no arrays of arrays.
+        entries = [{"n": number, "status": status, "outcome": outcome} for number, status, outcome in refusals]
+        keyed.insert_new(self._groups, [keyed.storable({"_id": block, "at": now, "entries": entries})])
+        keyed.add_to_sets(self._groups, {group_id: {"refusals": [block]}})
+
+    def refusals(self, group: Group) -> dict[int, dict[str, Any]]:
+        """Entry number -> its result event, for the entries refused at intake (a lookup per block)."""
+        found: dict[int, dict[str, Any]] = {}
+        for _, doc in keyed.get_many(self._groups, group.refusal_blocks):
+            for entry in (doc or {}).get("entries", []):
+                found[int(entry["n"])] = {"state": "failed", "key": "", "result": {"status": entry["status"],
+                                                                                   "outcome": entry["outcome"]}}
+        return found
+
     def close(self, group_id: str, total: int, rejected: int, now: datetime) -> None:
         """The intake ended with `total` entries. A resubmission's close collides with the first; the first stands."""
         keyed.insert_new(self._groups, [{"_id": f"{group_id}/closed", "total": total, "rejected": rejected, "at": now}])
@@ -81,7 +108,7 @@ class GroupStore:
         closed = keyed.get(self._groups, f"{group_id}/closed")
         reads = {int(k): str(v) for k, v in (doc.get("reads") or {}).items()}
         return Group(group_id, doc["kind"], doc["createdAt"], closed["total"] if closed else None, closed["rejected"] if closed else 0, reads,
-                     doc.get("owner"))
+                     doc.get("owner"), tuple(doc.get("refusals") or ()))
 
     def expire(self, before: datetime, now: datetime, has_ended: Callable[[Group], bool]) -> Iterator[Group]:
         """Groups seen ended leave the open set and join an expiry slot; those that ended before `before` are
@@ -96,6 +123,17 @@ class GroupStore:
         for group_ids in self._expiry.due(before):
             for group_id in group_ids:
                 group = self.get(group_id)
-                keyed.delete_many(self._groups, [group_id, f"{group_id}/closed", f"{group_id}/ended"])
+                blocks = list(group.refusal_blocks) if group is not None else []
+                keyed.delete_many(self._groups, [group_id, f"{group_id}/closed", f"{group_id}/ended", *blocks])
                 if group is not None:
                     yield group
+
+
+def group_outcomes(groups: Groups, jobs: Jobs, group: Group) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    """(entry number, its result event or None while pending), in entry order: refusals from their blocks, the
+    other entries' outcomes by `_id` (JobStore.outcomes)."""
+    refused: Mapping[int, dict[str, Any]] = groups.refusals(group)
+    numbers = range(1, (group.total or 0) + 1)
+    looked_up = jobs.outcomes([entry_job_id(group.id, n) for n in numbers if n not in refused])
+    for number in numbers:
+        yield number, refused[number] if number in refused else next(looked_up)[1]

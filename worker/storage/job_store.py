@@ -52,17 +52,6 @@ class IdempotencyConflict(Exception):
         self.job_id = job_id
 
 
-def _storable(value: Any) -> Any:
-    """The same document with every string made valid UTF-8 (U+FFFD for lone surrogates)."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-    if isinstance(value, dict):
-        return {k: _storable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_storable(v) for v in value]
-    return value
-
-
 def _is_group_entry(job_id: str) -> bool:
     return "-" in job_id  # entries "G-n" expire with their group (GroupStore.expire), never one by one
 
@@ -166,7 +155,7 @@ class JobStore:
         try:
             repeated = keyed.insert_new(self._events, events)
         except UnicodeEncodeError:  # a lone surrogate in an outcome: store it, with the character replaced
-            events = [_storable(e) for e in events]
+            events = [keyed.storable(e) for e in events]
             repeated = keyed.insert_new(self._events, events)
         job_ids = [str(e["_id"]).rsplit("/", 1)[0] for e in events]
         self.left(job_ids)

@@ -38,6 +38,17 @@ class StorageUnavailable(Exception):
     """The MongoDB-protocol server did not answer (or refused) a command; nothing is known to be written."""
 
 
+def storable(value: Any) -> Any:
+    """The same document with every string made valid UTF-8 (U+FFFD for lone surrogates)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {k: storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    return value
+
+
 def insert_new(collection: Collection[Document], documents: list[Document], ordered: bool = False) -> set[int]:
     """Insert; the indexes (into `documents`) of those whose `_id` existed already. With `ordered`, nothing after
     the first duplicate is inserted, and every later index is reported too."""
@@ -115,4 +126,4 @@ def scan(collection: Collection[Document], query: Document, projection: Document
 
 
 __all__ = ["BOUNDED_COLLECTIONS", "Document", "PyMongoError", "StorageUnavailable", "add_to_sets", "delete_many", "get",
-           "get_many", "insert_new", "insert_one_new", "scan"]
+           "get_many", "insert_new", "insert_one_new", "scan", "storable"]

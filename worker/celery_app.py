@@ -49,6 +49,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # If the broker connection drops, running late-ack tasks will be
         # redelivered anyway; cancel them rather than finish twice.
         "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A drain that runs past the hard limit (10 x the per-job budget; a job's own work is stopped at the budget,
+        # this catches what a timer cannot interrupt) is killed; its message goes back to the queue rather than
+        # being acknowledged, the next worker takes the dead holder's lease over at once and counts an attempt at
+        # the job it was applying, which fails alone after a few (ChangeService._take_over).
+        "task_time_limit": max(60, int(10 * settings.job_time_limit_seconds)),
+        "task_acks_on_failure_or_timeout": False,
         # Send task events so Flower can show workers and tasks.
         "worker_send_task_events": True,
         "task_send_sent_event": True,

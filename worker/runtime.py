@@ -41,8 +41,9 @@ class Runtime:
         queues = KeyQueues(client, settings.namespace)
         database = Database.open(settings, (queues.newest_version, queues.remember_copy, queues.newest_copy))
         http = http_client()
-        return cls(settings, database, client, queues, ChangeService(settings, database, queues, on_finished, send_drain=send_drain),
-                   CallbackSender(settings, database, http), http)
+        service = ChangeService(settings, database, queues, on_finished, send_drain=send_drain, holder=worker_id(),
+                                holder_gone=lambda holder: process_gone(holder, queues.alive))
+        return cls(settings, database, client, queues, service, CallbackSender(settings, database, http), http)
 
 
 _by_pid: dict[int, Runtime] = {}
@@ -52,6 +53,23 @@ log = logging.getLogger("fhir_patch.runtime")
 def worker_id() -> str:
     """This process, as drain messages it takes name it (`t:<worker>:<time>`)."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def process_gone(holder: str, alive: Callable[[str], bool]) -> bool:
+    """Whether the worker process `holder` (host:pid) is known to be dead: on this host, by its pid (at once);
+    elsewhere, by its heartbeat having expired."""
+    host, _, pid = holder.rpartition(":")
+    if not host or not pid.isdigit():
+        return False
+    if host == socket.gethostname():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    return not alive(holder)
 
 
 def runtime_for(settings: Settings, on_finished: Callable[[Job], None], send_drain: Callable[[str], None]) -> Runtime:

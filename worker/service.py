@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from worker.budget import OverBudget, time_budget
 from worker.changes import Existing, identifiers, plan_change, stamped
 from worker.jobs import Action, Job, JobResult, JobState
 from worker.ordering import Finished, Heads, KeyQueues
@@ -38,6 +39,7 @@ log = logging.getLogger("fhir_patch.service")
 
 MAX_JOBS_PER_DRAIN = 200  # then hand the key back to the queue, so one busy resource cannot hold a worker
 BATCH = 50  # jobs of one key applied together: one bulk insert each of gates, versions and results
+MAX_JOB_ATTEMPTS = 3  # drains that died (or failed) at the same head job before that job fails alone
 
 
 def utc_now() -> datetime:
@@ -59,8 +61,13 @@ class Drained:
 class ChangeService:
     def __init__(self, settings: Settings, database: Database, queues: KeyQueues,
                  on_finished: Callable[[Job], None] = lambda job: None, clock: Callable[[], datetime] = utc_now,
-                 send_drain: Callable[[str], None] = lambda key: None) -> None:
+                 send_drain: Callable[[str], None] = lambda key: None, holder: str = "",
+                 holder_gone: Callable[[str], bool] = lambda holder: False) -> None:
+        """`holder` names this process in the leases it takes; `holder_gone(h)` says whether the process named
+        `h` is known to be dead (its leases are then taken over at once instead of waiting for them to expire)."""
         self._settings = settings
+        self._holder = holder
+        self._holder_gone = holder_gone
         self._db = database
         self._queues = queues
         self._on_finished = on_finished
@@ -70,7 +77,7 @@ class ChangeService:
     def drain(self, key: str) -> Drained:
         """Apply the key's queued jobs while holding its lease."""
         lease = self._settings.lease_seconds
-        token = self._queues.acquire(key, lease)
+        token = self._queues.acquire(key, lease, self._holder) or self._take_over(key)
         if token is None:
             return Drained(0, False, held_elsewhere=True)  # its holder drains it (or the reconciler revives it when the lease expires)
         processed, finished = 0, list[Finished]()
@@ -93,6 +100,27 @@ class ChangeService:
             self._queues.release(key, token)  # let a retry start at once instead of waiting out the lease
             raise
         return Drained(processed, self._queues.release(key, token))
+
+    def _take_over(self, key: str) -> str | None:
+        """The lease of a holder that died mid-drain (its message came back to us): taken now, and the job it
+        was applying counts one attempt; after MAX_JOB_ATTEMPTS that job fails alone, so a job that kills its
+        worker (or runs past the task's hard time limit) every time cannot stop its key."""
+        held = self._queues.lease_holder(key)
+        if held is None or not self._holder_gone(held[0]):
+            return None
+        token = self._queues.take_over(key, held[1], self._settings.lease_seconds, self._holder)
+        if token is None:
+            return None
+        job_id, _ = self._queues.head(key)
+        attempts = self._queues.attempt(job_id) if job_id else 0
+        log.warning("took over the lease of a dead worker", extra={"key": key, "job_id": job_id, "attempt": attempts,
+                                                                   "holder": held[0]})
+        if job_id and attempts >= MAX_JOB_ATTEMPTS:
+            limit = self._settings.job_time_limit_seconds
+            self.give_up(key, attempts, JobResult.error(
+                422, "too-costly", f"Applying this job stopped its worker {attempts} times (past the time limit of "
+                f"{limit:g}s per job, or the process died); it was not applied, and later jobs on the resource go on"))
+        return token
 
     def _run_heads(self, heads: Heads, key: str, token: str) -> list[Finished]:
         """Apply the first jobs of the queue; the ones that ended, in queue order (a transaction takes itself off)."""
@@ -186,7 +214,7 @@ class ChangeService:
         current = StoredVersion.from_cache(cached_newest) if cached_newest else self._newest(job)
         return self._finish(job, *self._apply(job, current))
 
-    def give_up(self, key: str, attempts: int) -> str | None:
+    def give_up(self, key: str, attempts: int, result: JobResult | None = None) -> str | None:
         """Fail the job at the head of `key` alone, after `attempts` attempts that raised: its own outcome says so
         (or, if it had written its version before failing, that version is its result), and the key moves on."""
         job_id, payload = self._queues.head(key)
@@ -200,8 +228,8 @@ class ChangeService:
             self._finish(job, *self._earlier_result(job, earlier))
         else:
             log.error("job given up after repeated failures", extra={"job_id": job.id, "key": key, "attempts": attempts})
-            self._finish(job, JobResult.error(500, "exception", f"The server failed {attempts} times while applying this job; "
-                                              "it was not applied, and later jobs on the resource go on"), None)
+            self._finish(job, result or JobResult.error(500, "exception", f"The server failed {attempts} times while applying "
+                                                        "this job; it was not applied, and later jobs on the resource go on"), None)
         return job.id
 
     def _newest(self, job: Job) -> StoredVersion | None:
@@ -212,9 +240,14 @@ class ChangeService:
         request = job.request
         existing = Existing(current.version_id, None if current.deleted else current.resource()) if current else None
         try:
-            planned = plan_change(request, existing, self._settings.element_policies, self._settings.client_element_policies)
+            with time_budget(self._settings.job_time_limit_seconds):
+                planned = plan_change(request, existing, self._settings.element_policies, self._settings.client_element_policies)
         except PatchError as exc:
             return JobResult(exc.status, outcome=exc.outcome), None, None
+        except OverBudget:
+            log.warning("job over its time budget", extra={"job_id": job.id, "key": job.key})
+            return JobResult.error(422, "too-costly", f"Applying this job took longer than {self._settings.job_time_limit_seconds:g}s "
+                                   "(FHIR_PATCH_JOB_TIME_LIMIT_SECONDS); it was stopped and not applied"), None, None
         except Exception:  # a bug must fail this job alone, never the key's queue
             log.exception("job failed unexpectedly", extra={"job_id": job.id, "key": job.key})
             return JobResult.error(500, "exception", "The server failed while applying this job; it was not applied"), None, None

@@ -2,6 +2,9 @@
 
 Used by `fhir-patch serve` (and so by `make run`). Processes are started from
 command lines, not imported, so the worker package does not depend on the API.
+A process that dies is restarted after a backoff (1 s, doubling to 30 s while
+it keeps dying young) and the others keep serving; `/readyz` reports the gap
+meanwhile (no worker answers its ping).
 """
 
 from __future__ import annotations
@@ -37,10 +40,51 @@ def service_processes(settings: Settings, workers: int, concurrency: int, flower
     return specs
 
 
+RESTART_BACKOFF_FIRST = 1.0
+RESTART_BACKOFF_MAX = 30.0
+STABLE_SECONDS = 60.0  # a process that ran this long before dying is restarted at once again (backoff resets)
+
+
+@dataclass
+class Supervised:
+    """One process under supervision: its spec, the running process, and when it may be restarted."""
+
+    spec: ProcessSpec
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    backoff: float = RESTART_BACKOFF_FIRST
+    restart_at: float | None = None
+    restarts: int = 0
+
+
+def _start(entry: Supervised, log_dir: Path) -> None:
+    with open(log_dir / f"{entry.spec.name}.log", "ab") as out:
+        entry.proc = subprocess.Popen(entry.spec.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    entry.started_at, entry.restart_at = time.monotonic(), None
+    print(f"started {entry.spec.name} (pid {entry.proc.pid}), log: {log_dir / (entry.spec.name + '.log')}", flush=True)
+
+
+def _check(entry: Supervised, log_dir: Path, now: float) -> None:
+    """Restart a process that exited, after its backoff (doubling while it keeps dying young); the others stay up."""
+    if entry.restart_at is not None:
+        if now >= entry.restart_at:
+            entry.restarts += 1
+            _start(entry, log_dir)
+        return
+    if entry.proc is None or entry.proc.poll() is None:
+        return
+    if now - entry.started_at >= STABLE_SECONDS:
+        entry.backoff = RESTART_BACKOFF_FIRST
+    entry.restart_at = now + entry.backoff
+    print(f"{entry.spec.name} exited with code {entry.proc.returncode}; restarting it in {entry.backoff:g}s", flush=True)
+    entry.backoff = min(RESTART_BACKOFF_MAX, entry.backoff * 2)
+
+
 def supervise(specs: list[ProcessSpec], log_dir: Path) -> int:
-    """Start every process, logging to log_dir/NAME.log; stop all when one exits or on SIGINT/SIGTERM."""
+    """Start every process, logging to log_dir/NAME.log; restart any that dies (with backoff) while the rest stay
+    up; stop all on SIGINT/SIGTERM."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    running: list[tuple[ProcessSpec, subprocess.Popen[bytes]]] = []
+    entries = [Supervised(spec) for spec in specs]
     stopping = False
 
     def request_stop(_signum: int, _frame: object) -> None:
@@ -50,20 +94,16 @@ def supervise(specs: list[ProcessSpec], log_dir: Path) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        for spec in specs:
-            with open(log_dir / f"{spec.name}.log", "ab") as out:
-                running.append((spec, subprocess.Popen(spec.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)))
-            print(f"started {spec.name} (pid {running[-1][1].pid}), log: {log_dir / (spec.name + '.log')}", flush=True)
+        for entry in entries:
+            _start(entry, log_dir)
         while not stopping:
-            exited = [(s, p) for s, p in running if p.poll() is not None]
-            if exited:
-                spec, proc = exited[0]
-                print(f"{spec.name} exited with code {proc.returncode}; stopping the rest", flush=True)
-                return 1
+            now = time.monotonic()
+            for entry in entries:
+                _check(entry, log_dir, now)
             time.sleep(0.2)
         return 0
     finally:
-        _stop(running)
+        _stop([(e.spec, e.proc) for e in entries if e.proc is not None])
 
 
 def _stop(running: list[tuple[ProcessSpec, subprocess.Popen[bytes]]]) -> None:

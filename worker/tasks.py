@@ -20,13 +20,12 @@ from redis.exceptions import RedisError
 from worker.logs import configure_logging
 from worker.reconciler import SYNC_CHECK_SECONDS, Reconciler
 from worker.runtime import Runtime, runtime_for, worker_id
-from worker.service import utc_now
+from worker.service import MAX_JOB_ATTEMPTS, utc_now
 from worker.settings import Settings
 
 DRAIN_TASK = "fhir_patch.drain"
 CALLBACK_TASK = "fhir_patch.callback"
 _INFRASTRUCTURE = (PyMongoError, RedisError)
-MAX_JOB_ATTEMPTS = 3  # failed drains at the same head job before that job fails alone
 
 log = logging.getLogger("fhir_patch.tasks")
 

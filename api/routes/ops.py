@@ -45,6 +45,14 @@ def _queues(conn: Connections) -> dict[str, Any]:
     return {}
 
 
+def _progress(conn: Connections) -> dict[str, Any]:
+    waiting, quiet = conn.admission.stalled_for()
+    if waiting and quiet > conn.settings.stall_seconds:
+        raise RuntimeError(f"{waiting} jobs are waiting and none has finished for {quiet:.0f}s "
+                           f"(FHIR_PATCH_STALL_SECONDS={conn.settings.stall_seconds:g})")
+    return {"waiting": waiting, "seconds_since_progress": round(quiet, 1)}
+
+
 def _workers(conn: Connections) -> dict[str, Any]:
     replies = conn.celery.control.ping(timeout=conn.settings.worker_ping_timeout_seconds)
     names = sorted(name for reply in replies for name in reply)
@@ -61,10 +69,11 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 def readyz(request: Request) -> JSONResponse:
-    """Redis and MongoDB reachable, the queues in sync with MongoDB, and at least one worker answering: 200, else 503."""
+    """Redis and MongoDB reachable, the queues in sync with MongoDB, at least one worker answering, and jobs
+    finishing when some are waiting: 200, else 503."""
     conn: Connections = request.app.state.connections
     checks = {"redis": _timed(lambda: _redis(conn)), "mongodb": _timed(lambda: _mongodb(conn)), "queues": _timed(lambda: _queues(conn)),
-              "worker": _timed(lambda: _workers(conn))}
+              "worker": _timed(lambda: _workers(conn)), "progress": _timed(lambda: _progress(conn))}
     ready = all(c["status"] == "ok" for c in checks.values())
     return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503)
 

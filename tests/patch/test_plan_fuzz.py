@@ -14,12 +14,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.strategies import patients
 from worker.changes import Existing, plan_change
 from worker.jobs import Action, JobRequest
 from worker.patch import PatchError
 from worker.patch.fhir_json import copy_json, dumps
-
-from .test_properties import patients
 
 TRIED = {"inputs": 0, "5xx": 0}
 words = st.sampled_from(["", "/", "/name", "/name/0", "/name/-", "/id", "/meta", "/meta/versionId", "/text/div", "/gender",

@@ -7,10 +7,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 
-from tests.pipeline.test_ordering import all_ended, identifier_patch
 from tests.support.processes import wait_for
+from tests.support.load import all_ended, identifier_patch
 from tests.support.service import Service
 
 RESOURCES, PER_RESOURCE = 12, 40

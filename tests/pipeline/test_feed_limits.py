@@ -7,9 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import pymongo
 import pytest
 

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.processes import wait_for
+from tests.support.load import all_ended, identifier_patch, job_counts
 from tests.support.service import Service, running_service
 from worker.patch import apply_patch
 
 JSON_PATCH = {"content-type": "application/json-patch+json"}
 ASYNC = {**JSON_PATCH, "prefer": "respond-async"}
-
-
-def identifier_patch(value: str) -> bytes:
-    return json.dumps([{"op": "add", "path": "/identifier/-", "value": {"system": "urn:test", "value": value}}]).encode()
 
 
 def test_200_concurrent_patches_make_versions_2_to_201_in_acceptance_order(service: Service) -> None:
@@ -57,21 +52,6 @@ def four_workers(service_env: dict[str, str], tmp_path_factory: pytest.TempPathF
     env = {**service_env, "FHIR_PATCH_DATABASE": f"o_{token}", "FHIR_PATCH_NAMESPACE": f"o-{token}"}
     with running_service(env, tmp_path_factory.mktemp("four"), workers=4) as running:
         yield running
-
-
-def job_counts(client: httpx.Client) -> dict[str, float]:
-    """accepted/applied/failed/cancelled totals from /metrics."""
-    counts = {}
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith("fhir_patch_jobs_") and "_total " in line:
-            name, value = line.split()
-            counts[name.removeprefix("fhir_patch_jobs_").removesuffix("_total")] = float(value)
-    return counts
-
-
-def all_ended(client: httpx.Client, expected: int) -> bool:
-    counts = job_counts(client)
-    return counts.get("accepted", 0) >= expected and counts["accepted"] == counts.get("applied", 0) + counts.get("failed", 0)
 
 
 def test_2000_patches_over_200_resources_with_4_workers_keep_per_resource_order(four_workers: Service) -> None:

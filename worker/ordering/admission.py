@@ -19,12 +19,14 @@ from worker.access import ServiceBusy, TooManyUnfinished
 from worker.ordering.keys import RedisKeys
 
 TOTAL = "total"
+PROGRESS = "progress"  # when a job last left its queue (or the service last turned busy): Redis server time, seconds
 
 _RESERVE = """
 local mine = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 local all = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')
 local grant = math.min(tonumber(ARGV[3]), tonumber(ARGV[4]) - mine, tonumber(ARGV[5]) - all)
 if grant <= 0 then return {0, mine, all} end
+if all <= 0 then redis.call('HSET', KEYS[1], ARGV[6], redis.call('TIME')[1]) end
 redis.call('HINCRBY', KEYS[1], ARGV[1], grant)
 redis.call('HINCRBY', KEYS[1], ARGV[2], grant)
 return {grant, mine, all}
@@ -37,6 +39,7 @@ local function give_back(hash, field, n)
   for _, f in ipairs({field, '""" + TOTAL + """'}) do
     if redis.call('HINCRBY', hash, f, -n) < 0 then redis.call('HSET', hash, f, 0) end
   end
+  redis.call('HSET', hash, '""" + PROGRESS + """', redis.call('TIME')[1])
 end
 """
 _RELEASE = RELEASE_LUA + """
@@ -69,7 +72,8 @@ class Admission:
         """Admit up to `wanted` jobs of `client` (0 when either limit is reached)."""
         if wanted <= 0:
             return Granted(0, 0, 0)
-        reply: Any = self._reserve(keys=[self.hash], args=[client_field(client), TOTAL, wanted, self._per_client, self._total])
+        reply: Any = self._reserve(keys=[self.hash], args=[client_field(client), TOTAL, wanted, self._per_client, self._total,
+                                                           PROGRESS])
         return Granted(int(reply[0]), int(reply[1]), int(reply[2]))
 
     def release(self, client: str, count: int) -> None:
@@ -84,6 +88,15 @@ class Admission:
                                "retry later", "request")
         return TooManyUnfinished(f"Client {client!r} has {granted.client_unfinished} jobs not yet finished (limit "
                                  f"{self._per_client}); retry later", "request")
+
+    def stalled_for(self) -> tuple[int, float]:
+        """(jobs not finished, seconds since one last finished); 0 seconds when nothing is waiting."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hmget(self.hash, [TOTAL, PROGRESS])
+        pipe.time()
+        (total, progress), (now, _) = pipe.execute()
+        waiting = int(total or 0)
+        return waiting, (max(0.0, float(now) - float(progress or now)) if waiting else 0.0)
 
     def admit(self, client: str, wanted: int) -> None:
         """All `wanted` or nothing: raise the refusal (and reserve nothing) when they do not all fit."""

@@ -204,6 +204,14 @@ class KeyState:
             return 0.0
 
 
+# Take a dead holder's lease: only if it still holds it. KEYS: lease. ARGV: its token, the new token, lease ms.
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', tonumber(ARGV[3]))
+return 1
+"""
+
+
 class KeyQueues:
     """The Redis side of per-key ordering, bound to one namespace."""
 
@@ -218,16 +226,30 @@ class KeyQueues:
         self._park = client.register_script(_PARK)
         self._complete_transaction = client.register_script(_COMPLETE_TRANSACTION)
         self._untake = client.register_script(_UNTAKE)
+        self._take_over = client.register_script(_TAKE_OVER)
 
     @property
     def done_channel(self) -> str:
         return self.keys.done_channel
 
-    def acquire(self, key: str, lease_seconds: float) -> str | None:
-        """Take the key's lease; its token, or None when someone holds it."""
-        token = secrets.token_hex(12)
+    def acquire(self, key: str, lease_seconds: float, holder: str = "") -> str | None:
+        """Take the key's lease; its token (which names `holder`), or None when someone holds it."""
+        token = f"{holder}|{secrets.token_hex(12)}"
         ok = self._redis.set(self.keys.lease(key), token, nx=True, px=max(1, int(lease_seconds * 1000)))
         return token if ok else None
+
+    def lease_holder(self, key: str) -> tuple[str, str] | None:
+        """(holder, token) of the key's lease, or None when it is free."""
+        token = self._redis.get(self.keys.lease(key))
+        if token is None:
+            return None
+        text = _text(token)
+        return text.split("|", 1)[0], text
+
+    def take_over(self, key: str, previous: str, lease_seconds: float, holder: str) -> str | None:
+        """Take the lease from a holder known to be dead, if it still holds it (compare-and-set on its token)."""
+        token = f"{holder}|{secrets.token_hex(12)}"
+        return token if self._take_over(keys=[self.keys.lease(key)], args=[previous, token, max(1, int(lease_seconds * 1000))]) else None
 
     def release(self, key: str, token: str) -> bool:
         """Give the lease up; True when jobs remain and a new drain message must be sent."""

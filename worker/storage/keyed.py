@@ -25,6 +25,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 Document = dict[str, Any]
 
 DUPLICATE_KEY = 11000
+UPDATES_PER_COMMAND = 4  # see add_to_sets
 
 # Collections whose size is bounded by work in flight: scans, ranges and sorts are allowed on these alone.
 BOUNDED_COLLECTIONS: Mapping[str, str] = {
@@ -93,27 +94,23 @@ def delete_many(collection: Collection[Document], keys: Iterable[str]) -> int:
 
 
 def add_to_sets(collection: Collection[Document], additions: Mapping[str, Mapping[str, list[str]]]) -> None:
-    """`$addToSet` by `_id` (created when absent): {key: {field: values}}, one round trip.
+    """Add values to set fields of documents by `_id` (created when absent): {key: {field: values}}.
 
-    Two writers upserting the same new `_id` at once race: one gets a duplicate key. `$addToSet` is idempotent,
-    so the writes are then made one by one, each retried (FerretDB's reply to that race also lacks `nModified`,
-    which makes pymongo's bulk merge raise KeyError: the same fallback covers it)."""
-    updates = {key: {"$addToSet": {f: {"$each": v} for f, v in fields.items()}} for key, fields in additions.items()}
-    if not updates:
+    Insert each document with its values (the insert is the compare-and-set), then `$addToSet` by `_id` into
+    those that existed already, at most UPDATES_PER_COMMAND per command: FerretDB 1.24's SQLite backend keeps
+    each update's query open until its whole command ends, from a pool of 100 connections per database, so a
+    command of many updates (or several at once) exhausted the pool and stalled every client of the database
+    (seen under load: a drain of 50 jobs adding identifiers). No upserts either, for the same reason. Both steps
+    are idempotent, so a retried call changes nothing."""
+    keys = list(additions)
+    if not keys:
         return
-    try:
-        collection.bulk_write([UpdateOne({"_id": k}, u, upsert=True) for k, u in updates.items()], ordered=False)
-        return
-    except (BulkWriteError, KeyError):
-        pass
-    for key, update in updates.items():
-        for attempt in range(3):
-            try:
-                collection.update_one({"_id": key}, update, upsert=True)
-                break
-            except (DuplicateKeyError, KeyError):
-                if attempt == 2:
-                    raise
+    fresh = [{"_id": key, **{f: list(dict.fromkeys(v)) for f, v in additions[key].items()}} for key in keys]
+    existing = [keys[i] for i in sorted(insert_new(collection, fresh))]
+    operations = [UpdateOne({"_id": key}, {"$addToSet": {f: {"$each": v} for f, v in additions[key].items()}})
+                  for key in existing]
+    for start in range(0, len(operations), UPDATES_PER_COMMAND):
+        collection.bulk_write(operations[start:start + UPDATES_PER_COMMAND], ordered=False)
 
 
 def scan(collection: Collection[Document], query: Document, projection: Document | None = None,

@@ -6,7 +6,16 @@ are absolute XPath location paths; prefixes resolve against the directive's
 in-scope namespaces, unprefixed names against the patch's default namespace
 (as the RFC says, unlike plain XPath 1.0), and `f` means the FHIR namespace
 when the patch does not declare it. Every directive is checked before the
-document is touched. Failures carry the RFC's error condition name.
+document is touched. Failures carry the RFC's error condition name (section
+5.1): invalid-attribute-value, invalid-character-set, invalid-diff-format,
+invalid-entity-declaration, invalid-namespace-prefix, invalid-namespace-uri,
+invalid-node-types, invalid-patch-directive, invalid-root-element-operation,
+invalid-xml-prolog-operation, invalid-whitespace-directive and unlocated-node
+(also for a selector matching several nodes), plus invalid-xpath for a
+selector that is not XPath. `id()` is supported for `xml:id` attributes (the
+only IDs without a DTD, and DTDs are refused), so unsupported-id-function and
+unsupported-xml-id never arise. Comments and processing instructions beside
+the root element are patched like any other node.
 """
 
 from __future__ import annotations
@@ -79,6 +88,9 @@ def _directive(index: int, element: etree._Element) -> XmlDirective:
     namespaces = _namespaces(element)
     # RFC 5261 evaluates selectors from the document node: "doc" means "/doc".
     anchored = selector if selector.startswith(("/", "id(")) else "/" + selector
+    if anchored.strip() == "/":
+        raise _fail(MalformedPatch, "invalid-xml-prolog-operation", "the document node and its prolog cannot be patched; "
+                    "select the root element or a node beside it", where, selector)
     try:
         compiled = etree.XPath(_rewrite_default(anchored, _DEFAULT_PREFIX in namespaces), namespaces=namespaces)
     except etree.XPathSyntaxError as exc:
@@ -96,8 +108,11 @@ def _directive(index: int, element: etree._Element) -> XmlDirective:
     return XmlDirective(index, kind, selector, compiled, element, pos, type_, ws)
 
 
-def parse_xml_patch(patch_root: etree._Element) -> tuple[XmlDirective, ...]:
+def parse_xml_patch(patch_root: etree._Element, document_encoding: str = "UTF-8") -> tuple[XmlDirective, ...]:
     """Check every directive of a patch document; MalformedPatch (400) names the first bad one."""
+    encoding = patch_root.getroottree().docinfo.encoding or "UTF-8"
+    if encoding.upper().replace("_", "-") != document_encoding.upper().replace("_", "-"):
+        raise _fail(MalformedPatch, "invalid-character-set", f"the patch is {encoding} but the document is {document_encoding}", "/")
     if patch_root.text and patch_root.text.strip():
         raise _fail(MalformedPatch, "invalid-diff-format", "text is not allowed between directives", "/")
     directives: list[XmlDirective] = []
@@ -119,7 +134,8 @@ def _target(tree: etree._ElementTree, d: XmlDirective) -> Any:
     if not found:
         raise _fail(TargetNotFound, "unlocated-node", f"the selector {d.selector!r} matches no node", d.where, d.selector)
     if len(found) > 1:
-        raise _fail(MultipleMatches, "no-unique-node", f"the selector {d.selector!r} matches {len(found)} nodes; it must match exactly one", d.where, d.selector)
+        raise _fail(MultipleMatches, "unlocated-node", f"the selector {d.selector!r} matches {len(found)} nodes; it must match "
+                    "exactly one", d.where, d.selector)
     return found[0]
 
 
@@ -177,12 +193,40 @@ def _position(node: Any) -> tuple[etree._Element, int]:
     return parent, next(i for i, item in enumerate(_content(parent)) if item is node)
 
 
+def _is_top(node: Any) -> bool:
+    """A node of the document itself: the root element, or a comment or PI beside it."""
+    return isinstance(node, etree._Element) and node.getparent() is None
+
+
+def _discard(node: etree._Element) -> None:
+    """Take a node out of its document (lxml has no removal for the document's own children: moving it does it)."""
+    etree.Element("discarded").append(node)
+
+
+def _add_beside_top(target: etree._Element, nodes: _Content, d: XmlDirective) -> None:
+    """Comments and PIs before or after the root element (or another node beside it); never an element or text."""
+    for node in nodes:
+        if isinstance(node, str):
+            if node.strip():
+                raise _fail(NotApplicable, "invalid-xml-prolog-operation", "text cannot stand outside the root element",
+                            d.where, d.selector)
+        elif _is_element(node):
+            raise _fail(NotApplicable, "invalid-root-element-operation", "a document has one root element: no element can be "
+                        "added beside it", d.where, d.selector)
+    placed = [n for n in nodes if not isinstance(n, str)]
+    for node in placed if d.pos == "before" else reversed(placed):
+        (target.addprevious if d.pos == "before" else target.addnext)(node)
+
+
 def _add(tree: etree._ElementTree, d: XmlDirective) -> None:
     target = _target(tree, d)
     if d.type is not None:
         _add_typed(tree, target, d)
         return
     nodes = _patch_content(d)
+    if d.pos in ("before", "after") and _is_top(target):
+        _add_beside_top(target, nodes, d)
+        return
     if d.pos in ("before", "after"):
         parent, index = _position(target)
         items = _content(parent)
@@ -258,8 +302,11 @@ def _replace(tree: etree._ElementTree, d: XmlDirective) -> None:
     if len(nodes) != 1 or isinstance(nodes[0], str) or type(nodes[0]) is not type(target):
         raise _fail(MalformedPatch, "invalid-node-types", "replace needs exactly one node of the same kind as the one it replaces", d.where, d.selector)
     parent = target.getparent()
-    if parent is None:
+    if parent is None and target is tree.getroot():
         tree._setroot(nodes[0])
+    elif parent is None:  # a comment or PI beside the root element
+        target.addnext(nodes[0])
+        _discard(target)
     else:
         nodes[0].tail = target.tail
         parent.replace(target, nodes[0])
@@ -299,22 +346,34 @@ def _remove(tree: etree._ElementTree, d: XmlDirective) -> None:
         return
     if _is_element(target) and target.getparent() is None:
         raise _fail(NotApplicable, "invalid-root-element-operation", "the root element cannot be removed", d.where, d.selector)
+    if _is_top(target):  # a comment or PI beside the root: no text nodes live there, so `ws` has nothing to remove
+        _discard(target)
+        return
     parent, index = _position(target)
     items = _content(parent)
     start, stop = index, index + 1
-    if d.ws in ("before", "both") and start > 0 and isinstance(items[start - 1], str) and not items[start - 1].strip():
-        start -= 1
-    if d.ws in ("after", "both") and stop < len(items) and isinstance(items[stop], str) and not items[stop].strip():
-        stop += 1
+    if d.ws in ("before", "both"):
+        start -= _whitespace_sibling(items, start - 1, "before", d)
+    if d.ws in ("after", "both"):
+        stop += _whitespace_sibling(items, stop, "after", d)
     _set_content(parent, items[:start] + items[stop:])
+
+
+def _whitespace_sibling(items: _Content, at: int, side: str, d: XmlDirective) -> int:
+    """1 when the sibling on `side` is a whitespace-only text node (removed with the node); RFC 5261 4.4."""
+    if 0 <= at < len(items) and isinstance(items[at], str) and not items[at].strip():
+        return 1
+    raise _fail(NotApplicable, "invalid-whitespace-directive", f"ws={d.ws!r} asks to remove the whitespace text node "
+                f"{side} {d.selector!r}, but the sibling there is not whitespace-only text", d.where, d.selector)
 
 
 _APPLY: Mapping[str, Callable[[etree._ElementTree, XmlDirective], None]] = {"add": _add, "replace": _replace, "remove": _remove}
 
 
 def apply_parsed_xml_patch(root: etree._Element, directives: tuple[XmlDirective, ...]) -> etree._Element:
-    """Apply checked directives to a copy of `root`; returns the new root element."""
-    tree = etree.ElementTree(copy.deepcopy(root))
+    """Apply checked directives to a copy of `root`'s document (with any comments and PIs beside the root);
+    returns the new root element (`getroottree()` gives the whole document)."""
+    tree = copy.deepcopy(root.getroottree())
     for directive in directives:
         _APPLY[directive.kind](tree, directive)
     return tree.getroot()
@@ -322,6 +381,7 @@ def apply_parsed_xml_patch(root: etree._Element, directives: tuple[XmlDirective,
 
 def apply_xml_patch(document: bytes, patch: bytes) -> bytes:
     """RFC 5261 on any XML document: the patched document as UTF-8 bytes, or a PatchError."""
-    directives = parse_xml_patch(parse_xml(patch, "XML patch"))
     root = parse_xml(document, "document")
-    return bytes(etree.tostring(apply_parsed_xml_patch(root, directives), encoding="UTF-8"))
+    directives = parse_xml_patch(parse_xml(patch, "XML patch"), root.getroottree().docinfo.encoding or "UTF-8")
+    patched = apply_parsed_xml_patch(root, directives).getroottree()
+    return bytes(etree.tostring(patched, encoding="UTF-8", xml_declaration=False))

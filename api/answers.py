@@ -32,7 +32,8 @@ def version_headers(done: Finished, base: str) -> dict[str, str]:
 
 
 def sync_answer(done: Finished, base: str, prefer: dict[str, str]) -> Response:
-    """What a FHIR server answers to the interaction: the resource (or what Prefer asks for) with its version headers."""
+    """What a FHIR server answers to the interaction: the resource (or what Prefer asks for) with its version
+    headers."""
     result = done.job.result
     assert result is not None
     if not result.succeeded:
@@ -51,8 +52,11 @@ def _success_outcome(done: Finished) -> dict[str, Any]:
     assert result is not None
     if result.outcome and done.text is None:
         return result.outcome
-    summary = outcome_of("information", "informational", f"{done.job.request.key}: {done.job.request.action.value} applied, "
-                                                       f"version {result.version_id}")
+    summary = outcome_of(
+        "information",
+        "informational",
+        f"{done.job.request.key}: {done.job.request.action.value} applied, version {result.version_id}",
+    )
     if result.outcome:  # warnings collected while patching
         summary["issue"].extend(result.outcome.get("issue", []))
     return summary

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-
-import logging
 
 import anyio
 from fastapi import Depends, FastAPI
@@ -23,7 +22,9 @@ def create_app(settings: Settings) -> FastAPI:
     """Build the API; connections open at startup and close at shutdown."""
 
     if settings.auth_disabled:
-        log.warning("AUTHENTICATION IS DISABLED (FHIR_PATCH_AUTH_DISABLED=true): every request is accepted without a token")
+        log.warning(
+            "AUTHENTICATION IS DISABLED (FHIR_PATCH_AUTH_DISABLED=true): every request is accepted without a token"
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -36,7 +37,9 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await connections.close()
 
-    app = FastAPI(title="fhir-patch-worker", version="0.1.0", lifespan=lifespan, dependencies=[Depends(host_check(settings))])
+    app = FastAPI(
+        title="fhir-patch-worker", version="0.1.0", lifespan=lifespan, dependencies=[Depends(host_check(settings))]
+    )
     install_error_handlers(app)
     app.include_router(ops.router)
     app.include_router(feeds.router)  # before fhir: /fhir/$bulk-submit and /fhir/_async/... are not /fhir/{type}/...

@@ -53,8 +53,12 @@ def read_jwks(location: str) -> dict[str, Any]:
 class KeySet:
     """The verification keys, cached; thread-safe (tokens are checked in worker threads)."""
 
-    def __init__(self, location: str, fetch: Callable[[str], dict[str, Any]] = read_jwks,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        location: str,
+        fetch: Callable[[str], dict[str, Any]] = read_jwks,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._location = location
         self._fetch = fetch
         self._clock = clock
@@ -69,7 +73,9 @@ class KeySet:
             now = self._clock()
             if now - self._loaded_at >= KEYS_MAX_AGE:
                 if now - self._attempted_at < FAILED_FETCH_RETRY or not self._refresh(now):
-                    raise ServiceBusy("The token signing keys (JWKS) cannot be fetched right now; try again", "Authorization")
+                    raise ServiceBusy(
+                        "The token signing keys (JWKS) cannot be fetched right now; try again", "Authorization"
+                    )
             found = self._find(kid)
             if found is None and now - self._attempted_at >= UNKNOWN_KID_REFRESH and self._refresh(now):
                 found = self._find(kid)
@@ -106,8 +112,10 @@ class Authenticator:
     def __init__(self, settings: Settings, keys: KeySet | None = None, clock: Callable[[], float] = time.time) -> None:
         self.disabled = settings.auth_disabled
         if not self.disabled and not (settings.auth_jwks and settings.auth_issuer and settings.auth_audience):
-            raise SettingsError("FHIR_PATCH_AUTH_JWKS, FHIR_PATCH_AUTH_ISSUER and FHIR_PATCH_AUTH_AUDIENCE must be set "
-                                "(or FHIR_PATCH_AUTH_DISABLED=true, for development only)")
+            raise SettingsError(
+                "FHIR_PATCH_AUTH_JWKS, FHIR_PATCH_AUTH_ISSUER and FHIR_PATCH_AUTH_AUDIENCE must be set "
+                "(or FHIR_PATCH_AUTH_DISABLED=true, for development only)"
+            )
         self._issuer = settings.auth_issuer
         self._audience = settings.auth_audience
         self.keys = keys or KeySet(settings.auth_jwks)
@@ -136,11 +144,20 @@ class Authenticator:
             raise Unauthenticated(f"The bearer token is not a JWT: {exc}") from exc
         algorithm = header.get("alg")
         if algorithm not in ALGORITHMS:
-            raise Unauthenticated(f"The token is signed with {algorithm!r}; this server accepts {' or '.join(ALGORITHMS)}")
+            raise Unauthenticated(
+                f"The token is signed with {algorithm!r}; this server accepts {' or '.join(ALGORITHMS)}"
+            )
         key = self.keys.key(header.get("kid"))
         try:
-            claims = jwt.decode(token, key.key, algorithms=[algorithm], audience=self._audience, issuer=self._issuer,
-                                leeway=LEEWAY_SECONDS, options={"require": ["exp", "sub", "iss", "aud"]})
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=[algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "sub", "iss", "aud"]},
+            )
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"The bearer token was refused: {exc}") from exc
         return principal_of(claims), float(claims["exp"])

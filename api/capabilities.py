@@ -14,8 +14,12 @@ from worker.patch.structure import is_resource_type
 
 _INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "create", "search-type")
 _SEARCH_PARAMS = [
-    {"name": "identifier", "type": "token", "documentation": "system|value, |value (no system) or value (any system); also "
-     "the conditional target of PATCH [base]/Type?identifier=..."},
+    {
+        "name": "identifier",
+        "type": "token",
+        "documentation": "system|value, |value (no system) or value (any system); also "
+        "the conditional target of PATCH [base]/Type?identifier=...",
+    },
     {"name": "_id", "type": "token", "documentation": "the logical id; also PATCH [base]/Type?_id=..."},
 ]
 
@@ -28,25 +32,46 @@ def resource_types() -> tuple[str, ...]:
     return tuple(name for name in candidates if is_resource_type(name))
 
 
-_SMART = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}
+_SMART = {
+    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]
+}
 
 
 def security(auth_disabled: bool) -> dict[str, Any]:
     """How clients authenticate (or, loudly, that they do not)."""
     if auth_disabled:
-        return {"cors": False, "description": "AUTHENTICATION IS DISABLED (FHIR_PATCH_AUTH_DISABLED=true): every request is "
-                "accepted without a token. For development only."}
-    return {"cors": False, "service": [_SMART], "description": "OAuth 2.0 bearer tokens (JWT, RS256 or ES256) with SMART on FHIR "
-            "scopes, v1 (system/Type.read|write) or v2 (system/Type.cruds): read, vread and history need r, create c, update "
-            "and patch u (a PUT that creates c), delete d. Jobs are visible to the subject that submitted them only."}
+        return {
+            "cors": False,
+            "description": "AUTHENTICATION IS DISABLED (FHIR_PATCH_AUTH_DISABLED=true): every request is "
+            "accepted without a token. For development only.",
+        }
+    return {
+        "cors": False,
+        "service": [_SMART],
+        "description": "OAuth 2.0 bearer tokens (JWT, RS256 or ES256) with SMART on FHIR "
+        "scopes, v1 (system/Type.read|write) or v2 (system/Type.cruds): read, vread and history need r, create c, "
+        "update "
+        "and patch u (a PUT that creates c), delete d. Jobs are visible to the subject that submitted them only.",
+    }
 
 
 def _resource(name: str) -> dict[str, Any]:
-    entry: dict[str, Any] = {"type": name, "versioning": "versioned", "readHistory": True, "updateCreate": True,
-                             "interaction": [{"code": code} for code in _INTERACTIONS], "searchParam": _SEARCH_PARAMS}
+    entry: dict[str, Any] = {
+        "type": name,
+        "versioning": "versioned",
+        "readHistory": True,
+        "updateCreate": True,
+        "interaction": [{"code": code} for code in _INTERACTIONS],
+        "searchParam": _SEARCH_PARAMS,
+    }
     if name == "Provenance":  # Provenance is searched by what it is about
-        entry["searchParam"] = [{"name": "target", "type": "reference",
-                                 "documentation": "Type/id/_history/n (one version) or Type/id (every version, newest first)"}]
+        entry["searchParam"] = [
+            {
+                "name": "target",
+                "type": "reference",
+                "documentation": "Type/id/_history/n (one version) or Type/id (every version, newest first)",
+            }
+        ]
     return entry
 
 
@@ -61,9 +86,11 @@ def capability_statement(base: str, auth_disabled: bool = False) -> dict[str, An
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "application/fhir+xml"],
         "patchFormat": list(PATCH_MEDIA_TYPES),
-        "rest": [{
-            "mode": "server",
-            "security": security(auth_disabled),
-            "resource": [_resource(name) for name in resource_types()],
-        }],
+        "rest": [
+            {
+                "mode": "server",
+                "security": security(auth_disabled),
+                "resource": [_resource(name) for name in resource_types()],
+            }
+        ],
     }

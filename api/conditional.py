@@ -42,11 +42,17 @@ def parse_criterion(query: str, allowed_extra: tuple[str, ...] = ()) -> Criterio
     params = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in allowed_extra]
     unknown = sorted({k for k, _ in params if k not in SEARCH_PARAMETERS})
     if unknown:
-        raise InvalidRequest(f"Unsupported search parameter {', '.join(unknown)}; supported: {', '.join(SEARCH_PARAMETERS)} "
-                             f"(one of them, once){' and ' + ', '.join(allowed_extra) if allowed_extra else ''}", "request.url")
+        raise InvalidRequest(
+            f"Unsupported search parameter {', '.join(unknown)}; supported: {', '.join(SEARCH_PARAMETERS)} "
+            f"(one of them, once){' and ' + ', '.join(allowed_extra) if allowed_extra else ''}",
+            "request.url",
+        )
     if len(params) != 1 or not params[0][1]:
-        raise InvalidRequest(f"Give exactly one criterion: identifier=system|value, identifier=|value, identifier=value "
-                             f"or _id=id, not {query!r}", "request.url")
+        raise InvalidRequest(
+            f"Give exactly one criterion: identifier=system|value, identifier=|value, identifier=value "
+            f"or _id=id, not {query!r}",
+            "request.url",
+        )
     name, token = params[0]
     if name == "_id":
         if not ID_PATTERN.fullmatch(token):
@@ -85,12 +91,16 @@ class ConditionalResolver:
         if not matches:
             raise ResourceNotFound(f"No {resource_type} matches {shown}", "request.url")
         if len(matches) > 1:
-            raise AmbiguousTarget(f"{shown} matches {len(matches)} resources ({', '.join(matches[:5])}); it must name one", "request.url")
+            raise AmbiguousTarget(
+                f"{shown} matches {len(matches)} resources ({', '.join(matches[:5])}); it must name one", "request.url"
+            )
         return matches[0]
 
 
 def _carries(version: StoredVersion, criterion: Criterion) -> bool:
     if criterion.name == "_id":
         return True
-    return any(v == criterion.value and (criterion.system is None or s == criterion.system)
-               for s, v in identifiers(version.resource()))
+    return any(
+        v == criterion.value and (criterion.system is None or s == criterion.system)
+        for s, v in identifiers(version.resource())
+    )

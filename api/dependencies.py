@@ -44,10 +44,20 @@ class Connections:
         metrics = Metrics(client, settings.namespace)
         waiter = ResultWaiter(settings.redis_url, queues.done_channel)
         admission = Admission(client, settings.namespace, settings.max_unfinished_per_client, settings.max_queue_depth)
-        return cls(settings, client, database, celery, queues, metrics, waiter,
-                   Intake(database, queues, metrics, celery, waiter, admission), GroupIntake(database, queues, metrics, celery, admission,
-                                                                                    settings.store_validation == "lenient"),
-                   ConditionalResolver(database), Authenticator(settings), admission)
+        return cls(
+            settings,
+            client,
+            database,
+            celery,
+            queues,
+            metrics,
+            waiter,
+            Intake(database, queues, metrics, celery, waiter, admission),
+            GroupIntake(database, queues, metrics, celery, admission, settings.store_validation == "lenient"),
+            ConditionalResolver(database),
+            Authenticator(settings),
+            admission,
+        )
 
     def newest(self, resource_type: str, resource_id: str) -> StoredVersion | None:
         """The newest version: the Redis copy the workers keep, else MongoDB."""

@@ -20,7 +20,16 @@ from api.http import check_id, parse_if_match
 from worker.access import CREATE, DELETE, READ, UPDATE, Principal
 from worker.jobs import Action, JobRequest
 from worker.patch import parse_patch
-from worker.patch.errors import InvalidRequest, InvalidResource, Issue, MalformedPatch, PatchError, operation_outcome, ResourceNotFound, UnsupportedPatchFormat
+from worker.patch.errors import (
+    InvalidRequest,
+    InvalidResource,
+    Issue,
+    MalformedPatch,
+    PatchError,
+    ResourceNotFound,
+    UnsupportedPatchFormat,
+    operation_outcome,
+)
 from worker.patch.fhir_json import dumps
 from worker.patch.interaction import FHIR_JSON, JSON_PATCH, XML_PATCH
 from worker.patch.structure import is_resource_type
@@ -30,14 +39,17 @@ _URL = re.compile(r"^/?(?P<type>[A-Z][A-Za-z]+)(?:/(?P<id>[^/?]+))?$")
 _BINARY_PATCH_TYPES = (JSON_PATCH, XML_PATCH)
 
 
-def checked_resource(resource: Any, resource_type: str, resource_id: str | None,
-                     lenient: bool = False) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def checked_resource(
+    resource: Any, resource_type: str, resource_id: str | None, lenient: bool = False
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """A whole resource for create/update: its type and id checked, and valid FHIR R4; with it, the warnings
     (an OperationOutcome) when `lenient` lets it be stored with what only the R4 model rules catch."""
     if not isinstance(resource, dict) or resource.get("resourceType") != resource_type:
         raise MalformedPatch(f"The body must be a {resource_type} resource", "resourceType", code="invalid")
     if resource_id is not None and resource.get("id") != resource_id:
-        raise InvalidRequest(f"The body's id {resource.get('id')!r} must equal the URL's id {resource_id!r}", f"{resource_type}.id")
+        raise InvalidRequest(
+            f"The body's id {resource.get('id')!r} must equal the URL's id {resource_id!r}", f"{resource_type}.id"
+        )
     errors, warnings = lenient_issues(resource) if lenient else (resource_issues(resource), [])
     if errors:
         raise InvalidResource.of(errors)
@@ -61,8 +73,10 @@ def _patch_body(resource: Any) -> tuple[bytes, str]:
         return dumps(resource).encode(), FHIR_JSON
     content_type = str(resource.get("contentType", "")).split(";")[0].strip().lower()
     if content_type not in _BINARY_PATCH_TYPES:
-        raise UnsupportedPatchFormat(f"Binary.contentType {content_type!r} is not a patch format; use {' or '.join(_BINARY_PATCH_TYPES)}",
-                                     "resource.contentType")
+        raise UnsupportedPatchFormat(
+            f"Binary.contentType {content_type!r} is not a patch format; use {' or '.join(_BINARY_PATCH_TYPES)}",
+            "resource.contentType",
+        )
     try:
         return base64.b64decode(str(resource.get("data", "")), validate=True), content_type
     except (binascii.Error, ValueError) as exc:
@@ -89,7 +103,9 @@ def _post(type_: str, id_: str | None, entry: dict[str, Any], if_match: int | No
         raise InvalidRequest("POST takes request.url Type (the server assigns the id)", "request.url")
     new_id = str(uuid.uuid4())
     resource, warnings = checked_resource(entry.get("resource"), type_, None, lenient)
-    return JobRequest(Action.CREATE, type_, new_id, dumps({**resource, "id": new_id}).encode(), FHIR_JSON, warnings=warnings)
+    return JobRequest(
+        Action.CREATE, type_, new_id, dumps({**resource, "id": new_id}).encode(), FHIR_JSON, warnings=warnings
+    )
 
 
 def _delete(type_: str, id_: str | None, entry: dict[str, Any], if_match: int | None, lenient: bool) -> JobRequest:
@@ -99,11 +115,20 @@ def _delete(type_: str, id_: str | None, entry: dict[str, Any], if_match: int | 
 
 
 _METHODS: Mapping[str, Callable[[str, str | None, dict[str, Any], int | None, bool], JobRequest]] = {
-    "PATCH": _patch, "PUT": _put, "POST": _post, "DELETE": _delete}
+    "PATCH": _patch,
+    "PUT": _put,
+    "POST": _post,
+    "DELETE": _delete,
+}
 
 
-_PERMISSIONS: Mapping[str, tuple[str, ...]] = {"PATCH": (UPDATE,), "PUT": (UPDATE, CREATE), "POST": (CREATE,),
-                                               "DELETE": (DELETE,), "GET": (READ,)}
+_PERMISSIONS: Mapping[str, tuple[str, ...]] = {
+    "PATCH": (UPDATE,),
+    "PUT": (UPDATE, CREATE),
+    "POST": (CREATE,),
+    "DELETE": (DELETE,),
+    "GET": (READ,),
+}
 
 
 def entry_type(request: dict[str, Any]) -> str:
@@ -124,7 +149,11 @@ def authorize_entry(entry: Any, caller: Principal, where: str) -> None:
 
 
 def is_read(entry: Any) -> bool:
-    return isinstance(entry, dict) and isinstance(entry.get("request"), dict) and str(entry["request"].get("method", "")).upper() == "GET"
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("request"), dict)
+        and str(entry["request"].get("method", "")).upper() == "GET"
+    )
 
 
 def entry_request(entry: Any, where: str, lenient: bool = False) -> JobRequest:
@@ -135,7 +164,9 @@ def entry_request(entry: Any, where: str, lenient: bool = False) -> JobRequest:
         request = entry["request"]
         method = str(request.get("method", "")).upper()
         if method not in _METHODS:
-            raise InvalidRequest(f"request.method {request.get('method')!r} is not one of {', '.join(_METHODS)}", "request.method")
+            raise InvalidRequest(
+                f"request.method {request.get('method')!r} is not one of {', '.join(_METHODS)}", "request.method"
+            )
         type_, id_ = target(request.get("url"))
         return _METHODS[method](type_, id_, entry, parse_if_match(request.get("ifMatch")), lenient)
     except PatchError as exc:
@@ -144,4 +175,6 @@ def entry_request(entry: Any, where: str, lenient: bool = False) -> JobRequest:
 
 def located(error: PatchError, where: str) -> PatchError:
     """The same error (same status) with every issue naming the entry first."""
-    return type(error).of([Issue(i.code, f"{where}: {i.diagnostics}", (where, *i.expression), i.severity) for i in error.issues])
+    return type(error).of(
+        [Issue(i.code, f"{where}: {i.diagnostics}", (where, *i.expression), i.severity) for i in error.issues]
+    )

@@ -43,7 +43,8 @@ KEYS_PER_MESSAGE = 25
 
 @dataclass(frozen=True)
 class Taken:
-    """What one block of entries gave: jobs newly queued, entries refused at intake, and where backpressure stopped it."""
+    """What one block of entries gave: jobs newly queued, entries refused at intake, and where backpressure stopped
+    it."""
 
     queued: list[str]
     refused: int
@@ -70,11 +71,18 @@ class Progress:
 
     def to_parameters(self, results_url: str) -> dict[str, Any]:
         total = self.group.total
-        values: list[tuple[str, Any]] = [("accepted", self.accepted), ("rejected", self.rejected), ("applied", self.applied),
-                                         ("failed", self.failed + self.rejected),
-                                         ("cancelled", self.cancelled),
-                                         ("pending", max(0, self.accepted - self.applied - self.failed - self.cancelled))]
-        parameter: list[dict[str, Any]] = [{"name": "group", "valueString": self.group.id}, {"name": "kind", "valueCode": self.group.kind}]
+        values: list[tuple[str, Any]] = [
+            ("accepted", self.accepted),
+            ("rejected", self.rejected),
+            ("applied", self.applied),
+            ("failed", self.failed + self.rejected),
+            ("cancelled", self.cancelled),
+            ("pending", max(0, self.accepted - self.applied - self.failed - self.cancelled)),
+        ]
+        parameter: list[dict[str, Any]] = [
+            {"name": "group", "valueString": self.group.id},
+            {"name": "kind", "valueCode": self.group.kind},
+        ]
         if total is not None:
             parameter.append({"name": "total", "valueInteger": total})
         parameter += [{"name": name, "valueInteger": value} for name, value in values]
@@ -83,8 +91,15 @@ class Progress:
 
 
 class GroupIntake:
-    def __init__(self, database: Database, queues: KeyQueues, metrics: Metrics, celery: Celery, admission: Admission,
-                 lenient: bool = False) -> None:
+    def __init__(
+        self,
+        database: Database,
+        queues: KeyQueues,
+        metrics: Metrics,
+        celery: Celery,
+        admission: Admission,
+        lenient: bool = False,
+    ) -> None:
         self._lenient = lenient
         self._admission = admission
         self._db = database
@@ -93,18 +108,29 @@ class GroupIntake:
         self._celery = celery
         self._conditional = ConditionalResolver(database)
 
-    def accept_lines(self, group_id: str, lines: list[tuple[int, bytes]], caller: Principal, request_id: str = "") -> Taken:
+    def accept_lines(
+        self, group_id: str, lines: list[tuple[int, bytes]], caller: Principal, request_id: str = ""
+    ) -> Taken:
         """A block of NDJSON feed lines. Under backpressure the block is cut at a line boundary (`Taken.stopped_at`)."""
         entries: list[tuple[int, Any]] = []
         for number, raw in lines:
             try:
-                entries.append((number, loads(raw, what="entry") if raw.strip() else located(_empty_line(), f"line {number}")))
+                entries.append(
+                    (number, loads(raw, what="entry") if raw.strip() else located(_empty_line(), f"line {number}"))
+                )
             except PatchError as exc:
                 entries.append((number, located(exc, f"line {number}")))
         return self.accept_entries(group_id, entries, lambda n: f"line {n}", caller, request_id, partial=True)
 
-    def accept_entries(self, group_id: str, entries: list[tuple[int, Any]], where: Callable[[int], str], caller: Principal,
-                       request_id: str = "", partial: bool = False) -> Taken:
+    def accept_entries(
+        self,
+        group_id: str,
+        entries: list[tuple[int, Any]],
+        where: Callable[[int], str],
+        caller: Principal,
+        request_id: str = "",
+        partial: bool = False,
+    ) -> Taken:
         """Entries (number, parsed entry or the PatchError already found); each valid one queued in order.
         An entry the caller may not make fails alone, 403 in its own result. Admission control takes all the
         entries or none (`partial` False: raises the 429/503), or the first ones that fit (`partial`: a feed)."""
@@ -127,17 +153,28 @@ class GroupIntake:
             new, refused = new[:kept], [r for r in refused if r[0] < stopped_at]
         self._db.groups.refuse(group_id, [(n, e["result"]["status"], e["result"]["outcome"]) for n, e in refused], now)
         try:
-            keys, _held = self._queues.arrivals.enqueue_many([(job.key, job.id, job.to_payload()) for job in new], time.time())
+            keys, _held = self._queues.arrivals.enqueue_many(
+                [(job.key, job.id, job.to_payload()) for job in new], time.time()
+            )
         except RedisError as exc:  # recorded, not queued: withdrawn, so nothing applies them later
-            raise withdraw(self._db, self._admission, new, f"entries from {where(jobs[0][0]) if jobs else 'here'} on were") from exc
+            raise withdraw(
+                self._db, self._admission, new, f"entries from {where(jobs[0][0]) if jobs else 'here'} on were"
+            ) from exc
         for start in range(0, len(keys), KEYS_PER_MESSAGE):  # one drain message serves several keys
-            send_drain(self._celery, keys[start:start + KEYS_PER_MESSAGE])
+            send_drain(self._celery, keys[start : start + KEYS_PER_MESSAGE])
         self._metrics.accepted(len(new))
         self._queues.count_group(group_id, len(new), len(refused))
         return Taken([job.id for job in new], len(refused), stopped_at, refusal)
 
-    def _checked(self, group_id: str, entries: list[tuple[int, Any]], where: Callable[[int], str], caller: Principal,
-                 request_id: str, now: datetime) -> tuple[list[tuple[int, Job]], list[tuple[int, dict[str, Any]]]]:
+    def _checked(
+        self,
+        group_id: str,
+        entries: list[tuple[int, Any]],
+        where: Callable[[int], str],
+        caller: Principal,
+        request_id: str,
+        now: datetime,
+    ) -> tuple[list[tuple[int, Job]], list[tuple[int, dict[str, Any]]]]:
         jobs: list[tuple[int, Job]] = []
         refused: list[tuple[int, dict[str, Any]]] = []
         for number, entry in entries:
@@ -170,17 +207,35 @@ class GroupIntake:
 
     def cancel(self, group: Group) -> int:
         """Cancel every entry no worker started; how many were cancelled."""
-        return self._db.jobs.cancel_many([entry_job_id(group.id, n) for n in range(1, (group.total or 0) + 1)
-                                          if not group.reads or n not in group.reads], utc_now())
+        return self._db.jobs.cancel_many(
+            [
+                entry_job_id(group.id, n)
+                for n in range(1, (group.total or 0) + 1)
+                if not group.reads or n not in group.reads
+            ],
+            utc_now(),
+        )
 
     def progress(self, group: Group) -> Progress:
         counts = self._queues.group_counts(group.id)
         if not counts and group.total is not None:  # Redis lost the counters: count from MongoDB
             found = count_outcomes(group_outcomes(self._db.groups, self._db.jobs, group))
-            return Progress(group, group.total - group.rejected, group.rejected, found["applied"], found["failed"] - group.rejected,
-                            found["cancelled"])
-        return Progress(group, counts.get("accepted", 0), counts.get("rejected", 0), counts.get("applied", 0), counts.get("failed", 0),
-                        counts.get("cancelled", 0))
+            return Progress(
+                group,
+                group.total - group.rejected,
+                group.rejected,
+                found["applied"],
+                found["failed"] - group.rejected,
+                found["cancelled"],
+            )
+        return Progress(
+            group,
+            counts.get("accepted", 0),
+            counts.get("rejected", 0),
+            counts.get("applied", 0),
+            counts.get("failed", 0),
+            counts.get("cancelled", 0),
+        )
 
     def batch_response(self, group: Group, base: str) -> dict[str, Any]:
         """The batch-response Bundle: one entry per request entry, in order; GET entries read now, after the writes."""
@@ -218,8 +273,14 @@ class GroupIntake:
         """One outcome per entry, in entry order (pending entries say so)."""
         assert group.total is not None
         for number, event in group_outcomes(self._db.groups, self._db.jobs, group):
-            yield {"line": number, **(entry_response(event, base) if event and "result" in event else
-                                      {"status": event["state"] if event else "pending"})}
+            yield {
+                "line": number,
+                **(
+                    entry_response(event, base)
+                    if event and "result" in event
+                    else {"status": event["state"] if event else "pending"}
+                ),
+            }
 
 
 def count_outcomes(outcomes: Iterator[tuple[int, dict[str, Any] | None]]) -> dict[str, int]:
@@ -235,8 +296,15 @@ def _read_entry(newest: StoredVersion | None, base: str) -> dict[str, Any]:
         return {"response": {"status": "404 Not Found"}}
     if newest.deleted:
         return {"response": {"status": "410 Gone", "etag": etag(newest.version_id)}}
-    return {"fullUrl": f"{base}/{newest.key}", "resource": newest.resource(),
-            "response": {"status": "200 OK", "etag": etag(newest.version_id), "lastModified": fhir_instant(newest.last_updated)}}
+    return {
+        "fullUrl": f"{base}/{newest.key}",
+        "resource": newest.resource(),
+        "response": {
+            "status": "200 OK",
+            "etag": etag(newest.version_id),
+            "lastModified": fhir_instant(newest.last_updated),
+        },
+    }
 
 
 def entry_response(event: dict[str, Any], base: str) -> dict[str, Any]:

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from worker.access import AccessError, ServiceBusy
 from worker.jobs import REASONS
@@ -30,11 +29,17 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _SNAPSHOT_MODES = ("TAG", "PROFILE", "SECURITY_LABEL")
 
 
-def fhir_response(body: str | dict[str, Any] | None, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def fhir_response(
+    body: str | dict[str, Any] | None, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     content = body if isinstance(body, str) or body is None else dumps(body)
     # "replace": an outcome may quote a lone surrogate from the client's own patch; it must not break the answer.
-    return Response(content=content.encode("utf-8", "replace") if content is not None else b"", status_code=status, headers=headers,
-                    media_type=FHIR_JSON if content is not None else None)
+    return Response(
+        content=content.encode("utf-8", "replace") if content is not None else b"",
+        status_code=status,
+        headers=headers,
+        media_type=FHIR_JSON if content is not None else None,
+    )
 
 
 def outcome_response(status: int, outcome: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -59,8 +64,10 @@ def host_check(settings: Settings) -> Callable[[Request], None]:
         except ValueError as exc:
             raise InvalidRequest("The Host header is not a host name and port", "Host") from exc
         if (host or "").lower() not in allowed:
-            raise InvalidRequest(f"The Host header names {host!r}, which this server does not serve "
-                                 "(FHIR_PATCH_ALLOWED_HOSTS)", "Host")
+            raise InvalidRequest(
+                f"The Host header names {host!r}, which this server does not serve (FHIR_PATCH_ALLOWED_HOSTS)", "Host"
+            )
+
     return check
 
 
@@ -71,10 +78,18 @@ def log_refusal(request: Request, error: PatchError) -> None:
 
 
 def log_refusal_event(principal: Any, route: str, where: str, error: PatchError) -> None:
-    log.warning("access refused", extra={"event": "access.refused", "status": error.status,
-                                         "subject": getattr(principal, "subject", None),
-                                         "client": getattr(principal, "client_id", None),
-                                         "route": route, "entry": where or None, "reason": error.diagnostics})
+    log.warning(
+        "access refused",
+        extra={
+            "event": "access.refused",
+            "status": error.status,
+            "subject": getattr(principal, "subject", None),
+            "client": getattr(principal, "client_id", None),
+            "route": route,
+            "entry": where or None,
+            "reason": error.diagnostics,
+        },
+    )
 
 
 def http_date(when: datetime) -> str:
@@ -105,7 +120,10 @@ def parse_snapshot_mode(value: str | None) -> tuple[str, ...]:
     modes = tuple(m.strip().upper() for m in (value or "").split(",") if m.strip())
     unknown = [m for m in modes if m not in _SNAPSHOT_MODES]
     if unknown:
-        raise InvalidRequest(f"X-Meta-Snapshot-Mode accepts {', '.join(_SNAPSHOT_MODES)}, not {', '.join(unknown)}", "X-Meta-Snapshot-Mode")
+        raise InvalidRequest(
+            f"X-Meta-Snapshot-Mode accepts {', '.join(_SNAPSHOT_MODES)}, not {', '.join(unknown)}",
+            "X-Meta-Snapshot-Mode",
+        )
     return modes
 
 
@@ -146,7 +164,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
-        issues = [Issue("invalid", str(e.get("msg")), (".".join(str(p) for p in e.get("loc", ())),)) for e in exc.errors()]
+        issues = [
+            Issue("invalid", str(e.get("msg")), (".".join(str(p) for p in e.get("loc", ())),)) for e in exc.errors()
+        ]
         return outcome_response(400, operation_outcome(issues or [Issue("invalid", "Invalid request")]))
 
     @app.exception_handler(RedisError)
@@ -154,10 +174,18 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unavailable(request: Request, exc: Exception) -> Response:
         # Raised before anything was accepted (a job recorded and then not queued is withdrawn where that happens).
         log.warning("storage unavailable on %s %s: %s", request.method, request.url.path, exc)
-        return error_response(ServiceBusy("The service's storage cannot be reached right now: the request was not accepted; "
-                                          "retry", "request"))
+        return error_response(
+            ServiceBusy(
+                "The service's storage cannot be reached right now: the request was not accepted; retry", "request"
+            )
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-        return outcome_response(500, operation_outcome([Issue("exception", f"Internal error ({type(exc).__name__}); the request was not applied")]))
+        return outcome_response(
+            500,
+            operation_outcome(
+                [Issue("exception", f"Internal error ({type(exc).__name__}); the request was not applied")]
+            ),
+        )

@@ -20,12 +20,12 @@ from celery import Celery
 from redis.exceptions import RedisError
 
 from api.waiter import ResultWaiter
+from worker.access import ServiceBusy
 from worker.jobs import Job, JobRequest, JobResult, JobState
 from worker.metrics import Metrics
-from worker.access import ServiceBusy
 from worker.ordering import KeyQueues
-from worker.ordering.arrivals import Arrival
 from worker.ordering.admission import Admission
+from worker.ordering.arrivals import Arrival
 from worker.patch.errors import IdempotencyKeyReused
 from worker.service import utc_now
 from worker.storage import Database, IdempotencyConflict
@@ -34,7 +34,9 @@ from worker.tasks import DRAIN_TASK
 log = logging.getLogger("fhir_patch.intake")
 
 
-def withdraw(db: Database, admission: Admission, jobs: list[Job], what: str, idempotency_key: str | None = None) -> ServiceBusy:
+def withdraw(
+    db: Database, admission: Admission, jobs: list[Job], what: str, idempotency_key: str | None = None
+) -> ServiceBusy:
     """Jobs recorded but not queued because Redis failed the enqueue: cancelled and out of flight (so nothing
     applies them later), their admission places given back when Redis allows, their Idempotency-Key freed.
     Returns the 503 to answer: `what` ("the request was", ...) not accepted."""
@@ -74,8 +76,15 @@ class Finished:
 
 
 class Intake:
-    def __init__(self, database: Database, queues: KeyQueues, metrics: Metrics, celery: Celery, waiter: ResultWaiter,
-                 admission: Admission) -> None:
+    def __init__(
+        self,
+        database: Database,
+        queues: KeyQueues,
+        metrics: Metrics,
+        celery: Celery,
+        waiter: ResultWaiter,
+        admission: Admission,
+    ) -> None:
         self._admission = admission
         self._db = database
         self._queues = queues
@@ -113,7 +122,9 @@ class Intake:
             return None
         text = None
         if job.result.version_id is not None:
-            version = self._db.resources.version(job.request.resource_type, job.request.resource_id, job.result.version_id)
+            version = self._db.resources.version(
+                job.request.resource_type, job.request.resource_id, job.result.version_id
+            )
             text = version.text if version else None
         return Finished(job, text)
 
@@ -133,14 +144,22 @@ class Intake:
     def _record(self, submission: Submission) -> tuple[Job, bool]:
         now = utc_now()
         extra = {"idempotencyKey": submission.idempotency_key} if submission.idempotency_key else {}
-        job = Job(Job.new_id(), submission.request, JobState.ACCEPTED, now, callback_url=submission.callback_url, digest=submission.digest,
-                  extra=extra)
+        job = Job(
+            Job.new_id(),
+            submission.request,
+            JobState.ACCEPTED,
+            now,
+            callback_url=submission.callback_url,
+            digest=submission.digest,
+            extra=extra,
+        )
         if submission.idempotency_key:
             try:
                 bound = self._db.jobs.remember_key(submission.idempotency_key, submission.digest, job.id, now)
             except IdempotencyConflict as exc:
-                raise IdempotencyKeyReused(f"Idempotency-Key {submission.shown_key!r} was used for a different request",
-                                           "Idempotency-Key") from exc
+                raise IdempotencyKeyReused(
+                    f"Idempotency-Key {submission.shown_key!r} was used for a different request", "Idempotency-Key"
+                ) from exc
             if bound != job.id:
                 return self._earlier(bound), False
         try:
@@ -159,7 +178,10 @@ class Intake:
             if job is not None:
                 return job
             time.sleep(0.02)
-        raise IdempotencyKeyReused(f"The request first sent with this Idempotency-Key (job {job_id}) was not recorded; retry", "Idempotency-Key")
+        raise IdempotencyKeyReused(
+            f"The request first sent with this Idempotency-Key (job {job_id}) was not recorded; retry",
+            "Idempotency-Key",
+        )
 
     def _enqueue(self, job: Job, submission: Submission) -> None:
         """Queue the recorded job. If Redis fails it, the job is withdrawn (cancelled, out of flight, its key freed)

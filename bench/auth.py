@@ -53,11 +53,20 @@ def _rs256(folder: Path, seconds: float) -> dict[str, float]:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwk = {**json.loads(RSAAlgorithm.to_jwk(private.public_key())), "kid": "rsa", "alg": "RS256"}
     (folder / "rsa.json").write_text(json.dumps({"keys": [jwk]}))
-    settings = Settings.from_env({"FHIR_PATCH_AUTH_JWKS": str(folder / "rsa.json"), "FHIR_PATCH_AUTH_ISSUER": "i",
-                                  "FHIR_PATCH_AUTH_AUDIENCE": "a"})
+    settings = Settings.from_env(
+        {
+            "FHIR_PATCH_AUTH_JWKS": str(folder / "rsa.json"),
+            "FHIR_PATCH_AUTH_ISSUER": "i",
+            "FHIR_PATCH_AUTH_AUDIENCE": "a",
+        }
+    )
     now = int(time.time())
-    token = jwt.encode({"iss": "i", "aud": "a", "sub": "bench", "exp": now + 3600, "scope": "system/*.cruds"}, private,
-                       algorithm="RS256", headers={"kid": "rsa"})
+    token = jwt.encode(
+        {"iss": "i", "aud": "a", "sub": "bench", "exp": now + 3600, "scope": "system/*.cruds"},
+        private,
+        algorithm="RS256",
+        headers={"kid": "rsa"},
+    )
     return rate(Authenticator(settings), token, seconds)
 
 

@@ -26,14 +26,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import AUTH, counts, peak_rss_mib, running, wait_ended  # noqa: E402
 
-from tests.support.feeds import feed_lines  # noqa: E402
+from devkit.feeds import feed_lines  # noqa: E402
+
 
 def create(base: str, resources: int) -> None:
     with httpx.Client(base_url=f"{base}/fhir", trust_env=False, timeout=60, headers=AUTH) as client:
-        lines = (json.dumps({"request": {"method": "PUT", "url": f"Organization/org{r}"},
-                             "resource": {"resourceType": "Organization", "id": f"org{r}", "name": "start", "alias": ["start"]}})
-                 for r in range(resources))
-        answer = client.post("$bulk-submit", content=("\n".join(lines) + "\n").encode(), headers={"content-type": "application/fhir+ndjson"})
+        lines = (
+            json.dumps(
+                {
+                    "request": {"method": "PUT", "url": f"Organization/org{r}"},
+                    "resource": {"resourceType": "Organization", "id": f"org{r}", "name": "start", "alias": ["start"]},
+                }
+            )
+            for r in range(resources)
+        )
+        answer = client.post(
+            "$bulk-submit",
+            content=("\n".join(lines) + "\n").encode(),
+            headers={"content-type": "application/fhir+ndjson"},
+        )
         answer.raise_for_status()
     wait_ended(base, counts(base)["accepted"])
 
@@ -57,10 +68,21 @@ def main() -> None:
                 time.sleep(0.1)
             total = time.perf_counter() - started
             final = {p["name"]: p.get("valueInteger") for p in client.get(location).json()["parameter"]}
-        report = {"lines": args.lines, "resources": args.resources, "invalid_share": args.invalid, "workers": args.workers,
-                  "cpus": os.cpu_count(), "seconds": round(total, 2), "lines_per_second": round(args.lines / total, 1),
-                  "intake_seconds": round(intake, 2), "counts": final,
-                  "peak_rss_mib": {"api": peak_rss_mib(procs[-1]), **{f"worker{n}": peak_rss_mib(p) for n, p in enumerate(procs[:-1])}}}
+        report = {
+            "lines": args.lines,
+            "resources": args.resources,
+            "invalid_share": args.invalid,
+            "workers": args.workers,
+            "cpus": os.cpu_count(),
+            "seconds": round(total, 2),
+            "lines_per_second": round(args.lines / total, 1),
+            "intake_seconds": round(intake, 2),
+            "counts": final,
+            "peak_rss_mib": {
+                "api": peak_rss_mib(procs[-1]),
+                **{f"worker{n}": peak_rss_mib(p) for n, p in enumerate(procs[:-1])},
+            },
+        }
     print(json.dumps(report, indent=2))
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,10 +19,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from worker.settings import Settings  # noqa: E402
-from tests.support.processes import provision_module  # noqa: E402
-from tests.support.service import peak_rss_mib  # noqa: E402,F401  (re-exported for the benchmarks)
+from devkit.procfs import peak_rss_mib, provision_module  # noqa: E402,F401  (peak_rss_mib: re-exported)
 from worker.dev_auth import dev_token, ensure_dev_key  # noqa: E402
+from worker.settings import Settings  # noqa: E402
 from worker.supervisor import service_processes  # noqa: E402
 
 # The bearer header of the running service (a development key made in the benchmark's state folder).
@@ -36,12 +35,27 @@ def running(workers: int, state: Path) -> Iterator[tuple[str, list[subprocess.Po
         port = provision.free_port()
         token = uuid.uuid4().hex[:8]
         key = ensure_dev_key(state / "auth")
-        full = {**os.environ, **env, **key.environment(), "FHIR_PATCH_HTTP_PORT": str(port), "FHIR_PATCH_DATABASE": f"bench_{token}",
-                "FHIR_PATCH_NAMESPACE": f"bench-{token}", "FHIR_PATCH_LOG_LEVEL": "WARNING"}
+        full = {
+            **os.environ,
+            **env,
+            **key.environment(),
+            "FHIR_PATCH_HTTP_PORT": str(port),
+            "FHIR_PATCH_DATABASE": f"bench_{token}",
+            "FHIR_PATCH_NAMESPACE": f"bench-{token}",
+            "FHIR_PATCH_LOG_LEVEL": "WARNING",
+        }
         AUTH["authorization"] = f"Bearer {dev_token(key, 'system/*.cruds system/metrics.read', 'bench', 86_400)}"
         specs = service_processes(Settings.from_env(full), workers, 1)
-        procs = [subprocess.Popen(s.argv, env=full, stdout=open(state / f"{s.name}.log", "ab"), stderr=subprocess.STDOUT,
-                                  start_new_session=True) for s in specs]
+        procs = [
+            subprocess.Popen(
+                s.argv,
+                env=full,
+                stdout=open(state / f"{s.name}.log", "ab"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            for s in specs
+        ]
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 60
@@ -77,8 +91,9 @@ def wait_ended(base: str, accepted: float) -> None:
         time.sleep(0.05)
 
 
-def open_loop(base: str, rate: float, seconds: float, send: Callable[[httpx.Client, int], httpx.Response],
-              ok: int = 200) -> tuple[list[float], int]:
+def open_loop(
+    base: str, rate: float, seconds: float, send: Callable[[httpx.Client, int], httpx.Response], ok: int = 200
+) -> tuple[list[float], int]:
     """Send `send(client, n)` at `rate` per second for `seconds`, each on a pooled thread with its own client:
     (the latencies in seconds, how many answers were not `ok`)."""
     latencies: list[float] = []

@@ -57,8 +57,11 @@ def submit_stream(base: str, patches: int, resources: int, clients: int, prefix:
 def create_resources(base: str, resources: int, prefix: str) -> None:
     with httpx.Client(base_url=f"{base}/fhir", trust_env=False, timeout=60, headers=AUTH) as client:
         for r in range(resources):
-            client.put(f"Patient/{prefix}{r}", json={"resourceType": "Patient", "id": f"{prefix}{r}", "identifier": [{"value": "0"}]},
-                       headers={"prefer": "respond-async"}).raise_for_status()
+            client.put(
+                f"Patient/{prefix}{r}",
+                json={"resourceType": "Patient", "id": f"{prefix}{r}", "identifier": [{"value": "0"}]},
+                headers={"prefer": "respond-async"},
+            ).raise_for_status()
     wait_ended(base, counts(base)["accepted"])
 
 
@@ -69,11 +72,19 @@ def end_to_end(base: str, patches: int, resources: int, clients: int) -> dict[st
     submit_seconds = submit_stream(base, patches, resources, clients, "e")
     wait_ended(base, before["accepted"] + patches)
     total = time.perf_counter() - started
-    return {"patches": patches, "resources": resources, "clients": clients, "seconds": round(total, 2),
-            "applied_per_second": round(patches / total, 1), "submission_seconds": round(submit_seconds, 2)}
+    return {
+        "patches": patches,
+        "resources": resources,
+        "clients": clients,
+        "seconds": round(total, 2),
+        "applied_per_second": round(patches / total, 1),
+        "submission_seconds": round(submit_seconds, 2),
+    }
 
 
-def stages(base: str, workers: list[subprocess.Popen[bytes]], patches: int, resources: int, clients: int) -> dict[str, Any]:
+def stages(
+    base: str, workers: list[subprocess.Popen[bytes]], patches: int, resources: int, clients: int
+) -> dict[str, Any]:
     create_resources(base, resources, "s")
     before = counts(base)
     for proc in workers:
@@ -87,20 +98,29 @@ def stages(base: str, workers: list[subprocess.Popen[bytes]], patches: int, reso
     wait_ended(base, before["accepted"] + patches)
     drain_seconds = time.perf_counter() - started
     intake, drain = patches / intake_seconds, patches / drain_seconds
-    return {"intake_accepted_per_second": round(intake, 1), "workers_applied_per_second": round(drain, 1),
-            "limiting_stage": "intake (API + MongoDB accept)" if intake < drain else "workers (apply + MongoDB commit)"}
+    return {
+        "intake_accepted_per_second": round(intake, 1),
+        "workers_applied_per_second": round(drain, 1),
+        "limiting_stage": "intake (API + MongoDB accept)" if intake < drain else "workers (apply + MongoDB commit)",
+    }
 
 
 def sync_latency(base: str, rate: float, seconds: float, resources: int) -> dict[str, Any]:
     create_resources(base, resources, "l")
     body = json.dumps([{"op": "replace", "path": "/identifier/0/value", "value": "y"}]).encode()
     total = int(rate * seconds)
-    latencies, errors = open_loop(base, rate, seconds, lambda client, n: client.patch(f"Patient/l{n % resources}", content=body,
-                                                                                       headers=PATCH))
+    latencies, errors = open_loop(
+        base, rate, seconds, lambda client, n: client.patch(f"Patient/l{n % resources}", content=body, headers=PATCH)
+    )
     ordered = sorted(latencies)
-    return {"rate_per_second": rate, "requests": total, "errors": errors,
-            "p50_ms": round(statistics.median(ordered) * 1000, 1), "p99_ms": round(ordered[int(len(ordered) * 0.99) - 1] * 1000, 1),
-            "max_ms": round(ordered[-1] * 1000, 1)}
+    return {
+        "rate_per_second": rate,
+        "requests": total,
+        "errors": errors,
+        "p50_ms": round(statistics.median(ordered) * 1000, 1),
+        "p99_ms": round(ordered[int(len(ordered) * 0.99) - 1] * 1000, 1),
+        "max_ms": round(ordered[-1] * 1000, 1),
+    }
 
 
 def main() -> None:
@@ -114,10 +134,13 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, running(args.workers, Path(tmp)) as (base, procs):
         workers = procs[:-1]
-        report = {"workers": args.workers, "cpus": os.cpu_count(),
-                  "end_to_end": end_to_end(base, args.patches, args.resources, args.clients),
-                  "stages": stages(base, workers, args.patches, args.resources, args.clients),
-                  "sync_latency": sync_latency(base, args.rate, args.seconds, 50)}
+        report = {
+            "workers": args.workers,
+            "cpus": os.cpu_count(),
+            "end_to_end": end_to_end(base, args.patches, args.resources, args.clients),
+            "stages": stages(base, workers, args.patches, args.resources, args.clients),
+            "sync_latency": sync_latency(base, args.rate, args.seconds, 50),
+        }
     print(json.dumps(report, indent=2))
 
 

@@ -34,23 +34,54 @@ SYSTEM = "urn:oid:1.2.250.1.71.4.2.2"
 
 def organization(n: int) -> dict[str, Any]:
     """About 2 KB, as a directory's Organization."""
-    return {"resourceType": "Organization", "id": f"o{n}", "active": True, "identifier": [{"system": SYSTEM, "value": f"v{n}"}],
-            "name": f"Centre hospitalier numero {n}", "alias": [f"CH {n}", f"Hopital {n}"],
-            "telecom": [{"system": "phone", "value": f"+33 1 {n % 100:02d} 00 00 00", "use": "work"},
-                        {"system": "email", "value": f"contact{n}@example.org"}],
-            "address": [{"use": "work", "line": [f"{n} rue de la Sante", "Batiment B"], "city": "Paris", "postalCode": "75014",
-                         "country": "FRA"}],
-            "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": "prov",
-                                  "display": "Healthcare Provider"}]}],
-            "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">" + "Organisation de soins. " * 40 + "</div>"}}
+    return {
+        "resourceType": "Organization",
+        "id": f"o{n}",
+        "active": True,
+        "identifier": [{"system": SYSTEM, "value": f"v{n}"}],
+        "name": f"Centre hospitalier numero {n}",
+        "alias": [f"CH {n}", f"Hopital {n}"],
+        "telecom": [
+            {"system": "phone", "value": f"+33 1 {n % 100:02d} 00 00 00", "use": "work"},
+            {"system": "email", "value": f"contact{n}@example.org"},
+        ],
+        "address": [
+            {
+                "use": "work",
+                "line": [f"{n} rue de la Sante", "Batiment B"],
+                "city": "Paris",
+                "postalCode": "75014",
+                "country": "FRA",
+            }
+        ],
+        "type": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/organization-type",
+                        "code": "prov",
+                        "display": "Healthcare Provider",
+                    }
+                ]
+            }
+        ],
+        "text": {
+            "status": "generated",
+            "div": '<div xmlns="http://www.w3.org/1999/xhtml">' + "Organisation de soins. " * 40 + "</div>",
+        },
+    }
 
 
 def grow(client: httpx.Client, start: int, stop: int) -> float:
     """Create Organizations start..stop-1 with one NDJSON feed; lines per second until every line ended."""
-    lines = "\n".join(json.dumps({"resource": organization(n), "request": {"method": "PUT", "url": f"Organization/o{n}"}})
-                      for n in range(start, stop)).encode()
+    lines = "\n".join(
+        json.dumps({"resource": organization(n), "request": {"method": "PUT", "url": f"Organization/o{n}"}})
+        for n in range(start, stop)
+    ).encode()
     began = time.perf_counter()
-    answer = client.post("$bulk-submit", content=lines, headers={"content-type": "application/fhir+ndjson"}, timeout=3600)
+    answer = client.post(
+        "$bulk-submit", content=lines, headers={"content-type": "application/fhir+ndjson"}, timeout=3600
+    )
     location = answer.headers["content-location"]
     while client.get(location).status_code == 202:
         time.sleep(0.5)
@@ -59,7 +90,10 @@ def grow(client: httpx.Client, start: int, stop: int) -> float:
 
 def percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
-    return {"p50_ms": round(statistics.median(ordered) * 1000, 2), "p99_ms": round(ordered[max(0, int(len(ordered) * 0.99) - 1)] * 1000, 2)}
+    return {
+        "p50_ms": round(statistics.median(ordered) * 1000, 2),
+        "p99_ms": round(ordered[max(0, int(len(ordered) * 0.99) - 1)] * 1000, 2),
+    }
 
 
 def timed(count: int, call: Callable[[int], httpx.Response], ok: tuple[int, ...] = (200, 201)) -> dict[str, float]:
@@ -75,33 +109,66 @@ def timed(count: int, call: Callable[[int], httpx.Response], ok: tuple[int, ...]
 def latencies(client: httpx.Client, size: int, samples: int) -> dict[str, Any]:
     rng = random.Random(size)
     pick = [rng.randrange(size) for _ in range(samples)]
-    fhirpath = {"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
-        {"name": "type", "valueCode": "replace"}, {"name": "path", "valueString": "Organization.name"},
-        {"name": "value", "valueString": "Renamed"}]}]}
-    finished = [client.patch(f"Organization/o{pick[0]}", content=b'[{"op":"add","path":"/active","value":true}]',
-                             headers={**JSON_PATCH, "prefer": "respond-async"}).headers["content-location"]]
+    fhirpath = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {
+                "name": "operation",
+                "part": [
+                    {"name": "type", "valueCode": "replace"},
+                    {"name": "path", "valueString": "Organization.name"},
+                    {"name": "value", "valueString": "Renamed"},
+                ],
+            }
+        ],
+    }
+    finished = [
+        client.patch(
+            f"Organization/o{pick[0]}",
+            content=b'[{"op":"add","path":"/active","value":true}]',
+            headers={**JSON_PATCH, "prefer": "respond-async"},
+        ).headers["content-location"]
+    ]
     while client.get(finished[0]).status_code == 202:
         time.sleep(0.05)
     return {
         "read": timed(samples, lambda n: client.get(f"Organization/o{pick[n]}")),
         "vread": timed(samples, lambda n: client.get(f"Organization/o{pick[n]}/_history/1")),
         "history": timed(samples, lambda n: client.get(f"Organization/o{pick[n]}/_history")),
-        "sync_json_patch": timed(samples, lambda n: client.patch(
-            f"Organization/o{pick[n]}", content=json.dumps([{"op": "replace", "path": "/name", "value": f"N{n}"}]).encode(),
-            headers=JSON_PATCH)),
-        "sync_fhirpath_patch": timed(samples, lambda n: client.patch(f"Organization/o{pick[n]}", json=fhirpath, headers=FHIR_JSON)),
-        "conditional_patch": timed(samples, lambda n: client.patch(
-            f"Organization?identifier={SYSTEM}|v{pick[n]}", content=b'[{"op":"replace","path":"/active","value":true}]',
-            headers=JSON_PATCH)),
-        "create": timed(samples, lambda n: client.post("Organization", json={k: v for k, v in organization(n).items() if k != "id"})),
+        "sync_json_patch": timed(
+            samples,
+            lambda n: client.patch(
+                f"Organization/o{pick[n]}",
+                content=json.dumps([{"op": "replace", "path": "/name", "value": f"N{n}"}]).encode(),
+                headers=JSON_PATCH,
+            ),
+        ),
+        "sync_fhirpath_patch": timed(
+            samples, lambda n: client.patch(f"Organization/o{pick[n]}", json=fhirpath, headers=FHIR_JSON)
+        ),
+        "conditional_patch": timed(
+            samples,
+            lambda n: client.patch(
+                f"Organization?identifier={SYSTEM}|v{pick[n]}",
+                content=b'[{"op":"replace","path":"/active","value":true}]',
+                headers=JSON_PATCH,
+            ),
+        ),
+        "create": timed(
+            samples, lambda n: client.post("Organization", json={k: v for k, v in organization(n).items() if k != "id"})
+        ),
         "poll_finished_job": timed(samples, lambda n: client.get(finished[0])),
     }
 
 
 def sync_patches_at(base: str, size: int, rate: float, seconds: float) -> dict[str, Any]:
     body = b'[{"op":"replace","path":"/active","value":false}]'
-    samples, errors = open_loop(base, rate, seconds, lambda client, n: client.patch(f"Organization/o{(n * 7919) % size}", content=body,
-                                                                                    headers=JSON_PATCH))
+    samples, errors = open_loop(
+        base,
+        rate,
+        seconds,
+        lambda client, n: client.patch(f"Organization/o{(n * 7919) % size}", content=body, headers=JSON_PATCH),
+    )
     return {"rate_per_second": rate, "requests": len(samples), "errors": errors, **percentiles(samples)}
 
 
@@ -113,8 +180,11 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     report: dict[str, Any] = {"sizes": {}}
-    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp, running(args.workers, Path(tmp)) as (base, _procs), \
-            httpx.Client(base_url=f"{base}/fhir", trust_env=False, timeout=60, headers=AUTH) as client:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp,
+        running(args.workers, Path(tmp)) as (base, _procs),
+        httpx.Client(base_url=f"{base}/fhir", trust_env=False, timeout=60, headers=AUTH) as client,
+    ):
         stored = 0
         for size in sizes:
             rate = grow(client, stored, size)
@@ -123,8 +193,9 @@ def main() -> None:
             print(json.dumps({"progress": size, **report["sizes"][str(size)]}), file=sys.stderr, flush=True)
         report["sync_patch_at_50_per_s"] = sync_patches_at(base, stored, 50.0, 20.0)
     small, large = report["sizes"][str(sizes[0])], report["sizes"][str(sizes[-1])]
-    report["ratio_largest_to_smallest_p50"] = {k: round(large[k]["p50_ms"] / small[k]["p50_ms"], 2)
-                                               for k in small if isinstance(small[k], dict)}
+    report["ratio_largest_to_smallest_p50"] = {
+        k: round(large[k]["p50_ms"] / small[k]["p50_ms"], 2) for k in small if isinstance(small[k], dict)
+    }
     print(json.dumps(report, indent=2))
 
 

@@ -35,13 +35,23 @@ def free_port() -> int:
 def exercise(binary: str, folder: Path) -> tuple[str, list[str]]:
     """The SELECT (and its arguments) the binary sent to SQLite for a find by `_id`."""
     port = free_port()
-    argv = [binary, "--handler=sqlite", f"--sqlite-url=file:{folder}/", f"--listen-addr=127.0.0.1:{port}",
-            f"--debug-addr=127.0.0.1:{free_port()}", f"--state-dir={folder}", "--telemetry=disable", "--log-level=debug"]
+    argv = [
+        binary,
+        "--handler=sqlite",
+        f"--sqlite-url=file:{folder}/",
+        f"--listen-addr=127.0.0.1:{port}",
+        f"--debug-addr=127.0.0.1:{free_port()}",
+        f"--state-dir={folder}",
+        "--telemetry=disable",
+        "--log-level=debug",
+    ]
     log = folder / "ferretdb.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     try:
-        client: MongoClient[dict[str, object]] = MongoClient(f"mongodb://127.0.0.1:{port}/", serverSelectionTimeoutMS=20000)
+        client: MongoClient[dict[str, object]] = MongoClient(
+            f"mongodb://127.0.0.1:{port}/", serverSelectionTimeoutMS=20000
+        )
         collection = client["check"]["versions"]
         collection.insert_many([{"_id": f"Patient/{n}/1", "n": n} for n in range(100)])
         assert collection.find_one({"_id": PROBE}) == {"_id": PROBE, "n": 7}
@@ -73,8 +83,10 @@ def main() -> int:
     if not any("USING INDEX" in d or "USING COVERING INDEX" in d for d in details):
         print(f"ferretdb-index-check: an _id lookup scans: {query} -> {details}", file=sys.stderr)
         return 1
-    print(f"ferretdb-index-check: _id lookups use the index ({'; '.join(details)}; {time.monotonic() - started:.1f}s)",
-          file=sys.stderr)
+    print(
+        f"ferretdb-index-check: _id lookups use the index ({'; '.join(details)}; {time.monotonic() - started:.1f}s)",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -61,8 +61,14 @@ class Processes:
         out = open(logfile, "ab")
         # Own session: a Ctrl-C in the terminal reaches the command, not the
         # services, so they are stopped in order, after the command.
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         out.close()
         self._started.append((name, proc))
         return proc
@@ -80,7 +86,9 @@ class Processes:
         self._started.clear()
 
 
-def wait_until(ready: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, logfile: Path, timeout: float = 60) -> None:
+def wait_until(
+    ready: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, logfile: Path, timeout: float = 60
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -96,12 +104,15 @@ def tcp_open(port: int) -> Callable[[], bool]:
         with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), timeout=0.5):
             return True
         return False
+
     return check
 
 
 def helper(script: str) -> str:
     env = {**os.environ, "PYTHON": sys.executable}  # the build's index check needs pymongo, which this interpreter has
-    done = subprocess.run(["bash", str(ROOT / "scripts" / script)], check=True, stdout=subprocess.PIPE, text=True, env=env)
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / script)], check=True, stdout=subprocess.PIPE, text=True, env=env
+    )
     return done.stdout.strip().splitlines()[-1]
 
 
@@ -122,8 +133,22 @@ def start_redis(procs: Processes, state: Path, persistent: bool = False) -> str:
     # correctness does not rest on it (the sync marker and the reconciler rebuild them from MongoDB), the tests
     # run without it to show that.
     aof = ["--appendonly", "yes", "--appendfsync", "everysec"] if persistent else ["--appendonly", "no"]
-    argv = [binary, "--bind", LOOPBACK, "--port", str(port), "--dir", str(folder), "--save", "",
-            *aof, "--protected-mode", "yes", "--daemonize", "no"]
+    argv = [
+        binary,
+        "--bind",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--dir",
+        str(folder),
+        "--save",
+        "",
+        *aof,
+        "--protected-mode",
+        "yes",
+        "--daemonize",
+        "no",
+    ]
     proc = procs.start("redis-server", argv, logfile)
     wait_until(tcp_open(port), proc, "redis-server", logfile)
     return f"redis://{LOOPBACK}:{port}/0"
@@ -142,9 +167,16 @@ def start_mongodb_protocol(procs: Processes, state: Path) -> str:
         ferretdb = helper("build-ferretdb.sh")
         # WAL with synchronous=NORMAL: a commit survives a crash of any process (what the tests and
         # `make run` exercise) without an fsync per write; only a power cut may lose the last commits.
-        argv = [ferretdb, "--handler=sqlite", f"--sqlite-url=file:{folder}/?_pragma=synchronous(normal)", f"--listen-addr={LOOPBACK}:{port}",
-                f"--debug-addr={LOOPBACK}:{free_port()}", f"--state-dir={folder}", "--telemetry=disable",
-                "--log-level=warn"]
+        argv = [
+            ferretdb,
+            "--handler=sqlite",
+            f"--sqlite-url=file:{folder}/?_pragma=synchronous(normal)",
+            f"--listen-addr={LOOPBACK}:{port}",
+            f"--debug-addr={LOOPBACK}:{free_port()}",
+            f"--state-dir={folder}",
+            "--telemetry=disable",
+            "--log-level=warn",
+        ]
         what = "ferretdb"
     proc = procs.start(what, argv, logfile)
     wait_until(tcp_open(port), proc, what, logfile)
@@ -157,8 +189,11 @@ def services(state: Path, persistent: bool = False) -> Iterator[dict[str, str]]:
     try:
         env = {}
         env["FHIR_PATCH_REDIS_URL"] = os.environ.get("FHIR_PATCH_REDIS_URL") or start_redis(procs, state, persistent)
-        env["FHIR_PATCH_MONGODB_URI"] = (os.environ.get("FHIR_PATCH_MONGODB_URI") or os.environ.get("MONGODB_URI")
-                                         or start_mongodb_protocol(procs, state))
+        env["FHIR_PATCH_MONGODB_URI"] = (
+            os.environ.get("FHIR_PATCH_MONGODB_URI")
+            or os.environ.get("MONGODB_URI")
+            or start_mongodb_protocol(procs, state)
+        )
         yield env
     finally:
         procs.stop_all()
@@ -184,14 +219,18 @@ def run_command(command: list[str], env: dict[str, str]) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--state", type=Path, help="folder for service data and logs (default: a temporary folder, removed after)")
+    parser.add_argument(
+        "--state", type=Path, help="folder for service data and logs (default: a temporary folder, removed after)"
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="command to run, after --")
     args = parser.parse_args()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give a command after --")
     with contextlib.ExitStack() as stack:
-        state = args.state or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fhir-patch-", dir=scratch_dir())))
+        state = args.state or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="fhir-patch-", dir=scratch_dir()))
+        )
         state.mkdir(parents=True, exist_ok=True)
         try:
             env = stack.enter_context(services(state, persistent=args.state is not None))

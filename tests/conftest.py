@@ -14,7 +14,6 @@ from tests.support.processes import provision_module
 from worker.settings import Settings
 
 
-
 @pytest.fixture(scope="session")
 def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """URLs of the real Redis and MongoDB-protocol server.
@@ -23,10 +22,16 @@ def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     through the same provisioning code, and stops them at the end of the session.
     """
     if os.environ.get("FHIR_PATCH_REDIS_URL") and os.environ.get("FHIR_PATCH_MONGODB_URI"):
-        yield {"FHIR_PATCH_REDIS_URL": os.environ["FHIR_PATCH_REDIS_URL"], "FHIR_PATCH_MONGODB_URI": os.environ["FHIR_PATCH_MONGODB_URI"]}
+        yield {
+            "FHIR_PATCH_REDIS_URL": os.environ["FHIR_PATCH_REDIS_URL"],
+            "FHIR_PATCH_MONGODB_URI": os.environ["FHIR_PATCH_MONGODB_URI"],
+        }
         return
     provision = provision_module()
-    with tempfile.TemporaryDirectory(prefix="fhir-patch-", dir=provision.scratch_dir()) as state, provision.services(Path(state)) as env:
+    with (
+        tempfile.TemporaryDirectory(prefix="fhir-patch-", dir=provision.scratch_dir()) as state,
+        provision.services(Path(state)) as env,
+    ):
         yield env
 
 

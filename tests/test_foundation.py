@@ -14,16 +14,21 @@ import pytest
 import yaml
 from pymongo import MongoClient
 
-from tests.support.tokens import TokenIssuer
 from tests.support.processes import api_argv, free_port, started, stop, wait_for, wait_http_ok, worker_argv
+from tests.support.tokens import TokenIssuer
 from worker.settings import Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_settings_are_read_once_and_frozen() -> None:
-    settings = Settings.from_env({"FHIR_PATCH_HTTP_PORT": "9001", "MONGODB_URI": "mongodb://127.0.0.1:1/",
-                                  "FHIR_PATCH_ELEMENT_POLICIES": '{"DocumentReference": ["securityLabel"]}'})
+    settings = Settings.from_env(
+        {
+            "FHIR_PATCH_HTTP_PORT": "9001",
+            "MONGODB_URI": "mongodb://127.0.0.1:1/",
+            "FHIR_PATCH_ELEMENT_POLICIES": '{"DocumentReference": ["securityLabel"]}',
+        }
+    )
     assert settings.http_port == 9001
     assert settings.mongodb_uri == "mongodb://127.0.0.1:1/"
     assert settings.element_policies == {"DocumentReference": ("securityLabel",)}
@@ -31,8 +36,15 @@ def test_settings_are_read_once_and_frozen() -> None:
         settings.http_port = 1  # type: ignore[misc]
 
 
-@pytest.mark.parametrize(("name", "value"), [("FHIR_PATCH_HTTP_PORT", "eighty"), ("FHIR_PATCH_SYNC_WAIT_SECONDS", "-1"),
-                                             ("FHIR_PATCH_ELEMENT_POLICIES", "[1]"), ("FHIR_PATCH_MAX_BODY_BYTES", "1.5")])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("FHIR_PATCH_HTTP_PORT", "eighty"),
+        ("FHIR_PATCH_SYNC_WAIT_SECONDS", "-1"),
+        ("FHIR_PATCH_ELEMENT_POLICIES", "[1]"),
+        ("FHIR_PATCH_MAX_BODY_BYTES", "1.5"),
+    ],
+)
 def test_bad_settings_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
@@ -114,25 +126,50 @@ def _tcp_endpoints(inodes: set[str]) -> list[tuple[str, str]]:
 def _is_loopback(hex_address: str) -> bool:
     if len(hex_address) == 8:  # IPv4, little-endian: 127.x.x.x ends with 7F; 0.0.0.0 is an unconnected socket
         return hex_address.endswith("7F") or hex_address == "00000000"
-    return hex_address in {"00000000000000000000000001000000", "00000000000000000000000000000000"} or \
-        hex_address.startswith("0000000000000000FFFF0000") and hex_address.endswith("7F")
+    return (
+        hex_address in {"00000000000000000000000001000000", "00000000000000000000000000000000"}
+        or hex_address.startswith("0000000000000000FFFF0000")
+        and hex_address.endswith("7F")
+    )
 
 
 @pytest.mark.services
 def test_make_run_serves_readyz_uses_loopback_only_and_leaves_nothing_behind(tmp_path: Path) -> None:
     """The run command's own path: provision fresh services, serve, Ctrl-C, nothing left."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in {"FHIR_PATCH_REDIS_URL", "FHIR_PATCH_MONGODB_URI", "MONGODB_URI"}}
-    env.update(FHIR_PATCH_HTTP_PORT=str(port), FHIR_PATCH_DATABASE=f"run_{uuid.uuid4().hex[:8]}", FHIR_PATCH_NAMESPACE=f"run-{uuid.uuid4().hex[:8]}")
-    argv = [sys.executable, str(ROOT / "scripts" / "provision.py"), "--state", str(tmp_path / "services"), "--",
-            str(Path(sys.executable).parent / "fhir-patch"), "serve", "--log-dir", str(tmp_path / "logs"),
-            "--auth-dir", str(tmp_path / "auth")]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"FHIR_PATCH_REDIS_URL", "FHIR_PATCH_MONGODB_URI", "MONGODB_URI"}
+    }
+    env.update(
+        FHIR_PATCH_HTTP_PORT=str(port),
+        FHIR_PATCH_DATABASE=f"run_{uuid.uuid4().hex[:8]}",
+        FHIR_PATCH_NAMESPACE=f"run-{uuid.uuid4().hex[:8]}",
+    )
+    argv = [
+        sys.executable,
+        str(ROOT / "scripts" / "provision.py"),
+        "--state",
+        str(tmp_path / "services"),
+        "--",
+        str(Path(sys.executable).parent / "fhir-patch"),
+        "serve",
+        "--log-dir",
+        str(tmp_path / "logs"),
+        "--auth-dir",
+        str(tmp_path / "auth"),
+    ]
     with open(tmp_path / "run.log", "wb") as out:
         run = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         wait_http_ok(f"http://127.0.0.1:{port}/readyz", timeout=120)
         tree = _descendants(run.pid)
-        commands = [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() for pid in tree if Path(f"/proc/{pid}").exists()]
+        commands = [
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            for pid in tree
+            if Path(f"/proc/{pid}").exists()
+        ]
         assert any("redis-server" in c for c in commands)
         ferretdb = [c for c in commands if "ferretdb" in c]
         assert all("--telemetry=disable" in c and "--listen-addr=127.0.0.1:" in c for c in ferretdb)
@@ -142,8 +179,16 @@ def test_make_run_serves_readyz_uses_loopback_only_and_leaves_nothing_behind(tmp
         _development_token_works(port, tmp_path / "auth")
         run.send_signal(signal.SIGINT)
         assert run.wait(timeout=60) == 0
-        wait_for(lambda: not any(Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text() for pid in tree),
-                 20, "every process of make run stopped")
+        wait_for(
+            lambda: (
+                not any(
+                    Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+                    for pid in tree
+                )
+            ),
+            20,
+            "every process of make run stopped",
+        )
     finally:
         stop(run)
 
@@ -152,9 +197,22 @@ def _development_token_works(port: int, auth_dir: Path) -> None:
     """Secure by default: no token is 401; the quickstart's `fhir-patch token` gets in."""
     base = f"http://127.0.0.1:{port}/fhir"
     assert httpx.get(f"{base}/Patient/nobody", timeout=10).status_code == 401
-    assert (auth_dir / "dev-signing-key.pem").stat().st_mode & 0o077 == 0, "the private key is readable by its owner only"
-    token = subprocess.run([str(Path(sys.executable).parent / "fhir-patch"), "token", "--scope", "system/*.cruds",
-                            "--auth-dir", str(auth_dir)], capture_output=True, text=True, check=True).stdout.strip()
+    assert (auth_dir / "dev-signing-key.pem").stat().st_mode & 0o077 == 0, (
+        "the private key is readable by its owner only"
+    )
+    token = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "fhir-patch"),
+            "token",
+            "--scope",
+            "system/*.cruds",
+            "--auth-dir",
+            str(auth_dir),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     answer = httpx.get(f"{base}/Patient/nobody", headers={"authorization": f"Bearer {token}"}, timeout=10)
     assert answer.status_code == 404, answer.text
 

@@ -118,7 +118,12 @@ class Grants:
 def _letters(perm: str) -> str | None:
     if perm in _V1:
         return _V1[perm]
-    if perm and all(p in ALL for p in perm) and list(perm) == sorted(perm, key=ALL.index) and len(set(perm)) == len(perm):
+    if (
+        perm
+        and all(p in ALL for p in perm)
+        and list(perm) == sorted(perm, key=ALL.index)
+        and len(set(perm)) == len(perm)
+    ):
         return perm
     return None
 
@@ -139,9 +144,11 @@ class Principal:
         wanted = " or ".join(f"system/{resource_type}.{p}" for p in permissions)
         names = " or ".join(_NAMES[p] for p in permissions)
         prefix = f"{where}: " if where else ""
-        raise Forbidden(f"{prefix}{names} of {resource_type} needs the scope {wanted} (or system/*.{permissions[0]}, or the v1 "
-                        f"system/{resource_type}.{'read' if permissions[0] in 'rs' else 'write'}); the token does not grant it",
-                        *((where,) if where else ()))
+        raise Forbidden(
+            f"{prefix}{names} of {resource_type} needs the scope {wanted} (or system/*.{permissions[0]}, or the v1 "
+            f"system/{resource_type}.{'read' if permissions[0] in 'rs' else 'write'}); the token does not grant it",
+            *((where,) if where else ()),
+        )
 
     def owns(self, owner: str | None) -> bool:
         """May this caller see a job owned by `owner`? Its own, or any with system/jobs.admin."""
@@ -173,11 +180,23 @@ class Actor:
         """Forbidden unless the token allowed `permission` (checked in the worker, where a PUT learns it creates)."""
         if permission not in self.rights:
             action = "creating" if permission == CREATE else "updating"
-            raise Forbidden(f"{action} {resource_type} needs the scope system/{resource_type}.{permission}; the token "
-                            f"granted only {self.rights or 'nothing'} on it", resource_type)
+            raise Forbidden(
+                f"{action} {resource_type} needs the scope system/{resource_type}.{permission}; the token "
+                f"granted only {self.rights or 'nothing'} on it",
+                resource_type,
+            )
 
 
 def forbidden_issues(issues: list[Issue]) -> PatchError:
     """A client-policy violation: the same issues, as 403 forbidden."""
-    return Forbidden.of([Issue("forbidden", i.diagnostics.replace("cannot be changed here", "cannot be changed by this client"),
-                               i.expression, i.severity) for i in issues])
+    return Forbidden.of(
+        [
+            Issue(
+                "forbidden",
+                i.diagnostics.replace("cannot be changed here", "cannot be changed by this client"),
+                i.expression,
+                i.severity,
+            )
+            for i in issues
+        ]
+    )

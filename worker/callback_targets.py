@@ -29,7 +29,11 @@ from urllib.parse import unquote, urlsplit
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
 DEFAULT_PORTS = {"http": 80, "https": 443}
-METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")}
+METADATA = {
+    ipaddress.ip_address("169.254.169.254"),
+    ipaddress.ip_address("fd00:ec2::254"),
+    ipaddress.ip_address("100.100.100.200"),
+}
 _NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*\.?$")
 _FORBIDDEN_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
 
@@ -57,12 +61,18 @@ class AllowEntry:
         except CallbackRefused as exc:
             raise CallbackRefused(f"allow-list entry {text!r}: {exc}") from exc
         if not sep or "?" in parsed.path_and_query:
-            raise CallbackRefused(f"allow-list entry {text!r} must be an origin with an optional path, e.g. https://host/hooks/")
+            raise CallbackRefused(
+                f"allow-list entry {text!r} must be an origin with an optional path, e.g. https://host/hooks/"
+            )
         return cls(parsed.scheme, parsed.host, None if any_port else parsed.port, parsed.segments)
 
     def admits(self, url: ParsedURL) -> bool:
-        return (self.scheme == url.scheme and self.host == url.host and self.port in (None, url.port)
-                and url.segments[:len(self.path)] == self.path)
+        return (
+            self.scheme == url.scheme
+            and self.host == url.host
+            and self.port in (None, url.port)
+            and url.segments[: len(self.path)] == self.path
+        )
 
     @property
     def literal(self) -> IPAddress | None:
@@ -129,8 +139,16 @@ def _special(address: IPAddress) -> bool:
     mapped = getattr(address, "ipv4_mapped", None)
     if mapped is not None:
         return _special(mapped)
-    return (address in METADATA or address.is_loopback or address.is_private or address.is_link_local or address.is_reserved
-            or address.is_multicast or address.is_unspecified or not address.is_global)
+    return (
+        address in METADATA
+        or address.is_loopback
+        or address.is_private
+        or address.is_link_local
+        or address.is_reserved
+        or address.is_multicast
+        or address.is_unspecified
+        or not address.is_global
+    )
 
 
 def _resolve(host: str, port: int) -> list[str]:
@@ -151,20 +169,32 @@ def checked_callback(url: str, allow: tuple[str, ...], resolve: Resolver = _reso
     entries = allow_entries(allow)
     parsed = _parsed(url)
     if not any(entry.admits(parsed) for entry in entries):
-        raise CallbackRefused("no allow-list entry admits its scheme, host, port and path "
-                              f"(allowed: {', '.join(allow) or 'none configured'})")
+        raise CallbackRefused(
+            "no allow-list entry admits its scheme, host, port and path "
+            f"(allowed: {', '.join(allow) or 'none configured'})"
+        )
     literal = _ip(parsed.host)
-    addresses = [literal] if literal else [ipaddress.ip_address(a.split("%")[0]) for a in resolve(parsed.host, parsed.port)]
+    addresses = (
+        [literal] if literal else [ipaddress.ip_address(a.split("%")[0]) for a in resolve(parsed.host, parsed.port)]
+    )
     named = {entry.literal for entry in entries if entry.literal is not None}
     for address in addresses:
         if _special(address) and address not in named:
-            raise CallbackRefused(f"{parsed.host} is (or resolves to) {address}, a loopback, private, link-local or metadata "
-                                  "address that no allow-list entry names")
+            raise CallbackRefused(
+                f"{parsed.host} is (or resolves to) {address}, a loopback, private, link-local or metadata "
+                "address that no allow-list entry names"
+            )
     if not addresses:
         raise CallbackRefused(f"host {parsed.host!r} resolves to no address")
     address = addresses[0]
     shown = f"[{address}]" if address.version == 6 else str(address)
     default = parsed.port == DEFAULT_PORTS[parsed.scheme]
-    host_header = (f"[{parsed.host}]" if literal and literal.version == 6 else parsed.host) + ("" if default else f":{parsed.port}")
-    return CallbackTarget(url, f"{parsed.scheme}://{shown}:{parsed.port}{parsed.path_and_query}", host_header,
-                          parsed.host if parsed.scheme == "https" and literal is None else None)
+    host_header = (f"[{parsed.host}]" if literal and literal.version == 6 else parsed.host) + (
+        "" if default else f":{parsed.port}"
+    )
+    return CallbackTarget(
+        url,
+        f"{parsed.scheme}://{shown}:{parsed.port}{parsed.path_and_query}",
+        host_header,
+        parsed.host if parsed.scheme == "https" and literal is None else None,
+    )

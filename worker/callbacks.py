@@ -13,6 +13,7 @@ import logging
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
 import httpx
 from standardwebhooks.webhooks import Webhook
 
@@ -33,7 +34,8 @@ __all__ = ["CallbackRefused", "CallbackSender", "checked_callback", "http_client
 
 
 def retry_delay(attempts: int, rng: random.Random) -> float:
-    """Exponential backoff with full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2^n)], at least base/2."""
+    """Exponential backoff with full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2^n)], at least
+    base/2."""
     ceiling = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** max(0, attempts - 1))
     return max(FIRST_RETRY_SECONDS / 2, rng.uniform(0, ceiling))
 
@@ -47,7 +49,9 @@ class Delivery:
 
 
 class CallbackSender:
-    def __init__(self, settings: Settings, database: Database, client: httpx.Client, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, settings: Settings, database: Database, client: httpx.Client, rng: random.Random | None = None
+    ) -> None:
         self._settings = settings
         self._db = database
         self._client = client
@@ -57,10 +61,17 @@ class CallbackSender:
     def deliver(self, job_id: str, attempt: int, now: datetime) -> Delivery:
         """Attempt number `attempt` to deliver the job's callback."""
         job = self._db.jobs.get(job_id)
-        if job is None or not job.callback_url or job.result is None or self._db.jobs.callback_state(job_id) != "pending":
+        if (
+            job is None
+            or not job.callback_url
+            or job.result is None
+            or self._db.jobs.callback_state(job_id) != "pending"
+        ):
             return Delivery("nothing-owed")
         try:
-            target = checked_callback(job.callback_url, self._settings.callback_allow)  # again: DNS and settings may change
+            target = checked_callback(
+                job.callback_url, self._settings.callback_allow
+            )  # again: DNS and settings may change
         except CallbackRefused as exc:
             log.warning("callback refused at delivery: %s", exc, extra={"job_id": job.id})
             return self._record(job, "gave-up", attempt, now, None)
@@ -73,7 +84,10 @@ class CallbackSender:
         if now - job.finished_at >= timedelta(seconds=self._settings.callback_give_up_seconds):
             return self._record(job, "gave-up", attempt, now, status)
         delay = retry_delay(attempt, self._rng)
-        log.info("callback failed; retrying", extra={"job_id": job.id, "status": status, "attempt": attempt, "retry_in": round(delay, 2)})
+        log.info(
+            "callback failed; retrying",
+            extra={"job_id": job.id, "status": status, "attempt": attempt, "retry_in": round(delay, 2)},
+        )
         return Delivery("pending", delay)
 
     def _record(self, job: Job, state: str, attempts: int, now: datetime, status: int | None) -> Delivery:
@@ -85,14 +99,23 @@ class CallbackSender:
         assert self._webhook is not None and job.callback_url and job.result
         version = None
         if job.result.version_id is not None:
-            version = self._db.resources.version(job.request.resource_type, job.request.resource_id, job.result.version_id)
+            version = self._db.resources.version(
+                job.request.resource_type, job.request.resource_id, job.result.version_id
+            )
         payload = dumps(result_bundle(job, version.text if version else None, self._settings.base_url))
         signature = self._webhook.sign(job.id, now, payload)
-        headers = {"content-type": "application/fhir+json", "webhook-id": job.id, "host": target.host_header,
-                   "webhook-timestamp": str(int(now.timestamp())), "webhook-signature": signature}
+        headers = {
+            "content-type": "application/fhir+json",
+            "webhook-id": job.id,
+            "host": target.host_header,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": signature,
+        }
         extensions = {"sni_hostname": target.sni} if target.sni else None
         try:  # to the address that was checked, never a fresh lookup
-            return self._client.post(target.connect_url, content=payload.encode(), headers=headers, extensions=extensions).status_code
+            return self._client.post(
+                target.connect_url, content=payload.encode(), headers=headers, extensions=extensions
+            ).status_code
         except httpx.HTTPError as exc:
             log.info("callback not reached: %s", exc, extra={"job_id": job.id})
             return None

@@ -16,7 +16,15 @@ from typing import Any
 from worker.access import CREATE, UPDATE, forbidden_issues
 from worker.jobs import Action, JobRequest
 from worker.patch import parse_patch
-from worker.patch.errors import Issue, MalformedPatch, ResourceExists, ResourceGone, ResourceNotFound, VersionMismatch, operation_outcome
+from worker.patch.errors import (
+    Issue,
+    MalformedPatch,
+    ResourceExists,
+    ResourceGone,
+    ResourceNotFound,
+    VersionMismatch,
+    operation_outcome,
+)
 from worker.patch.fhir_json import loads, same_json
 from worker.patch.policy import ElementPolicies, policy_violations
 
@@ -62,7 +70,9 @@ def _check_if_match(request: JobRequest, existing: Existing | None) -> None:
         return
     current = existing.version_id if existing else None
     if current != request.if_match:
-        raise VersionMismatch(f'If-Match names version {request.if_match} but {request.key} is at version {current}', "If-Match")
+        raise VersionMismatch(
+            f"If-Match names version {request.if_match} but {request.key} is at version {current}", "If-Match"
+        )
 
 
 def _patch(request: JobRequest, existing: Existing | None, policies: ElementPolicies) -> PlannedChange:
@@ -70,14 +80,23 @@ def _patch(request: JobRequest, existing: Existing | None, policies: ElementPoli
     assert live.resource is not None
     outcome = parse_patch(request.body, request.content_type, strict=request.strict).apply_to(live.resource, policies)
     if same_json(outcome.resource, live.resource):  # as HAPI, Microsoft's and IBM's servers: no new version
-        unchanged = Issue("informational", f"The patch changed nothing: {request.key} stays at version {live.version_id}",
-                          (request.resource_type,), severity="information")
-        return PlannedChange(200, live.resource, operation_outcome([unchanged, *_issues(outcome.warnings)]), write=False)
+        unchanged = Issue(
+            "informational",
+            f"The patch changed nothing: {request.key} stays at version {live.version_id}",
+            (request.resource_type,),
+            severity="information",
+        )
+        return PlannedChange(
+            200, live.resource, operation_outcome([unchanged, *_issues(outcome.warnings)]), write=False
+        )
     return PlannedChange(200, outcome.resource, outcome.warnings)
 
 
 def _issues(outcome: dict[str, Any] | None) -> list[Issue]:
-    return [Issue(i["code"], i["diagnostics"], tuple(i.get("expression", ())), i["severity"]) for i in (outcome or {}).get("issue", [])]
+    return [
+        Issue(i["code"], i["diagnostics"], tuple(i.get("expression", ())), i["severity"])
+        for i in (outcome or {}).get("issue", [])
+    ]
 
 
 def _body(request: JobRequest) -> dict[str, Any]:
@@ -110,11 +129,20 @@ def _delete(request: JobRequest, existing: Existing | None, policies: ElementPol
     return PlannedChange(200, None, _informational(f"{request.key} deleted"))
 
 
-HANDLERS: Mapping[Action, Handler] = {Action.PATCH: _patch, Action.CREATE: _create, Action.UPDATE: _update, Action.DELETE: _delete}
+HANDLERS: Mapping[Action, Handler] = {
+    Action.PATCH: _patch,
+    Action.CREATE: _create,
+    Action.UPDATE: _update,
+    Action.DELETE: _delete,
+}
 
 
-def plan_change(request: JobRequest, existing: Existing | None, policies: ElementPolicies,
-                client_policies: ClientPolicies | None = None) -> PlannedChange:
+def plan_change(
+    request: JobRequest,
+    existing: Existing | None,
+    policies: ElementPolicies,
+    client_policies: ClientPolicies | None = None,
+) -> PlannedChange:
     """The change `request` makes to `existing`; PatchError when it cannot be made (Forbidden when its
     actor may not make it: a PUT that creates without `c`, or a change beyond the client's element policy)."""
     planned = HANDLERS[request.action](request, existing, policies)
@@ -123,12 +151,20 @@ def plan_change(request: JobRequest, existing: Existing | None, policies: Elemen
     return planned
 
 
-def _police(request: JobRequest, existing: Existing | None, planned: PlannedChange, policy: ElementPolicies | None) -> None:
+def _police(
+    request: JobRequest, existing: Existing | None, planned: PlannedChange, policy: ElementPolicies | None
+) -> None:
     assert request.actor is not None
     live = existing is not None and existing.resource is not None
     if request.action == Action.UPDATE:
         request.actor.may(UPDATE if live else CREATE, request.resource_type)
-    if policy and live and planned.write and planned.resource is not None and request.action in (Action.PATCH, Action.UPDATE):
+    if (
+        policy
+        and live
+        and planned.write
+        and planned.resource is not None
+        and request.action in (Action.PATCH, Action.UPDATE)
+    ):
         assert existing is not None and existing.resource is not None
         issues = policy_violations(existing.resource, planned.resource, policy)
         if issues:
@@ -136,7 +172,10 @@ def _police(request: JobRequest, existing: Existing | None, planned: PlannedChan
 
 
 def _informational(text: str) -> dict[str, Any]:
-    return {"resourceType": "OperationOutcome", "issue": [{"severity": "information", "code": "informational", "diagnostics": text}]}
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "information", "code": "informational", "diagnostics": text}],
+    }
 
 
 _CARRIED = {"TAG": "tag", "SECURITY_LABEL": "security"}
@@ -165,8 +204,11 @@ def carry_forward_meta(old: dict[str, Any], new: dict[str, Any], snapshot_mode: 
 def stamped(resource: dict[str, Any], resource_id: str, version_id: int, when: datetime) -> dict[str, Any]:
     """A copy with id and server-owned meta set; `resourceType`, `id`, `meta` lead, as servers write them."""
     meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
-    head = {"resourceType": resource["resourceType"], "id": resource_id,
-            "meta": {"versionId": str(version_id), "lastUpdated": fhir_instant(when), **meta}}
+    head = {
+        "resourceType": resource["resourceType"],
+        "id": resource_id,
+        "meta": {"versionId": str(version_id), "lastUpdated": fhir_instant(when), **meta},
+    }
     return {**head, **{k: v for k, v in resource.items() if k not in head}}
 
 

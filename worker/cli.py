@@ -20,8 +20,11 @@ def _serve(args: argparse.Namespace) -> int:
         key = ensure_dev_key(Path(args.auth_dir))
         os.environ.update(key.environment())
         settings = Settings.from_env()
-        print(f"Bearer tokens: signed by the development key in {key.directory}; get one with "
-              f"`.venv/bin/fhir-patch token --scope 'system/*.cruds'`", flush=True)
+        print(
+            f"Bearer tokens: signed by the development key in {key.directory}; get one with "
+            f"`.venv/bin/fhir-patch token --scope 'system/*.cruds'`",
+            flush=True,
+        )
     print(f"API on http://{settings.http_host}:{settings.http_port}  (readiness: /readyz)", flush=True)
     specs = service_processes(settings, args.workers, args.concurrency, flower_port=args.flower_port)
     if args.flower_port:
@@ -33,6 +36,7 @@ def _submit(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from worker.submission import submit
+
     summary = submit(args.feed, args.server, args.idempotency_key, args.failures, Console(), args.token)
     return 0 if not summary.counts.get("failed") else 2
 
@@ -41,6 +45,7 @@ def _status(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from worker.submission import status
+
     return status(args.job, args.server, Console(), args.token)
 
 
@@ -110,9 +115,14 @@ def _settings(_args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fhir-patch", description="Apply FHIR patches and run the fhir-patch-worker service.")
+    parser = argparse.ArgumentParser(
+        prog="fhir-patch", description="Apply FHIR patches and run the fhir-patch-worker service."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    apply = commands.add_parser("apply", help="apply a patch file to a resource file; print the result (exit 1 with an OperationOutcome on failure)")
+    apply = commands.add_parser(
+        "apply",
+        help="apply a patch file to a resource file; print the result (exit 1 with an OperationOutcome on failure)",
+    )
     apply.add_argument("resource", help="FHIR resource (JSON or XML); - for standard input")
     apply.add_argument("patch", help="JSON Patch, XML Patch or FHIRPath Patch Parameters; - for standard input")
     apply.add_argument("--content-type", help="patch media type (detected from the file when not given)")
@@ -126,27 +136,41 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.add_argument("--concurrency", type=int, default=2, help="Celery pool size per worker (default 2)")
     serve.add_argument("--log-dir", default=".run/logs", help="where process logs go (default .run/logs)")
-    serve.add_argument("--flower-port", type=int, default=0, help="also run Flower on 127.0.0.1:PORT (default: no Flower)")
-    serve.add_argument("--auth-dir", default=".run/auth", help="where the development signing key lives (default .run/auth)")
+    serve.add_argument(
+        "--flower-port", type=int, default=0, help="also run Flower on 127.0.0.1:PORT (default: no Flower)"
+    )
+    serve.add_argument(
+        "--auth-dir", default=".run/auth", help="where the development signing key lives (default .run/auth)"
+    )
     serve.set_defaults(handler=_serve)
     token = commands.add_parser("token", help="print a bearer token signed with the development key of `make run`")
     token.add_argument("--scope", default="system/*.cruds", help='SMART scopes, e.g. "system/*.cruds" (the default)')
-    token.add_argument("--sub", default="developer", help="the subject: it owns the jobs it submits (default developer)")
+    token.add_argument(
+        "--sub", default="developer", help="the subject: it owns the jobs it submits (default developer)"
+    )
     token.add_argument("--client-id", help="the client_id claim (default: the subject)")
     token.add_argument("--ttl", type=int, default=3600, help="seconds the token is valid (default 3600)")
-    token.add_argument("--auth-dir", default=".run/auth", help="where the development signing key lives (default .run/auth)")
+    token.add_argument(
+        "--auth-dir", default=".run/auth", help="where the development signing key lives (default .run/auth)"
+    )
     token.set_defaults(handler=_token)
-    submit = commands.add_parser("submit", help="send an NDJSON feed, follow it with a progress bar, write its failures")
+    submit = commands.add_parser(
+        "submit", help="send an NDJSON feed, follow it with a progress bar, write its failures"
+    )
     submit.add_argument("feed", type=Path)
     submit.add_argument("--server", required=True, help="FHIR base URL, e.g. http://127.0.0.1:8080/fhir")
     submit.add_argument("--idempotency-key", help="resubmitting with the same key accepts each line only once")
     submit.add_argument("--failures", type=Path, help="where failed lines go (default FEED.failures.ndjson)")
-    submit.add_argument("--token", default=os.environ.get("FHIR_PATCH_TOKEN"), help="bearer token (default $FHIR_PATCH_TOKEN)")
+    submit.add_argument(
+        "--token", default=os.environ.get("FHIR_PATCH_TOKEN"), help="bearer token (default $FHIR_PATCH_TOKEN)"
+    )
     submit.set_defaults(handler=_submit)
     status = commands.add_parser("status", help="show a job or feed")
     status.add_argument("job")
     status.add_argument("--server", required=True, help="FHIR base URL")
-    status.add_argument("--token", default=os.environ.get("FHIR_PATCH_TOKEN"), help="bearer token (default $FHIR_PATCH_TOKEN)")
+    status.add_argument(
+        "--token", default=os.environ.get("FHIR_PATCH_TOKEN"), help="bearer token (default $FHIR_PATCH_TOKEN)"
+    )
     status.set_defaults(handler=_status)
     settings = commands.add_parser("settings", help="list every setting with its default")
     settings.set_defaults(handler=_settings)

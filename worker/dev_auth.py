@@ -40,8 +40,11 @@ class DevKey:
 
     def environment(self) -> dict[str, str]:
         """The settings that make the API trust this key."""
-        return {"FHIR_PATCH_AUTH_JWKS": str(self.jwks.resolve()), "FHIR_PATCH_AUTH_ISSUER": DEV_ISSUER,
-                "FHIR_PATCH_AUTH_AUDIENCE": DEV_AUDIENCE}
+        return {
+            "FHIR_PATCH_AUTH_JWKS": str(self.jwks.resolve()),
+            "FHIR_PATCH_AUTH_ISSUER": DEV_ISSUER,
+            "FHIR_PATCH_AUTH_AUDIENCE": DEV_AUDIENCE,
+        }
 
 
 def ensure_dev_key(directory: Path = DEFAULT_DIR) -> DevKey:
@@ -53,7 +56,9 @@ def ensure_dev_key(directory: Path = DEFAULT_DIR) -> DevKey:
     private = ec.generate_private_key(ec.SECP256R1())
     jwk = json.loads(ECAlgorithm.to_jwk(private.public_key()))
     jwks = {"keys": [{**jwk, "kid": uuid.uuid4().hex, "alg": "ES256", "use": "sig"}]}
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     _write(key.private_key, pem, 0o600)
     _write(key.jwks, json.dumps(jwks, indent=2).encode(), 0o644)
     return key
@@ -73,7 +78,16 @@ def dev_token(key: DevKey, scope: str, subject: str, ttl: int, client_id: str | 
         raise FileNotFoundError(f"no development key at {key.private_key}: run `make run` once (it creates it)")
     kid = json.loads(key.jwks.read_text())["keys"][0]["kid"]
     now = int(time.time())
-    claims = {"iss": DEV_ISSUER, "aud": DEV_AUDIENCE, "sub": subject, "client_id": client_id or subject, "scope": scope,
-              "iat": now, "nbf": now, "exp": now + ttl, "jti": uuid.uuid4().hex}
+    claims = {
+        "iss": DEV_ISSUER,
+        "aud": DEV_AUDIENCE,
+        "sub": subject,
+        "client_id": client_id or subject,
+        "scope": scope,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl,
+        "jti": uuid.uuid4().hex,
+    }
     private = serialization.load_pem_private_key(key.private_key.read_bytes(), password=None)
     return jwt.encode(claims, private, algorithm="ES256", headers={"kid": kid})  # type: ignore[arg-type]

@@ -45,10 +45,24 @@ class Action(str, Enum):
     TRANSACTION = "transaction"  # a transaction Bundle: its entries are in the body (worker.transactions)
 
 
-REASONS = {200: "OK", 201: "Created", 202: "Accepted", 400: "Bad Request", 404: "Not Found", 409: "Conflict",
-           410: "Gone", 412: "Precondition Failed", 413: "Content Too Large", 415: "Unsupported Media Type",
-           422: "Unprocessable Entity", 401: "Unauthorized", 403: "Forbidden", 429: "Too Many Requests",
-           500: "Internal Server Error", 503: "Service Unavailable"}
+REASONS = {
+    200: "OK",
+    201: "Created",
+    202: "Accepted",
+    400: "Bad Request",
+    404: "Not Found",
+    409: "Conflict",
+    410: "Gone",
+    412: "Precondition Failed",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Entity",
+    401: "Unauthorized",
+    403: "Forbidden",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 def resource_key(resource_type: str, resource_id: str) -> str:
@@ -85,16 +99,33 @@ class JobRequest:
         return resource_key(self.resource_type, self.resource_id)
 
     def to_document(self) -> dict[str, Any]:
-        return {"action": self.action.value, "type": self.resource_type, "id": self.resource_id, "body": self.body,
-                "contentType": self.content_type, "ifMatch": self.if_match, "snapshotMode": list(self.snapshot_mode),
-                "strict": self.strict, "actor": self.actor.to_document() if self.actor else None,
-                **({"warnings": self.warnings} if self.warnings else {})}
+        return {
+            "action": self.action.value,
+            "type": self.resource_type,
+            "id": self.resource_id,
+            "body": self.body,
+            "contentType": self.content_type,
+            "ifMatch": self.if_match,
+            "snapshotMode": list(self.snapshot_mode),
+            "strict": self.strict,
+            "actor": self.actor.to_document() if self.actor else None,
+            **({"warnings": self.warnings} if self.warnings else {}),
+        }
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> JobRequest:
-        return cls(Action(doc["action"]), doc["type"], doc["id"], bytes(doc.get("body") or b""), doc.get("contentType", ""),
-                   doc.get("ifMatch"), tuple(doc.get("snapshotMode") or ()), bool(doc.get("strict")),
-                   Actor.from_document(doc.get("actor")), doc.get("warnings"))
+        return cls(
+            Action(doc["action"]),
+            doc["type"],
+            doc["id"],
+            bytes(doc.get("body") or b""),
+            doc.get("contentType", ""),
+            doc.get("ifMatch"),
+            tuple(doc.get("snapshotMode") or ()),
+            bool(doc.get("strict")),
+            Actor.from_document(doc.get("actor")),
+            doc.get("warnings"),
+        )
 
 
 @dataclass(frozen=True)
@@ -116,8 +147,12 @@ class JobResult:
         return f"{self.status} {REASONS.get(self.status, '')}".strip()
 
     def to_document(self) -> dict[str, Any]:
-        document: dict[str, Any] = {"status": self.status, "versionId": self.version_id, "lastUpdated": self.last_updated,
-                                    "outcome": self.outcome}
+        document: dict[str, Any] = {
+            "status": self.status,
+            "versionId": self.version_id,
+            "lastUpdated": self.last_updated,
+            "outcome": self.outcome,
+        }
         if self.entries is not None:
             document["entries"] = self.entries
         return document
@@ -169,30 +204,71 @@ class Job:
         return replace(self, state=state, finished_at=at, result=result)
 
     def to_document(self) -> dict[str, Any]:
-        return {"_id": self.id, "key": self.key, "request": self.request.to_document(), "state": self.state.value,
-                "acceptedAt": self.accepted_at, "startedAt": self.started_at, "finishedAt": self.finished_at,
-                "result": self.result.to_document() if self.result else None, "callbackUrl": self.callback_url,
-                "digest": self.digest, **self.extra}
+        return {
+            "_id": self.id,
+            "key": self.key,
+            "request": self.request.to_document(),
+            "state": self.state.value,
+            "acceptedAt": self.accepted_at,
+            "startedAt": self.started_at,
+            "finishedAt": self.finished_at,
+            "result": self.result.to_document() if self.result else None,
+            "callbackUrl": self.callback_url,
+            "digest": self.digest,
+            **self.extra,
+        }
 
     def to_payload(self) -> str:
         """What the Redis queue carries next to the job id: a copy of the accepted request, so a worker
         need not look the job up (MongoDB keeps the original)."""
         request = {**self.request.to_document(), "body": base64.b64encode(self.request.body).decode()}
-        return json.dumps({"id": self.id, "request": request, "acceptedAt": self.accepted_at.isoformat(), "callbackUrl": self.callback_url})
+        return json.dumps(
+            {
+                "id": self.id,
+                "request": request,
+                "acceptedAt": self.accepted_at.isoformat(),
+                "callbackUrl": self.callback_url,
+            }
+        )
 
     @classmethod
     def from_payload(cls, payload: str) -> Job:
         data = json.loads(payload)
         request = {**data["request"], "body": base64.b64decode(data["request"]["body"])}
-        return cls(data["id"], JobRequest.from_document(request), JobState.ACCEPTED, datetime.fromisoformat(data["acceptedAt"]),
-                   callback_url=data.get("callbackUrl"))
+        return cls(
+            data["id"],
+            JobRequest.from_document(request),
+            JobState.ACCEPTED,
+            datetime.fromisoformat(data["acceptedAt"]),
+            callback_url=data.get("callbackUrl"),
+        )
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> Job:
-        known = {"_id", "key", "request", "state", "acceptedAt", "startedAt", "finishedAt", "result", "callbackUrl", "digest"}
-        return cls(doc["_id"], JobRequest.from_document(doc["request"]), JobState(doc["state"]), doc["acceptedAt"],
-                   doc.get("startedAt"), doc.get("finishedAt"), JobResult.from_document(doc["result"]) if doc.get("result") else None,
-                   doc.get("callbackUrl"), doc.get("digest", ""), {k: v for k, v in doc.items() if k not in known})
+        known = {
+            "_id",
+            "key",
+            "request",
+            "state",
+            "acceptedAt",
+            "startedAt",
+            "finishedAt",
+            "result",
+            "callbackUrl",
+            "digest",
+        }
+        return cls(
+            doc["_id"],
+            JobRequest.from_document(doc["request"]),
+            JobState(doc["state"]),
+            doc["acceptedAt"],
+            doc.get("startedAt"),
+            doc.get("finishedAt"),
+            JobResult.from_document(doc["result"]) if doc.get("result") else None,
+            doc.get("callbackUrl"),
+            doc.get("digest", ""),
+            {k: v for k, v in doc.items() if k not in known},
+        )
 
 
 def outcome_of(severity: str, code: str, diagnostics: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ def latency_bucket(seconds: float) -> str:
 
 
 class Metrics:
-    def __init__(self, client: "redis.Redis", namespace: str) -> None:
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
         self._redis = client
         self._counts = f"{namespace}:metrics:counts"
         self._latency = f"{namespace}:metrics:latency"
@@ -61,11 +61,17 @@ class MetricsCollector(Collector):
         snap = self._metrics.snapshot()
         for name in ("accepted", "applied", "failed", "cancelled"):
             yield CounterMetricFamily(f"fhir_patch_jobs_{name}", f"Jobs {name}", value=snap["counts"].get(name, 0))
-        yield GaugeMetricFamily("fhir_patch_queue_depth", "Jobs queued in all per-resource queues", value=snap["queue_depth"])
+        yield GaugeMetricFamily(
+            "fhir_patch_queue_depth", "Jobs queued in all per-resource queues", value=snap["queue_depth"]
+        )
         yield GaugeMetricFamily("fhir_patch_active_keys", "Resources with queued jobs", value=snap["active_keys"])
         cumulative, buckets = 0.0, []
         for bound in [*(str(b) for b in LATENCY_BUCKETS), "+Inf"]:
             cumulative += snap["latency"].get(bound, 0)
             buckets.append((bound, cumulative))
-        yield HistogramMetricFamily("fhir_patch_accept_to_finish_seconds", "Seconds from accept to the job's end",
-                                    buckets=buckets, sum_value=snap["latency"].get("sum", 0.0))
+        yield HistogramMetricFamily(
+            "fhir_patch_accept_to_finish_seconds",
+            "Seconds from accept to the job's end",
+            buckets=buckets,
+            sum_value=snap["latency"].get("sum", 0.0),
+        )

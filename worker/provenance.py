@@ -39,8 +39,9 @@ def activity(action: str, version_id: int, deleted: bool) -> str:
     return _ACTIVITY.get(action, "UPDATE")
 
 
-def provenance_for(key: str, version_id: int, recorded: str, action: str, deleted: bool, actor: Actor | None,
-                   job_id: str) -> dict[str, Any]:
+def provenance_for(
+    key: str, version_id: int, recorded: str, action: str, deleted: bool, actor: Actor | None, job_id: str
+) -> dict[str, Any]:
     """The Provenance of version `version_id` of `key` (`recorded` is the version's lastUpdated instant)."""
     who = actor or Actor("unknown", "unknown")
     code = activity(action, version_id, deleted)
@@ -54,7 +55,10 @@ def provenance_for(key: str, version_id: int, recorded: str, action: str, delete
         "recorded": recorded,
         "activity": {"coding": [{"system": DATA_OPERATION, "code": code}]},
         "agent": [
-            {"type": _participant("performer"), "who": {"identifier": {"system": CLIENT_SYSTEM, "value": who.client_id}}},
+            {
+                "type": _participant("performer"),
+                "who": {"identifier": {"system": CLIENT_SYSTEM, "value": who.client_id}},
+            },
             {"type": _participant("author"), "who": {"identifier": {"system": SUBJECT_SYSTEM, "value": who.subject}}},
         ],
         "entity": entities,
@@ -65,7 +69,10 @@ def _participant(code: str) -> dict[str, Any]:
     return {"coding": [{"system": PARTICIPANT_TYPE, "code": code}]}
 
 
-
 def provenance_text(request: JobRequest, version_id: int, when: datetime, deleted: bool, job_id: str) -> str:
     """The stored Provenance (FHIR JSON text) of the version `request` makes."""
-    return dumps(provenance_for(request.key, version_id, fhir_instant(when), request.action.value, deleted, request.actor, job_id))
+    return dumps(
+        provenance_for(
+            request.key, version_id, fhir_instant(when), request.action.value, deleted, request.actor, job_id
+        )
+    )

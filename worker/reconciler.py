@@ -65,8 +65,15 @@ class Pass:
 
 
 class Reconciler:
-    def __init__(self, settings: Settings, database: Database, client: "redis.Redis", queues: KeyQueues,
-                 send_drain: Callable[[str], None], send_callback: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        client: redis.Redis,
+        queues: KeyQueues,
+        send_drain: Callable[[str], None],
+        send_callback: Callable[[str], None],
+    ) -> None:
         self._settings = settings
         self._db = database
         self._redis = client
@@ -92,7 +99,9 @@ class Reconciler:
         expired_before = now - timedelta(seconds=self._settings.job_retention_seconds)
         for group in self._db.groups.expire(expired_before, now, self._group_has_ended):
             self._db.jobs.remove(group.entry_ids())
-        return Pass(revived, self._restore_lost_jobs(now), self._resend_callbacks(now), self._db.jobs.expire(expired_before))
+        return Pass(
+            revived, self._restore_lost_jobs(now), self._resend_callbacks(now), self._db.jobs.expire(expired_before)
+        )
 
     def _group_has_ended(self, group: Group) -> bool:
         if group.total is None:
@@ -100,7 +109,10 @@ class Reconciler:
         reads = len(group.reads or {})
         counts = self._queues.group_counts(group.id)
         if not counts:  # Redis lost the counters: look the outcomes up
-            return sum(1 for _, outcome in group_outcomes(self._db.groups, self._db.jobs, group) if outcome is None) <= reads
+            return (
+                sum(1 for _, outcome in group_outcomes(self._db.groups, self._db.jobs, group) if outcome is None)
+                <= reads
+            )
         return sum(counts.get(k, 0) for k in ("rejected", "applied", "failed", "cancelled")) + reads >= group.total
 
     def _revive_stalled_keys(self, now: datetime) -> int:
@@ -138,7 +150,7 @@ class Reconciler:
         restored = 0
         ids = list(self._db.jobs.in_flight_before(now - self.grace))
         for start in range(0, len(ids), LOST_BLOCK):
-            for job_id in self._queues.arrivals.not_queued(ids[start:start + LOST_BLOCK]):
+            for job_id in self._queues.arrivals.not_queued(ids[start : start + LOST_BLOCK]):
                 job = self._db.jobs.get(job_id)
                 if job is None or job.state.final:
                     continue
@@ -150,7 +162,9 @@ class Reconciler:
 
     def _requeue(self, job: Job, now: datetime) -> None:
         if job.request.action == Action.TRANSACTION:
-            to_wake = self._queues.arrivals.enqueue_transaction(_keys_of(job), job.id, job.to_payload(), now.timestamp())
+            to_wake = self._queues.arrivals.enqueue_transaction(
+                _keys_of(job), job.id, job.to_payload(), now.timestamp()
+            )
         else:
             arrival = self._queues.arrivals.enqueue(job.key, job.id, job.to_payload(), now.timestamp())
             to_wake = [job.key] if arrival is Arrival.SEND_DRAIN else []
@@ -160,7 +174,9 @@ class Reconciler:
     def sync(self, now: datetime) -> int:
         """If Redis lost its data, rebuild every queue from MongoDB in acceptance order; jobs put back."""
         arrivals = self._queues.arrivals
-        if arrivals.synced() or not self._redis.set(self._queues.keys.restore_lock, secrets.token_hex(8), nx=True, px=RESTORE_LOCK_MS):
+        if arrivals.synced() or not self._redis.set(
+            self._queues.keys.restore_lock, secrets.token_hex(8), nx=True, px=RESTORE_LOCK_MS
+        ):
             return 0
         try:
             by_key: dict[str, list[tuple[str, str]]] = defaultdict(list)

@@ -23,7 +23,8 @@ def version_location(base: str, resource_type: str, resource_id: str, version_id
 
 
 def response_element(result: JobResult, key: str | None, base: str) -> dict[str, Any]:
-    """Bundle.entry.response: status, and etag/lastModified/location for a version of `key` ("Type/id"), outcome when there is one."""
+    """Bundle.entry.response: status, and etag/lastModified/location for a version of `key` ("Type/id"), outcome when
+    there is one."""
     response: dict[str, Any] = {"status": result.status_line}
     if result.version_id is not None and key:
         resource_type, resource_id = key.split("/", 1)

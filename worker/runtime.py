@@ -29,20 +29,34 @@ from worker.storage import Database
 class Runtime:
     settings: Settings
     database: Database
-    redis: "redis.Redis"
+    redis: redis.Redis
     queues: KeyQueues
     service: ChangeService
     callbacks: CallbackSender
     http: httpx.Client
 
     @classmethod
-    def build(cls, settings: Settings, on_finished: Callable[[Job], None], send_drain: Callable[[str], None] = lambda key: None) -> Runtime:
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3, health_check_interval=30)
+    def build(
+        cls,
+        settings: Settings,
+        on_finished: Callable[[Job], None],
+        send_drain: Callable[[str], None] = lambda key: None,
+    ) -> Runtime:
+        client = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=10, socket_connect_timeout=3, health_check_interval=30
+        )
         queues = KeyQueues(client, settings.namespace)
         database = Database.open(settings, (queues.newest_version, queues.remember_copy, queues.newest_copy))
         http = http_client()
-        service = ChangeService(settings, database, queues, on_finished, send_drain=send_drain, holder=worker_id(),
-                                holder_gone=lambda holder: process_gone(holder, queues.alive))
+        service = ChangeService(
+            settings,
+            database,
+            queues,
+            on_finished,
+            send_drain=send_drain,
+            holder=worker_id(),
+            holder_gone=lambda holder: process_gone(holder, queues.alive),
+        )
         return cls(settings, database, client, queues, service, CallbackSender(settings, database, http), http)
 
 

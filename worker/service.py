@@ -59,10 +59,17 @@ class Drained:
 
 
 class ChangeService:
-    def __init__(self, settings: Settings, database: Database, queues: KeyQueues,
-                 on_finished: Callable[[Job], None] = lambda job: None, clock: Callable[[], datetime] = utc_now,
-                 send_drain: Callable[[str], None] = lambda key: None, holder: str = "",
-                 holder_gone: Callable[[str], bool] = lambda holder: False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        queues: KeyQueues,
+        on_finished: Callable[[Job], None] = lambda job: None,
+        clock: Callable[[], datetime] = utc_now,
+        send_drain: Callable[[str], None] = lambda key: None,
+        holder: str = "",
+        holder_gone: Callable[[str], bool] = lambda holder: False,
+    ) -> None:
         """`holder` names this process in the leases it takes; `holder_gone(h)` says whether the process named
         `h` is known to be dead (its leases are then taken over at once instead of waiting for them to expire)."""
         self._settings = settings
@@ -72,18 +79,24 @@ class ChangeService:
         self._queues = queues
         self._on_finished = on_finished
         self._clock = clock
-        self._transactions = TransactionRunner(settings, database, queues, database.resources.newest, self._index, send_drain, clock)
+        self._transactions = TransactionRunner(
+            settings, database, queues, database.resources.newest, self._index, send_drain, clock
+        )
 
     def drain(self, key: str) -> Drained:
         """Apply the key's queued jobs while holding its lease."""
         lease = self._settings.lease_seconds
         token = self._queues.acquire(key, lease, self._holder) or self._take_over(key)
         if token is None:
-            return Drained(0, False, held_elsewhere=True)  # its holder drains it (or the reconciler revives it when the lease expires)
+            return Drained(
+                0, False, held_elsewhere=True
+            )  # its holder drains it (or the reconciler revives it when the lease expires)
         processed, finished = 0, list[Finished]()
         try:
             while True:
-                heads = self._queues.next_jobs(key, token, lease, finished, BATCH)  # also takes `finished` off the queue, counted
+                heads = self._queues.next_jobs(
+                    key, token, lease, finished, BATCH
+                )  # also takes `finished` off the queue, counted
                 if heads is None:
                     raise LeaseLost(key)
                 finished = []
@@ -113,19 +126,33 @@ class ChangeService:
             return None
         job_id, _ = self._queues.head(key)
         attempts = self._queues.attempt(job_id) if job_id else 0
-        log.warning("took over the lease of a dead worker", extra={"key": key, "job_id": job_id, "attempt": attempts,
-                                                                   "holder": held[0]})
+        log.warning(
+            "took over the lease of a dead worker",
+            extra={"key": key, "job_id": job_id, "attempt": attempts, "holder": held[0]},
+        )
         if job_id and attempts >= MAX_JOB_ATTEMPTS:
             limit = self._settings.job_time_limit_seconds
-            self.give_up(key, attempts, JobResult.error(
-                422, "too-costly", f"Applying this job stopped its worker {attempts} times (past the time limit of "
-                f"{limit:g}s per job, or the process died); it was not applied, and later jobs on the resource go on"))
+            self.give_up(
+                key,
+                attempts,
+                JobResult.error(
+                    422,
+                    "too-costly",
+                    f"Applying this job stopped its worker {attempts} times (past the time limit of "
+                    f"{limit:g}s per job, or the process died); it was not applied, and later jobs on the resource go "
+                    f"on",
+                ),
+            )
         return token
 
     def _run_heads(self, heads: Heads, key: str, token: str) -> list[Finished]:
         """Apply the first jobs of the queue; the ones that ended, in queue order (a transaction takes itself off)."""
         first_id, first_payload = heads.jobs[0]
-        jobs = [Job.from_payload(p) for _, p in itertools.takewhile(lambda pair: pair[1] is not None, heads.jobs) if p is not None]
+        jobs = [
+            Job.from_payload(p)
+            for _, p in itertools.takewhile(lambda pair: pair[1] is not None, heads.jobs)
+            if p is not None
+        ]
         first = jobs[0] if jobs else self._db.jobs.accepted(first_id)
         if first is not None and first.request.action == Action.TRANSACTION:
             self._transactions.run(first, key, token)  # raises Released
@@ -181,11 +208,23 @@ class ChangeService:
         ended = []
         for job, result, _, text in planned:
             finished = job.finished(result, now)
-            self._queues.publish_done(json.dumps({"job": job.id, "state": finished.state.value, "text": text,
-                                                  "result": _jsonable(result.to_document())}), pipe)
+            self._queues.publish_done(
+                json.dumps(
+                    {
+                        "job": job.id,
+                        "state": finished.state.value,
+                        "text": text,
+                        "result": _jsonable(result.to_document()),
+                    }
+                ),
+                pipe,
+            )
             if job.id in recorded:
-                log.info("job %s", finished.state.value, extra={"job_id": job.id, "key": job.key, "status": result.status,
-                                                                 "version": result.version_id})
+                log.info(
+                    "job %s",
+                    finished.state.value,
+                    extra={"job_id": job.id, "key": job.key, "status": result.status, "version": result.version_id},
+                )
                 if job.callback_url:
                     self._on_finished(finished)
             ended.append(finished)
@@ -227,37 +266,80 @@ class ChangeService:
         if earlier is not None:
             self._finish(job, *self._earlier_result(job, earlier))
         else:
-            log.error("job given up after repeated failures", extra={"job_id": job.id, "key": key, "attempts": attempts})
-            self._finish(job, result or JobResult.error(500, "exception", f"The server failed {attempts} times while applying "
-                                                        "this job; it was not applied, and later jobs on the resource go on"), None)
+            log.error(
+                "job given up after repeated failures", extra={"job_id": job.id, "key": key, "attempts": attempts}
+            )
+            self._finish(
+                job,
+                result
+                or JobResult.error(
+                    500,
+                    "exception",
+                    f"The server failed {attempts} times while applying "
+                    "this job; it was not applied, and later jobs on the resource go on",
+                ),
+                None,
+            )
         return job.id
 
     def _newest(self, job: Job) -> StoredVersion | None:
         return self._db.resources.newest(job.request.resource_type, job.request.resource_id)
 
-    def _plan(self, job: Job, current: StoredVersion | None, now: datetime) -> tuple[JobResult, StoredVersion | None, str | None]:
+    def _plan(
+        self, job: Job, current: StoredVersion | None, now: datetime
+    ) -> tuple[JobResult, StoredVersion | None, str | None]:
         """What the job does to `current`: its result, and the new version to commit (None: nothing to write)."""
         request = job.request
         existing = Existing(current.version_id, None if current.deleted else current.resource()) if current else None
         try:
             with time_budget(self._settings.job_time_limit_seconds):
-                planned = plan_change(request, existing, self._settings.element_policies, self._settings.client_element_policies)
+                planned = plan_change(
+                    request, existing, self._settings.element_policies, self._settings.client_element_policies
+                )
         except PatchError as exc:
             return JobResult(exc.status, outcome=exc.outcome), None, None
         except OverBudget:
             log.warning("job over its time budget", extra={"job_id": job.id, "key": job.key})
-            return JobResult.error(422, "too-costly", f"Applying this job took longer than {self._settings.job_time_limit_seconds:g}s "
-                                   "(FHIR_PATCH_JOB_TIME_LIMIT_SECONDS); it was stopped and not applied"), None, None
+            return (
+                JobResult.error(
+                    422,
+                    "too-costly",
+                    f"Applying this job took longer than {self._settings.job_time_limit_seconds:g}s "
+                    "(FHIR_PATCH_JOB_TIME_LIMIT_SECONDS); it was stopped and not applied",
+                ),
+                None,
+                None,
+            )
         except Exception:  # a bug must fail this job alone, never the key's queue
             log.exception("job failed unexpectedly", extra={"job_id": job.id, "key": job.key})
-            return JobResult.error(500, "exception", "The server failed while applying this job; it was not applied"), None, None
+            return (
+                JobResult.error(500, "exception", "The server failed while applying this job; it was not applied"),
+                None,
+                None,
+            )
         if not planned.write:
             assert current is not None
-            return JobResult(planned.status, current.version_id, current.last_updated, planned.outcome), None, current.text
+            return (
+                JobResult(planned.status, current.version_id, current.last_updated, planned.outcome),
+                None,
+                current.text,
+            )
         version_id = current.version_id + 1 if current else 1
-        text = dumps(stamped(planned.resource, request.resource_id, version_id, now)) if planned.resource is not None else None
-        new = StoredVersion(request.resource_type, request.resource_id, version_id, now, text, job.id, request.action.value,
-                            provenance=provenance_text(request, version_id, now, text is None, job.id))
+        text = (
+            dumps(stamped(planned.resource, request.resource_id, version_id, now))
+            if planned.resource is not None
+            else None
+        )
+        new = StoredVersion(
+            request.resource_type,
+            request.resource_id,
+            version_id,
+            now,
+            text,
+            job.id,
+            request.action.value,
+            provenance=provenance_text(request, version_id, now, text is None, job.id),
+        )
         return JobResult(planned.status, version_id, now, planned.outcome), new, text
 
     def _apply(self, job: Job, current: StoredVersion | None) -> tuple[JobResult, str | None]:
@@ -271,17 +353,26 @@ class ChangeService:
         except VersionConflict as exc:
             if exc.latest is not None:
                 self._queues.remember_newest(job.key, exc.latest.version_id, exc.latest.to_cache())
-            earlier = (exc.latest if exc.latest is not None and exc.latest.job_id == job.id
-                       else self._db.resources.written_by(job.id, job.request.resource_type, job.request.resource_id))
+            earlier = (
+                exc.latest
+                if exc.latest is not None and exc.latest.job_id == job.id
+                else self._db.resources.written_by(job.id, job.request.resource_type, job.request.resource_id)
+            )
             if earlier is not None:
-                return self._earlier_result(job, earlier)  # our own earlier attempt (paused, then resumed) got there first
+                return self._earlier_result(
+                    job, earlier
+                )  # our own earlier attempt (paused, then resumed) got there first
             raise LeaseLost(job.key) from exc
         return result, text
 
     def _earlier_result(self, job: Job, version: StoredVersion) -> tuple[JobResult, str | None]:
-        log.info("job had already written its version; recording that", extra={"job_id": job.id, "key": job.key,
-                                                                                "version": version.version_id})
-        return JobResult(201 if version.version_id == 1 else 200, version.version_id, version.last_updated), version.text
+        log.info(
+            "job had already written its version; recording that",
+            extra={"job_id": job.id, "key": job.key, "version": version.version_id},
+        )
+        return JobResult(
+            201 if version.version_id == 1 else 200, version.version_id, version.last_updated
+        ), version.text
 
     def _finish(self, job: Job, result: JobResult, text: str | None) -> Job:
         return self._finish_many([(job, result, None, text)])[0]
@@ -291,7 +382,9 @@ def _leaving(job_id: str, job: Job | None) -> Finished:
     if job is None or not job.state.final:
         return Finished(job_id, "", 0.0)  # unknown (expired) job: nothing to count
     ended = job.finished_at or job.accepted_at
-    return Finished(job_id, job.state.value, max(0.0, (ended - job.accepted_at).total_seconds()), group_of(job_id), job.client)
+    return Finished(
+        job_id, job.state.value, max(0.0, (ended - job.accepted_at).total_seconds()), group_of(job_id), job.client
+    )
 
 
 def _jsonable(document: dict[str, Any]) -> dict[str, Any]:

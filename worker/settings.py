@@ -72,10 +72,11 @@ def _json_object(env: Mapping[str, str], name: str) -> dict[str, Any]:
 
 def _policy(loaded: Any, name: str) -> Mapping[str, tuple[str, ...]]:
     if not isinstance(loaded, dict) or not all(
-        isinstance(k, str) and isinstance(v, list) and all(isinstance(e, str) for e in v)
-        for k, v in loaded.items()
+        isinstance(k, str) and isinstance(v, list) and all(isinstance(e, str) for e in v) for k, v in loaded.items()
     ):
-        raise SettingsError(f'{name} must map resource types to lists of element names, e.g. {{"DocumentReference": ["securityLabel"]}}')
+        raise SettingsError(
+            f'{name} must map resource types to lists of element names, e.g. {{"DocumentReference": ["securityLabel"]}}'
+        )
     return {k: tuple(v) for k, v in loaded.items()}
 
 
@@ -115,39 +116,238 @@ def _mongodb_uri(env: Mapping[str, str]) -> str:
 class Settings:
     """Everything configurable, with its environment variable in the field metadata."""
 
-    redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata={"env": "FHIR_PATCH_REDIS_URL", "doc": "Redis: Celery broker, per-resource queues, wake-ups."})
-    mongodb_uri: str = field(default="mongodb://127.0.0.1:27017", metadata={"env": "FHIR_PATCH_MONGODB_URI", "doc": "MongoDB-protocol server holding resources, history and jobs (MONGODB_URI is read when this is unset)."})
-    database: str = field(default="fhir_patch", metadata={"env": "FHIR_PATCH_DATABASE", "doc": "MongoDB database name."})
-    namespace: str = field(default="fhir-patch", metadata={"env": "FHIR_PATCH_NAMESPACE", "doc": "Celery queue name and Redis key prefix, so several deployments can share one Redis."})
-    http_host: str = field(default="127.0.0.1", metadata={"env": "FHIR_PATCH_HTTP_HOST", "doc": "Address the API listens on."})
+    redis_url: str = field(
+        default="redis://127.0.0.1:6379/0",
+        metadata={"env": "FHIR_PATCH_REDIS_URL", "doc": "Redis: Celery broker, per-resource queues, wake-ups."},
+    )
+    mongodb_uri: str = field(
+        default="mongodb://127.0.0.1:27017",
+        metadata={
+            "env": "FHIR_PATCH_MONGODB_URI",
+            "doc": (
+                "MongoDB-protocol server holding resources, history and jobs (MONGODB_URI is read when this is unset)."
+            ),
+        },
+    )
+    database: str = field(
+        default="fhir_patch", metadata={"env": "FHIR_PATCH_DATABASE", "doc": "MongoDB database name."}
+    )
+    namespace: str = field(
+        default="fhir-patch",
+        metadata={
+            "env": "FHIR_PATCH_NAMESPACE",
+            "doc": "Celery queue name and Redis key prefix, so several deployments can share one Redis.",
+        },
+    )
+    http_host: str = field(
+        default="127.0.0.1", metadata={"env": "FHIR_PATCH_HTTP_HOST", "doc": "Address the API listens on."}
+    )
     http_port: int = field(default=8080, metadata={"env": "FHIR_PATCH_HTTP_PORT", "doc": "Port the API listens on."})
-    base_url: str = field(default="", metadata={"env": "FHIR_PATCH_BASE_URL", "doc": "Public base URL used in Location headers; empty means derived from each request."})
-    sync_wait_seconds: float = field(default=10.0, metadata={"env": "FHIR_PATCH_SYNC_WAIT_SECONDS", "doc": "How long a synchronous PATCH waits for its job before answering 202."})
-    max_body_bytes: int = field(default=1_048_576, metadata={"env": "FHIR_PATCH_MAX_BODY_BYTES", "doc": "Largest accepted request body (413 above)."})
-    job_retention_seconds: float = field(default=86_400.0, metadata={"env": "FHIR_PATCH_JOB_RETENTION_SECONDS", "doc": "How long finished jobs stay pollable before removal."})
-    lease_seconds: float = field(default=30.0, metadata={"env": "FHIR_PATCH_LEASE_SECONDS", "doc": "How long a worker owns a resource key without renewing; a paused worker loses it after this."})
-    visibility_timeout_seconds: int = field(default=3600, metadata={"env": "FHIR_PATCH_VISIBILITY_TIMEOUT_SECONDS", "doc": "Redis broker visibility timeout: an unacknowledged message is redelivered after this. Must exceed the longest job."})
-    reconcile_interval_seconds: float = field(default=15.0, metadata={"env": "FHIR_PATCH_RECONCILE_INTERVAL_SECONDS", "doc": "How often the reconciler re-enqueues accepted jobs that Redis lost."})
-    worker_ping_timeout_seconds: float = field(default=1.0, metadata={"env": "FHIR_PATCH_WORKER_PING_TIMEOUT_SECONDS", "doc": "How long /readyz waits for a Celery worker to answer a ping."})
-    callback_secret: str = field(default="", metadata={"env": "FHIR_PATCH_CALLBACK_SECRET", "doc": "Standard Webhooks secret (whsec_... base64) used to sign callbacks."})
-    callback_allow: tuple[str, ...] = field(default=(), metadata={"env": "FHIR_PATCH_CALLBACK_ALLOW", "doc": "Comma-separated origins with an optional path prefix callbacks may target (https://hooks.example.org/fhir/; port * admits any port); empty refuses every callback."})
-    callback_give_up_seconds: float = field(default=3600.0, metadata={"env": "FHIR_PATCH_CALLBACK_GIVE_UP_SECONDS", "doc": "How long failed callbacks are retried before giving up."})
-    element_policies: Mapping[str, tuple[str, ...]] = field(default_factory=dict, metadata={"env": "FHIR_PATCH_ELEMENT_POLICIES", "doc": 'JSON: resource type -> elements a patch may change, e.g. {"DocumentReference": ["securityLabel"]}.'})
-    auth_jwks: str = field(default="", metadata={"env": "FHIR_PATCH_AUTH_JWKS", "doc": "JWKS that signs bearer tokens: an http(s):// URL or a file path. `fhir-patch serve` makes a development key when unset."})
-    auth_issuer: str = field(default="", metadata={"env": "FHIR_PATCH_AUTH_ISSUER", "doc": "Required `iss` of bearer tokens."})
-    auth_audience: str = field(default="", metadata={"env": "FHIR_PATCH_AUTH_AUDIENCE", "doc": "Required `aud` of bearer tokens."})
-    auth_disabled: bool = field(default=False, metadata={"env": "FHIR_PATCH_AUTH_DISABLED", "doc": "true: no authentication or scopes at all (logged at start, stated in the CapabilityStatement). Never in production."})
-    metrics_loopback: bool = field(default=False, metadata={"env": "FHIR_PATCH_METRICS_LOOPBACK", "doc": "true: /metrics answers loopback clients without a token; otherwise it needs the scope system/metrics.read."})
-    client_element_policies: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict, metadata={"env": "FHIR_PATCH_CLIENT_ELEMENT_POLICIES", "doc": 'JSON: client id -> policy as in FHIR_PATCH_ELEMENT_POLICIES; narrows the global one for that client (403 beyond it).'})
-    max_unfinished_per_client: int = field(default=100_000, metadata={"env": "FHIR_PATCH_MAX_UNFINISHED_PER_CLIENT", "doc": "Jobs a client may have accepted and not finished; past it 429 with Retry-After."})
-    max_queue_depth: int = field(default=1_000_000, metadata={"env": "FHIR_PATCH_MAX_QUEUE_DEPTH", "doc": "Jobs the whole service may have accepted and not finished; past it 503 with Retry-After."})
-    mongodb_command_log: str = field(default="", metadata={"env": "FHIR_PATCH_MONGODB_COMMAND_LOG", "doc": "A file to append the shape of every MongoDB command to (never values): the storage-rule test reads it. Empty: off."})
-    log_level: str = field(default="INFO", metadata={"env": "FHIR_PATCH_LOG_LEVEL", "doc": "Python log level of API and workers."})
-    allowed_hosts: tuple[str, ...] = field(default=("127.0.0.1", "localhost", "::1"), metadata={"env": "FHIR_PATCH_ALLOWED_HOSTS", "doc": "Comma-separated host names a request's Host header may name when FHIR_PATCH_BASE_URL is empty (other hosts get 400); URLs in answers are built from it."})
-    store_validation: str = field(default="strict", metadata={"env": "FHIR_PATCH_STORE_VALIDATION", "doc": "strict: create and update refuse a resource that breaks any R4 rule (422). lenient: structure, types and value formats are still refused, but missing required elements and cardinality are warnings; a patch may never add a problem in either mode."})
-    max_feed_lines: int = field(default=200_000, metadata={"env": "FHIR_PATCH_MAX_FEED_LINES", "doc": "Most lines one NDJSON feed may hold; the rest is refused with 413 (resend them as another feed)."})
-    job_time_limit_seconds: float = field(default=30.0, metadata={"env": "FHIR_PATCH_JOB_TIME_LIMIT_SECONDS", "doc": "Hard limit on one drain task; a task past it is killed and its job is retried, then failed alone (its key goes on)."})
-    stall_seconds: float = field(default=60.0, metadata={"env": "FHIR_PATCH_STALL_SECONDS", "doc": "/readyz answers 503 when jobs are queued and none has finished for this long."})
+    base_url: str = field(
+        default="",
+        metadata={
+            "env": "FHIR_PATCH_BASE_URL",
+            "doc": "Public base URL used in Location headers; empty means derived from each request.",
+        },
+    )
+    sync_wait_seconds: float = field(
+        default=10.0,
+        metadata={
+            "env": "FHIR_PATCH_SYNC_WAIT_SECONDS",
+            "doc": "How long a synchronous PATCH waits for its job before answering 202.",
+        },
+    )
+    max_body_bytes: int = field(
+        default=1_048_576,
+        metadata={"env": "FHIR_PATCH_MAX_BODY_BYTES", "doc": "Largest accepted request body (413 above)."},
+    )
+    job_retention_seconds: float = field(
+        default=86_400.0,
+        metadata={
+            "env": "FHIR_PATCH_JOB_RETENTION_SECONDS",
+            "doc": "How long finished jobs stay pollable before removal.",
+        },
+    )
+    lease_seconds: float = field(
+        default=30.0,
+        metadata={
+            "env": "FHIR_PATCH_LEASE_SECONDS",
+            "doc": "How long a worker owns a resource key without renewing; a paused worker loses it after this.",
+        },
+    )
+    visibility_timeout_seconds: int = field(
+        default=3600,
+        metadata={
+            "env": "FHIR_PATCH_VISIBILITY_TIMEOUT_SECONDS",
+            "doc": (
+                "Redis broker visibility timeout: an unacknowledged message is redelivered after this. Must exceed "
+                "the longest job."
+            ),
+        },
+    )
+    reconcile_interval_seconds: float = field(
+        default=15.0,
+        metadata={
+            "env": "FHIR_PATCH_RECONCILE_INTERVAL_SECONDS",
+            "doc": "How often the reconciler re-enqueues accepted jobs that Redis lost.",
+        },
+    )
+    worker_ping_timeout_seconds: float = field(
+        default=1.0,
+        metadata={
+            "env": "FHIR_PATCH_WORKER_PING_TIMEOUT_SECONDS",
+            "doc": "How long /readyz waits for a Celery worker to answer a ping.",
+        },
+    )
+    callback_secret: str = field(
+        default="",
+        metadata={
+            "env": "FHIR_PATCH_CALLBACK_SECRET",
+            "doc": "Standard Webhooks secret (whsec_... base64) used to sign callbacks.",
+        },
+    )
+    callback_allow: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "env": "FHIR_PATCH_CALLBACK_ALLOW",
+            "doc": (
+                "Comma-separated origins with an optional path prefix callbacks may target "
+                "(https://hooks.example.org/fhir/; port * admits any port); empty refuses every callback."
+            ),
+        },
+    )
+    callback_give_up_seconds: float = field(
+        default=3600.0,
+        metadata={
+            "env": "FHIR_PATCH_CALLBACK_GIVE_UP_SECONDS",
+            "doc": "How long failed callbacks are retried before giving up.",
+        },
+    )
+    element_policies: Mapping[str, tuple[str, ...]] = field(
+        default_factory=dict,
+        metadata={
+            "env": "FHIR_PATCH_ELEMENT_POLICIES",
+            "doc": 'JSON: resource type -> elements a patch may change, e.g. {"DocumentReference": ["securityLabel"]}.',
+        },
+    )
+    auth_jwks: str = field(
+        default="",
+        metadata={
+            "env": "FHIR_PATCH_AUTH_JWKS",
+            "doc": (
+                "JWKS that signs bearer tokens: an http(s):// URL or a file path. `fhir-patch serve` makes a "
+                "development key when unset."
+            ),
+        },
+    )
+    auth_issuer: str = field(
+        default="", metadata={"env": "FHIR_PATCH_AUTH_ISSUER", "doc": "Required `iss` of bearer tokens."}
+    )
+    auth_audience: str = field(
+        default="", metadata={"env": "FHIR_PATCH_AUTH_AUDIENCE", "doc": "Required `aud` of bearer tokens."}
+    )
+    auth_disabled: bool = field(
+        default=False,
+        metadata={
+            "env": "FHIR_PATCH_AUTH_DISABLED",
+            "doc": (
+                "true: no authentication or scopes at all (logged at start, stated in the CapabilityStatement). "
+                "Never in production."
+            ),
+        },
+    )
+    metrics_loopback: bool = field(
+        default=False,
+        metadata={
+            "env": "FHIR_PATCH_METRICS_LOOPBACK",
+            "doc": (
+                "true: /metrics answers loopback clients without a token; otherwise it needs the scope "
+                "system/metrics.read."
+            ),
+        },
+    )
+    client_element_policies: Mapping[str, Mapping[str, tuple[str, ...]]] = field(
+        default_factory=dict,
+        metadata={
+            "env": "FHIR_PATCH_CLIENT_ELEMENT_POLICIES",
+            "doc": (
+                "JSON: client id -> policy as in FHIR_PATCH_ELEMENT_POLICIES; narrows the global one for that "
+                "client (403 beyond it)."
+            ),
+        },
+    )
+    max_unfinished_per_client: int = field(
+        default=100_000,
+        metadata={
+            "env": "FHIR_PATCH_MAX_UNFINISHED_PER_CLIENT",
+            "doc": "Jobs a client may have accepted and not finished; past it 429 with Retry-After.",
+        },
+    )
+    max_queue_depth: int = field(
+        default=1_000_000,
+        metadata={
+            "env": "FHIR_PATCH_MAX_QUEUE_DEPTH",
+            "doc": "Jobs the whole service may have accepted and not finished; past it 503 with Retry-After.",
+        },
+    )
+    mongodb_command_log: str = field(
+        default="",
+        metadata={
+            "env": "FHIR_PATCH_MONGODB_COMMAND_LOG",
+            "doc": (
+                "A file to append the shape of every MongoDB command to (never values): the storage-rule test "
+                "reads it. Empty: off."
+            ),
+        },
+    )
+    log_level: str = field(
+        default="INFO", metadata={"env": "FHIR_PATCH_LOG_LEVEL", "doc": "Python log level of API and workers."}
+    )
+    allowed_hosts: tuple[str, ...] = field(
+        default=("127.0.0.1", "localhost", "::1"),
+        metadata={
+            "env": "FHIR_PATCH_ALLOWED_HOSTS",
+            "doc": (
+                "Comma-separated host names a request's Host header may name when FHIR_PATCH_BASE_URL is empty "
+                "(other hosts get 400); URLs in answers are built from it."
+            ),
+        },
+    )
+    store_validation: str = field(
+        default="strict",
+        metadata={
+            "env": "FHIR_PATCH_STORE_VALIDATION",
+            "doc": (
+                "strict: create and update refuse a resource that breaks any R4 rule (422). lenient: structure, "
+                "types and value formats are still refused, but missing required elements and cardinality are "
+                "warnings; a patch may never add a problem in either mode."
+            ),
+        },
+    )
+    max_feed_lines: int = field(
+        default=200_000,
+        metadata={
+            "env": "FHIR_PATCH_MAX_FEED_LINES",
+            "doc": "Most lines one NDJSON feed may hold; the rest is refused with 413 (resend them as another feed).",
+        },
+    )
+    job_time_limit_seconds: float = field(
+        default=30.0,
+        metadata={
+            "env": "FHIR_PATCH_JOB_TIME_LIMIT_SECONDS",
+            "doc": (
+                "Hard limit on one drain task; a task past it is killed and its job is retried, then failed alone "
+                "(its key goes on)."
+            ),
+        },
+    )
+    stall_seconds: float = field(
+        default=60.0,
+        metadata={
+            "env": "FHIR_PATCH_STALL_SECONDS",
+            "doc": "/readyz answers 503 when jobs are queued and none has finished for this long.",
+        },
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -166,9 +366,15 @@ class Settings:
             max_body_bytes=_integer(source, "FHIR_PATCH_MAX_BODY_BYTES", d.max_body_bytes),
             job_retention_seconds=_number(source, "FHIR_PATCH_JOB_RETENTION_SECONDS", d.job_retention_seconds),
             lease_seconds=_number(source, "FHIR_PATCH_LEASE_SECONDS", d.lease_seconds),
-            visibility_timeout_seconds=_integer(source, "FHIR_PATCH_VISIBILITY_TIMEOUT_SECONDS", d.visibility_timeout_seconds),
-            reconcile_interval_seconds=_number(source, "FHIR_PATCH_RECONCILE_INTERVAL_SECONDS", d.reconcile_interval_seconds),
-            worker_ping_timeout_seconds=_number(source, "FHIR_PATCH_WORKER_PING_TIMEOUT_SECONDS", d.worker_ping_timeout_seconds),
+            visibility_timeout_seconds=_integer(
+                source, "FHIR_PATCH_VISIBILITY_TIMEOUT_SECONDS", d.visibility_timeout_seconds
+            ),
+            reconcile_interval_seconds=_number(
+                source, "FHIR_PATCH_RECONCILE_INTERVAL_SECONDS", d.reconcile_interval_seconds
+            ),
+            worker_ping_timeout_seconds=_number(
+                source, "FHIR_PATCH_WORKER_PING_TIMEOUT_SECONDS", d.worker_ping_timeout_seconds
+            ),
             callback_secret=_text(source, "FHIR_PATCH_CALLBACK_SECRET", d.callback_secret),
             callback_allow=_allow_list(source, "FHIR_PATCH_CALLBACK_ALLOW"),
             callback_give_up_seconds=_number(source, "FHIR_PATCH_CALLBACK_GIVE_UP_SECONDS", d.callback_give_up_seconds),
@@ -179,7 +385,9 @@ class Settings:
             auth_disabled=_flag(source, "FHIR_PATCH_AUTH_DISABLED"),
             metrics_loopback=_flag(source, "FHIR_PATCH_METRICS_LOOPBACK"),
             client_element_policies=_client_policies(source, "FHIR_PATCH_CLIENT_ELEMENT_POLICIES"),
-            max_unfinished_per_client=_integer(source, "FHIR_PATCH_MAX_UNFINISHED_PER_CLIENT", d.max_unfinished_per_client),
+            max_unfinished_per_client=_integer(
+                source, "FHIR_PATCH_MAX_UNFINISHED_PER_CLIENT", d.max_unfinished_per_client
+            ),
             max_queue_depth=_integer(source, "FHIR_PATCH_MAX_QUEUE_DEPTH", d.max_queue_depth),
             mongodb_command_log=_text(source, "FHIR_PATCH_MONGODB_COMMAND_LOG", d.mongodb_command_log),
             log_level=_text(source, "FHIR_PATCH_LOG_LEVEL", d.log_level).upper(),

@@ -52,8 +52,14 @@ def _auth(token: str | None) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"} if token else {}
 
 
-def submit(feed: Path, server: str, idempotency_key: str | None, failures: Path | None, console: Console,
-           token: str | None = None) -> Summary:
+def submit(
+    feed: Path,
+    server: str,
+    idempotency_key: str | None,
+    failures: Path | None,
+    console: Console,
+    token: str | None = None,
+) -> Summary:
     """Send the feed, follow it to the end, write its failures; the summary of what happened."""
     base = server.rstrip("/")
     total = _count_lines(feed)
@@ -77,8 +83,15 @@ def submit(feed: Path, server: str, idempotency_key: str | None, failures: Path 
 
 
 def _follow(client: httpx.Client, location: str, total: int, console: Console) -> dict[str, int]:
-    columns = (TextColumn("applying"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} lines/s"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    columns = (
+        TextColumn("applying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} lines/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("feed", total=total, rate="-")
         while True:
@@ -111,8 +124,14 @@ def summary_table(summary: Summary) -> Table:
         table.add_column(column, justify="right")
     c = summary.counts
     total = c.get("total", 0)
-    table.add_row(str(total), str(c.get("applied", 0)), str(c.get("failed", 0)), str(c.get("rejected", 0)),
-                  f"{summary.seconds:.1f}", f"{total / summary.seconds:,.0f}" if summary.seconds else "-")
+    table.add_row(
+        str(total),
+        str(c.get("applied", 0)),
+        str(c.get("failed", 0)),
+        str(c.get("rejected", 0)),
+        f"{summary.seconds:.1f}",
+        f"{total / summary.seconds:,.0f}" if summary.seconds else "-",
+    )
     return table
 
 
@@ -120,7 +139,10 @@ def status(job: str, server: str, console: Console, token: str | None = None) ->
     """Show any job or feed: its HTTP answer, progress, and counts or result."""
     with httpx.Client(timeout=30, trust_env=False, headers=_auth(token)) as client:
         answer = client.get(f"{server.rstrip('/')}/_async/{job}")
-    console.print(f"{answer.status_code} {answer.reason_phrase}" + (f"  progress: {answer.headers['x-progress']}" if "x-progress" in answer.headers else ""))
+    console.print(
+        f"{answer.status_code} {answer.reason_phrase}"
+        + (f"  progress: {answer.headers['x-progress']}" if "x-progress" in answer.headers else "")
+    )
     body = answer.json() if answer.content else {}
     if body.get("resourceType") == "Parameters":
         table = Table()

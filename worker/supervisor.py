@@ -28,15 +28,61 @@ class ProcessSpec:
 def service_processes(settings: Settings, workers: int, concurrency: int, flower_port: int = 0) -> list[ProcessSpec]:
     python = sys.executable
     specs = [
-        ProcessSpec(f"worker-{n}", [python, "-m", "celery", "-A", "worker.process", "worker", "--loglevel", settings.log_level,
-                                    "--concurrency", str(concurrency), "--hostname", f"worker{n}@%h", "--without-mingle", "--without-gossip"])
+        ProcessSpec(
+            f"worker-{n}",
+            [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "worker.process",
+                "worker",
+                "--loglevel",
+                settings.log_level,
+                "--concurrency",
+                str(concurrency),
+                "--hostname",
+                f"worker{n}@%h",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+        )
         for n in range(1, workers + 1)
     ]
     if flower_port:  # Flower reads the task events the workers send; bound to loopback like everything else
-        specs.append(ProcessSpec("flower", [python, "-m", "celery", "-A", "worker.process", "flower", "--address=127.0.0.1",
-                                            f"--port={flower_port}"]))
-    specs.append(ProcessSpec("api", [python, "-m", "uvicorn", "--factory", "api.app:app_from_env", "--host", settings.http_host,
-                                     "--port", str(settings.http_port), "--log-level", settings.log_level.lower()]))
+        specs.append(
+            ProcessSpec(
+                "flower",
+                [
+                    python,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "worker.process",
+                    "flower",
+                    "--address=127.0.0.1",
+                    f"--port={flower_port}",
+                ],
+            )
+        )
+    specs.append(
+        ProcessSpec(
+            "api",
+            [
+                python,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "api.app:app_from_env",
+                "--host",
+                settings.http_host,
+                "--port",
+                str(settings.http_port),
+                "--log-level",
+                settings.log_level.lower(),
+            ],
+        )
+    )
     return specs
 
 
@@ -76,7 +122,9 @@ def _check(entry: Supervised, log_dir: Path, now: float) -> None:
     if now - entry.started_at >= STABLE_SECONDS:
         entry.backoff = RESTART_BACKOFF_FIRST
     entry.restart_at = now + entry.backoff
-    print(f"{entry.spec.name} exited with code {entry.proc.returncode}; restarting it in {entry.backoff:g}s", flush=True)
+    print(
+        f"{entry.spec.name} exited with code {entry.proc.returncode}; restarting it in {entry.backoff:g}s", flush=True
+    )
     entry.backoff = min(RESTART_BACKOFF_MAX, entry.backoff * 2)
 
 

@@ -44,7 +44,9 @@ class Tasks:
         self._app.send_task(CALLBACK_TASK, args=[job_id, attempt], countdown=countdown)
 
     def runtime(self) -> Runtime:
-        return runtime_for(self._settings, on_finished=lambda job: self.send_callback(job.id), send_drain=self.send_drain)
+        return runtime_for(
+            self._settings, on_finished=lambda job: self.send_callback(job.id), send_drain=self.send_drain
+        )
 
     def drain(self, keys: str | list[str]) -> int:
         """Drain one key, or several (a feed's intake sends one message for a block of keys)."""
@@ -82,7 +84,7 @@ class Tasks:
             except Exception:  # even its failure could not be recorded: try again at the next attempt
                 log.exception("could not give the job up", extra={"key": key, "job_id": job_id})
         r.queues.reschedule(key, time.time())
-        self.send_drain(key, countdown=min(30.0, 0.5 * 2 ** attempts))
+        self.send_drain(key, countdown=min(30.0, 0.5 * 2**attempts))
 
     def callback(self, job_id: str, attempt: int = 1) -> str:
         r = self.runtime()
@@ -96,8 +98,12 @@ class Tasks:
         r = self.runtime()
         r.database.ensure_indexes()
         reconciler = Reconciler(self._settings, r.database, r.redis, r.queues, self.send_drain, self.send_callback)
-        threading.Thread(target=_reconcile_forever, args=(reconciler, self._settings.reconcile_interval_seconds),
-                         name="reconciler", daemon=True).start()
+        threading.Thread(
+            target=_reconcile_forever,
+            args=(reconciler, self._settings.reconcile_interval_seconds),
+            name="reconciler",
+            daemon=True,
+        ).start()
 
 
 def register_tasks(app: Celery, settings: Settings) -> None:
@@ -114,8 +120,12 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         configure_logging(settings.log_level)
 
     # Celery's decorators are untyped; applied as calls so the functions above stay typed.
-    app.task(name=DRAIN_TASK, autoretry_for=_INFRASTRUCTURE, retry_backoff=1, retry_backoff_max=30, max_retries=None)(drain)
-    app.task(name=CALLBACK_TASK, autoretry_for=_INFRASTRUCTURE, retry_backoff=1, retry_backoff_max=60, max_retries=None)(callback)
+    app.task(name=DRAIN_TASK, autoretry_for=_INFRASTRUCTURE, retry_backoff=1, retry_backoff_max=30, max_retries=None)(
+        drain
+    )
+    app.task(
+        name=CALLBACK_TASK, autoretry_for=_INFRASTRUCTURE, retry_backoff=1, retry_backoff_max=60, max_retries=None
+    )(callback)
     setup_logging.connect(_logging, weak=False)
     worker_ready.connect(tasks.start_reconciler, weak=False)
 

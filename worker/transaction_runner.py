@@ -45,9 +45,16 @@ class Parked(Released):
 
 
 class TransactionRunner:
-    def __init__(self, settings: Settings, database: Database, queues: KeyQueues, newest: Callable[[str, str], StoredVersion | None],
-                 index: Callable[[list[tuple[StoredVersion | None, StoredVersion]]], None], send_drain: Callable[[str], None],
-                 clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        queues: KeyQueues,
+        newest: Callable[[str, str], StoredVersion | None],
+        index: Callable[[list[tuple[StoredVersion | None, StoredVersion]]], None],
+        send_drain: Callable[[str], None],
+        clock: Callable[[], datetime],
+    ) -> None:
         self._settings = settings
         self._db = database
         self._queues = queues
@@ -75,27 +82,42 @@ class TransactionRunner:
                 return self._complete(keys, token, earlier, earlier.state.value)
         current = {k: self._newest(*k.split("/", 1)) for k in keys}
         if started == "again":  # a crashed attempt may have written marked versions; they never committed
-            candidates = [(k.split("/", 1)[0], k.split("/", 1)[1], (v.version_id if v else 0) + 1) for k, v in current.items()]
+            candidates = [
+                (k.split("/", 1)[0], k.split("/", 1)[1], (v.version_id if v else 0) + 1) for k, v in current.items()
+            ]
             self._db.resources.remove_uncommitted(job.id, candidates)
         result, versions = self._plan(job, entries, current)
         if versions:
             self._index([(current[v.key], v) for v in versions])
-            self._db.resources.commit_many(versions)  # holding every lease: a collision cannot happen unless the leases expired
+            self._db.resources.commit_many(
+                versions
+            )  # holding every lease: a collision cannot happen unless the leases expired
         now = self._clock()
         self._db.jobs.finish_many([result_event(job, result, now)])  # the commit point
         if result.succeeded:
             for version in versions:
                 self._queues.remember_newest(version.key, version.version_id, version.to_cache())
         finished = job.finished(result, now)
-        self._queues.publish_done(json.dumps({"job": job.id, "state": finished.state.value, "text": None,
-                                              "result": {"status": result.status}}))
-        log.info("transaction %s", finished.state.value, extra={"job_id": job.id, "keys": len(keys), "status": result.status})
+        self._queues.publish_done(
+            json.dumps(
+                {"job": job.id, "state": finished.state.value, "text": None, "result": {"status": result.status}}
+            )
+        )
+        log.info(
+            "transaction %s", finished.state.value, extra={"job_id": job.id, "keys": len(keys), "status": result.status}
+        )
         return self._complete(keys, token, finished, finished.state.value)
 
-    def _plan(self, job: Job, entries: list[TransactionEntry], current: dict[str, StoredVersion | None]) -> tuple[JobResult, list[StoredVersion]]:
-        existing = {k: (Existing(v.version_id, None if v.deleted else v.resource()) if v else None) for k, v in current.items()}
+    def _plan(
+        self, job: Job, entries: list[TransactionEntry], current: dict[str, StoredVersion | None]
+    ) -> tuple[JobResult, list[StoredVersion]]:
+        existing = {
+            k: (Existing(v.version_id, None if v.deleted else v.resource()) if v else None) for k, v in current.items()
+        }
         try:
-            planned = plan_transaction(entries, existing, self._settings.element_policies, self._settings.client_element_policies)
+            planned = plan_transaction(
+                entries, existing, self._settings.element_policies, self._settings.client_element_policies
+            )
         except EntryFailed as failed:
             return JobResult(failed.status, outcome=failed.outcome), []
         now = self._clock()
@@ -104,16 +126,43 @@ class TransactionRunner:
         for entry, change in planned:
             request, old = entry.request, current[entry.request.key]
             if not change.write:
-                results.append({"index": entry.index, "key": request.key, "status": change.status,
-                                "versionId": old.version_id if old else None})
+                results.append(
+                    {
+                        "index": entry.index,
+                        "key": request.key,
+                        "status": change.status,
+                        "versionId": old.version_id if old else None,
+                    }
+                )
                 continue
             version_id = (old.version_id if old else 0) + 1
-            text = dumps(stamped(change.resource, request.resource_id, version_id, now)) if change.resource is not None else None
-            versions.append(StoredVersion(request.resource_type, request.resource_id, version_id, now, text, job.id,
-                                          request.action.value, transaction=job.id,
-                                          provenance=provenance_text(request, version_id, now, text is None, job.id)))
-            results.append({"index": entry.index, "key": request.key, "status": change.status, "versionId": version_id,
-                            "lastUpdated": now})
+            text = (
+                dumps(stamped(change.resource, request.resource_id, version_id, now))
+                if change.resource is not None
+                else None
+            )
+            versions.append(
+                StoredVersion(
+                    request.resource_type,
+                    request.resource_id,
+                    version_id,
+                    now,
+                    text,
+                    job.id,
+                    request.action.value,
+                    transaction=job.id,
+                    provenance=provenance_text(request, version_id, now, text is None, job.id),
+                )
+            )
+            results.append(
+                {
+                    "index": entry.index,
+                    "key": request.key,
+                    "status": change.status,
+                    "versionId": version_id,
+                    "lastUpdated": now,
+                }
+            )
         return JobResult(200, entries=sorted(results, key=lambda r: int(r["index"]))), versions
 
     def _refresh_copies(self, keys: list[str]) -> None:

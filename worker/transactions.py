@@ -38,18 +38,35 @@ class EntryFailed(Exception):
         self.entry = entry
         where = f"Bundle.entry[{entry.index}]"
         self.status = error.status
-        self.outcome = {"resourceType": "OperationOutcome", "issue": [
-            Issue(i.code, f"{where}: {i.diagnostics}", (where, *i.expression), i.severity).to_fhir() for i in error.issues]}
+        self.outcome = {
+            "resourceType": "OperationOutcome",
+            "issue": [
+                Issue(i.code, f"{where}: {i.diagnostics}", (where, *i.expression), i.severity).to_fhir()
+                for i in error.issues
+            ],
+        }
 
 
 def encode_entries(entries: list[TransactionEntry]) -> bytes:
-    return json.dumps([{"index": e.index, "request": {**e.request.to_document(), "body": base64.b64encode(e.request.body).decode()}}
-                       for e in entries]).encode()
+    return json.dumps(
+        [
+            {
+                "index": e.index,
+                "request": {**e.request.to_document(), "body": base64.b64encode(e.request.body).decode()},
+            }
+            for e in entries
+        ]
+    ).encode()
 
 
 def decode_entries(body: bytes) -> list[TransactionEntry]:
-    return [TransactionEntry(item["index"], JobRequest.from_document({**item["request"], "body": base64.b64decode(item["request"]["body"])}))
-            for item in json.loads(body)]
+    return [
+        TransactionEntry(
+            item["index"],
+            JobRequest.from_document({**item["request"], "body": base64.b64decode(item["request"]["body"])}),
+        )
+        for item in json.loads(body)
+    ]
 
 
 def in_fhir_order(entries: list[TransactionEntry]) -> list[TransactionEntry]:
@@ -61,14 +78,19 @@ def transaction_keys(entries: list[TransactionEntry]) -> list[str]:
     return sorted({e.request.key for e in entries})
 
 
-def plan_transaction(entries: list[TransactionEntry], existing: Mapping[str, Existing | None],
-                     policies: ElementPolicies, client_policies: ClientPolicies | None = None
-                     ) -> list[tuple[TransactionEntry, PlannedChange]]:
+def plan_transaction(
+    entries: list[TransactionEntry],
+    existing: Mapping[str, Existing | None],
+    policies: ElementPolicies,
+    client_policies: ClientPolicies | None = None,
+) -> list[tuple[TransactionEntry, PlannedChange]]:
     """Every entry's change, in FHIR order; EntryFailed at the first that cannot be made."""
     planned = []
     for entry in in_fhir_order(entries):
         try:
-            planned.append((entry, plan_change(entry.request, existing.get(entry.request.key), policies, client_policies)))
+            planned.append(
+                (entry, plan_change(entry.request, existing.get(entry.request.key), policies, client_policies))
+            )
         except PatchError as exc:
             raise EntryFailed(entry, exc) from exc
     return planned

@@ -50,14 +50,18 @@ async def bundle(request: Request, caller: Caller) -> Response:
     reads = {n: str(e["request"].get("url")) for n, e in enumerate(entries, 1) if is_read(e) and _readable(caller, e)}
     writes = [(n, e) for n, e in enumerate(entries, 1) if n not in reads]
     group_id = group_id_for(request.headers.get("idempotency-key"), caller.subject)
-    fresh = await anyio.to_thread.run_sync(lambda: conn.database.groups.open(group_id, "batch", utc_now(), reads, caller.subject))
+    fresh = await anyio.to_thread.run_sync(
+        lambda: conn.database.groups.open(group_id, "batch", utc_now(), reads, caller.subject)
+    )
     prefer = parse_prefer(request.headers.get("prefer"))
     # Register for every entry before any is queued (a fast worker must not finish one unseen); entries refused
     # at intake never run, so their waits are dropped as soon as the intake says which they are.
     waiting = {entry_job_id(group_id, n): conn.waiter.register(entry_job_id(group_id, n)) for n, _ in writes}
     queued = await _accept(request, caller, group_id, writes, waiting) if fresh else []
     if fresh:
-        await anyio.to_thread.run_sync(conn.database.groups.close, group_id, len(entries), len(writes) - len(queued), utc_now())
+        await anyio.to_thread.run_sync(
+            conn.database.groups.close, group_id, len(entries), len(writes) - len(queued), utc_now()
+        )
     for job_id in set(waiting) - set(queued):
         conn.waiter.forget(job_id)
     if "respond-async" in prefer or not queued:
@@ -76,14 +80,21 @@ async def bundle(request: Request, caller: Caller) -> Response:
     return answer
 
 
-async def _accept(request: Request, caller: Principal, group_id: str, writes: list[tuple[int, Any]],
-                  waiting: dict[str, Any]) -> list[str]:
+async def _accept(
+    request: Request, caller: Principal, group_id: str, writes: list[tuple[int, Any]], waiting: dict[str, Any]
+) -> list[str]:
     """Queue the batch's write entries; over the backpressure limits nothing is accepted and the same request may
     come again (the group is forgotten)."""
     conn = connections(request)
     try:
-        taken = await anyio.to_thread.run_sync(conn.groups.accept_entries, group_id, writes, lambda n: f"Bundle.entry[{n - 1}]",
-                                               caller, request_id(request))
+        taken = await anyio.to_thread.run_sync(
+            conn.groups.accept_entries,
+            group_id,
+            writes,
+            lambda n: f"Bundle.entry[{n - 1}]",
+            caller,
+            request_id(request),
+        )
     except AccessError:
         for job_id in waiting:
             conn.waiter.forget(job_id)

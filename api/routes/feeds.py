@@ -6,10 +6,12 @@ feed is not a Bundle, so it does not go to `POST /fhir`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import anyio
 from fastapi import APIRouter, Request
@@ -35,62 +37,119 @@ def group_id_for(idempotency_key: str | None, subject: str) -> str:
     return "g" + uuid.uuid4().hex[:23]
 
 
+class _Lines:
+    """The numbered lines of an NDJSON stream, as its chunks arrive (a line may span chunks)."""
+
+    def __init__(self, limit: int) -> None:
+        self.number, self._pending, self._limit = 0, b"", limit
+
+    def feed(self, chunk: bytes) -> list[tuple[int, bytes]]:
+        *lines, self._pending = (self._pending + chunk).split(b"\n")
+        if len(self._pending) > self._limit:
+            where = f"line {self.number + len(lines) + 1}"
+            raise BodyTooLarge(f"{where.capitalize()} is longer than {self._limit} bytes", where)
+        return [self._next(raw) for raw in lines]
+
+    def end(self) -> list[tuple[int, bytes]]:
+        return [self._next(self._pending)] if self._pending.strip() else []
+
+    def _next(self, raw: bytes) -> tuple[int, bytes]:
+        self.number += 1
+        return self.number, raw
+
+
+async def _blocks(request: Request, limit: int) -> AsyncIterator[list[tuple[int, bytes]]]:
+    """Blocks of BLOCK_ENTRIES numbered lines (the last one shorter), read as the body streams in."""
+    lines, block = _Lines(limit), []
+    async for chunk in request.stream():
+        block += lines.feed(chunk)
+        if len(block) >= BLOCK_ENTRIES:
+            yield block
+            block = []
+    block += lines.end()
+    if block:
+        yield block
+
+
 @router.post("/$bulk-submit")
 async def bulk_submit(request: Request, caller: Caller) -> Response:
-    """Accept an NDJSON feed, one entry per line, streamed in blocks; 202 with the group's status location."""
+    """Accept an NDJSON feed, one entry per line, streamed in blocks; 202 with the group's status location.
+
+    One block is accepted (in a thread) while the next is read from the stream, so intake keeps pace with the
+    client; blocks are still accepted one after the other, in order."""
     conn = connections(request)
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in NDJSON_TYPES:
         raise UnsupportedPatchFormat(f"A feed is NDJSON ({', '.join(NDJSON_TYPES)}), not {kind!r}", "Content-Type")
     group_id = group_id_for(request.headers.get("idempotency-key"), caller.subject)
     await anyio.to_thread.run_sync(conn.database.groups.open, group_id, "feed", utc_now(), None, caller.subject)
-    rid = request_id(request)
-    number, rejected, block, pending = 0, 0, [], b""
-    limit, most = conn.settings.max_body_bytes, conn.settings.max_feed_lines
-    async for chunk in request.stream():
-        *lines, pending = (pending + chunk).split(b"\n")
-        if len(pending) > limit:
-            raise BodyTooLarge(f"Line {number + len(lines) + 1} is longer than {limit} bytes", f"line {number + len(lines) + 1}")
-        for raw in lines:
-            number += 1
-            block.append((number, raw))
-        if number > most:  # take the lines up to the cap, then say where the feed was cut
-            return await _over_cap(request, group_id, block[: len(block) - (number - most)], rejected, caller, rid)
-        if len(block) >= BLOCK_ENTRIES:
-            taken = await anyio.to_thread.run_sync(conn.groups.accept_lines, group_id, block, caller, rid)
-            if taken.stopped_at is not None:
-                return _stopped(request, group_id, taken)
-            rejected, block = rejected + taken.refused, []
-    if pending.strip():
-        number += 1
-        block.append((number, pending))
-    if number > most:
-        return await _over_cap(request, group_id, block[: len(block) - (number - most)], rejected, caller, rid)
-    if block:
-        taken = await anyio.to_thread.run_sync(conn.groups.accept_lines, group_id, block, caller, rid)
-        if taken.stopped_at is not None:
-            return _stopped(request, group_id, taken)
-        rejected += taken.refused
-    group_store = conn.database.groups
-    await anyio.to_thread.run_sync(group_store.close, group_id, number, rejected, utc_now())
+    rid, most = request_id(request), conn.settings.max_feed_lines
+    intake = _Intake(request, group_id, caller, rid)
+    try:
+        async for block in _blocks(request, conn.settings.max_body_bytes):
+            over = block[-1][0] - most
+            if over > 0:  # take the lines up to the cap, then say where the feed was cut
+                return await _over_cap(request, intake, block[: len(block) - over])
+            stopped = await intake.add(block)
+            if stopped is not None:
+                return stopped
+    except BaseException:
+        with contextlib.suppress(Exception):  # the block in flight ends before the error is answered
+            await intake.finish()
+        raise
+    stopped = await intake.finish()
+    if stopped is not None:
+        return stopped
+    await anyio.to_thread.run_sync(conn.database.groups.close, group_id, intake.lines, intake.rejected, utc_now())
     return await status_answer(request, group_id, caller)
 
 
-async def _over_cap(request: Request, group_id: str, block: list[tuple[int, bytes]], rejected: int, caller: Principal,
-                    rid: str) -> Response:
+class _Intake:
+    """The blocks of one feed accepted in order, one in flight while the next is read."""
+
+    def __init__(self, request: Request, group_id: str, caller: Principal, rid: str) -> None:
+        self._request, self.group_id, self._caller, self._rid = request, group_id, caller, rid
+        self._in_flight: asyncio.Task[Taken] | None = None
+        self.lines = self.rejected = 0
+
+    async def add(self, block: list[tuple[int, bytes]]) -> Response | None:
+        """Start accepting `block` once the previous one is accepted; the answer when backpressure stopped it."""
+        stopped = await self.finish()
+        if stopped is None:
+            conn = connections(self._request)
+            accept = conn.groups.accept_lines
+            self._in_flight = asyncio.ensure_future(
+                anyio.to_thread.run_sync(accept, self.group_id, block, self._caller, self._rid)
+            )
+            self.lines = block[-1][0]
+        return stopped
+
+    async def finish(self) -> Response | None:
+        """Wait for the block in flight; the 429/503 answer when backpressure stopped it."""
+        if self._in_flight is None:
+            return None
+        taken, self._in_flight = await self._in_flight, None
+        if taken.stopped_at is not None:
+            return _stopped(self._request, self.group_id, taken)
+        self.rejected += taken.refused
+        return None
+
+
+async def _over_cap(request: Request, intake: _Intake, block: list[tuple[int, bytes]]) -> Response:
     """413 for a feed longer than FHIR_PATCH_MAX_FEED_LINES: the lines up to the cap are taken (the group ends there,
     and is polled as usual), the rest is not; the client sends it as another feed."""
     conn = connections(request)
     most = conn.settings.max_feed_lines
-    if block:
-        taken = await anyio.to_thread.run_sync(conn.groups.accept_lines, group_id, block, caller, rid)
-        if taken.stopped_at is not None:
-            return _stopped(request, group_id, taken)
-        rejected += taken.refused
-    await anyio.to_thread.run_sync(conn.database.groups.close, group_id, most, rejected, utc_now())
-    diagnostics = (f"A feed holds at most {most} lines (FHIR_PATCH_MAX_FEED_LINES): lines 1 to {most} were taken, line "
-                   f"{most + 1} and after were not; send them as another feed")
-    headers = {"X-Accepted-Lines": str(most), "Content-Location": f"{fhir_base(request)}/_async/{group_id}"}
+    stopped = await intake.add(block) if block else None
+    stopped = stopped or await intake.finish()
+    if stopped is not None:
+        return stopped
+    await anyio.to_thread.run_sync(conn.database.groups.close, intake.group_id, most, intake.rejected, utc_now())
+    diagnostics = (
+        f"A feed holds at most {most} lines (FHIR_PATCH_MAX_FEED_LINES): lines 1 to {most} were taken, line "
+        f"{most + 1} and after were not; send them as another feed"
+    )
+    headers = {"X-Accepted-Lines": str(most), "Content-Location": f"{fhir_base(request)}/_async/{intake.group_id}"}
     return fhir_response(operation_outcome([Issue("too-costly", diagnostics, (f"line {most + 1}",))]), 413, headers)
 
 
@@ -99,12 +158,20 @@ def _stopped(request: Request, group_id: str, taken: Taken) -> Response:
     client can send the feed again with the same Idempotency-Key (lines already taken are not taken twice)."""
     assert taken.refusal is not None and taken.stopped_at is not None
     accepted = taken.stopped_at - 1
-    diagnostics = (f"{taken.refusal.diagnostics}. Lines 1 to {accepted} were taken, line {taken.stopped_at} and after were "
-                   "not; send the feed again with the same Idempotency-Key to continue")
-    headers = {**dict(getattr(taken.refusal, "headers", {})), "X-Accepted-Lines": str(accepted),
-               "Content-Location": f"{fhir_base(request)}/_async/{group_id}"}
-    return fhir_response(operation_outcome([Issue(taken.refusal.issues[0].code, diagnostics, (f"line {taken.stopped_at}",))]),
-                         taken.refusal.status, headers)
+    diagnostics = (
+        f"{taken.refusal.diagnostics}. Lines 1 to {accepted} were taken, line {taken.stopped_at} and after were "
+        "not; send the feed again with the same Idempotency-Key to continue"
+    )
+    headers = {
+        **dict(getattr(taken.refusal, "headers", {})),
+        "X-Accepted-Lines": str(accepted),
+        "Content-Location": f"{fhir_base(request)}/_async/{group_id}",
+    }
+    return fhir_response(
+        operation_outcome([Issue(taken.refusal.issues[0].code, diagnostics, (f"line {taken.stopped_at}",))]),
+        taken.refusal.status,
+        headers,
+    )
 
 
 @router.get("/_async/{group_id}/results")
@@ -119,6 +186,7 @@ async def results(group_id: str, request: Request, caller: Caller) -> Response:
     def lines() -> Iterator[bytes]:
         for line in conn.groups.result_lines(group, base):
             yield (json.dumps(line) + "\n").encode()
+
     return StreamingResponse(lines(), media_type="application/fhir+ndjson")
 
 
@@ -148,6 +216,9 @@ async def _status(request: Request, group_id: str, caller: Principal, accepted_a
         return fhir_response(await anyio.to_thread.run_sync(conn.groups.batch_response, group, base), 200)
     if accepted_answer or not progress.done:
         total = group.total if group.total is not None else "?"
-        return fhir_response(body, 202, {"Content-Location": location, "X-Progress": f"{progress.ended}/{total} entries",
-                                         "Retry-After": "1"})
+        return fhir_response(
+            body,
+            202,
+            {"Content-Location": location, "X-Progress": f"{progress.ended}/{total} entries", "Retry-After": "1"},
+        )
     return fhir_response(body, 200, {"Content-Location": location})

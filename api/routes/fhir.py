@@ -10,8 +10,8 @@ import json
 import re
 import uuid
 from dataclasses import replace
-from urllib.parse import urlencode
 from typing import Any
+from urllib.parse import urlencode
 
 import anyio
 from fastapi import APIRouter, Request
@@ -68,9 +68,15 @@ async def metadata(request: Request) -> Response:
 @router.patch("/{resource_type}/{resource_id}")
 async def patch(resource_type: str, resource_id: str, request: Request, caller: Caller) -> Response:
     caller.require(_resource_type(resource_type), UPDATE)
-    job = JobRequest(Action.PATCH, resource_type, check_id(resource_id), await _body(request),
-                     request.headers.get("content-type", ""), parse_if_match(request.headers.get("if-match")),
-                     strict=request.query_params.get("_strict", "").lower() == "true")
+    job = JobRequest(
+        Action.PATCH,
+        resource_type,
+        check_id(resource_id),
+        await _body(request),
+        request.headers.get("content-type", ""),
+        parse_if_match(request.headers.get("if-match")),
+        strict=request.query_params.get("_strict", "").lower() == "true",
+    )
     # A malformed patch is refused before anything is queued; parsed off the event loop, so that one costly body
     # never holds up other requests (its cost is bounded by the engine's limits).
     await anyio.to_thread.run_sync(lambda: parse_patch(job.body, job.content_type, strict=job.strict))
@@ -97,26 +103,47 @@ async def search(resource_type: str, request: Request, caller: Caller) -> Respon
     count = query_number(request, "_count", 100, 1, 1000)
     found = await anyio.to_thread.run_sync(connections(request).conditional.search, resource_type, criterion)
     base = fhir_base(request)
-    bundle = {"resourceType": "Bundle", "type": "searchset", "total": len(found),
-              "link": [{"relation": "self", "url": f"{base}/{resource_type}?{urlencode({criterion.name: _token(criterion)})}"}],
-              "entry": [{"fullUrl": f"{base}/{v.key}", "resource": v.resource(), "search": {"mode": "match"}} for v in found[:count]]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(found),
+        "link": [
+            {"relation": "self", "url": f"{base}/{resource_type}?{urlencode({criterion.name: _token(criterion)})}"}
+        ],
+        "entry": [
+            {"fullUrl": f"{base}/{v.key}", "resource": v.resource(), "search": {"mode": "match"}} for v in found[:count]
+        ],
+    }
     return fhir_response(bundle)
 
 
 def _token(criterion: Criterion) -> str:
-    return criterion.value if criterion.name == "_id" or criterion.system is None else f"{criterion.system}|{criterion.value}"
+    return (
+        criterion.value
+        if criterion.name == "_id" or criterion.system is None
+        else f"{criterion.system}|{criterion.value}"
+    )
 
 
 @router.put("/{resource_type}/{resource_id}")
 async def update(resource_type: str, resource_id: str, request: Request, caller: Caller) -> Response:
-    """Update, or create at this id: either permission admits it here; the worker checks the one it turns out to need."""
+    """Update, or create at this id: either permission admits it here; the worker checks the one it turns out to
+    need."""
     caller.require(_resource_type(resource_type), UPDATE, CREATE)
     body, content_type = await _body(request), request.headers.get("content-type", "application/fhir+json")
-    resource, warnings = await anyio.to_thread.run_sync(_resource_body, content_type, resource_type, body, check_id(resource_id),
-                                                        _lenient(request))
-    job = JobRequest(Action.UPDATE, resource_type, resource_id, dumps(resource).encode(), "application/fhir+json",
-                     parse_if_match(request.headers.get("if-match")), parse_snapshot_mode(request.headers.get("x-meta-snapshot-mode")),
-                     warnings=warnings)
+    resource, warnings = await anyio.to_thread.run_sync(
+        _resource_body, content_type, resource_type, body, check_id(resource_id), _lenient(request)
+    )
+    job = JobRequest(
+        Action.UPDATE,
+        resource_type,
+        resource_id,
+        dumps(resource).encode(),
+        "application/fhir+json",
+        parse_if_match(request.headers.get("if-match")),
+        parse_snapshot_mode(request.headers.get("x-meta-snapshot-mode")),
+        warnings=warnings,
+    )
     return await _submit(request, job, caller)
 
 
@@ -124,18 +151,27 @@ async def update(resource_type: str, resource_id: str, request: Request, caller:
 async def create(resource_type: str, request: Request, caller: Caller) -> Response:
     caller.require(_resource_type(resource_type), CREATE)
     body, content_type = await _body(request), request.headers.get("content-type", "application/fhir+json")
-    resource, warnings = await anyio.to_thread.run_sync(_resource_body, content_type, resource_type, body, None, _lenient(request))
+    resource, warnings = await anyio.to_thread.run_sync(
+        _resource_body, content_type, resource_type, body, None, _lenient(request)
+    )
     resource_id = str(uuid.uuid4())
-    job = JobRequest(Action.CREATE, resource_type, resource_id, dumps({**resource, "id": resource_id}).encode(), "application/fhir+json",
-                     warnings=warnings)
+    job = JobRequest(
+        Action.CREATE,
+        resource_type,
+        resource_id,
+        dumps({**resource, "id": resource_id}).encode(),
+        "application/fhir+json",
+        warnings=warnings,
+    )
     return await _submit(request, job, caller)
 
 
 @router.delete("/{resource_type}/{resource_id}")
 async def delete(resource_type: str, resource_id: str, request: Request, caller: Caller) -> Response:
     caller.require(_resource_type(resource_type), DELETE)
-    job = JobRequest(Action.DELETE, resource_type, check_id(resource_id),
-                     if_match=parse_if_match(request.headers.get("if-match")))
+    job = JobRequest(
+        Action.DELETE, resource_type, check_id(resource_id), if_match=parse_if_match(request.headers.get("if-match"))
+    )
     return await _submit(request, job, caller)
 
 
@@ -154,7 +190,9 @@ async def vread(resource_type: str, resource_id: str, version_id: str, request: 
     if not (version_id.isascii() and version_id.isdigit() and len(version_id) <= 9):
         raise InvalidRequest(f"Version {version_id!r} is not a version number", "vid")
     store = connections(request).database.resources
-    version = await anyio.to_thread.run_sync(store.version, _resource_type(resource_type), check_id(resource_id), int(version_id))
+    version = await anyio.to_thread.run_sync(
+        store.version, _resource_type(resource_type), check_id(resource_id), int(version_id)
+    )
     if version is None:
         raise ResourceNotFound(f"{resource_type}/{resource_id} has no version {version_id}", "vid")
     return _version_answer(version, request)
@@ -170,11 +208,23 @@ async def history(resource_type: str, resource_id: str, request: Request, caller
     if not total:
         raise ResourceNotFound(f"{resource_type}/{resource_id} does not exist", "id")
     base = fhir_base(request)
-    links = [{"relation": "self", "url": f"{base}/{resource_type}/{resource_id}/_history?_count={count}&_offset={offset}"}]
+    links = [
+        {"relation": "self", "url": f"{base}/{resource_type}/{resource_id}/_history?_count={count}&_offset={offset}"}
+    ]
     if offset + count < total:  # every version is reachable: follow `next` to the first one
-        links.append({"relation": "next", "url": f"{base}/{resource_type}/{resource_id}/_history?_count={count}&_offset={offset + count}"})
-    bundle = {"resourceType": "Bundle", "type": "history", "total": total, "link": links,
-              "entry": [_history_entry(v, base) for v in versions]}
+        links.append(
+            {
+                "relation": "next",
+                "url": f"{base}/{resource_type}/{resource_id}/_history?_count={count}&_offset={offset + count}",
+            }
+        )
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "history",
+        "total": total,
+        "link": links,
+        "entry": [_history_entry(v, base) for v in versions],
+    }
     return fhir_response(bundle)
 
 
@@ -192,16 +242,24 @@ def _history_entry(version: StoredVersion, base: str) -> dict[str, Any]:
         entry["resource"] = version.resource()
     method = _HISTORY_METHODS.get(version.action, "DELETE" if version.deleted else "PUT")
     entry["request"] = {"method": method, "url": version.key if method != "POST" else version.resource_type}
-    entry["response"] = {"status": "201 Created" if version.version_id == 1 else "200 OK", "etag": etag(version.version_id),
-                         "lastModified": fhir_instant(version.last_updated)}
+    entry["response"] = {
+        "status": "201 Created" if version.version_id == 1 else "200 OK",
+        "etag": etag(version.version_id),
+        "lastModified": fhir_instant(version.last_updated),
+    }
     return entry
 
 
 def _version_answer(version: StoredVersion, request: Request) -> Response:
     if version.deleted:
         raise ResourceGone(f"{version.key} was deleted (version {version.version_id})", "id")
-    headers = {"ETag": etag(version.version_id), "Last-Modified": http_date(version.last_updated),
-               "Content-Location": version_location(fhir_base(request), version.resource_type, version.resource_id, version.version_id)}
+    headers = {
+        "ETag": etag(version.version_id),
+        "Last-Modified": http_date(version.last_updated),
+        "Content-Location": version_location(
+            fhir_base(request), version.resource_type, version.resource_id, version.version_id
+        ),
+    }
     return fhir_response(version.text, 200, headers)
 
 
@@ -213,8 +271,9 @@ def _lenient(request: Request) -> bool:
     return connections(request).settings.store_validation == "lenient"
 
 
-def _resource_body(content_type: str, resource_type: str, body: bytes, resource_id: str | None,
-                   lenient: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _resource_body(
+    content_type: str, resource_type: str, body: bytes, resource_id: str | None, lenient: bool
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """A whole resource for create/update: its media type, type and id checked, and valid FHIR R4."""
     kind = content_type.split(";")[0].strip().lower()
     if kind in ("application/fhir+json", "application/json"):
@@ -222,13 +281,17 @@ def _resource_body(content_type: str, resource_type: str, body: bytes, resource_
     elif kind in ("application/fhir+xml", "application/xml"):
         resource = xml_to_resource(parse_xml(body, f"{resource_type} resource"))
     else:
-        raise UnsupportedPatchFormat(f"Content-Type {kind!r} is not a FHIR resource format; use application/fhir+json", "Content-Type")
+        raise UnsupportedPatchFormat(
+            f"Content-Type {kind!r} is not a FHIR resource format; use application/fhir+json", "Content-Type"
+        )
     return checked_resource(resource, resource_type, resource_id, lenient)
 
 
 def acting(request: Request, caller: Principal, job: JobRequest) -> JobRequest:
     """The job with who asks for it: subject, client, the permissions granted on its type, the X-Request-Id."""
-    return replace(job, actor=Actor(caller.subject, caller.client_id, caller.grants.on(job.resource_type), request_id(request)))
+    return replace(
+        job, actor=Actor(caller.subject, caller.client_id, caller.grants.on(job.resource_type), request_id(request))
+    )
 
 
 def request_id(request: Request) -> str:
@@ -253,8 +316,18 @@ async def _submit(request: Request, job: JobRequest, caller: Principal) -> Respo
     callback = request.headers.get("x-callback-url")
     if callback is not None:
         await anyio.to_thread.run_sync(_check_callback, conn, callback)
-    digest = body_digest(request.method, job.key, job.content_type, job.body, str(job.if_match), ",".join(job.snapshot_mode), callback or "")
-    submission = Submission(job, digest, callback, idempotency_key(request, caller), request.headers.get("idempotency-key"))
+    digest = body_digest(
+        request.method,
+        job.key,
+        job.content_type,
+        job.body,
+        str(job.if_match),
+        ",".join(job.snapshot_mode),
+        callback or "",
+    )
+    submission = Submission(
+        job, digest, callback, idempotency_key(request, caller), request.headers.get("idempotency-key")
+    )
     wait = None if "respond-async" in prefer else conn.settings.sync_wait_seconds
     answer = await conn.intake.submit(submission, wait)
     base = fhir_base(request)
@@ -265,7 +338,9 @@ async def _submit(request: Request, job: JobRequest, caller: Principal) -> Respo
 
 def _check_callback(conn: Connections, url: str) -> None:
     if not conn.settings.callback_secret:
-        raise InvalidRequest("X-Callback-URL is not available: no FHIR_PATCH_CALLBACK_SECRET is configured", "X-Callback-URL")
+        raise InvalidRequest(
+            "X-Callback-URL is not available: no FHIR_PATCH_CALLBACK_SECRET is configured", "X-Callback-URL"
+        )
     try:
         checked_callback(url, conn.settings.callback_allow)
     except CallbackRefused as exc:

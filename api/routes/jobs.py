@@ -32,7 +32,9 @@ async def poll(job_id: str, request: Request, caller: Caller) -> Response:
         if answer is not None:
             return answer
     if job is None or job.state == JobState.CANCELLED:
-        raise UnknownJob(f"No job {job_id!r}: it never existed, was cancelled, or expired after the retention period", "job")
+        raise UnknownJob(
+            f"No job {job_id!r}: it never existed, was cancelled, or expired after the retention period", "job"
+        )
     if job.request.action == Action.TRANSACTION and job.state == JobState.APPLIED:
         return await anyio.to_thread.run_sync(transaction_answer, conn, job, fhir_base(request))
     done = await conn.intake.finished(job_id) if job.state.final else None
@@ -51,10 +53,18 @@ async def cancel(job_id: str, request: Request, caller: Caller) -> Response:
     group = await anyio.to_thread.run_sync(conn.database.groups.get, job_id) if job is None else None
     if group is not None and group.total is not None and caller.owns(group.owner):
         cancelled = await anyio.to_thread.run_sync(conn.groups.cancel, group)
-        return fhir_response(outcome_of("information", "informational", f"{cancelled} entries of {job_id} cancelled; "
-                                        "entries already started finish"), 202)
+        return fhir_response(
+            outcome_of(
+                "information",
+                "informational",
+                f"{cancelled} entries of {job_id} cancelled; entries already started finish",
+            ),
+            202,
+        )
     if job is None or job.state == JobState.CANCELLED:
         raise UnknownJob(f"No job {job_id!r} to cancel (never existed, already cancelled, or expired)", "job")
     if not job.state.final and await anyio.to_thread.run_sync(jobs.cancel, job_id, utc_now()):
-        return fhir_response(outcome_of("information", "informational", f"Job {job_id} cancelled; it will not be applied"), 202)
+        return fhir_response(
+            outcome_of("information", "informational", f"Job {job_id} cancelled; it will not be applied"), 202
+        )
     raise JobStarted(f"Job {job_id} has already started; only a job that has not started can be cancelled", "job")

@@ -41,15 +41,19 @@ def _mongodb(conn: Connections) -> dict[str, Any]:
 
 def _queues(conn: Connections) -> dict[str, Any]:
     if not conn.queues.arrivals.synced():
-        raise RuntimeError("the queues are being rebuilt from MongoDB (Redis is new or lost its data); new jobs wait until then")
+        raise RuntimeError(
+            "the queues are being rebuilt from MongoDB (Redis is new or lost its data); new jobs wait until then"
+        )
     return {}
 
 
 def _progress(conn: Connections) -> dict[str, Any]:
     waiting, quiet = conn.admission.stalled_for()
     if waiting and quiet > conn.settings.stall_seconds:
-        raise RuntimeError(f"{waiting} jobs are waiting and none has finished for {quiet:.0f}s "
-                           f"(FHIR_PATCH_STALL_SECONDS={conn.settings.stall_seconds:g})")
+        raise RuntimeError(
+            f"{waiting} jobs are waiting and none has finished for {quiet:.0f}s "
+            f"(FHIR_PATCH_STALL_SECONDS={conn.settings.stall_seconds:g})"
+        )
     return {"waiting": waiting, "seconds_since_progress": round(quiet, 1)}
 
 
@@ -72,10 +76,17 @@ def readyz(request: Request) -> JSONResponse:
     """Redis and MongoDB reachable, the queues in sync with MongoDB, at least one worker answering, and jobs
     finishing when some are waiting: 200, else 503."""
     conn: Connections = request.app.state.connections
-    checks = {"redis": _timed(lambda: _redis(conn)), "mongodb": _timed(lambda: _mongodb(conn)), "queues": _timed(lambda: _queues(conn)),
-              "worker": _timed(lambda: _workers(conn)), "progress": _timed(lambda: _progress(conn))}
+    checks = {
+        "redis": _timed(lambda: _redis(conn)),
+        "mongodb": _timed(lambda: _mongodb(conn)),
+        "queues": _timed(lambda: _queues(conn)),
+        "worker": _timed(lambda: _workers(conn)),
+        "progress": _timed(lambda: _progress(conn)),
+    }
     ready = all(c["status"] == "ok" for c in checks.values())
-    return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503
+    )
 
 
 async def metrics_reader(request: Request) -> None:

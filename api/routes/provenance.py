@@ -33,9 +33,13 @@ def _target(request: Request) -> tuple[str, str, int | None]:
     given = request.query_params.getlist("target")
     unknown = sorted(set(request.query_params) - {"target", "_count", "_offset"})
     if unknown:
-        raise InvalidRequest(f"Provenance search takes target, _count and _offset, not {', '.join(unknown)}", unknown[0])
+        raise InvalidRequest(
+            f"Provenance search takes target, _count and _offset, not {', '.join(unknown)}", unknown[0]
+        )
     if len(given) != 1:
-        raise InvalidRequest("Provenance search needs exactly one target=Type/id or target=Type/id/_history/n", "target")
+        raise InvalidRequest(
+            "Provenance search needs exactly one target=Type/id or target=Type/id/_history/n", "target"
+        )
     base = fhir_base(request)
     found = _TARGET.fullmatch(given[0].removeprefix(base + "/"))
     if found is None or not is_resource_type(found["type"]):
@@ -56,9 +60,13 @@ async def provenance_search(request: Request, caller: Caller) -> Response:
     else:  # the same page of versions a history search reads
         total, versions = await anyio.to_thread.run_sync(store.history, resource_type, resource_id, count, offset)
     base = fhir_base(request)
-    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": total,
-                              "link": [{"relation": "self", "url": str(request.url)}],
-                              "entry": [_entry(v, base) for v in versions if v.provenance]}
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": total,
+        "link": [{"relation": "self", "url": str(request.url)}],
+        "entry": [_entry(v, base) for v in versions if v.provenance],
+    }
     if version_id is None and offset + count < total:
         query = urlencode({"target": f"{resource_type}/{resource_id}", "_count": count, "_offset": offset + count})
         bundle["link"].append({"relation": "next", "url": f"{base}/Provenance?{query}"})

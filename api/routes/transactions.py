@@ -12,15 +12,15 @@ import time
 from typing import Any
 
 import anyio
-from redis.exceptions import RedisError
 from fastapi import Request
 from fastapi.responses import Response
+from redis.exceptions import RedisError
 
 from api.answers import accepted_answer
 from api.entries import authorize_entry, entry_request, is_read
 from api.http import fhir_response, outcome_response, parse_prefer
-from api.routes.fhir import acting, connections, fhir_base
 from api.intake import send_drain, withdraw
+from api.routes.fhir import acting, connections, fhir_base
 from worker.access import Principal
 from worker.jobs import Action, Job, JobRequest, JobResult, JobState
 from worker.patch.errors import InvalidRequest
@@ -29,7 +29,9 @@ from worker.service import utc_now
 from worker.transactions import TransactionEntry, encode_entries, transaction_keys
 
 
-def _checked(conn: Any, entries: list[Any], caller: Principal, http: Request) -> tuple[list[TransactionEntry], dict[str, str]]:
+def _checked(
+    conn: Any, entries: list[Any], caller: Principal, http: Request
+) -> tuple[list[TransactionEntry], dict[str, str]]:
     """Every entry authorized first (one out of scope refuses the whole transaction, 403, before anything is
     resolved or written), then checked."""
     for index, entry in enumerate(entries):
@@ -45,8 +47,11 @@ def _checked(conn: Any, entries: list[Any], caller: Principal, http: Request) ->
         lenient = conn.settings.store_validation == "lenient"
         request = acting(http, caller, entry_request(conn.groups.resolved(entry, where), where, lenient))
         if request.key in first_index:
-            raise InvalidRequest(f"{where}: {request.key} is already changed by Bundle.entry[{first_index[request.key]}]; "
-                                 "a transaction may change each resource once", where)
+            raise InvalidRequest(
+                f"{where}: {request.key} is already changed by Bundle.entry[{first_index[request.key]}]; "
+                "a transaction may change each resource once",
+                where,
+            )
         first_index[request.key] = index
         checked.append(TransactionEntry(index, request))
     return checked, reads
@@ -71,9 +76,13 @@ async def transaction(request: Request, entries: list[Any], caller: Principal) -
         raise
     conn.metrics.accepted()
     try:
-        to_wake = await anyio.to_thread.run_sync(conn.queues.arrivals.enqueue_transaction, keys, job.id, job.to_payload(), time.time())
+        to_wake = await anyio.to_thread.run_sync(
+            conn.queues.arrivals.enqueue_transaction, keys, job.id, job.to_payload(), time.time()
+        )
     except RedisError as exc:
-        raise await anyio.to_thread.run_sync(withdraw, conn.database, conn.admission, [job], "the transaction was") from exc
+        raise await anyio.to_thread.run_sync(
+            withdraw, conn.database, conn.admission, [job], "the transaction was"
+        ) from exc
     if to_wake:  # None: held until Redis is in sync again (the reconciler queues it in order)
         await anyio.to_thread.run_sync(send_drain, conn.celery, to_wake)
     if future is not None:
@@ -103,13 +112,21 @@ def transaction_answer(conn: Any, job: Job, base: str) -> Response:
             bundle_entries.append(conn.groups.read_entry(reads[index], base))
         elif index in by_index:
             bundle_entries.append(_written(conn, by_index[index], base))
-    return fhir_response({"resourceType": "Bundle", "id": job.id, "type": "transaction-response", "entry": bundle_entries})
+    return fhir_response(
+        {"resourceType": "Bundle", "id": job.id, "type": "transaction-response", "entry": bundle_entries}
+    )
 
 
 def _written(conn: Any, entry: dict[str, Any], base: str) -> dict[str, Any]:
     resource_type, resource_id = str(entry["key"]).split("/", 1)
-    version = conn.database.resources.version(resource_type, resource_id, entry["versionId"]) if entry.get("versionId") else None
-    result = JobResult(int(entry["status"]), entry.get("versionId"), version.last_updated if version is not None else None)
+    version = (
+        conn.database.resources.version(resource_type, resource_id, entry["versionId"])
+        if entry.get("versionId")
+        else None
+    )
+    result = JobResult(
+        int(entry["status"]), entry.get("versionId"), version.last_updated if version is not None else None
+    )
     response = response_element(result, str(entry["key"]), base)
     if version is not None and not version.deleted:
         return {"fullUrl": f"{base}/{entry['key']}", "resource": version.resource(), "response": response}

@@ -67,11 +67,15 @@ def test_a_put_that_creates_needs_c_and_one_that_updates_needs_u() -> None:
 def test_a_client_policy_narrows_the_global_one() -> None:
     clients = {"registry": {"Patient": ("active",)}}
     patch = dumps([{"op": "replace", "path": "/gender", "value": "female"}]).encode()
-    request = JobRequest(Action.PATCH, "Patient", "p", patch, "application/json-patch+json", actor=Actor("s", "registry"))
+    request = JobRequest(
+        Action.PATCH, "Patient", "p", patch, "application/json-patch+json", actor=Actor("s", "registry")
+    )
     with pytest.raises(Forbidden) as refused:
         plan_change(request, Existing(1, dict(PATIENT)), {}, clients)
     assert refused.value.outcome["issue"][0]["expression"] == ["Patient.gender"]
-    other = JobRequest(Action.PATCH, "Patient", "p", patch, "application/json-patch+json", actor=Actor("s", "someone-else"))
+    other = JobRequest(
+        Action.PATCH, "Patient", "p", patch, "application/json-patch+json", actor=Actor("s", "someone-else")
+    )
     assert plan_change(other, Existing(1, dict(PATIENT)), {}, clients).resource["gender"] == "female"  # type: ignore[index]
     allowed = dumps([{"op": "replace", "path": "/active", "value": False}]).encode()
     ok = JobRequest(Action.PATCH, "Patient", "p", allowed, "application/json-patch+json", actor=Actor("s", "registry"))
@@ -80,9 +84,16 @@ def test_a_client_policy_narrows_the_global_one() -> None:
         plan_change(_put("cu", "registry"), Existing(1, dict(PATIENT)), {}, clients)
 
 
-@pytest.mark.parametrize(("action", "version", "deleted", "code"), [
-    (Action.PATCH, 3, False, "PATCH"), (Action.CREATE, 1, False, "CREATE"), (Action.UPDATE, 1, False, "CREATE"),
-    (Action.UPDATE, 2, False, "UPDATE"), (Action.DELETE, 4, True, "DELETE")])
+@pytest.mark.parametrize(
+    ("action", "version", "deleted", "code"),
+    [
+        (Action.PATCH, 3, False, "PATCH"),
+        (Action.CREATE, 1, False, "CREATE"),
+        (Action.UPDATE, 1, False, "CREATE"),
+        (Action.UPDATE, 2, False, "UPDATE"),
+        (Action.DELETE, 4, True, "DELETE"),
+    ],
+)
 def test_provenance_is_a_valid_r4_resource(action: Action, version: int, deleted: bool, code: str) -> None:
     request = JobRequest(action, "Patient", "p", actor=Actor("alice", "registry-a", request_id="req-42"))
     text = provenance_text(request, version, datetime(2026, 11, 30, 10, 0, tzinfo=UTC), deleted, "job-1")
@@ -116,7 +127,13 @@ def test_host_names_pass_only_when_every_address_is_allowed() -> None:
     public = checked_callback("https://hooks.example.org/fhir/x", allow, resolve=lambda h, p: ["93.184.216.34"])
     assert public.connect_url == "https://93.184.216.34:443/fhir/x", "delivery connects to the address that was checked"
     assert (public.host_header, public.sni) == ("hooks.example.org", "hooks.example.org")
-    for addresses in (["93.184.216.34", "10.0.0.7"], ["169.254.169.254"], ["127.0.0.1", "::1"], ["192.168.1.1"], ["fd00:ec2::254"]):
+    for addresses in (
+        ["93.184.216.34", "10.0.0.7"],
+        ["169.254.169.254"],
+        ["127.0.0.1", "::1"],
+        ["192.168.1.1"],
+        ["fd00:ec2::254"],
+    ):
         with pytest.raises(CallbackRefused, match="address that no allow-list entry names"):
             checked_callback("https://hooks.example.org/fhir/x", allow, resolve=lambda h, p, a=addresses: a)
     any_port = checked_callback("http://127.0.0.1:5555/x", allow)
@@ -125,22 +142,31 @@ def test_host_names_pass_only_when_every_address_is_allowed() -> None:
         checked_callback("https://hooks.example.org:8443/fhir/x", allow, resolve=lambda h, p: ["93.184.216.34"])
 
 
-@pytest.mark.parametrize("entry", ["http://127.0.0.1:", "127.0.0.1", "http://host/x?y=1", "http://u@host/", "gopher://host/"])
+@pytest.mark.parametrize(
+    "entry", ["http://127.0.0.1:", "127.0.0.1", "http://host/x?y=1", "http://u@host/", "gopher://host/"]
+)
 def test_bad_allow_list_entries_are_refused_at_start(entry: str) -> None:
     from worker.settings import Settings, SettingsError
+
     with pytest.raises(SettingsError, match="FHIR_PATCH_CALLBACK_ALLOW"):
         Settings.from_env({"FHIR_PATCH_CALLBACK_ALLOW": entry})
 
 
 def test_client_policies_are_read_from_the_environment() -> None:
     from worker.settings import Settings, SettingsError
-    settings = Settings.from_env({"FHIR_PATCH_CLIENT_ELEMENT_POLICIES": '{"labeller": {"DocumentReference": ["securityLabel"]}}'})
+
+    settings = Settings.from_env(
+        {"FHIR_PATCH_CLIENT_ELEMENT_POLICIES": '{"labeller": {"DocumentReference": ["securityLabel"]}}'}
+    )
     assert settings.client_element_policies == {"labeller": {"DocumentReference": ("securityLabel",)}}
     with pytest.raises(SettingsError, match="labeller"):
-        Settings.from_env({"FHIR_PATCH_CLIENT_ELEMENT_POLICIES": '{"labeller": {"DocumentReference": "securityLabel"}}'})
+        Settings.from_env(
+            {"FHIR_PATCH_CLIENT_ELEMENT_POLICIES": '{"labeller": {"DocumentReference": "securityLabel"}}'}
+        )
 
 
 def test_the_capability_statement_says_when_authentication_is_off() -> None:
     from api.capabilities import security
+
     assert "DISABLED" in security(True)["description"] and "service" not in security(True)
     assert security(False)["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"

@@ -45,7 +45,9 @@ def _refused(issuer: TokenIssuer) -> dict[str, str]:
     other = TokenIssuer(issuer.path.with_name("other.json"))
     stolen_kid = other.token(headers={"kid": issuer.ec_kid})  # signed by another key under our key's id
     header = jwt.utils.base64url_encode(json.dumps({"alg": "none", "kid": issuer.ec_kid}).encode()).decode()
-    claims = jwt.utils.base64url_encode(json.dumps({"sub": "x", "iss": "i", "aud": "a", "exp": now + 60}).encode()).decode()
+    claims = jwt.utils.base64url_encode(
+        json.dumps({"sub": "x", "iss": "i", "aud": "a", "exp": now + 60}).encode()
+    ).decode()
     public_pem = issuer.rsa_key.public_key().public_bytes(*_pem())
     return {
         "expired beyond the leeway": issuer.token(ttl=-61 - 60),
@@ -57,8 +59,12 @@ def _refused(issuer: TokenIssuer) -> dict[str, str]:
         "HS256 with the public key as secret": _hs256_with(public_pem, issuer.rsa_kid, now),
         "not a JWT": "abc.def",
         "no subject": issuer.token(sub=None),  # type: ignore[arg-type]
-        "no expiry": jwt.encode({"iss": "https://issuer.test.invalid", "aud": "https://fhir-patch.test.invalid/fhir", "sub": "x"},
-                                issuer.ec_key, algorithm="ES256", headers={"kid": issuer.ec_kid}),
+        "no expiry": jwt.encode(
+            {"iss": "https://issuer.test.invalid", "aud": "https://fhir-patch.test.invalid/fhir", "sub": "x"},
+            issuer.ec_key,
+            algorithm="ES256",
+            headers={"kid": issuer.ec_kid},
+        ),
         "unknown key id": issuer.token(headers={"kid": "no-such-key"}),
     }
 
@@ -67,15 +73,28 @@ def _hs256_with(secret: bytes, kid: str, now: int) -> str:
     """The key-confusion attack token (PyJWT itself refuses to make it, so it is made by hand here)."""
     import hashlib
     import hmac
+
     encode = jwt.utils.base64url_encode
-    signing_input = (encode(json.dumps({"alg": "HS256", "kid": kid}).encode()) + b"." +
-                     encode(json.dumps({"sub": "x", "iss": "https://issuer.test.invalid", "exp": now + 60,
-                                        "aud": "https://fhir-patch.test.invalid/fhir"}).encode()))
+    signing_input = (
+        encode(json.dumps({"alg": "HS256", "kid": kid}).encode())
+        + b"."
+        + encode(
+            json.dumps(
+                {
+                    "sub": "x",
+                    "iss": "https://issuer.test.invalid",
+                    "exp": now + 60,
+                    "aud": "https://fhir-patch.test.invalid/fhir",
+                }
+            ).encode()
+        )
+    )
     return (signing_input + b"." + encode(hmac.new(secret, signing_input, hashlib.sha256).digest())).decode()
 
 
 def _pem() -> tuple[Any, Any]:
     from cryptography.hazmat.primitives import serialization
+
     return serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
 
 
@@ -155,8 +174,9 @@ def served_jwks(issuer: TokenIssuer) -> Iterator[tuple[str, dict[str, Any], list
         server.server_close()
 
 
-def test_keys_from_a_loopback_url_and_a_rotation(issuer: TokenIssuer, served_jwks: tuple[str, dict[str, Any], list[int]],
-                                                 tmp_path: Path) -> None:
+def test_keys_from_a_loopback_url_and_a_rotation(
+    issuer: TokenIssuer, served_jwks: tuple[str, dict[str, Any], list[int]], tmp_path: Path
+) -> None:
     url, state, hits = served_jwks
     assert read_jwks(url) == issuer.jwks()
     clock = _Clock()
@@ -165,8 +185,12 @@ def test_keys_from_a_loopback_url_and_a_rotation(issuer: TokenIssuer, served_jwk
     assert authenticator.verify(issuer.token(algorithm="RS256")).subject == "tester"
     rotated = TokenIssuer(tmp_path / "rotated.json")
     state["document"] = {"keys": issuer.jwks()["keys"] + rotated.jwks()["keys"]}
-    token = jwt.encode(jwt.decode(issuer.token(), options={"verify_signature": False}), rotated.ec_key, algorithm="ES256",
-                       headers={"kid": rotated.ec_kid})
+    token = jwt.encode(
+        jwt.decode(issuer.token(), options={"verify_signature": False}),
+        rotated.ec_key,
+        algorithm="ES256",
+        headers={"kid": rotated.ec_kid},
+    )
     clock.now += UNKNOWN_KID_REFRESH
     assert authenticator.verify(token).subject == "tester", "a new kid is found by one refresh"
     assert len(hits) == 3

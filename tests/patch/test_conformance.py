@@ -76,7 +76,10 @@ def test_xml_patch(case: dict[str, Any]) -> None:
 def parameters(ops: list[dict[str, Any]]) -> dict[str, Any]:
     built = []
     for op in ops:
-        parts: list[dict[str, Any]] = [{"name": "type", "valueCode": op["type"]}, {"name": "path", "valueString": op["path"]}]
+        parts: list[dict[str, Any]] = [
+            {"name": "type", "valueCode": op["type"]},
+            {"name": "path", "valueString": op["path"]},
+        ]
         if "name" in op:
             parts.append({"name": "name", "valueString": op["name"]})
         if "value" in op:
@@ -99,7 +102,9 @@ def test_fhirpath_patch(case: dict[str, Any]) -> None:
             apply_fhirpath_patch(resource, patch, strict=case.get("strict", False), warnings=warnings)
         check_error(caught.value, case["error"])
     else:
-        assert apply_fhirpath_patch(resource, patch, strict=case.get("strict", False), warnings=warnings) == _decimals(case["expected"])
+        assert apply_fhirpath_patch(resource, patch, strict=case.get("strict", False), warnings=warnings) == _decimals(
+            case["expected"]
+        )
         found = [i.diagnostics for i in warnings.issues]
         for expected in case.get("warnings", []):
             assert any(expected in message for message in found), found

@@ -21,29 +21,96 @@ from worker.patch import PatchError
 from worker.patch.fhir_json import copy_json, dumps
 
 TRIED = {"inputs": 0, "5xx": 0}
-words = st.sampled_from(["", "/", "/name", "/name/0", "/name/-", "/id", "/meta", "/meta/versionId", "/text/div", "/gender",
-                         "/multipleBirthInteger", "/extension/0/url", "/a~1b", "/~2", "Patient", "Patient.name",
-                         "Patient.text.div", "Patient.name.where(family = 'x')", "Patient.name.first()", "Patient.name.where()",
-                         "Patient.id", "Patient.meta", "x(", "(((", "Patient.name[0].given[9]", "Patient.mod", "%resource"])
-numbers = st.one_of(st.integers(-2**70, 2**70), st.decimals(allow_nan=False, allow_infinity=False),
-                    st.sampled_from([Decimal("1e400"), Decimal("-0.0"), Decimal("1E+20")]))
+words = st.sampled_from(
+    [
+        "",
+        "/",
+        "/name",
+        "/name/0",
+        "/name/-",
+        "/id",
+        "/meta",
+        "/meta/versionId",
+        "/text/div",
+        "/gender",
+        "/multipleBirthInteger",
+        "/extension/0/url",
+        "/a~1b",
+        "/~2",
+        "Patient",
+        "Patient.name",
+        "Patient.text.div",
+        "Patient.name.where(family = 'x')",
+        "Patient.name.first()",
+        "Patient.name.where()",
+        "Patient.id",
+        "Patient.meta",
+        "x(",
+        "(((",
+        "Patient.name[0].given[9]",
+        "Patient.mod",
+        "%resource",
+    ]
+)
+numbers = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.decimals(allow_nan=False, allow_infinity=False),
+    st.sampled_from([Decimal("1e400"), Decimal("-0.0"), Decimal("1E+20")]),
+)
 scalars = st.one_of(st.none(), st.booleans(), numbers, st.text(max_size=12), words)
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.one_of(words, st.text(max_size=6)),
-                                                                                          inner, max_size=5), max_leaves=25)
-json_patch_ops = st.lists(st.fixed_dictionaries({"op": st.sampled_from(["add", "remove", "replace", "move", "copy", "test", "x"]),
-                                                 "path": words}, optional={"value": values, "from": words}), max_size=4)
-fhirpath_parts = st.lists(st.fixed_dictionaries({"name": st.sampled_from(["type", "path", "name", "value", "index", "x"])},
-                                                optional={"valueString": words, "valueCode": st.sampled_from(["add", "insert",
-                                                          "delete", "replace", "move", "jump"]), "valueInteger": numbers,
-                                                          "value": values, "part": values, "valueHumanName": values}), max_size=5)
-parameters = st.fixed_dictionaries({"resourceType": st.sampled_from(["Parameters", "Patient", "Bundle"])},
-                                   optional={"parameter": st.one_of(values, st.lists(st.fixed_dictionaries(
-                                       {"name": st.sampled_from(["operation", "op"])}, optional={"part": fhirpath_parts}),
-                                       max_size=3))})
-xml_bodies = st.one_of(st.text(max_size=40), st.sampled_from([
-    '<Patch><add sel="/Patient"><gender value="male"/></add></Patch>',
-    '<Patch xmlns="http://hl7.org/fhir"><remove sel="/Patient"/></Patch>',
-    '<Patch><replace sel="/*/id/@value">x</replace></Patch>', '<Patch><add sel="/*" pos="before"><x/></add></Patch>']))
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.one_of(words, st.text(max_size=6)), inner, max_size=5)
+    ),
+    max_leaves=25,
+)
+json_patch_ops = st.lists(
+    st.fixed_dictionaries(
+        {"op": st.sampled_from(["add", "remove", "replace", "move", "copy", "test", "x"]), "path": words},
+        optional={"value": values, "from": words},
+    ),
+    max_size=4,
+)
+fhirpath_parts = st.lists(
+    st.fixed_dictionaries(
+        {"name": st.sampled_from(["type", "path", "name", "value", "index", "x"])},
+        optional={
+            "valueString": words,
+            "valueCode": st.sampled_from(["add", "insert", "delete", "replace", "move", "jump"]),
+            "valueInteger": numbers,
+            "value": values,
+            "part": values,
+            "valueHumanName": values,
+        },
+    ),
+    max_size=5,
+)
+parameters = st.fixed_dictionaries(
+    {"resourceType": st.sampled_from(["Parameters", "Patient", "Bundle"])},
+    optional={
+        "parameter": st.one_of(
+            values,
+            st.lists(
+                st.fixed_dictionaries(
+                    {"name": st.sampled_from(["operation", "op"])}, optional={"part": fhirpath_parts}
+                ),
+                max_size=3,
+            ),
+        )
+    },
+)
+xml_bodies = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(
+        [
+            '<Patch><add sel="/Patient"><gender value="male"/></add></Patch>',
+            '<Patch xmlns="http://hl7.org/fhir"><remove sel="/Patient"/></Patch>',
+            '<Patch><replace sel="/*/id/@value">x</replace></Patch>',
+            '<Patch><add sel="/*" pos="before"><x/></add></Patch>',
+        ]
+    ),
+)
 bodies = st.one_of(
     st.tuples(st.just("application/json-patch+json"), st.one_of(json_patch_ops, values).map(dumps)),
     st.tuples(st.sampled_from(["application/fhir+json", "application/json"]), st.one_of(parameters, values).map(dumps)),
@@ -56,8 +123,9 @@ actions = st.sampled_from([Action.PATCH, Action.PATCH, Action.PATCH, Action.CREA
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(patients, bodies, actions, st.one_of(st.none(), st.integers(1, 3)), st.booleans())
-def test_plan_change_only_raises_client_errors(resource: dict[str, Any], body: tuple[str, Any], action: Action,
-                                               if_match: int | None, deleted: bool) -> None:
+def test_plan_change_only_raises_client_errors(
+    resource: dict[str, Any], body: tuple[str, Any], action: Action, if_match: int | None, deleted: bool
+) -> None:
     content_type, text = body
     raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
     if action in (Action.CREATE, Action.UPDATE):

@@ -8,13 +8,24 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.patch import PATCH_MEDIA_TYPES, PatchError, apply_fhirpath_patch, apply_json_patch, apply_patch, apply_xml_patch, diff_resources
-from worker.patch.fhir_json import copy_json, dumps
 from tests.support.strategies import decimals, patients, text
+from worker.patch import (
+    PATCH_MEDIA_TYPES,
+    PatchError,
+    apply_fhirpath_patch,
+    apply_json_patch,
+    apply_patch,
+    apply_xml_patch,
+    diff_resources,
+)
+from worker.patch.fhir_json import copy_json, dumps
 from worker.patch.fhir_xml import resource_to_xml_bytes, xml_bytes_to_resource
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8) | decimals,
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=20)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8) | decimals,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=20,
+)
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -40,14 +51,30 @@ def test_xml_round_trip_is_lossless(resource: dict[str, Any]) -> None:
 
 
 def test_xml_round_trip_keeps_decimal_digits() -> None:
-    resource = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "valueQuantity": {"value": Decimal("1.50")}}
+    resource = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "x"},
+        "valueQuantity": {"value": Decimal("1.50")},
+    }
     assert dumps(xml_bytes_to_resource(resource_to_xml_bytes(resource))) == dumps(resource)
 
 
 @FAST
-@given(patients, st.lists(st.fixed_dictionaries({"op": st.sampled_from(["add", "remove", "replace", "test", "move", "copy"]),
-                                                 "path": st.sampled_from(["/name/0", "/name/-", "/gender", "/x", "", "/identifier/0/value"]),
-                                                 "from": st.sampled_from(["/name/0", "/gender", "/zz"]), "value": json_values}), max_size=4))
+@given(
+    patients,
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "op": st.sampled_from(["add", "remove", "replace", "test", "move", "copy"]),
+                "path": st.sampled_from(["/name/0", "/name/-", "/gender", "/x", "", "/identifier/0/value"]),
+                "from": st.sampled_from(["/name/0", "/gender", "/zz"]),
+                "value": json_values,
+            }
+        ),
+        max_size=4,
+    ),
+)
 def test_json_patch_never_mutates_and_only_raises_patch_error(resource: dict[str, Any], operations: list[Any]) -> None:
     before = copy_json(resource)
     try:
@@ -77,18 +104,33 @@ def test_random_structures_only_raise_patch_error(resource: dict[str, Any], stru
         assert exc.status in (400, 415, 422)
 
 
-parts = st.fixed_dictionaries({"name": st.sampled_from(["type", "path", "name", "value", "index", "source", "destination", "x"])},
-                              optional={"valueString": st.sampled_from(["add", "delete", "Patient", "Patient.name", "Patient.name[0].given", "gender", "((", ""]),
-                                        "valueCode": st.sampled_from(["replace", "insert", "move", "male"]), "valueInteger": st.integers(-1, 3),
-                                        "part": st.lists(st.fixed_dictionaries({"name": st.sampled_from(["family", "given", "bogus"]), "valueString": text}), max_size=2)})
+parts = st.fixed_dictionaries(
+    {"name": st.sampled_from(["type", "path", "name", "value", "index", "source", "destination", "x"])},
+    optional={
+        "valueString": st.sampled_from(
+            ["add", "delete", "Patient", "Patient.name", "Patient.name[0].given", "gender", "((", ""]
+        ),
+        "valueCode": st.sampled_from(["replace", "insert", "move", "male"]),
+        "valueInteger": st.integers(-1, 3),
+        "part": st.lists(
+            st.fixed_dictionaries({"name": st.sampled_from(["family", "given", "bogus"]), "valueString": text}),
+            max_size=2,
+        ),
+    },
+)
 
 
 @FAST
-@given(patients, st.lists(st.fixed_dictionaries({"name": st.just("operation"), "part": st.lists(parts, max_size=5)}), max_size=3))
+@given(
+    patients,
+    st.lists(st.fixed_dictionaries({"name": st.just("operation"), "part": st.lists(parts, max_size=5)}), max_size=3),
+)
 def test_random_fhirpath_patches_only_raise_patch_error(resource: dict[str, Any], operations: list[Any]) -> None:
     before = copy_json(resource)
     try:
-        apply_patch(resource, dumps({"resourceType": "Parameters", "parameter": operations}).encode(), "application/fhir+json")
+        apply_patch(
+            resource, dumps({"resourceType": "Parameters", "parameter": operations}).encode(), "application/fhir+json"
+        )
     except PatchError as exc:
         assert exc.status in (400, 422)
     assert resource == before

@@ -18,11 +18,20 @@ CLIENT_POLICIES = {"labeller": {"DocumentReference": ["securityLabel"]}}
 @pytest.fixture(scope="module")
 def service(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     import uuid
+
     token = uuid.uuid4().hex[:10]
-    env = {**service_env, "FHIR_PATCH_DATABASE": f"p_{token}", "FHIR_PATCH_NAMESPACE": f"p-{token}",
-           "FHIR_PATCH_ELEMENT_POLICIES": json.dumps(POLICIES), "FHIR_PATCH_CLIENT_ELEMENT_POLICIES": json.dumps(CLIENT_POLICIES), "FHIR_PATCH_CALLBACK_SECRET": CALLBACK_SECRET,
-           "FHIR_PATCH_CALLBACK_ALLOW": "http://127.0.0.1:*/", "FHIR_PATCH_CALLBACK_GIVE_UP_SECONDS": "20",
-           "FHIR_PATCH_MAX_BODY_BYTES": "65536", "FHIR_PATCH_JOB_RETENTION_SECONDS": "6"}
+    env = {
+        **service_env,
+        "FHIR_PATCH_DATABASE": f"p_{token}",
+        "FHIR_PATCH_NAMESPACE": f"p-{token}",
+        "FHIR_PATCH_ELEMENT_POLICIES": json.dumps(POLICIES),
+        "FHIR_PATCH_CLIENT_ELEMENT_POLICIES": json.dumps(CLIENT_POLICIES),
+        "FHIR_PATCH_CALLBACK_SECRET": CALLBACK_SECRET,
+        "FHIR_PATCH_CALLBACK_ALLOW": "http://127.0.0.1:*/",
+        "FHIR_PATCH_CALLBACK_GIVE_UP_SECONDS": "20",
+        "FHIR_PATCH_MAX_BODY_BYTES": "65536",
+        "FHIR_PATCH_JOB_RETENTION_SECONDS": "6",
+    }
     tmp: Path = tmp_path_factory.mktemp("service")
     with running_service(env, tmp, workers=2) as running:
         yield running

@@ -29,7 +29,9 @@ def _patient(service: Service, pid: str) -> None:
 def test_async_patch_answers_202_then_a_batch_response_bundle(service: Service) -> None:
     _patient(service, "a1")
     with service.client() as client:
-        accepted = client.patch("Patient/a1", content=b'[{"op":"add","path":"/gender","value":"female"}]', headers=ASYNC)
+        accepted = client.patch(
+            "Patient/a1", content=b'[{"op":"add","path":"/gender","value":"female"}]', headers=ASYNC
+        )
         assert accepted.status_code == 202
         location = accepted.headers["content-location"]
         assert "/fhir/_async/" in location and accepted.json()["resourceType"] == "OperationOutcome"
@@ -54,7 +56,9 @@ def test_pending_job_polls_202_with_progress_and_can_be_cancelled(service: Servi
         service.signal_worker(n, signal.SIGSTOP)
     try:
         with service.client() as client:
-            accepted = client.patch("Patient/a2", content=b'[{"op":"add","path":"/gender","value":"male"}]', headers=ASYNC)
+            accepted = client.patch(
+                "Patient/a2", content=b'[{"op":"add","path":"/gender","value":"male"}]', headers=ASYNC
+            )
             location = accepted.headers["content-location"]
             pending = client.get(location)
             assert pending.status_code == 202 and pending.headers["x-progress"] and pending.headers["retry-after"]
@@ -79,7 +83,9 @@ def test_pending_job_polls_202_with_progress_and_can_be_cancelled(service: Servi
 def test_finished_jobs_expire_after_the_retention(service: Service) -> None:
     _patient(service, "a3")
     with service.client() as client:
-        location = client.patch("Patient/a3", content=b'[{"op":"add","path":"/active","value":true}]', headers=ASYNC).headers["content-location"]
+        location = client.patch(
+            "Patient/a3", content=b'[{"op":"add","path":"/active","value":true}]', headers=ASYNC
+        ).headers["content-location"]
         assert wait_jobs_final(client, [location])[location].status_code == 200
         wait_for(lambda: client.get(location).status_code == 404, 60, "the finished job to expire", interval=0.5)
         assert client.get(location).json()["issue"][0]["code"] == "not-found"
@@ -94,7 +100,11 @@ def test_idempotency_key_returns_the_first_job_and_refuses_a_different_body(serv
         assert first.headers["content-location"] == again.headers["content-location"]
         sync_again = client.patch("Patient/a4", content=body, headers={**PATCH, "idempotency-key": "key-a4"})
         assert sync_again.status_code == 200 and sync_again.headers["etag"] == 'W/"2"'
-        other = client.patch("Patient/a4", content=b'[{"op":"add","path":"/active","value":true}]', headers={**ASYNC, "idempotency-key": "key-a4"})
+        other = client.patch(
+            "Patient/a4",
+            content=b'[{"op":"add","path":"/active","value":true}]',
+            headers={**ASYNC, "idempotency-key": "key-a4"},
+        )
         assert other.status_code == 422 and other.json()["issue"][0]["expression"] == ["Idempotency-Key"]
         assert client.get("Patient/a4").json()["meta"]["versionId"] == "2"
 
@@ -135,8 +145,11 @@ def receiver() -> Iterator[Receiver]:
 def test_callback_is_signed_and_retried_after_500s(service: Service, receiver: Receiver) -> None:
     _patient(service, "a5")
     with service.client() as client:
-        accepted = client.patch("Patient/a5", content=b'[{"op":"add","path":"/active","value":true}]',
-                                headers={**ASYNC, "x-callback-url": receiver.url})
+        accepted = client.patch(
+            "Patient/a5",
+            content=b'[{"op":"add","path":"/active","value":true}]',
+            headers={**ASYNC, "x-callback-url": receiver.url},
+        )
         assert accepted.status_code == 202
     wait_for(lambda: any(status == 204 for status, _, _ in receiver.deliveries), 30, "a successful delivery")
     time.sleep(1.0)
@@ -153,7 +166,10 @@ def test_callback_is_signed_and_retried_after_500s(service: Service, receiver: R
 def test_callback_outside_the_allow_list_is_refused_at_intake(service: Service) -> None:
     _patient(service, "a6")
     with service.client() as client:
-        refused = client.patch("Patient/a6", content=b'[{"op":"add","path":"/active","value":true}]',
-                               headers={**ASYNC, "x-callback-url": "http://example.org/hook"})
+        refused = client.patch(
+            "Patient/a6",
+            content=b'[{"op":"add","path":"/active","value":true}]',
+            headers={**ASYNC, "x-callback-url": "http://example.org/hook"},
+        )
         assert refused.status_code == 400 and refused.json()["issue"][0]["expression"] == ["X-Callback-URL"]
         assert client.get("Patient/a6").json()["meta"]["versionId"] == "1"

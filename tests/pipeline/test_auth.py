@@ -31,7 +31,10 @@ def settled(client: httpx.Client, answer: httpx.Response) -> int:
 
 
 def _resource(resource_type: str, resource_id: str | None, **extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"resourceType": resource_type, "identifier": [{"system": SYSTEM, "value": resource_id or "new"}]}
+    body: dict[str, Any] = {
+        "resourceType": resource_type,
+        "identifier": [{"system": SYSTEM, "value": resource_id or "new"}],
+    }
     if resource_type == "DocumentReference":
         body.update(status="current", content=[{"attachment": {"url": "http://example.org/doc"}}])
     else:
@@ -56,10 +59,13 @@ def _interaction(name: str, client: httpx.Client, resource_type: str, rid: str) 
         "history": lambda: client.get(f"{resource_type}/{rid}/_history"),
         "create (POST)": lambda: client.post(resource_type, json=_resource(resource_type, None)),
         "create (PUT)": lambda: client.put(f"{resource_type}/{fresh}", json=_resource(resource_type, fresh)),
-        "update (PUT)": lambda: client.put(f"{resource_type}/{rid}", content=body, headers={"content-type": "application/fhir+json"}),
+        "update (PUT)": lambda: client.put(
+            f"{resource_type}/{rid}", content=body, headers={"content-type": "application/fhir+json"}
+        ),
         "patch": lambda: client.patch(f"{resource_type}/{rid}", content=_patch(resource_type), headers=JSON_PATCH),
-        "conditional patch": lambda: client.patch(f"{resource_type}?identifier={SYSTEM}|{rid}", content=_patch(resource_type),
-                                                  headers=JSON_PATCH),
+        "conditional patch": lambda: client.patch(
+            f"{resource_type}?identifier={SYSTEM}|{rid}", content=_patch(resource_type), headers=JSON_PATCH
+        ),
         "delete": lambda: client.delete(f"{resource_type}/{rid}"),
     }
     return calls[name]()
@@ -68,7 +74,9 @@ def _interaction(name: str, client: httpx.Client, resource_type: str, rid: str) 
 def test_every_fhir_route_but_metadata_needs_a_token(service: Service) -> None:
     app = create_app(Settings.from_env({"FHIR_PATCH_AUTH_DISABLED": "true"}))
     paths = app.openapi()["paths"]
-    routes = [(method.upper(), path) for path, methods in paths.items() for method in methods if path.startswith("/fhir")]
+    routes = [
+        (method.upper(), path) for path, methods in paths.items() for method in methods if path.startswith("/fhir")
+    ]
     assert len(routes) >= 15
     with service.anonymous() as anonymous:
         for method, path in routes:
@@ -130,7 +138,11 @@ def test_scope_matrix(service: Service) -> None:
             failures.append(f"{cell}: {status}, expected {expected['status']}: {answer.text[:200]}")
         if not allowed:
             body = answer.json()
-            if status != 403 or body["issue"][0]["code"] != "forbidden" or f"{resource_type}." not in body["issue"][0]["diagnostics"]:
+            if (
+                status != 403
+                or body["issue"][0]["code"] != "forbidden"
+                or f"{resource_type}." not in body["issue"][0]["diagnostics"]
+            ):
                 failures.append(f"{cell}: {status} {answer.text[:200]}, expected 403 naming the scope")
             failures += _nothing_written(service, resource_type, rid, cell)
     assert not failures, "\n".join(failures)
@@ -138,6 +150,7 @@ def test_scope_matrix(service: Service) -> None:
 
 def _grants(scope: str, resource_type: str, letter: str) -> bool:
     from worker.access import Grants
+
     return Grants.parse(scope).allows(resource_type, letter)
 
 
@@ -164,18 +177,28 @@ def _put_entry(resource_type: str, rid: str) -> dict[str, Any]:
 def test_a_transaction_with_one_entry_out_of_scope_is_refused_whole(service: Service) -> None:
     rid = f"t{uuid.uuid4().hex[:8]}"
     with service.client(scope="system/Organization.cruds") as client:
-        answer = client.post("", json=_bundle("transaction", [_put_entry("Organization", rid), _put_entry("Basic", rid)]))
+        answer = client.post(
+            "", json=_bundle("transaction", [_put_entry("Organization", rid), _put_entry("Basic", rid)])
+        )
     assert answer.status_code == 403, answer.text
     issue = answer.json()["issue"][0]
-    assert issue["code"] == "forbidden" and issue["expression"] == ["Bundle.entry[1]"] and "system/Basic." in issue["diagnostics"]
+    assert (
+        issue["code"] == "forbidden"
+        and issue["expression"] == ["Bundle.entry[1]"]
+        and "system/Basic." in issue["diagnostics"]
+    )
     with service.client() as admin:
         assert admin.get(f"Organization/{rid}").status_code == 404, "nothing of the transaction was written"
 
 
 def test_a_batch_entry_out_of_scope_fails_alone(service: Service) -> None:
     rid = f"b{uuid.uuid4().hex[:8]}"
-    entries = [_put_entry("Organization", rid), _put_entry("Basic", rid),
-               {"request": {"method": "GET", "url": f"Basic/{rid}"}}, {"request": {"method": "GET", "url": f"Organization/{rid}"}}]
+    entries = [
+        _put_entry("Organization", rid),
+        _put_entry("Basic", rid),
+        {"request": {"method": "GET", "url": f"Basic/{rid}"}},
+        {"request": {"method": "GET", "url": f"Organization/{rid}"}},
+    ]
     with service.client(scope="system/Organization.cruds") as client:
         answer = client.post("", json=_bundle("batch", entries))
         if answer.status_code == 202:
@@ -204,8 +227,11 @@ def test_a_feed_line_out_of_scope_fails_alone(service: Service) -> None:
 
 def test_jobs_belong_to_their_subject(service: Service) -> None:
     rid = f"o{uuid.uuid4().hex[:8]}"
-    with service.client(sub="alice") as alice, service.client(sub="mallory", scope="system/*.cruds") as mallory, \
-            service.client(sub="root") as admin:
+    with (
+        service.client(sub="alice") as alice,
+        service.client(sub="mallory", scope="system/*.cruds") as mallory,
+        service.client(sub="root") as admin,
+    ):
         answer = alice.put(f"Organization/{rid}", json=_resource("Organization", rid), headers=ASYNC)
         location = answer.headers["content-location"]
         job_id = location.rsplit("/", 1)[1]
@@ -223,7 +249,9 @@ def test_jobs_belong_to_their_subject(service: Service) -> None:
         # The same Idempotency-Key from two subjects names two requests, not one.
         key = {"idempotency-key": f"k-{rid}", **ASYNC}
         first = alice.put(f"Organization/{rid}-k", json=_resource("Organization", f"{rid}-k"), headers=key)
-        second = mallory.put(f"Organization/{rid}-k", json=_resource("Organization", f"{rid}-k", name="other"), headers=key)
+        second = mallory.put(
+            f"Organization/{rid}-k", json=_resource("Organization", f"{rid}-k", name="other"), headers=key
+        )
         assert (first.status_code, second.status_code) == (202, 202)
         assert first.headers["content-location"] != second.headers["content-location"]
 
@@ -240,14 +268,23 @@ def test_a_client_policy_lets_a_client_change_only_its_elements(service: Service
         assert settled(labeller, labeller.patch(f"DocumentReference/{rid}", content=label, headers=JSON_PATCH)) == 200
     with service.client() as admin:
         document = admin.get(f"DocumentReference/{rid}").json()
-    assert document["meta"]["versionId"] == "2" and document["content"][0]["attachment"]["url"] == "http://example.org/doc"
+    assert (
+        document["meta"]["versionId"] == "2" and document["content"][0]["attachment"]["url"] == "http://example.org/doc"
+    )
 
 
 def test_every_version_has_its_provenance(service: Service) -> None:
     rid = f"v{uuid.uuid4().hex[:8]}"
     with service.client(sub="alice", client_id="registry-a") as client:
-        assert settled(client, client.put(f"Organization/{rid}", json=_resource("Organization", rid),
-                                          headers={"x-request-id": "req-create"})) == 201
+        assert (
+            settled(
+                client,
+                client.put(
+                    f"Organization/{rid}", json=_resource("Organization", rid), headers={"x-request-id": "req-create"}
+                ),
+            )
+            == 201
+        )
         for n in range(4):
             patch = json.dumps([{"op": "replace", "path": "/name", "value": f"n{n}"}]).encode()
             assert settled(client, client.patch(f"Organization/{rid}", content=patch, headers=JSON_PATCH)) == 200
@@ -265,8 +302,12 @@ def test_every_version_has_its_provenance(service: Service) -> None:
             seen += [e["resource"]["target"][0]["reference"] for e in page["entry"]]
             url = next((link["url"] for link in page["link"] if link["relation"] == "next"), "")
         assert seen == [f"Organization/{rid}/_history/{n}" for n in range(6, 0, -1)]
-        codes = [client.get("Provenance", params={"target": f"Organization/{rid}/_history/{n}"}).json()["entry"][0]["resource"]
-                 ["activity"]["coding"][0]["code"] for n in (2, 6)]
+        codes = [
+            client.get("Provenance", params={"target": f"Organization/{rid}/_history/{n}"}).json()["entry"][0][
+                "resource"
+            ]["activity"]["coding"][0]["code"]
+            for n in (2, 6)
+        ]
         assert codes == ["PATCH", "DELETE"]
     with service.client(scope="system/Organization.rs") as reader:
         assert reader.get("Provenance", params={"target": f"Organization/{rid}"}).status_code == 403
@@ -279,5 +320,7 @@ def test_refusals_are_logged_without_tokens(service: Service) -> None:
         assert client.delete("Patient/whatever").status_code == 403
     log = (service.log_dir / "api.log").read_text()
     events = [json.loads(line) for line in log.splitlines() if line.startswith("{") and '"access.refused"' in line]
-    assert any(e.get("subject") == "logged-subject" and e.get("route") == "DELETE /fhir/Patient/whatever" for e in events), events[-3:]
+    assert any(
+        e.get("subject") == "logged-subject" and e.get("route") == "DELETE /fhir/Patient/whatever" for e in events
+    ), events[-3:]
     assert token not in log and token.split(".")[2] not in log

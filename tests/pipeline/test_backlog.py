@@ -18,8 +18,15 @@ SLACK = 50
 def test_a_feed_of_creates_costs_one_drain_per_key(isolated_env: dict[str, str], tmp_path: Path) -> None:
     # A 2 s lease and a reconciler pass every 0.5 s (the test services' defaults): the old rule revived any key
     # whose message had waited more than a lease, which a backlog of 20,000 keys makes most of them.
-    feed = "\n".join(json.dumps({"resource": {"resourceType": "Organization", "id": f"o{n}", "name": f"org {n}"},
-                                 "request": {"method": "PUT", "url": f"Organization/o{n}"}}) for n in range(LINES)).encode()
+    feed = "\n".join(
+        json.dumps(
+            {
+                "resource": {"resourceType": "Organization", "id": f"o{n}", "name": f"org {n}"},
+                "request": {"method": "PUT", "url": f"Organization/o{n}"},
+            }
+        )
+        for n in range(LINES)
+    ).encode()
     with running_service(isolated_env, tmp_path, workers=2) as service, service.client(timeout=600) as client:
         answer = client.post("$bulk-submit", content=feed, headers={"content-type": "application/fhir+ndjson"})
         assert answer.status_code == 202, answer.text
@@ -28,11 +35,23 @@ def test_a_feed_of_creates_costs_one_drain_per_key(isolated_env: dict[str, str],
         def applied() -> int:
             counts = {p["name"]: p.get("valueInteger") for p in client.get(location).json()["parameter"]}
             return int(counts["applied"]) + int(counts["failed"])
+
         wait_progress(applied, LINES, "feed of creates applied")
-        counts = redis.Redis.from_url(service.env["FHIR_PATCH_REDIS_URL"]).hgetall(f"{service.env['FHIR_PATCH_NAMESPACE']}:metrics:counts")
+        counts = redis.Redis.from_url(service.env["FHIR_PATCH_REDIS_URL"]).hgetall(
+            f"{service.env['FHIR_PATCH_NAMESPACE']}:metrics:counts"
+        )
     got = {k.decode(): int(float(v)) for k, v in counts.items()}
-    print(json.dumps({"lines": LINES, "drains": got.get("drains"), "idle_drains": got.get("idle_drains", 0),
-                      "revived": got.get("revived", 0), "applied": got.get("applied")}))
+    print(
+        json.dumps(
+            {
+                "lines": LINES,
+                "drains": got.get("drains"),
+                "idle_drains": got.get("idle_drains", 0),
+                "revived": got.get("revived", 0),
+                "applied": got.get("applied"),
+            }
+        )
+    )
     assert got["applied"] == LINES
     assert got["drains"] <= LINES + SLACK, got
     assert got.get("idle_drains", 0) <= SLACK, got

@@ -23,7 +23,11 @@ NDJSON = {"content-type": "application/fhir+ndjson"}
 
 @pytest.fixture()
 def limited(isolated_env: dict[str, str], tmp_path: Path) -> Iterator[Service]:
-    env = {**isolated_env, "FHIR_PATCH_MAX_UNFINISHED_PER_CLIENT": str(PER_CLIENT), "FHIR_PATCH_MAX_QUEUE_DEPTH": str(TOTAL)}
+    env = {
+        **isolated_env,
+        "FHIR_PATCH_MAX_UNFINISHED_PER_CLIENT": str(PER_CLIENT),
+        "FHIR_PATCH_MAX_QUEUE_DEPTH": str(TOTAL),
+    }
     with running_service(env, tmp_path, workers=1) as service:
         yield service
 
@@ -42,47 +46,91 @@ def _wait_values(client: httpx.Client, rid: str, count: int) -> None:
 
 def _wait_no_unfinished(service: Service) -> None:
     store = redis.Redis.from_url(service.env["FHIR_PATCH_REDIS_URL"])
-    wait_for(lambda: int(store.hget(f"{service.env['FHIR_PATCH_NAMESPACE']}:unfinished", "total") or 0) == 0, 30,
-             "every job's place given back")
+    wait_for(
+        lambda: int(store.hget(f"{service.env['FHIR_PATCH_NAMESPACE']}:unfinished", "total") or 0) == 0,
+        30,
+        "every job's place given back",
+    )
 
 
 def test_client_and_service_limits(limited: Service) -> None:
-    with limited.client(sub="root") as admin, limited.client(sub="a", scope="system/*.cruds") as a, \
-            limited.client(sub="b", scope="system/*.cruds") as b, limited.client(sub="c", scope="system/*.cruds") as c:
-        assert admin.put("Patient/bp", json={"resourceType": "Patient", "id": "bp", "identifier": [{"value": "start"}]}).status_code == 201
+    with (
+        limited.client(sub="root") as admin,
+        limited.client(sub="a", scope="system/*.cruds") as a,
+        limited.client(sub="b", scope="system/*.cruds") as b,
+        limited.client(sub="c", scope="system/*.cruds") as c,
+    ):
+        assert (
+            admin.put(
+                "Patient/bp", json={"resourceType": "Patient", "id": "bp", "identifier": [{"value": "start"}]}
+            ).status_code
+            == 201
+        )
         _wait_no_unfinished(limited)  # the PUT gives its place back a step after it answers
         limited.signal_worker(0, signal.SIGSTOP)  # nothing finishes from here on
         try:
-            assert [a.patch("Patient/bp", content=_append(f"a{n}"), headers=ASYNC).status_code for n in range(PER_CLIENT)] == [202] * 5
+            assert [
+                a.patch("Patient/bp", content=_append(f"a{n}"), headers=ASYNC).status_code for n in range(PER_CLIENT)
+            ] == [202] * 5
             over = a.patch("Patient/bp", content=_append("a-over"), headers=ASYNC)
             assert over.status_code == 429 and int(over.headers["retry-after"]) > 0
             assert over.json()["issue"][0]["code"] == "throttled"
-            assert [b.patch("Patient/bp", content=_append(f"b{n}"), headers=ASYNC).status_code for n in range(3)] == [202] * 3
+            assert [b.patch("Patient/bp", content=_append(f"b{n}"), headers=ASYNC).status_code for n in range(3)] == [
+                202
+            ] * 3
             full = b.patch("Patient/bp", content=_append("b-over"), headers=ASYNC)
             assert full.status_code == 503 and "retry-after" in full.headers
-            batch = {"resourceType": "Bundle", "type": "batch", "entry": [
-                {"resource": {"resourceType": "Patient", "id": "bq"}, "request": {"method": "PUT", "url": "Patient/bq"}}]}
+            batch = {
+                "resourceType": "Bundle",
+                "type": "batch",
+                "entry": [
+                    {
+                        "resource": {"resourceType": "Patient", "id": "bq"},
+                        "request": {"method": "PUT", "url": "Patient/bq"},
+                    }
+                ],
+            }
             assert c.post("", json=batch, headers={"prefer": "respond-async"}).status_code == 503
             transaction = {**batch, "type": "transaction"}
             assert c.post("", json=transaction).status_code == 503
         finally:
             limited.signal_worker(0, signal.SIGCONT)
         _wait_values(admin, "bp", 1 + PER_CLIENT + 3)
-        assert _values(admin, "bp") == ["start", *(f"a{n}" for n in range(5)), "b0", "b1", "b2"], "refused requests never apply"
+        assert _values(admin, "bp") == ["start", *(f"a{n}" for n in range(5)), "b0", "b1", "b2"], (
+            "refused requests never apply"
+        )
         assert admin.get("Patient/bq").status_code == 404
         # Every place is given back once the jobs finish: the same client may submit again.
-        wait_for(lambda: a.patch("Patient/bp", content=_append("a-again"), headers=ASYNC).status_code == 202, 30, "room again")
+        wait_for(
+            lambda: a.patch("Patient/bp", content=_append("a-again"), headers=ASYNC).status_code == 202,
+            30,
+            "room again",
+        )
 
 
 def test_a_feed_that_crosses_the_limit_stops_at_a_line_and_resumes(limited: Service) -> None:
-    lines = [json.dumps({"request": {"method": "PATCH", "url": "Patient/bf"},
-                         "resource": {"resourceType": "Binary", "contentType": "application/json-patch+json",
-                                      "data": __import__("base64").b64encode(_append(f"line-{n}")).decode()}})
-             for n in range(1, 13)]
+    lines = [
+        json.dumps(
+            {
+                "request": {"method": "PATCH", "url": "Patient/bf"},
+                "resource": {
+                    "resourceType": "Binary",
+                    "contentType": "application/json-patch+json",
+                    "data": __import__("base64").b64encode(_append(f"line-{n}")).decode(),
+                },
+            }
+        )
+        for n in range(1, 13)
+    ]
     feed = "\n".join(lines).encode()
     key = {**NDJSON, "idempotency-key": "resumable-feed"}
     with limited.client(sub="root") as admin, limited.client(sub="feeder", scope="system/*.cruds") as feeder:
-        assert admin.put("Patient/bf", json={"resourceType": "Patient", "id": "bf", "identifier": [{"value": "start"}]}).status_code == 201
+        assert (
+            admin.put(
+                "Patient/bf", json={"resourceType": "Patient", "id": "bf", "identifier": [{"value": "start"}]}
+            ).status_code
+            == 201
+        )
         _wait_no_unfinished(limited)
         limited.signal_worker(0, signal.SIGSTOP)
         try:

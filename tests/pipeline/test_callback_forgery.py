@@ -62,20 +62,33 @@ def listeners() -> Iterator[tuple[Listener, Listener]]:
 
 
 def test_no_callback_reaches_an_address_the_allow_list_does_not_name(
-        isolated_env: dict[str, str], tmp_path: Path, listeners: tuple[Listener, Listener]) -> None:
+    isolated_env: dict[str, str], tmp_path: Path, listeners: tuple[Listener, Listener]
+) -> None:
     allowed, forbidden = listeners
     ports = {"allowed": allowed.port, "forbidden": forbidden.port}
-    env = {**isolated_env, "FHIR_PATCH_CALLBACK_SECRET": SECRET, "FHIR_PATCH_CALLBACK_GIVE_UP_SECONDS": "3",
-           "FHIR_PATCH_CALLBACK_ALLOW": ",".join(a.format(**ports) for a in FORMS["allow"])}
+    env = {
+        **isolated_env,
+        "FHIR_PATCH_CALLBACK_SECRET": SECRET,
+        "FHIR_PATCH_CALLBACK_GIVE_UP_SECONDS": "3",
+        "FHIR_PATCH_CALLBACK_ALLOW": ",".join(a.format(**ports) for a in FORMS["allow"]),
+    }
     forms = [{**f, "url": f["url"].format(**ports)} for f in FORMS["forms"]]
     forms.append({"url": f"http://127.0.0.1:{allowed.port}/hooks/redirect", "refused": False})
     with running_service(env, tmp_path, workers=1) as service:
         tried, refused_at_intake, accepted = _send_forms(service, forms)
-        wait_for(lambda: len([p for p in allowed.arrivals if p.startswith("/hooks/")]) >= accepted, 60,
-                 f"{accepted} allowed callbacks delivered")
+        wait_for(
+            lambda: len([p for p in allowed.arrivals if p.startswith("/hooks/")]) >= accepted,
+            60,
+            f"{accepted} allowed callbacks delivered",
+        )
         _wait_callbacks_ended(service)
     strays = forbidden.arrivals + [p for p in allowed.arrivals if not p.startswith("/hooks/")]
-    report = {"forms_tried": tried, "refused_at_intake": refused_at_intake, "accepted": accepted, "arrived_where_forbidden": len(strays)}
+    report = {
+        "forms_tried": tried,
+        "refused_at_intake": refused_at_intake,
+        "accepted": accepted,
+        "arrived_where_forbidden": len(strays),
+    }
     print(json.dumps(report))
     assert refused_at_intake == sum(1 for f in forms if f["refused"])
     assert strays == [], f"requests arrived where the allow-list does not point: {strays}"
@@ -86,9 +99,15 @@ def _send_forms(service: Service, forms: list[dict[str, Any]]) -> tuple[int, int
     with service.client() as client:
         assert client.put("Patient/ssrf", json={"resourceType": "Patient", "id": "ssrf"}).status_code in (201, 202)
         for form in forms:
-            answer = client.patch("Patient/ssrf", content=b'[{"op":"replace","path":"/active","value":true}]',
-                                  headers={"content-type": "application/json-patch+json", "prefer": "respond-async",
-                                           "x-callback-url": form["url"].encode()})
+            answer = client.patch(
+                "Patient/ssrf",
+                content=b'[{"op":"replace","path":"/active","value":true}]',
+                headers={
+                    "content-type": "application/json-patch+json",
+                    "prefer": "respond-async",
+                    "x-callback-url": form["url"].encode(),
+                },
+            )
             if form["refused"]:
                 assert answer.status_code == 400, f"{form['url']!r}: {answer.status_code}"
                 issue = answer.json()["issue"][0]
@@ -103,4 +122,8 @@ def _send_forms(service: Service, forms: list[dict[str, Any]]) -> tuple[int, int
 def _wait_callbacks_ended(service: Service) -> None:
     """The redirected callback is retried until it gives up (3 s): by then every attempt has been made."""
     log = service.log_dir
-    wait_for(lambda: any("callback gave-up" in p.read_text() for p in log.glob("worker*.log")), 60, "the redirected callback given up")
+    wait_for(
+        lambda: any("callback gave-up" in p.read_text() for p in log.glob("worker*.log")),
+        60,
+        "the redirected callback given up",
+    )

@@ -7,14 +7,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-
-from tests.support.processes import wait_for
 from tests.support.load import all_ended, identifier_patch
+from tests.support.processes import wait_for
 from tests.support.service import Service
 
 RESOURCES, PER_RESOURCE = 12, 40
 ASYNC = {"content-type": "application/json-patch+json", "prefer": "respond-async"}
-
 
 
 def _stream_with(service: Service, disturb: threading.Event) -> list[str]:
@@ -49,13 +47,17 @@ def _check_exactly_once(service: Service) -> None:
         for r in range(RESOURCES):
             patient = client.get(f"Patient/k{r}").json()
             values = [i["value"] for i in patient["identifier"]]
-            assert values == ["start"] + [str(n) for n in range(PER_RESOURCE)], f"Patient/k{r}: each patch exactly once, in order: {values}"
+            assert values == ["start"] + [str(n) for n in range(PER_RESOURCE)], (
+                f"Patient/k{r}: each patch exactly once, in order: {values}"
+            )
             history = client.get(f"Patient/k{r}/_history", params={"_count": 1000}).json()
             assert [int(e["response"]["etag"][3:-1]) for e in history["entry"]] == list(range(PER_RESOURCE + 1, 0, -1))
             # Each version and its Provenance are one insert: a crash leaves neither one without the other.
             audit = client.get("Provenance", params={"target": f"Patient/k{r}", "_count": 1000}).json()
             targets = [e["resource"]["target"][0]["reference"] for e in audit["entry"]]
-            assert targets == [f"Patient/k{r}/_history/{n}" for n in range(PER_RESOURCE + 1, 0, -1)], f"Patient/k{r}: {targets}"
+            assert targets == [f"Patient/k{r}/_history/{n}" for n in range(PER_RESOURCE + 1, 0, -1)], (
+                f"Patient/k{r}: {targets}"
+            )
 
 
 def test_worker_killed_mid_stream(fresh_service: Service) -> None:
@@ -94,7 +96,12 @@ def test_jobs_survive_redis_losing_its_data(fresh_service: Service) -> None:
     import redis
 
     with fresh_service.client() as client:
-        assert client.put("Patient/lost", json={"resourceType": "Patient", "id": "lost", "identifier": [{"value": "start"}]}).status_code == 201
+        assert (
+            client.put(
+                "Patient/lost", json={"resourceType": "Patient", "id": "lost", "identifier": [{"value": "start"}]}
+            ).status_code
+            == 201
+        )
         for n in range(len(fresh_service.workers)):
             fresh_service.signal_worker(n, signal.SIGSTOP)
         try:

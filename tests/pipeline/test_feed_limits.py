@@ -21,8 +21,12 @@ CAP = 3000
 @pytest.fixture(scope="module")
 def capped(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     token = uuid.uuid4().hex[:10]
-    env = {**service_env, "FHIR_PATCH_DATABASE": f"c_{token}", "FHIR_PATCH_NAMESPACE": f"c-{token}",
-           "FHIR_PATCH_MAX_FEED_LINES": str(CAP)}
+    env = {
+        **service_env,
+        "FHIR_PATCH_DATABASE": f"c_{token}",
+        "FHIR_PATCH_NAMESPACE": f"c-{token}",
+        "FHIR_PATCH_MAX_FEED_LINES": str(CAP),
+    }
     with running_service(env, tmp_path_factory.mktemp("capped"), workers=1) as running:
         yield running
 
@@ -47,15 +51,25 @@ def test_refused_lines_cost_a_document_per_block(capped: Service) -> None:
         assert client.get(location).status_code == 200
         poll_seconds = time.monotonic() - started
     assert [r["line"] for r in results] == list(range(1, 2001))
-    assert all(r["status"].startswith("400") and r["outcome"]["issue"][0]["expression"][0] == f"line {r['line']}" for r in results)
+    assert all(
+        r["status"].startswith("400") and r["outcome"]["issue"][0]["expression"][0] == f"line {r['line']}"
+        for r in results
+    )
     grown = _documents(capped) - before
     print(json.dumps({"refused_lines": 2000, "documents_added": grown, "poll_seconds": round(poll_seconds, 3)}))
     assert grown <= 20, f"{grown} documents for 2000 refused lines"
 
 
 def test_a_feed_over_the_cap_is_cut_there_with_413(capped: Service) -> None:
-    lines = [json.dumps({"request": {"method": "PUT", "url": f"Basic/cap{n}"},
-                         "resource": {"resourceType": "Basic", "id": f"cap{n}", "code": {"text": "x"}}}) for n in range(CAP + 500)]
+    lines = [
+        json.dumps(
+            {
+                "request": {"method": "PUT", "url": f"Basic/cap{n}"},
+                "resource": {"resourceType": "Basic", "id": f"cap{n}", "code": {"text": "x"}},
+            }
+        )
+        for n in range(CAP + 500)
+    ]
     with capped.client(timeout=300) as client:
         answer = client.post("$bulk-submit", content=("\n".join(lines) + "\n").encode(), headers=NDJSON)
         assert answer.status_code == 413, answer.text
@@ -63,6 +77,8 @@ def test_a_feed_over_the_cap_is_cut_there_with_413(capped: Service) -> None:
         issue = answer.json()["issue"][0]
         assert issue["code"] == "too-costly" and issue["expression"] == [f"line {CAP + 1}"]
         location = answer.headers["content-location"]
-        wait_progress(lambda: 1 if client.get(location).status_code == 200 else 0, 1, "the capped feed to end", stall_seconds=120)
+        wait_progress(
+            lambda: 1 if client.get(location).status_code == 200 else 0, 1, "the capped feed to end", stall_seconds=120
+        )
         assert client.get(f"Basic/cap{CAP - 1}").status_code == 200
         assert client.get(f"Basic/cap{CAP}").status_code == 404, "nothing past the cap was taken"

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 from rich.console import Console
 
+from devkit.feeds import feed_lines, invalid_kind, is_invalid
 from tests.support.processes import wait_for
-from tests.support.feeds import feed_lines, invalid_kind, is_invalid
 from tests.support.service import Service, peak_rss_mib
 from worker.submission import submit
 
@@ -23,8 +23,12 @@ def binary(content_type: str, patch: str) -> dict[str, Any]:
 
 
 def fhirpath_add(path: str, name: str, value: dict[str, Any]) -> dict[str, Any]:
-    parts = [{"name": "type", "valueCode": "add"}, {"name": "path", "valueString": path}, {"name": "name", "valueString": name},
-             {"name": "value", **value}]
+    parts = [
+        {"name": "type", "valueCode": "add"},
+        {"name": "path", "valueString": path},
+        {"name": "name", "valueString": name},
+        {"name": "value", **value},
+    ]
     return {"resourceType": "Parameters", "parameter": [{"name": "operation", "part": parts}]}
 
 
@@ -42,30 +46,61 @@ def _organization(client: httpx.Client, oid: str, **elements: Any) -> None:
 
 def _wait_group(client: httpx.Client, location: str) -> httpx.Response:
     answers: list[httpx.Response] = []
-    wait_for(lambda: answers.append(client.get(location)) or answers[-1].status_code == 200, 60, "the feed to end", interval=0.2)
+    wait_for(
+        lambda: answers.append(client.get(location)) or answers[-1].status_code == 200,
+        60,
+        "the feed to end",
+        interval=0.2,
+    )
     return answers[-1]
 
 
 def test_feed_lines_in_three_formats_with_failures_named_by_line(service: Service) -> None:
     with service.client() as client:
         _organization(client, "f1")
-        feed = "\n".join([
-            line("PATCH", "Organization/f1", fhirpath_add("Organization", "alias", {"valueString": "one"})),
-            line("PATCH", "Organization/f1", binary("application/json-patch+json", '[{"op":"add","path":"/alias/-","value":"two"}]')),
-            "{not json",
-            line("PATCH", "Organization/f1", binary("application/xml-patch+xml",
-                 '<Patch xmlns="http://hl7.org/fhir"><add sel="/Organization"><alias value="three"/></add></Patch>')),
-            line("PATCH", "Organization/f1", binary("text/plain", "x")),
-            line("PATCH", "Organization/missing", binary("application/json-patch+json", '[{"op":"add","path":"/active","value":true}]')),
-            line("FROB", "Organization/f1"),
-            line("PATCH", "Organization/f1", binary("application/json-patch+json", '[{"op":"add","path":"/alias/-","value":"four"}]')),
-        ]) + "\n"
+        feed = (
+            "\n".join(
+                [
+                    line("PATCH", "Organization/f1", fhirpath_add("Organization", "alias", {"valueString": "one"})),
+                    line(
+                        "PATCH",
+                        "Organization/f1",
+                        binary("application/json-patch+json", '[{"op":"add","path":"/alias/-","value":"two"}]'),
+                    ),
+                    "{not json",
+                    line(
+                        "PATCH",
+                        "Organization/f1",
+                        binary(
+                            "application/xml-patch+xml",
+                            '<Patch xmlns="http://hl7.org/fhir"><add sel="/Organization"><alias '
+                            'value="three"/></add></Patch>',
+                        ),
+                    ),
+                    line("PATCH", "Organization/f1", binary("text/plain", "x")),
+                    line(
+                        "PATCH",
+                        "Organization/missing",
+                        binary("application/json-patch+json", '[{"op":"add","path":"/active","value":true}]'),
+                    ),
+                    line("FROB", "Organization/f1"),
+                    line(
+                        "PATCH",
+                        "Organization/f1",
+                        binary("application/json-patch+json", '[{"op":"add","path":"/alias/-","value":"four"}]'),
+                    ),
+                ]
+            )
+            + "\n"
+        )
         accepted = client.post("$bulk-submit", content=feed.encode(), headers=NDJSON)
         assert accepted.status_code == 202 and accepted.headers["x-progress"].endswith("/8 entries")
         final = _wait_group(client, accepted.headers["content-location"])
         counts = {p["name"]: p.get("valueInteger") for p in final.json()["parameter"]}
         assert counts["total"] == 8 and counts["applied"] == 4 and counts["failed"] == 4 and counts["pending"] == 0
-        results = [json.loads(r) for r in client.get(accepted.headers["content-location"] + "/results").text.splitlines()]
+        results = [
+            json.loads(r) for r in client.get(accepted.headers["content-location"] + "/results").text.splitlines()
+        ]
         assert [r["line"] for r in results] == list(range(1, 9))
         assert [r["status"][:3] for r in results] == ["200", "200", "400", "200", "415", "404", "400", "200"]
         for r in results:
@@ -79,21 +114,44 @@ def test_feed_lines_in_three_formats_with_failures_named_by_line(service: Servic
 def test_resubmitted_feed_with_the_same_key_applies_each_line_once(service: Service) -> None:
     with service.client() as client:
         _organization(client, "f2", alias=["s"])
-        lines = [line("PATCH", "Organization/f2", binary("application/json-patch+json", f'[{{"op":"add","path":"/alias/-","value":"{n}"}}]'))
-                 for n in range(4)]
-        first = client.post("$bulk-submit", content=("\n".join(lines[:2]) + "\n").encode(), headers={**NDJSON, "idempotency-key": "feed-f2"})
+        lines = [
+            line(
+                "PATCH",
+                "Organization/f2",
+                binary("application/json-patch+json", f'[{{"op":"add","path":"/alias/-","value":"{n}"}}]'),
+            )
+            for n in range(4)
+        ]
+        first = client.post(
+            "$bulk-submit",
+            content=("\n".join(lines[:2]) + "\n").encode(),
+            headers={**NDJSON, "idempotency-key": "feed-f2"},
+        )
         _wait_group(client, first.headers["content-location"])
-        again = client.post("$bulk-submit", content=("\n".join(lines) + "\n").encode(), headers={**NDJSON, "idempotency-key": "feed-f2"})
+        again = client.post(
+            "$bulk-submit", content=("\n".join(lines) + "\n").encode(), headers={**NDJSON, "idempotency-key": "feed-f2"}
+        )
         assert again.headers["content-location"] == first.headers["content-location"]
-        wait_for(lambda: client.get("Organization/f2").json().get("alias") == ["s", "0", "1", "2", "3"], 30, "the new lines applied once")
+        wait_for(
+            lambda: client.get("Organization/f2").json().get("alias") == ["s", "0", "1", "2", "3"],
+            30,
+            "the new lines applied once",
+        )
 
 
 def test_submit_command_follows_a_feed_and_writes_its_failures(service: Service, tmp_path: Path) -> None:
     with service.client() as client:
         _organization(client, "f3")
     feed = tmp_path / "feed.ndjson"
-    feed.write_text("\n".join([line("PATCH", "Organization/f3", fhirpath_add("Organization", "alias", {"valueString": "x"})),
-                               line("PATCH", "Organization/nobody", fhirpath_add("Organization", "alias", {"valueString": "y"}))]) + "\n")
+    feed.write_text(
+        "\n".join(
+            [
+                line("PATCH", "Organization/f3", fhirpath_add("Organization", "alias", {"valueString": "x"})),
+                line("PATCH", "Organization/nobody", fhirpath_add("Organization", "alias", {"valueString": "y"})),
+            ]
+        )
+        + "\n"
+    )
     console = Console(record=True, width=120)
     summary = submit(feed, service.fhir, None, None, console, service.issuer.token() if service.issuer else None)
     assert summary.counts["applied"] == 1 and summary.counts["failed"] == 1
@@ -108,26 +166,53 @@ def test_batch_bundle_answers_each_entry(service: Service) -> None:
     with service.client() as client:
         _organization(client, "b1")
         _organization(client, "b2")
-        bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
-            {"request": {"method": "PATCH", "url": "Organization/b1"},
-             "resource": binary("application/json-patch+json", '[{"op":"replace","path":"/name","value":"json"}]')},
-            {"request": {"method": "PATCH", "url": "Organization/b2"},
-             "resource": binary("application/xml-patch+xml", '<Patch xmlns="http://hl7.org/fhir"><replace sel="/Organization/name/@value">xml</replace></Patch>')},
-            {"request": {"method": "PATCH", "url": "Organization/b1", "ifMatch": 'W/"1"'},
-             "resource": fhirpath_add("Organization", "alias", {"valueString": "late"})},
-            {"request": {"method": "PATCH", "url": "Organization/b2"}, "resource": fhirpath_add("Organization", "alias", {"valueString": "ok"})},
-            {"request": {"method": "PUT", "url": "Organization/b3"}, "resource": {"resourceType": "Organization", "id": "b3", "name": "new"}},
-            {"request": {"method": "DELETE", "url": "Organization/nobody"}},
-            {"request": {"method": "PATCH", "url": "Organization/b1"}, "resource": binary("application/json-patch+json", "[{")},
-            {"request": {"method": "GET", "url": "Organization/b2"}},
-        ]}
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [
+                {
+                    "request": {"method": "PATCH", "url": "Organization/b1"},
+                    "resource": binary(
+                        "application/json-patch+json", '[{"op":"replace","path":"/name","value":"json"}]'
+                    ),
+                },
+                {
+                    "request": {"method": "PATCH", "url": "Organization/b2"},
+                    "resource": binary(
+                        "application/xml-patch+xml",
+                        '<Patch xmlns="http://hl7.org/fhir"><replace '
+                        'sel="/Organization/name/@value">xml</replace></Patch>',
+                    ),
+                },
+                {
+                    "request": {"method": "PATCH", "url": "Organization/b1", "ifMatch": 'W/"1"'},
+                    "resource": fhirpath_add("Organization", "alias", {"valueString": "late"}),
+                },
+                {
+                    "request": {"method": "PATCH", "url": "Organization/b2"},
+                    "resource": fhirpath_add("Organization", "alias", {"valueString": "ok"}),
+                },
+                {
+                    "request": {"method": "PUT", "url": "Organization/b3"},
+                    "resource": {"resourceType": "Organization", "id": "b3", "name": "new"},
+                },
+                {"request": {"method": "DELETE", "url": "Organization/nobody"}},
+                {
+                    "request": {"method": "PATCH", "url": "Organization/b1"},
+                    "resource": binary("application/json-patch+json", "[{"),
+                },
+                {"request": {"method": "GET", "url": "Organization/b2"}},
+            ],
+        }
         answer = client.post("", json=bundle)
         assert answer.status_code == 200, answer.text
         response = answer.json()
         assert response["type"] == "batch-response" and len(response["entry"]) == 8
         statuses = [e["response"]["status"][:3] for e in response["entry"]]
         assert statuses == ["200", "200", "412", "200", "201", "404", "400", "200"], answer.text[:3000]
-        assert response["entry"][0]["resource"]["name"] == "json" and response["entry"][0]["response"]["etag"] == 'W/"2"'
+        assert (
+            response["entry"][0]["resource"]["name"] == "json" and response["entry"][0]["response"]["etag"] == 'W/"2"'
+        )
         assert response["entry"][2]["response"]["outcome"]["issue"][0]["expression"] == ["If-Match"]
         assert response["entry"][6]["response"]["outcome"]["issue"][0]["expression"][0] == "Bundle.entry[6]"
         assert response["entry"][7]["resource"]["alias"] == ["ok"], "GET entries are read after the writes"
@@ -136,8 +221,16 @@ def test_batch_bundle_answers_each_entry(service: Service) -> None:
 def test_batch_bundle_asynchronously(service: Service) -> None:
     with service.client() as client:
         _organization(client, "b4")
-        bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
-            {"request": {"method": "PATCH", "url": "Organization/b4"}, "resource": fhirpath_add("Organization", "alias", {"valueString": "a"})}]}
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [
+                {
+                    "request": {"method": "PATCH", "url": "Organization/b4"},
+                    "resource": fhirpath_add("Organization", "alias", {"valueString": "a"}),
+                }
+            ],
+        }
         accepted = client.post("", json=bundle, headers={"prefer": "respond-async"})
         assert accepted.status_code == 202
         final = _wait_group(client, accepted.headers["content-location"])
@@ -149,14 +242,28 @@ def test_20000_line_feed_over_2000_resources_with_10_percent_invalid(service: Se
     and the memory of the API and the workers bounded (the feed is streamed, never held)."""
     lines, resources, invalid = 20_000, 2_000, 0.1
     with service.client(timeout=300) as client:
-        creation = "\n".join(line("PUT", f"Organization/org{r}", {"resourceType": "Organization", "id": f"org{r}", "alias": ["start"]})
-                             for r in range(resources)) + "\n"
-        _wait_group(client, client.post("$bulk-submit", content=creation.encode(), headers=NDJSON).headers["content-location"])
+        creation = (
+            "\n".join(
+                line(
+                    "PUT", f"Organization/org{r}", {"resourceType": "Organization", "id": f"org{r}", "alias": ["start"]}
+                )
+                for r in range(resources)
+            )
+            + "\n"
+        )
+        _wait_group(
+            client, client.post("$bulk-submit", content=creation.encode(), headers=NDJSON).headers["content-location"]
+        )
         body = (f"{text}\n".encode() for text in feed_lines(lines, resources, invalid))
         accepted = client.post("$bulk-submit", content=body, headers=NDJSON)
         location = accepted.headers["content-location"]
         answers: list[httpx.Response] = []
-        wait_for(lambda: answers.append(client.get(location)) or answers[-1].status_code == 200, 240, "the feed to end", interval=0.5)
+        wait_for(
+            lambda: answers.append(client.get(location)) or answers[-1].status_code == 200,
+            240,
+            "the feed to end",
+            interval=0.5,
+        )
         results = [json.loads(r) for r in client.get(f"{location}/results").text.splitlines()]
         assert [r["line"] for r in results] == list(range(1, lines + 1))
         applied_kinds = {3, 4}  # invalid kinds that parse, and fail in the worker: 404 and 422
@@ -169,7 +276,9 @@ def test_20000_line_feed_over_2000_resources_with_10_percent_invalid(service: Se
             if invalid_kind(n, invalid) not in applied_kinds:
                 assert r["outcome"]["issue"][0]["expression"][0] == f"line {n}", r
         for r in range(0, resources, 97):
-            expected = ["start"] + [f"alias-{n}" for n in range(1, lines + 1) if n % resources == r and not is_invalid(n, invalid)]
+            expected = ["start"] + [
+                f"alias-{n}" for n in range(1, lines + 1) if n % resources == r and not is_invalid(n, invalid)
+            ]
             assert client.get(f"Organization/org{r}").json()["alias"] == expected, f"org{r}: per-resource order"
     assert service.api is not None
     peaks = {"api": peak_rss_mib(service.api), **{f"worker{n}": peak_rss_mib(w) for n, w in enumerate(service.workers)}}
@@ -183,27 +292,59 @@ def test_conditional_targets_by_identifier(service: Service) -> None:
         _organization(client, "c2", identifier=[{"system": "urn:oid:1.2.250.1.71", "value": "TWIN"}])
         _organization(client, "c3", identifier=[{"system": "urn:oid:1.2.250.1.71", "value": "TWIN"}])
         patch = b'[{"op":"replace","path":"/name","value":"by identifier"}]'
-        one = client.patch("Organization", params={"identifier": "urn:oid:1.2.250.1.71|FINESS-1"}, content=patch,
-                           headers={"content-type": "application/json-patch+json"})
+        one = client.patch(
+            "Organization",
+            params={"identifier": "urn:oid:1.2.250.1.71|FINESS-1"},
+            content=patch,
+            headers={"content-type": "application/json-patch+json"},
+        )
         assert one.status_code == 200 and one.json()["id"] == "c1" and one.json()["name"] == "by identifier"
-        none = client.patch("Organization", params={"identifier": "urn:oid:1.2.250.1.71|NOPE"}, content=patch,
-                            headers={"content-type": "application/json-patch+json"})
+        none = client.patch(
+            "Organization",
+            params={"identifier": "urn:oid:1.2.250.1.71|NOPE"},
+            content=patch,
+            headers={"content-type": "application/json-patch+json"},
+        )
         assert none.status_code == 404 and none.json()["issue"][0]["expression"] == ["request.url"]
-        two = client.patch("Organization", params={"identifier": "urn:oid:1.2.250.1.71|TWIN"}, content=patch,
-                           headers={"content-type": "application/json-patch+json"})
+        two = client.patch(
+            "Organization",
+            params={"identifier": "urn:oid:1.2.250.1.71|TWIN"},
+            content=patch,
+            headers={"content-type": "application/json-patch+json"},
+        )
         assert two.status_code == 412 and two.json()["issue"][0]["code"] == "multiple-matches"
         # the index follows changes: c1 loses its identifier, c4 gains it
-        assert client.patch("Organization/c1", content=b'[{"op":"remove","path":"/identifier"}]',
-                            headers={"content-type": "application/json-patch+json"}).status_code == 200
+        assert (
+            client.patch(
+                "Organization/c1",
+                content=b'[{"op":"remove","path":"/identifier"}]',
+                headers={"content-type": "application/json-patch+json"},
+            ).status_code
+            == 200
+        )
         _organization(client, "c4", identifier=[{"system": "urn:oid:1.2.250.1.71", "value": "FINESS-1"}])
-        feed = line("PATCH", "Organization?identifier=urn:oid:1.2.250.1.71|FINESS-1",
-                    binary("application/json-patch+json", '[{"op":"replace","path":"/name","value":"fed"}]')) + "\n" + \
-            line("PATCH", "Organization?identifier=urn:oid:1.2.250.1.71|TWIN",
-                 binary("application/json-patch+json", '[{"op":"replace","path":"/name","value":"x"}]')) + "\n"
+        feed = (
+            line(
+                "PATCH",
+                "Organization?identifier=urn:oid:1.2.250.1.71|FINESS-1",
+                binary("application/json-patch+json", '[{"op":"replace","path":"/name","value":"fed"}]'),
+            )
+            + "\n"
+            + line(
+                "PATCH",
+                "Organization?identifier=urn:oid:1.2.250.1.71|TWIN",
+                binary("application/json-patch+json", '[{"op":"replace","path":"/name","value":"x"}]'),
+            )
+            + "\n"
+        )
         accepted = client.post("$bulk-submit", content=feed.encode(), headers=NDJSON)
         _wait_group(client, accepted.headers["content-location"])
-        results = [json.loads(r) for r in client.get(accepted.headers["content-location"] + "/results").text.splitlines()]
-        assert results[0]["status"] == "200 OK" and results[0]["location"].split("/fhir/")[1].startswith("Organization/c4/")
+        results = [
+            json.loads(r) for r in client.get(accepted.headers["content-location"] + "/results").text.splitlines()
+        ]
+        assert results[0]["status"] == "200 OK" and results[0]["location"].split("/fhir/")[1].startswith(
+            "Organization/c4/"
+        )
         assert results[1]["status"].startswith("412") and results[1]["outcome"]["issue"][0]["expression"][0] == "line 2"
 
 
@@ -212,9 +353,17 @@ def test_async_batch_can_be_cancelled_before_it_starts(service: Service) -> None
 
     with service.client() as client:
         _organization(client, "cx")
-        bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
-            {"request": {"method": "PATCH", "url": "Organization/cx"}, "resource": fhirpath_add("Organization", "alias", {"valueString": str(n)})}
-            for n in range(3)]}
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [
+                {
+                    "request": {"method": "PATCH", "url": "Organization/cx"},
+                    "resource": fhirpath_add("Organization", "alias", {"valueString": str(n)}),
+                }
+                for n in range(3)
+            ],
+        }
         for n in range(len(service.workers)):
             service.signal_worker(n, signal.SIGSTOP)
         try:

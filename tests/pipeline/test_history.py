@@ -14,7 +14,12 @@ def test_every_version_is_reachable_through_next(service: Service) -> None:
         assert client.put("Patient/h150", json={"resourceType": "Patient", "id": "h150"}).status_code in (200, 201)
         for n in range(VERSIONS - 1):
             patch = json.dumps([{"op": "add", "path": "/birthDate", "value": f"19{n % 100:02d}-01-01"}]).encode()
-            assert client.patch("Patient/h150", content=patch, headers={"content-type": "application/json-patch+json"}).status_code == 200
+            assert (
+                client.patch(
+                    "Patient/h150", content=patch, headers={"content-type": "application/json-patch+json"}
+                ).status_code
+                == 200
+            )
         first = client.get("Patient/h150/_history").json()
         assert first["total"] == VERSIONS and len(first["entry"]) == 100, "the default page is 100"
         seen, url, pages = [], f"{service.fhir}/Patient/h150/_history?_count=40", 0

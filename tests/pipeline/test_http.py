@@ -40,23 +40,37 @@ def test_bad_request_answers_with_an_operation_outcome(service: Service, resourc
 
 
 def test_crud_history_and_meta_carry_forward(service: Service) -> None:
-    tagged = {"resourceType": "Patient", "id": "h1", "meta": {"tag": [{"system": "urn:t", "code": "keep"}],
-                                                              "profile": ["http://example.org/p1"]}}
+    tagged = {
+        "resourceType": "Patient",
+        "id": "h1",
+        "meta": {"tag": [{"system": "urn:t", "code": "keep"}], "profile": ["http://example.org/p1"]},
+    }
     with service.client() as client:
         created = client.put("Patient/h1", json=tagged)
         assert created.status_code == 201 and created.headers["etag"] == 'W/"1"'
-        updated = client.put("Patient/h1", json={"resourceType": "Patient", "id": "h1", "meta": {"profile": ["http://example.org/p2"]}})
+        updated = client.put(
+            "Patient/h1", json={"resourceType": "Patient", "id": "h1", "meta": {"profile": ["http://example.org/p2"]}}
+        )
         assert updated.status_code == 200
         meta = updated.json()["meta"]
         assert meta["tag"] == [{"system": "urn:t", "code": "keep"}] and meta["profile"] == ["http://example.org/p2"]
-        snapshot = client.put("Patient/h1", json={"resourceType": "Patient", "id": "h1", "active": True},
-                              headers={"x-meta-snapshot-mode": "TAG"})
+        snapshot = client.put(
+            "Patient/h1",
+            json={"resourceType": "Patient", "id": "h1", "active": True},
+            headers={"x-meta-snapshot-mode": "TAG"},
+        )
         assert "tag" not in snapshot.json().get("meta", {})
-        minimal = client.patch("Patient/h1", content=b'[{"op":"add","path":"/gender","value":"male"}]',
-                               headers={"content-type": "application/json-patch+json", "prefer": "return=minimal"})
+        minimal = client.patch(
+            "Patient/h1",
+            content=b'[{"op":"add","path":"/gender","value":"male"}]',
+            headers={"content-type": "application/json-patch+json", "prefer": "return=minimal"},
+        )
         assert minimal.status_code == 200 and minimal.content == b"" and minimal.headers["etag"] == 'W/"4"'
-        outcome = client.patch("Patient/h1", content=b'[{"op":"replace","path":"/gender","value":"female"}]',
-                               headers={"content-type": "application/json-patch+json", "prefer": "return=OperationOutcome"})
+        outcome = client.patch(
+            "Patient/h1",
+            content=b'[{"op":"replace","path":"/gender","value":"female"}]',
+            headers={"content-type": "application/json-patch+json", "prefer": "return=OperationOutcome"},
+        )
         assert outcome.json()["resourceType"] == "OperationOutcome" and outcome.headers["etag"] == 'W/"5"'
         assert client.get("Patient/h1/_history/1").json()["meta"]["versionId"] == "1"
         assert client.delete("Patient/h1").status_code == 200
@@ -72,16 +86,25 @@ def test_metadata_lists_the_patch_formats(service: Service) -> None:
     with service.client() as client:
         statement = client.get("metadata").json()
     assert statement["resourceType"] == "CapabilityStatement"
-    assert {"application/json-patch+json", "application/xml-patch+xml", "application/fhir+json"} <= set(statement["patchFormat"])
+    assert {"application/json-patch+json", "application/xml-patch+xml", "application/fhir+json"} <= set(
+        statement["patchFormat"]
+    )
     patient = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Patient")
-    assert {"patch", "read", "vread", "update", "delete", "history-instance", "create", "search-type"} == {i["code"] for i in patient["interaction"]}
+    assert {"patch", "read", "vread", "update", "delete", "history-instance", "create", "search-type"} == {
+        i["code"] for i in patient["interaction"]
+    }
 
 
 def test_metrics_are_prometheus_text(service: Service) -> None:
     with service.ops() as ops:
         text = ops.get("/metrics").text
-    for name in ("fhir_patch_jobs_accepted_total", "fhir_patch_jobs_applied_total", "fhir_patch_jobs_failed_total",
-                 "fhir_patch_queue_depth", "fhir_patch_accept_to_finish_seconds_bucket"):
+    for name in (
+        "fhir_patch_jobs_accepted_total",
+        "fhir_patch_jobs_applied_total",
+        "fhir_patch_jobs_failed_total",
+        "fhir_patch_queue_depth",
+        "fhir_patch_accept_to_finish_seconds_bucket",
+    ):
         assert name in text
 
 
@@ -89,6 +112,7 @@ def test_flower_shows_the_workers(service: Service, tmp_path: Path) -> None:
     import sys
 
     from tests.support.processes import free_port, started, wait_for
+
     port = free_port()
     argv = [sys.executable, "-m", "celery", "-A", "worker.process", "flower", "--address=127.0.0.1", f"--port={port}"]
     # The JSON API needs this switch (or auth); the test reads it on loopback only.
@@ -96,8 +120,13 @@ def test_flower_shows_the_workers(service: Service, tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: httpx.get(f"{url}/healthcheck", trust_env=False).status_code == 200, 30, "Flower up")
         # Flower learns workers from their events and heartbeats; both workers of the service must appear.
-        wait_for(lambda: len(httpx.get(f"{url}/api/workers", params={"refresh": "1"}, trust_env=False, timeout=10).json()) >= 2,
-                 30, "Flower lists the workers")
+        wait_for(
+            lambda: (
+                len(httpx.get(f"{url}/api/workers", params={"refresh": "1"}, trust_env=False, timeout=10).json()) >= 2
+            ),
+            30,
+            "Flower lists the workers",
+        )
 
 
 @pytest.mark.parametrize("shape", ["PUT", "POST", "PATCH", "Bundle", "XML PUT"])
@@ -107,18 +136,41 @@ def test_deep_nesting_is_refused_while_parsing(service: Service, resources: None
     for _ in range(150):
         nested = {"url": "http://x", "extension": [nested]}
     patient = {"resourceType": "Patient", "id": "e1", "extension": [nested]}
-    xml = ('<Patient xmlns="http://hl7.org/fhir"><id value="e1"/>' + '<extension url="http://x">' * 150
-           + '<valueString value="v"/>' + "</extension>" * 150 + "</Patient>")
+    xml = (
+        '<Patient xmlns="http://hl7.org/fhir"><id value="e1"/>'
+        + '<extension url="http://x">' * 150
+        + '<valueString value="v"/>'
+        + "</extension>" * 150
+        + "</Patient>"
+    )
     requests = {
         "PUT": ("PUT", "Patient/e1", json.dumps(patient), "application/fhir+json"),
         "POST": ("POST", "Patient", json.dumps(patient), "application/fhir+json"),
-        "PATCH": ("PATCH", "Patient/e1", json.dumps([{"op": "add", "path": "/extension", "value": [nested]}]), "application/json-patch+json"),
-        "Bundle": ("POST", "", json.dumps({"resourceType": "Bundle", "type": "batch", "entry": [
-            {"resource": patient, "request": {"method": "PUT", "url": "Patient/e1"}}]}), "application/fhir+json"),
+        "PATCH": (
+            "PATCH",
+            "Patient/e1",
+            json.dumps([{"op": "add", "path": "/extension", "value": [nested]}]),
+            "application/json-patch+json",
+        ),
+        "Bundle": (
+            "POST",
+            "",
+            json.dumps(
+                {
+                    "resourceType": "Bundle",
+                    "type": "batch",
+                    "entry": [{"resource": patient, "request": {"method": "PUT", "url": "Patient/e1"}}],
+                }
+            ),
+            "application/fhir+json",
+        ),
         "XML PUT": ("PUT", "Patient/e1", xml, "application/fhir+xml"),
     }
     method, path, body, content_type = requests[shape]
     with service.client() as client:
         answer = client.request(method, path, content=body.encode(), headers={"content-type": content_type})
         assert answer.status_code == 400, answer.text
-        assert answer.json()["issue"][0]["code"] == "too-costly" and "nested deeper" in answer.json()["issue"][0]["diagnostics"]
+        assert (
+            answer.json()["issue"][0]["code"] == "too-costly"
+            and "nested deeper" in answer.json()["issue"][0]["diagnostics"]
+        )

@@ -18,8 +18,12 @@ JSON_PATCH = {"content-type": "application/json-patch+json"}
 @pytest.fixture(scope="module")
 def lenient(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     token = uuid.uuid4().hex[:10]
-    env = {**service_env, "FHIR_PATCH_DATABASE": f"l_{token}", "FHIR_PATCH_NAMESPACE": f"l-{token}",
-           "FHIR_PATCH_STORE_VALIDATION": "lenient"}
+    env = {
+        **service_env,
+        "FHIR_PATCH_DATABASE": f"l_{token}",
+        "FHIR_PATCH_NAMESPACE": f"l-{token}",
+        "FHIR_PATCH_STORE_VALIDATION": "lenient",
+    }
     tmp: Path = tmp_path_factory.mktemp("lenient")
     with running_service(env, tmp, workers=1) as running:
         yield running
@@ -43,12 +47,18 @@ def test_missing_required_elements_are_stored_with_a_warning(lenient: Service, r
         assert client.get(key).status_code == 200
 
 
-@pytest.mark.parametrize(("body", "expression"), [
-    ({"resourceType": "Observation", "id": "o2", "status": "final", "colour": "red"}, "Observation.colour"),
-    ({"resourceType": "Observation", "id": "o2", "status": 7}, "Observation.status"),
-    ({"resourceType": "Observation", "id": "o2", "status": "final", "issued": "yesterday"}, "Observation.issued"),
-    ({"resourceType": "Observation", "id": "o2", "status": "final", "category": {"text": "x"}}, "Observation.category"),
-])
+@pytest.mark.parametrize(
+    ("body", "expression"),
+    [
+        ({"resourceType": "Observation", "id": "o2", "status": "final", "colour": "red"}, "Observation.colour"),
+        ({"resourceType": "Observation", "id": "o2", "status": 7}, "Observation.status"),
+        ({"resourceType": "Observation", "id": "o2", "status": "final", "issued": "yesterday"}, "Observation.issued"),
+        (
+            {"resourceType": "Observation", "id": "o2", "status": "final", "category": {"text": "x"}},
+            "Observation.category",
+        ),
+    ],
+)
 def test_structure_types_and_formats_are_still_refused(lenient: Service, body: dict[str, Any], expression: str) -> None:
     with lenient.client() as client:
         answer = client.put("Observation/o2", json=body)
@@ -58,15 +68,26 @@ def test_structure_types_and_formats_are_still_refused(lenient: Service, body: d
 
 def test_a_patch_may_not_add_a_problem_but_may_leave_old_ones(lenient: Service) -> None:
     with lenient.client() as client:
-        assert client.put("Observation/o3", json={"resourceType": "Observation", "id": "o3", "status": "final"}).status_code == 201
-        fine = client.patch("Observation/o3", json=[{"op": "replace", "path": "/status", "value": "amended"}], headers=JSON_PATCH)
+        assert (
+            client.put(
+                "Observation/o3", json={"resourceType": "Observation", "id": "o3", "status": "final"}
+            ).status_code
+            == 201
+        )
+        fine = client.patch(
+            "Observation/o3", json=[{"op": "replace", "path": "/status", "value": "amended"}], headers=JSON_PATCH
+        )
         assert fine.status_code == 200, fine.text
-        worse = client.patch("Observation/o3", json=[{"op": "add", "path": "/status", "value": "robot"}], headers=JSON_PATCH)
+        worse = client.patch(
+            "Observation/o3", json=[{"op": "add", "path": "/status", "value": "robot"}], headers=JSON_PATCH
+        )
         assert worse.status_code == 422 and worse.json()["issue"][0]["expression"] == ["Observation.status"]
         assert client.get("Observation/o3").json()["status"] == "amended"
 
 
 def test_strict_is_the_default(service: Service) -> None:
     with service.client() as client:
-        answer = client.put("Observation/strict1", json={"resourceType": "Observation", "id": "strict1", "status": "final"})
+        answer = client.put(
+            "Observation/strict1", json={"resourceType": "Observation", "id": "strict1", "status": "final"}
+        )
         assert answer.status_code == 422 and answer.json()["issue"][0]["code"] == "required"

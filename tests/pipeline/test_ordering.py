@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.support.processes import wait_for
 from tests.support.load import all_ended, identifier_patch, job_counts
+from tests.support.processes import wait_for
 from tests.support.service import Service, running_service
 from worker.patch import apply_patch
 
@@ -58,8 +58,14 @@ def test_2000_patches_over_200_resources_with_4_workers_keep_per_resource_order(
     resources, per_resource = 200, 10
     with four_workers.client() as client:
         for r in range(resources):
-            assert client.put(f"Patient/r{r}", json={"resourceType": "Patient", "id": f"r{r}", "identifier": [{"value": "start"}]},
-                              headers={"prefer": "respond-async"}).status_code == 202
+            assert (
+                client.put(
+                    f"Patient/r{r}",
+                    json={"resourceType": "Patient", "id": f"r{r}", "identifier": [{"value": "start"}]},
+                    headers={"prefer": "respond-async"},
+                ).status_code
+                == 202
+            )
 
     def submit_for(group: int) -> None:
         # Each thread owns some resources and sends their patches in order: that order is the acceptance order.
@@ -77,5 +83,7 @@ def test_2000_patches_over_200_resources_with_4_workers_keep_per_resource_order(
     with four_workers.client() as client:
         for r in range(resources):
             patient = client.get(f"Patient/r{r}").json()
-            assert [i["value"] for i in patient["identifier"]] == ["start"] + [str(n) for n in range(per_resource)], f"Patient/r{r}"
+            assert [i["value"] for i in patient["identifier"]] == ["start"] + [str(n) for n in range(per_resource)], (
+                f"Patient/r{r}"
+            )
             assert patient["meta"]["versionId"] == str(per_resource + 1)

@@ -16,9 +16,13 @@ def test_a_lone_surrogate_fails_its_job_alone_and_the_key_moves_on(service: Serv
         bad = client.patch("Patient/poison", content=POISON, headers=JSON_PATCH)
         assert bad.status_code == 422, bad.text
         late = client.patch("Patient/poison", content=POISON, headers={**JSON_PATCH, "prefer": "respond-async"})
-        good = client.patch("Patient/poison", content=b'[{"op":"add","path":"/gender","value":"male"}]', headers=JSON_PATCH)
+        good = client.patch(
+            "Patient/poison", content=b'[{"op":"add","path":"/gender","value":"male"}]', headers=JSON_PATCH
+        )
         assert good.status_code == 200 and good.json()["gender"] == "male", "the key moved on"
         polled = wait_jobs_final(client, [late.headers["content-location"]])[late.headers["content-location"]]
         outcome = polled.json()["entry"][0]["response"]
         assert outcome["status"].startswith("422")
-        assert "\ufffd" in outcome["outcome"]["issue"][0]["diagnostics"], "stored with the unstorable character replaced"
+        assert "\ufffd" in outcome["outcome"]["issue"][0]["diagnostics"], (
+            "stored with the unstorable character replaced"
+        )

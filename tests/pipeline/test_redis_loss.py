@@ -26,9 +26,29 @@ ASYNC = {"prefer": "respond-async", "content-type": "application/json-patch+json
 
 
 def _redis_argv(port: int, folder: Path) -> list[str]:
-    binary = subprocess.run(["bash", str(Path(provision_module().__file__).parent / "ensure-redis.sh")], check=True,
-                            capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    return [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(folder), "--save", "", "--appendonly", "no"]
+    binary = (
+        subprocess.run(
+            ["bash", str(Path(provision_module().__file__).parent / "ensure-redis.sh")],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    return [
+        binary,
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(folder),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
 
 
 @contextlib.contextmanager
@@ -50,7 +70,9 @@ def _append(value: str) -> bytes:
 def _send_until_acknowledged(client: httpx.Client, rid: str, n: int, deadline: float) -> bool:
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
-            answer = client.patch(f"Patient/{rid}", content=_append(str(n)), headers={**ASYNC, "idempotency-key": f"{rid}-{n}"})
+            answer = client.patch(
+                f"Patient/{rid}", content=_append(str(n)), headers={**ASYNC, "idempotency-key": f"{rid}-{n}"}
+            )
             if answer.status_code == 202:
                 return True
             assert answer.status_code in (503, 500), answer.text  # 500: never expected; kept visible by the count below
@@ -59,7 +81,9 @@ def _send_until_acknowledged(client: httpx.Client, rid: str, n: int, deadline: f
 
 
 @pytest.mark.services
-def test_order_and_completion_survive_redis_killed_and_restarted_empty(isolated_env: dict[str, str], tmp_path: Path) -> None:
+def test_order_and_completion_survive_redis_killed_and_restarted_empty(
+    isolated_env: dict[str, str], tmp_path: Path
+) -> None:
     with own_redis(tmp_path) as (port, procs):
         env = {**isolated_env, "FHIR_PATCH_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
         wait_for(lambda: _ping(port), 30, "own Redis up")
@@ -67,21 +91,30 @@ def test_order_and_completion_survive_redis_killed_and_restarted_empty(isolated_
             report = _load_across_a_redis_loss(service, port, procs, tmp_path)
     print(json.dumps(report))
     assert report["not_acknowledged"] == 0
-    assert report["acknowledged_before_kill"] > 0 and report["queues_rebuilt"] >= 1, "the loss landed mid-load and was noticed"
+    assert report["acknowledged_before_kill"] > 0 and report["queues_rebuilt"] >= 1, (
+        "the loss landed mid-load and was noticed"
+    )
     assert report["fifo_violations"] == 0, report
     assert report["unfinished"] == 0, report
 
 
 def _ping(port: int) -> bool:
     import redis
+
     return bool(redis.Redis(port=port, socket_timeout=0.5).ping())
 
 
-def _load_across_a_redis_loss(service: Service, port: int, procs: list[subprocess.Popen[bytes]], tmp: Path) -> dict[str, object]:
+def _create_resources(service: Service) -> None:
     with service.client() as client:
         for r in range(RESOURCES):
-            assert client.put(f"Patient/r{r}", json={"resourceType": "Patient", "id": f"r{r}", "identifier": [{"value": "start"}]}
-                              ).status_code in (200, 201)
+            body = {"resourceType": "Patient", "id": f"r{r}", "identifier": [{"value": "start"}]}
+            assert client.put(f"Patient/r{r}", json=body).status_code in (200, 201)
+
+
+def _load_across_a_redis_loss(
+    service: Service, port: int, procs: list[subprocess.Popen[bytes]], tmp: Path
+) -> dict[str, object]:
+    _create_resources(service)
     acknowledged = {f"r{r}": 0 for r in range(RESOURCES)}
     sent = threading.Event()
     deadline = time.monotonic() + 240
@@ -114,15 +147,29 @@ def _load_across_a_redis_loss(service: Service, port: int, procs: list[subproces
             future.result()
     total = sum(acknowledged.values())
     with service.client() as client:
+
         def applied() -> int:
             return sum(len(client.get(f"Patient/r{r}").json()["identifier"]) - 1 for r in range(RESOURCES))
+
         with contextlib.suppress(TimeoutError):
             wait_progress(applied, total, "acknowledged patches applied", stall_seconds=60)
-        values = {f"r{r}": [i["value"] for i in client.get(f"Patient/r{r}").json()["identifier"]][1:] for r in range(RESOURCES)}
-    violations = sum(sum(1 for a, b in zip(v, v[1:]) if int(b) < int(a)) + (len(v) - len(set(v))) for v in values.values())
+        values = {
+            f"r{r}": [i["value"] for i in client.get(f"Patient/r{r}").json()["identifier"]][1:]
+            for r in range(RESOURCES)
+        }
+    violations = sum(
+        sum(1 for a, b in zip(v, v[1:]) if int(b) < int(a)) + (len(v) - len(set(v))) for v in values.values()
+    )
     unfinished = sum(acknowledged[r] - len(set(v)) for r, v in values.items() if len(set(v)) < acknowledged[r])
     rebuilt = sum("Redis was out of sync" in p.read_text() for p in service.log_dir.glob("worker*.log"))
-    return {"resources": RESOURCES, "patches": RESOURCES * PER_RESOURCE, "acknowledged": total, "acknowledged_before_kill": backlog,
-            "queues_rebuilt": rebuilt,
-            "not_acknowledged": RESOURCES * PER_RESOURCE - total, "fifo_violations": violations, "unfinished": unfinished,
-            "seconds_after_restart": round(time.monotonic() - recovered_at, 1)}
+    return {
+        "resources": RESOURCES,
+        "patches": RESOURCES * PER_RESOURCE,
+        "acknowledged": total,
+        "acknowledged_before_kill": backlog,
+        "queues_rebuilt": rebuilt,
+        "not_acknowledged": RESOURCES * PER_RESOURCE - total,
+        "fifo_violations": violations,
+        "unfinished": unfinished,
+        "seconds_after_restart": round(time.monotonic() - recovered_at, 1),
+    }

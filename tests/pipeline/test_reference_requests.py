@@ -24,12 +24,18 @@ def _content(step: dict[str, Any]) -> bytes:
 def test_reference_request(service: Service, case: dict[str, Any]) -> None:
     given = case["given"]
     with service.client() as client:
-        created = client.put(f"{given['resourceType']}/{given['id']}", json=given, headers={"content-type": "application/fhir+json"})
+        created = client.put(
+            f"{given['resourceType']}/{given['id']}", json=given, headers={"content-type": "application/fhir+json"}
+        )
         assert created.status_code in (200, 201), created.text
         for number, step in enumerate(case["steps"], 1):
             request, expect = step["request"], step["expect"]
-            response = client.request(request["method"], request["path"], content=_content(request),
-                                      headers={"content-type": request["content_type"], "accept": "application/fhir+json; fhirVersion=4.0"})
+            response = client.request(
+                request["method"],
+                request["path"],
+                content=_content(request),
+                headers={"content-type": request["content_type"], "accept": "application/fhir+json; fhirVersion=4.0"},
+            )
             where = f"step {number}: {response.status_code} {response.text[:500]}"
             assert response.status_code == expect["status"], where
             body = response.json()

@@ -25,15 +25,23 @@ def _parameters(*operations: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _replace_gender(value: str) -> dict[str, Any]:
-    return _parameters([{"name": "type", "valueCode": "replace"}, {"name": "path", "valueString": "Patient.gender"},
-                        {"name": "value", "valueCode": value}])
+    return _parameters(
+        [
+            {"name": "type", "valueCode": "replace"},
+            {"name": "path", "valueString": "Patient.gender"},
+            {"name": "value", "valueCode": value},
+        ]
+    )
 
 
 NO_OPS = {
     "JSON Patch": ('[{"op":"replace","path":"/gender","value":"male"}]', JSON_PATCH),
     "JSON Patch test only": ('[{"op":"test","path":"/gender","value":"male"}]', JSON_PATCH),
     "FHIRPath Patch": (json.dumps(_replace_gender("male")), FHIR_JSON),
-    "XML Patch": ('<Patch xmlns="http://hl7.org/fhir"><replace sel="/Patient/gender/@value">male</replace></Patch>', XML_PATCH),
+    "XML Patch": (
+        '<Patch xmlns="http://hl7.org/fhir"><replace sel="/Patient/gender/@value">male</replace></Patch>',
+        XML_PATCH,
+    ),
 }
 
 
@@ -46,7 +54,10 @@ def test_a_patch_that_changes_nothing_makes_no_new_version(service: Service, kin
     body, headers = NO_OPS[kind]
     rid = "noop-" + kind.replace(" ", "-").lower()
     with service.client() as client:
-        assert client.put(f"Patient/{rid}", json={"resourceType": "Patient", "id": rid, "gender": "male"}).status_code == 201
+        assert (
+            client.put(f"Patient/{rid}", json={"resourceType": "Patient", "id": rid, "gender": "male"}).status_code
+            == 201
+        )
         answer = client.patch(f"Patient/{rid}", content=body.encode(), headers=headers)
         assert answer.status_code == 200, answer.text
         assert answer.headers["etag"] == 'W/"1"' and answer.json()["meta"]["versionId"] == "1"
@@ -62,15 +73,21 @@ def test_a_patch_that_changes_nothing_makes_no_new_version(service: Service, kin
 
 def _poll(client: httpx.Client, location: str) -> dict[str, Any]:
     answers: list[httpx.Response] = []
-    wait_progress(lambda: (answers.append(client.get(location)) or answers[-1].status_code == 200) and 1 or 0, 1,
-                  "the job to finish", stall_seconds=60)
+    wait_progress(
+        lambda: (answers.append(client.get(location)) or answers[-1].status_code == 200) and 1 or 0,
+        1,
+        "the job to finish",
+        stall_seconds=60,
+    )
     return dict(answers[-1].json())
 
 
 def test_no_op_in_a_batch_and_in_a_feed(service: Service) -> None:
     patch = base64.b64encode(b'[{"op":"replace","path":"/gender","value":"male"}]').decode()
-    entry = {"request": {"method": "PATCH", "url": "Patient/noop-b"},
-             "resource": {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": patch}}
+    entry = {
+        "request": {"method": "PATCH", "url": "Patient/noop-b"},
+        "resource": {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": patch},
+    }
     with service.client() as client:
         client.put("Patient/noop-b", json={"resourceType": "Patient", "id": "noop-b", "gender": "male"})
         batch = client.post("", json={"resourceType": "Bundle", "type": "batch", "entry": [entry, entry]})
@@ -92,24 +109,32 @@ def _org(rid: str, *identifiers: tuple[str | None, str]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def directory(service: Service) -> None:
     with service.client() as client:
-        for resource in (_org("s1", ("urn:finess", "111")), _org("s2", ("urn:finess", "222"), ("urn:siret", "999")),
-                         _org("s3", ("urn:siret", "222")), _org("s4", (None, "333")), _org("s5", ("urn:finess", "555"))):
+        for resource in (
+            _org("s1", ("urn:finess", "111")),
+            _org("s2", ("urn:finess", "222"), ("urn:siret", "999")),
+            _org("s3", ("urn:siret", "222")),
+            _org("s4", (None, "333")),
+            _org("s5", ("urn:finess", "555")),
+        ):
             assert client.put(f"Organization/{resource['id']}", json=resource).status_code in (200, 201)
         assert client.delete("Organization/s5").status_code == 200
 
 
-@pytest.mark.parametrize(("query", "ids"), [
-    ("identifier=urn:finess|111", ["s1"]),
-    ("identifier=222", ["s2", "s3"]),
-    ("identifier=urn:siret|222", ["s3"]),
-    ("identifier=|333", ["s4"]),
-    ("identifier=|222", []),
-    ("identifier=urn:finess|555", []),
-    ("identifier=urn:none|1", []),
-    ("_id=s2", ["s2"]),
-    ("_id=s5", []),
-    ("_id=nobody", []),
-])
+@pytest.mark.parametrize(
+    ("query", "ids"),
+    [
+        ("identifier=urn:finess|111", ["s1"]),
+        ("identifier=222", ["s2", "s3"]),
+        ("identifier=urn:siret|222", ["s3"]),
+        ("identifier=|333", ["s4"]),
+        ("identifier=|222", []),
+        ("identifier=urn:finess|555", []),
+        ("identifier=urn:none|1", []),
+        ("_id=s2", ["s2"]),
+        ("_id=s5", []),
+        ("_id=nobody", []),
+    ],
+)
 def test_search_by_identifier_and_id(service: Service, directory: None, query: str, ids: list[str]) -> None:
     with service.client() as client:
         answer = client.get(f"Organization?{query}")
@@ -117,8 +142,10 @@ def test_search_by_identifier_and_id(service: Service, directory: None, query: s
         bundle = answer.json()
         assert bundle["resourceType"] == "Bundle" and bundle["type"] == "searchset" and bundle["total"] == len(ids)
         assert sorted(e["resource"]["id"] for e in bundle.get("entry", [])) == ids
-        assert all(e["search"]["mode"] == "match" and e["fullUrl"].endswith(f"Organization/{e['resource']['id']}")
-                   for e in bundle.get("entry", []))
+        assert all(
+            e["search"]["mode"] == "match" and e["fullUrl"].endswith(f"Organization/{e['resource']['id']}")
+            for e in bundle.get("entry", [])
+        )
 
 
 def test_search_is_listed_in_the_capability_statement(service: Service) -> None:
@@ -144,18 +171,38 @@ def test_a_synchronous_batch_waits_for_its_entries(service: Service) -> None:
     patch = base64.b64encode(b'[{"op":"add","path":"/active","value":true}]').decode()
     with service.client() as client:
         for n in range(25):
-            bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
-                {"request": {"method": "PUT", "url": f"Patient/sb{n}"}, "resource": {"resourceType": "Patient", "id": f"sb{n}"}},
-                {"request": {"method": "PATCH", "url": "Binary/sbx"},
-                 "resource": {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": patch}}]}
+            bundle = {
+                "resourceType": "Bundle",
+                "type": "batch",
+                "entry": [
+                    {
+                        "request": {"method": "PUT", "url": f"Patient/sb{n}"},
+                        "resource": {"resourceType": "Patient", "id": f"sb{n}"},
+                    },
+                    {
+                        "request": {"method": "PATCH", "url": "Binary/sbx"},
+                        "resource": {
+                            "resourceType": "Binary",
+                            "contentType": "application/json-patch+json",
+                            "data": patch,
+                        },
+                    },
+                ],
+            }
             answer = client.post("", json=bundle)
             assert answer.status_code == 200, (n, answer.headers.get("x-progress"), answer.text[:300])
             assert [e["response"]["status"][:3] for e in answer.json()["entry"]] == ["201", "404"]
 
 
 def test_a_transaction_with_nothing_to_write_is_answered_at_once(service: Service, directory: None) -> None:
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"request": {"method": "GET", "url": "Organization/s1"}}, {"request": {"method": "GET", "url": "Organization/none"}}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"request": {"method": "GET", "url": "Organization/s1"}},
+            {"request": {"method": "GET", "url": "Organization/none"}},
+        ],
+    }
     with service.client() as client:
         started = time.monotonic()
         answer = client.post("", json=bundle)

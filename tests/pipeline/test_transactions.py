@@ -20,8 +20,14 @@ from tests.support.service import Service, wait_jobs_final
 
 def add_identifier(url: str, value: str) -> dict[str, Any]:
     patch = json.dumps([{"op": "add", "path": "/identifier/-", "value": {"system": "urn:txn", "value": value}}])
-    return {"request": {"method": "PATCH", "url": url},
-            "resource": {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": base64.b64encode(patch.encode()).decode()}}
+    return {
+        "request": {"method": "PATCH", "url": url},
+        "resource": {
+            "resourceType": "Binary",
+            "contentType": "application/json-patch+json",
+            "data": base64.b64encode(patch.encode()).decode(),
+        },
+    }
 
 
 def transaction(*entries: dict[str, Any]) -> dict[str, Any]:
@@ -30,7 +36,11 @@ def transaction(*entries: dict[str, Any]) -> dict[str, Any]:
 
 def _patients(client: httpx.Client, prefix: str, count: int) -> None:
     for n in range(count):
-        body = {"resourceType": "Patient", "id": f"{prefix}{n}", "identifier": [{"system": "urn:txn", "value": "start"}]}
+        body = {
+            "resourceType": "Patient",
+            "id": f"{prefix}{n}",
+            "identifier": [{"system": "urn:txn", "value": "start"}],
+        }
         assert client.put(f"Patient/{prefix}{n}", json=body).status_code == 201
 
 
@@ -38,9 +48,14 @@ def test_one_failing_entry_among_50_writes_nothing(service: Service) -> None:
     with service.client() as client:
         _patients(client, "tx", 50)
         entries = [add_identifier(f"Patient/tx{n}", "all-or-nothing") for n in range(50)]
-        entries[37] = {"request": {"method": "PATCH", "url": "Patient/tx37"}, "resource": {
-            "resourceType": "Binary", "contentType": "application/json-patch+json",
-            "data": base64.b64encode(b'[{"op":"remove","path":"/gender"}]').decode()}}
+        entries[37] = {
+            "request": {"method": "PATCH", "url": "Patient/tx37"},
+            "resource": {
+                "resourceType": "Binary",
+                "contentType": "application/json-patch+json",
+                "data": base64.b64encode(b'[{"op":"remove","path":"/gender"}]').decode(),
+            },
+        }
         answer = client.post("", json=transaction(*entries))
         assert answer.status_code == 422, answer.text
         issue = answer.json()["issue"][0]
@@ -57,7 +72,9 @@ def test_one_failing_entry_among_50_writes_nothing(service: Service) -> None:
 def test_a_resource_twice_and_bad_entries_refuse_the_transaction(service: Service) -> None:
     with service.client() as client:
         _patients(client, "dup", 1)
-        twice = client.post("", json=transaction(add_identifier("Patient/dup0", "a"), add_identifier("Patient/dup0", "b")))
+        twice = client.post(
+            "", json=transaction(add_identifier("Patient/dup0", "a"), add_identifier("Patient/dup0", "b"))
+        )
         assert twice.status_code == 400 and twice.json()["issue"][0]["expression"][0] == "Bundle.entry[1]"
         unsupported = add_identifier("Patient/dup0", "c")
         unsupported["resource"]["contentType"] = "text/plain"
@@ -76,14 +93,23 @@ def test_transactions_interleave_with_single_patches_as_units(service: Service) 
             for n in range(15):
                 marker = f"t{n}"
                 markers.append(marker)
-                answer = client.post("", json=transaction(*[add_identifier(f"Patient/mix{k}", marker) for k in range(4)]))
+                answer = client.post(
+                    "", json=transaction(*[add_identifier(f"Patient/mix{k}", marker) for k in range(4)])
+                )
                 assert answer.status_code == 200, answer.text
 
     def singles(k: int) -> None:
         with service.client() as client:
             for n in range(15):
-                body = json.dumps([{"op": "add", "path": "/identifier/-", "value": {"system": "urn:single", "value": f"s{n}"}}]).encode()
-                assert client.patch(f"Patient/mix{k}", content=body, headers={"content-type": "application/json-patch+json"}).status_code == 200
+                body = json.dumps(
+                    [{"op": "add", "path": "/identifier/-", "value": {"system": "urn:single", "value": f"s{n}"}}]
+                ).encode()
+                assert (
+                    client.patch(
+                        f"Patient/mix{k}", content=body, headers={"content-type": "application/json-patch+json"}
+                    ).status_code
+                    == 200
+                )
 
     threads = [threading.Thread(target=transactions)] + [threading.Thread(target=singles, args=(k,)) for k in range(4)]
     for t in threads:
@@ -91,12 +117,16 @@ def test_transactions_interleave_with_single_patches_as_units(service: Service) 
     for t in threads:
         t.join()
     with service.client() as client:
-        finals = [[i["value"] for i in client.get(f"Patient/mix{k}").json()["identifier"] if i["system"] == "urn:txn"] for k in range(4)]
+        finals = [
+            [i["value"] for i in client.get(f"Patient/mix{k}").json()["identifier"] if i["system"] == "urn:txn"]
+            for k in range(4)
+        ]
     assert all(values == ["start"] + markers for values in finals), "every transaction on every resource, in one order"
 
 
-
-def test_workers_killed_during_transactions_never_leave_one_partly_visible(fresh_service: Service, tmp_path: Path) -> None:
+def test_workers_killed_during_transactions_never_leave_one_partly_visible(
+    fresh_service: Service, tmp_path: Path
+) -> None:
     """Rounds of overlapping transactions; in each, one worker is SIGKILLed at a random moment and replaced.
     Every transaction ends applied, on all its resources or none, and every history stays contiguous."""
     rng = random.Random(4)
@@ -112,15 +142,23 @@ def test_workers_killed_during_transactions_never_leave_one_partly_visible(fresh
                     touched = sorted(rng.sample(range(resources), 3))
                     marker = f"r{round_number}-{n}"
                     expected[marker] = touched
-                    answer = client.post("", json=transaction(*[add_identifier(f"Patient/k{k}", marker) for k in touched]),
-                                         headers={"prefer": "respond-async"})
+                    answer = client.post(
+                        "",
+                        json=transaction(*[add_identifier(f"Patient/k{k}", marker) for k in touched]),
+                        headers={"prefer": "respond-async"},
+                    )
                     assert answer.status_code == 202
                     locations.append(answer.headers["content-location"])
             time.sleep(rng.uniform(0.0, 0.15))
             victim = round_number % len(fresh_service.workers)
             fresh_service.signal_worker(victim, signal.SIGKILL)
             fresh_service.workers[victim] = stack.enter_context(
-                started(worker_argv(f"replacement{round_number}"), fresh_service.env, tmp_path / f"replacement{round_number}.log"))
+                started(
+                    worker_argv(f"replacement{round_number}"),
+                    fresh_service.env,
+                    tmp_path / f"replacement{round_number}.log",
+                )
+            )
             with fresh_service.client() as client:
                 finals = wait_jobs_final(client, locations, timeout=120)
             assert all(answer.status_code == 200 for answer in finals.values())

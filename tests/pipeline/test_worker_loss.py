@@ -12,8 +12,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
-
 from tests.support.load import ended, identifier_patch
 from tests.support.processes import free_port, started, wait_for, wait_http_ok, wait_progress
 from tests.support.service import FAST_RECOVERY, Service, running_service
@@ -42,6 +40,7 @@ def _stream(service: Service, resources: int, per_resource: int, halfway: thread
                 if n == per_resource // 3:
                     halfway.set()
                 assert client.patch(f"Patient/w{r}", content=identifier_patch(str(n)), headers=ASYNC).status_code == 202
+
     with ThreadPoolExecutor(max_workers=resources) as pool:
         list(pool.map(submit, range(resources)))
 
@@ -60,10 +59,19 @@ def _create(service: Service, resources: int) -> None:
             assert client.put(f"Patient/w{r}", json=body).status_code in (200, 201)
 
 
-def test_the_supervisor_restarts_a_killed_worker_and_no_job_is_lost(isolated_env: dict[str, str], tmp_path: Path) -> None:
+def test_the_supervisor_restarts_a_killed_worker_and_no_job_is_lost(
+    isolated_env: dict[str, str], tmp_path: Path
+) -> None:
     port, issuer = free_port(), TokenIssuer(tmp_path / "jwks.json")
     env = {**FAST_RECOVERY, **issuer.env(), **isolated_env, "FHIR_PATCH_HTTP_PORT": str(port)}
-    argv = [str(Path(sys.executable).parent / "fhir-patch"), "serve", "--log-dir", str(tmp_path / "logs"), "--workers", "1"]
+    argv = [
+        str(Path(sys.executable).parent / "fhir-patch"),
+        "serve",
+        "--log-dir",
+        str(tmp_path / "logs"),
+        "--workers",
+        "1",
+    ]
     resources, per_resource = 8, 30
     with started(argv, env, tmp_path / "serve.log") as serve:
         service = Service(f"http://127.0.0.1:{port}", env, issuer=issuer)
@@ -77,7 +85,9 @@ def test_the_supervisor_restarts_a_killed_worker_and_no_job_is_lost(isolated_env
         os.kill(worker, signal.SIGKILL)
         killed_at = time.monotonic()
         with service.anonymous(timeout=10) as anonymous:
-            wait_for(lambda: anonymous.get("/readyz").status_code == 503, 30, "readiness to report the missing worker", 0.1)
+            wait_for(
+                lambda: anonymous.get("/readyz").status_code == 503, 30, "readiness to report the missing worker", 0.1
+            )
             wait_for(lambda: anonymous.get("/readyz").status_code == 200, 120, "readiness after the restart", 0.2)
         ready_after = time.monotonic() - killed_at
         load.join()
@@ -87,8 +97,16 @@ def test_the_supervisor_restarts_a_killed_worker_and_no_job_is_lost(isolated_env
         _check_each_once(service, resources, per_resource)
         new_worker = [pid for pid in _children(serve.pid) if "celery" in _command(pid)]
         assert new_worker and worker not in new_worker and serve.poll() is None, "the supervisor kept running"
-    print(json.dumps({"jobs": resources * (per_resource + 1), "lost": 0, "ready_again_s": round(ready_after, 1),
-                      "all_ended_s": round(recovered_after, 1)}))
+    print(
+        json.dumps(
+            {
+                "jobs": resources * (per_resource + 1),
+                "lost": 0,
+                "ready_again_s": round(ready_after, 1),
+                "all_ended_s": round(recovered_after, 1),
+            }
+        )
+    )
 
 
 def test_a_killed_pool_child_does_not_stall_other_keys(isolated_env: dict[str, str], tmp_path: Path) -> None:
@@ -99,7 +117,10 @@ def test_a_killed_pool_child_does_not_stall_other_keys(isolated_env: dict[str, s
     with running_service(env, tmp_path, workers=1, concurrency=2) as service:
         _create(service, resources)
         with service.client() as client:
-            assert client.put("Patient/other", json={"resourceType": "Patient", "id": "other"}).status_code in (200, 201)
+            assert client.put("Patient/other", json={"resourceType": "Patient", "id": "other"}).status_code in (
+                200,
+                201,
+            )
         halfway = threading.Event()
         load = threading.Thread(target=_stream, args=(service, resources, per_resource, halfway))
         load.start()
@@ -111,13 +132,22 @@ def test_a_killed_pool_child_does_not_stall_other_keys(isolated_env: dict[str, s
         with service.client() as client:
             for n in range(20):
                 started_at = time.monotonic()
-                answer = client.patch("Patient/other", json=[{"op": "add", "path": "/active", "value": n % 2 == 0}], headers=SYNC)
+                answer = client.patch(
+                    "Patient/other", json=[{"op": "add", "path": "/active", "value": n % 2 == 0}], headers=SYNC
+                )
                 latencies.append(time.monotonic() - started_at)
                 assert answer.status_code == 200, answer.text
         load.join()
         with service.ops() as ops:
             wait_progress(lambda: ended(ops), resources * (per_resource + 1) + 21, "every job ended")
         _check_each_once(service, resources, per_resource)
-    print(json.dumps({"sync_patches": len(latencies), "max_s": round(max(latencies), 2),
-                      "median_s": round(sorted(latencies)[len(latencies) // 2], 3)}))
+    print(
+        json.dumps(
+            {
+                "sync_patches": len(latencies),
+                "max_s": round(max(latencies), 2),
+                "median_s": round(sorted(latencies)[len(latencies) // 2], 3),
+            }
+        )
+    )
     assert max(latencies) < 20, latencies  # the lease is 30 s: nothing waited it out

@@ -8,14 +8,17 @@ from worker.storage import keyed
 from worker.storage.command_log import shape
 
 
-@pytest.mark.parametrize(("query", "expected"), [
-    ({"_id": "Patient/p/3"}, "_id="),
-    ({"_id": {"$in": ["a", "b"]}}, "_id$in"),
-    ({"_id": {"$gte": "a", "$lt": "b"}}, "_id$gte$lt"),
-    ({"_id": "a", "txn": "T"}, "_id=,txn="),
-    ({"job": "J"}, "job="),
-    ({}, "{}"),
-])
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"_id": "Patient/p/3"}, "_id="),
+        ({"_id": {"$in": ["a", "b"]}}, "_id$in"),
+        ({"_id": {"$gte": "a", "$lt": "b"}}, "_id$gte$lt"),
+        ({"_id": "a", "txn": "T"}, "_id=,txn="),
+        ({"job": "J"}, "job="),
+        ({}, "{}"),
+    ],
+)
 def test_only_an_id_equality_is_a_key_lookup(query: dict[str, object], expected: str) -> None:
     assert shape(query) == expected
 

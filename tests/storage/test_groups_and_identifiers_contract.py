@@ -27,7 +27,10 @@ def test_a_group_opens_once_closes_once_and_expires_after_it_ended(db: Database)
 
 def test_refusals_are_kept_per_block_and_read_back_in_entry_order(db: Database) -> None:
     db.groups.open("g3", "feed", NOW, None, "alice")
-    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "invalid", "diagnostics": "x"}]}
+    outcome = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "invalid", "diagnostics": "x"}],
+    }
     db.groups.refuse("g3", [(n, 400, outcome) for n in range(1, 501, 2)], NOW)  # the odd lines of the first block
     db.groups.refuse("g3", [(501, 413, None)], NOW)
     db.groups.refuse("g3", [(1, 400, outcome)], NOW)  # a resubmitted feed refuses line 1 again: same answer
@@ -52,8 +55,15 @@ def test_a_discarded_group_is_gone(db: Database) -> None:
 
 
 def test_identifier_candidates_by_exact_system_or_any(db: Database) -> None:
-    db.identifiers.add([("Organization", "urn:a", "1", "o1"), ("Organization", "urn:b", "1", "o2"),
-                        ("Organization", "", "1", "o3"), ("Organization", "urn:a", "1", "o1"), ("Patient", "urn:a", "1", "p1")])
+    db.identifiers.add(
+        [
+            ("Organization", "urn:a", "1", "o1"),
+            ("Organization", "urn:b", "1", "o2"),
+            ("Organization", "", "1", "o3"),
+            ("Organization", "urn:a", "1", "o1"),
+            ("Patient", "urn:a", "1", "p1"),
+        ]
+    )
     assert db.identifiers.candidates("Organization", "urn:a", "1") == ["o1"]
     assert db.identifiers.candidates("Organization", "", "1") == ["o3"]
     assert db.identifiers.candidates("Organization", None, "1") == ["o1", "o2", "o3"]

@@ -26,7 +26,9 @@ def test_a_job_lives_in_flight_until_its_outcome_and_stays_pollable_after(db: Da
     assert [j.id for j in db.jobs.unfinished_before(NOW + timedelta(seconds=1))] == ["a"]
     assert db.jobs.start("a", NOW) == "first" and db.jobs.start("a", NOW) == "again"
     assert db.jobs.get("a").state == JobState.RUNNING  # type: ignore[union-attr]
-    assert [j.id for j in db.jobs.unfinished_before(NOW + timedelta(seconds=1))] == ["a"], "a started job is still in flight"
+    assert [j.id for j in db.jobs.unfinished_before(NOW + timedelta(seconds=1))] == ["a"], (
+        "a started job is still in flight"
+    )
     assert db.jobs.finish_many([result_event(_job("a"), JobResult(200, 3, NOW), NOW)]) == {"a"}
     assert db.jobs.finish_many([result_event(_job("a"), JobResult(500), NOW)]) == set(), "one outcome"
     done = db.jobs.get("a")

@@ -7,16 +7,25 @@ from datetime import UTC, datetime
 
 import pytest
 
+from worker.jobs import JobResult
 from worker.storage import Database, StoredVersion, VersionConflict
 from worker.storage.job_store import result_event
-from worker.jobs import JobResult
 
 NOW = datetime(2026, 11, 30, tzinfo=UTC)
 
 
 def _v(n: int, job: str = "", txn: str = "", rid: str = "p") -> StoredVersion:
-    return StoredVersion("Patient", rid, n, NOW, f'{{"resourceType":"Patient","id":"{rid}","meta":{{"versionId":"{n}"}}}}', job or f"j{n}",
-                         "update", txn, provenance='{"resourceType":"Provenance"}')
+    return StoredVersion(
+        "Patient",
+        rid,
+        n,
+        NOW,
+        f'{{"resourceType":"Patient","id":"{rid}","meta":{{"versionId":"{n}"}}}}',
+        job or f"j{n}",
+        "update",
+        txn,
+        provenance='{"resourceType":"Provenance"}',
+    )
 
 
 def test_commit_is_a_compare_and_set(db: Database) -> None:

@@ -12,8 +12,16 @@ from worker.storage.job_store import result_event
 
 
 def _version(pid: str, n: int, transaction: str = "") -> StoredVersion:
-    return StoredVersion("Patient", pid, n, datetime.now(UTC), f'{{"resourceType":"Patient","id":"{pid}","meta":{{"versionId":"{n}"}}}}',
-                         job_id=transaction or f"job-{pid}-{n}", action="patch", transaction=transaction)
+    return StoredVersion(
+        "Patient",
+        pid,
+        n,
+        datetime.now(UTC),
+        f'{{"resourceType":"Patient","id":"{pid}","meta":{{"versionId":"{n}"}}}}',
+        job_id=transaction or f"job-{pid}-{n}",
+        action="patch",
+        transaction=transaction,
+    )
 
 
 def test_marked_versions_appear_together_at_the_commit_point(isolated_settings: Settings) -> None:
@@ -21,10 +29,14 @@ def test_marked_versions_appear_together_at_the_commit_point(isolated_settings: 
     try:
         for pid in ("a", "b"):
             db.resources.commit(_version(pid, 1))
-        db.resources.commit_many([_version("a", 2, "T1"), _version("b", 2, "T1")])  # written, not committed: a crash here
+        db.resources.commit_many(
+            [_version("a", 2, "T1"), _version("b", 2, "T1")]
+        )  # written, not committed: a crash here
         assert [db.resources.latest("Patient", p).version_id for p in ("a", "b")] == [1, 1]  # type: ignore[union-attr]
         assert db.resources.version("Patient", "a", 2) is None
-        assert db.resources.remove_uncommitted("T1", [("Patient", "a", 2), ("Patient", "b", 2)]) == 2  # the re-run cleans up
+        assert (
+            db.resources.remove_uncommitted("T1", [("Patient", "a", 2), ("Patient", "b", 2)]) == 2
+        )  # the re-run cleans up
         db.resources.commit_many([_version("a", 2, "T1"), _version("b", 2, "T1")])
         assert db.resources.latest("Patient", "a").version_id == 1  # type: ignore[union-attr]
         db.jobs.finish_many([result_event("T1", JobResult(200, entries=[]), datetime.now(UTC))])  # the commit point

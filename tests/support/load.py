@@ -9,7 +9,9 @@ import httpx
 
 def identifier_patch(value: str) -> bytes:
     """A JSON Patch appending one identifier: applying it twice, or out of order, shows in the result."""
-    return json.dumps([{"op": "add", "path": "/identifier/-", "value": {"system": "urn:test", "value": value}}]).encode()
+    return json.dumps(
+        [{"op": "add", "path": "/identifier/-", "value": {"system": "urn:test", "value": value}}]
+    ).encode()
 
 
 def job_counts(client: httpx.Client) -> dict[str, float]:
@@ -30,4 +32,6 @@ def ended(client: httpx.Client) -> int:
 
 def all_ended(client: httpx.Client, expected: int) -> bool:
     counts = job_counts(client)
-    return counts.get("accepted", 0) >= expected and counts["accepted"] == counts.get("applied", 0) + counts.get("failed", 0)
+    return counts.get("accepted", 0) >= expected and counts["accepted"] == counts.get("applied", 0) + counts.get(
+        "failed", 0
+    )

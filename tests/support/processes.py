@@ -3,36 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 
 import httpx
 
+from devkit.procfs import free_port, provision_module  # noqa: F401  (re-exported for the tests)
+
 LOOPBACK = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-def provision_module() -> ModuleType:
-    """scripts/provision.py (a script, not a package module), loaded for tests and benchmarks."""
-    spec = importlib.util.spec_from_file_location("provision", ROOT / "scripts" / "provision.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
@@ -61,7 +45,9 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
 @contextlib.contextmanager
 def started(argv: list[str], env: dict[str, str], logfile: Path) -> Iterator[subprocess.Popen[bytes]]:
     with open(logfile, "ab") as out:
-        proc = subprocess.Popen(argv, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         yield proc
     finally:
@@ -69,19 +55,47 @@ def started(argv: list[str], env: dict[str, str], logfile: Path) -> Iterator[sub
 
 
 def worker_argv(name: str, concurrency: int = 1) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "worker.process", "worker", "--loglevel", "INFO", "--concurrency", str(concurrency),
-            "--hostname", f"{name}@%h", "--without-mingle", "--without-gossip"]
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.process",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--concurrency",
+        str(concurrency),
+        "--hostname",
+        f"{name}@%h",
+        "--without-mingle",
+        "--without-gossip",
+    ]
 
 
 def api_argv(port: int) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", "--factory", "api.app:app_from_env", "--host", LOOPBACK, "--port", str(port), "--log-level", "warning"]
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "api.app:app_from_env",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
 
 
 def wait_http_ok(url: str, timeout: float = 30) -> None:
     wait_for(lambda: httpx.get(url, timeout=2).status_code == 200, timeout, f"200 from {url}")
 
 
-def wait_progress(measure: Callable[[], int], target: int, what: str, stall_seconds: float = 60, interval: float = 0.5) -> None:
+def wait_progress(
+    measure: Callable[[], int], target: int, what: str, stall_seconds: float = 60, interval: float = 0.5
+) -> None:
     """Wait until `measure()` reaches `target`; fail only when it has not moved for `stall_seconds` (a slow
     machine is not a fault; a stuck service is)."""
     best, moved_at = -1, time.monotonic()

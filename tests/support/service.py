@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from devkit.procfs import peak_rss_mib  # noqa: F401  (re-exported for the tests)
 from tests.support.processes import api_argv, free_port, started, wait_for, wait_http_ok, worker_argv
 from tests.support.tokens import ADMIN_SCOPE, TokenIssuer
 
@@ -32,8 +33,14 @@ class Service:
     def fhir(self) -> str:
         return f"{self.base}/fhir"
 
-    def client(self, timeout: float = 30, scope: str = ADMIN_SCOPE, sub: str = "tester", token: str | None = None,
-               **claims: str) -> httpx.Client:
+    def client(
+        self,
+        timeout: float = 30,
+        scope: str = ADMIN_SCOPE,
+        sub: str = "tester",
+        token: str | None = None,
+        **claims: str,
+    ) -> httpx.Client:
         """An HTTP client of the FHIR base with a bearer token (by default one that may do everything)."""
         assert self.issuer is not None
         headers = {"authorization": f"Bearer {token or self.issuer.token(scope, sub, **claims)}"}
@@ -53,16 +60,6 @@ class Service:
         os.killpg(self.workers[index].pid, signum)
 
 
-def peak_rss_mib(proc: subprocess.Popen[bytes]) -> float:
-    """Peak resident memory (VmHWM) of a process or its largest child, in MiB."""
-    pids = [proc.pid] + [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
-    peaks = []
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            peaks += [int(line.split()[1]) / 1024 for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM:")]
-    return round(max(peaks, default=0.0), 1)
-
-
 @contextlib.contextmanager
 def running_service(env: dict[str, str], tmp: Path, workers: int = 2, concurrency: int = 1) -> Iterator[Service]:
     port = free_port()
@@ -71,11 +68,15 @@ def running_service(env: dict[str, str], tmp: Path, workers: int = 2, concurrenc
     service = Service(f"http://127.0.0.1:{port}", full_env, log_dir=tmp, issuer=issuer)
     with contextlib.ExitStack() as stack:
         for n in range(workers):
-            service.workers.append(stack.enter_context(started(worker_argv(f"w{n}-{port}", concurrency), full_env, tmp / f"worker{n}.log")))
+            service.workers.append(
+                stack.enter_context(started(worker_argv(f"w{n}-{port}", concurrency), full_env, tmp / f"worker{n}.log"))
+            )
         service.api = stack.enter_context(started(api_argv(port), full_env, tmp / "api.log"))
         wait_http_ok(f"{service.base}/readyz", timeout=60)
         yield service
-        for proc in service.workers:  # resume any paused worker, and stop them all at once (warm shutdown takes a while)
+        for (
+            proc
+        ) in service.workers:  # resume any paused worker, and stop them all at once (warm shutdown takes a while)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGCONT)
                 proc.terminate()

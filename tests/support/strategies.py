@@ -18,9 +18,13 @@ def some(required: dict[str, Any], **optional: Any) -> st.SearchStrategy[dict[st
     return st.fixed_dictionaries(required, optional=optional)
 
 
-extension = st.one_of(some({"url": st.sampled_from(["http://e/a", "http://e/b"]), "valueString": text}),
-                      some({"url": st.sampled_from(["http://e/c"]), "valueDecimal": decimals}))
-human_name = some({"family": text}, given=st.lists(text, min_size=1, max_size=3), use=st.sampled_from(["official", "usual"]))
+extension = st.one_of(
+    some({"url": st.sampled_from(["http://e/a", "http://e/b"]), "valueString": text}),
+    some({"url": st.sampled_from(["http://e/c"]), "valueDecimal": decimals}),
+)
+human_name = some(
+    {"family": text}, given=st.lists(text, min_size=1, max_size=3), use=st.sampled_from(["official", "usual"])
+)
 identifier = some({"value": text}, system=st.sampled_from(["urn:a", "urn:b"]))
 address = some({"city": text}, line=st.lists(text, min_size=1, max_size=2), postalCode=codes)
 telecom = some({"value": text}, system=st.sampled_from(["phone", "email"]))
@@ -36,11 +40,18 @@ patients = st.builds(
     _with_primitive_extension,
     some(
         {},
-        active=st.booleans(), gender=st.sampled_from(["male", "female", "other", "unknown"]), birthDate=dates,
-        name=st.lists(human_name, min_size=1, max_size=3), identifier=st.lists(identifier, min_size=1, max_size=3),
-        address=st.lists(address, min_size=1, max_size=2), telecom=st.lists(telecom, min_size=1, max_size=3),
-        extension=st.lists(extension, min_size=1, max_size=2), multipleBirthInteger=st.integers(0, 5),
-        contact=st.lists(some({"name": human_name}, telecom=st.lists(telecom, min_size=1, max_size=2)), min_size=1, max_size=2),
+        active=st.booleans(),
+        gender=st.sampled_from(["male", "female", "other", "unknown"]),
+        birthDate=dates,
+        name=st.lists(human_name, min_size=1, max_size=3),
+        identifier=st.lists(identifier, min_size=1, max_size=3),
+        address=st.lists(address, min_size=1, max_size=2),
+        telecom=st.lists(telecom, min_size=1, max_size=3),
+        extension=st.lists(extension, min_size=1, max_size=2),
+        multipleBirthInteger=st.integers(0, 5),
+        contact=st.lists(
+            some({"name": human_name}, telecom=st.lists(telecom, min_size=1, max_size=2)), min_size=1, max_size=2
+        ),
     ).map(lambda d: {"resourceType": "Patient", "id": "p1", **d}),
     st.lists(extension, max_size=2),
 )

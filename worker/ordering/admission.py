@@ -34,18 +34,27 @@ return {grant, mine, all}
 
 # Give places back (never below zero): `give_back(hash, client field, n)` to the client and to the total.
 # KEYS: the hash. ARGV: client field, n.
-RELEASE_LUA = """
+RELEASE_LUA = (
+    """
 local function give_back(hash, field, n)
-  for _, f in ipairs({field, '""" + TOTAL + """'}) do
+  for _, f in ipairs({field, '"""
+    + TOTAL
+    + """'}) do
     if redis.call('HINCRBY', hash, f, -n) < 0 then redis.call('HSET', hash, f, 0) end
   end
-  redis.call('HSET', hash, '""" + PROGRESS + """', redis.call('TIME')[1])
+  redis.call('HSET', hash, '"""
+    + PROGRESS
+    + """', redis.call('TIME')[1])
 end
 """
-_RELEASE = RELEASE_LUA + """
+)
+_RELEASE = (
+    RELEASE_LUA
+    + """
 give_back(KEYS[1], ARGV[1], tonumber(ARGV[2]))
 return 1
 """
+)
 
 
 def client_field(client: str) -> str:
@@ -60,7 +69,7 @@ class Granted:
 
 
 class Admission:
-    def __init__(self, client: "redis.Redis", namespace: str, per_client: int, total: int) -> None:
+    def __init__(self, client: redis.Redis, namespace: str, per_client: int, total: int) -> None:
         self._redis = client
         self.hash = RedisKeys(namespace).unfinished
         self._per_client = per_client
@@ -72,8 +81,9 @@ class Admission:
         """Admit up to `wanted` jobs of `client` (0 when either limit is reached)."""
         if wanted <= 0:
             return Granted(0, 0, 0)
-        reply: Any = self._reserve(keys=[self.hash], args=[client_field(client), TOTAL, wanted, self._per_client, self._total,
-                                                           PROGRESS])
+        reply: Any = self._reserve(
+            keys=[self.hash], args=[client_field(client), TOTAL, wanted, self._per_client, self._total, PROGRESS]
+        )
         return Granted(int(reply[0]), int(reply[1]), int(reply[2]))
 
     def release(self, client: str, count: int) -> None:
@@ -84,10 +94,15 @@ class Admission:
     def refusal(self, granted: Granted, client: str, wanted: int) -> TooManyUnfinished | ServiceBusy:
         """The error for a reservation that fell short: 503 when the service-wide limit is the tighter one, else 429."""
         if self._total - granted.total_unfinished < self._per_client - granted.client_unfinished:
-            return ServiceBusy(f"The service has {granted.total_unfinished} jobs not yet finished (limit {self._total}); "
-                               "retry later", "request")
-        return TooManyUnfinished(f"Client {client!r} has {granted.client_unfinished} jobs not yet finished (limit "
-                                 f"{self._per_client}); retry later", "request")
+            return ServiceBusy(
+                f"The service has {granted.total_unfinished} jobs not yet finished (limit {self._total}); retry later",
+                "request",
+            )
+        return TooManyUnfinished(
+            f"Client {client!r} has {granted.client_unfinished} jobs not yet finished (limit "
+            f"{self._per_client}); retry later",
+            "request",
+        )
 
     def stalled_for(self) -> tuple[int, float]:
         """(jobs not finished, seconds since one last finished); 0 seconds when nothing is waiting."""

@@ -37,13 +37,16 @@ if redis.call('HEXISTS', KEYS[4], ARGV[3]) == 1 then return 0 end
 """
 
 # KEYS: queue, sched, keys set, payloads, synced, held list, held payloads. ARGV: key, sent marker, job id, payload.
-_ENQUEUE = _HOLD_UNLESS_SYNCED + """
+_ENQUEUE = (
+    _HOLD_UNLESS_SYNCED
+    + """
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
 redis.call('RPUSH', KEYS[1], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[1])
 if redis.call('SET', KEYS[2], ARGV[2], 'NX') then return 1 end
 return 0
 """
+)
 
 # A transaction joins every queue it touches in one step, so two transactions
 # sharing keys stand in the same order in all of them (no deadlock).
@@ -122,7 +125,7 @@ def sent_marker(now: float) -> str:
 
 
 class Arrivals:
-    def __init__(self, client: "redis.Redis", keys: RedisKeys) -> None:
+    def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
         self._redis = client
         self._keys = keys
         self._enqueue = client.register_script(_ENQUEUE)
@@ -150,7 +153,9 @@ class Arrivals:
     def enqueue_transaction(self, keys: list[str], job_id: str, payload: str, now: float) -> list[str] | None:
         """Queue a transaction on all its keys at once: the keys that need a drain message, or None when held."""
         k = self._keys
-        redis_keys = [k.payloads, k.keys_set, k.synced, k.held, k.held_payloads] + [x for key in keys for x in (k.queue(key), k.sched(key))]
+        redis_keys = [k.payloads, k.keys_set, k.synced, k.held, k.held_payloads] + [
+            x for key in keys for x in (k.queue(key), k.sched(key))
+        ]
         sent = self._enqueue_transaction(keys=redis_keys, args=[job_id, payload, sent_marker(now), *keys])
         return None if sent is None else [v.decode() if isinstance(v, bytes) else str(v) for v in sent]
 
@@ -159,8 +164,12 @@ class Arrivals:
         sent, None when a drain holds the key now (try again later)."""
         k = self._keys
         flat: list[Any] = [part for pair in jobs for part in pair]
-        reply = int(self._rebuild(keys=[k.queue(key), k.sched(key), k.keys_set, k.payloads, k.lease(key)],
-                                  args=[key, sent_marker(now), *flat]))
+        reply = int(
+            self._rebuild(
+                keys=[k.queue(key), k.sched(key), k.keys_set, k.payloads, k.lease(key)],
+                args=[key, sent_marker(now), *flat],
+            )
+        )
         return None if reply < 0 else bool(reply)
 
     def synced(self) -> bool:
@@ -169,7 +178,9 @@ class Arrivals:
     def finish_sync(self, now: float) -> list[str]:
         """Append the held jobs (arrival order) and set the marker, in one step; the keys that need a drain message."""
         k = self._keys
-        sent = self._sync(keys=[k.payloads, k.keys_set, k.synced, k.held, k.held_payloads], args=[sent_marker(now), k.namespace])
+        sent = self._sync(
+            keys=[k.payloads, k.keys_set, k.synced, k.held, k.held_payloads], args=[sent_marker(now), k.namespace]
+        )
         return [v.decode() if isinstance(v, bytes) else str(v) for v in sent]
 
     def queued(self, job_id: str) -> bool:

@@ -32,16 +32,16 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from worker.metrics import latency_bucket
+from worker.ordering.admission import RELEASE_LUA, client_field
 from worker.ordering.arrivals import Arrivals, sent_marker
 from worker.ordering.keys import RedisKeys
-from worker.ordering.admission import RELEASE_LUA, client_field
 
 # One round trip per job: check the lease, take the finished job off the head,
 # renew the lease, and return the next job with its payload and the cached newest version.
@@ -52,8 +52,11 @@ from worker.ordering.admission import RELEASE_LUA, client_field
 # payloads and the copy of the newest version.
 # It also gives the job's place back to admission control (worker/ordering/admission.py).
 # KEYS: lease, queue, payloads, newest copy, counts, latency, unfinished.
-# ARGV: token, lease ms, limit, group-counter prefix, then per finished job: id, outcome, bucket, seconds, group, client field.
-_NEXT = RELEASE_LUA + """
+# ARGV: token, lease ms, limit, group-counter prefix, then per finished job: id, outcome, bucket, seconds, group,
+# client field.
+_NEXT = (
+    RELEASE_LUA
+    + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
 local i = 5
 while i + 5 <= #ARGV do
@@ -80,6 +83,7 @@ for _, id in ipairs(redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[3]) - 1)) do
 end
 return reply
 """
+)
 
 # Hold every key of a transaction: only when it heads every queue and no other
 # worker holds any of their leases; then all leases are ours (or none are taken).
@@ -106,7 +110,9 @@ return 1
 # the keys that still have jobs come back (their drain flags stay set).
 # KEYS: payloads, counts, latency, unfinished, then (lease, queue, sched) per key.
 # ARGV: token, job id, outcome, bucket, seconds, keys set, client field, sent marker, keys...
-_COMPLETE_TRANSACTION = RELEASE_LUA + """
+_COMPLETE_TRANSACTION = (
+    RELEASE_LUA
+    + """
 local more = {}
 for i = 9, #ARGV do
   local lease, q, sched = KEYS[(i - 9) * 3 + 5], KEYS[(i - 9) * 3 + 6], KEYS[(i - 9) * 3 + 7]
@@ -128,6 +134,7 @@ if redis.call('HDEL', KEYS[1], ARGV[2]) == 1 and ARGV[3] ~= '' then
 end
 return more
 """
+)
 
 # Release the lease; if jobs remain the caller must send a drain message (the
 # `sched` flag stays set), else the key is idle and the flag goes.
@@ -163,7 +170,8 @@ return 0
 
 @dataclass(frozen=True)
 class Finished:
-    """A job leaving its queue: its outcome (applied, failed, cancelled; empty: not counted) and seconds since accept."""
+    """A job leaving its queue: its outcome (applied, failed, cancelled; empty: not counted) and seconds since
+    accept."""
 
     job_id: str
     outcome: str
@@ -215,7 +223,7 @@ return 1
 class KeyQueues:
     """The Redis side of per-key ordering, bound to one namespace."""
 
-    def __init__(self, client: "redis.Redis", namespace: str) -> None:
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
         self._redis = client
         self.keys = RedisKeys(namespace)
         self.arrivals = Arrivals(client, self.keys)
@@ -249,11 +257,20 @@ class KeyQueues:
     def take_over(self, key: str, previous: str, lease_seconds: float, holder: str) -> str | None:
         """Take the lease from a holder known to be dead, if it still holds it (compare-and-set on its token)."""
         token = f"{holder}|{secrets.token_hex(12)}"
-        return token if self._take_over(keys=[self.keys.lease(key)], args=[previous, token, max(1, int(lease_seconds * 1000))]) else None
+        return (
+            token
+            if self._take_over(keys=[self.keys.lease(key)], args=[previous, token, max(1, int(lease_seconds * 1000))])
+            else None
+        )
 
     def release(self, key: str, token: str) -> bool:
         """Give the lease up; True when jobs remain and a new drain message must be sent."""
-        return bool(self._release(keys=[self.keys.lease(key), self.keys.queue(key), self.keys.sched(key), self.keys.keys_set], args=[token, key]))
+        return bool(
+            self._release(
+                keys=[self.keys.lease(key), self.keys.queue(key), self.keys.sched(key), self.keys.keys_set],
+                args=[token, key],
+            )
+        )
 
     def reschedule(self, key: str, now: float) -> None:
         """A new drain message is being sent for `key`."""
@@ -311,16 +328,35 @@ class KeyQueues:
         for member in self._redis.sscan_iter(self.keys.keys_set, count=1000):
             yield member.decode() if isinstance(member, bytes) else str(member)
 
-    def next_jobs(self, key: str, token: str, lease_seconds: float, finished: list[Finished], limit: int) -> Heads | None:
-        """Complete and count `finished` (in queue order), renew the lease, peek up to `limit` next jobs; None: lease lost.
+    def next_jobs(
+        self, key: str, token: str, lease_seconds: float, finished: list[Finished], limit: int
+    ) -> Heads | None:
+        """Complete and count `finished` (in queue order), renew the lease, peek up to `limit` next jobs; None: the
+        lease was lost.
 
         The group counters live under a prefix the script extends with each job's group (single-instance Redis)."""
         args: list[Any] = [token, max(1, int(lease_seconds * 1000)), limit, self.group_counters("")]
         for done in finished:
-            args += [done.job_id, done.outcome, latency_bucket(done.seconds), done.seconds, done.group,
-                     client_field(done.client) if done.client else ""]
-        reply = self._next(keys=[self.keys.lease(key), self.keys.queue(key), self.keys.payloads, self.keys.copy(key),
-                                 self.keys.counts, self.keys.latency, self.keys.unfinished], args=args)
+            args += [
+                done.job_id,
+                done.outcome,
+                latency_bucket(done.seconds),
+                done.seconds,
+                done.group,
+                client_field(done.client) if done.client else "",
+            ]
+        reply = self._next(
+            keys=[
+                self.keys.lease(key),
+                self.keys.queue(key),
+                self.keys.payloads,
+                self.keys.copy(key),
+                self.keys.counts,
+                self.keys.latency,
+                self.keys.unfinished,
+            ],
+            args=args,
+        )
         if int(reply[0]) < 0:
             return None
         parts = [_text(p) if p is not None else None for p in reply[1:]]
@@ -328,7 +364,8 @@ class KeyQueues:
         return Heads(parts[0] if parts else None, pairs)
 
     def hold(self, keys: list[str], token: str, job_id: str, lease_seconds: float) -> bool:
-        """Take every key's lease for the transaction `job_id`, if it heads all their queues and none is held elsewhere."""
+        """Take every key's lease for the transaction `job_id`, if it heads all their queues and none is held
+        elsewhere."""
         redis_keys = [k for key in keys for k in (self.keys.lease(key), self.keys.queue(key))]
         return bool(self._hold(keys=redis_keys, args=[token, job_id, max(1, int(lease_seconds * 1000))]))
 
@@ -339,8 +376,17 @@ class KeyQueues:
         """Take the transaction off all its queues, count it, release the leases; the keys with jobs left."""
         redis_keys = [self.keys.payloads, self.keys.counts, self.keys.latency, self.keys.unfinished]
         redis_keys += [k for key in keys for k in (self.keys.lease(key), self.keys.queue(key), self.keys.sched(key))]
-        args: list[Any] = [token, done.job_id, done.outcome, latency_bucket(done.seconds), done.seconds, self.keys.keys_set,
-                           client_field(done.client) if done.client else "", sent_marker(time.time()), *keys]
+        args: list[Any] = [
+            token,
+            done.job_id,
+            done.outcome,
+            latency_bucket(done.seconds),
+            done.seconds,
+            self.keys.keys_set,
+            client_field(done.client) if done.client else "",
+            sent_marker(time.time()),
+            *keys,
+        ]
         return [_text(k) for k in self._complete_transaction(keys=redis_keys, args=args)]
 
     def group_counters(self, group_id: str) -> str:

@@ -45,7 +45,10 @@ def _diff_object(old: dict[str, Any], new: dict[str, Any], path: str, tdef: Type
     for key in keys:  # removals first, so a choice element can change type (valueString -> valueQuantity)
         if _has(old, key) and not _has(new, key):
             count = len(old.get(key) or old.get("_" + key) or []) if tdef.elements[key].is_list else 1
-            ops.extend(_operation("delete", f"{path}.{key}" + ("[0]" if tdef.elements[key].is_list else "")) for _ in range(count))
+            ops.extend(
+                _operation("delete", f"{path}.{key}" + ("[0]" if tdef.elements[key].is_list else ""))
+                for _ in range(count)
+            )
     for key in keys:
         element = tdef.elements[key]
         if _has(old, key) and _has(new, key):
@@ -66,7 +69,9 @@ def _pairs(element: ElementDef, holder: dict[str, Any]) -> tuple[list[Any], list
     return values, extras
 
 
-def _diff_element(element: ElementDef, old: dict[str, Any], new: dict[str, Any], path: str, parent: str, ops: Operations) -> None:
+def _diff_element(
+    element: ElementDef, old: dict[str, Any], new: dict[str, Any], path: str, parent: str, ops: Operations
+) -> None:
     if element.is_list:
         _diff_list(element, old, new, path, ops)
         return
@@ -81,7 +86,11 @@ def _diff_element(element: ElementDef, old: dict[str, Any], new: dict[str, Any],
             return
     if oe is not None and ne != oe:  # replace keeps a primitive's extensions: drop and add instead
         ops.append(_operation("delete", path))
-        ops.append(_operation("add", parent, name={"valueString": element.choice_of or element.key}, value=_value(element, nv, ne)))
+        ops.append(
+            _operation(
+                "add", parent, name={"valueString": element.choice_of or element.key}, value=_value(element, nv, ne)
+            )
+        )
         return
     ops.append(_operation("replace", path, value=_value(element, nv, ne)))
 
@@ -95,7 +104,7 @@ def _diff_list(element: ElementDef, old: dict[str, Any], new: dict[str, Any], pa
     suffix = 0
     while suffix < min(len(old_items), len(new_items)) - prefix and old_items[-1 - suffix] == new_items[-1 - suffix]:
         suffix += 1
-    old_middle, new_middle = old_items[prefix:len(old_items) - suffix], new_items[prefix:len(new_items) - suffix]
+    old_middle, new_middle = old_items[prefix : len(old_items) - suffix], new_items[prefix : len(new_items) - suffix]
     tdef = type_def(element.type) if not element.is_primitive and not element.is_resource else None
     for offset, ((ov, oe), (nv, ne)) in enumerate(zip(old_middle, new_middle)):
         at = f"{path}[{prefix + offset}]"
@@ -103,14 +112,18 @@ def _diff_list(element: ElementDef, old: dict[str, Any], new: dict[str, Any], pa
             _diff_object(ov, nv, at, tdef, ops)
         elif oe is not None and ne != oe:
             ops.append(_operation("delete", at))
-            ops.append(_operation("insert", path, value=_value(element, nv, ne), index={"valueInteger": prefix + offset}))
+            ops.append(
+                _operation("insert", path, value=_value(element, nv, ne), index={"valueInteger": prefix + offset})
+            )
         else:
             ops.append(_operation("replace", at, value=_value(element, nv, ne)))
     common = min(len(old_middle), len(new_middle))
     for _ in range(len(old_middle) - common):
         ops.append(_operation("delete", f"{path}[{prefix + common}]"))
     for offset, (nv, ne) in enumerate(new_middle[common:]):
-        ops.append(_operation("insert", path, value=_value(element, nv, ne), index={"valueInteger": prefix + common + offset}))
+        ops.append(
+            _operation("insert", path, value=_value(element, nv, ne), index={"valueInteger": prefix + common + offset})
+        )
 
 
 def diff_resources(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

@@ -72,9 +72,13 @@ class PatchError(Exception):
     status = 500
     code = "exception"
 
-    def __init__(self, diagnostics: str, *expression: str, code: str | None = None, issues: Sequence[Issue] | None = None) -> None:
+    def __init__(
+        self, diagnostics: str, *expression: str, code: str | None = None, issues: Sequence[Issue] | None = None
+    ) -> None:
         super().__init__(diagnostics)
-        self.issues: tuple[Issue, ...] = tuple(issues) if issues else (Issue(code or self.code, diagnostics, tuple(e for e in expression if e)),)
+        self.issues: tuple[Issue, ...] = (
+            tuple(issues) if issues else (Issue(code or self.code, diagnostics, tuple(e for e in expression if e)),)
+        )
 
     @property
     def diagnostics(self) -> str:

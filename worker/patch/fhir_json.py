@@ -20,7 +20,6 @@ import simplejson
 
 from worker.patch.errors import MalformedPatch
 
-
 MAX_NUMBER_CHARS = 64  # a FHIR decimal keeps 18 significant digits at least; 64 characters leaves room to spare
 MAX_EXPONENT = 308  # the range of an IEEE double, which every JSON reader can hold
 MAX_NESTING = 200  # arrays and objects; FHIR elements nest about half as deep (an extension is an object in a list)
@@ -111,16 +110,22 @@ def loads(data: bytes | str, *, what: str = "document") -> Any:
     try:
         text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
     except UnicodeDecodeError as exc:
-        raise MalformedPatch(f"The {what} is not UTF-8 text: byte {exc.start} cannot be decoded", code="structure") from exc
+        raise MalformedPatch(
+            f"The {what} is not UTF-8 text: byte {exc.start} cannot be decoded", code="structure"
+        ) from exc
     if text.startswith("\ufeff"):
         text = text[1:]
     try:
-        value = simplejson.loads(text, parse_float=_decimal, parse_int=_integer, parse_constant=_reject_constant,
-                                 object_pairs_hook=_object)
+        value = simplejson.loads(
+            text, parse_float=_decimal, parse_int=_integer, parse_constant=_reject_constant, object_pairs_hook=_object
+        )
         _check_shape(value, surrogates=_MIGHT_HOLD_SURROGATE.search(text) is not None)
     except simplejson.JSONDecodeError as exc:
-        raise MalformedPatch(f"The {what} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
-                             f"line {exc.lineno}, column {exc.colno}", code="structure") from exc
+        raise MalformedPatch(
+            f"The {what} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
+            f"line {exc.lineno}, column {exc.colno}",
+            code="structure",
+        ) from exc
     except _Refused as exc:
         raise MalformedPatch(f"The {what} is not accepted: {exc}", code=exc.code) from exc
     except (ValueError, RecursionError) as exc:
@@ -130,7 +135,11 @@ def loads(data: bytes | str, *, what: str = "document") -> Any:
 
 def dumps(value: Any, *, indent: int | None = None) -> str:
     """FHIR JSON text; Decimal values keep their digits."""
-    return str(simplejson.dumps(value, use_decimal=True, ensure_ascii=False, indent=indent, separators=None if indent else (",", ":")))
+    return str(
+        simplejson.dumps(
+            value, use_decimal=True, ensure_ascii=False, indent=indent, separators=None if indent else (",", ":")
+        )
+    )
 
 
 def is_number(value: Any) -> bool:

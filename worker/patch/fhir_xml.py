@@ -28,8 +28,15 @@ _INTEGERS = frozenset({"integer", "positiveInt", "unsignedInt", "integer64"})
 
 def _parser() -> etree.XMLParser:
     # No DTD, no entity expansion, no network: XML bombs and XXE cannot work.
-    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
-                           huge_tree=False, remove_blank_text=False, collect_ids=False)
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_blank_text=False,
+        collect_ids=False,
+    )
 
 
 def parse_xml(data: bytes, what: str) -> etree._Element:
@@ -42,15 +49,21 @@ def parse_xml(data: bytes, what: str) -> etree._Element:
         root = etree.fromstring(bytes(data), _parser())
     except etree.XMLSyntaxError as exc:
         line, column = exc.position if exc.position else (0, 0)
-        raise MalformedPatch(f"The {what} is not well-formed XML: {exc.msg} (line {line}, column {column})",
-                             f"line {line}, column {column}", code="structure") from exc
+        raise MalformedPatch(
+            f"The {what} is not well-formed XML: {exc.msg} (line {line}, column {column})",
+            f"line {line}, column {column}",
+            code="structure",
+        ) from exc
     except (ValueError, etree.LxmlError) as exc:
         raise MalformedPatch(f"The {what} cannot be read as XML: {exc}", code="structure") from exc
     if root is None:
         raise MalformedPatch(f"The {what} has no root element", code="structure")
     if root.getroottree().docinfo.doctype:
-        raise MalformedPatch(f"The {what} has a DOCTYPE; DTDs and entity declarations are not accepted "
-                             "(RFC 5261 <invalid-entity-declaration>)", code="security")
+        raise MalformedPatch(
+            f"The {what} has a DOCTYPE; DTDs and entity declarations are not accepted "
+            "(RFC 5261 <invalid-entity-declaration>)",
+            code="security",
+        )
     _check_depth(root, what)
     return root
 
@@ -105,7 +118,13 @@ def _fill(element: etree._Element, value: dict[str, Any], tdef: TypeDef, path: s
             items = items if isinstance(items, list) else [None] * len(companions or [])
             companions = companions if isinstance(companions, list) else [None] * len(items)
             for index, item in enumerate(items):
-                _child(element, definition, item, companions[index] if index < len(companions) else None, f"{path}.{key}[{index}]")
+                _child(
+                    element,
+                    definition,
+                    item,
+                    companions[index] if index < len(companions) else None,
+                    f"{path}.{key}[{index}]",
+                )
         else:
             _child(element, definition, items, companions, f"{path}.{key}")
 
@@ -140,7 +159,9 @@ def _local(element: etree._Element, path: str) -> str:
         return ""
     qname = etree.QName(tag)
     if qname.namespace != FHIR_NS:
-        raise InvalidResource(f"{path}: element <{qname.localname}> is not in the FHIR namespace ({qname.namespace or 'none'})", path)
+        raise InvalidResource(
+            f"{path}: element <{qname.localname}> is not in the FHIR namespace ({qname.namespace or 'none'})", path
+        )
     return str(qname.localname)
 
 
@@ -171,11 +192,22 @@ def _read(element: etree._Element, tdef: TypeDef, out: dict[str, Any], path: str
         if not isinstance(child.tag, str):
             continue  # comments and processing instructions carry no FHIR content
         if etree.QName(child).namespace == XHTML_NS and tdef.element("div") is not None:
-            _put(out, tdef.elements["div"], etree.tostring(child, encoding="unicode", with_tail=False), None, f"{path}.div")
+            _put(
+                out,
+                tdef.elements["div"],
+                etree.tostring(child, encoding="unicode", with_tail=False),
+                None,
+                f"{path}.div",
+            )
             continue
         key = _local(child, f"{path}.?")
         definition = tdef.element(key)
-        if definition is None or key in ("resourceType",) or (key == "id" and not is_resource) or (key == "url" and tdef.name == "Extension"):
+        if (
+            definition is None
+            or key in ("resourceType",)
+            or (key == "id" and not is_resource)
+            or (key == "url" and tdef.name == "Extension")
+        ):
             raise InvalidResource(f"{path}.{key}: is not an element of {tdef.name}", f"{path}.{key}")
         _read_child(child, definition, out, f"{path}.{key}")
 

@@ -15,12 +15,12 @@ located candidates.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import re
 import re2  # RE2 matches in linear time: a client's pattern cannot backtrack without bound
 from antlr4 import CommonTokenStream, InputStream, Token
 from antlr4.error.ErrorListener import ErrorListener
@@ -41,10 +41,13 @@ MAX_PATH_CALLS = 32  # function calls in one path
 MAX_PATH_NESTING = 12  # parentheses and brackets inside one another
 # Words the FHIRPath grammar reserves but FHIR uses as element names (Narrative.div): after a dot and not
 # called as a function, they are element names, so they are read as delimited identifiers (`div`).
-_KEYWORD_MEMBER = re.compile(r"""'(?:[^'\\]|\\.)*'|`(?:[^`\\]|\\.)*`|(?<=\.)(\s*)(div|mod|and|or|xor|implies|true|false)\b(?!\s*\()""")
+_KEYWORD_MEMBER = re.compile(
+    r"""'(?:[^'\\]|\\.)*'|`(?:[^`\\]|\\.)*`|(?<=\.)(\s*)(div|mod|and|or|xor|implies|true|false)\b(?!\s*\()"""
+)
 _PATH_TOKENS = re.compile(r"""'(?:[^'\\]|\\.)*'|`(?:[^`\\]|\\.)*`|[\w$]+\s*\(|[()\[\]]""")
-_FILTERS = frozenset({"where", "first", "last", "tail", "skip", "take", "single", "ofType", "extension",
-                      "modifierExtension"})
+_FILTERS = frozenset(
+    {"where", "first", "last", "tail", "skip", "take", "single", "ofType", "extension", "modifierExtension"}
+)
 Node = dict[str, Any]
 
 
@@ -60,7 +63,9 @@ def _quote_keyword_members(expression: str) -> str:
 def _check_cost(expression: str) -> None:
     """Bound what parsing and evaluating a client's path can cost, before the parser sees it."""
     if len(expression) > MAX_PATH_CHARS:
-        raise MalformedPatch(f"The path has {len(expression)} characters; at most {MAX_PATH_CHARS} are accepted", code="too-costly")
+        raise MalformedPatch(
+            f"The path has {len(expression)} characters; at most {MAX_PATH_CHARS} are accepted", code="too-costly"
+        )
     calls = depth = deepest = 0
     for token in _PATH_TOKENS.findall(expression):
         if token[-1] in "([":
@@ -70,10 +75,13 @@ def _check_cost(expression: str) -> None:
         elif token in ")]":
             depth -= 1
     if calls > MAX_PATH_CALLS:
-        raise MalformedPatch(f"The path calls {calls} functions; at most {MAX_PATH_CALLS} are accepted", code="too-costly")
+        raise MalformedPatch(
+            f"The path calls {calls} functions; at most {MAX_PATH_CALLS} are accepted", code="too-costly"
+        )
     if deepest > MAX_PATH_NESTING:
-        raise MalformedPatch(f"The path nests {deepest} levels of brackets; at most {MAX_PATH_NESTING} are accepted",
-                             code="too-costly")
+        raise MalformedPatch(
+            f"The path nests {deepest} levels of brackets; at most {MAX_PATH_NESTING} are accepted", code="too-costly"
+        )
 
 
 @lru_cache(maxsize=4096)
@@ -116,13 +124,16 @@ def _check_calls(node: Node, expression: str) -> None:
         given = len(item["children"][1]["children"]) if len(item["children"]) > 1 else 0
         entry: dict[str, Any] | None = _FUNCTIONS.get(name) or invocation_registry.get(name)  # type: ignore[assignment]
         if entry is None:
-            raise MalformedPatch(f"The path {expression!r} calls {name}(), which is not a FHIRPath function supported here",
-                                 code="not-supported")
+            raise MalformedPatch(
+                f"The path {expression!r} calls {name}(), which is not a FHIRPath function supported here",
+                code="not-supported",
+            )
         takes = sorted(entry.get("arity", {0: []}))
         if given not in takes:
             counts = " or ".join(str(n) for n in takes)
-            raise MalformedPatch(f"The path {expression!r} calls {name}() with {given} argument(s); it takes {counts}",
-                                 code="value")
+            raise MalformedPatch(
+                f"The path {expression!r} calls {name}() with {given} argument(s); it takes {counts}", code="value"
+            )
 
 
 @dataclass
@@ -192,9 +203,13 @@ def children(slot: Slot, name: str) -> list[Slot]:
         if element.is_list and isinstance(item, list):
             found.extend(Slot(value, element.key, i, _element_type(v, element.type), v) for i, v in enumerate(item))
         elif element.is_list and item is None:  # only extensions on the items
-            found.extend(Slot(value, element.key, i, element.type, None) for i, _ in enumerate(value["_" + element.key]))
+            found.extend(
+                Slot(value, element.key, i, element.type, None) for i, _ in enumerate(value["_" + element.key])
+            )
         else:
-            found.append(Slot(value, element.key, None, _element_type(item, element.type), item, choice_of=element.choice_of))
+            found.append(
+                Slot(value, element.key, None, _element_type(item, element.type), item, choice_of=element.choice_of)
+            )
     return found
 
 
@@ -208,8 +223,10 @@ class Locator:
     def locate(self, node: Node) -> list[Slot]:
         handler = _HANDLERS.get(node.get("type", ""))
         if handler is None:
-            raise MalformedPatch(f"{node.get('text') or node.get('type')!r} cannot be used in a patch path: "
-                                 "use element names, [index] and where(), first(), last(), extension(url), ofType()")
+            raise MalformedPatch(
+                f"{node.get('text') or node.get('type')!r} cannot be used in a patch path: "
+                "use element names, [index] and where(), first(), last(), extension(url), ofType()"
+            )
         return handler(self, node)
 
     def term(self, node: Node) -> list[Slot]:
@@ -230,7 +247,20 @@ class Locator:
         if step["type"] == "ThisInvocation":
             return inputs
         if step["type"] == "FunctionInvocation":
-            return self.filtered({"type": "InvocationExpression", "children": [{"type": "TermExpression", "children": [{"type": "InvocationTerm", "children": [{"type": "ThisInvocation"}]}]}, step]}, inputs, step)
+            return self.filtered(
+                {
+                    "type": "InvocationExpression",
+                    "children": [
+                        {
+                            "type": "TermExpression",
+                            "children": [{"type": "InvocationTerm", "children": [{"type": "ThisInvocation"}]}],
+                        },
+                        step,
+                    ],
+                },
+                inputs,
+                step,
+            )
         if step["type"] != "MemberInvocation":
             raise MalformedPatch(f"{step.get('text')!r} cannot be used in a patch path")
         name = _identifier(step["children"][0])
@@ -250,7 +280,10 @@ class Locator:
     def filtered(self, node: Node, candidates: list[Slot], step: Node) -> list[Slot]:
         function = _identifier(step["children"][0]["children"][0])
         if function not in _FILTERS:
-            raise MalformedPatch(f"The function {function}() cannot select elements to patch; use where(), first(), last(), tail(), skip(), take(), single(), ofType(), extension() or modifierExtension()")
+            raise MalformedPatch(
+                f"The function {function}() cannot select elements to patch; use where(), first(), last(), tail(), "
+                f"skip(), take(), single(), ofType(), extension() or modifierExtension()"
+            )
         if function in ("extension", "modifierExtension"):
             candidates = [child for slot in candidates for child in children(slot, function)]
         results = _evaluate(self.resource, node)
@@ -288,8 +321,11 @@ def _regex(pattern: str) -> Any:
         return re2.compile("(?s)" + pattern, _RE2_OPTIONS)
     except re2.error as exc:
         reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-        raise MalformedPatch(f"The regular expression {pattern!r} is not accepted ({reason}); patterns are RE2 "
-                             "syntax, without backreferences or lookaround", code="value") from exc
+        raise MalformedPatch(
+            f"The regular expression {pattern!r} is not accepted ({reason}); patterns are RE2 "
+            "syntax, without backreferences or lookaround",
+            code="value",
+        ) from exc
 
 
 _RE2_OPTIONS = re2.Options()
@@ -298,11 +334,18 @@ _RE2_OPTIONS.log_errors = False
 
 def _modifier_extension(inputs: list[Any], url: Any) -> list[Any]:
     """FHIR's modifierExtension(url), the modifier twin of extension(url) (fhirpathpy has only the latter)."""
-    return [item for holder in inputs if isinstance(holder, dict) for item in holder.get("modifierExtension") or []
-            if isinstance(item, dict) and item.get("url") == url]
+    return [
+        item
+        for holder in inputs
+        if isinstance(holder, dict)
+        for item in holder.get("modifierExtension") or []
+        if isinstance(item, dict) and item.get("url") == url
+    ]
 
 
-_FUNCTIONS: dict[str, dict[str, Any]] = {  # fhirpathpy's own table, with the regex functions on RE2 instead of Python's backtracking `re`
+_FUNCTIONS: dict[
+    str, dict[str, Any]
+] = {  # fhirpathpy's own table, with the regex functions on RE2 instead of Python's backtracking `re`
     "matches": {"fn": _matches, "arity": {1: ["String"]}, "nullable_input": True},
     "replaceMatches": {"fn": _replace_matches, "arity": {2: ["String", "String"]}, "nullable_input": True},
     "modifierExtension": {"fn": _modifier_extension, "arity": {1: ["String"]}},
@@ -322,7 +365,9 @@ def _evaluate(resource: dict[str, Any], node: Node) -> list[Any]:
 def _same(slot: Slot, result: Any) -> bool:
     data = getattr(result, "data", result)
     if isinstance(data, dict | list):
-        return slot.value is data or (slot.value is None and slot.companion_of is None and data is companion(slot, create=False))
+        return slot.value is data or (
+            slot.value is None and slot.companion_of is None and data is companion(slot, create=False)
+        )
     return type(slot.value) is type(data) and slot.value == data
 
 

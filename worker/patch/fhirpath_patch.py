@@ -15,7 +15,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from worker.patch.errors import ElementExists, Issue, MalformedPatch, MultipleMatches, NotApplicable, TargetNotFound, Warnings, WrongStructure
+from worker.patch.errors import (
+    ElementExists,
+    Issue,
+    MalformedPatch,
+    MultipleMatches,
+    NotApplicable,
+    TargetNotFound,
+    Warnings,
+    WrongStructure,
+)
 from worker.patch.fhir_json import copy_json
 from worker.patch.fhirpath import Locator, Slot, companion, element_key, locate, parse_path, split_member
 from worker.patch.parameter_values import BuildContext, ValuePart, build_value, parse_value_part
@@ -29,7 +38,11 @@ _PARTS: Mapping[str, frozenset[str]] = {
     "move": frozenset({"type", "path", "source", "destination"}),
 }
 _HINTS = {
-    ("replace", "name"): "replace takes no name part: put the element in the path (path 'Patient.birthDate', not path 'Patient' with name 'birthDate')",
+    (
+        "replace",
+        "name",
+    ): "replace takes no name part: put the element in the path (path 'Patient.birthDate', not path 'Patient' with "
+    "name 'birthDate')",
     ("delete", "value"): "delete takes no value part: the path alone selects what to delete",
     ("insert", "name"): "insert takes no name part: the path names the list (e.g. 'Patient.identifier')",
 }
@@ -57,8 +70,14 @@ def _string(part: dict[str, Any], where: str, label: str) -> str:
     for key in _STRING_KEYS:
         if isinstance(part.get(key), str):
             if not part[key].strip():
-                example = '"valueCode": "replace" (or add, insert, delete, move)' if label == "type" else '"valueString": "..."'
-                raise MalformedPatch(f"{where}: {label} is empty; write {{\"name\": \"{label}\", {example}}}", where, code="required")
+                example = (
+                    '"valueCode": "replace" (or add, insert, delete, move)'
+                    if label == "type"
+                    else '"valueString": "..."'
+                )
+                raise MalformedPatch(
+                    f'{where}: {label} is empty; write {{"name": "{label}", {example}}}', where, code="required"
+                )
             return str(part[key])
     raise MalformedPatch(f"{where}: {label} must be given as valueString (or valueCode)", where, code="value")
 
@@ -78,26 +97,37 @@ def _parts(parameter: Any, where: str) -> dict[str, tuple[dict[str, Any], str]]:
         raise MalformedPatch(f"{where}: each parameter must be named 'operation'", f"{where}.name", code="structure")
     parts = parameter.get("part")
     if not isinstance(parts, list) or not parts:
-        raise MalformedPatch(f"{where}: an operation needs its parts (type, path, ...)", f"{where}.part", code="required")
+        raise MalformedPatch(
+            f"{where}: an operation needs its parts (type, path, ...)", f"{where}.part", code="required"
+        )
     found: dict[str, tuple[dict[str, Any], str]] = {}
     for number, part in enumerate(parts):
         part_where = f"{where}.part[{number}]"
         if not isinstance(part, dict) or not isinstance(part.get("name"), str):
             raise MalformedPatch(f"{part_where}: each part needs a name", part_where, code="required")
         if part["name"] in found:
-            raise MalformedPatch(f"{part_where}: the part {part['name']!r} is given twice", part_where, code="structure")
+            raise MalformedPatch(
+                f"{part_where}: the part {part['name']!r} is given twice", part_where, code="structure"
+            )
         found[part["name"]] = (part, part_where)
     return found
 
 
 def _kind(parts: dict[str, tuple[dict[str, Any], str]], where: str) -> str:
     if "type" not in parts:
-        raise MalformedPatch(f"{where}: the operation has no type part; add {{\"name\": \"type\", \"valueCode\": \"add\"}} "
-                             "(or insert, delete, replace, move)", where, code="required")
+        raise MalformedPatch(
+            f'{where}: the operation has no type part; add {{"name": "type", "valueCode": "add"}} '
+            "(or insert, delete, replace, move)",
+            where,
+            code="required",
+        )
     kind = _string(parts["type"][0], parts["type"][1], "type")
     if kind not in _PARTS:
-        raise MalformedPatch(f"{where}: unknown operation type {kind!r}; use add, insert, delete, replace or move",
-                             parts["type"][1], code="code-invalid")
+        raise MalformedPatch(
+            f"{where}: unknown operation type {kind!r}; use add, insert, delete, replace or move",
+            parts["type"][1],
+            code="code-invalid",
+        )
     return kind
 
 
@@ -107,7 +137,10 @@ def _part_problems(kind: str, parts: dict[str, tuple[dict[str, Any], str]], wher
         if name not in _PARTS[kind]:
             hint = _HINTS.get((kind, name), f"{kind} takes only the parts {', '.join(sorted(_PARTS[kind]))}")
             problems.append(Issue("structure", f"{part_where}: unexpected part {name!r}: {hint}", (part_where,)))
-    problems.extend(Issue("required", f"{where}: {kind} needs a {name!r} part", (where,)) for name in sorted(_PARTS[kind] - parts.keys()))
+    problems.extend(
+        Issue("required", f"{where}: {kind} needs a {name!r} part", (where,))
+        for name in sorted(_PARTS[kind] - parts.keys())
+    )
     return problems
 
 
@@ -121,8 +154,12 @@ def _checked_path(part: dict[str, Any], where: str, label: str) -> str:
 
 
 _READERS: Mapping[str, Callable[[dict[str, Any], str, str], Any]] = {
-    "path": _checked_path, "name": _string, "value": lambda part, where, _: parse_value_part(part, where),
-    "index": _integer, "source": _integer, "destination": _integer,
+    "path": _checked_path,
+    "name": _string,
+    "value": lambda part, where, _: parse_value_part(part, where),
+    "index": _integer,
+    "source": _integer,
+    "destination": _integer,
 }
 
 
@@ -140,8 +177,16 @@ def _operation(index: int, parameter: Any) -> FhirPathOperation:
             problems.extend(exc.issues)
     if problems:
         raise MalformedPatch.of(problems)
-    return FhirPathOperation(index, kind, read["path"], name=read.get("name"), value=read.get("value"),
-                             position=read.get("index"), source=read.get("source"), destination=read.get("destination"))
+    return FhirPathOperation(
+        index,
+        kind,
+        read["path"],
+        name=read.get("name"),
+        value=read.get("value"),
+        position=read.get("index"),
+        source=read.get("source"),
+        destination=read.get("destination"),
+    )
 
 
 def parse_fhirpath_patch(parameters: Any) -> tuple[FhirPathOperation, ...]:
@@ -166,7 +211,11 @@ def parse_fhirpath_patch(parameters: Any) -> tuple[FhirPathOperation, ...]:
 
 def _one(slots: list[Slot], op: FhirPathOperation, allow_none: bool = False) -> Slot | None:
     if len(slots) > 1:
-        raise MultipleMatches(f"{op.where} ({op.type}): the path {op.path!r} selects {len(slots)} elements; it must select exactly one", op.where, op.path)
+        raise MultipleMatches(
+            f"{op.where} ({op.type}): the path {op.path!r} selects {len(slots)} elements; it must select exactly one",
+            op.where,
+            op.path,
+        )
     if not slots and not allow_none:
         raise TargetNotFound(f"{op.where} ({op.type}): the path {op.path!r} selects nothing", op.where, op.path)
     return slots[0] if slots else None
@@ -185,7 +234,12 @@ def _holder(slot: Slot, op: FhirPathOperation) -> tuple[dict[str, Any], str]:
 def _list_of(resource: dict[str, Any], op: FhirPathOperation) -> tuple[dict[str, Any], str, list[Any], str]:
     split = split_member(op.path)
     if split is None:
-        raise MalformedPatch(f"{op.where} ({op.type}): the path must end with the name of a repeating element, such as 'Patient.identifier'", op.where, op.path)
+        raise MalformedPatch(
+            f"{op.where} ({op.type}): the path must end with the name of a repeating element, such as "
+            f"'Patient.identifier'",
+            op.where,
+            op.path,
+        )
     base, name = split
     parent = _one(Locator(resource).locate(base), op)
     assert parent is not None
@@ -207,7 +261,9 @@ def _add(resource: dict[str, Any], op: FhirPathOperation, ctx: BuildContext) -> 
     tdef = type_def(holder_type)
     element = tdef.element(key) if tdef and key else None
     if element is None:
-        raise WrongStructure(f"{op.where} (add): {holder_type} has no element {op.name!r}", op.where, f"{op.path}.{op.name}")
+        raise WrongStructure(
+            f"{op.where} (add): {holder_type} has no element {op.name!r}", op.where, f"{op.path}.{op.name}"
+        )
     value, extra, _ = build_value(op.value, element.type, ctx)
     if element.is_list:
         items = holder.setdefault(element.key, [])
@@ -216,9 +272,17 @@ def _add(resource: dict[str, Any], op: FhirPathOperation, ctx: BuildContext) -> 
             companions = holder.setdefault("_" + element.key, [])
             companions.extend([None] * (len(items) - 1 - len(companions)) + [extra])
         return
-    taken = [k for k in (tdef.choices.get(element.choice_of, ()) if element.choice_of and tdef else (element.key,)) if k in holder or "_" + k in holder]
+    taken = [
+        k
+        for k in (tdef.choices.get(element.choice_of, ()) if element.choice_of and tdef else (element.key,))
+        if k in holder or "_" + k in holder
+    ]
     if taken:
-        raise ElementExists(f"{op.where} (add): {op.path}.{op.name} already exists; add never overwrites, use replace", op.where, f"{op.path}.{op.name}")
+        raise ElementExists(
+            f"{op.where} (add): {op.path}.{op.name} already exists; add never overwrites, use replace",
+            op.where,
+            f"{op.path}.{op.name}",
+        )
     holder[element.key] = value
     if extra is not None:
         holder["_" + element.key] = extra
@@ -228,7 +292,11 @@ def _insert(resource: dict[str, Any], op: FhirPathOperation, ctx: BuildContext) 
     holder, key, items, item_type = _list_of(resource, op)
     assert op.position is not None and op.value is not None
     if op.position > len(items):
-        raise NotApplicable(f"{op.where} (insert): index {op.position} is out of range 0..{len(items)} for {op.path!r}", op.where, op.path)
+        raise NotApplicable(
+            f"{op.where} (insert): index {op.position} is out of range 0..{len(items)} for {op.path!r}",
+            op.where,
+            op.path,
+        )
     value, extra, _ = build_value(op.value, item_type, ctx)
     items.insert(op.position, value)
     holder[key] = items
@@ -269,7 +337,11 @@ def _replace(resource: dict[str, Any], op: FhirPathOperation, ctx: BuildContext)
     slot = _one(locate(resource, op.path), op)
     assert slot is not None and op.value is not None
     if slot.parent is None or slot.key is None:
-        raise NotApplicable(f"{op.where} (replace): the whole resource cannot be replaced by a patch; use update (PUT)", op.where, op.path)
+        raise NotApplicable(
+            f"{op.where} (replace): the whole resource cannot be replaced by a patch; use update (PUT)",
+            op.where,
+            op.path,
+        )
     value, extra, value_type = build_value(op.value, slot.type, ctx)
     if slot.index is not None:
         slot.parent[slot.key][slot.index] = value
@@ -292,9 +364,17 @@ def _move(resource: dict[str, Any], op: FhirPathOperation, ctx: BuildContext) ->
     holder, key, items, _ = _list_of(resource, op)
     assert op.source is not None and op.destination is not None
     if op.source >= len(items):
-        raise NotApplicable(f"{op.where} (move): source {op.source} is out of range 0..{len(items) - 1} for {op.path!r}", op.where, op.path)
+        raise NotApplicable(
+            f"{op.where} (move): source {op.source} is out of range 0..{len(items) - 1} for {op.path!r}",
+            op.where,
+            op.path,
+        )
     if op.destination >= len(items):
-        raise NotApplicable(f"{op.where} (move): destination {op.destination} is out of range 0..{len(items) - 1} for {op.path!r}", op.where, op.path)
+        raise NotApplicable(
+            f"{op.where} (move): destination {op.destination} is out of range 0..{len(items) - 1} for {op.path!r}",
+            op.where,
+            op.path,
+        )
     for name in (key, "_" + key):
         listed = holder.get(name)
         if isinstance(listed, list) and op.source < len(listed):
@@ -302,7 +382,11 @@ def _move(resource: dict[str, Any], op: FhirPathOperation, ctx: BuildContext) ->
 
 
 _APPLY: Mapping[str, Callable[[dict[str, Any], FhirPathOperation, BuildContext], None]] = {
-    "add": _add, "insert": _insert, "delete": _delete, "replace": _replace, "move": _move,
+    "add": _add,
+    "insert": _insert,
+    "delete": _delete,
+    "replace": _replace,
+    "move": _move,
 }
 
 
@@ -318,14 +402,18 @@ def prune_empty(value: Any) -> Any:
     return value
 
 
-def apply_parsed_fhirpath_patch(resource: dict[str, Any], operations: tuple[FhirPathOperation, ...], ctx: BuildContext) -> dict[str, Any]:
+def apply_parsed_fhirpath_patch(
+    resource: dict[str, Any], operations: tuple[FhirPathOperation, ...], ctx: BuildContext
+) -> dict[str, Any]:
     result = copy_json(resource)
     for op in operations:
         _APPLY[op.type](result, op, ctx)
     return prune_empty(result)  # type: ignore[no-any-return]
 
 
-def apply_fhirpath_patch(resource: dict[str, Any], parameters: dict[str, Any], *, strict: bool = False, warnings: Warnings | None = None) -> dict[str, Any]:
+def apply_fhirpath_patch(
+    resource: dict[str, Any], parameters: dict[str, Any], *, strict: bool = False, warnings: Warnings | None = None
+) -> dict[str, Any]:
     """Apply a FHIRPath Patch Parameters resource; a new resource, or a PatchError."""
     ctx = BuildContext(strict=strict, warnings=warnings if warnings is not None else Warnings())
     return apply_parsed_fhirpath_patch(resource, parse_fhirpath_patch(parameters), ctx)

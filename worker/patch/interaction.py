@@ -63,15 +63,26 @@ class ParsedPatch:
         return PatchOutcome(patched, ctx.warnings.outcome())
 
 
-_JSON_KINDS = {str: "string", int: "number", float: "number", Decimal: "number", bool: "boolean", list: "array", type(None): "null"}
+_JSON_KINDS = {
+    str: "string",
+    int: "number",
+    float: "number",
+    Decimal: "number",
+    bool: "boolean",
+    list: "array",
+    type(None): "null",
+}
 
 
 def _check_shape(old: dict[str, Any], new: Any) -> None:
     """A patch may replace the whole document (JSON Patch path ""), but the result must still be a resource."""
     kind = old.get("resourceType")
     if not isinstance(new, dict):
-        raise NotApplicable(f"The patch would replace the {kind} resource with a JSON {_JSON_KINDS.get(type(new), 'value')}; "
-                            f"the result must be a {kind} resource (a JSON object)", str(kind))
+        raise NotApplicable(
+            f"The patch would replace the {kind} resource with a JSON {_JSON_KINDS.get(type(new), 'value')}; "
+            f"the result must be a {kind} resource (a JSON object)",
+            str(kind),
+        )
     problem = nesting_problem(new)
     if problem:
         raise NotApplicable(f"The patched {kind} would not be accepted: {problem}", str(kind), code="too-costly")
@@ -82,7 +93,10 @@ def media_type(content_type: str) -> str:
     essence, *parameters = [p.strip() for p in (content_type or "").split(";")]
     essence = _ALIASES.get(essence.lower(), essence.lower())
     if essence not in PATCH_MEDIA_TYPES:
-        raise UnsupportedPatchFormat(f"Content-Type {content_type!r} is not a patch format; use one of {', '.join(PATCH_MEDIA_TYPES)}", "Content-Type")
+        raise UnsupportedPatchFormat(
+            f"Content-Type {content_type!r} is not a patch format; use one of {', '.join(PATCH_MEDIA_TYPES)}",
+            "Content-Type",
+        )
     for parameter in parameters:
         name, _, value = parameter.partition("=")
         if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
@@ -119,13 +133,19 @@ def _xml_patch(body: bytes) -> Transform:
     def transform(resource: dict[str, Any], ctx: BuildContext) -> dict[str, Any]:
         patched = xml_to_resource(apply_parsed_xml_patch(resource_to_xml(resource), directives))
         return _keep_unchanged_narrative(resource, patched)
+
     return transform
 
 
 def _keep_unchanged_narrative(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """XHTML text read back from XML may differ in form only: keep the original text when the markup is the same."""
     old_text, new_text = old.get("text"), new.get("text")
-    if isinstance(old_text, dict) and isinstance(new_text, dict) and isinstance(old_text.get("div"), str) and isinstance(new_text.get("div"), str):
+    if (
+        isinstance(old_text, dict)
+        and isinstance(new_text, dict)
+        and isinstance(old_text.get("div"), str)
+        and isinstance(new_text.get("div"), str)
+    ):
         if _canonical(old_text["div"]) == _canonical(new_text["div"]):
             new_text["div"] = old_text["div"]
     return new
@@ -143,18 +163,27 @@ def _parameters(document: Any) -> Transform:
 
 
 def _partial_resource(document: dict[str, Any]) -> Transform:
-    """A body of the target's own type with only some elements (NHN's securityLabel form): each given element replaces the stored one."""
+    """A body of the target's own type with only some elements (NHN's securityLabel form): each given element replaces
+    the stored one."""
     given = {k: v for k, v in document.items() if k not in _SERVER_ELEMENTS}
     if not given:
-        raise MalformedPatch(f"The {document['resourceType']} body names no element to change", document["resourceType"], code="required")
+        raise MalformedPatch(
+            f"The {document['resourceType']} body names no element to change", document["resourceType"], code="required"
+        )
 
     def transform(resource: dict[str, Any], ctx: BuildContext) -> dict[str, Any]:
-        if document["resourceType"] != resource.get("resourceType") or document.get("id", resource.get("id")) != resource.get("id"):
-            raise NotApplicable(f"The body is {document['resourceType']}/{document.get('id')}, not the patched resource "
-                                f"{resource.get('resourceType')}/{resource.get('id')}", "resourceType")
+        if document["resourceType"] != resource.get("resourceType") or document.get(
+            "id", resource.get("id")
+        ) != resource.get("id"):
+            raise NotApplicable(
+                f"The body is {document['resourceType']}/{document.get('id')}, not the patched resource "
+                f"{resource.get('resourceType')}/{resource.get('id')}",
+                "resourceType",
+            )
         patched = copy_json(resource)
         patched.update(copy_json(given))
         return patched  # type: ignore[no-any-return]
+
     return transform
 
 
@@ -178,7 +207,13 @@ def parse_patch(body: bytes, content_type: str, *, strict: bool = False) -> Pars
     return ParsedPatch(kind, transform, strict)
 
 
-def apply_patch(resource: dict[str, Any], body: bytes, content_type: str, *, strict: bool = False,
-                policies: ElementPolicies | None = None) -> PatchOutcome:
+def apply_patch(
+    resource: dict[str, Any],
+    body: bytes,
+    content_type: str,
+    *,
+    strict: bool = False,
+    policies: ElementPolicies | None = None,
+) -> PatchOutcome:
     """Apply a patch request body of any supported media type to a FHIR resource."""
     return parse_patch(body, content_type, strict=strict).apply_to(resource, policies)

@@ -20,8 +20,12 @@ from worker.patch.fhir_json import copy_json, dumps
 
 # Members each operation needs, beyond "op" (RFC 6902 section 4). Others are ignored, as the RFC says.
 _REQUIRED: Mapping[str, tuple[str, ...]] = {
-    "add": ("path", "value"), "remove": ("path",), "replace": ("path", "value"),
-    "move": ("from", "path"), "copy": ("from", "path"), "test": ("path", "value"),
+    "add": ("path", "value"),
+    "remove": ("path",),
+    "replace": ("path", "value"),
+    "move": ("from", "path"),
+    "copy": ("from", "path"),
+    "test": ("path", "value"),
 }
 _ABSENT = object()
 _POINTER = re.compile(r"(/([^~/]|~[01])*)*")
@@ -42,8 +46,12 @@ def _check_pointer(value: Any, where: str, member: str) -> None:
     if not isinstance(value, str):
         raise MalformedPatch(f"'{member}' must be a JSON Pointer string, not {value!r}", where, code="value")
     if not _POINTER.fullmatch(value):
-        raise MalformedPatch(f"'{member}' is not a valid JSON Pointer: {value!r} (it must be empty or start with '/', "
-                             "and '~' must be followed by 0 or 1)", where, code="value")
+        raise MalformedPatch(
+            f"'{member}' is not a valid JSON Pointer: {value!r} (it must be empty or start with '/', "
+            "and '~' must be followed by 0 or 1)",
+            where,
+            code="value",
+        )
 
 
 def parse_json_patch(operations: Any) -> tuple[JsonPatchOperation, ...]:
@@ -57,10 +65,14 @@ def parse_json_patch(operations: Any) -> tuple[JsonPatchOperation, ...]:
             raise MalformedPatch(f"Operation {index} must be a JSON object, not {operation!r}", where, code="structure")
         op = operation.get("op")
         if not isinstance(op, str) or op not in _REQUIRED:
-            raise MalformedPatch(f"Operation {index} has unknown op {op!r}; use one of {', '.join(_REQUIRED)}", f"{where}/op")
+            raise MalformedPatch(
+                f"Operation {index} has unknown op {op!r}; use one of {', '.join(_REQUIRED)}", f"{where}/op"
+            )
         for member in _REQUIRED[op]:
             if member not in operation:
-                raise MalformedPatch(f"Operation {index} ({op}) is missing its '{member}' member", f"{where}/{member}", code="required")
+                raise MalformedPatch(
+                    f"Operation {index} ({op}) is missing its '{member}' member", f"{where}/{member}", code="required"
+                )
         _check_pointer(operation["path"], f"{where}/path", "path")
         if "from" in _REQUIRED[op]:
             _check_pointer(operation["from"], f"{where}/from", "from")
@@ -83,13 +95,20 @@ def _applied(document: Any, operation: JsonPatchOperation) -> Any:
     except jsonpatch.JsonPatchTestFailed as exc:
         actual = resolve_pointer(document, operation.path, _ABSENT)
         found = "nothing" if actual is _ABSENT or isinstance(actual, EndOfList) else dumps(actual)
-        raise TestFailed(f"Operation {operation.index} (test) failed: {operation.path} holds {found}, "
-                         f"not {dumps(operation.document['value'])}", *_where(document, operation)) from exc
+        raise TestFailed(
+            f"Operation {operation.index} (test) failed: {operation.path} holds {found}, "
+            f"not {dumps(operation.document['value'])}",
+            *_where(document, operation),
+        ) from exc
     except jsonpatch.JsonPatchConflict as exc:
         kind = TargetNotFound if "non-existent" in str(exc) else NotApplicable
-        raise kind(f"Operation {operation.index} ({operation.op}) cannot be applied: {exc}", *_where(document, operation)) from exc
+        raise kind(
+            f"Operation {operation.index} ({operation.op}) cannot be applied: {exc}", *_where(document, operation)
+        ) from exc
     except (JsonPointerException, jsonpatch.InvalidJsonPatch, KeyError, IndexError, TypeError) as exc:
-        raise TargetNotFound(f"Operation {operation.index} ({operation.op}) cannot be applied: {exc}", *_where(document, operation)) from exc
+        raise TargetNotFound(
+            f"Operation {operation.index} ({operation.op}) cannot be applied: {exc}", *_where(document, operation)
+        ) from exc
 
 
 def _where(document: Any, operation: JsonPatchOperation) -> tuple[str, ...]:

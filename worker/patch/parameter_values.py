@@ -41,30 +41,44 @@ def value_keys(part: dict[str, Any]) -> list[str]:
     return [k for k in part if k.startswith(_VALUE_PREFIX) and len(k) > len(_VALUE_PREFIX)]
 
 
+def _typed_value(part: dict[str, Any], where: str, key: str) -> ValuePart:
+    fhir_type = type_from_suffix(key[len(_VALUE_PREFIX) :])
+    if fhir_type not in PRIMITIVE_TYPES and type_def(fhir_type) is None:
+        raise MalformedPatch(f"{where}: {key} does not name a FHIR data type", f"{where}.{key}", code="value")
+    if part[key] is None:
+        raise MalformedPatch(f"{where}: {key} must not be null", f"{where}.{key}", code="value")
+    return ValuePart(where, fhir_type, part[key], part.get("_" + key))
+
+
 def parse_value_part(part: dict[str, Any], where: str) -> ValuePart:
     """Check the form of a value part (400 when malformed) without knowing its target yet."""
     typed = value_keys(part)
     if "value" in part:
-        raise MalformedPatch(f"{where}: 'value' needs its type in the name: write valueString, valueCode, valueBoolean, "
-                             "valueInteger, valueDecimal, valueQuantity, valueCodeableConcept, ... instead of 'value'", where)
+        raise MalformedPatch(
+            f"{where}: 'value' needs its type in the name: write valueString, valueCode, valueBoolean, "
+            "valueInteger, valueDecimal, valueQuantity, valueCodeableConcept, ... instead of 'value'",
+            where,
+        )
     present = len(typed) + ("part" in part) + ("resource" in part)
     if present != 1:
-        raise MalformedPatch(f"{where}: a value part needs exactly one of value[x], part or resource (found {present})", where, code="structure")
+        raise MalformedPatch(
+            f"{where}: a value part needs exactly one of value[x], part or resource (found {present})",
+            where,
+            code="structure",
+        )
     if typed:
-        key = typed[0]
-        fhir_type = type_from_suffix(key[len(_VALUE_PREFIX):])
-        if fhir_type not in PRIMITIVE_TYPES and type_def(fhir_type) is None:
-            raise MalformedPatch(f"{where}: {key} does not name a FHIR data type", f"{where}.{key}", code="value")
-        if part[key] is None:
-            raise MalformedPatch(f"{where}: {key} must not be null", f"{where}.{key}", code="value")
-        return ValuePart(where, fhir_type, part[key], part.get("_" + key))
+        return _typed_value(part, where, typed[0])
     if "resource" in part:
         if not isinstance(part["resource"], dict) or not isinstance(part["resource"].get("resourceType"), str):
-            raise MalformedPatch(f"{where}: resource must be a FHIR resource object", f"{where}.resource", code="structure")
+            raise MalformedPatch(
+                f"{where}: resource must be a FHIR resource object", f"{where}.resource", code="structure"
+            )
         return ValuePart(where, str(part["resource"]["resourceType"]), resource=part["resource"])
     nested = part["part"]
     if not isinstance(nested, list) or not nested:
-        raise MalformedPatch(f"{where}: part must be a non-empty array of named parts", f"{where}.part", code="structure")
+        raise MalformedPatch(
+            f"{where}: part must be a non-empty array of named parts", f"{where}.part", code="structure"
+        )
     children = []
     for index, child in enumerate(nested):
         child_where = f"{where}.part[{index}]"
@@ -89,10 +103,18 @@ def build_value(part: ValuePart, target_type: str | None, ctx: BuildContext) -> 
 def _anonymous(part: ValuePart, target_type: str | None, ctx: BuildContext) -> dict[str, Any]:
     tdef = type_def(target_type) if target_type and target_type not in PRIMITIVE_TYPES else None
     if tdef is None:
-        raise WrongStructure(f"{part.where}: nested parts can only build a complex element, but the target is {target_type or 'unknown'}", part.where)
+        raise WrongStructure(
+            f"{part.where}: nested parts can only build a complex element, but the target is "
+            f"{target_type or 'unknown'}",
+            part.where,
+        )
     built: dict[str, Any] = {}
     for name, child in part.parts:
-        key = name if name in tdef.elements else (choice_key(name, child.value_type) if name in tdef.choices and child.value_type else None)
+        key = (
+            name
+            if name in tdef.elements
+            else (choice_key(name, child.value_type) if name in tdef.choices and child.value_type else None)
+        )
         element = tdef.element(key) if key else None
         if element is None:
             raise WrongStructure(f"{child.where}: {tdef.name} has no element {name!r}", child.where)
@@ -102,7 +124,11 @@ def _anonymous(part: ValuePart, target_type: str | None, ctx: BuildContext) -> d
             if companion is not None:
                 built.setdefault("_" + element.key, [None] * (len(built[element.key]) - 1)).append(companion)
         elif element.key in built:
-            raise MalformedPatch(f"{child.where}: {tdef.name}.{name} does not repeat, but is given more than once", child.where, code="structure")
+            raise MalformedPatch(
+                f"{child.where}: {tdef.name}.{name} does not repeat, but is given more than once",
+                child.where,
+                code="structure",
+            )
         else:
             built[element.key] = value
             if companion is not None:
@@ -122,7 +148,7 @@ def conform(value: dict[str, Any], fhir_type: str, where: str, ctx: BuildContext
         if element.is_list and not isinstance(item, list):
             message = f"{tdef.name}.{key} repeats, so it must be a JSON array"
             if ctx.strict:
-                raise MalformedPatch(f"{where}: {message}: write \"{key}\": [ ... ]", where, code="structure")
+                raise MalformedPatch(f'{where}: {message}: write "{key}": [ ... ]', where, code="structure")
             ctx.warnings.add(f"{where}: {message}; the single value was wrapped in an array", where)
             item = value[key] = [item]
         for child in item if isinstance(item, list) else [item]:

@@ -27,10 +27,22 @@ def forbidden_changes(old: dict[str, Any], new: dict[str, Any], policies: Elemen
     issues = []
     for key in ("resourceType", "id"):
         if old.get(key) != new.get(key):
-            issues.append(Issue("not-supported", f"{kind}.{key} cannot be changed by a patch ({old.get(key)!r} -> {new.get(key)!r})", (f"{kind}.{key}",)))
+            issues.append(
+                Issue(
+                    "not-supported",
+                    f"{kind}.{key} cannot be changed by a patch ({old.get(key)!r} -> {new.get(key)!r})",
+                    (f"{kind}.{key}",),
+                )
+            )
     for key in _SERVER_OWNED_META:
         if _meta(old, key) != _meta(new, key):
-            issues.append(Issue("not-supported", f"{kind}.meta.{key} belongs to the server and cannot be patched", (f"{kind}.meta.{key}",)))
+            issues.append(
+                Issue(
+                    "not-supported",
+                    f"{kind}.meta.{key} belongs to the server and cannot be patched",
+                    (f"{kind}.meta.{key}",),
+                )
+            )
     return issues + policy_violations(old, new, policies)
 
 
@@ -43,8 +55,14 @@ def policy_violations(old: dict[str, Any], new: dict[str, Any], policies: Elemen
     changed = {k.removeprefix("_") for k in changed_keys(old, new)} - {"resourceType", "id"}
     if "meta" in changed and _without_server_meta(old) == _without_server_meta(new):
         changed.discard("meta")
-    return [Issue("not-supported", f"{kind}.{key} cannot be changed here: a patch of {kind} may only change "
-                  f"{', '.join(allowed) or 'nothing'}", (f"{kind}.{key}",)) for key in sorted(changed - set(allowed))]
+    return [
+        Issue(
+            "not-supported",
+            f"{kind}.{key} cannot be changed here: a patch of {kind} may only change {', '.join(allowed) or 'nothing'}",
+            (f"{kind}.{key}",),
+        )
+        for key in sorted(changed - set(allowed))
+    ]
 
 
 def _without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:

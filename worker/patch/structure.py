@@ -17,11 +17,28 @@ from fhir.resources.R4B import get_fhir_model_class
 
 # fhir.resources annotates primitives with a marker class named after the FHIR type.
 _MARKER_TO_PRIMITIVE = {
-    "Boolean": "boolean", "Integer": "integer", "PositiveInt": "positiveInt", "UnsignedInt": "unsignedInt",
-    "Decimal": "decimal", "String": "string", "Code": "code", "Id": "id", "Uri": "uri", "Url": "url",
-    "Canonical": "canonical", "Oid": "oid", "Uuid": "uuid", "UuidVersion": "uuid", "Markdown": "markdown",
-    "Base64Binary": "base64Binary", "Date": "date", "DateTime": "dateTime", "Instant": "instant", "Time": "time",
-    "Xhtml": "xhtml", "Integer64": "integer64",
+    "Boolean": "boolean",
+    "Integer": "integer",
+    "PositiveInt": "positiveInt",
+    "UnsignedInt": "unsignedInt",
+    "Decimal": "decimal",
+    "String": "string",
+    "Code": "code",
+    "Id": "id",
+    "Uri": "uri",
+    "Url": "url",
+    "Canonical": "canonical",
+    "Oid": "oid",
+    "Uuid": "uuid",
+    "UuidVersion": "uuid",
+    "Markdown": "markdown",
+    "Base64Binary": "base64Binary",
+    "Date": "date",
+    "DateTime": "dateTime",
+    "Instant": "instant",
+    "Time": "time",
+    "Xhtml": "xhtml",
+    "Integer64": "integer64",
 }
 PRIMITIVE_TYPES = frozenset(_MARKER_TO_PRIMITIVE.values())
 RESOURCE = "Resource"
@@ -81,7 +98,11 @@ def _type_name(annotation: Any) -> str:
             if name in _MARKER_TO_PRIMITIVE:
                 return _MARKER_TO_PRIMITIVE[name]
         return "string"
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__forward_arg__", None) or getattr(annotation, "__name__", str(annotation))
+    text = (
+        annotation
+        if isinstance(annotation, str)
+        else getattr(annotation, "__forward_arg__", None) or getattr(annotation, "__name__", str(annotation))
+    )
     text = str(text).removeprefix("abc.")
     text = re.sub(r"Type$", "", text)
     if text == "FHIRPrimitiveExtension":
@@ -106,8 +127,14 @@ def type_def(name: str) -> TypeDef | None:
         inner, is_list = _unwrap(info.annotation)
         choice = extra.get("one_of_many")
         allowed = extra.get("enum_values")
-        elements[key] = ElementDef(key, _type_name(inner), is_list, str(choice) if choice else None, bool(extra.get("element_required")) or info.is_required(),
-                                   frozenset(str(code) for code in allowed) if isinstance(allowed, list) and allowed else None)
+        elements[key] = ElementDef(
+            key,
+            _type_name(inner),
+            is_list,
+            str(choice) if choice else None,
+            bool(extra.get("element_required")) or info.is_required(),
+            frozenset(str(code) for code in allowed) if isinstance(allowed, list) and allowed else None,
+        )
         if choice:
             choices.setdefault(str(choice), []).append(key)
     order = tuple(model.elements_sequence())
@@ -127,7 +154,9 @@ def is_resource_type(name: str) -> bool:
     if tdef is None:
         return False
     model = get_fhir_model_class(name)
-    return bool(getattr(model, "get_resource_type", None)) and "meta" in tdef.elements and "implicitRules" in tdef.elements
+    return (
+        bool(getattr(model, "get_resource_type", None)) and "meta" in tdef.elements and "implicitRules" in tdef.elements
+    )
 
 
 def choice_key(base: str, fhir_type: str) -> str:

@@ -14,9 +14,9 @@ import re
 from decimal import Decimal
 from typing import Any
 
+from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from fhir.resources.R4B import get_fhir_model_class
 from worker.patch.errors import Issue
 from worker.patch.fhir_json import is_number
 from worker.patch.structure import ElementDef, TypeDef, is_resource_type, type_def
@@ -24,21 +24,29 @@ from worker.patch.structure import ElementDef, TypeDef, is_resource_type, type_d
 _DATE = r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1]))?)?"
 _TIME = r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?"
 _ZONE = r"(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
-_FORMATS: dict[str, re.Pattern[str]] = {name: re.compile(pattern) for name, pattern in {
-    "code": r"[^\s]+( [^\s]+)*",
-    "id": r"[A-Za-z0-9\-\.]{1,64}",
-    "uri": r"\S+", "url": r"\S+", "canonical": r"\S+",
-    "oid": r"urn:oid:[0-2](\.(0|[1-9][0-9]*))+",
-    "uuid": r"urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
-    "base64Binary": r"(\s*([0-9a-zA-Z\+/=]){4}\s*)+",
-    "date": _DATE,
-    "dateTime": _DATE + r"(T" + _TIME + _ZONE + r")?",
-    "instant": r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)-(0[1-9]|1[0-2])-(0[1-9]|[1-2][0-9]|3[0-1])T" + _TIME + _ZONE,
-    "time": _TIME,
-    "string": r"[\s\S]*\S[\s\S]*", "markdown": r"[\s\S]*\S[\s\S]*",
-    "xhtml": r"\s*<div[\s\S]*",
-}.items()}
-_INTEGER_RANGES = {"integer": (-2**31, 2**31 - 1), "positiveInt": (1, 2**31 - 1), "unsignedInt": (0, 2**31 - 1)}
+_FORMATS: dict[str, re.Pattern[str]] = {
+    name: re.compile(pattern)
+    for name, pattern in {
+        "code": r"[^\s]+( [^\s]+)*",
+        "id": r"[A-Za-z0-9\-\.]{1,64}",
+        "uri": r"\S+",
+        "url": r"\S+",
+        "canonical": r"\S+",
+        "oid": r"urn:oid:[0-2](\.(0|[1-9][0-9]*))+",
+        "uuid": r"urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+        "base64Binary": r"(\s*([0-9a-zA-Z\+/=]){4}\s*)+",
+        "date": _DATE,
+        "dateTime": _DATE + r"(T" + _TIME + _ZONE + r")?",
+        "instant": r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)-(0[1-9]|1[0-2])-(0[1-9]|[1-2][0-9]|3[0-1])T"
+        + _TIME
+        + _ZONE,
+        "time": _TIME,
+        "string": r"[\s\S]*\S[\s\S]*",
+        "markdown": r"[\s\S]*\S[\s\S]*",
+        "xhtml": r"\s*<div[\s\S]*",
+    }.items()
+}
+_INTEGER_RANGES = {"integer": (-(2**31), 2**31 - 1), "positiveInt": (1, 2**31 - 1), "unsignedInt": (0, 2**31 - 1)}
 
 
 def _whole_and_small(value: float | Decimal) -> bool:
@@ -80,7 +88,11 @@ class _Walker:
             return
         kind = value.get("resourceType")
         if not isinstance(kind, str) or not is_resource_type(kind):
-            self.problem(f"{path}.resourceType" if path else "resourceType", f"{kind!r} is not a FHIR R4 resource type", "structure")
+            self.problem(
+                f"{path}.resourceType" if path else "resourceType",
+                f"{kind!r} is not a FHIR R4 resource type",
+                "structure",
+            )
             return
         self.complex(value, type_def(kind), path or kind, resource=True)
 
@@ -102,7 +114,11 @@ class _Walker:
                 continue
             if element.choice_of:
                 if element.choice_of in seen_choices:
-                    self.problem(f"{path}.{key}", f"only one of {element.choice_of}[x] may be present (also {seen_choices[element.choice_of]})", "structure")
+                    self.problem(
+                        f"{path}.{key}",
+                        f"only one of {element.choice_of}[x] may be present (also {seen_choices[element.choice_of]})",
+                        "structure",
+                    )
                 seen_choices[element.choice_of] = key
             self.element(element, item, f"{path}.{key}", value.get("_" + key))
 
@@ -131,7 +147,11 @@ class _Walker:
             if problem:
                 self.problem(path, problem)
             elif element.allowed is not None and value not in element.allowed:
-                self.problem(path, f"{value!r} is not one of the allowed codes: {', '.join(sorted(element.allowed))}", "code-invalid")
+                self.problem(
+                    path,
+                    f"{value!r} is not one of the allowed codes: {', '.join(sorted(element.allowed))}",
+                    "code-invalid",
+                )
         elif element.is_resource:
             self.resource(value, path)
         elif not isinstance(value, dict):
@@ -143,7 +163,9 @@ class _Walker:
         element = tdef.element(key[1:])
         where = f"{path}.{key}"
         if element is None or not element.is_primitive:
-            self.problem(where, f"{key[1:]} is not a primitive element of {tdef.name}, so it cannot carry {key}", "structure")
+            self.problem(
+                where, f"{key[1:]} is not a primitive element of {tdef.name}, so it cannot carry {key}", "structure"
+            )
             return
         items = value if element.is_list and isinstance(value, list) else [value]
         if element.is_list != isinstance(value, list):
@@ -175,7 +197,9 @@ def _pydantic_issue(root: str, error: Any) -> Issue:
         elif not str(part).startswith(("function-", "__")) and str(part) not in ("resourceType",):
             path += "." + str(part).replace("__ext", "").removesuffix("__")
     message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-    required = error.get("type") == "missing" or message.endswith("is required.")  # fhir.resources says so in a value error
+    required = error.get("type") == "missing" or message.endswith(
+        "is required."
+    )  # fhir.resources says so in a value error
     return Issue("required" if required else "invalid", f"{path}: {message}", (path,))
 
 
@@ -200,7 +224,11 @@ def lenient_issues(resource: Any) -> tuple[list[Issue], list[Issue]]:
 
 def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> set[str]:
     """Top-level keys whose value differs between two resources (added, removed or changed)."""
-    return {key for key in old.keys() | new.keys() if old.get(key, _MISSING) != new.get(key, _MISSING) or type(old.get(key)) is not type(new.get(key))}
+    return {
+        key
+        for key in old.keys() | new.keys()
+        if old.get(key, _MISSING) != new.get(key, _MISSING) or type(old.get(key)) is not type(new.get(key))
+    }
 
 
 _MISSING = object()

@@ -28,7 +28,14 @@ from typing import Any
 
 from lxml import etree
 
-from worker.patch.errors import ElementExists, MalformedPatch, MultipleMatches, NotApplicable, PatchError, TargetNotFound
+from worker.patch.errors import (
+    ElementExists,
+    MalformedPatch,
+    MultipleMatches,
+    NotApplicable,
+    PatchError,
+    TargetNotFound,
+)
 from worker.patch.fhir_xml import FHIR_NS, parse_xml
 
 _DEFAULT_PREFIX = "_default"
@@ -73,7 +80,10 @@ def _rewrite_default(selector: str, has_default: bool) -> str:
         return selector
     parts = re.split(r"('[^']*'|\"[^\"]*\")", selector)  # never touch string literals
     for i in range(0, len(parts), 2):
-        parts[i] = _NAME.sub(lambda m: m.group(0) if m.group("name") in _OPERATORS | _NODE_TESTS else f"{_DEFAULT_PREFIX}:{m.group(0)}", parts[i])
+        parts[i] = _NAME.sub(
+            lambda m: m.group(0) if m.group("name") in _OPERATORS | _NODE_TESTS else f"{_DEFAULT_PREFIX}:{m.group(0)}",
+            parts[i],
+        )
     return "".join(parts)
 
 
@@ -81,7 +91,9 @@ def _directive(index: int, element: etree._Element) -> XmlDirective:
     where = f"/{etree.QName(element.getparent()).localname}/*[{index + 1}]"
     kind = etree.QName(element).localname
     if kind not in _APPLY:
-        raise _fail(MalformedPatch, "invalid-patch-directive", f"unknown directive <{kind}>; use add, replace or remove", where)
+        raise _fail(
+            MalformedPatch, "invalid-patch-directive", f"unknown directive <{kind}>; use add, replace or remove", where
+        )
     selector = element.get("sel")
     if not selector:
         raise _fail(MalformedPatch, "invalid-diff-format", f"<{kind}> needs a sel attribute", where)
@@ -89,22 +101,41 @@ def _directive(index: int, element: etree._Element) -> XmlDirective:
     # RFC 5261 evaluates selectors from the document node: "doc" means "/doc".
     anchored = selector if selector.startswith(("/", "id(")) else "/" + selector
     if anchored.strip() == "/":
-        raise _fail(MalformedPatch, "invalid-xml-prolog-operation", "the document node and its prolog cannot be patched; "
-                    "select the root element or a node beside it", where, selector)
+        raise _fail(
+            MalformedPatch,
+            "invalid-xml-prolog-operation",
+            "the document node and its prolog cannot be patched; select the root element or a node beside it",
+            where,
+            selector,
+        )
     try:
         compiled = etree.XPath(_rewrite_default(anchored, _DEFAULT_PREFIX in namespaces), namespaces=namespaces)
     except etree.XPathSyntaxError as exc:
-        raise _fail(MalformedPatch, "invalid-xpath", f"the selector {selector!r} is not valid: {exc}", where, selector) from exc
+        raise _fail(
+            MalformedPatch, "invalid-xpath", f"the selector {selector!r} is not valid: {exc}", where, selector
+        ) from exc
     for prefix in re.findall(r"(?<![\w:@$.-])([A-Za-z_][\w.-]*):(?!:)", re.sub(r"'[^']*'|\"[^\"]*\"", "", selector)):
         if prefix not in namespaces:
-            raise _fail(MalformedPatch, "invalid-namespace-prefix", f"the prefix {prefix!r} in {selector!r} is not declared", where, selector)
+            raise _fail(
+                MalformedPatch,
+                "invalid-namespace-prefix",
+                f"the prefix {prefix!r} in {selector!r} is not declared",
+                where,
+                selector,
+            )
     pos, type_, ws = element.get("pos"), element.get("type"), element.get("ws")
     if kind == "add" and pos not in (None, "before", "after", "prepend"):
-        raise _fail(MalformedPatch, "invalid-attribute-value", f"pos must be before, after or prepend, not {pos!r}", where)
+        raise _fail(
+            MalformedPatch, "invalid-attribute-value", f"pos must be before, after or prepend, not {pos!r}", where
+        )
     if kind == "add" and type_ is not None and not _TYPE.fullmatch(type_):
-        raise _fail(MalformedPatch, "invalid-attribute-value", f"type must be @name or namespace::prefix, not {type_!r}", where)
+        raise _fail(
+            MalformedPatch, "invalid-attribute-value", f"type must be @name or namespace::prefix, not {type_!r}", where
+        )
     if kind == "remove" and ws not in (None, "before", "after", "both"):
-        raise _fail(MalformedPatch, "invalid-whitespace-directive", f"ws must be before, after or both, not {ws!r}", where)
+        raise _fail(
+            MalformedPatch, "invalid-whitespace-directive", f"ws must be before, after or both, not {ws!r}", where
+        )
     return XmlDirective(index, kind, selector, compiled, element, pos, type_, ws)
 
 
@@ -112,7 +143,12 @@ def parse_xml_patch(patch_root: etree._Element, document_encoding: str = "UTF-8"
     """Check every directive of a patch document; MalformedPatch (400) names the first bad one."""
     encoding = patch_root.getroottree().docinfo.encoding or "UTF-8"
     if encoding.upper().replace("_", "-") != document_encoding.upper().replace("_", "-"):
-        raise _fail(MalformedPatch, "invalid-character-set", f"the patch is {encoding} but the document is {document_encoding}", "/")
+        raise _fail(
+            MalformedPatch,
+            "invalid-character-set",
+            f"the patch is {encoding} but the document is {document_encoding}",
+            "/",
+        )
     if patch_root.text and patch_root.text.strip():
         raise _fail(MalformedPatch, "invalid-diff-format", "text is not allowed between directives", "/")
     directives: list[XmlDirective] = []
@@ -128,14 +164,33 @@ def _target(tree: etree._ElementTree, d: XmlDirective) -> Any:
     try:
         found = d.compiled(tree)
     except etree.XPathEvalError as exc:
-        raise _fail(MalformedPatch, "invalid-xpath", f"the selector {d.selector!r} cannot be evaluated: {exc}", d.where, d.selector) from exc
+        raise _fail(
+            MalformedPatch,
+            "invalid-xpath",
+            f"the selector {d.selector!r} cannot be evaluated: {exc}",
+            d.where,
+            d.selector,
+        ) from exc
     if not isinstance(found, list):
-        raise _fail(NotApplicable, "invalid-node-types", f"the selector {d.selector!r} selects a value, not a node", d.where, d.selector)
+        raise _fail(
+            NotApplicable,
+            "invalid-node-types",
+            f"the selector {d.selector!r} selects a value, not a node",
+            d.where,
+            d.selector,
+        )
     if not found:
-        raise _fail(TargetNotFound, "unlocated-node", f"the selector {d.selector!r} matches no node", d.where, d.selector)
+        raise _fail(
+            TargetNotFound, "unlocated-node", f"the selector {d.selector!r} matches no node", d.where, d.selector
+        )
     if len(found) > 1:
-        raise _fail(MultipleMatches, "unlocated-node", f"the selector {d.selector!r} matches {len(found)} nodes; it must match "
-                    "exactly one", d.where, d.selector)
+        raise _fail(
+            MultipleMatches,
+            "unlocated-node",
+            f"the selector {d.selector!r} matches {len(found)} nodes; it must match exactly one",
+            d.where,
+            d.selector,
+        )
     return found[0]
 
 
@@ -189,7 +244,9 @@ def _position(node: Any) -> tuple[etree._Element, int]:
         return parent, next(i for i, item in enumerate(items) if item is owner) + 1
     parent = node.getparent()
     if parent is None:
-        raise _fail(NotApplicable, "invalid-root-element-operation", "the root element has no siblings to add or remove")
+        raise _fail(
+            NotApplicable, "invalid-root-element-operation", "the root element has no siblings to add or remove"
+        )
     return parent, next(i for i, item in enumerate(_content(parent)) if item is node)
 
 
@@ -208,11 +265,21 @@ def _add_beside_top(target: etree._Element, nodes: _Content, d: XmlDirective) ->
     for node in nodes:
         if isinstance(node, str):
             if node.strip():
-                raise _fail(NotApplicable, "invalid-xml-prolog-operation", "text cannot stand outside the root element",
-                            d.where, d.selector)
+                raise _fail(
+                    NotApplicable,
+                    "invalid-xml-prolog-operation",
+                    "text cannot stand outside the root element",
+                    d.where,
+                    d.selector,
+                )
         elif _is_element(node):
-            raise _fail(NotApplicable, "invalid-root-element-operation", "a document has one root element: no element can be "
-                        "added beside it", d.where, d.selector)
+            raise _fail(
+                NotApplicable,
+                "invalid-root-element-operation",
+                "a document has one root element: no element can be added beside it",
+                d.where,
+                d.selector,
+            )
     placed = [n for n in nodes if not isinstance(n, str)]
     for node in placed if d.pos == "before" else reversed(placed):
         (target.addprevious if d.pos == "before" else target.addnext)(node)
@@ -234,7 +301,13 @@ def _add(tree: etree._ElementTree, d: XmlDirective) -> None:
         _set_content(parent, items[:at] + nodes + items[at:])
         return
     if not _is_element(target):
-        raise _fail(NotApplicable, "invalid-node-types", f"{d.selector!r} is not an element, so nothing can be added inside it", d.where, d.selector)
+        raise _fail(
+            NotApplicable,
+            "invalid-node-types",
+            f"{d.selector!r} is not an element, so nothing can be added inside it",
+            d.where,
+            d.selector,
+        )
     items = _content(target)
     _set_content(target, nodes + items if d.pos == "prepend" else items + nodes)
 
@@ -247,12 +320,24 @@ def _add_typed(tree: etree._ElementTree, target: Any, d: XmlDirective) -> None:
     if match.group("attr"):
         name = _attribute_name(match.group("attr"), d)
         if name in target.attrib:
-            raise _fail(ElementExists, "invalid-attribute-value", f"the attribute {match.group('attr')!r} already exists; use replace", d.where, d.selector)
+            raise _fail(
+                ElementExists,
+                "invalid-attribute-value",
+                f"the attribute {match.group('attr')!r} already exists; use replace",
+                d.where,
+                d.selector,
+            )
         target.set(name, d.directive.text or "")
         return
     prefix, uri = match.group("ns"), (d.directive.text or "").strip()
     if prefix in target.nsmap:
-        raise _fail(ElementExists, "invalid-namespace-prefix", f"the prefix {prefix!r} is already declared here", d.where, d.selector)
+        raise _fail(
+            ElementExists,
+            "invalid-namespace-prefix",
+            f"the prefix {prefix!r} is already declared here",
+            d.where,
+            d.selector,
+        )
     if not uri:
         raise _fail(MalformedPatch, "invalid-namespace-uri", "a namespace declaration needs a URI", d.where)
     _redeclare(tree, target, {**target.nsmap, prefix: uri})
@@ -300,7 +385,13 @@ def _replace(tree: etree._ElementTree, d: XmlDirective) -> None:
         return
     nodes = [n for n in _patch_content(d) if not (isinstance(n, str) and not n.strip())]
     if len(nodes) != 1 or isinstance(nodes[0], str) or type(nodes[0]) is not type(target):
-        raise _fail(MalformedPatch, "invalid-node-types", "replace needs exactly one node of the same kind as the one it replaces", d.where, d.selector)
+        raise _fail(
+            MalformedPatch,
+            "invalid-node-types",
+            "replace needs exactly one node of the same kind as the one it replaces",
+            d.where,
+            d.selector,
+        )
     parent = target.getparent()
     if parent is None and target is tree.getroot():
         tree._setroot(nodes[0])
@@ -326,9 +417,14 @@ def _retag(owner: etree._Element, prefix: str, old: str, new: str) -> None:
 def _namespace_owner(tree: etree._ElementTree, d: XmlDirective) -> etree._Element:
     owner_selector = d.selector.rsplit("/namespace::", 1)[0]
     owner_selector = owner_selector if owner_selector.startswith("/") else "/" + owner_selector
-    found = etree.XPath(_rewrite_default(owner_selector, _DEFAULT_PREFIX in _namespaces(d.directive)), namespaces=_namespaces(d.directive))(tree)
+    found = etree.XPath(
+        _rewrite_default(owner_selector, _DEFAULT_PREFIX in _namespaces(d.directive)),
+        namespaces=_namespaces(d.directive),
+    )(tree)
     if not isinstance(found, list) or len(found) != 1:
-        raise _fail(TargetNotFound, "unlocated-node", f"the element of {d.selector!r} cannot be located", d.where, d.selector)
+        raise _fail(
+            TargetNotFound, "unlocated-node", f"the element of {d.selector!r} cannot be located", d.where, d.selector
+        )
     return found[0]
 
 
@@ -338,14 +434,22 @@ def _remove(tree: etree._ElementTree, d: XmlDirective) -> None:
         owner = _namespace_owner(tree, d)
         uri = owner.nsmap.get(target[0])
         if any(etree.QName(e).namespace == uri for e in owner.iter() if isinstance(e.tag, str)):
-            raise _fail(NotApplicable, "invalid-namespace-uri", f"the namespace {target[0]!r} is still in use", d.where, d.selector)
+            raise _fail(
+                NotApplicable,
+                "invalid-namespace-uri",
+                f"the namespace {target[0]!r} is still in use",
+                d.where,
+                d.selector,
+            )
         _redeclare(tree, owner, {p: u for p, u in owner.nsmap.items() if p != target[0]})
         return
     if isinstance(target, etree._ElementUnicodeResult) and target.is_attribute:
         del target.getparent().attrib[target.attrname]
         return
     if _is_element(target) and target.getparent() is None:
-        raise _fail(NotApplicable, "invalid-root-element-operation", "the root element cannot be removed", d.where, d.selector)
+        raise _fail(
+            NotApplicable, "invalid-root-element-operation", "the root element cannot be removed", d.where, d.selector
+        )
     if _is_top(target):  # a comment or PI beside the root: no text nodes live there, so `ws` has nothing to remove
         _discard(target)
         return
@@ -363,11 +467,21 @@ def _whitespace_sibling(items: _Content, at: int, side: str, d: XmlDirective) ->
     """1 when the sibling on `side` is a whitespace-only text node (removed with the node); RFC 5261 4.4."""
     if 0 <= at < len(items) and isinstance(items[at], str) and not items[at].strip():
         return 1
-    raise _fail(NotApplicable, "invalid-whitespace-directive", f"ws={d.ws!r} asks to remove the whitespace text node "
-                f"{side} {d.selector!r}, but the sibling there is not whitespace-only text", d.where, d.selector)
+    raise _fail(
+        NotApplicable,
+        "invalid-whitespace-directive",
+        f"ws={d.ws!r} asks to remove the whitespace text node "
+        f"{side} {d.selector!r}, but the sibling there is not whitespace-only text",
+        d.where,
+        d.selector,
+    )
 
 
-_APPLY: Mapping[str, Callable[[etree._ElementTree, XmlDirective], None]] = {"add": _add, "replace": _replace, "remove": _remove}
+_APPLY: Mapping[str, Callable[[etree._ElementTree, XmlDirective], None]] = {
+    "add": _add,
+    "replace": _replace,
+    "remove": _remove,
+}
 
 
 def apply_parsed_xml_patch(root: etree._Element, directives: tuple[XmlDirective, ...]) -> etree._Element:

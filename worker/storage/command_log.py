@@ -15,12 +15,19 @@ from typing import Any
 
 from pymongo import monitoring
 
-_FILTERED = {"find": ("filter",), "update": ("updates", "q"), "delete": ("deletes", "q"), "findAndModify": ("query",),
-             "count": ("query",), "aggregate": ("pipeline",), "distinct": ("query",)}
+_FILTERED = {
+    "find": ("filter",),
+    "update": ("updates", "q"),
+    "delete": ("deletes", "q"),
+    "findAndModify": ("query",),
+    "count": ("query",),
+    "aggregate": ("pipeline",),
+    "distinct": ("query",),
+}
 
 
 def shape(query: Any) -> str:
-    """"_id=" for an equality on `_id` alone (a scalar value); otherwise the fields and operators used."""
+    """ "_id=" for an equality on `_id` alone (a scalar value); otherwise the fields and operators used."""
     if not isinstance(query, dict):
         return f"<{type(query).__name__}>"
     if set(query) == {"_id"} and not isinstance(query["_id"], (dict, list)):
@@ -51,8 +58,13 @@ class CommandRecorder(monitoring.CommandListener):
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         name = event.command_name
         command = dict(event.command)
-        line = {"pid": os.getpid(), "command": name, "collection": command.get(name) if isinstance(command.get(name), str) else None,
-                "filters": _filters(name, command), "sort": sorted(command.get("sort") or {}) if name == "find" else []}
+        line = {
+            "pid": os.getpid(),
+            "command": name,
+            "collection": command.get(name) if isinstance(command.get(name), str) else None,
+            "filters": _filters(name, command),
+            "sort": sorted(command.get("sort") or {}) if name == "find" else [],
+        }
         data = (json.dumps(line) + "\n").encode()
         fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:

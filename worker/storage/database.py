@@ -18,7 +18,7 @@ from worker.storage.resource_store import ResourceStore, VersionHint
 
 @dataclass(frozen=True)
 class Database:
-    client: "MongoClient[dict[str, Any]]"
+    client: MongoClient[dict[str, Any]]
     resources: Resources
     jobs: Jobs
     groups: Groups
@@ -30,12 +30,23 @@ class Database:
 
         `hint` reads and raises the newest-version hint kept in Redis (see ResourceStore)."""
         listeners = [CommandRecorder(settings.mongodb_command_log)] if settings.mongodb_command_log else []
-        client: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_uri, tz_aware=True, connect=False,
-                                                          serverSelectionTimeoutMS=5000, connectTimeoutMS=2000,
-                                                          event_listeners=listeners)
+        client: MongoClient[dict[str, Any]] = MongoClient(
+            settings.mongodb_uri,
+            tz_aware=True,
+            connect=False,
+            serverSelectionTimeoutMS=5000,
+            connectTimeoutMS=2000,
+            event_listeners=listeners,
+        )
         db = client[settings.database]
         jobs = JobStore(db, settings.job_retention_seconds)
-        return cls(client, ResourceStore(db, hint, jobs.committed), jobs, GroupStore(db, settings.job_retention_seconds), IdentifierIndex(db))
+        return cls(
+            client,
+            ResourceStore(db, hint, jobs.committed),
+            jobs,
+            GroupStore(db, settings.job_retention_seconds),
+            IdentifierIndex(db),
+        )
 
     def ensure_indexes(self) -> None:
         self.resources.ensure_indexes()

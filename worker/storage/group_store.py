@@ -63,12 +63,22 @@ class GroupStore:
         self._open: Collection[dict[str, Any]] = db["open_groups"]
         self._expiry = ExpirySlots(db["group_expiry"], retention_seconds)
 
-    def open(self, group_id: str, kind: str, now: datetime, reads: dict[int, str] | None = None, owner: str | None = None) -> bool:
+    def open(
+        self, group_id: str, kind: str, now: datetime, reads: dict[int, str] | None = None, owner: str | None = None
+    ) -> bool:
         """Record the group; False when it exists already (a resubmission with the same Idempotency-Key).
 
         `reads`: entry number -> the URL of a GET entry, answered when the Bundle's answer is built."""
-        fresh = keyed.insert_one_new(self._groups, {"_id": group_id, "kind": kind, "createdAt": now, "owner": owner,
-                                                    "reads": {str(k): v for k, v in (reads or {}).items()}})
+        fresh = keyed.insert_one_new(
+            self._groups,
+            {
+                "_id": group_id,
+                "kind": kind,
+                "createdAt": now,
+                "owner": owner,
+                "reads": {str(k): v for k, v in (reads or {}).items()},
+            },
+        )
         if fresh:
             keyed.insert_new(self._open, [{"_id": group_id, "at": now}])
         return fresh
@@ -93,8 +103,11 @@ class GroupStore:
         found: dict[int, dict[str, Any]] = {}
         for _, doc in keyed.get_many(self._groups, group.refusal_blocks):
             for entry in (doc or {}).get("entries", []):
-                found[int(entry["n"])] = {"state": "failed", "key": "", "result": {"status": entry["status"],
-                                                                                   "outcome": entry["outcome"]}}
+                found[int(entry["n"])] = {
+                    "state": "failed",
+                    "key": "",
+                    "result": {"status": entry["status"], "outcome": entry["outcome"]},
+                }
         return found
 
     def close(self, group_id: str, total: int, rejected: int, now: datetime) -> None:
@@ -107,8 +120,16 @@ class GroupStore:
             return None
         closed = keyed.get(self._groups, f"{group_id}/closed")
         reads = {int(k): str(v) for k, v in (doc.get("reads") or {}).items()}
-        return Group(group_id, doc["kind"], doc["createdAt"], closed["total"] if closed else None, closed["rejected"] if closed else 0, reads,
-                     doc.get("owner"), tuple(doc.get("refusals") or ()))
+        return Group(
+            group_id,
+            doc["kind"],
+            doc["createdAt"],
+            closed["total"] if closed else None,
+            closed["rejected"] if closed else 0,
+            reads,
+            doc.get("owner"),
+            tuple(doc.get("refusals") or ()),
+        )
 
     def expire(self, before: datetime, now: datetime, has_ended: Callable[[Group], bool]) -> Iterator[Group]:
         """Groups seen ended leave the open set and join an expiry slot; those that ended before `before` are

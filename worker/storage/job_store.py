@@ -36,8 +36,13 @@ def result_event(job: Job | str, result: JobResult, now: datetime) -> dict[str, 
     """The outcome record of `job` (or of a bare job id, for an entry refused at intake)."""
     state = JobState.APPLIED if result.succeeded else JobState.FAILED
     job_id = job if isinstance(job, str) else job.id
-    event: dict[str, Any] = {"_id": f"{job_id}/result", "state": state.value, "at": now, "result": result.to_document(),
-                             "key": "" if isinstance(job, str) or job.request.action.value == "transaction" else job.key}
+    event: dict[str, Any] = {
+        "_id": f"{job_id}/result",
+        "state": state.value,
+        "at": now,
+        "result": result.to_document(),
+        "key": "" if isinstance(job, str) or job.request.action.value == "transaction" else job.key,
+    }
     if not isinstance(job, str):
         document = job.to_document()
         event["job"] = {**document, "request": {**document["request"], "body": b""}}
@@ -104,8 +109,9 @@ class JobStore:
         or cancelled before it started."""
         result = keyed.get(self._events, f"{job_id}/result")
         if result is not None and "job" in result:
-            return Job.from_document({**result["job"], "state": result["state"], "finishedAt": result["at"],
-                                      "result": result["result"]})
+            return Job.from_document(
+                {**result["job"], "state": result["state"], "finishedAt": result["at"], "result": result["result"]}
+            )
         doc = keyed.get(self._jobs, job_id)
         if doc is None:
             return None
@@ -114,7 +120,10 @@ class JobStore:
         else:
             gate = keyed.get(self._events, f"{job_id}/gate")
             if gate is not None:
-                doc.update(state=JobState.CANCELLED.value if gate["by"] == "cancel" else JobState.RUNNING.value, startedAt=gate["at"])
+                doc.update(
+                    state=JobState.CANCELLED.value if gate["by"] == "cancel" else JobState.RUNNING.value,
+                    startedAt=gate["at"],
+                )
         return Job.from_document(doc)
 
     def accepted(self, job_id: str) -> Job | None:
@@ -123,7 +132,7 @@ class JobStore:
         return Job.from_document(doc) if doc else None
 
     def start(self, job_id: str, now: datetime) -> str:
-        """"first": this worker starts the job; "again": it was started before (a redelivery); "cancelled"."""
+        """ "first": this worker starts the job; "again": it was started before (a redelivery); "cancelled"."""
         return self.start_many([job_id], now)[0]
 
     def start_many(self, job_ids: list[str], now: datetime) -> list[str]:
@@ -140,7 +149,9 @@ class JobStore:
 
     def cancel_many(self, job_ids: list[str], now: datetime) -> int:
         """Cancel every job of `job_ids` no worker started (one round trip); how many were cancelled now."""
-        return len(job_ids) - len(keyed.insert_new(self._events, [{"_id": f"{j}/gate", "by": "cancel", "at": now} for j in job_ids]))
+        return len(job_ids) - len(
+            keyed.insert_new(self._events, [{"_id": f"{j}/gate", "by": "cancel", "at": now} for j in job_ids])
+        )
 
     def cancel(self, job_id: str, now: datetime) -> bool:
         """Cancel a job no worker started (True, also when it was cancelled already); False once started."""
@@ -181,8 +192,10 @@ class JobStore:
         self._expiry.add([j for j in job_ids if not _is_group_entry(j)], now)
 
     def callback_ended(self, job_id: str, state: str, attempts: int, status: int | None, now: datetime) -> None:
-        keyed.insert_new(self._events, [{"_id": f"{job_id}/callback", "state": state, "attempts": attempts, "lastStatus": status,
-                                         "at": now}])  # two deliveries raced: the first record stands
+        keyed.insert_new(
+            self._events,
+            [{"_id": f"{job_id}/callback", "state": state, "attempts": attempts, "lastStatus": status, "at": now}],
+        )  # two deliveries raced: the first record stands
         keyed.delete_many(self._callbacks, [job_id])
 
     def callback_state(self, job_id: str) -> str:
@@ -233,8 +246,11 @@ class JobStore:
 
     def remove(self, job_ids: list[str]) -> int:
         """Forget finished jobs: their events and idempotency keys (a group's entries go when the group expires)."""
-        keys = [str((r.get("job") or {}).get("idempotencyKey")) for _, r in keyed.get_many(self._events, [f"{j}/result" for j in job_ids])
-                if r is not None and (r.get("job") or {}).get("idempotencyKey")]
+        keys = [
+            str((r.get("job") or {}).get("idempotencyKey"))
+            for _, r in keyed.get_many(self._events, [f"{j}/result" for j in job_ids])
+            if r is not None and (r.get("job") or {}).get("idempotencyKey")
+        ]
         keyed.delete_many(self._keys, keys)
         keyed.delete_many(self._events, [f"{j}/{kind}" for j in job_ids for kind in ("result", "gate", "callback")])
         return len(job_ids)

@@ -107,14 +107,19 @@ def add_to_sets(collection: Collection[Document], additions: Mapping[str, Mappin
         return
     fresh = [{"_id": key, **{f: list(dict.fromkeys(v)) for f, v in additions[key].items()}} for key in keys]
     existing = [keys[i] for i in sorted(insert_new(collection, fresh))]
-    operations = [UpdateOne({"_id": key}, {"$addToSet": {f: {"$each": v} for f, v in additions[key].items()}})
-                  for key in existing]
+    operations = [
+        UpdateOne({"_id": key}, {"$addToSet": {f: {"$each": v} for f, v in additions[key].items()}}) for key in existing
+    ]
     for start in range(0, len(operations), UPDATES_PER_COMMAND):
-        collection.bulk_write(operations[start:start + UPDATES_PER_COMMAND], ordered=False)
+        collection.bulk_write(operations[start : start + UPDATES_PER_COMMAND], ordered=False)
 
 
-def scan(collection: Collection[Document], query: Document, projection: Document | None = None,
-         sort: list[tuple[str, int]] | None = None) -> Iterator[Document]:
+def scan(
+    collection: Collection[Document],
+    query: Document,
+    projection: Document | None = None,
+    sort: list[tuple[str, int]] | None = None,
+) -> Iterator[Document]:
     """A query of another shape, allowed only on a collection bounded by work in flight (BOUNDED_COLLECTIONS)."""
     if collection.name not in BOUNDED_COLLECTIONS:
         raise ValueError(f"{collection.name} is not bounded by work in flight; only _id lookups are allowed on it")
@@ -122,5 +127,17 @@ def scan(collection: Collection[Document], query: Document, projection: Document
     return iter(cursor.sort(sort) if sort else cursor)
 
 
-__all__ = ["BOUNDED_COLLECTIONS", "Document", "PyMongoError", "StorageUnavailable", "add_to_sets", "delete_many", "get",
-           "get_many", "insert_new", "insert_one_new", "scan", "storable"]
+__all__ = [
+    "BOUNDED_COLLECTIONS",
+    "Document",
+    "PyMongoError",
+    "StorageUnavailable",
+    "add_to_sets",
+    "delete_many",
+    "get",
+    "get_many",
+    "insert_new",
+    "insert_one_new",
+    "scan",
+    "storable",
+]

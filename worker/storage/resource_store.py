@@ -83,12 +83,24 @@ class StoredVersion:
         return parsed
 
     def to_document(self) -> dict[str, Any]:
-        return {"_id": f"{self.key}/{self.version_id}", "type": self.resource_type, "id": self.resource_id,
-                "versionId": self.version_id, "lastUpdated": self.last_updated, "deleted": self.deleted,
-                "json": self.text, "job": self.job_id, "action": self.action, "txn": self.transaction, "prov": self.provenance}
+        return {
+            "_id": f"{self.key}/{self.version_id}",
+            "type": self.resource_type,
+            "id": self.resource_id,
+            "versionId": self.version_id,
+            "lastUpdated": self.last_updated,
+            "deleted": self.deleted,
+            "json": self.text,
+            "job": self.job_id,
+            "action": self.action,
+            "txn": self.transaction,
+            "prov": self.provenance,
+        }
 
     def to_cache(self) -> str:
-        document = {k: v for k, v in self.to_document().items() if k != "prov"}  # the copy serves reads and planning only
+        document = {
+            k: v for k, v in self.to_document().items() if k != "prov"
+        }  # the copy serves reads and planning only
         return json.dumps({**document, "lastUpdated": self.last_updated.isoformat()})
 
     @classmethod
@@ -98,19 +110,36 @@ class StoredVersion:
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> StoredVersion:
-        return cls(doc["type"], doc["id"], doc["versionId"], doc["lastUpdated"], doc.get("json"), doc.get("job", ""), doc.get("action", ""),
-                   doc.get("txn") or "", doc.get("prov"))
+        return cls(
+            doc["type"],
+            doc["id"],
+            doc["versionId"],
+            doc["lastUpdated"],
+            doc.get("json"),
+            doc.get("job", ""),
+            doc.get("action", ""),
+            doc.get("txn") or "",
+            doc.get("prov"),
+        )
 
 
 class ResourceStore:
     """The Resources interface on MongoDB (collection `history`). `committed` says whether a transaction reached its
     commit point (the job store knows; this store never reads its collections)."""
 
-    def __init__(self, db: Database[dict[str, Any]], hint: VersionHint | None = None,
-                 committed: Callable[[str], bool] = lambda transaction: False) -> None:
+    def __init__(
+        self,
+        db: Database[dict[str, Any]],
+        hint: VersionHint | None = None,
+        committed: Callable[[str], bool] = lambda transaction: False,
+    ) -> None:
         self._history: Collection[dict[str, Any]] = db["history"]
         self._committed = committed
-        self._read_hint, self._remember, self._read_copy = hint or (lambda key: 0, lambda version: None, lambda key: None)
+        self._read_hint, self._remember, self._read_copy = hint or (
+            lambda key: 0,
+            lambda version: None,
+            lambda key: None,
+        )
 
     def ensure_indexes(self) -> None:
         """Nothing beyond `_id`: every lookup is by `_id` (an extra index would only slow each insert)."""
@@ -122,7 +151,9 @@ class ResourceStore:
         if newest is None:
             return None
         for version_id in range(newest.version_id, max(0, newest.version_id - RECENT_VERSIONS), -1):
-            version = newest if version_id == newest.version_id else self.version(resource_type, resource_id, version_id)
+            version = (
+                newest if version_id == newest.version_id else self.version(resource_type, resource_id, version_id)
+            )
             if version is not None and version.job_id == job_id:
                 return version
         return None
@@ -140,7 +171,9 @@ class ResourceStore:
         if self._committed(transaction):
             return 0  # committed versions are the truth: never removed
         ids = [f"{t}/{i}/{v}" for t, i, v in candidates]
-        marked = [key for key, doc in keyed.get_many(self._history, ids) if doc is not None and doc.get("txn") == transaction]
+        marked = [
+            key for key, doc in keyed.get_many(self._history, ids) if doc is not None and doc.get("txn") == transaction
+        ]
         return keyed.delete_many(self._history, marked)
 
     def newest(self, resource_type: str, resource_id: str) -> StoredVersion | None:
@@ -171,7 +204,9 @@ class ResourceStore:
             self._remember(newest)
         return newest
 
-    def history(self, resource_type: str, resource_id: str, count: int, offset: int = 0) -> tuple[int, list[StoredVersion]]:
+    def history(
+        self, resource_type: str, resource_id: str, count: int, offset: int = 0
+    ) -> tuple[int, list[StoredVersion]]:
         """(the newest version number, or 0 when the resource never existed; a page of versions newest first,
         skipping the `offset` newest): a page is a known list of `_id`s."""
         newest = self.latest(resource_type, resource_id)
@@ -189,4 +224,6 @@ class ResourceStore:
     def commit(self, new: StoredVersion) -> None:
         """Write `new`; VersionConflict (carrying the newest version) if that version number is taken."""
         if not keyed.insert_one_new(self._history, new.to_document()):
-            raise VersionConflict(f"{new.key} version {new.version_id} already exists", self.latest(new.resource_type, new.resource_id))
+            raise VersionConflict(
+                f"{new.key} version {new.version_id} already exists", self.latest(new.resource_type, new.resource_id)
+            )

@@ -13,13 +13,27 @@ from typing import Any
 
 INVALID = [
     lambda r: "{not json",
-    lambda r: json.dumps({"request": {"method": "PATCH", "url": f"Organization/{r}"}, "resource": {"resourceType": "Binary",
-                          "contentType": "text/plain", "data": "eA=="}}),
-    lambda r: json.dumps({"request": {"method": "PATCH", "url": f"Nonsense/{r}"}, "resource": {"resourceType": "Parameters"}}),
-    lambda r: json.dumps({"request": {"method": "PATCH", "url": "Organization/does-not-exist"}, "resource": _binary(
-        "application/json-patch+json", '[{"op":"add","path":"/active","value":true}]')}),
-    lambda r: json.dumps({"request": {"method": "PATCH", "url": f"Organization/{r}"}, "resource": _binary(
-        "application/json-patch+json", '[{"op":"replace","path":"/nosuch","value":1}]')}),
+    lambda r: json.dumps(
+        {
+            "request": {"method": "PATCH", "url": f"Organization/{r}"},
+            "resource": {"resourceType": "Binary", "contentType": "text/plain", "data": "eA=="},
+        }
+    ),
+    lambda r: json.dumps(
+        {"request": {"method": "PATCH", "url": f"Nonsense/{r}"}, "resource": {"resourceType": "Parameters"}}
+    ),
+    lambda r: json.dumps(
+        {
+            "request": {"method": "PATCH", "url": "Organization/does-not-exist"},
+            "resource": _binary("application/json-patch+json", '[{"op":"add","path":"/active","value":true}]'),
+        }
+    ),
+    lambda r: json.dumps(
+        {
+            "request": {"method": "PATCH", "url": f"Organization/{r}"},
+            "resource": _binary("application/json-patch+json", '[{"op":"replace","path":"/nosuch","value":1}]'),
+        }
+    ),
 ]
 
 
@@ -31,13 +45,20 @@ def valid_line(n: int, resource: str) -> str:
     value = f"alias-{n}"
     kind = n % 3
     if kind == 0:
-        parts = [{"name": "type", "valueCode": "add"}, {"name": "path", "valueString": "Organization"},
-                 {"name": "name", "valueString": "alias"}, {"name": "value", "valueString": value}]
+        parts = [
+            {"name": "type", "valueCode": "add"},
+            {"name": "path", "valueString": "Organization"},
+            {"name": "name", "valueString": "alias"},
+            {"name": "value", "valueString": value},
+        ]
         body: dict[str, Any] = {"resourceType": "Parameters", "parameter": [{"name": "operation", "part": parts}]}
     elif kind == 1:
         body = _binary("application/json-patch+json", json.dumps([{"op": "add", "path": "/alias/-", "value": value}]))
     else:
-        body = _binary("application/xml-patch+xml", f'<Patch xmlns="http://hl7.org/fhir"><add sel="/Organization"><alias value="{value}"/></add></Patch>')
+        body = _binary(
+            "application/xml-patch+xml",
+            f'<Patch xmlns="http://hl7.org/fhir"><add sel="/Organization"><alias value="{value}"/></add></Patch>',
+        )
     return json.dumps({"request": {"method": "PATCH", "url": f"Organization/{resource}"}, "resource": body})
 
 

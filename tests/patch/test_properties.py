@@ -19,7 +19,8 @@ from worker.patch import (
     diff_resources,
 )
 from worker.patch.fhir_json import copy_json, dumps
-from worker.patch.fhir_xml import resource_to_xml_bytes, xml_bytes_to_resource
+from worker.patch.fhir_xml import parse_xml, resource_to_xml_bytes, xml_bytes_to_resource
+from worker.patch.validation import resource_issues
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8) | decimals,
@@ -78,9 +79,13 @@ def test_xml_round_trip_keeps_decimal_digits() -> None:
 def test_json_patch_never_mutates_and_only_raises_patch_error(resource: dict[str, Any], operations: list[Any]) -> None:
     before = copy_json(resource)
     try:
-        apply_json_patch(resource, operations)
-    except PatchError:
-        pass
+        result = apply_json_patch(resource, operations)
+    except PatchError as exc:
+        assert exc.status in (400, 422) and exc.outcome["issue"][0]["diagnostics"]
+    else:
+        assert result == apply_json_patch(copy_json(before), operations), "the same patch gives the same result"
+        if all(op["op"] == "test" for op in operations):
+            assert result == before, "a patch of tests only changes nothing"
     assert resource == before
 
 
@@ -99,9 +104,12 @@ def test_random_bytes_only_raise_patch_error(resource: dict[str, Any], body: byt
 @given(patients, json_values, st.sampled_from(PATCH_MEDIA_TYPES[::2]))
 def test_random_structures_only_raise_patch_error(resource: dict[str, Any], structure: Any, content_type: str) -> None:
     try:
-        apply_patch(resource, dumps(structure).encode(), content_type)
+        outcome = apply_patch(resource, dumps(structure).encode(), content_type)
     except PatchError as exc:
         assert exc.status in (400, 415, 422)
+    else:  # whatever was accepted leaves a valid resource, the same one
+        assert outcome.resource["resourceType"] == "Patient" and outcome.resource.get("id") == resource.get("id")
+        assert resource_issues(outcome.resource) == []
 
 
 parts = st.fixed_dictionaries(
@@ -140,6 +148,8 @@ def test_random_fhirpath_patches_only_raise_patch_error(resource: dict[str, Any]
 @given(st.binary(max_size=300))
 def test_random_xml_patches_only_raise_patch_error(body: bytes) -> None:
     try:
-        apply_xml_patch(b"<doc><a/></doc>", body)
-    except PatchError:
-        pass
+        result = apply_xml_patch(b"<doc><a/></doc>", body)
+    except PatchError as exc:
+        assert exc.status in (400, 415, 422) and exc.outcome["issue"][0]["diagnostics"]
+    else:
+        assert parse_xml(result, "result") is not None, "a patched document is well-formed XML"

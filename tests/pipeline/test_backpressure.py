@@ -13,7 +13,7 @@ import httpx
 import pytest
 import redis
 
-from tests.support.processes import wait_for
+from tests.support.processes import wait_for, wait_progress
 from tests.support.service import Service, running_service
 
 PER_CLIENT, TOTAL = 5, 8
@@ -41,16 +41,13 @@ def _values(client: httpx.Client, rid: str) -> list[str]:
 
 
 def _wait_values(client: httpx.Client, rid: str, count: int) -> None:
-    wait_for(lambda: len(_values(client, rid)) >= count, 60, f"Patient/{rid} to have {count} identifiers")
+    wait_progress(lambda: len(_values(client, rid)), count, f"Patient/{rid} to have {count} identifiers")
 
 
 def _wait_no_unfinished(service: Service) -> None:
     store = redis.Redis.from_url(service.env["FHIR_PATCH_REDIS_URL"])
-    wait_for(
-        lambda: int(store.hget(f"{service.env['FHIR_PATCH_NAMESPACE']}:unfinished", "total") or 0) == 0,
-        30,
-        "every job's place given back",
-    )
+    key = f"{service.env['FHIR_PATCH_NAMESPACE']}:unfinished"
+    wait_progress(lambda: -int(store.hget(key, "total") or 0), 0, "every job's place given back")
 
 
 def test_client_and_service_limits(limited: Service) -> None:

@@ -6,8 +6,11 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-from tests.support.load import all_ended, identifier_patch
+import redis
+
+from tests.support.load import identifier_patch, wait_all_ended
 from tests.support.processes import wait_for
 from tests.support.service import Service
 
@@ -43,7 +46,7 @@ def _stream_with(service: Service, disturb: threading.Event) -> list[str]:
 
 def _check_exactly_once(service: Service) -> None:
     with service.client() as client, service.ops() as ops:
-        wait_for(lambda: all_ended(ops, RESOURCES * (PER_RESOURCE + 1)), 120, "every job ended", interval=0.5)
+        wait_all_ended(ops, RESOURCES * (PER_RESOURCE + 1))
         for r in range(RESOURCES):
             patient = client.get(f"Patient/k{r}").json()
             values = [i["value"] for i in patient["identifier"]]
@@ -63,14 +66,37 @@ def _check_exactly_once(service: Service) -> None:
 def test_worker_killed_mid_stream(fresh_service: Service) -> None:
     disturb = threading.Event()
 
+    landed: list[str] = []
+
     def killer() -> None:
         disturb.wait(30)
-        time.sleep(0.3)
-        fresh_service.signal_worker(0, signal.SIGKILL)  # the worker and its pool child, mid-job under this load
+        # Kill only while a process of worker 0 holds a key's lease: the kill lands mid-drain, never between jobs.
+        store = redis.Redis.from_url(fresh_service.env["FHIR_PATCH_REDIS_URL"])
+        pids = {str(p) for p in _process_tree(fresh_service.workers[0].pid)}
+        pattern = f"{fresh_service.env['FHIR_PATCH_NAMESPACE']}:lease:*"
+        deadline = time.monotonic() + 60
+        while not landed and time.monotonic() < deadline:
+            for key in store.scan_iter(pattern):
+                holder = (store.get(key) or b"").decode().split("|")[0]
+                if holder.rsplit(":", 1)[-1] in pids:
+                    fresh_service.signal_worker(0, signal.SIGKILL)  # the worker and its pool child
+                    landed.append(key.decode())
+                    break
 
-    threading.Thread(target=killer, daemon=True).start()
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
     _stream_with(fresh_service, disturb)
+    thread.join()
+    assert landed, "the kill must land while the worker holds a lease (mid-drain)"
     _check_exactly_once(fresh_service)
+
+
+def _process_tree(pid: int) -> set[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    found = {pid}
+    for child in children.read_text().split() if children.exists() else []:
+        found |= _process_tree(int(child))
+    return found
 
 
 def test_worker_paused_past_its_lease_then_resumed(fresh_service: Service) -> None:
@@ -93,8 +119,6 @@ def test_worker_paused_past_its_lease_then_resumed(fresh_service: Service) -> No
 def test_jobs_survive_redis_losing_its_data(fresh_service: Service) -> None:
     """Workers paused, patches accepted, then every Redis key of the deployment is gone (queues, payloads,
     Celery messages, copies): the reconciler puts the jobs back from MongoDB and they apply in order."""
-    import redis
-
     with fresh_service.client() as client:
         assert (
             client.put(

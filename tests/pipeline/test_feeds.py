@@ -11,6 +11,7 @@ import httpx
 from rich.console import Console
 
 from devkit.feeds import feed_lines, invalid_kind, is_invalid
+from tests.support.load import wait_group
 from tests.support.processes import wait_for
 from tests.support.service import Service, peak_rss_mib
 from worker.submission import submit
@@ -45,14 +46,7 @@ def _organization(client: httpx.Client, oid: str, **elements: Any) -> None:
 
 
 def _wait_group(client: httpx.Client, location: str) -> httpx.Response:
-    answers: list[httpx.Response] = []
-    wait_for(
-        lambda: answers.append(client.get(location)) or answers[-1].status_code == 200,
-        60,
-        "the feed to end",
-        interval=0.2,
-    )
-    return answers[-1]
+    return wait_group(client, location)
 
 
 def test_feed_lines_in_three_formats_with_failures_named_by_line(service: Service) -> None:
@@ -257,13 +251,7 @@ def test_20000_line_feed_over_2000_resources_with_10_percent_invalid(service: Se
         body = (f"{text}\n".encode() for text in feed_lines(lines, resources, invalid))
         accepted = client.post("$bulk-submit", content=body, headers=NDJSON)
         location = accepted.headers["content-location"]
-        answers: list[httpx.Response] = []
-        wait_for(
-            lambda: answers.append(client.get(location)) or answers[-1].status_code == 200,
-            240,
-            "the feed to end",
-            interval=0.5,
-        )
+        wait_group(client, location)
         results = [json.loads(r) for r in client.get(f"{location}/results").text.splitlines()]
         assert [r["line"] for r in results] == list(range(1, lines + 1))
         applied_kinds = {3, 4}  # invalid kinds that parse, and fail in the worker: 404 and 422

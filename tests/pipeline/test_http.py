@@ -10,6 +10,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.support.processes import wait_progress
 from tests.support.service import Service
 
 ERRORS = yaml.safe_load((Path(__file__).parent / "data" / "http_errors.yaml").read_text())
@@ -96,16 +97,48 @@ def test_metadata_lists_the_patch_formats(service: Service) -> None:
 
 
 def test_metrics_are_prometheus_text(service: Service) -> None:
-    with service.ops() as ops:
-        text = ops.get("/metrics").text
-    for name in (
-        "fhir_patch_jobs_accepted_total",
-        "fhir_patch_jobs_applied_total",
-        "fhir_patch_jobs_failed_total",
-        "fhir_patch_queue_depth",
-        "fhir_patch_accept_to_finish_seconds_bucket",
-    ):
-        assert name in text
+    """The counters move by what happened: 3 jobs accepted, 2 applied, 1 failed, their latencies observed."""
+    with service.ops() as ops, service.client() as client:
+        before = _samples(ops.get("/metrics").text)
+        assert client.put("Patient/m1", json={"resourceType": "Patient", "id": "m1"}).status_code in (200, 201)
+        patch = {"content-type": "application/json-patch+json"}
+        assert (
+            client.patch(
+                "Patient/m1", json=[{"op": "add", "path": "/active", "value": True}], headers=patch
+            ).status_code
+            == 200
+        )
+        assert (
+            client.patch(
+                "Patient/m1", json=[{"op": "add", "path": "/gender", "value": "robot"}], headers=patch
+            ).status_code
+            == 422
+        )
+        wait_progress(
+            lambda: int(
+                _samples(ops.get("/metrics").text)["fhir_patch_jobs_failed_total"]
+                - before["fhir_patch_jobs_failed_total"]
+            ),
+            1,
+            "the failure counted",
+        )
+        after = _samples(ops.get("/metrics").text)
+    delta = {name: after[name] - before.get(name, 0.0) for name in after}
+    assert delta["fhir_patch_jobs_accepted_total"] == 3
+    assert delta["fhir_patch_jobs_applied_total"] == 2
+    assert delta["fhir_patch_jobs_failed_total"] == 1
+    assert delta["fhir_patch_accept_to_finish_seconds_count"] == 3
+    assert after["fhir_patch_queue_depth"] >= 0
+
+
+def _samples(text: str) -> dict[str, float]:
+    """name -> value of the unlabelled samples of a Prometheus text page."""
+    found = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and "{" not in line:
+            name, value = line.rsplit(" ", 1)
+            found[name] = float(value)
+    return found
 
 
 def test_flower_shows_the_workers(service: Service, tmp_path: Path) -> None:

@@ -9,8 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.support.load import all_ended, identifier_patch, job_counts
-from tests.support.processes import wait_for
+from tests.support.load import identifier_patch, job_counts, wait_all_ended
 from tests.support.service import Service, running_service
 from worker.patch import apply_patch
 
@@ -78,7 +77,7 @@ def test_2000_patches_over_200_resources_with_4_workers_keep_per_resource_order(
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(submit_for, range(16)))
     with four_workers.ops() as ops:
-        wait_for(lambda: all_ended(ops, resources * (per_resource + 1)), 180, "every job ended", interval=0.5)
+        wait_all_ended(ops, resources * (per_resource + 1))
         assert job_counts(ops)["failed"] == 0
     with four_workers.client() as client:
         for r in range(resources):

@@ -18,6 +18,9 @@ from tests.support.tokens import ADMIN_SCOPE, TokenIssuer
 
 # Short lease and reconcile interval so crash tests recover in seconds, not minutes.
 FAST_RECOVERY = {"FHIR_PATCH_LEASE_SECONDS": "2", "FHIR_PATCH_RECONCILE_INTERVAL_SECONDS": "0.5"}
+# Tests that assert a synchronous 200/201 set the wait themselves: long enough for a busy machine, shorter than the
+# clients' 30 s timeout (the 202 fallback itself is tested with its own short wait).
+SYNC_WAIT = {"FHIR_PATCH_SYNC_WAIT_SECONDS": "25"}
 
 
 @dataclass
@@ -64,7 +67,7 @@ class Service:
 def running_service(env: dict[str, str], tmp: Path, workers: int = 2, concurrency: int = 1) -> Iterator[Service]:
     port = free_port()
     issuer = TokenIssuer(tmp / "jwks.json")
-    full_env = {**FAST_RECOVERY, **issuer.env(), **env, "FHIR_PATCH_HTTP_PORT": str(port)}
+    full_env = {**FAST_RECOVERY, **SYNC_WAIT, **issuer.env(), **env, "FHIR_PATCH_HTTP_PORT": str(port)}
     service = Service(f"http://127.0.0.1:{port}", full_env, log_dir=tmp, issuer=issuer)
     with contextlib.ExitStack() as stack:
         for n in range(workers):

@@ -72,8 +72,13 @@ def command_name(pid: int) -> str:
     except OSError:
         return "?"
     words = [a.decode(errors="replace") for a in argv if a]
-    for marker, name in (("uvicorn", "api"), ("celery", "worker"), ("redis-server", "redis"), ("ferretdb", "ferretdb"),
-                         ("mongod", "mongod")):
+    for marker, name in (
+        ("uvicorn", "api"),
+        ("celery", "worker"),
+        ("redis-server", "redis"),
+        ("ferretdb", "ferretdb"),
+        ("mongod", "mongod"),
+    ):
         if any(marker in w for w in words):
             return name
     return Path(words[0]).name if words else "?"

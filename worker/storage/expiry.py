@@ -2,8 +2,10 @@
 
 Removing what ended before a time is then a walk over the slots that ended by
 then, from a cursor document: each slot one `_id` lookup and one delete, never a
-range or a scan. A slot is a quarter of the retention (between 1 s and a minute),
-so removal happens at most one slot after the retention passed.
+range or a scan. A slot is one second: its document holds what ended in that
+second, so adding to it costs the same at any load and any time of day (a slot of
+a minute grew to thousands of ids, and FerretDB rewrites the whole document on
+each addition). The walk costs one lookup per second of time passed.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ MAX_SLOTS_PER_PASS = 2000  # after a long stop, expiry catches up over several p
 
 
 def slot_seconds(retention_seconds: float) -> float:
-    return min(60.0, max(1.0, retention_seconds / 4))
+    return 1.0
 
 
 class ExpirySlots:
@@ -33,16 +35,20 @@ class ExpirySlots:
         return int(when.timestamp() // self.seconds)
 
     def add(self, ids: list[str], ended: datetime) -> None:
-        """`ids` ended at `ended` (one upsert by `_id`)."""
-        if ids:
-            keyed.add_to_sets(self._slots, {f"slot/{self._slot(ended)}": {"ids": ids}})
+        """`ids` ended at `ended`: one update by `_id` when the slot exists (the usual case), else an insert."""
+        if ids and keyed.add_to_set(self._slots, f"slot/{self._slot(ended)}", "ids", ids):
+            # A new slot: the walk starts no later than just before it (only the first insert ever counts), so the
+            # walk never covers time before anything was added.
+            keyed.insert_one_new(self._slots, {"_id": "cursor", "slot": self._slot(ended) - 1})
 
     def due(self, before: datetime) -> Iterator[list[str]]:
         """The ids of each slot that ended before `before`, oldest first; a slot is forgotten once its ids were
         handed out and the caller asked for the next."""
         cursor = keyed.get(self._slots, "cursor")
+        if cursor is None:  # nothing was ever added
+            return
         last = self._slot(before) - 1
-        first = int(cursor["slot"]) + 1 if cursor else last - self._span
+        first = max(int(cursor["slot"]) + 1, last - self._span)  # nothing older than the span can be left
         stop = min(last, first + MAX_SLOTS_PER_PASS - 1)
         for slot in range(first, stop + 1):
             bucket = keyed.get(self._slots, f"slot/{slot}")

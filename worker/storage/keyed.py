@@ -114,6 +114,19 @@ def add_to_sets(collection: Collection[Document], additions: Mapping[str, Mappin
         collection.bulk_write(operations[start : start + UPDATES_PER_COMMAND], ordered=False)
 
 
+def add_to_set(collection: Collection[Document], key: str, field: str, values: list[str]) -> bool:
+    """`$addToSet` into one document expected to exist (one round trip then), created when absent: the update
+    first, the insert when it matched nothing, the update again if another writer's insert came first. True when
+    this call created the document."""
+    update = {"$addToSet": {field: {"$each": values}}}
+    if collection.update_one({"_id": key}, update).matched_count:
+        return False
+    if insert_one_new(collection, {"_id": key, field: list(dict.fromkeys(values))}):
+        return True
+    collection.update_one({"_id": key}, update)
+    return False
+
+
 def scan(
     collection: Collection[Document],
     query: Document,
@@ -132,6 +145,7 @@ __all__ = [
     "Document",
     "PyMongoError",
     "StorageUnavailable",
+    "add_to_set",
     "add_to_sets",
     "delete_many",
     "get",

@@ -1,0 +1,116 @@
+"""Where the CPU goes under load: py-spy samples of the API and of every worker process while closed-loop
+synchronous PATCHes run, reduced to the top functions (self time, and inclusive time of our own functions).
+Prints JSON. Needs py-spy (`pip install py-spy`), and ptrace rights on the service's processes.
+
+    .venv/bin/python bench/profile.py [--format json-patch] [--clients 8] [--seconds 15] [--top 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cost import FORMATS, ORGS, closed_loop, create  # noqa: E402
+from harness import running  # noqa: E402
+
+from devkit.procfs import command_name, descendants  # noqa: E402
+
+PY_SPY = str(Path(sys.executable).parent / "py-spy")
+OURS = ("worker/", "api/")
+
+
+def record(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    argv = [
+        PY_SPY,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(int(seconds)),
+        "--rate",
+        "200",
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+        "--nonblocking",
+    ]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def summarize(raw: Path, top: int) -> dict[str, Any]:
+    """Self time per function, and inclusive time per function of this project, as shares of all samples."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [f for f in stack.split(";") if f]
+        if not frames or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        own[_short(frames[-1])] += n
+        for frame in {_short(f) for f in frames if any(marker in f for marker in OURS)}:
+            inclusive[frame] += n
+    share = lambda c: round(100 * c / max(1, total), 1)  # noqa: E731
+    return {
+        "samples": total,
+        "self_percent": {k: share(v) for k, v in own.most_common(top)},
+        "ours_inclusive_percent": {k: share(v) for k, v in inclusive.most_common(top)},
+    }
+
+
+def _short(frame: str) -> str:
+    """`function (path/to/module.py:line)` -> `function (module.py)`."""
+    name, _, where = frame.partition(" (")
+    return f"{name} ({Path(where.split(':')[0]).name})" if where else name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--format", default="json-patch", choices=list(FORMATS))
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args()
+    content_type, body = FORMATS[args.format]
+    report: dict[str, Any] = {"format": args.format, "clients": args.clients}
+    with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp, running(args.workers, Path(tmp)) as (base, _):
+        create(base)
+
+        def send(http: Any, n: int) -> Any:
+            return http.patch(f"Organization/c{n % ORGS}", content=body(n), headers={"content-type": content_type})
+
+        closed_loop(base, 4, 2, send)  # warm-up
+        pids = {pid: command_name(pid) for pid in descendants(os.getpid()) if command_name(pid) in ("api", "worker")}
+        load = threading.Thread(target=closed_loop, args=(base, args.clients, args.seconds + 2, send))
+        load.start()
+        recorders = {pid: (name, record(pid, args.seconds, Path(tmp) / f"{pid}.txt")) for pid, name in pids.items()}
+        for _, proc in recorders.values():
+            proc.wait()
+        load.join()
+        merged: dict[str, list[Path]] = {}
+        for pid, (name, _) in recorders.items():
+            if (Path(tmp) / f"{pid}.txt").exists():
+                merged.setdefault(name, []).append(Path(tmp) / f"{pid}.txt")
+        for name, files in merged.items():
+            combined = Path(tmp) / f"{name}.all"
+            combined.write_text("\n".join(f.read_text() for f in files))
+            report[name] = summarize(combined, args.top)
+    print(json.dumps(report, indent=1, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -29,7 +29,6 @@ class ExpirySlots:
     def __init__(self, collection: Collection[dict[str, Any]], retention_seconds: float) -> None:
         self._slots = collection
         self.seconds = slot_seconds(retention_seconds)
-        self._span = int(retention_seconds // self.seconds) + 2  # slots that can hold anything not yet due
 
     def _slot(self, when: datetime) -> int:
         return int(when.timestamp() // self.seconds)
@@ -48,7 +47,7 @@ class ExpirySlots:
         if cursor is None:  # nothing was ever added
             return
         last = self._slot(before) - 1
-        first = max(int(cursor["slot"]) + 1, last - self._span)  # nothing older than the span can be left
+        first = int(cursor["slot"]) + 1
         stop = min(last, first + MAX_SLOTS_PER_PASS - 1)
         for slot in range(first, stop + 1):
             bucket = keyed.get(self._slots, f"slot/{slot}")

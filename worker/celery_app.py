@@ -55,9 +55,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # the job it was applying, which fails alone after a few (ChangeService._take_over).
         "task_time_limit": max(60, int(10 * settings.job_time_limit_seconds)),
         "task_acks_on_failure_or_timeout": False,
-        # Send task events so Flower can show workers and tasks.
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # Task events cost a Redis publish per task state, on every task: off unless someone watches. Flower turns
+        # them on in the workers when it starts (its enable_events option, on by default); `make flower` runs it.
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
         "timezone": "UTC",
         "enable_utc": True,

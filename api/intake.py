@@ -93,21 +93,23 @@ class Intake:
         self._waiter = waiter
 
     async def submit(self, submission: Submission, wait_seconds: float | None) -> Job | Finished:
-        """Accept (or find, for an idempotent retry) the job; with `wait_seconds`, wait for it to finish."""
-        job, new = await anyio.to_thread.run_sync(self._accept, submission)
+        """Accept (or find, for an idempotent retry) the job and queue it, in one trip to a thread; with
+        `wait_seconds`, wait for it to finish (its wake-up is awaited before it is queued, so none is missed)."""
+        job_id = Job.new_id()
+        future = self._waiter.register(job_id) if wait_seconds is not None else None
+        try:
+            job, new = await anyio.to_thread.run_sync(self._accept_and_enqueue, submission, job_id)
+        except BaseException:
+            self._waiter.forget(job_id)
+            raise
         if wait_seconds is None:
-            if new:
-                await anyio.to_thread.run_sync(self._enqueue, job, submission)
             return job
-        if job.state.final:
-            return await self.finished(job.id) or job
-        future = self._waiter.register(job.id)
-        if new:
-            try:
-                await anyio.to_thread.run_sync(self._enqueue, job, submission)
-            except BaseException:
-                self._waiter.forget(job.id)
-                raise
+        if not new:  # an idempotent retry: the first request's job
+            self._waiter.forget(job_id)
+            if job.state.final:
+                return await self.finished(job.id) or job
+            future = self._waiter.register(job.id)
+        assert future is not None
         message = await self._waiter.wait(job.id, future, wait_seconds)
         if message is not None:
             return _from_message(job, message)
@@ -128,12 +130,18 @@ class Intake:
             text = version.text if version else None
         return Finished(job, text)
 
-    def _accept(self, submission: Submission) -> tuple[Job, bool]:
+    def _accept_and_enqueue(self, submission: Submission, job_id: str) -> tuple[Job, bool]:
+        job, new = self._accept(submission, job_id)
+        if new:
+            self._enqueue(job, submission)
+        return job, new
+
+    def _accept(self, submission: Submission, job_id: str) -> tuple[Job, bool]:
         """Admit, then record; a place reserved for a job not recorded after all is given back."""
         client = submission.request.actor.client_id if submission.request.actor else ""
         self._admission.admit(client, 1)
         try:
-            job, new = self._record(submission)
+            job, new = self._record(submission, job_id)
         except BaseException:
             self._admission.release(client, 1)
             raise
@@ -141,11 +149,11 @@ class Intake:
             self._admission.release(client, 1)
         return job, new
 
-    def _record(self, submission: Submission) -> tuple[Job, bool]:
+    def _record(self, submission: Submission, job_id: str) -> tuple[Job, bool]:
         now = utc_now()
         extra = {"idempotencyKey": submission.idempotency_key} if submission.idempotency_key else {}
         job = Job(
-            Job.new_id(),
+            job_id,
             submission.request,
             JobState.ACCEPTED,
             now,
@@ -168,8 +176,7 @@ class Intake:
             if submission.idempotency_key:
                 self._db.jobs.forget_key(submission.idempotency_key, job.id)
             raise
-        self._metrics.accepted()
-        return job, True
+        return job, True  # counted accepted where it is queued (Arrivals.enqueue)
 
     def _earlier(self, job_id: str) -> Job:
         # The first request binds the key a moment before it records its job.

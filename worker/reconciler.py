@@ -166,7 +166,7 @@ class Reconciler:
                 _keys_of(job), job.id, job.to_payload(), now.timestamp()
             )
         else:
-            arrival = self._queues.arrivals.enqueue(job.key, job.id, job.to_payload(), now.timestamp())
+            arrival = self._queues.arrivals.enqueue(job.key, job.id, job.to_payload(), now.timestamp(), count=False)
             to_wake = [job.key] if arrival is Arrival.SEND_DRAIN else []
         for key in to_wake or []:
             self._send_drain(key)

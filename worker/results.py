@@ -10,7 +10,7 @@ from typing import Any
 
 from worker.changes import fhir_instant
 from worker.jobs import Job, JobResult
-from worker.patch.fhir_json import loads
+from worker.patch.fhir_json import loads_checked_before
 
 
 def etag(version_id: int) -> str:
@@ -43,6 +43,6 @@ def result_bundle(job: Job, resource_text: str | None, base: str, *, include_res
     entry: dict[str, Any] = {}
     if include_resource and resource_text is not None and job.result.succeeded:
         entry["fullUrl"] = f"{base}/{job.request.key}" if base else job.request.key
-        entry["resource"] = loads(resource_text.encode(), what="stored resource")
+        entry["resource"] = loads_checked_before(resource_text)
     entry["response"] = response_element(job.result, job.request.key, base)
     return {"resourceType": "Bundle", "id": job.id, "type": "batch-response", "entry": [entry]}

@@ -20,7 +20,7 @@ from api.http import check_id, fhir_response
 from api.routes.fhir import connections, fhir_base, query_number
 from worker.access import READ
 from worker.patch.errors import InvalidRequest
-from worker.patch.fhir_json import loads
+from worker.patch.fhir_json import loads_checked_before
 from worker.patch.structure import is_resource_type
 from worker.storage import StoredVersion
 
@@ -75,5 +75,5 @@ async def provenance_search(request: Request, caller: Caller) -> Response:
 
 def _entry(version: StoredVersion, base: str) -> dict[str, Any]:
     assert version.provenance is not None
-    resource = loads(version.provenance.encode(), what="stored Provenance")
+    resource = loads_checked_before(version.provenance)
     return {"fullUrl": f"{base}/Provenance/{resource['id']}", "resource": resource, "search": {"mode": "match"}}

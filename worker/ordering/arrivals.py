@@ -137,9 +137,14 @@ class Arrivals:
         k = self._keys
         return [k.queue(key), k.sched(key), k.keys_set, k.payloads, k.synced, k.held, k.held_payloads]
 
-    def enqueue(self, key: str, job_id: str, payload: str, now: float) -> Arrival:
-        """Append a job to the key's queue (unless Redis is out of sync: then it is held)."""
-        return Arrival(int(self._enqueue(keys=self._enqueue_keys(key), args=[key, sent_marker(now), job_id, payload])))
+    def enqueue(self, key: str, job_id: str, payload: str, now: float, count: bool = True) -> Arrival:
+        """Append a job to the key's queue (unless Redis is out of sync: then it is held), and with `count` count
+        it accepted in the service's metrics: one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        self._enqueue(keys=self._enqueue_keys(key), args=[key, sent_marker(now), job_id, payload], client=pipe)
+        if count:
+            pipe.hincrby(self._keys.counts, "accepted", 1)
+        return Arrival(int(pipe.execute()[0]))
 
     def enqueue_many(self, jobs: list[tuple[str, str, str]], now: float) -> tuple[list[str], bool]:
         """Append (key, job id, payload) in order, one round trip: (the keys that need a drain message, held)."""

@@ -32,7 +32,7 @@ from typing import Any
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from worker.patch.fhir_json import loads
+from worker.patch.fhir_json import loads_checked_before
 from worker.storage import keyed
 
 # A job delivered again is at the head of its key's queue, so the only versions written after its own are those
@@ -78,7 +78,7 @@ class StoredVersion:
         """A fresh dict of the stored resource (callers may change it freely)."""
         if self.text is None:
             raise ValueError(f"{self.key} version {self.version_id} is a deletion")
-        parsed = loads(self.text.encode(), what="stored resource")
+        parsed = loads_checked_before(self.text)
         assert isinstance(parsed, dict)
         return parsed
 

@@ -1,4 +1,4 @@
-"""Where the CPU goes under load: py-spy samples of the API and of every worker process while closed-loop
+"""Where the CPU goes under load: py-spy samples (of threads holding the GIL, so Python CPU, not waits) of the API and of every worker process while closed-loop
 synchronous PATCHes run, reduced to the top functions (self time, and inclusive time of our own functions).
 Prints JSON. Needs py-spy (`pip install py-spy`), and ptrace rights on the service's processes.
 
@@ -44,6 +44,7 @@ def record(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
         "--output",
         str(out),
         "--nonblocking",
+        "--gil",
     ]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

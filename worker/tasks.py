@@ -69,7 +69,6 @@ class Tasks:
             if drained.more:
                 r.queues.reschedule(key, time.time())
                 self.send_drain(key)
-        r.queues.count("drains", len(batch))
         if idle:
             r.queues.count("idle_drains", idle)
         return processed

@@ -277,10 +277,12 @@ class KeyQueues:
         self._redis.set(self.keys.sched(key), sent_marker(now))
 
     def taken(self, keys: list[str], worker: str, now: float) -> None:
-        """A worker process took the drain message of `keys` (only keys whose message is outstanding)."""
+        """A worker process took the drain message of `keys` (only keys whose message is outstanding); counted as
+        drains in the metrics, in the same round trip."""
         pipe = self.pipeline()
         for key in keys:
             pipe.set(self.keys.sched(key), f"t:{worker}:{now}", xx=True)
+        pipe.hincrby(self.keys.counts, "drains", len(keys))
         pipe.execute()
 
     def untake(self, key: str, worker: str) -> None:

@@ -1,6 +1,7 @@
-"""Where the CPU goes under load: py-spy samples (of threads holding the GIL, so Python CPU, not waits) of the API and of every worker process while closed-loop
-synchronous PATCHes run, reduced to the top functions (self time, and inclusive time of our own functions).
-Prints JSON. Needs py-spy (`pip install py-spy`), and ptrace rights on the service's processes.
+"""Where the CPU goes under load: py-spy samples of the API and of every worker process while closed-loop
+synchronous PATCHes run (threads holding the GIL only, so Python CPU, not waits), reduced to the top functions
+(self time, and inclusive time of our own functions). Prints JSON. Needs py-spy (`pip install py-spy`), and
+ptrace rights on the service's processes.
 
     .venv/bin/python bench/profile.py [--format json-patch] [--clients 8] [--seconds 15] [--top 15]
 """

@@ -39,7 +39,9 @@ class Connections:
     def open(cls, settings: Settings) -> Connections:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
         queues = KeyQueues(client, settings.namespace)
-        database = Database.open(settings, (queues.newest_version, queues.remember_copy, queues.newest_copy))
+        database = Database.open(
+            settings, (queues.newest_version, queues.remember_copy, queues.newest_copy, queues.newest_copies)
+        )
         celery = create_celery(settings)
         metrics = Metrics(client, settings.namespace)
         waiter = ResultWaiter(settings.redis_url, queues.done_channel)

@@ -239,24 +239,32 @@ class GroupIntake:
 
     def batch_response(self, group: Group, base: str) -> dict[str, Any]:
         """The batch-response Bundle: one entry per request entry, in order; GET entries read now, after the writes."""
+        outcomes = list(group_outcomes(self._db.groups, self._db.jobs, group))
+        versions = self._versions([event for _, event in outcomes])
         entries: list[dict[str, Any]] = []
-        for number, event in group_outcomes(self._db.groups, self._db.jobs, group):
+        for number, event in outcomes:
             if group.reads and number in group.reads:
                 entries.append(self.read_entry(group.reads[number], base))
             elif event is None or "result" not in event:  # pending, or cancelled before it started
                 entries.append({"response": {"status": "202 Accepted" if event is None else "cancelled"}})
             else:
-                entries.append(self._write_entry(event, base))
+                entries.append(self._write_entry(event, versions.get(id(event)), base))
         return {"resourceType": "Bundle", "id": group.id, "type": "batch-response", "entry": entries}
 
-    def _write_entry(self, event: dict[str, Any], base: str) -> dict[str, Any]:
+    def _versions(self, events: list[dict[str, Any] | None]) -> dict[int, StoredVersion | None]:
+        """The versions the written entries answer with, read together (ResourceStore.versions)."""
+        written = [
+            e
+            for e in events
+            if e and e.get("key") and (e.get("result") or {}).get("versionId") and int(e["result"]["status"]) < 300
+        ]
+        wanted = [_version_of(e) for e in written]
+        return dict(zip((id(e) for e in written), self._db.resources.versions(wanted)))
+
+    def _write_entry(self, event: dict[str, Any], version: StoredVersion | None, base: str) -> dict[str, Any]:
         response = entry_response(event, base)
-        version_id = event["result"].get("versionId")
-        if response["status"].startswith("2") and version_id and event.get("key"):
-            resource_type, resource_id = str(event["key"]).split("/", 1)
-            version = self._db.resources.version(resource_type, resource_id, version_id)
-            if version is not None and not version.deleted:
-                return {"fullUrl": f"{base}/{event['key']}", "resource": version.resource(), "response": response}
+        if version is not None and not version.deleted:
+            return {"fullUrl": f"{base}/{event['key']}", "resource": version.resource(), "response": response}
         return {"response": response}
 
     def read_entry(self, url: str, base: str) -> dict[str, Any]:
@@ -281,6 +289,11 @@ class GroupIntake:
                     else {"status": event["state"] if event else "pending"}
                 ),
             }
+
+
+def _version_of(event: dict[str, Any]) -> tuple[str, str, int]:
+    resource_type, resource_id = str(event["key"]).split("/", 1)
+    return resource_type, resource_id, int(event["result"]["versionId"])
 
 
 def count_outcomes(outcomes: Iterator[tuple[int, dict[str, Any] | None]]) -> dict[str, int]:

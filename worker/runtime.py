@@ -46,7 +46,9 @@ class Runtime:
             settings.redis_url, socket_timeout=10, socket_connect_timeout=3, health_check_interval=30
         )
         queues = KeyQueues(client, settings.namespace)
-        database = Database.open(settings, (queues.newest_version, queues.remember_copy, queues.newest_copy))
+        database = Database.open(
+            settings, (queues.newest_version, queues.remember_copy, queues.newest_copy, queues.newest_copies)
+        )
         http = http_client()
         service = ChangeService(
             settings,

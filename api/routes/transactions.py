@@ -26,6 +26,7 @@ from worker.jobs import Action, Job, JobRequest, JobResult, JobState
 from worker.patch.errors import InvalidRequest
 from worker.results import response_element
 from worker.service import utc_now
+from worker.storage import StoredVersion
 from worker.transactions import TransactionEntry, encode_entries, transaction_keys
 
 
@@ -106,24 +107,21 @@ def transaction_answer(conn: Any, job: Job, base: str) -> Response:
         return outcome_response(result.status, result.outcome or {})
     by_index = {int(r["index"]): r for r in result.entries or []}
     reads = {int(k): v for k, v in (job.extra.get("reads") or {}).items()}
+    written = [r for r in by_index.values() if r.get("versionId")]
+    wanted = [(str(r["key"]).split("/", 1)[0], str(r["key"]).split("/", 1)[1], int(r["versionId"])) for r in written]
+    versions = dict(zip((int(r["index"]) for r in written), conn.database.resources.versions(wanted)))
     bundle_entries = []
     for index in range(int(job.extra.get("size", len(by_index) + len(reads)))):
         if index in reads:
             bundle_entries.append(conn.groups.read_entry(reads[index], base))
         elif index in by_index:
-            bundle_entries.append(_written(conn, by_index[index], base))
+            bundle_entries.append(_written(by_index[index], versions.get(index), base))
     return fhir_response(
         {"resourceType": "Bundle", "id": job.id, "type": "transaction-response", "entry": bundle_entries}
     )
 
 
-def _written(conn: Any, entry: dict[str, Any], base: str) -> dict[str, Any]:
-    resource_type, resource_id = str(entry["key"]).split("/", 1)
-    version = (
-        conn.database.resources.version(resource_type, resource_id, entry["versionId"])
-        if entry.get("versionId")
-        else None
-    )
+def _written(entry: dict[str, Any], version: StoredVersion | None, base: str) -> dict[str, Any]:
     result = JobResult(
         int(entry["status"]), entry.get("versionId"), version.last_updated if version is not None else None
     )

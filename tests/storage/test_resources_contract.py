@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from worker.jobs import JobResult
+from worker.settings import Settings
 from worker.storage import Database, StoredVersion, VersionConflict
 from worker.storage.job_store import result_event
 
@@ -38,6 +39,20 @@ def test_commit_is_a_compare_and_set(db: Database) -> None:
     assert db.resources.version("Patient", "p", 3) is None and db.resources.version("Patient", "p", 0) is None
     assert db.resources.latest("Patient", "p").version_id == 2  # type: ignore[union-attr]
     assert db.resources.latest("Patient", "nobody") is None
+
+
+def test_versions_reads_several_from_copies_when_they_match_else_by_key(isolated_settings: Settings) -> None:
+    copies = {"Patient/a": _v(2, rid="a").to_cache(), "Patient/b": _v(5, rid="b").to_cache()}  # b's copy is newer
+    hint = (lambda key: 0, lambda version: None, copies.get, lambda keys: [copies.get(k) for k in keys])
+    db = Database.open(isolated_settings, hint)
+    try:
+        db.resources.commit_many([_v(1, rid="a"), _v(2, rid="a")])
+        db.resources.commit_many([_v(1, rid="b"), _v(2, rid="b")])
+        found = db.resources.versions([("Patient", "a", 2), ("Patient", "b", 2), ("Patient", "c", 1)])
+        assert [(v.resource_id, v.version_id) if v else None for v in found] == [("a", 2), ("b", 2), None]
+    finally:
+        db.client.drop_database(isolated_settings.database)
+        db.close()
 
 
 def test_commit_many_stops_at_the_first_taken_number(db: Database) -> None:

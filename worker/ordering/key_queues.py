@@ -420,6 +420,13 @@ class KeyQueues:
         value = self._redis.hget(self.keys.copy(key), "doc")
         return _text(value) if value is not None else None
 
+    def newest_copies(self, keys: list[str]) -> list[str | None]:
+        """The kept copies of several keys, in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hget(self.keys.copy(key), "doc")
+        return [_text(value) if value is not None else None for value in pipe.execute()]
+
     def newest_version(self, key: str) -> int:
         """The version number of the kept copy (0 when none): the hint ResourceStore starts from."""
         value = self._redis.hget(self.keys.copy(key), "v")

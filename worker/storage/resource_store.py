@@ -41,7 +41,13 @@ RECENT_VERSIONS = 64
 
 # The copy of each resource's newest version kept in Redis (see KeyQueues), given as
 # (its version number, keep a newer copy, read the copy) for a resource key.
-VersionHint = tuple[Callable[[str], int], Callable[["StoredVersion"], None], Callable[[str], "str | None"]]
+# (the newest version number, remember a newest version, the newest copy of a key, the newest copies of keys)
+VersionHint = tuple[
+    Callable[[str], int],
+    Callable[["StoredVersion"], None],
+    Callable[[str], "str | None"],
+    Callable[[list[str]], "list[str | None]"],
+]
 
 
 class VersionConflict(Exception):
@@ -135,10 +141,11 @@ class ResourceStore:
     ) -> None:
         self._history: Collection[dict[str, Any]] = db["history"]
         self._committed = committed
-        self._read_hint, self._remember, self._read_copy = hint or (
+        self._read_hint, self._remember, self._read_copy, self._read_copies = hint or (
             lambda key: 0,
             lambda version: None,
             lambda key: None,
+            lambda keys: [None] * len(keys),
         )
 
     def ensure_indexes(self) -> None:
@@ -183,6 +190,18 @@ class ResourceStore:
         used it collides with the newer version on commit and learns it, so no update is lost."""
         copy = self._read_copy(f"{resource_type}/{resource_id}")
         return StoredVersion.from_cache(copy) if copy else self.latest(resource_type, resource_id)
+
+    def versions(self, wanted: list[tuple[str, str, int]]) -> list[StoredVersion | None]:
+        """Several versions (type, id, number), for a Bundle's answer: from the Redis copies, in one round trip,
+        when they are those versions (they are, right after a transaction or batch), else by `_id` each."""
+        copies = self._read_copies([f"{t}/{i}" for t, i, _ in wanted])
+        found: list[StoredVersion | None] = []
+        for (resource_type, resource_id, version_id), copy in zip(wanted, copies):
+            version = StoredVersion.from_cache(copy) if copy else None
+            if version is None or version.version_id != version_id:
+                version = self.version(resource_type, resource_id, version_id)
+            found.append(version)
+        return found
 
     def latest(self, resource_type: str, resource_id: str) -> StoredVersion | None:
         """The newest version according to MongoDB alone (None if the resource never existed)."""

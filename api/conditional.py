@@ -31,10 +31,17 @@ class Criterion:
     system: str | None = None
 
     @property
+    def system_only(self) -> bool:
+        """`identifier=system|`: every resource with an identifier of that system, whatever its value."""
+        return self.name == "identifier" and bool(self.system) and not self.value
+
+    @property
+    def token(self) -> str:
+        return self.value if self.name == "_id" or self.system is None else f"{self.system}|{self.value}"
+
+    @property
     def shown(self) -> str:
-        if self.name == "_id" or self.system is None:
-            return f"{self.name}={self.value}"
-        return f"{self.name}={self.system}|{self.value}"
+        return f"{self.name}={self.token}"
 
 
 def parse_criterion(query: str, allowed_extra: tuple[str, ...] = ()) -> Criterion:
@@ -61,14 +68,38 @@ def parse_criterion(query: str, allowed_extra: tuple[str, ...] = ()) -> Criterio
     if "|" not in token:
         return Criterion("identifier", token, None)
     system, value = token.split("|", 1)
-    if not value:
-        raise InvalidRequest(f"identifier {token!r} names no value; give system|value or |value", "identifier")
+    if not value and not system:
+        raise InvalidRequest(f"identifier {token!r} names neither a system nor a value", "identifier")
     return Criterion("identifier", value, system)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a `system|` search, and where the next one starts (None: this was the last)."""
+
+    found: list[StoredVersion]
+    next_token: str | None
 
 
 class ConditionalResolver:
     def __init__(self, database: Database) -> None:
         self._db = database
+
+    def search_system(self, resource_type: str, criterion: Criterion, count: int, token: str) -> Page:
+        """Up to `count` live resources with an identifier of the criterion's system, from the page `token`
+        (`bucket.offset` of the identifier index's buckets for that system; '' for the first page)."""
+        assert criterion.system is not None
+        bucket, offset = _page_start(token)
+        found: list[StoredVersion] = []
+        for number, ids in self._db.identifiers.with_system(resource_type, criterion.system, bucket):
+            start = offset if number == bucket else 0
+            for position in range(start, len(ids)):
+                if len(found) == count:
+                    return Page(found, f"{number}.{position}")
+                newest = self._db.resources.newest(resource_type, ids[position])
+                if newest is not None and not newest.deleted and _carries(newest, criterion):
+                    found.append(newest)
+        return Page(found, None)
 
     def search(self, resource_type: str, criterion: Criterion) -> list[StoredVersion]:
         """The newest version of each live resource of `resource_type` matching the criterion, by id."""
@@ -86,6 +117,11 @@ class ConditionalResolver:
     def resolve(self, resource_type: str, query: str) -> str:
         """The id of the one live resource of `resource_type` a conditional target names (404 none, 412 several)."""
         criterion = parse_criterion(query)
+        if criterion.system_only:
+            raise InvalidRequest(
+                f"{criterion.shown} names a system only; a conditional target needs system|value, |value, value or _id",
+                "request.url",
+            )
         matches = [v.resource_id for v in self.search(resource_type, criterion)]
         shown = f"{resource_type}?{criterion.shown}"
         if not matches:
@@ -100,7 +136,18 @@ class ConditionalResolver:
 def _carries(version: StoredVersion, criterion: Criterion) -> bool:
     if criterion.name == "_id":
         return True
+    if criterion.system_only:
+        return any(s == criterion.system for s, _ in identifiers(version.resource()))
     return any(
         v == criterion.value and (criterion.system is None or s == criterion.system)
         for s, v in identifiers(version.resource())
     )
+
+
+def _page_start(token: str) -> tuple[int, int]:
+    if not token:
+        return 0, 0
+    bucket, _, offset = token.partition(".")
+    if not (bucket.isascii() and bucket.isdigit() and offset.isascii() and offset.isdigit()) or len(token) > 20:
+        raise InvalidRequest(f"_page {token!r} is not a page of this search; follow the Bundle's next link", "_page")
+    return int(bucket), int(offset)

@@ -20,7 +20,7 @@ from fastapi.responses import Response
 from api.answers import accepted_answer, sync_answer
 from api.auth import Caller
 from api.capabilities import capability_statement
-from api.conditional import Criterion, parse_criterion
+from api.conditional import parse_criterion
 from api.dependencies import Connections
 from api.entries import checked_resource
 from api.http import check_id, fhir_response, http_date, parse_if_match, parse_prefer, parse_snapshot_mode, read_body
@@ -97,32 +97,33 @@ async def conditional_patch(resource_type: str, request: Request, caller: Caller
 
 @router.get("/{resource_type}")
 async def search(resource_type: str, request: Request, caller: Caller) -> Response:
-    """GET [base]/Type?identifier=system|value (also |value, value) or ?_id=id: a searchset Bundle, by key lookups."""
+    """GET [base]/Type?identifier=system|value (also |value, value, and system| for every value of a system) or
+    ?_id=id: a searchset Bundle, by key lookups. A `system|` search is paged (`next` link, no total)."""
     caller.require(_resource_type(resource_type), READ)
-    criterion = parse_criterion(request.url.query, allowed_extra=("_count",))
+    criterion = parse_criterion(request.url.query, allowed_extra=("_count", "_page"))
     count = query_number(request, "_count", 100, 1, 1000)
-    found = await anyio.to_thread.run_sync(connections(request).conditional.search, resource_type, criterion)
-    base = fhir_base(request)
-    bundle = {
+    resolver = connections(request).conditional
+    query = urlencode({criterion.name: criterion.token, "_count": count})
+    self_url = f"{fhir_base(request)}/{resource_type}?{query}"
+    bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "searchset",
-        "total": len(found),
-        "link": [
-            {"relation": "self", "url": f"{base}/{resource_type}?{urlencode({criterion.name: _token(criterion)})}"}
-        ],
-        "entry": [
-            {"fullUrl": f"{base}/{v.key}", "resource": v.resource(), "search": {"mode": "match"}} for v in found[:count]
-        ],
+        "link": [{"relation": "self", "url": self_url}],
     }
+    if criterion.system_only:
+        token = request.query_params.get("_page", "")
+        page = await anyio.to_thread.run_sync(resolver.search_system, resource_type, criterion, count, token)
+        found = page.found
+        if page.next_token:
+            bundle["link"].append({"relation": "next", "url": f"{self_url}&_page={page.next_token}"})
+    else:
+        found = await anyio.to_thread.run_sync(resolver.search, resource_type, criterion)
+        bundle["total"] = len(found)
+    base = fhir_base(request)
+    bundle["entry"] = [
+        {"fullUrl": f"{base}/{v.key}", "resource": v.resource(), "search": {"mode": "match"}} for v in found[:count]
+    ]
     return fhir_response(bundle)
-
-
-def _token(criterion: Criterion) -> str:
-    return (
-        criterion.value
-        if criterion.name == "_id" or criterion.system is None
-        else f"{criterion.system}|{criterion.value}"
-    )
 
 
 @router.put("/{resource_type}/{resource_id}")

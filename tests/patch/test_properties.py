@@ -153,3 +153,13 @@ def test_random_xml_patches_only_raise_patch_error(body: bytes) -> None:
         assert exc.status in (400, 415, 422) and exc.outcome["issue"][0]["diagnostics"]
     else:
         assert parse_xml(result, "result") is not None, "a patched document is well-formed XML"
+
+
+def test_diff_writes_keyword_element_names_that_its_own_parser_reads_back() -> None:
+    div = '<div xmlns="http://www.w3.org/1999/xhtml">{}</div>'
+    old = {"resourceType": "Patient", "id": "p1", "text": {"status": "generated", "div": div.format("a")}}
+    new = {"resourceType": "Patient", "id": "p1", "text": {"status": "generated", "div": div.format("b")}}
+    patch = diff_resources(old, new)
+    paths = [p["valueString"] for op in patch["parameter"] for p in op["part"] if p["name"] == "path"]
+    assert any(path.endswith(".div") or path == "Patient.text" for path in paths), paths
+    assert apply_fhirpath_patch(old, patch) == new

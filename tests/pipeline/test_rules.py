@@ -148,6 +148,38 @@ def test_search_by_identifier_and_id(service: Service, directory: None, query: s
         )
 
 
+@pytest.mark.parametrize(
+    ("query", "ids"),
+    [
+        ("identifier=urn:finess|", ["s1", "s2"]),  # s5 carried one too, but is deleted
+        ("identifier=urn:siret|", ["s2", "s3"]),
+        ("identifier=urn:none|", []),
+    ],
+)
+def test_search_by_system_only_pages_through_every_match(
+    service: Service, directory: None, query: str, ids: list[str]
+) -> None:
+    with service.client() as client:
+        url: str | None = f"Organization?{query}&_count=1"
+        found, pages = [], 0
+        while url:
+            answer = client.get(url)
+            assert answer.status_code == 200, answer.text
+            bundle = answer.json()
+            assert bundle["type"] == "searchset" and len(bundle.get("entry", [])) <= 1
+            found += [e["resource"]["id"] for e in bundle.get("entry", [])]
+            url = next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None)
+            pages += 1
+            assert pages <= 10
+    assert sorted(found) == ids
+
+
+def test_a_conditional_target_by_system_only_is_refused(service: Service, directory: None) -> None:
+    with service.client() as client:
+        answer = client.patch("Organization?identifier=urn:finess|", json=[], headers=JSON_PATCH)
+        assert answer.status_code == 400 and "system only" in answer.json()["issue"][0]["diagnostics"]
+
+
 def test_search_is_listed_in_the_capability_statement(service: Service) -> None:
     with service.client() as client:
         statement = client.get("metadata").json()

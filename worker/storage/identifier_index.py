@@ -1,11 +1,16 @@
 """Which resources carry an identifier (system|value), for conditional targets such as `Organization?identifier=s|v`.
 
-Two documents per identifier, each addressed by its `_id` so that a lookup is one
-key read whatever the index holds:
+Documents addressed by their `_id`, so that a lookup is one key read whatever
+the index holds:
 
 - `sys|Type|system|value`: the ids of resources of Type carrying exactly that
   system and value (system '' for an identifier without one);
-- `any|Type|value`: the ids carrying that value under any system.
+- `any|Type|value`: the ids carrying that value under any system;
+- `bysys|Type|system|b` for b in 0..SYSTEM_BUCKETS-1: the ids carrying any value
+  under that system, spread over buckets by a hash of the id, for `system|`
+  searches. A system's resources are split over the buckets so that adding one
+  rewrites a small document (FerretDB rewrites a document whole), and a search
+  pages through the buckets in order.
 
 Ids are added (`$addToSet`, upserted by `_id`) before the version that adds the
 identifier is committed, so the index can hold too much (a commit that then
@@ -15,7 +20,9 @@ candidate against the resource's newest version.
 
 from __future__ import annotations
 
+import zlib
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 from pymongo.collection import Collection
@@ -32,6 +39,17 @@ def any_system_key(resource_type: str, value: str) -> str:
     return f"any|{resource_type}|{value}"
 
 
+SYSTEM_BUCKETS = 256
+
+
+def system_bucket_key(resource_type: str, system: str, bucket: int) -> str:
+    return f"bysys|{resource_type}|{system}|{bucket}"
+
+
+def bucket_of(resource_id: str) -> int:
+    return zlib.crc32(resource_id.encode()) % SYSTEM_BUCKETS
+
+
 class IdentifierIndex:
     def __init__(self, db: Database[dict[str, Any]]) -> None:
         self._entries: Collection[dict[str, Any]] = db["identifier_index"]
@@ -42,6 +60,8 @@ class IdentifierIndex:
         for resource_type, system, value, resource_id in entries:
             additions[exact_key(resource_type, system, value)]["ids"].append(resource_id)
             additions[any_system_key(resource_type, value)]["ids"].append(resource_id)
+            if system:
+                additions[system_bucket_key(resource_type, system, bucket_of(resource_id))]["ids"].append(resource_id)
         keyed.add_to_sets(self._entries, additions)
 
     def candidates(self, resource_type: str, system: str | None, value: str) -> list[str]:
@@ -49,3 +69,10 @@ class IdentifierIndex:
         key = any_system_key(resource_type, value) if system is None else exact_key(resource_type, system, value)
         doc = keyed.get(self._entries, key)
         return sorted(str(i) for i in (doc or {}).get("ids", []))
+
+    def with_system(self, resource_type: str, system: str, start_bucket: int = 0) -> Iterator[tuple[int, list[str]]]:
+        """(bucket, ids that may carry an identifier of `system`) from `start_bucket` on, a key lookup each."""
+        for bucket in range(start_bucket, SYSTEM_BUCKETS):
+            doc = keyed.get(self._entries, system_bucket_key(resource_type, system, bucket))
+            if doc is not None:
+                yield bucket, sorted(str(i) for i in doc.get("ids", []))

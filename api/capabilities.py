@@ -17,7 +17,8 @@ _SEARCH_PARAMS = [
     {
         "name": "identifier",
         "type": "token",
-        "documentation": "system|value, |value (no system) or value (any system); also "
+        "documentation": "system|value, |value (no system), value (any system) or system| (every value of a "
+        "system, paged); also "
         "the conditional target of PATCH [base]/Type?identifier=...",
     },
     {"name": "_id", "type": "token", "documentation": "the logical id; also PATCH [base]/Type?_id=..."},

@@ -67,25 +67,36 @@ def test_worker_killed_mid_stream(fresh_service: Service) -> None:
     disturb = threading.Event()
 
     landed: list[str] = []
+    finished = threading.Event()
 
     def killer() -> None:
         disturb.wait(30)
-        # Kill only while a process of worker 0 holds a key's lease: the kill lands mid-drain, never between jobs.
+        # Freeze a worker, look at the leases its processes hold, and kill it only if it holds one: the kill then
+        # lands mid-drain for certain (a frozen process cannot finish the drain between the look and the kill).
         store = redis.Redis.from_url(fresh_service.env["FHIR_PATCH_REDIS_URL"])
-        pids = {str(p) for p in _process_tree(fresh_service.workers[0].pid)}
         pattern = f"{fresh_service.env['FHIR_PATCH_NAMESPACE']}:lease:*"
-        deadline = time.monotonic() + 60
-        while not landed and time.monotonic() < deadline:
-            for key in store.scan_iter(pattern):
-                holder = (store.get(key) or b"").decode().split("|")[0]
-                if holder.rsplit(":", 1)[-1] in pids:
-                    fresh_service.signal_worker(0, signal.SIGKILL)  # the worker and its pool child
-                    landed.append(key.decode())
-                    break
+        n = 0
+        while not landed and not finished.is_set():
+            index = n % len(fresh_service.workers)
+            pids = {str(p) for p in _process_tree(fresh_service.workers[index].pid)}
+            fresh_service.signal_worker(index, signal.SIGSTOP)
+            held = [
+                k.decode()
+                for k in store.scan_iter(pattern)
+                if (store.get(k) or b"").decode().split("|")[0].rsplit(":", 1)[-1] in pids
+            ]
+            if held:
+                fresh_service.signal_worker(index, signal.SIGKILL)  # the worker and its pool child
+                landed.extend(held)
+            else:
+                fresh_service.signal_worker(index, signal.SIGCONT)
+            n += 1
+            time.sleep(0.05)
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     _stream_with(fresh_service, disturb)
+    finished.set()
     thread.join()
     assert landed, "the kill must land while the worker holds a lease (mid-drain)"
     _check_exactly_once(fresh_service)

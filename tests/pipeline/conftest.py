@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.service import Service, running_service
+from tests.support.service import Service, running_service, service_of_its_own
 
 CALLBACK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 POLICIES = {"DocumentReference": ["securityLabel", "content"]}
@@ -17,13 +17,7 @@ CLIENT_POLICIES = {"labeller": {"DocumentReference": ["securityLabel"]}}
 
 @pytest.fixture(scope="module")
 def service(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    import uuid
-
-    token = uuid.uuid4().hex[:10]
-    env = {
-        **service_env,
-        "FHIR_PATCH_DATABASE": f"p_{token}",
-        "FHIR_PATCH_NAMESPACE": f"p-{token}",
+    settings = {
         "FHIR_PATCH_ELEMENT_POLICIES": json.dumps(POLICIES),
         "FHIR_PATCH_CLIENT_ELEMENT_POLICIES": json.dumps(CLIENT_POLICIES),
         "FHIR_PATCH_CALLBACK_SECRET": CALLBACK_SECRET,
@@ -32,8 +26,7 @@ def service(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactor
         "FHIR_PATCH_MAX_BODY_BYTES": "65536",
         "FHIR_PATCH_JOB_RETENTION_SECONDS": "6",
     }
-    tmp: Path = tmp_path_factory.mktemp("service")
-    with running_service(env, tmp, workers=2) as running:
+    with service_of_its_own(service_env, tmp_path_factory.mktemp("service"), settings, workers=2) as running:
         yield running
 
 

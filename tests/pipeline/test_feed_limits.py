@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 
 import pymongo
 import pytest
 
 from tests.support.processes import wait_progress
-from tests.support.service import Service, running_service
+from tests.support.service import Service, service_of_its_own
 
 NDJSON = {"content-type": "application/fhir+ndjson"}
 CAP = 3000
@@ -20,14 +19,8 @@ CAP = 3000
 
 @pytest.fixture(scope="module")
 def capped(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    token = uuid.uuid4().hex[:10]
-    env = {
-        **service_env,
-        "FHIR_PATCH_DATABASE": f"c_{token}",
-        "FHIR_PATCH_NAMESPACE": f"c-{token}",
-        "FHIR_PATCH_MAX_FEED_LINES": str(CAP),
-    }
-    with running_service(env, tmp_path_factory.mktemp("capped"), workers=1) as running:
+    settings = {"FHIR_PATCH_MAX_FEED_LINES": str(CAP)}
+    with service_of_its_own(service_env, tmp_path_factory.mktemp("capped"), settings) as running:
         yield running
 
 

@@ -3,29 +3,20 @@ formats are still refused; and a patch may never add a problem."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.service import Service, running_service
+from tests.support.service import Service, service_of_its_own
 
 JSON_PATCH = {"content-type": "application/json-patch+json"}
 
 
 @pytest.fixture(scope="module")
 def lenient(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    token = uuid.uuid4().hex[:10]
-    env = {
-        **service_env,
-        "FHIR_PATCH_DATABASE": f"l_{token}",
-        "FHIR_PATCH_NAMESPACE": f"l-{token}",
-        "FHIR_PATCH_STORE_VALIDATION": "lenient",
-    }
-    tmp: Path = tmp_path_factory.mktemp("lenient")
-    with running_service(env, tmp, workers=1) as running:
+    settings = {"FHIR_PATCH_STORE_VALIDATION": "lenient"}
+    with service_of_its_own(service_env, tmp_path_factory.mktemp("lenient"), settings) as running:
         yield running
 
 

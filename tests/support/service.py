@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,3 +105,14 @@ def wait_jobs_final(client: httpx.Client, locations: list[str], timeout: float =
 
     wait_for(poll, timeout, f"{len(pending)} jobs to finish", interval=0.2)
     return answers
+
+
+@contextlib.contextmanager
+def service_of_its_own(
+    service_env: dict[str, str], tmp: Path, settings: dict[str, str], workers: int = 1
+) -> Iterator[Service]:
+    """A running service with its own database and Redis key prefix, and these settings on top."""
+    token = uuid.uuid4().hex[:10]
+    env = {**service_env, "FHIR_PATCH_DATABASE": f"s_{token}", "FHIR_PATCH_NAMESPACE": f"s-{token}", **settings}
+    with running_service(env, tmp, workers=workers) as running:
+        yield running

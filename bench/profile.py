@@ -30,7 +30,7 @@ PY_SPY = str(Path(sys.executable).parent / "py-spy")
 OURS = ("worker/", "api/")
 
 
-def record(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+def record(pid: int, seconds: float, out: Path, gil_only: bool) -> subprocess.Popen[bytes]:
     argv = [
         PY_SPY,
         "record",
@@ -45,7 +45,7 @@ def record(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
         "--output",
         str(out),
         "--nonblocking",
-        "--gil",
+        *(["--gil"] if gil_only else []),
     ]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -86,6 +86,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument(
+        "--wall", action="store_true", help="sample every active thread, not only the one holding the GIL"
+    )
     args = parser.parse_args()
     content_type, body = FORMATS[args.format]
     report: dict[str, Any] = {"format": args.format, "clients": args.clients}
@@ -99,7 +102,10 @@ def main() -> None:
         pids = {pid: command_name(pid) for pid in descendants(os.getpid()) if command_name(pid) in ("api", "worker")}
         load = threading.Thread(target=closed_loop, args=(base, args.clients, args.seconds + 2, send))
         load.start()
-        recorders = {pid: (name, record(pid, args.seconds, Path(tmp) / f"{pid}.txt")) for pid, name in pids.items()}
+        recorders = {
+            pid: (name, record(pid, args.seconds, Path(tmp) / f"{pid}.txt", not args.wall))
+            for pid, name in pids.items()
+        }
         for _, proc in recorders.values():
             proc.wait()
         load.join()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import redis
 
-from tests.support.load import identifier_patch, wait_all_ended
+from tests.support.load import all_ended, identifier_patch, wait_all_ended
 from tests.support.processes import wait_for
 from tests.support.service import Service
 
@@ -96,6 +96,14 @@ def test_worker_killed_mid_stream(fresh_service: Service) -> None:
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     _stream_with(fresh_service, disturb)
+    with fresh_service.ops() as ops:  # the backlog is still being applied: the killer may look until it is done
+        while thread.is_alive() and not all_ended(ops, RESOURCES * (PER_RESOURCE + 1)):
+            time.sleep(0.1)
+    with fresh_service.client() as client:  # no window yet (a fast machine): more work, elsewhere, until one opens
+        client.put("Patient/extra", json={"resourceType": "Patient", "id": "extra"})
+        deadline = time.monotonic() + 120
+        while thread.is_alive() and time.monotonic() < deadline:
+            client.patch("Patient/extra", content=identifier_patch("x"), headers=ASYNC)
     finished.set()
     thread.join()
     assert landed, "the kill must land while the worker holds a lease (mid-drain)"

@@ -54,7 +54,7 @@ class Connections:
             queues,
             metrics,
             waiter,
-            Intake(database, queues, metrics, celery, waiter, admission),
+            Intake(database, queues, celery, waiter, admission),
             GroupIntake(database, queues, metrics, celery, admission, settings.store_validation == "lenient"),
             ConditionalResolver(database),
             Authenticator(settings),

@@ -22,7 +22,6 @@ from redis.exceptions import RedisError
 from api.waiter import ResultWaiter
 from worker.access import ServiceBusy
 from worker.jobs import Job, JobRequest, JobResult, JobState
-from worker.metrics import Metrics
 from worker.ordering import KeyQueues
 from worker.ordering.admission import Admission
 from worker.ordering.arrivals import Arrival
@@ -80,7 +79,6 @@ class Intake:
         self,
         database: Database,
         queues: KeyQueues,
-        metrics: Metrics,
         celery: Celery,
         waiter: ResultWaiter,
         admission: Admission,
@@ -88,7 +86,6 @@ class Intake:
         self._admission = admission
         self._db = database
         self._queues = queues
-        self._metrics = metrics
         self._celery = celery
         self._waiter = waiter
 

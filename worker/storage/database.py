@@ -39,12 +39,12 @@ class Database:
             event_listeners=listeners,
         )
         db = client[settings.database]
-        jobs = JobStore(db, settings.job_retention_seconds)
+        jobs = JobStore(db)
         return cls(
             client,
             ResourceStore(db, hint, jobs.committed),
             jobs,
-            GroupStore(db, settings.job_retention_seconds),
+            GroupStore(db),
             IdentifierIndex(db),
         )
 

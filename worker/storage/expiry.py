@@ -21,17 +21,15 @@ from worker.storage import keyed
 MAX_SLOTS_PER_PASS = 2000  # after a long stop, expiry catches up over several passes
 
 
-def slot_seconds(retention_seconds: float) -> float:
-    return 1.0
+SLOT_SECONDS = 1.0
 
 
 class ExpirySlots:
-    def __init__(self, collection: Collection[dict[str, Any]], retention_seconds: float) -> None:
+    def __init__(self, collection: Collection[dict[str, Any]]) -> None:
         self._slots = collection
-        self.seconds = slot_seconds(retention_seconds)
 
     def _slot(self, when: datetime) -> int:
-        return int(when.timestamp() // self.seconds)
+        return int(when.timestamp() // SLOT_SECONDS)
 
     def add(self, ids: list[str], ended: datetime) -> None:
         """`ids` ended at `ended`: one update by `_id` when the slot exists (the usual case), else an insert."""

@@ -58,10 +58,10 @@ class Group:
 
 
 class GroupStore:
-    def __init__(self, db: Database[dict[str, Any]], retention_seconds: float = 86_400.0) -> None:
+    def __init__(self, db: Database[dict[str, Any]]) -> None:
         self._groups: Collection[dict[str, Any]] = db["groups"]
         self._open: Collection[dict[str, Any]] = db["open_groups"]
-        self._expiry = ExpirySlots(db["group_expiry"], retention_seconds)
+        self._expiry = ExpirySlots(db["group_expiry"])
 
     def open(
         self, group_id: str, kind: str, now: datetime, reads: dict[int, str] | None = None, owner: str | None = None

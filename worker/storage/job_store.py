@@ -62,12 +62,12 @@ def _is_group_entry(job_id: str) -> bool:
 
 
 class JobStore:
-    def __init__(self, db: Database[dict[str, Any]], retention_seconds: float = 86_400.0) -> None:
+    def __init__(self, db: Database[dict[str, Any]]) -> None:
         self._jobs: Collection[dict[str, Any]] = db["jobs"]
         self._events: Collection[dict[str, Any]] = db["job_events"]
         self._keys: Collection[dict[str, Any]] = db["idempotency"]
         self._callbacks: Collection[dict[str, Any]] = db["callbacks"]
-        self._expiry = ExpirySlots(db["job_expiry"], retention_seconds)
+        self._expiry = ExpirySlots(db["job_expiry"])
 
     def ensure_indexes(self) -> None:
         """Only on the bounded collection the reconciler scans: jobs in flight, oldest first."""

@@ -8,8 +8,8 @@ from fastapi.responses import Response
 
 from api.http import fhir_response, http_date, outcome_response
 from api.intake import Finished
-from worker.jobs import Job, JobState, outcome_of
-from worker.results import etag, result_bundle, version_location
+from worker.model.jobs import Job, JobState, outcome_of
+from worker.model.results import etag, result_bundle, version_location
 
 RETRY_AFTER_SECONDS = 1
 

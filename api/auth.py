@@ -22,7 +22,7 @@ import httpx
 import jwt
 from fastapi import Depends, Request
 
-from worker.access import ANONYMOUS, Grants, Principal, ServiceBusy, Unauthenticated
+from worker.model.access import ANONYMOUS, Grants, Principal, ServiceBusy, Unauthenticated
 from worker.settings import Settings, SettingsError
 
 log = logging.getLogger("fhir_patch.auth")

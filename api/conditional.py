@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from api.http import ID_PATTERN
-from worker.changes import identifiers
+from worker.model.changes import identifiers
 from worker.patch.errors import AmbiguousTarget, InvalidRequest, ResourceNotFound
 from worker.storage import Database, StoredVersion
 

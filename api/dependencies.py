@@ -12,10 +12,10 @@ from api.conditional import ConditionalResolver
 from api.groups import GroupIntake
 from api.intake import Intake
 from api.waiter import ResultWaiter
-from worker.celery_app import create_celery
-from worker.metrics import Metrics
+from worker.celery.app import create_celery
 from worker.ordering import KeyQueues
 from worker.ordering.admission import Admission
+from worker.ordering.metrics import Metrics
 from worker.settings import Settings
 from worker.storage import Database, StoredVersion
 

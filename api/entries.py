@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from api.http import check_id, parse_if_match
-from worker.access import CREATE, DELETE, READ, UPDATE, Principal
-from worker.jobs import Action, JobRequest
+from worker.model.access import CREATE, DELETE, READ, UPDATE, Principal
+from worker.model.jobs import Action, JobRequest
 from worker.patch import parse_patch
 from worker.patch.errors import (
     InvalidRequest,

@@ -23,16 +23,16 @@ from api.conditional import ConditionalResolver
 from api.entries import authorize_entry, entry_request, located, target
 from api.http import log_refusal_event
 from api.intake import send_drain, withdraw
-from worker.access import Actor, Principal
-from worker.changes import fhir_instant
-from worker.jobs import Job, JobResult, JobState
-from worker.metrics import Metrics
+from worker.model.access import Actor, Principal
+from worker.model.changes import fhir_instant
+from worker.model.clock import utc_now
+from worker.model.jobs import Job, JobResult, JobState
+from worker.model.results import etag, response_element
 from worker.ordering import KeyQueues
 from worker.ordering.admission import Admission
+from worker.ordering.metrics import Metrics
 from worker.patch.errors import InvalidRequest, MalformedPatch, PatchError
 from worker.patch.fhir_json import loads
-from worker.results import etag, response_element
-from worker.service import utc_now
 from worker.storage import Database, StoredVersion
 from worker.storage.group_store import Group, entry_job_id, group_outcomes
 from worker.storage.job_store import result_event

@@ -16,8 +16,8 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from worker.access import AccessError, ServiceBusy
-from worker.jobs import REASONS
+from worker.model.access import AccessError, ServiceBusy
+from worker.model.jobs import REASONS
 from worker.patch.errors import BodyTooLarge, InvalidRequest, Issue, PatchError, operation_outcome
 from worker.patch.fhir_json import dumps
 from worker.settings import Settings

@@ -20,15 +20,15 @@ from celery import Celery
 from redis.exceptions import RedisError
 
 from api.waiter import ResultWaiter
-from worker.access import ServiceBusy
-from worker.jobs import Job, JobRequest, JobResult, JobState
+from worker.celery.tasks import DRAIN_TASK
+from worker.model.access import ServiceBusy
+from worker.model.clock import utc_now
+from worker.model.jobs import Job, JobRequest, JobResult, JobState
 from worker.ordering import KeyQueues
 from worker.ordering.admission import Admission
 from worker.ordering.arrivals import Arrival
 from worker.patch.errors import IdempotencyKeyReused
-from worker.service import utc_now
 from worker.storage import Database, IdempotencyConflict
-from worker.tasks import DRAIN_TASK
 
 log = logging.getLogger("fhir_patch.intake")
 

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from api.auth import Authenticator  # noqa: E402
-from worker.dev_auth import DEV_AUDIENCE, DEV_ISSUER, dev_token, ensure_dev_key  # noqa: E402
+from tools.dev_auth import DEV_AUDIENCE, DEV_ISSUER, dev_token, ensure_dev_key  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 
 

@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devkit.procfs import peak_rss_mib, provision_module  # noqa: E402,F401  (peak_rss_mib: re-exported)
-from worker.dev_auth import dev_token, ensure_dev_key  # noqa: E402
+from tools.dev_auth import dev_token, ensure_dev_key  # noqa: E402
+from tools.supervisor import service_processes  # noqa: E402
 from worker.settings import Settings  # noqa: E402
-from worker.supervisor import service_processes  # noqa: E402
 
 # The bearer header of the running service (a development key made in the benchmark's state folder).
 AUTH: dict[str, str] = {}

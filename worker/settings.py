@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from worker.callback_targets import CallbackRefused, allow_entries
+from worker.model.callback_targets import CallbackRefused, allow_entries
 
 
 class SettingsError(ValueError):

@@ -21,10 +21,10 @@ from api.http import fhir_response, parse_prefer, read_body
 from api.routes.feeds import group_id_for, group_status, status_answer
 from api.routes.fhir import connections, fhir_base, request_id
 from api.routes.transactions import transaction
-from worker.access import READ, AccessError, Principal
+from worker.model.access import READ, AccessError, Principal
+from worker.model.clock import utc_now
 from worker.patch.errors import InvalidRequest, MalformedPatch
 from worker.patch.fhir_json import loads
-from worker.service import utc_now
 from worker.storage.group_store import entry_job_id
 
 router = APIRouter(prefix="/fhir")

@@ -21,9 +21,9 @@ from api.auth import Caller
 from api.groups import BLOCK_ENTRIES, Progress, Taken
 from api.http import fhir_response
 from api.routes.fhir import connections, fhir_base, request_id
-from worker.access import Principal
+from worker.model.access import Principal
+from worker.model.clock import utc_now
 from worker.patch.errors import BodyTooLarge, Issue, UnknownJob, UnsupportedPatchFormat, operation_outcome
-from worker.service import utc_now
 
 router = APIRouter(prefix="/fhir")
 NDJSON_TYPES = ("application/fhir+ndjson", "application/ndjson", "application/x-ndjson")

@@ -25,16 +25,16 @@ from api.dependencies import Connections
 from api.entries import checked_resource
 from api.http import check_id, fhir_response, http_date, parse_if_match, parse_prefer, parse_snapshot_mode, read_body
 from api.intake import Finished, Submission
-from worker.access import CREATE, DELETE, READ, UPDATE, Actor, Principal
-from worker.callbacks import CallbackRefused, checked_callback
-from worker.changes import fhir_instant
-from worker.jobs import Action, JobRequest, body_digest
+from worker.model.access import CREATE, DELETE, READ, UPDATE, Actor, Principal
+from worker.model.changes import fhir_instant
+from worker.model.jobs import Action, JobRequest, body_digest
+from worker.model.results import etag, version_location
 from worker.patch import parse_patch
 from worker.patch.errors import InvalidRequest, ResourceGone, ResourceNotFound, UnsupportedPatchFormat
 from worker.patch.fhir_json import dumps, loads
 from worker.patch.fhir_xml import parse_xml, xml_to_resource
 from worker.patch.structure import is_resource_type
-from worker.results import etag, version_location
+from worker.service.callbacks import CallbackRefused, checked_callback
 from worker.storage import StoredVersion
 
 router = APIRouter(prefix="/fhir")

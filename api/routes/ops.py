@@ -13,8 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from api.auth import authenticated
 from api.dependencies import Connections
-from worker.access import Forbidden
-from worker.metrics import MetricsCollector
+from worker.model.access import Forbidden
+from worker.ordering.metrics import MetricsCollector
 
 router = APIRouter()
 

@@ -1,6 +1,6 @@
 """`GET /fhir/Provenance?target=...`: the audit record of one version, or of every version of a resource (paged).
 
-Each Provenance lives in its version's document (worker/provenance.py), so a
+Each Provenance lives in its version's document (worker/model/provenance.py), so a
 page is a known list of `_id` lookups, newest version first: its cost does not
 depend on how many resources or versions are stored.
 """
@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from api.auth import Caller
 from api.http import check_id, fhir_response
 from api.routes.fhir import connections, fhir_base, query_number
-from worker.access import READ
+from worker.model.access import READ
 from worker.patch.errors import InvalidRequest
 from worker.patch.fhir_json import loads_checked_before
 from worker.patch.structure import is_resource_type

@@ -2,7 +2,7 @@
 
 A bad entry refuses the whole transaction with that entry's status and an
 OperationOutcome naming it (`Bundle.entry[7]`); the same resource twice is
-400. The worker applies the entries all or none (worker/transaction_runner.py);
+400. The worker applies the entries all or none (worker/service/transaction.py);
 the answer is a `transaction-response` Bundle, GET entries read after the writes.
 """
 
@@ -21,13 +21,13 @@ from api.entries import authorize_entry, entry_request, is_read
 from api.http import fhir_response, outcome_response, parse_prefer
 from api.intake import send_drain, withdraw
 from api.routes.fhir import acting, connections, fhir_base
-from worker.access import Principal
-from worker.jobs import Action, Job, JobRequest, JobResult, JobState
+from worker.model.access import Principal
+from worker.model.clock import utc_now
+from worker.model.jobs import Action, Job, JobRequest, JobResult, JobState
+from worker.model.results import response_element
+from worker.model.transactions import TransactionEntry, encode_entries, transaction_keys
 from worker.patch.errors import InvalidRequest
-from worker.results import response_element
-from worker.service import utc_now
 from worker.storage import StoredVersion
-from worker.transactions import TransactionEntry, encode_entries, transaction_keys
 
 
 def _checked(

@@ -10,12 +10,12 @@ import pytest
 import yaml
 from fhir.resources.R4B.provenance import Provenance
 
-from worker.access import Actor, Forbidden, Grants, Principal
-from worker.callback_targets import CallbackRefused, checked_callback
-from worker.changes import Existing, plan_change
-from worker.jobs import Action, JobRequest
+from worker.model.access import Actor, Forbidden, Grants, Principal
+from worker.model.callback_targets import CallbackRefused, checked_callback
+from worker.model.changes import Existing, plan_change
+from worker.model.jobs import Action, JobRequest
+from worker.model.provenance import provenance_text
 from worker.patch.fhir_json import dumps, loads
-from worker.provenance import provenance_text
 
 DATA = Path(__file__).parent / "data"
 SCOPES = yaml.safe_load((DATA / "scopes.yaml").read_text())

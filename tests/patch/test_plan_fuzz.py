@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.strategies import patients
-from worker.changes import Existing, plan_change
-from worker.jobs import Action, JobRequest
+from worker.model.changes import Existing, plan_change
+from worker.model.jobs import Action, JobRequest
 from worker.patch import PatchError
 from worker.patch.fhir_json import copy_json, dumps
 

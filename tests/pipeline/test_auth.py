@@ -149,7 +149,7 @@ def test_scope_matrix(service: Service) -> None:
 
 
 def _grants(scope: str, resource_type: str, letter: str) -> bool:
-    from worker.access import Grants
+    from worker.model.access import Grants
 
     return Grants.parse(scope).allows(resource_type, letter)
 

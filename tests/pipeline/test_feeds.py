@@ -14,7 +14,7 @@ from devkit.feeds import feed_lines, invalid_kind, is_invalid
 from tests.support.load import wait_group
 from tests.support.processes import wait_for
 from tests.support.service import Service, peak_rss_mib
-from worker.submission import submit
+from tools.client import submit
 
 NDJSON = {"content-type": "application/fhir+ndjson"}
 

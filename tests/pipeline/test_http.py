@@ -147,7 +147,16 @@ def test_flower_shows_the_workers(service: Service, tmp_path: Path) -> None:
     from tests.support.processes import free_port, started, wait_for
 
     port = free_port()
-    argv = [sys.executable, "-m", "celery", "-A", "worker.process", "flower", "--address=127.0.0.1", f"--port={port}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery.process",
+        "flower",
+        "--address=127.0.0.1",
+        f"--port={port}",
+    ]
     # The JSON API needs this switch (or auth); the test reads it on loopback only.
     with started(argv, {**service.env, "FLOWER_UNAUTHENTICATED_API": "true"}, tmp_path / "flower.log"):
         url = f"http://127.0.0.1:{port}"

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from worker.access import Actor
-from worker.jobs import Action, Job, JobRequest, JobResult, JobState
+from worker.model.access import Actor
+from worker.model.jobs import Action, Job, JobRequest, JobResult, JobState
 from worker.storage import Database, IdempotencyConflict
 from worker.storage.job_store import result_event
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from worker.jobs import JobResult
+from worker.model.jobs import JobResult
 from worker.settings import Settings
 from worker.storage import Database, StoredVersion, VersionConflict
 from worker.storage.job_store import result_event

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from worker.jobs import JobResult
+from worker.model.jobs import JobResult
 from worker.settings import Settings
 from worker.storage import Database, StoredVersion
 from worker.storage.job_store import result_event

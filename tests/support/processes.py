@@ -60,7 +60,7 @@ def worker_argv(name: str, concurrency: int = 1) -> list[str]:
         "-m",
         "celery",
         "-A",
-        "worker.process",
+        "worker.celery.process",
         "worker",
         "--loglevel",
         "INFO",

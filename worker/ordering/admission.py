@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from worker.access import ServiceBusy, TooManyUnfinished
+from worker.model.access import ServiceBusy, TooManyUnfinished
 from worker.ordering.keys import RedisKeys
 
 TOTAL = "total"

@@ -38,10 +38,10 @@ from typing import Any
 
 import redis
 
-from worker.metrics import latency_bucket
 from worker.ordering.admission import RELEASE_LUA, client_field
 from worker.ordering.arrivals import Arrivals, sent_marker
 from worker.ordering.keys import RedisKeys
+from worker.ordering.metrics import latency_bucket
 
 # One round trip per job: check the lease, take the finished job off the head,
 # renew the lease, and return the next job with its payload and the cached newest version.

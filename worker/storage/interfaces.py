@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from worker.jobs import Job
+    from worker.model.jobs import Job
     from worker.storage.group_store import Group
     from worker.storage.resource_store import StoredVersion
 

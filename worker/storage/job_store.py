@@ -27,7 +27,7 @@ from typing import Any
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from worker.jobs import Job, JobResult, JobState
+from worker.model.jobs import Job, JobResult, JobState
 from worker.storage import keyed
 from worker.storage.expiry import ExpirySlots
 

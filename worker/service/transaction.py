@@ -23,15 +23,15 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from worker.changes import Existing, stamped
-from worker.jobs import Job, JobResult
+from worker.model.changes import Existing, stamped
+from worker.model.jobs import Job, JobResult
+from worker.model.provenance import provenance_text
+from worker.model.transactions import EntryFailed, TransactionEntry, decode_entries, plan_transaction, transaction_keys
 from worker.ordering import Finished, KeyQueues
 from worker.patch.fhir_json import dumps
-from worker.provenance import provenance_text
 from worker.settings import Settings
 from worker.storage import Database, StoredVersion
 from worker.storage.job_store import result_event
-from worker.transactions import EntryFailed, TransactionEntry, decode_entries, plan_transaction, transaction_keys
 
 log = logging.getLogger("fhir_patch.transactions")
 

@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from worker.callback_targets import CallbackRefused, CallbackTarget, checked_callback
-from worker.jobs import Job
+from worker.model.callback_targets import CallbackRefused, CallbackTarget, checked_callback
+from worker.model.jobs import Job
+from worker.model.results import result_bundle
 from worker.patch.fhir_json import dumps
-from worker.results import result_bundle
 from worker.settings import Settings
 from worker.storage import Database
 

@@ -36,14 +36,14 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 
-from worker.jobs import Action, Job
+from worker.model.jobs import Action, Job
+from worker.model.transactions import decode_entries, transaction_keys
 from worker.ordering import KeyQueues
 from worker.ordering.arrivals import Arrival
 from worker.ordering.key_queues import KeyState
 from worker.settings import Settings
 from worker.storage import Database
 from worker.storage.group_store import Group, group_outcomes
-from worker.transactions import decode_entries, transaction_keys
 
 log = logging.getLogger("fhir_patch.reconciler")
 

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from worker.changes import ClientPolicies, Existing, PlannedChange, plan_change
-from worker.jobs import Action, JobRequest
+from worker.model.changes import ClientPolicies, Existing, PlannedChange, plan_change
+from worker.model.jobs import Action, JobRequest
 from worker.patch.errors import Issue, PatchError
 from worker.patch.policy import ElementPolicies
 

@@ -66,7 +66,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 def create_celery(settings: Settings) -> Celery:
-    """A Celery application bound to `settings` (tasks are registered by worker.tasks)."""
+    """A Celery application bound to `settings` (tasks are registered by worker.celery.tasks)."""
     app = Celery("fhir_patch_worker", set_as_current=False)
     app.conf.update(celery_config(settings))
     return app

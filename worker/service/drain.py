@@ -19,32 +19,28 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from worker.budget import OverBudget, time_budget
-from worker.changes import Existing, identifiers, plan_change, stamped
-from worker.jobs import Action, Job, JobResult, JobState
+from worker.model.changes import Existing, identifiers, plan_change, stamped
+from worker.model.clock import utc_now
+from worker.model.jobs import Action, Job, JobResult, JobState
+from worker.model.provenance import provenance_text
 from worker.ordering import Finished, Heads, KeyQueues
 from worker.patch.errors import PatchError
 from worker.patch.fhir_json import dumps
-from worker.provenance import provenance_text
+from worker.service.budget import OverBudget, time_budget
+from worker.service.transaction import Released, TransactionRunner
 from worker.settings import Settings
 from worker.storage import Database, StoredVersion, VersionConflict
 from worker.storage.group_store import group_of
 from worker.storage.job_store import result_event
-from worker.transaction_runner import Released, TransactionRunner
 
 log = logging.getLogger("fhir_patch.service")
 
 MAX_JOBS_PER_DRAIN = 200  # then hand the key back to the queue, so one busy resource cannot hold a worker
 BATCH = 50  # jobs of one key applied together: one bulk insert each of gates, versions and results
 MAX_JOB_ATTEMPTS = 3  # drains that died (or failed) at the same head job before that job fails alone
-
-
-def utc_now() -> datetime:
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)  # MongoDB keeps milliseconds
 
 
 class LeaseLost(Exception):

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.access import CREATE, UPDATE, forbidden_issues
-from worker.jobs import Action, JobRequest
+from worker.model.access import CREATE, UPDATE, forbidden_issues
+from worker.model.jobs import Action, JobRequest
 from worker.patch import parse_patch
 from worker.patch.errors import (
     Issue,

@@ -12,9 +12,9 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
-from worker.access import Actor
-from worker.changes import fhir_instant
-from worker.jobs import JobRequest
+from worker.model.access import Actor
+from worker.model.changes import fhir_instant
+from worker.model.jobs import JobRequest
 from worker.patch.fhir_json import dumps
 
 DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"

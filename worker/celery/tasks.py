@@ -1,4 +1,4 @@
-"""Celery tasks: thin adapters over worker.service, worker.callbacks and worker.reconciler.
+"""Celery tasks: thin adapters over worker.service.drain, worker.service.callbacks and worker.service.reconciler.
 
 - `fhir_patch.drain(key)`: drain one resource key (re-sent while jobs remain).
 - `fhir_patch.callback(job_id)`: one callback delivery attempt (re-sent with a delay on failure).
@@ -17,10 +17,11 @@ from celery.signals import setup_logging, worker_ready
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
+from worker.celery.runtime import Runtime, runtime_for, worker_id
 from worker.logs import configure_logging
-from worker.reconciler import SYNC_CHECK_SECONDS, Reconciler
-from worker.runtime import Runtime, runtime_for, worker_id
-from worker.service import MAX_JOB_ATTEMPTS, utc_now
+from worker.model.clock import utc_now
+from worker.service.drain import MAX_JOB_ATTEMPTS
+from worker.service.reconciler import SYNC_CHECK_SECONDS, Reconciler
 from worker.settings import Settings
 
 DRAIN_TASK = "fhir_patch.drain"

@@ -12,8 +12,8 @@ from worker.settings import Settings, SettingsError
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from worker.dev_auth import ensure_dev_key
-    from worker.supervisor import service_processes, supervise
+    from tools.dev_auth import ensure_dev_key
+    from tools.supervisor import service_processes, supervise
 
     settings = Settings.from_env()
     if not settings.auth_disabled and not settings.auth_jwks:  # secure by default: a local development key
@@ -35,7 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _submit(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from worker.submission import submit
+    from tools.client import submit
 
     summary = submit(args.feed, args.server, args.idempotency_key, args.failures, Console(), args.token)
     return 0 if not summary.counts.get("failed") else 2
@@ -44,13 +44,13 @@ def _submit(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from worker.submission import status
+    from tools.client import status
 
     return status(args.job, args.server, Console(), args.token)
 
 
 def _token(args: argparse.Namespace) -> int:
-    from worker.dev_auth import DevKey, dev_token
+    from tools.dev_auth import DevKey, dev_token
 
     try:
         print(dev_token(DevKey(Path(args.auth_dir)), args.scope, args.sub, args.ttl, args.client_id))

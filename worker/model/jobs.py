@@ -19,7 +19,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from worker.access import Actor
+from worker.model.access import Actor
 from worker.patch.errors import Issue, operation_outcome
 
 
@@ -42,7 +42,7 @@ class Action(str, Enum):
     CREATE = "create"
     UPDATE = "update"
     DELETE = "delete"
-    TRANSACTION = "transaction"  # a transaction Bundle: its entries are in the body (worker.transactions)
+    TRANSACTION = "transaction"  # a transaction Bundle: its entries are in the body (worker.model.transactions)
 
 
 REASONS = {

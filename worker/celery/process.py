@@ -1,14 +1,14 @@
 """The worker process: a Celery app built from the environment, tasks registered.
 
-`celery -A worker.process worker` (or `fhir-patch worker`) loads this module;
+`celery -A worker.celery.process worker` (or `fhir-patch worker`) loads this module;
 it is the only place a worker reads its settings.
 """
 
 from __future__ import annotations
 
-from worker.celery_app import create_celery
+from worker.celery.app import create_celery
+from worker.celery.tasks import register_tasks
 from worker.settings import Settings
-from worker.tasks import register_tasks
 
 settings = Settings.from_env()
 app = create_celery(settings)

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import httpx
 import redis
 
-from worker.callbacks import CallbackSender, http_client
-from worker.jobs import Job
+from worker.model.jobs import Job
 from worker.ordering import KeyQueues
-from worker.service import ChangeService
+from worker.service.callbacks import CallbackSender, http_client
+from worker.service.drain import ChangeService
 from worker.settings import Settings
 from worker.storage import Database
 

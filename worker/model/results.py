@@ -8,8 +8,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from worker.changes import fhir_instant
-from worker.jobs import Job, JobResult
+from worker.model.changes import fhir_instant
+from worker.model.jobs import Job, JobResult
 from worker.patch.fhir_json import loads_checked_before
 
 

@@ -1,0 +1,1 @@
+"""The Celery wiring: the app and its configuration, the tasks (adapters only), each process's runtime."""

@@ -1,0 +1,1 @@
+"""The service: drain a key, apply its jobs, finish them; transactions, the reconciler, callbacks."""

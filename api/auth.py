@@ -22,7 +22,8 @@ import httpx
 import jwt
 from fastapi import Depends, Request
 
-from worker.model.access import ANONYMOUS, Grants, Principal, ServiceBusy, Unauthenticated
+from worker.errors import ServiceBusy, Unauthenticated
+from worker.model.access import ANONYMOUS, Grants, Principal
 from worker.settings import Settings, SettingsError
 
 log = logging.getLogger("fhir_patch.auth")

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from api.http import ID_PATTERN
+from worker.errors import AmbiguousTarget, InvalidRequest, ResourceNotFound
 from worker.model.changes import identifiers
-from worker.patch.errors import AmbiguousTarget, InvalidRequest, ResourceNotFound
-from worker.storage import Database, StoredVersion
+from worker.model.stores import Stores
+from worker.model.versions import StoredVersion
 
 SEARCH_PARAMETERS = ("identifier", "_id")
 _PAGING = ("_count",)
@@ -82,7 +83,7 @@ class Page:
 
 
 class ConditionalResolver:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Stores) -> None:
         self._db = database
 
     def search_system(self, resource_type: str, criterion: Criterion, count: int, token: str) -> Page:

@@ -17,19 +17,19 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from api.http import check_id, parse_if_match
-from worker.model.access import CREATE, DELETE, READ, UPDATE, Principal
-from worker.model.jobs import Action, JobRequest
-from worker.patch import parse_patch
-from worker.patch.errors import (
+from worker.errors import (
+    FhirError,
     InvalidRequest,
     InvalidResource,
     Issue,
     MalformedPatch,
-    PatchError,
     ResourceNotFound,
     UnsupportedPatchFormat,
     operation_outcome,
 )
+from worker.model.access import CREATE, DELETE, READ, UPDATE, Principal
+from worker.model.jobs import Action, JobRequest
+from worker.patch import parse_patch
 from worker.patch.fhir_json import dumps
 from worker.patch.interaction import FHIR_JSON, JSON_PATCH, XML_PATCH
 from worker.patch.structure import is_resource_type
@@ -45,7 +45,7 @@ def checked_resource(
     """A whole resource for create/update: its type and id checked, and valid FHIR R4; with it, the warnings
     (an OperationOutcome) when `lenient` lets it be stored with what only the R4 model rules catch."""
     if not isinstance(resource, dict) or resource.get("resourceType") != resource_type:
-        raise MalformedPatch(f"The body must be a {resource_type} resource", "resourceType", code="invalid")
+        raise InvalidRequest(f"The body must be a {resource_type} resource", "resourceType")
     if resource_id is not None and resource.get("id") != resource_id:
         raise InvalidRequest(
             f"The body's id {resource.get('id')!r} must equal the URL's id {resource_id!r}", f"{resource_type}.id"
@@ -157,10 +157,10 @@ def is_read(entry: Any) -> bool:
 
 
 def entry_request(entry: Any, where: str, lenient: bool = False) -> JobRequest:
-    """The checked job an entry asks for; a PatchError whose issues all name `where`."""
+    """The checked job an entry asks for; a FhirError whose issues all name `where`."""
     try:
         if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
-            raise MalformedPatch("An entry must be an object with a request (method, url)", "request")
+            raise InvalidRequest("An entry must be an object with a request (method, url)", "request")
         request = entry["request"]
         method = str(request.get("method", "")).upper()
         if method not in _METHODS:
@@ -169,11 +169,11 @@ def entry_request(entry: Any, where: str, lenient: bool = False) -> JobRequest:
             )
         type_, id_ = target(request.get("url"))
         return _METHODS[method](type_, id_, entry, parse_if_match(request.get("ifMatch")), lenient)
-    except PatchError as exc:
+    except FhirError as exc:
         raise located(exc, where) from exc
 
 
-def located(error: PatchError, where: str) -> PatchError:
+def located(error: FhirError, where: str) -> FhirError:
     """The same error (same status) with every issue naming the entry first."""
     return type(error).of(
         [Issue(i.code, f"{where}: {i.diagnostics}", (where, *i.expression), i.severity) for i in error.issues]

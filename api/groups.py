@@ -10,46 +10,28 @@ bounded by the block, not the feed.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from celery import Celery
-from redis.exceptions import RedisError
-
 from api.conditional import ConditionalResolver
 from api.entries import authorize_entry, entry_request, located, target
 from api.http import log_refusal_event
-from api.intake import send_drain, withdraw
+from worker.errors import FhirError, InvalidRequest
 from worker.model.access import Actor, Principal
 from worker.model.changes import fhir_instant
 from worker.model.clock import utc_now
-from worker.model.jobs import Job, JobResult, JobState
+from worker.model.groups import Group, entry_job_id, group_outcomes
+from worker.model.jobs import Job, JobResult, JobState, result_event
 from worker.model.results import etag, response_element
-from worker.ordering import KeyQueues
-from worker.ordering.admission import Admission
-from worker.ordering.metrics import Metrics
-from worker.patch.errors import InvalidRequest, MalformedPatch, PatchError
+from worker.model.stores import Stores
+from worker.model.versions import StoredVersion
 from worker.patch.fhir_json import loads
-from worker.storage import Database, StoredVersion
-from worker.storage.group_store import Group, entry_job_id, group_outcomes
-from worker.storage.job_store import result_event
+from worker.submission import Submitter, Taken
+from worker.submission.backends import QueueReadings
 
 BLOCK_ENTRIES = 500
-KEYS_PER_MESSAGE = 25
-
-
-@dataclass(frozen=True)
-class Taken:
-    """What one block of entries gave: jobs newly queued, entries refused at intake, and where backpressure stopped
-    it."""
-
-    queued: list[str]
-    refused: int
-    stopped_at: int | None = None  # the first entry number not taken (a feed resumes from here)
-    refusal: PatchError | None = None
 
 
 @dataclass(frozen=True)
@@ -91,21 +73,11 @@ class Progress:
 
 
 class GroupIntake:
-    def __init__(
-        self,
-        database: Database,
-        queues: KeyQueues,
-        metrics: Metrics,
-        celery: Celery,
-        admission: Admission,
-        lenient: bool = False,
-    ) -> None:
+    def __init__(self, database: Stores, submitter: Submitter, readings: QueueReadings, lenient: bool = False) -> None:
         self._lenient = lenient
-        self._admission = admission
         self._db = database
-        self._queues = queues
-        self._metrics = metrics
-        self._celery = celery
+        self._submitter = submitter
+        self._readings = readings
         self._conditional = ConditionalResolver(database)
 
     def accept_lines(
@@ -118,7 +90,7 @@ class GroupIntake:
                 entries.append(
                     (number, loads(raw, what="entry") if raw.strip() else located(_empty_line(), f"line {number}"))
                 )
-            except PatchError as exc:
+            except FhirError as exc:
                 entries.append((number, located(exc, f"line {number}")))
         return self.accept_entries(group_id, entries, lambda n: f"line {n}", caller, request_id, partial=True)
 
@@ -131,40 +103,12 @@ class GroupIntake:
         request_id: str = "",
         partial: bool = False,
     ) -> Taken:
-        """Entries (number, parsed entry or the PatchError already found); each valid one queued in order.
+        """Entries (number, parsed entry or the FhirError already found); each valid one queued in order.
         An entry the caller may not make fails alone, 403 in its own result. Admission control takes all the
         entries or none (`partial` False: raises the 429/503), or the first ones that fit (`partial`: a feed)."""
         now = utc_now()
         jobs, refused = self._checked(group_id, entries, where, caller, request_id, now)
-        new = self._db.jobs.accept_many([job for _, job in jobs])  # lines a resumed feed sent before are not new
-        granted = self._admission.reserve(caller.client_id, len(new))
-        refusal, stopped_at = None, None
-        if granted.count < len(new):
-            # Over the limit: the jobs past it are un-recorded before any queue holds them (the reconciler leaves
-            # jobs younger than its grace period alone), so nothing past the cut is ever applied.
-            refusal = self._admission.refusal(granted, caller.client_id, len(new))
-            kept = granted.count if partial else 0
-            self._db.jobs.forget_many([job.id for job in new[kept:]])
-            if not partial:
-                self._admission.release(caller.client_id, granted.count)
-                raise refusal
-            number_of = {job.id: number for number, job in jobs}
-            stopped_at = number_of[new[kept].id]
-            new, refused = new[:kept], [r for r in refused if r[0] < stopped_at]
-        self._db.groups.refuse(group_id, [(n, e["result"]["status"], e["result"]["outcome"]) for n, e in refused], now)
-        try:
-            keys, _held = self._queues.arrivals.enqueue_many(
-                [(job.key, job.id, job.to_payload()) for job in new], time.time()
-            )
-        except RedisError as exc:  # recorded, not queued: withdrawn, so nothing applies them later
-            raise withdraw(
-                self._db, self._admission, new, f"entries from {where(jobs[0][0]) if jobs else 'here'} on were"
-            ) from exc
-        for start in range(0, len(keys), KEYS_PER_MESSAGE):  # one drain message serves several keys
-            send_drain(self._celery, keys[start : start + KEYS_PER_MESSAGE])
-        self._metrics.accepted(len(new))
-        self._queues.count_group(group_id, len(new), len(refused))
-        return Taken([job.id for job in new], len(refused), stopped_at, refusal)
+        return self._submitter.submit_entries(group_id, jobs, refused, caller.client_id, partial)
 
     def _checked(
         self,
@@ -180,13 +124,13 @@ class GroupIntake:
         for number, entry in entries:
             job_id = entry_job_id(group_id, number)
             try:
-                if isinstance(entry, PatchError):
+                if isinstance(entry, FhirError):
                     raise entry
                 authorize_entry(entry, caller, where(number))
                 request = entry_request(self.resolved(entry, where(number)), where(number), self._lenient)
                 actor = Actor(caller.subject, caller.client_id, caller.grants.on(request.resource_type), request_id)
                 jobs.append((number, Job(job_id, replace(request, actor=actor), JobState.ACCEPTED, now)))
-            except PatchError as exc:
+            except FhirError as exc:
                 if exc.status == 403:
                     log_refusal_event(caller, group_id, where(number), exc)
                 refused.append((number, result_event(job_id, JobResult(exc.status, outcome=exc.outcome), now)))
@@ -201,7 +145,7 @@ class GroupIntake:
         resource_type, _, query = url.partition("?")
         try:
             resource_id = self._conditional.resolve(target(resource_type)[0], query)
-        except PatchError as exc:
+        except FhirError as exc:
             raise located(exc, where) from exc
         return {**entry, "request": {**request, "url": f"{resource_type}/{resource_id}"}}
 
@@ -217,7 +161,7 @@ class GroupIntake:
         )
 
     def progress(self, group: Group) -> Progress:
-        counts = self._queues.group_counts(group.id)
+        counts = self._readings.group_counts(group.id)
         if not counts and group.total is not None:  # Redis lost the counters: count from MongoDB
             found = count_outcomes(group_outcomes(self._db.groups, self._db.jobs, group))
             return Progress(
@@ -273,7 +217,7 @@ class GroupIntake:
             resource_type, resource_id = target(url)
             if resource_id is None:
                 raise InvalidRequest("A GET entry reads one resource: Type/id", "request.url")
-        except PatchError as exc:
+        except FhirError as exc:
             return {"response": {"status": f"{exc.status}", "outcome": exc.outcome}}
         return _read_entry(self._db.resources.newest(resource_type, resource_id), base)
 
@@ -325,5 +269,5 @@ def entry_response(event: dict[str, Any], base: str) -> dict[str, Any]:
     return response_element(JobResult.from_document(event["result"]), event.get("key"), base)
 
 
-def _empty_line() -> PatchError:
-    return MalformedPatch("The line is empty; each line must be one entry", "line")
+def _empty_line() -> FhirError:
+    return InvalidRequest("The line is empty; each line must be one entry", "line")

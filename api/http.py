@@ -12,13 +12,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pymongo.errors import PyMongoError
-from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from worker.model.access import AccessError, ServiceBusy
+from worker.errors import BodyTooLarge, FhirError, InvalidRequest, Issue, StorageUnavailable, operation_outcome
 from worker.model.jobs import REASONS
-from worker.patch.errors import BodyTooLarge, InvalidRequest, Issue, PatchError, operation_outcome
 from worker.patch.fhir_json import dumps
 from worker.settings import Settings
 
@@ -46,8 +43,8 @@ def outcome_response(status: int, outcome: dict[str, Any], headers: dict[str, st
     return fhir_response(outcome, status, headers)
 
 
-def error_response(error: PatchError) -> Response:
-    headers = dict(error.headers) if isinstance(error, AccessError) else None
+def error_response(error: FhirError) -> Response:
+    headers = dict(error.headers) or None
     return outcome_response(error.status, error.outcome, headers)
 
 
@@ -71,13 +68,13 @@ def host_check(settings: Settings) -> Callable[[Request], None]:
     return check
 
 
-def log_refusal(request: Request, error: PatchError) -> None:
+def log_refusal(request: Request, error: FhirError) -> None:
     """A structured event for every 401/403: who, which client, which route, why. Never the token."""
     principal = getattr(request.state, "principal", None)
     log_refusal_event(principal, f"{request.method} {request.url.path}", "", error)
 
 
-def log_refusal_event(principal: Any, route: str, where: str, error: PatchError) -> None:
+def log_refusal_event(principal: Any, route: str, where: str, error: FhirError) -> None:
     log.warning(
         "access refused",
         extra={
@@ -148,10 +145,12 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Every error leaves as an OperationOutcome with the status decided by the PatchError tree; never a stack trace."""
+    """Every error leaves as an OperationOutcome with the status decided by the FhirError tree; never a stack trace."""
 
-    @app.exception_handler(PatchError)
-    async def _patch_error(request: Request, exc: PatchError) -> Response:
+    @app.exception_handler(FhirError)
+    async def _fhir_error(request: Request, exc: FhirError) -> Response:
+        if isinstance(exc, StorageUnavailable):  # raised before anything was accepted (or withdrawn where it was)
+            log.warning("storage unavailable on %s %s: %s", request.method, request.url.path, exc.__cause__)
         if exc.status in (401, 403):
             log_refusal(request, exc)
         return error_response(exc)
@@ -168,17 +167,6 @@ def install_error_handlers(app: FastAPI) -> None:
             Issue("invalid", str(e.get("msg")), (".".join(str(p) for p in e.get("loc", ())),)) for e in exc.errors()
         ]
         return outcome_response(400, operation_outcome(issues or [Issue("invalid", "Invalid request")]))
-
-    @app.exception_handler(RedisError)
-    @app.exception_handler(PyMongoError)
-    async def _unavailable(request: Request, exc: Exception) -> Response:
-        # Raised before anything was accepted (a job recorded and then not queued is withdrawn where that happens).
-        log.warning("storage unavailable on %s %s: %s", request.method, request.url.path, exc)
-        return error_response(
-            ServiceBusy(
-                "The service's storage cannot be reached right now: the request was not accepted; retry", "request"
-            )
-        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import Any
 
 import redis.asyncio as aioredis
+
+from worker.model.wakeups import WakeUp
 
 log = logging.getLogger("fhir_patch.api.waiter")
 
@@ -22,7 +23,7 @@ class ResultWaiter:
     def __init__(self, redis_url: str, channel: str) -> None:
         self._redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=3)
         self._channel = channel
-        self._futures: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._futures: dict[str, asyncio.Future[WakeUp]] = {}
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
 
@@ -38,7 +39,7 @@ class ResultWaiter:
                 await self._task
         await self._redis.aclose()
 
-    def register(self, job_id: str) -> asyncio.Future[dict[str, Any]]:
+    def register(self, job_id: str) -> asyncio.Future[WakeUp]:
         future = self._futures.get(job_id)
         if future is None:
             future = asyncio.get_running_loop().create_future()
@@ -48,7 +49,7 @@ class ResultWaiter:
     def forget(self, job_id: str) -> None:
         self._futures.pop(job_id, None)
 
-    async def wait(self, job_id: str, future: asyncio.Future[dict[str, Any]], timeout: float) -> dict[str, Any] | None:
+    async def wait(self, job_id: str, future: asyncio.Future[WakeUp], timeout: float) -> WakeUp | None:
         """The finished job's message, or None after `timeout` seconds."""
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
@@ -74,10 +75,7 @@ class ResultWaiter:
     def _deliver(self, message: dict[str, Any]) -> None:
         if message.get("type") != "message":
             return
-        try:
-            payload = json.loads(message["data"])
-        except (ValueError, TypeError):
-            return
-        future = self._futures.get(payload.get("job", ""))
-        if future is not None and not future.done():
-            future.set_result(payload)
+        wakeup = WakeUp.decode(message["data"])
+        future = self._futures.get(wakeup.job_id) if wakeup is not None else None
+        if wakeup is not None and future is not None and not future.done():
+            future.set_result(wakeup)

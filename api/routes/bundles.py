@@ -21,11 +21,11 @@ from api.http import fhir_response, parse_prefer, read_body
 from api.routes.feeds import group_id_for, group_status, status_answer
 from api.routes.fhir import connections, fhir_base, request_id
 from api.routes.transactions import transaction
-from worker.model.access import READ, AccessError, Principal
+from worker.errors import AccessError, InvalidRequest, Unavailable
+from worker.model.access import READ, Principal
 from worker.model.clock import utc_now
-from worker.patch.errors import InvalidRequest, MalformedPatch
+from worker.model.groups import entry_job_id
 from worker.patch.fhir_json import loads
-from worker.storage.group_store import entry_job_id
 
 router = APIRouter(prefix="/fhir")
 
@@ -37,13 +37,13 @@ async def bundle(request: Request, caller: Caller) -> Response:
     body = await read_body(request, conn.settings.max_body_bytes)
     document = await anyio.to_thread.run_sync(lambda: loads(body, what="Bundle"))  # off the event loop
     if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
-        raise MalformedPatch("POST [base] takes a Bundle of type batch or transaction", "Bundle")
+        raise InvalidRequest("POST [base] takes a Bundle of type batch or transaction", "Bundle")
     kind = document.get("type")
     if kind not in ("batch", "transaction"):
         raise InvalidRequest(f"Bundle.type must be batch or transaction, not {kind!r}", "Bundle.type")
     entries = document.get("entry") or []
     if not isinstance(entries, list):
-        raise MalformedPatch("Bundle.entry must be a list", "Bundle.entry")
+        raise InvalidRequest("Bundle.entry must be a list", "Bundle.entry")
     if kind == "transaction":
         return await transaction(request, entries, caller)
     # A GET entry the caller may not read goes with the writes, where it fails alone with 403.
@@ -95,7 +95,7 @@ async def _accept(
             caller,
             request_id(request),
         )
-    except AccessError:
+    except (AccessError, Unavailable):  # refused (403) or over the backpressure limits (429/503)
         for job_id in waiting:
             conn.waiter.forget(job_id)
         await anyio.to_thread.run_sync(conn.database.groups.discard, group_id)

@@ -18,12 +18,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from api.auth import Caller
-from api.groups import BLOCK_ENTRIES, Progress, Taken
+from api.groups import BLOCK_ENTRIES, Progress
 from api.http import fhir_response
 from api.routes.fhir import connections, fhir_base, request_id
+from worker.errors import BodyTooLarge, Issue, UnknownJob, UnsupportedMediaType, operation_outcome
 from worker.model.access import Principal
 from worker.model.clock import utc_now
-from worker.patch.errors import BodyTooLarge, Issue, UnknownJob, UnsupportedPatchFormat, operation_outcome
+from worker.submission import Taken
 
 router = APIRouter(prefix="/fhir")
 NDJSON_TYPES = ("application/fhir+ndjson", "application/ndjson", "application/x-ndjson")
@@ -80,7 +81,7 @@ async def bulk_submit(request: Request, caller: Caller) -> Response:
     conn = connections(request)
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in NDJSON_TYPES:
-        raise UnsupportedPatchFormat(f"A feed is NDJSON ({', '.join(NDJSON_TYPES)}), not {kind!r}", "Content-Type")
+        raise UnsupportedMediaType(f"A feed is NDJSON ({', '.join(NDJSON_TYPES)}), not {kind!r}", "Content-Type")
     group_id = group_id_for(request.headers.get("idempotency-key"), caller.subject)
     await anyio.to_thread.run_sync(conn.database.groups.open, group_id, "feed", utc_now(), None, caller.subject)
     rid, most = request_id(request), conn.settings.max_feed_lines

@@ -25,17 +25,17 @@ from api.dependencies import Connections
 from api.entries import checked_resource
 from api.http import check_id, fhir_response, http_date, parse_if_match, parse_prefer, parse_snapshot_mode, read_body
 from api.intake import Finished, Submission
+from worker.errors import InvalidRequest, ResourceGone, ResourceNotFound, UnsupportedMediaType
 from worker.model.access import CREATE, DELETE, READ, UPDATE, Actor, Principal
+from worker.model.callback_targets import CallbackRefused, checked_callback
 from worker.model.changes import fhir_instant
 from worker.model.jobs import Action, JobRequest, body_digest
 from worker.model.results import etag, version_location
+from worker.model.versions import StoredVersion
 from worker.patch import parse_patch
-from worker.patch.errors import InvalidRequest, ResourceGone, ResourceNotFound, UnsupportedPatchFormat
 from worker.patch.fhir_json import dumps, loads
 from worker.patch.fhir_xml import parse_xml, xml_to_resource
 from worker.patch.structure import is_resource_type
-from worker.service.callbacks import CallbackRefused, checked_callback
-from worker.storage import StoredVersion
 
 router = APIRouter(prefix="/fhir")
 _HISTORY_METHODS = {"create": "POST", "update": "PUT", "patch": "PATCH", "delete": "DELETE"}
@@ -282,7 +282,7 @@ def _resource_body(
     elif kind in ("application/fhir+xml", "application/xml"):
         resource = xml_to_resource(parse_xml(body, f"{resource_type} resource"))
     else:
-        raise UnsupportedPatchFormat(
+        raise UnsupportedMediaType(
             f"Content-Type {kind!r} is not a FHIR resource format; use application/fhir+json", "Content-Type"
         )
     return checked_resource(resource, resource_type, resource_id, lenient)

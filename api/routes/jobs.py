@@ -12,9 +12,9 @@ from api.http import fhir_response
 from api.routes.feeds import group_status
 from api.routes.fhir import connections, fhir_base
 from api.routes.transactions import transaction_answer
+from worker.errors import JobStarted, UnknownJob
 from worker.model.clock import utc_now
 from worker.model.jobs import Action, JobState, outcome_of
-from worker.patch.errors import JobStarted, UnknownJob
 
 router = APIRouter(prefix="/fhir")
 

@@ -13,8 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from api.auth import authenticated
 from api.dependencies import Connections
-from worker.model.access import Forbidden
-from worker.ordering.metrics import MetricsCollector
+from api.metrics import MetricsCollector
+from worker.errors import Forbidden
 
 router = APIRouter()
 
@@ -30,17 +30,17 @@ def _timed(check: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def _redis(conn: Connections) -> dict[str, Any]:
-    conn.redis.ping()
+    conn.readings.ping()
     return {}
 
 
 def _mongodb(conn: Connections) -> dict[str, Any]:
-    reply = conn.database.client.admin.command("ping")
+    reply = conn.backends.ping_mongodb()
     return {"ok": reply.get("ok")}
 
 
 def _queues(conn: Connections) -> dict[str, Any]:
-    if not conn.queues.arrivals.synced():
+    if not conn.readings.synced():
         raise RuntimeError(
             "the queues are being rebuilt from MongoDB (Redis is new or lost its data); new jobs wait until then"
         )
@@ -48,7 +48,7 @@ def _queues(conn: Connections) -> dict[str, Any]:
 
 
 def _progress(conn: Connections) -> dict[str, Any]:
-    waiting, quiet = conn.admission.stalled_for()
+    waiting, quiet = conn.readings.stalled_for()
     if waiting and quiet > conn.settings.stall_seconds:
         raise RuntimeError(
             f"{waiting} jobs are waiting and none has finished for {quiet:.0f}s "
@@ -58,8 +58,7 @@ def _progress(conn: Connections) -> dict[str, Any]:
 
 
 def _workers(conn: Connections) -> dict[str, Any]:
-    replies = conn.celery.control.ping(timeout=conn.settings.worker_ping_timeout_seconds)
-    names = sorted(name for reply in replies for name in reply)
+    names = conn.readings.workers_answering(conn.settings.worker_ping_timeout_seconds)
     if not names:
         raise RuntimeError("no Celery worker answered the ping")
     return {"workers": names}
@@ -111,5 +110,5 @@ def metrics(request: Request) -> Response:
     """Prometheus text format: jobs accepted/applied/failed, queue depth, accept-to-finish latency (all processes)."""
     conn: Connections = request.app.state.connections
     registry = CollectorRegistry()
-    registry.register(MetricsCollector(conn.metrics))
+    registry.register(MetricsCollector(conn.readings))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -18,11 +18,11 @@ from fastapi.responses import Response
 from api.auth import Caller
 from api.http import check_id, fhir_response
 from api.routes.fhir import connections, fhir_base, query_number
+from worker.errors import InvalidRequest
 from worker.model.access import READ
-from worker.patch.errors import InvalidRequest
+from worker.model.versions import StoredVersion
 from worker.patch.fhir_json import loads_checked_before
 from worker.patch.structure import is_resource_type
-from worker.storage import StoredVersion
 
 router = APIRouter(prefix="/fhir")
 _TARGET = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/(?P<version>[0-9]{1,9}))?$")

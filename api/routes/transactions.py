@@ -8,30 +8,28 @@ the answer is a `transaction-response` Bundle, GET entries read after the writes
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import anyio
 from fastapi import Request
 from fastapi.responses import Response
-from redis.exceptions import RedisError
 
 from api.answers import accepted_answer
+from api.dependencies import Connections
 from api.entries import authorize_entry, entry_request, is_read
 from api.http import fhir_response, outcome_response, parse_prefer
-from api.intake import send_drain, withdraw
 from api.routes.fhir import acting, connections, fhir_base
+from worker.errors import InvalidRequest
 from worker.model.access import Principal
 from worker.model.clock import utc_now
 from worker.model.jobs import Action, Job, JobRequest, JobResult, JobState
 from worker.model.results import response_element
 from worker.model.transactions import TransactionEntry, encode_entries, transaction_keys
-from worker.patch.errors import InvalidRequest
-from worker.storage import StoredVersion
+from worker.model.versions import StoredVersion
 
 
 def _checked(
-    conn: Any, entries: list[Any], caller: Principal, http: Request
+    conn: Connections, entries: list[Any], caller: Principal, http: Request
 ) -> tuple[list[TransactionEntry], dict[str, str]]:
     """Every entry authorized first (one out of scope refuses the whole transaction, 403, before anything is
     resolved or written), then checked."""
@@ -68,24 +66,12 @@ async def transaction(request: Request, entries: list[Any], caller: Principal) -
     job = Job(job_id, job_request, JobState.ACCEPTED, utc_now(), extra={"reads": reads, "size": len(entries)})
     keys = transaction_keys(checked)
     wait = "respond-async" not in parse_prefer(request.headers.get("prefer"))
-    await anyio.to_thread.run_sync(conn.admission.admit, caller.client_id, 1)  # a transaction is one job
     future = conn.waiter.register(job.id) if wait else None
     try:
-        await anyio.to_thread.run_sync(conn.database.jobs.accept, job)
+        await anyio.to_thread.run_sync(conn.submitter.submit_transaction, job, keys)
     except BaseException:
-        conn.admission.release(caller.client_id, 1)
+        conn.waiter.forget(job.id)
         raise
-    conn.metrics.accepted()
-    try:
-        to_wake = await anyio.to_thread.run_sync(
-            conn.queues.arrivals.enqueue_transaction, keys, job.id, job.to_payload(), time.time()
-        )
-    except RedisError as exc:
-        raise await anyio.to_thread.run_sync(
-            withdraw, conn.database, conn.admission, [job], "the transaction was"
-        ) from exc
-    if to_wake:  # None: held until Redis is in sync again (the reconciler queues it in order)
-        await anyio.to_thread.run_sync(send_drain, conn.celery, to_wake)
     if future is not None:
         await conn.waiter.wait(job.id, future, conn.settings.sync_wait_seconds)
         done = await anyio.to_thread.run_sync(conn.database.jobs.get, job.id)
@@ -94,12 +80,12 @@ async def transaction(request: Request, entries: list[Any], caller: Principal) -
     return accepted_answer(job, fhir_base(request))
 
 
-def _reads_only(conn: Any, reads: dict[str, str], size: int, base: str) -> Response:
+def _reads_only(conn: Connections, reads: dict[str, str], size: int, base: str) -> Response:
     entries = [conn.groups.read_entry(reads[str(index)], base) for index in range(size)]
     return fhir_response({"resourceType": "Bundle", "type": "transaction-response", "entry": entries})
 
 
-def transaction_answer(conn: Any, job: Job, base: str) -> Response:
+def transaction_answer(conn: Connections, job: Job, base: str) -> Response:
     """Failed: that entry's status and OperationOutcome. Applied: the transaction-response Bundle, in entry order."""
     result = job.result
     assert result is not None

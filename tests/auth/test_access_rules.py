@@ -10,7 +10,8 @@ import pytest
 import yaml
 from fhir.resources.R4B.provenance import Provenance
 
-from worker.model.access import Actor, Forbidden, Grants, Principal
+from worker.errors import Forbidden
+from worker.model.access import Actor, Grants, Principal
 from worker.model.callback_targets import CallbackRefused, checked_callback
 from worker.model.changes import Existing, plan_change
 from worker.model.jobs import Action, JobRequest

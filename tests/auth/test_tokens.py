@@ -15,7 +15,7 @@ import pytest
 
 from api.auth import UNKNOWN_KID_REFRESH, Authenticator, KeySet, read_jwks
 from tests.support.tokens import TokenIssuer
-from worker.model.access import ServiceBusy, Unauthenticated
+from worker.errors import ServiceBusy, Unauthenticated
 from worker.settings import Settings, SettingsError
 
 

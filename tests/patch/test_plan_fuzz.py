@@ -1,7 +1,7 @@
 """Fuzzing `plan_change` (the whole job step, not only the engine functions) with random structures.
 
 Property: whatever the client sends, planning either gives a change that keeps the resource a resource
-(same type and id, a JSON object) or raises a PatchError with a 4xx status and an OperationOutcome naming
+(same type and id, a JSON object) or raises a FhirError with a 4xx status and an OperationOutcome naming
 the problem; it never raises anything else, never answers 5xx, and never changes its inputs.
 """
 
@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.strategies import patients
+from worker.errors import FhirError
 from worker.model.changes import Existing, plan_change
 from worker.model.jobs import Action, JobRequest
-from worker.patch import PatchError
 from worker.patch.fhir_json import copy_json, dumps
 
 TRIED = {"inputs": 0, "5xx": 0}
@@ -136,7 +136,7 @@ def test_plan_change_only_raises_client_errors(
     TRIED["inputs"] += 1
     try:
         planned = plan_change(request, existing, {})
-    except PatchError as error:
+    except FhirError as error:
         TRIED["5xx"] += error.status >= 500
         assert 400 <= error.status < 500, error.outcome
         issues = error.outcome["issue"]

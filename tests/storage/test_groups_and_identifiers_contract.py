@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from worker.model.groups import group_outcomes
 from worker.storage import Database
-from worker.storage.group_store import group_outcomes
 
 NOW = datetime(2026, 11, 30, 10, tzinfo=UTC)
 

@@ -8,9 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from worker.model.access import Actor
-from worker.model.jobs import Action, Job, JobRequest, JobResult, JobState
+from worker.model.jobs import Action, Job, JobRequest, JobResult, JobState, result_event
 from worker.storage import Database, IdempotencyConflict
-from worker.storage.job_store import result_event
 
 NOW = datetime(2026, 11, 30, 10, tzinfo=UTC)
 

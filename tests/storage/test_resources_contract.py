@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from worker.model.jobs import JobResult
+from worker.model.jobs import JobResult, result_event
+from worker.model.versions import StoredVersion
 from worker.settings import Settings
-from worker.storage import Database, StoredVersion, VersionConflict
-from worker.storage.job_store import result_event
+from worker.storage import Database, VersionConflict
 
 NOW = datetime(2026, 11, 30, tzinfo=UTC)
 

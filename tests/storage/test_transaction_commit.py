@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from worker.model.jobs import JobResult
+from worker.model.jobs import JobResult, result_event
+from worker.model.versions import StoredVersion
 from worker.settings import Settings
-from worker.storage import Database, StoredVersion
-from worker.storage.job_store import result_event
+from worker.storage import Database
 
 
 def _version(pid: str, n: int, transaction: str = "") -> StoredVersion:

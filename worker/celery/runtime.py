@@ -46,9 +46,7 @@ class Runtime:
             settings.redis_url, socket_timeout=10, socket_connect_timeout=3, health_check_interval=30
         )
         queues = KeyQueues(client, settings.namespace)
-        database = Database.open(
-            settings, (queues.newest_version, queues.remember_copy, queues.newest_copy, queues.newest_copies)
-        )
+        database = Database.open(settings, queues.copies.hint())
         http = http_client()
         service = ChangeService(
             settings,
@@ -57,7 +55,7 @@ class Runtime:
             on_finished,
             send_drain=send_drain,
             holder=worker_id(),
-            holder_gone=lambda holder: process_gone(holder, queues.alive),
+            holder_gone=lambda holder: process_gone(holder, queues.leases.alive),
         )
         return cls(settings, database, client, queues, service, CallbackSender(settings, database, http), http)
 
@@ -103,7 +101,7 @@ def _beat(runtime: Runtime, worker: str) -> None:
     interval = max(0.2, runtime.settings.lease_seconds / 3)
     while True:
         try:
-            runtime.queues.heartbeat(worker, runtime.settings.lease_seconds)
+            runtime.queues.leases.heartbeat(worker, runtime.settings.lease_seconds)
         except Exception:  # a passing Redis outage: the next beat tries again
             log.warning("heartbeat not written", exc_info=True)
         time.sleep(interval)

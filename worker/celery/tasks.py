@@ -14,19 +14,20 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import setup_logging, worker_ready
-from pymongo.errors import PyMongoError
-from redis.exceptions import RedisError
 
 from worker.celery.runtime import Runtime, runtime_for, worker_id
+from worker.errors import StorageUnavailable
 from worker.logs import configure_logging
 from worker.model.clock import utc_now
+from worker.ordering.admission import Admission
+from worker.ordering.metrics import Metrics
 from worker.service.drain import MAX_JOB_ATTEMPTS
 from worker.service.reconciler import SYNC_CHECK_SECONDS, Reconciler
 from worker.settings import Settings
+from worker.submission.drains import CALLBACK_TASK, DRAIN_TASK, CeleryDrains
+from worker.submission.submitter import Submitter
 
-DRAIN_TASK = "fhir_patch.drain"
-CALLBACK_TASK = "fhir_patch.callback"
-_INFRASTRUCTURE = (PyMongoError, RedisError)
+_INFRASTRUCTURE = (StorageUnavailable,)  # translated where MongoDB and Redis are called (worker/edges.py)
 
 log = logging.getLogger("fhir_patch.tasks")
 
@@ -54,7 +55,9 @@ class Tasks:
         r = self.runtime()
         processed, idle = 0, 0
         batch = [keys] if isinstance(keys, str) else keys
-        r.queues.taken(batch, worker_id(), time.time())  # while this process lives, the reconciler leaves them be
+        r.queues.leases.taken(
+            batch, worker_id(), time.time()
+        )  # while this process lives, the reconciler leaves them be
         for key in batch:
             try:
                 drained = r.service.drain(key)
@@ -64,40 +67,45 @@ class Tasks:
                 self._failed_drain(r, key)
                 continue
             if drained.held_elsewhere:
-                r.queues.untake(key, worker_id())
+                r.queues.leases.untake(key, worker_id())
             processed += drained.processed
             idle += drained.processed == 0
             if drained.more:
-                r.queues.reschedule(key, time.time())
+                r.queues.leases.reschedule(key, time.time())
                 self.send_drain(key)
         if idle:
-            r.queues.count("idle_drains", idle)
+            r.queues.counters.count("idle_drains", idle)
         return processed
 
     def _failed_drain(self, r: Runtime, key: str) -> None:
-        job_id, _ = r.queues.head(key)
-        attempts = r.queues.attempt(job_id) if job_id else 0
+        job_id, _ = r.queues.leases.head(key)
+        attempts = r.queues.leases.attempt(job_id) if job_id else 0
         log.exception("drain failed", extra={"key": key, "job_id": job_id, "attempt": attempts})
         if job_id and attempts >= MAX_JOB_ATTEMPTS:
             try:
                 r.service.give_up(key, attempts)
             except Exception:  # even its failure could not be recorded: try again at the next attempt
                 log.exception("could not give the job up", extra={"key": key, "job_id": job_id})
-        r.queues.reschedule(key, time.time())
+        r.queues.leases.reschedule(key, time.time())
         self.send_drain(key, countdown=min(30.0, 0.5 * 2**attempts))
 
     def callback(self, job_id: str, attempt: int = 1) -> str:
         r = self.runtime()
         delivery = r.callbacks.deliver(job_id, attempt, utc_now())
         if delivery.retry_in is not None:
-            r.queues.callback_scheduled(job_id, delivery.retry_in)
+            r.queues.counters.callback_scheduled(job_id, delivery.retry_in)
             self.send_callback(job_id, attempt + 1, delivery.retry_in)
         return delivery.state
 
     def start_reconciler(self, **_: Any) -> None:
         r = self.runtime()
         r.database.ensure_indexes()
-        reconciler = Reconciler(self._settings, r.database, r.redis, r.queues, self.send_drain, self.send_callback)
+        settings = self._settings
+        admission = Admission(r.redis, settings.namespace, settings.max_unfinished_per_client, settings.max_queue_depth)
+        metrics = Metrics(r.redis, settings.namespace)
+        drains = CeleryDrains(self._app)
+        submitter = Submitter(r.database, r.queues.arrivals, admission, metrics, drains, r.queues.counters.count_group)
+        reconciler = Reconciler(self._settings, r.database, r.queues, submitter, self.send_drain, self.send_callback)
         threading.Thread(
             target=_reconcile_forever,
             args=(reconciler, self._settings.reconcile_interval_seconds),

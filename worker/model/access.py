@@ -1,4 +1,4 @@
-"""Who is asking and what they may do: SMART on FHIR scopes, the actor a job carries, and the access errors.
+"""Who is asking and what they may do: SMART on FHIR scopes, the actor a job carries (errors: worker/errors.py).
 
 Pure: no JWT, no HTTP. The API turns a verified token into a `Principal`
 (api/auth.py); everything after that (routes, bundle entries, feed lines, the
@@ -23,59 +23,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from worker.patch.errors import Issue, PatchError
+from worker.errors import FhirError, Forbidden, Issue
 
 READ, CREATE, UPDATE, DELETE, SEARCH = "r", "c", "u", "d", "s"
 ALL = "cruds"
 _V1 = {"read": "rs", "write": "cud", "*": ALL}
 _SCOPE = re.compile(r"^(?:system|user|patient)/(?P<type>\*|[A-Za-z]+)\.(?P<perm>[a-z*]+)$")
 _NAMES = {READ: "read", CREATE: "create", UPDATE: "update", DELETE: "delete", SEARCH: "search"}
-
-
-class AccessError(PatchError):
-    """An access decision; `headers` go on the HTTP answer."""
-
-    headers: Mapping[str, str] = {}
-
-
-class Unauthenticated(AccessError):
-    """401: no usable bearer token."""
-
-    status = 401
-    code = "login"
-
-    def __init__(self, diagnostics: str, challenge: str = 'Bearer error="invalid_token"', **kwargs: Any) -> None:
-        super().__init__(diagnostics, "Authorization", **kwargs)
-        self.headers = {"WWW-Authenticate": challenge}
-
-
-class Forbidden(AccessError):
-    """403: the token is valid but does not allow this."""
-
-    status = 403
-    code = "forbidden"
-
-
-class RetryLater(AccessError):
-    """Not now: the answer carries Retry-After."""
-
-    def __init__(self, diagnostics: str, *expression: str, retry_after: int = 5, **kwargs: Any) -> None:
-        super().__init__(diagnostics, *expression, **kwargs)
-        self.headers = {"Retry-After": str(retry_after)}
-
-
-class TooManyUnfinished(RetryLater):
-    """429: the client has too many jobs not yet finished."""
-
-    status = 429
-    code = "throttled"
-
-
-class ServiceBusy(RetryLater):
-    """503: the whole service is at its queue limit, or cannot check tokens right now."""
-
-    status = 503
-    code = "transient"
 
 
 @dataclass(frozen=True)
@@ -187,7 +141,7 @@ class Actor:
             )
 
 
-def forbidden_issues(issues: list[Issue]) -> PatchError:
+def forbidden_issues(issues: list[Issue]) -> FhirError:
     """A client-policy violation: the same issues, as 403 forbidden."""
     return Forbidden.of(
         [

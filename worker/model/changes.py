@@ -2,7 +2,7 @@
 
 Given the request and the resource's current state, a handler returns the
 planned change (the new resource, or a deletion, and the status to answer) or
-raises a PatchError. The service stamps `meta.versionId`/`meta.lastUpdated`
+raises a FhirError. The service stamps `meta.versionId`/`meta.lastUpdated`
 and commits; nothing here touches storage, so it is tested on its own.
 """
 
@@ -13,10 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.model.access import CREATE, UPDATE, forbidden_issues
-from worker.model.jobs import Action, JobRequest
-from worker.patch import parse_patch
-from worker.patch.errors import (
+from worker.errors import (
     Issue,
     MalformedPatch,
     ResourceExists,
@@ -25,6 +22,9 @@ from worker.patch.errors import (
     VersionMismatch,
     operation_outcome,
 )
+from worker.model.access import CREATE, UPDATE, forbidden_issues
+from worker.model.jobs import Action, JobRequest
+from worker.patch import parse_patch
 from worker.patch.fhir_json import loads, same_json
 from worker.patch.policy import ElementPolicies, policy_violations
 
@@ -143,7 +143,7 @@ def plan_change(
     policies: ElementPolicies,
     client_policies: ClientPolicies | None = None,
 ) -> PlannedChange:
-    """The change `request` makes to `existing`; PatchError when it cannot be made (Forbidden when its
+    """The change `request` makes to `existing`; FhirError when it cannot be made (Forbidden when its
     actor may not make it: a PUT that creates without `c`, or a change beyond the client's element policy)."""
     planned = HANDLERS[request.action](request, existing, policies)
     if request.actor is not None:

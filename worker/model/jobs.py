@@ -19,8 +19,8 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from worker.errors import Issue, operation_outcome
 from worker.model.access import Actor
-from worker.patch.errors import Issue, operation_outcome
 
 
 class JobState(str, Enum):
@@ -274,3 +274,20 @@ class Job:
 def outcome_of(severity: str, code: str, diagnostics: str) -> dict[str, Any]:
     """A one-issue OperationOutcome (informational answers such as `return=OperationOutcome`)."""
     return operation_outcome([Issue(code, diagnostics, severity=severity)])
+
+
+def result_event(job: Job | str, result: JobResult, now: datetime) -> dict[str, Any]:
+    """The outcome record of `job` (or of a bare job id, for an entry refused at intake)."""
+    state = JobState.APPLIED if result.succeeded else JobState.FAILED
+    job_id = job if isinstance(job, str) else job.id
+    event: dict[str, Any] = {
+        "_id": f"{job_id}/result",
+        "state": state.value,
+        "at": now,
+        "result": result.to_document(),
+        "key": "" if isinstance(job, str) or job.request.action.value == "transaction" else job.key,
+    }
+    if not isinstance(job, str):
+        document = job.to_document()
+        event["job"] = {**document, "request": {**document["request"], "body": b""}}
+    return event

@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from worker.errors import FhirError, Issue
 from worker.model.changes import ClientPolicies, Existing, PlannedChange, plan_change
 from worker.model.jobs import Action, JobRequest
-from worker.patch.errors import Issue, PatchError
 from worker.patch.policy import ElementPolicies
 
 FHIR_ORDER: Mapping[Action, int] = {Action.DELETE: 0, Action.CREATE: 1, Action.UPDATE: 2, Action.PATCH: 3}
@@ -33,7 +33,7 @@ class TransactionEntry:
 class EntryFailed(Exception):
     """An entry of the transaction cannot be applied: the transaction's answer is this entry's error."""
 
-    def __init__(self, entry: TransactionEntry, error: PatchError) -> None:
+    def __init__(self, entry: TransactionEntry, error: FhirError) -> None:
         super().__init__(error.diagnostics)
         self.entry = entry
         where = f"Bundle.entry[{entry.index}]"
@@ -91,7 +91,7 @@ def plan_transaction(
             planned.append(
                 (entry, plan_change(entry.request, existing.get(entry.request.key), policies, client_policies))
             )
-        except PatchError as exc:
+        except FhirError as exc:
             raise EntryFailed(entry, exc) from exc
     return planned
 

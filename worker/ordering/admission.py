@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.exceptions import RedisError
 
-from worker.model.access import ServiceBusy, TooManyUnfinished
+from worker.edges import translating
+from worker.errors import ServiceBusy, TooManyUnfinished
 from worker.ordering.keys import RedisKeys
 
 TOTAL = "total"
@@ -68,6 +70,7 @@ class Granted:
     total_unfinished: int
 
 
+@translating(RedisError, "Redis")
 class Admission:
     def __init__(self, client: redis.Redis, namespace: str, per_client: int, total: int) -> None:
         self._redis = client

@@ -17,7 +17,9 @@ from enum import Enum
 from typing import Any
 
 import redis
+from redis.exceptions import RedisError
 
+from worker.edges import translating
 from worker.ordering.keys import RedisKeys
 
 
@@ -124,6 +126,7 @@ def sent_marker(now: float) -> str:
     return f"s:{now}"
 
 
+@translating(RedisError, "Redis")
 class Arrivals:
     def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
         self._redis = client

@@ -84,3 +84,8 @@ class RedisKeys:
     def broker_queue(self) -> str:
         """Celery's queue of this deployment (kombu keeps it as a Redis list named after the queue)."""
         return self.namespace
+
+
+def decoded(value: bytes | str) -> str:
+    """A Redis reply as text."""
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,36 +1,23 @@
-"""The engine's one exception tree, and OperationOutcome building.
+"""The root of every error the service answers with, and the engine's family of it.
 
-Every failure leaving the engine is a `PatchError` carrying an HTTP status and
-an OperationOutcome. Status codes are decided here, once per kind:
+`FhirError` carries an HTTP status and an OperationOutcome; everything the
+service refuses or fails is one (worker/errors.py draws the whole tree and
+defines the families outside the engine). It lives here because the engine
+imports nothing else of ours. The engine's own errors are `PatchError`s, and
+their status codes are decided here, once per kind:
 
     400  the patch document is malformed (MalformedPatch), or asks to change
          what may not change (ForbiddenChange: server-owned or policy-locked)
     415  the media type is not a patch format (UnsupportedPatchFormat)
     422  a well-formed patch that cannot be applied (NotApplicable and its
          kinds), or whose result is not a valid resource (InvalidResource)
-
-and for the interaction around it (the target resource and its version):
-
-    404  no such resource (ResourceNotFound)
-    409  the resource exists where a create expected none (ResourceExists)
-    410  the resource was deleted (ResourceGone)
-    412  If-Match names another version (VersionMismatch), or a conditional
-         target matches several resources (AmbiguousTarget)
-
-and for the HTTP request carrying it:
-
-    400  a header or parameter is wrong (InvalidRequest)
-    404  no such job, or it expired (UnknownJob)
-    409  too late to cancel (JobStarted)
-    413  the body is over the configured limit (BodyTooLarge)
-    422  an Idempotency-Key reused with a different body (IdempotencyKeyReused)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 
 @dataclass(frozen=True)
@@ -66,11 +53,13 @@ class Warnings:
         return operation_outcome(self.issues) if self.issues else None
 
 
-class PatchError(Exception):
-    """Root of every engine error: `.status` (HTTP) and `.outcome` (OperationOutcome)."""
+class FhirError(Exception):
+    """Root of every error the service answers with: `.status` (HTTP), `.outcome` (OperationOutcome) and
+    `.headers` (for the HTTP answer: WWW-Authenticate, Retry-After)."""
 
     status = 500
     code = "exception"
+    headers: Mapping[str, str] = {}
 
     def __init__(
         self, diagnostics: str, *expression: str, code: str | None = None, issues: Sequence[Issue] | None = None
@@ -89,8 +78,12 @@ class PatchError(Exception):
         return operation_outcome(self.issues)
 
     @classmethod
-    def of(cls, issues: Sequence[Issue]) -> PatchError:
+    def of(cls, issues: Sequence[Issue]) -> Self:
         return cls(issues[0].diagnostics, issues=issues)
+
+
+class PatchError(FhirError):
+    """The engine's family: the patch document, or what it does to the resource."""
 
 
 class MalformedPatch(PatchError):
@@ -147,53 +140,3 @@ class InvalidResource(PatchError):
 
     status = 422
     code = "invalid"
-
-
-class ResourceNotFound(PatchError):
-    status = 404
-    code = "not-found"
-
-
-class ResourceExists(PatchError):
-    status = 409
-    code = "duplicate"
-
-
-class ResourceGone(PatchError):
-    status = 410
-    code = "deleted"
-
-
-class VersionMismatch(PatchError):
-    status = 412
-    code = "conflict"
-
-
-class InvalidRequest(PatchError):
-    status = 400
-    code = "invalid"
-
-
-class UnknownJob(PatchError):
-    status = 404
-    code = "not-found"
-
-
-class JobStarted(PatchError):
-    status = 409
-    code = "conflict"
-
-
-class BodyTooLarge(PatchError):
-    status = 413
-    code = "too-costly"
-
-
-class IdempotencyKeyReused(PatchError):
-    status = 422
-    code = "business-rule"
-
-
-class AmbiguousTarget(PatchError):
-    status = 412
-    code = "multiple-matches"

@@ -15,26 +15,25 @@ durable one, and the job-id check in step 2 makes a repeat harmless.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
+from worker.errors import FhirError
 from worker.model.changes import Existing, identifiers, plan_change, stamped
 from worker.model.clock import utc_now
-from worker.model.jobs import Action, Job, JobResult, JobState
+from worker.model.groups import group_of
+from worker.model.jobs import Action, Job, JobResult, JobState, result_event
 from worker.model.provenance import provenance_text
+from worker.model.versions import StoredVersion
+from worker.model.wakeups import WakeUp
 from worker.ordering import Finished, Heads, KeyQueues
-from worker.patch.errors import PatchError
 from worker.patch.fhir_json import dumps
 from worker.service.budget import OverBudget, time_budget
 from worker.service.transaction import Released, TransactionRunner
 from worker.settings import Settings
-from worker.storage import Database, StoredVersion, VersionConflict
-from worker.storage.group_store import group_of
-from worker.storage.job_store import result_event
+from worker.storage import Database, VersionConflict
 
 log = logging.getLogger("fhir_patch.service")
 
@@ -82,7 +81,7 @@ class ChangeService:
     def drain(self, key: str) -> Drained:
         """Apply the key's queued jobs while holding its lease."""
         lease = self._settings.lease_seconds
-        token = self._queues.acquire(key, lease, self._holder) or self._take_over(key)
+        token = self._queues.leases.acquire(key, lease, self._holder) or self._take_over(key)
         if token is None:
             return Drained(
                 0, False, held_elsewhere=True
@@ -90,7 +89,7 @@ class ChangeService:
         processed, finished = 0, list[Finished]()
         try:
             while True:
-                heads = self._queues.next_jobs(
+                heads = self._queues.leases.next_jobs(
                     key, token, lease, finished, BATCH
                 )  # also takes `finished` off the queue, counted
                 if heads is None:
@@ -106,22 +105,22 @@ class ChangeService:
             log.warning("lease lost; another worker continues", extra={"key": key, "processed": processed})
             return Drained(processed, False)
         except BaseException:
-            self._queues.release(key, token)  # let a retry start at once instead of waiting out the lease
+            self._queues.leases.release(key, token)  # let a retry start at once instead of waiting out the lease
             raise
-        return Drained(processed, self._queues.release(key, token))
+        return Drained(processed, self._queues.leases.release(key, token))
 
     def _take_over(self, key: str) -> str | None:
         """The lease of a holder that died mid-drain (its message came back to us): taken now, and the job it
         was applying counts one attempt; after MAX_JOB_ATTEMPTS that job fails alone, so a job that kills its
         worker (or runs past the task's hard time limit) every time cannot stop its key."""
-        held = self._queues.lease_holder(key)
+        held = self._queues.leases.lease_holder(key)
         if held is None or not self._holder_gone(held[0]):
             return None
-        token = self._queues.take_over(key, held[1], self._settings.lease_seconds, self._holder)
+        token = self._queues.leases.take_over(key, held[1], self._settings.lease_seconds, self._holder)
         if token is None:
             return None
-        job_id, _ = self._queues.head(key)
-        attempts = self._queues.attempt(job_id) if job_id else 0
+        job_id, _ = self._queues.leases.head(key)
+        attempts = self._queues.leases.attempt(job_id) if job_id else 0
         log.warning(
             "took over the lease of a dead worker",
             extra={"key": key, "job_id": job_id, "attempt": attempts, "holder": held[0]},
@@ -183,7 +182,7 @@ class ChangeService:
             planned = planned[:cut]
         if committed:
             newest = versions[committed - 1]
-            self._queues.remember_newest(newest.key, newest.version_id, newest.to_cache())
+            self._queues.copies.remember_newest(newest.key, newest.version_id, newest.to_cache())
         return [_leaving(job.id, job) for job in self._finish_many(planned)]
 
     def _index(self, changes: list[tuple[StoredVersion | None, StoredVersion]]) -> None:
@@ -200,21 +199,10 @@ class ChangeService:
         """Record the outcomes (one bulk insert; a repeat changes nothing), publish the wake-ups, owe the callbacks."""
         now = self._clock()
         recorded = self._db.jobs.finish_many([result_event(job, result, now) for job, result, _, _ in planned])
-        pipe = self._queues.pipeline()
-        ended = []
+        ended, wakeups = [], []
         for job, result, _, text in planned:
             finished = job.finished(result, now)
-            self._queues.publish_done(
-                json.dumps(
-                    {
-                        "job": job.id,
-                        "state": finished.state.value,
-                        "text": text,
-                        "result": _jsonable(result.to_document()),
-                    }
-                ),
-                pipe,
-            )
+            wakeups.append(WakeUp(job.id, finished.state, result, text).encode())
             if job.id in recorded:
                 log.info(
                     "job %s",
@@ -224,7 +212,7 @@ class ChangeService:
                 if job.callback_url:
                     self._on_finished(finished)
             ended.append(finished)
-        pipe.execute()
+        self._queues.wakeups.publish(wakeups)
         return ended
 
     def run_job(self, job_id: str, payload: str | None = None, cached_newest: str | None = None) -> Job | None:
@@ -252,7 +240,7 @@ class ChangeService:
     def give_up(self, key: str, attempts: int, result: JobResult | None = None) -> str | None:
         """Fail the job at the head of `key` alone, after `attempts` attempts that raised: its own outcome says so
         (or, if it had written its version before failing, that version is its result), and the key moves on."""
-        job_id, payload = self._queues.head(key)
+        job_id, payload = self._queues.leases.head(key)
         job = Job.from_payload(payload) if payload else (self._db.jobs.accepted(job_id) if job_id else None)
         if job is None:
             return None
@@ -292,7 +280,7 @@ class ChangeService:
                 planned = plan_change(
                     request, existing, self._settings.element_policies, self._settings.client_element_policies
                 )
-        except PatchError as exc:
+        except FhirError as exc:
             return JobResult(exc.status, outcome=exc.outcome), None, None
         except OverBudget:
             log.warning("job over its time budget", extra={"job_id": job.id, "key": job.key})
@@ -345,10 +333,10 @@ class ChangeService:
         self._index([(current, new)])
         try:
             self._db.resources.commit(new)
-            self._queues.remember_newest(job.key, new.version_id, new.to_cache())
+            self._queues.copies.remember_newest(job.key, new.version_id, new.to_cache())
         except VersionConflict as exc:
             if exc.latest is not None:
-                self._queues.remember_newest(job.key, exc.latest.version_id, exc.latest.to_cache())
+                self._queues.copies.remember_newest(job.key, exc.latest.version_id, exc.latest.to_cache())
             earlier = (
                 exc.latest
                 if exc.latest is not None and exc.latest.job_id == job.id
@@ -381,7 +369,3 @@ def _leaving(job_id: str, job: Job | None) -> Finished:
     return Finished(
         job_id, job.state.value, max(0.0, (ended - job.accepted_at).total_seconds()), group_of(job_id), job.client
     )
-
-
-def _jsonable(document: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in document.items()}

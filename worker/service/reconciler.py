@@ -28,22 +28,19 @@ appends the jobs that arrived meanwhile and sets the marker again.
 from __future__ import annotations
 
 import logging
-import secrets
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import redis
-
+from worker.model.groups import Group, group_outcomes
 from worker.model.jobs import Action, Job
 from worker.model.transactions import decode_entries, transaction_keys
 from worker.ordering import KeyQueues
-from worker.ordering.arrivals import Arrival
-from worker.ordering.key_queues import KeyState
+from worker.ordering.leases import KeyState
 from worker.settings import Settings
 from worker.storage import Database
-from worker.storage.group_store import Group, group_outcomes
+from worker.submission.submitter import Submitter
 
 log = logging.getLogger("fhir_patch.reconciler")
 
@@ -69,15 +66,15 @@ class Reconciler:
         self,
         settings: Settings,
         database: Database,
-        client: redis.Redis,
         queues: KeyQueues,
+        submitter: Submitter,
         send_drain: Callable[[str], None],
         send_callback: Callable[[str], None],
     ) -> None:
         self._settings = settings
         self._db = database
-        self._redis = client
         self._queues = queues
+        self._submitter = submitter
         self._send_drain = send_drain
         self._send_callback = send_callback
         self._lock = queues.keys.reconciler_lock
@@ -90,7 +87,7 @@ class Reconciler:
 
     def run_once(self, now: datetime) -> Pass:
         hold_ms = max(100, int(self._settings.reconcile_interval_seconds * 900))
-        if not self._redis.set(self._lock, secrets.token_hex(8), nx=True, px=hold_ms):
+        if not self._queues.leases.lock(self._lock, hold_ms):
             return Pass(skipped=True)
         self._passes += 1
         revived = self._revive_stalled_keys(now)
@@ -107,7 +104,7 @@ class Reconciler:
         if group.total is None:
             return False
         reads = len(group.reads or {})
-        counts = self._queues.group_counts(group.id)
+        counts = self._queues.counters.group_counts(group.id)
         if not counts:  # Redis lost the counters: look the outcomes up
             return (
                 sum(1 for _, outcome in group_outcomes(self._db.groups, self._db.jobs, group) if outcome is None)
@@ -117,16 +114,16 @@ class Reconciler:
 
     def _revive_stalled_keys(self, now: datetime) -> int:
         revived = 0
-        broker_idle = self._queues.broker_backlog() == 0
-        for key in self._queues.active_keys():
+        broker_idle = self._queues.leases.broker_backlog() == 0
+        for key in self._queues.leases.active_keys():
             if revived >= MAX_REVIVALS:
                 break
-            if self._stalled(self._queues.state(key), now.timestamp(), broker_idle):
-                self._queues.reschedule(key, now.timestamp())
+            if self._stalled(self._queues.leases.state(key), now.timestamp(), broker_idle):
+                self._queues.leases.reschedule(key, now.timestamp())
                 self._send_drain(key)
                 revived += 1
         if revived:
-            self._queues.count("revived", revived)
+            self._queues.counters.count("revived", revived)
             log.warning("revived stalled keys", extra={"count": revived})
         return revived
 
@@ -138,7 +135,7 @@ class Reconciler:
         if state.message is None:  # no message outstanding (a transaction parked the key): after a lease
             return age > self._settings.lease_seconds
         if state.taken_by is not None:  # taken by a process: lost only if that process is gone
-            return age > self._settings.lease_seconds and not self._queues.alive(state.taken_by)
+            return age > self._settings.lease_seconds and not self._queues.leases.alive(state.taken_by)
         # Sent and not taken: it waits in the broker, unless the broker is empty (then it was lost on the way).
         return (broker_idle and age > self._settings.lease_seconds) or age > self._settings.visibility_timeout_seconds
 
@@ -154,29 +151,16 @@ class Reconciler:
                 job = self._db.jobs.get(job_id)
                 if job is None or job.state.final:
                     continue
-                self._requeue(job, now)
+                self._submitter.restore(job, _keys_of(job))
                 restored += 1
         if restored:
             log.warning("queued jobs no queue held", extra={"count": restored})
         return restored
 
-    def _requeue(self, job: Job, now: datetime) -> None:
-        if job.request.action == Action.TRANSACTION:
-            to_wake = self._queues.arrivals.enqueue_transaction(
-                _keys_of(job), job.id, job.to_payload(), now.timestamp()
-            )
-        else:
-            arrival = self._queues.arrivals.enqueue(job.key, job.id, job.to_payload(), now.timestamp(), count=False)
-            to_wake = [job.key] if arrival is Arrival.SEND_DRAIN else []
-        for key in to_wake or []:
-            self._send_drain(key)
-
     def sync(self, now: datetime) -> int:
         """If Redis lost its data, rebuild every queue from MongoDB in acceptance order; jobs put back."""
         arrivals = self._queues.arrivals
-        if arrivals.synced() or not self._redis.set(
-            self._queues.keys.restore_lock, secrets.token_hex(8), nx=True, px=RESTORE_LOCK_MS
-        ):
+        if arrivals.synced() or not self._queues.leases.lock(self._queues.keys.restore_lock, RESTORE_LOCK_MS):
             return 0
         try:
             by_key: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -197,7 +181,7 @@ class Reconciler:
             if busy:
                 return 0
         finally:
-            self._redis.delete(self._queues.keys.restore_lock)
+            self._queues.leases.unlock(self._queues.keys.restore_lock)
         restored = sum(len(jobs) for jobs in by_key.values())
         log.warning("Redis was out of sync: queues rebuilt from MongoDB", extra={"jobs": restored, "keys": len(by_key)})
         return restored
@@ -206,8 +190,8 @@ class Reconciler:
         overdue = now - timedelta(seconds=max(30.0, 2 * self._settings.reconcile_interval_seconds))
         resent = 0
         for job_id in self._db.jobs.callbacks_owed(overdue):
-            if not self._queues.callback_is_scheduled(job_id):
-                self._queues.callback_scheduled(job_id, 0)
+            if not self._queues.counters.callback_is_scheduled(job_id):
+                self._queues.counters.callback_scheduled(job_id, 0)
                 self._send_callback(job_id)
                 resent += 1
         return resent

@@ -17,21 +17,21 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from worker.model.changes import Existing, stamped
-from worker.model.jobs import Job, JobResult
+from worker.model.jobs import Job, JobResult, result_event
 from worker.model.provenance import provenance_text
 from worker.model.transactions import EntryFailed, TransactionEntry, decode_entries, plan_transaction, transaction_keys
+from worker.model.versions import StoredVersion
+from worker.model.wakeups import WakeUp
 from worker.ordering import Finished, KeyQueues
 from worker.patch.fhir_json import dumps
 from worker.settings import Settings
-from worker.storage import Database, StoredVersion
-from worker.storage.job_store import result_event
+from worker.storage import Database
 
 log = logging.getLogger("fhir_patch.transactions")
 
@@ -68,8 +68,8 @@ class TransactionRunner:
         (done: every lease of its keys given up, keys with more jobs woken) or Parked (it cannot run yet)."""
         entries = decode_entries(job.request.body)
         keys = transaction_keys(entries)
-        if not self._queues.hold(keys, token, job.id, self._settings.lease_seconds):
-            self._queues.park(key, token)
+        if not self._queues.holds.hold(keys, token, job.id, self._settings.lease_seconds):
+            self._queues.holds.park(key, token)
             raise Parked(key)
         started = self._db.jobs.start(job.id, self._clock())
         if started == "cancelled":
@@ -96,13 +96,10 @@ class TransactionRunner:
         self._db.jobs.finish_many([result_event(job, result, now)])  # the commit point
         if result.succeeded:
             for version in versions:
-                self._queues.remember_newest(version.key, version.version_id, version.to_cache())
+                self._queues.copies.remember_newest(version.key, version.version_id, version.to_cache())
         finished = job.finished(result, now)
-        self._queues.publish_done(
-            json.dumps(
-                {"job": job.id, "state": finished.state.value, "text": None, "result": {"status": result.status}}
-            )
-        )
+        # The waiting API reads the whole result from MongoDB: the wake-up carries the status alone.
+        self._queues.wakeups.publish([WakeUp(job.id, finished.state, JobResult(result.status), None).encode()])
         log.info(
             "transaction %s", finished.state.value, extra={"job_id": job.id, "keys": len(keys), "status": result.status}
         )
@@ -169,11 +166,11 @@ class TransactionRunner:
         for key in keys:
             newest = self._db.resources.latest(*key.split("/", 1))
             if newest is not None:
-                self._queues.remember_newest(key, newest.version_id, newest.to_cache())
+                self._queues.copies.remember_newest(key, newest.version_id, newest.to_cache())
 
     def _complete(self, keys: list[str], token: str, job: Job, outcome: str) -> None:
         ended = job.finished_at or job.accepted_at
         done = Finished(job.id, outcome, max(0.0, (ended - job.accepted_at).total_seconds()), client=job.client)
-        for key in self._queues.complete_transaction(keys, token, done):
+        for key in self._queues.holds.complete_transaction(keys, token, done):
             self._send_drain(key)
         raise Released(job.id)

@@ -2,6 +2,6 @@
 
 from worker.storage.database import Database
 from worker.storage.job_store import IdempotencyConflict, JobStore
-from worker.storage.resource_store import ResourceStore, StoredVersion, VersionConflict
+from worker.storage.resource_store import ResourceStore, VersionConflict
 
-__all__ = ["Database", "IdempotencyConflict", "JobStore", "ResourceStore", "StoredVersion", "VersionConflict"]
+__all__ = ["Database", "IdempotencyConflict", "JobStore", "ResourceStore", "VersionConflict"]

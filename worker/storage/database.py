@@ -7,11 +7,11 @@ from typing import Any
 
 from pymongo import MongoClient
 
+from worker.model.stores import Groups, Identifiers, Jobs, Resources
 from worker.settings import Settings
 from worker.storage.command_log import CommandRecorder
 from worker.storage.group_store import GroupStore
 from worker.storage.identifier_index import IdentifierIndex
-from worker.storage.interfaces import Groups, Identifiers, Jobs, Resources
 from worker.storage.job_store import JobStore
 from worker.storage.resource_store import ResourceStore, VersionHint
 

@@ -15,7 +15,9 @@ from datetime import datetime
 from typing import Any
 
 from pymongo.collection import Collection
+from pymongo.errors import PyMongoError
 
+from worker.edges import translating
 from worker.storage import keyed
 
 MAX_SLOTS_PER_PASS = 2000  # after a long stop, expiry catches up over several passes
@@ -24,6 +26,7 @@ MAX_SLOTS_PER_PASS = 2000  # after a long stop, expiry catches up over several p
 SLOT_SECONDS = 1.0
 
 
+@translating(PyMongoError, "MongoDB")
 class ExpirySlots:
     def __init__(self, collection: Collection[dict[str, Any]]) -> None:
         self._slots = collection

@@ -18,45 +18,24 @@ lookups in entry order (JobStore.outcomes).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
+from worker.edges import translating
+from worker.model.groups import Group
 from worker.storage import keyed
 from worker.storage.expiry import ExpirySlots
 
 if TYPE_CHECKING:
-    from worker.storage.interfaces import Groups, Jobs
+    pass
 
 
-def entry_job_id(group_id: str, number: int) -> str:
-    return f"{group_id}-{number:07d}"
-
-
-def group_of(job_id: str) -> str:
-    """The group a job belongs to ('' for a job on its own)."""
-    return job_id.rsplit("-", 1)[0] if "-" in job_id else ""
-
-
-@dataclass(frozen=True)
-class Group:
-    id: str
-    kind: str
-    created_at: datetime
-    total: int | None  # entries in the group, once its intake ended
-    rejected: int = 0  # entries refused at intake (they have results already)
-    reads: dict[int, str] | None = None  # GET entries of a batch Bundle (no job: answered at the end)
-    owner: str | None = None  # the subject that submitted it; only it (or a jobs admin) sees it
-    refusal_blocks: tuple[str, ...] = ()  # ids of its G/refused/n documents
-
-    def entry_ids(self) -> list[str]:
-        return [entry_job_id(self.id, n) for n in range(1, (self.total or 0) + 1)]
-
-
+@translating(PyMongoError, "MongoDB")
 class GroupStore:
     def __init__(self, db: Database[dict[str, Any]]) -> None:
         self._groups: Collection[dict[str, Any]] = db["groups"]
@@ -148,13 +127,3 @@ class GroupStore:
                 keyed.delete_many(self._groups, [group_id, f"{group_id}/closed", f"{group_id}/ended", *blocks])
                 if group is not None:
                     yield group
-
-
-def group_outcomes(groups: Groups, jobs: Jobs, group: Group) -> Iterator[tuple[int, dict[str, Any] | None]]:
-    """(entry number, its result event or None while pending), in entry order: refusals from their blocks, the
-    other entries' outcomes by `_id` (JobStore.outcomes)."""
-    refused: Mapping[int, dict[str, Any]] = groups.refusals(group)
-    numbers = range(1, (group.total or 0) + 1)
-    looked_up = jobs.outcomes([entry_job_id(group.id, n) for n in numbers if n not in refused])
-    for number in numbers:
-        yield number, refused[number] if number in refused else next(looked_up)[1]

@@ -27,7 +27,9 @@ from typing import Any
 
 from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
+from worker.edges import translating
 from worker.storage import keyed
 
 
@@ -50,6 +52,7 @@ def bucket_of(resource_id: str) -> int:
     return zlib.crc32(resource_id.encode()) % SYSTEM_BUCKETS
 
 
+@translating(PyMongoError, "MongoDB")
 class IdentifierIndex:
     def __init__(self, db: Database[dict[str, Any]]) -> None:
         self._entries: Collection[dict[str, Any]] = db["identifier_index"]

@@ -26,27 +26,12 @@ from typing import Any
 
 from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
-from worker.model.jobs import Job, JobResult, JobState
+from worker.edges import translating
+from worker.model.jobs import Job, JobState
 from worker.storage import keyed
 from worker.storage.expiry import ExpirySlots
-
-
-def result_event(job: Job | str, result: JobResult, now: datetime) -> dict[str, Any]:
-    """The outcome record of `job` (or of a bare job id, for an entry refused at intake)."""
-    state = JobState.APPLIED if result.succeeded else JobState.FAILED
-    job_id = job if isinstance(job, str) else job.id
-    event: dict[str, Any] = {
-        "_id": f"{job_id}/result",
-        "state": state.value,
-        "at": now,
-        "result": result.to_document(),
-        "key": "" if isinstance(job, str) or job.request.action.value == "transaction" else job.key,
-    }
-    if not isinstance(job, str):
-        document = job.to_document()
-        event["job"] = {**document, "request": {**document["request"], "body": b""}}
-    return event
 
 
 class IdempotencyConflict(Exception):
@@ -61,6 +46,7 @@ def _is_group_entry(job_id: str) -> bool:
     return "-" in job_id  # entries "G-n" expire with their group (GroupStore.expire), never one by one
 
 
+@translating(PyMongoError, "MongoDB")
 class JobStore:
     def __init__(self, db: Database[dict[str, Any]]) -> None:
         self._jobs: Collection[dict[str, Any]] = db["jobs"]

@@ -35,10 +35,6 @@ BOUNDED_COLLECTIONS: Mapping[str, str] = {
 }
 
 
-class StorageUnavailable(Exception):
-    """The MongoDB-protocol server did not answer (or refused) a command; nothing is known to be written."""
-
-
 def storable(value: Any) -> Any:
     """The same document with every string made valid UTF-8 (U+FFFD for lone surrogates)."""
     if isinstance(value, str):
@@ -144,7 +140,6 @@ __all__ = [
     "BOUNDED_COLLECTIONS",
     "Document",
     "PyMongoError",
-    "StorageUnavailable",
     "add_to_set",
     "add_to_sets",
     "delete_many",

@@ -23,16 +23,15 @@ Resources are stored as their exact FHIR JSON text, so decimals keep their digit
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
-from worker.patch.fhir_json import loads_checked_before
+from worker.edges import translating
+from worker.model.versions import StoredVersion
 from worker.storage import keyed
 
 # A job delivered again is at the head of its key's queue, so the only versions written after its own are those
@@ -58,77 +57,7 @@ class VersionConflict(Exception):
         self.latest = latest
 
 
-@dataclass(frozen=True)
-class StoredVersion:
-    """One version of one resource; `text` is its FHIR JSON (None for a deletion)."""
-
-    resource_type: str
-    resource_id: str
-    version_id: int
-    last_updated: datetime
-    text: str | None
-    job_id: str = ""
-    action: str = ""  # the job action that wrote it (history Bundles show it as request.method)
-    transaction: str = ""  # set: visible only once that transaction's result (its commit point) is recorded
-    provenance: str | None = None  # the version's Provenance (FHIR JSON), written in the same insert
-
-    @property
-    def deleted(self) -> bool:
-        return self.text is None
-
-    @property
-    def key(self) -> str:
-        return f"{self.resource_type}/{self.resource_id}"
-
-    def resource(self) -> dict[str, Any]:
-        """A fresh dict of the stored resource (callers may change it freely)."""
-        if self.text is None:
-            raise ValueError(f"{self.key} version {self.version_id} is a deletion")
-        parsed = loads_checked_before(self.text)
-        assert isinstance(parsed, dict)
-        return parsed
-
-    def to_document(self) -> dict[str, Any]:
-        return {
-            "_id": f"{self.key}/{self.version_id}",
-            "type": self.resource_type,
-            "id": self.resource_id,
-            "versionId": self.version_id,
-            "lastUpdated": self.last_updated,
-            "deleted": self.deleted,
-            "json": self.text,
-            "job": self.job_id,
-            "action": self.action,
-            "txn": self.transaction,
-            "prov": self.provenance,
-        }
-
-    def to_cache(self) -> str:
-        document = {
-            k: v for k, v in self.to_document().items() if k != "prov"
-        }  # the copy serves reads and planning only
-        return json.dumps({**document, "lastUpdated": self.last_updated.isoformat()})
-
-    @classmethod
-    def from_cache(cls, cached: str) -> StoredVersion:
-        doc = json.loads(cached)
-        return cls.from_document({**doc, "lastUpdated": datetime.fromisoformat(doc["lastUpdated"])})
-
-    @classmethod
-    def from_document(cls, doc: dict[str, Any]) -> StoredVersion:
-        return cls(
-            doc["type"],
-            doc["id"],
-            doc["versionId"],
-            doc["lastUpdated"],
-            doc.get("json"),
-            doc.get("job", ""),
-            doc.get("action", ""),
-            doc.get("txn") or "",
-            doc.get("prov"),
-        )
-
-
+@translating(PyMongoError, "MongoDB")
 class ResourceStore:
     """The Resources interface on MongoDB (collection `history`). `committed` says whether a transaction reached its
     commit point (the job store knows; this store never reads its collections)."""

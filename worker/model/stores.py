@@ -1,9 +1,11 @@
 """The stores as small typed interfaces: what the service and the API may ask of storage, and nothing more.
 
-`Database` holds each store typed by its Protocol, so mypy proves no caller
+`Stores` holds each store typed by its Protocol, so mypy proves no caller
 reaches past the interface. Each Protocol has one implementation on MongoDB
-(worker/storage/*_store.py), held to it by a contract suite on the real
-MongoDB-protocol server (tests/storage/test_*_contract.py).
+(worker/storage/*_store.py, gathered by `worker.storage.Database`), held to it
+by a contract suite on the real MongoDB-protocol server
+(tests/storage/test_*_contract.py), and one in memory for the service's unit
+tests (tests/support/memory.py).
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from worker.model.groups import Group
     from worker.model.jobs import Job
-    from worker.storage.group_store import Group
-    from worker.storage.resource_store import StoredVersion
+    from worker.model.versions import StoredVersion
 
 
 class Resources(Protocol):
@@ -86,3 +88,18 @@ class Identifiers(Protocol):
     def with_system(
         self, resource_type: str, system: str, start_bucket: int = 0
     ) -> Iterator[tuple[int, list[str]]]: ...
+
+
+class Stores(Protocol):
+    """Every store of one database."""
+
+    @property
+    def resources(self) -> Resources: ...
+    @property
+    def jobs(self) -> Jobs: ...
+    @property
+    def groups(self) -> Groups: ...
+    @property
+    def identifiers(self) -> Identifiers: ...
+    def ensure_indexes(self) -> None: ...
+    def close(self) -> None: ...

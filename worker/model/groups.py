@@ -1,0 +1,45 @@
+"""Groups of entries (feeds, batch Bundles): one record each; their entries are jobs `G-nnnnnnn`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from worker.model.stores import Groups, Jobs
+
+
+def entry_job_id(group_id: str, number: int) -> str:
+    return f"{group_id}-{number:07d}"
+
+
+def group_of(job_id: str) -> str:
+    """The group a job belongs to ('' for a job on its own)."""
+    return job_id.rsplit("-", 1)[0] if "-" in job_id else ""
+
+
+@dataclass(frozen=True)
+class Group:
+    id: str
+    kind: str
+    created_at: datetime
+    total: int | None  # entries in the group, once its intake ended
+    rejected: int = 0  # entries refused at intake (they have results already)
+    reads: dict[int, str] | None = None  # GET entries of a batch Bundle (no job: answered at the end)
+    owner: str | None = None  # the subject that submitted it; only it (or a jobs admin) sees it
+    refusal_blocks: tuple[str, ...] = ()  # ids of its G/refused/n documents
+
+    def entry_ids(self) -> list[str]:
+        return [entry_job_id(self.id, n) for n in range(1, (self.total or 0) + 1)]
+
+
+def group_outcomes(groups: Groups, jobs: Jobs, group: Group) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    """(entry number, its result event or None while pending), in entry order: refusals from their blocks, the
+    other entries' outcomes by `_id` (JobStore.outcomes)."""
+    refused: Mapping[int, dict[str, Any]] = groups.refusals(group)
+    numbers = range(1, (group.total or 0) + 1)
+    looked_up = jobs.outcomes([entry_job_id(group.id, n) for n in numbers if n not in refused])
+    for number in numbers:
+        yield number, refused[number] if number in refused else next(looked_up)[1]

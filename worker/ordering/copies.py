@@ -1,0 +1,66 @@
+"""The copy of each resource's newest version kept in Redis (`{ns}:cur:{key}`, hash: v, doc).
+
+Workers and reads need no MongoDB lookup for it. It only moves forward; the
+MongoDB insert still decides every write (a copy that is behind only makes a
+commit collide and re-read).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from redis.exceptions import RedisError
+
+from worker.edges import translating
+from worker.ordering.keys import RedisKeys, decoded
+
+# The copy of the newest version only ever moves forward: a worker resumed after
+# losing its lease must not put back an older version than one already copied.
+_REMEMBER = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if tonumber(ARGV[1]) >= current then
+  redis.call('HSET', KEYS[1], 'v', ARGV[1], 'doc', ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+@translating(RedisError, "Redis")
+class NewestCopies:
+    """Copies of the newest version of each resource."""
+
+    def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
+        self._redis = client
+        self.keys = keys
+        self._remember = client.register_script(_REMEMBER)
+
+    def remember_newest(self, key: str, version_id: int, document: str, seconds: int = 86_400) -> bool:
+        """Keep a copy of the newest version unless a newer one is already kept; True when kept."""
+        return bool(self._remember(keys=[self.keys.copy(key)], args=[version_id, document, seconds]))
+
+    def remember_copy(self, version: Any) -> None:
+        """remember_newest for a StoredVersion (the ResourceStore hint callback)."""
+        self.remember_newest(version.key, version.version_id, version.to_cache())
+
+    def newest_copy(self, key: str) -> str | None:
+        value = self._redis.hget(self.keys.copy(key), "doc")
+        return decoded(value) if value is not None else None
+
+    def newest_copies(self, keys: list[str]) -> list[str | None]:
+        """The kept copies of several keys, in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hget(self.keys.copy(key), "doc")
+        return [decoded(value) if value is not None else None for value in pipe.execute()]
+
+    def newest_version(self, key: str) -> int:
+        """The version number of the kept copy (0 when none): the hint ResourceStore starts from."""
+        value = self._redis.hget(self.keys.copy(key), "v")
+        return int(value) if value else 0
+
+    def hint(self) -> tuple[Any, Any, Any, Any]:
+        """The read-through hint ResourceStore takes (storage.resource_store.VersionHint)."""
+        return self.newest_version, self.remember_copy, self.newest_copy, self.newest_copies

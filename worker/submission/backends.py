@@ -1,0 +1,97 @@
+"""What an API process holds of the worker side, opened once from Settings.
+
+The API reads the stores (through their Protocols), submits through the one
+submission path, and reports a few Redis readings (a group's progress, the
+sync marker, backpressure, metrics, the workers answering a ping): all of it
+is here, so the API imports nothing else of the worker but the model, the
+errors and the settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery import Celery
+from pymongo import MongoClient
+
+from worker.celery.app import create_celery
+from worker.model.stores import Stores
+from worker.ordering import KeyQueues
+from worker.ordering.admission import Admission
+from worker.ordering.metrics import LATENCY_BUCKETS, Metrics
+from worker.settings import Settings
+from worker.storage import Database
+from worker.submission.drains import CeleryDrains
+from worker.submission.submitter import Submitter
+
+
+@dataclass(frozen=True)
+class QueueReadings:
+    """The Redis figures the API reports; each call is one short round trip."""
+
+    queues: KeyQueues
+    admission: Admission
+    metrics: Metrics
+    drains: CeleryDrains
+
+    @property
+    def wakeup_channel(self) -> str:
+        return self.queues.wakeups.channel
+
+    def group_counts(self, group_id: str) -> dict[str, int]:
+        """accepted / rejected / applied / failed / cancelled of a group; empty when Redis lost them."""
+        return self.queues.counters.group_counts(group_id)
+
+    def synced(self) -> bool:
+        return self.queues.arrivals.synced()
+
+    def stalled_for(self) -> tuple[int, float]:
+        return self.admission.stalled_for()
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.metrics.snapshot()
+
+    def workers_answering(self, timeout: float) -> list[str]:
+        return self.drains.workers_answering(timeout)
+
+    @property
+    def latency_buckets(self) -> tuple[float, ...]:
+        return LATENCY_BUCKETS
+
+    def ping(self) -> None:
+        self.queues.ping()
+
+
+@dataclass(frozen=True)
+class Backends:
+    settings: Settings
+    stores: Stores
+    submitter: Submitter
+    readings: QueueReadings
+    _redis: redis.Redis
+    _celery: Celery
+    _mongodb: MongoClient[dict[str, Any]]
+
+    @classmethod
+    def open(cls, settings: Settings) -> Backends:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        queues = KeyQueues(client, settings.namespace)
+        database = Database.open(settings, queues.copies.hint())
+        celery = create_celery(settings)
+        drains = CeleryDrains(celery)
+        metrics = Metrics(client, settings.namespace)
+        admission = Admission(client, settings.namespace, settings.max_unfinished_per_client, settings.max_queue_depth)
+        submitter = Submitter(database, queues.arrivals, admission, metrics, drains, queues.counters.count_group)
+        readings = QueueReadings(queues, admission, metrics, drains)
+        return cls(settings, database, submitter, readings, client, celery, database.client)
+
+    def ping_mongodb(self) -> dict[str, Any]:
+        reply: dict[str, Any] = self._mongodb.admin.command("ping")
+        return reply
+
+    def close(self) -> None:
+        self._redis.close()
+        self.stores.close()
+        self._celery.close()

@@ -52,7 +52,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # A drain that runs past the hard limit (10 x the per-job budget; a job's own work is stopped at the budget,
         # this catches what a timer cannot interrupt) is killed; its message goes back to the queue rather than
         # being acknowledged, the next worker takes the dead holder's lease over at once and counts an attempt at
-        # the job it was applying, which fails alone after a few (ChangeService._take_over).
+        # the job it was applying, which fails alone after a few (Drainer._take_over).
         "task_time_limit": max(60, int(10 * settings.job_time_limit_seconds)),
         "task_acks_on_failure_or_timeout": False,
         # Task events cost a Redis publish per task state, on every task: off unless someone watches. Flower turns

@@ -20,7 +20,7 @@ import redis
 from worker.model.jobs import Job
 from worker.ordering import KeyQueues
 from worker.service.callbacks import CallbackSender, http_client
-from worker.service.drain import ChangeService
+from worker.service.drain import Drainer
 from worker.settings import Settings
 from worker.storage import Database
 
@@ -31,7 +31,7 @@ class Runtime:
     database: Database
     redis: redis.Redis
     queues: KeyQueues
-    service: ChangeService
+    drainer: Drainer
     callbacks: CallbackSender
     http: httpx.Client
 
@@ -48,7 +48,7 @@ class Runtime:
         queues = KeyQueues(client, settings.namespace)
         database = Database.open(settings, queues.copies.hint())
         http = http_client()
-        service = ChangeService(
+        drainer = Drainer(
             settings,
             database,
             queues,
@@ -57,7 +57,7 @@ class Runtime:
             holder=worker_id(),
             holder_gone=lambda holder: process_gone(holder, queues.leases.alive),
         )
-        return cls(settings, database, client, queues, service, CallbackSender(settings, database, http), http)
+        return cls(settings, database, client, queues, drainer, CallbackSender(settings, database, http), http)
 
 
 _by_pid: dict[int, Runtime] = {}

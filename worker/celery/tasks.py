@@ -60,7 +60,7 @@ class Tasks:
         )  # while this process lives, the reconciler leaves them be
         for key in batch:
             try:
-                drained = r.service.drain(key)
+                drained = r.drainer.drain(key)
             except _INFRASTRUCTURE:
                 raise  # Celery retries the message with backoff; the key stays marked as taken by this process
             except Exception:  # a job that makes the drain fail: retried with backoff, then failed alone
@@ -83,7 +83,7 @@ class Tasks:
         log.exception("drain failed", extra={"key": key, "job_id": job_id, "attempt": attempts})
         if job_id and attempts >= MAX_JOB_ATTEMPTS:
             try:
-                r.service.give_up(key, attempts)
+                r.drainer.give_up(key, attempts)
             except Exception:  # even its failure could not be recorded: try again at the next attempt
                 log.exception("could not give the job up", extra={"key": key, "job_id": job_id})
         r.queues.leases.reschedule(key, time.time())

@@ -79,6 +79,14 @@ def body_digest(*parts: bytes | str) -> str:
     return digest.hexdigest()
 
 
+class Start(str, Enum):
+    """What starting a job found (JobStore.start): the gate is an insert, so exactly one start is FIRST."""
+
+    FIRST = "first"  # this worker starts it
+    AGAIN = "again"  # it was started before: a redelivery after a crash (it may have ended, or written its version)
+    CANCELLED = "cancelled"  # cancelled before any worker started it
+
+
 @dataclass(frozen=True)
 class JobRequest:
     """Everything needed to apply the job, checked by the API before it was accepted."""

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from worker.patch.fhir_json import loads_checked_before
+from worker.model.changes import stamped
+from worker.model.jobs import JobRequest
+from worker.model.provenance import provenance_text
+from worker.patch.fhir_json import dumps, loads_checked_before
 
 
 @dataclass(frozen=True)
@@ -79,3 +82,27 @@ class StoredVersion:
             doc.get("txn") or "",
             doc.get("prov"),
         )
+
+
+def planned_version(
+    job_id: str,
+    request: JobRequest,
+    resource: dict[str, Any] | None,
+    version_id: int,
+    now: datetime,
+    transaction: str = "",
+) -> StoredVersion:
+    """Version `version_id` of the request's resource as a job writes it: stamped (id, meta) and carrying its
+    Provenance; `resource` None writes a deletion. A transaction's versions carry its id (visible at its commit)."""
+    text = dumps(stamped(resource, request.resource_id, version_id, now)) if resource is not None else None
+    return StoredVersion(
+        request.resource_type,
+        request.resource_id,
+        version_id,
+        now,
+        text,
+        job_id,
+        request.action.value,
+        transaction=transaction,
+        provenance=provenance_text(request, version_id, now, text is None, job_id),
+    )

@@ -20,75 +20,71 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
-from worker.model.changes import Existing, stamped
-from worker.model.jobs import Job, JobResult, result_event
-from worker.model.provenance import provenance_text
+from worker.model.changes import Existing
+from worker.model.jobs import Job, JobResult, Start, result_event
+from worker.model.stores import Stores
 from worker.model.transactions import EntryFailed, TransactionEntry, decode_entries, plan_transaction, transaction_keys
-from worker.model.versions import StoredVersion
+from worker.model.versions import StoredVersion, planned_version
 from worker.model.wakeups import WakeUp
 from worker.ordering import Finished, KeyQueues
-from worker.patch.fhir_json import dumps
+from worker.service.apply import Applier
 from worker.settings import Settings
-from worker.storage import Database
 
 log = logging.getLogger("fhir_patch.transactions")
 
 
-class Released(Exception):
-    """The drained key's lease was given up: the transaction ran and released every lease of its keys."""
+class TransactionStep(Enum):
+    """How a drain's turn at a transaction ended; either way the drained key's lease was given up."""
 
-
-class Parked(Released):
-    """The transaction at the head of this key cannot run yet; the key stepped aside."""
+    PARKED = "parked"  # it cannot run yet (another of its keys is busy): the key stepped aside
+    ENDED = "ended"  # it ran (or had ended): every lease of its keys released, keys with more jobs woken
 
 
 class TransactionRunner:
     def __init__(
         self,
         settings: Settings,
-        database: Database,
+        database: Stores,
         queues: KeyQueues,
-        newest: Callable[[str, str], StoredVersion | None],
-        index: Callable[[list[tuple[StoredVersion | None, StoredVersion]]], None],
+        applier: Applier,
         send_drain: Callable[[str], None],
         clock: Callable[[], datetime],
     ) -> None:
         self._settings = settings
         self._db = database
         self._queues = queues
-        self._newest = newest
-        self._index = index
+        self._applier = applier
         self._send_drain = send_drain
         self._clock = clock
 
-    def run(self, job: Job, key: str, token: str) -> None:
-        """Run the transaction at the head of `key` (whose lease `token` holds); always ends by raising Released
-        (done: every lease of its keys given up, keys with more jobs woken) or Parked (it cannot run yet)."""
+    def run(self, job: Job, key: str, token: str) -> TransactionStep:
+        """Run the transaction at the head of `key` (whose lease `token` holds); either way the lease is given up."""
         entries = decode_entries(job.request.body)
         keys = transaction_keys(entries)
         if not self._queues.holds.hold(keys, token, job.id, self._settings.lease_seconds):
             self._queues.holds.park(key, token)
-            raise Parked(key)
+            return TransactionStep.PARKED
         started = self._db.jobs.start(job.id, self._clock())
-        if started == "cancelled":
+        if started is Start.CANCELLED:
             self._db.jobs.cancelled_left([job.id], self._clock())
             return self._complete(keys, token, job, "cancelled")
-        if started == "again":
+        if started is Start.AGAIN:
             earlier = self._db.jobs.get(job.id)
             if earlier is not None and earlier.state.final:  # committed (or failed) before a crash: finish the rest
                 self._refresh_copies(keys)
                 return self._complete(keys, token, earlier, earlier.state.value)
-        current = {k: self._newest(*k.split("/", 1)) for k in keys}
-        if started == "again":  # a crashed attempt may have written marked versions; they never committed
+        current = {k: self._db.resources.newest(*k.split("/", 1)) for k in keys}
+        if started is Start.AGAIN:  # a crashed attempt may have written marked versions; they never committed
             candidates = [
                 (k.split("/", 1)[0], k.split("/", 1)[1], (v.version_id if v else 0) + 1) for k, v in current.items()
             ]
             self._db.resources.remove_uncommitted(job.id, candidates)
         result, versions = self._plan(job, entries, current)
         if versions:
-            self._index([(current[v.key], v) for v in versions])
+            self._applier.index([(current[v.key], v) for v in versions])
             self._db.resources.commit_many(
                 versions
             )  # holding every lease: a collision cannot happen unless the leases expired
@@ -133,24 +129,7 @@ class TransactionRunner:
                 )
                 continue
             version_id = (old.version_id if old else 0) + 1
-            text = (
-                dumps(stamped(change.resource, request.resource_id, version_id, now))
-                if change.resource is not None
-                else None
-            )
-            versions.append(
-                StoredVersion(
-                    request.resource_type,
-                    request.resource_id,
-                    version_id,
-                    now,
-                    text,
-                    job.id,
-                    request.action.value,
-                    transaction=job.id,
-                    provenance=provenance_text(request, version_id, now, text is None, job.id),
-                )
-            )
+            versions.append(planned_version(job.id, request, change.resource, version_id, now, transaction=job.id))
             results.append(
                 {
                     "index": entry.index,
@@ -168,9 +147,9 @@ class TransactionRunner:
             if newest is not None:
                 self._queues.copies.remember_newest(key, newest.version_id, newest.to_cache())
 
-    def _complete(self, keys: list[str], token: str, job: Job, outcome: str) -> None:
+    def _complete(self, keys: list[str], token: str, job: Job, outcome: str) -> TransactionStep:
         ended = job.finished_at or job.accepted_at
         done = Finished(job.id, outcome, max(0.0, (ended - job.accepted_at).total_seconds()), client=job.client)
         for key in self._queues.holds.complete_transaction(keys, token, done):
             self._send_drain(key)
-        raise Released(job.id)
+        return TransactionStep.ENDED

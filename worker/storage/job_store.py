@@ -29,7 +29,7 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from worker.edges import translating
-from worker.model.jobs import Job, JobState
+from worker.model.jobs import Job, JobState, Start
 from worker.storage import keyed
 from worker.storage.expiry import ExpirySlots
 
@@ -117,20 +117,20 @@ class JobStore:
         doc = keyed.get(self._jobs, job_id)
         return Job.from_document(doc) if doc else None
 
-    def start(self, job_id: str, now: datetime) -> str:
-        """ "first": this worker starts the job; "again": it was started before (a redelivery); "cancelled"."""
+    def start(self, job_id: str, now: datetime) -> Start:
+        """Start the job: Start.FIRST for the one winner, AGAIN for a redelivery, CANCELLED."""
         return self.start_many([job_id], now)[0]
 
-    def start_many(self, job_ids: list[str], now: datetime) -> list[str]:
+    def start_many(self, job_ids: list[str], now: datetime) -> list[Start]:
         """`start` for several jobs in one round trip (the answer for each, in order)."""
         repeated = keyed.insert_new(self._events, [{"_id": f"{j}/gate", "by": "start", "at": now} for j in job_ids])
         answers = []
         for index, job_id in enumerate(job_ids):
             if index not in repeated:
-                answers.append("first")
+                answers.append(Start.FIRST)
             else:
                 gate = keyed.get(self._events, f"{job_id}/gate")
-                answers.append("cancelled" if gate and gate["by"] == "cancel" else "again")
+                answers.append(Start.CANCELLED if gate and gate["by"] == "cancel" else Start.AGAIN)
         return answers
 
     def cancel_many(self, job_ids: list[str], now: datetime) -> int:

@@ -1,0 +1,70 @@
+"""Finish jobs: record their outcomes, publish their wake-ups, owe their callbacks, say how each leaves its queue.
+
+The result insert is idempotent (a repeat after a crash changes nothing and is
+not logged or called back twice); the wake-up is published after it, so a
+client woken up always finds the result stored. Counting happens where the job
+leaves its queue (the drain step's script), from the `Finished` record made here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from worker.model.groups import group_of
+from worker.model.jobs import Job, result_event
+from worker.model.stores import Stores
+from worker.model.wakeups import WakeUp
+from worker.ordering import Finished
+from worker.ordering.wakeups import Wakeups
+from worker.service.apply import Applied
+
+log = logging.getLogger("fhir_patch.outcomes")
+
+
+class Outcomes:
+    def __init__(
+        self, database: Stores, wakeups: Wakeups, on_finished: Callable[[Job], None], clock: Callable[[], datetime]
+    ) -> None:
+        self._db = database
+        self._wakeups = wakeups
+        self._on_finished = on_finished
+        self._clock = clock
+
+    def finish(self, applied: list[Applied]) -> list[Job]:
+        """Record the outcomes (one bulk insert), publish the wake-ups (one round trip), owe the callbacks of the
+        outcomes recorded now; the finished jobs, in order."""
+        now = self._clock()
+        recorded = self._db.jobs.finish_many([result_event(a.job, a.result, now) for a in applied])
+        ended, wakeups = [], []
+        for a in applied:
+            finished = a.job.finished(a.result, now)
+            wakeups.append(WakeUp(a.job.id, finished.state, a.result, a.text).encode())
+            if a.job.id in recorded:
+                log.info(
+                    "job %s",
+                    finished.state.value,
+                    extra={
+                        "job_id": a.job.id,
+                        "key": a.job.key,
+                        "status": a.result.status,
+                        "version": a.result.version_id,
+                    },
+                )
+                if a.job.callback_url:
+                    self._on_finished(finished)
+            ended.append(finished)
+        self._wakeups.publish(wakeups)
+        return ended
+
+
+def leaving(job_id: str, job: Job | None) -> Finished:
+    """How a job leaves its queue, for the counters: its outcome and seconds since accepted (nothing to count for
+    an unknown or expired job)."""
+    if job is None or not job.state.final:
+        return Finished(job_id, "", 0.0)
+    ended = job.finished_at or job.accepted_at
+    return Finished(
+        job_id, job.state.value, max(0.0, (ended - job.accepted_at).total_seconds()), group_of(job_id), job.client
+    )

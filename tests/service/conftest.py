@@ -1,0 +1,69 @@
+"""Unit tests of the service logic on in-memory doubles (tests/support/memory.py): no services, milliseconds each."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.support.memory import MemoryQueues, MemoryStores
+from worker.model.access import Actor
+from worker.model.jobs import Action, Job, JobRequest, JobState
+from worker.settings import Settings
+
+START = datetime(2026, 11, 30, 12, tzinfo=UTC)
+
+
+class Clock:
+    """A clock that moves a millisecond at each reading (so every step has its own time)."""
+
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(milliseconds=1)
+        return self.now
+
+
+def put(resource_id: str, family: str, job_id: str, resource_type: str = "Patient") -> Job:
+    body = json.dumps({"resourceType": resource_type, "id": resource_id, "name": [{"family": family}]}).encode()
+    request = JobRequest(
+        Action.UPDATE, resource_type, resource_id, body, "application/fhir+json", actor=Actor("alice", "c")
+    )
+    return Job(job_id, request, JobState.ACCEPTED, START)
+
+
+def patch(resource_id: str, family: str, job_id: str, resource_type: str = "Patient") -> Job:
+    body = json.dumps([{"op": "replace", "path": "/name/0/family", "value": family}]).encode()
+    request = JobRequest(
+        Action.PATCH, resource_type, resource_id, body, "application/json-patch+json", actor=Actor("alice", "c")
+    )
+    return Job(job_id, request, JobState.ACCEPTED, START)
+
+
+def queue(stores: MemoryStores, queues: MemoryQueues, *jobs: Job) -> None:
+    """Record and queue jobs as the submission path does."""
+    for job in jobs:
+        stores.jobs.accept(job)
+        queues.arrivals.enqueue(job.key, job.id, job.to_payload(), 0.0)
+
+
+@pytest.fixture()
+def stores() -> MemoryStores:
+    return MemoryStores()
+
+
+@pytest.fixture()
+def queues() -> MemoryQueues:
+    return MemoryQueues()
+
+
+@pytest.fixture()
+def settings() -> Settings:
+    return Settings()
+
+
+@pytest.fixture()
+def clock() -> Clock:
+    return Clock()

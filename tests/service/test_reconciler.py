@@ -1,0 +1,115 @@
+"""The reconciler's decisions on in-memory doubles: which keys are stalled, which jobs are lost, which callbacks are
+owed, and one pass at a time."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from tests.service.conftest import START, put, queue
+from tests.support.memory import MemoryAdmission, MemoryMetrics, MemoryQueues, MemoryStores, RecordedDrains
+from worker.model.jobs import JobResult, result_event
+from worker.ordering.leases import KeyState
+from worker.service.reconciler import Reconciler
+from worker.settings import Settings
+from worker.submission.submitter import Submitter
+
+LEASE = 30.0
+NOW = START.timestamp()
+
+
+class _Setup:
+    def __init__(self, broker_backlog: int = 0) -> None:
+        self.settings = Settings(lease_seconds=LEASE, visibility_timeout_seconds=3600, reconcile_interval_seconds=1.0)
+        self.stores, self.queues = MemoryStores(), MemoryQueues()
+        self.queues.leases.broker_backlog = lambda: broker_backlog  # type: ignore[method-assign]
+        self.restores = RecordedDrains()
+        self.drains: list[str] = []
+        self.callbacks: list[str] = []
+        submitter = Submitter(
+            self.stores,  # type: ignore[arg-type]
+            self.queues.arrivals,  # type: ignore[arg-type]
+            MemoryAdmission(),  # type: ignore[arg-type]
+            MemoryMetrics(),  # type: ignore[arg-type]
+            self.restores,
+            self.queues.counters.count_group,
+        )
+        self.reconciler = Reconciler(
+            self.settings,
+            self.stores,  # type: ignore[arg-type]
+            self.queues,  # type: ignore[arg-type]
+            submitter,
+            self.drains.append,
+            self.callbacks.append,
+        )
+
+
+@pytest.mark.parametrize(
+    ("state", "broker_idle", "stalled", "why"),
+    [
+        (KeyState(0, False, None), True, False, "nothing queued"),
+        (KeyState(3, True, None), True, False, "a drain holds the lease"),
+        (KeyState(3, False, None), True, True, "no message outstanding for longer than a lease (a parked key)"),
+        (KeyState(3, False, f"t:w-live:{NOW - 2 * LEASE}"), True, False, "taken by a process that is alive"),
+        (KeyState(3, False, f"t:w-dead:{NOW - 2 * LEASE}"), True, True, "taken by a process that is gone"),
+        (KeyState(3, False, f"t:w-dead:{NOW - 1}"), True, False, "taken a moment ago"),
+        (KeyState(3, False, f"s:{NOW - 2 * LEASE}"), True, True, "sent long ago, and the broker holds nothing"),
+        (KeyState(3, False, f"s:{NOW - 2 * LEASE}"), False, False, "sent, and it waits in a busy broker"),
+        (KeyState(3, False, f"s:{NOW - 4000}"), False, True, "sent longer than the visibility timeout ago"),
+    ],
+)
+def test_which_keys_are_stalled(state: KeyState, broker_idle: bool, stalled: bool, why: str) -> None:
+    setup = _Setup()
+    setup.queues.leases.alive_workers.add("w-live")
+    assert setup.reconciler._stalled(state, NOW, broker_idle) is stalled, why
+
+
+def test_a_pass_revives_stalled_keys_only() -> None:
+    setup = _Setup()
+    queue(setup.stores, setup.queues, put("p", "a", "j1"), put("q", "b", "j2"))
+    setup.queues.leases.sched["Patient/p"] = f"s:{NOW - 2 * LEASE}"  # lost on the way to an idle broker
+    setup.queues.leases.sched["Patient/q"] = f"s:{NOW - 1}"  # sent a moment ago
+    done = setup.reconciler.run_once(START)
+    assert done.revived_keys == 1 and setup.drains == ["Patient/p"]
+    assert setup.queues.leases.sched["Patient/p"] == f"s:{NOW}", "revived counts as sent again"
+
+
+def test_jobs_in_flight_that_no_queue_holds_are_restored_in_order_and_nothing_else() -> None:
+    setup = _Setup()
+    old = START - timedelta(minutes=5)
+    lost, queued, ended = put("p", "a", "lost"), put("q", "b", "queued"), put("r", "c", "ended")
+    for job in (lost, queued, ended):
+        setup.stores.jobs.accept(replace(job, accepted_at=old))
+    setup.queues.arrivals.enqueue(queued.key, queued.id, queued.to_payload(), 0.0)
+    setup.stores.jobs.start("ended", old)
+    setup.stores.jobs.finish_many([result_event(ended, JobResult(200, 1, old), old)])
+    done = setup.reconciler.run_once(START)
+    assert done.restored_jobs == 1 and setup.queues.leases.queues["Patient/p"] == ["lost"]
+    assert setup.restores.sent == ["Patient/p"], "its key gets a drain message"
+    assert setup.queues.arrivals.accepted == 1, "restored, not counted accepted a second time"
+
+
+def test_a_job_younger_than_the_grace_period_is_left_alone() -> None:
+    setup = _Setup()
+    setup.stores.jobs.accept(put("p", "a", "new"))  # recorded a moment ago; its queueing is on its way
+    assert setup.reconciler.run_once(START + timedelta(seconds=1)).restored_jobs == 0
+
+
+def test_owed_callbacks_are_sent_again_unless_one_is_scheduled() -> None:
+    setup = _Setup()
+    long_ago = START - timedelta(minutes=5)
+    for job_id in ("cb1", "cb2"):
+        job = put("p", "a", job_id)
+        job = replace(job, callback_url="https://127.0.0.1/hook")
+        setup.stores.jobs.accept(job)
+        setup.stores.jobs.finish_many([result_event(job, JobResult(200, 1, long_ago), long_ago)])
+    setup.queues.counters.callback_scheduled("cb2", 10)
+    assert setup.reconciler.run_once(START).callbacks_resent == 1 and setup.callbacks == ["cb1"]
+
+
+def test_one_pass_at_a_time() -> None:
+    setup = _Setup()
+    setup.queues.leases.lock(setup.queues.keys.reconciler_lock, 1000)  # another process's pass
+    assert setup.reconciler.run_once(START).skipped

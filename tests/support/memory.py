@@ -1,0 +1,623 @@
+"""In-memory doubles of the stores and the Redis queues, for unit tests of the service logic in milliseconds.
+
+The store doubles are held to the same contract suites as the MongoDB stores
+(tests/storage/test_*_contract.py run against both). The queue double keeps the
+semantics the service relies on (FIFO per key, leases with tokens, payload
+copies, newest copies that only move forward, transaction holds); the Lua
+scripts themselves are tested on the real Redis by the pipeline tests.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from worker.errors import ServiceBusy, TooManyUnfinished
+from worker.model.groups import Group, entry_job_id
+from worker.model.jobs import Job, JobState, Start
+from worker.model.versions import StoredVersion
+from worker.ordering.admission import Granted
+from worker.ordering.arrivals import Arrival
+from worker.ordering.keys import RedisKeys
+from worker.ordering.leases import Finished, Heads, KeyState
+from worker.storage import IdempotencyConflict, VersionConflict
+
+
+class MemoryJobs:
+    def __init__(self) -> None:
+        self.in_flight: dict[str, dict[str, Any]] = {}
+        self.events: dict[str, dict[str, Any]] = {}
+        self.keys: dict[str, dict[str, Any]] = {}
+        self.owed: dict[str, datetime] = {}
+        self.finished_at: dict[str, datetime] = {}
+
+    def ensure_indexes(self) -> None:
+        pass
+
+    def accept(self, job: Job) -> None:
+        if job.id in self.in_flight:
+            raise KeyError(job.id)
+        self.in_flight[job.id] = job.to_document()
+
+    def accept_many(self, jobs: list[Job]) -> list[Job]:
+        new = [job for job in jobs if job.id not in self.in_flight]
+        for job in new:
+            self.in_flight[job.id] = job.to_document()
+        return new
+
+    def forget_many(self, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            self.in_flight.pop(job_id, None)
+
+    def withdraw_many(self, job_ids: list[str], now: datetime) -> None:
+        self.cancel_many(job_ids, now)
+        self.forget_many(job_ids)
+
+    def remember_key(self, key: str, digest: str, job_id: str, now: datetime) -> str:
+        earlier = self.keys.setdefault(key, {"digest": digest, "job": job_id})
+        if earlier["digest"] != digest:
+            raise IdempotencyConflict(earlier["job"])
+        return str(earlier["job"])
+
+    def forget_key(self, key: str, job_id: str) -> None:
+        if self.keys.get(key, {}).get("job") == job_id:
+            del self.keys[key]
+
+    def get(self, job_id: str) -> Job | None:
+        result = self.events.get(f"{job_id}/result")
+        if result is not None and "job" in result:
+            return Job.from_document(
+                {**result["job"], "state": result["state"], "finishedAt": result["at"], "result": result["result"]}
+            )
+        doc = self.in_flight.get(job_id)
+        if doc is None:
+            return None
+        gate = self.events.get(f"{job_id}/gate")
+        if gate is not None:
+            state = JobState.CANCELLED if gate["by"] == "cancel" else JobState.RUNNING
+            return replace(Job.from_document(doc), state=state, started_at=gate["at"])
+        return Job.from_document(doc)
+
+    def accepted(self, job_id: str) -> Job | None:
+        doc = self.in_flight.get(job_id)
+        return Job.from_document(doc) if doc else None
+
+    def start(self, job_id: str, now: datetime) -> Start:
+        return self.start_many([job_id], now)[0]
+
+    def start_many(self, job_ids: list[str], now: datetime) -> list[Start]:
+        answers = []
+        for job_id in job_ids:
+            gate = self.events.setdefault(f"{job_id}/gate", {"by": "start", "at": now, "new": True})
+            if gate.pop("new", False):
+                answers.append(Start.FIRST)
+            else:
+                answers.append(Start.CANCELLED if gate["by"] == "cancel" else Start.AGAIN)
+        return answers
+
+    def cancel(self, job_id: str, now: datetime) -> bool:
+        gate = self.events.setdefault(f"{job_id}/gate", {"by": "cancel", "at": now})
+        return bool(gate["by"] == "cancel")
+
+    def cancel_many(self, job_ids: list[str], now: datetime) -> int:
+        fresh = [j for j in job_ids if f"{j}/gate" not in self.events]
+        for job_id in fresh:
+            self.events[f"{job_id}/gate"] = {"by": "cancel", "at": now}
+        return len(fresh)
+
+    def finish_many(self, events: list[dict[str, Any]]) -> set[str]:
+        recorded = set()
+        for event in events:
+            job_id = str(event["_id"]).rsplit("/", 1)[0]
+            if event["_id"] not in self.events:
+                self.events[event["_id"]] = event
+                recorded.add(job_id)
+                if (event.get("job") or {}).get("callbackUrl"):
+                    self.owed.setdefault(job_id, event["at"])
+                if "-" not in job_id:
+                    self.finished_at[job_id] = event["at"]
+            self.in_flight.pop(job_id, None)
+        return recorded
+
+    def cancelled_left(self, job_ids: list[str], now: datetime) -> None:
+        for job_id in job_ids:
+            self.in_flight.pop(job_id, None)
+            self.finished_at[job_id] = now
+
+    def committed(self, transaction: str) -> bool:
+        return self.events.get(f"{transaction}/result", {}).get("state") == "applied"
+
+    def outcomes(self, job_ids: list[str]) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        for job_id in job_ids:
+            result = self.events.get(f"{job_id}/result")
+            if result is None and self.events.get(f"{job_id}/gate", {}).get("by") == "cancel":
+                result = {"state": "cancelled"}
+            yield job_id, result
+
+    def unfinished_before(self, before: datetime) -> Iterator[Job]:
+        for job_id in list(self.in_flight_before(before)):
+            job = self.get(job_id)
+            if job is not None and not job.state.final:
+                yield job
+
+    def in_flight_before(self, before: datetime) -> Iterator[str]:
+        docs = sorted(self.in_flight.values(), key=lambda doc: doc["acceptedAt"])
+        return iter([str(doc["_id"]) for doc in docs if doc["acceptedAt"] < before])
+
+    def callback_ended(self, job_id: str, state: str, attempts: int, status: int | None, now: datetime) -> None:
+        self.events.setdefault(f"{job_id}/callback", {"state": state, "attempts": attempts, "lastStatus": status})
+        self.owed.pop(job_id, None)
+
+    def callback_state(self, job_id: str) -> str:
+        return str(self.events.get(f"{job_id}/callback", {}).get("state", "pending"))
+
+    def callbacks_owed(self, finished_before: datetime) -> Iterator[str]:
+        return iter([job_id for job_id, at in self.owed.items() if at < finished_before])
+
+    def expire(self, before: datetime) -> int:
+        due = [job_id for job_id, at in self.finished_at.items() if at < before]
+        for job_id in due:
+            del self.finished_at[job_id]
+        return self.remove(due)
+
+    def remove(self, job_ids: list[str]) -> int:
+        for job_id in job_ids:
+            key = ((self.events.get(f"{job_id}/result") or {}).get("job") or {}).get("idempotencyKey")
+            self.keys.pop(str(key), None)
+            for kind in ("result", "gate", "callback"):
+                self.events.pop(f"{job_id}/{kind}", None)
+        return len(job_ids)
+
+
+class MemoryResources:
+    def __init__(self, committed: Callable[[str], bool]) -> None:
+        self.stored: dict[str, StoredVersion] = {}
+        self._committed = committed
+
+    def ensure_indexes(self) -> None:
+        pass
+
+    def version(self, resource_type: str, resource_id: str, version_id: int) -> StoredVersion | None:
+        found = self.stored.get(f"{resource_type}/{resource_id}/{version_id}")
+        if found is None or (found.transaction and not self._committed(found.transaction)):
+            return None
+        return found
+
+    def newest(self, resource_type: str, resource_id: str) -> StoredVersion | None:
+        return self.latest(resource_type, resource_id)
+
+    def latest(self, resource_type: str, resource_id: str) -> StoredVersion | None:
+        newest = None
+        for n in itertools.count(1):
+            version = self.version(resource_type, resource_id, n)
+            if version is None:
+                return newest
+            newest = version
+        return None  # pragma: no cover (count never ends)
+
+    def versions(self, wanted: list[tuple[str, str, int]]) -> list[StoredVersion | None]:
+        return [self.version(*w) for w in wanted]
+
+    def history(
+        self, resource_type: str, resource_id: str, count: int, offset: int = 0
+    ) -> tuple[int, list[StoredVersion]]:
+        newest = self.latest(resource_type, resource_id)
+        if newest is None:
+            return 0, []
+        top = newest.version_id - offset
+        page = [self.version(resource_type, resource_id, n) for n in range(top, max(0, top - count), -1)]
+        return newest.version_id, [v for v in page if v is not None]
+
+    def written_by(self, job_id: str, resource_type: str, resource_id: str) -> StoredVersion | None:
+        newest = self.latest(resource_type, resource_id)
+        for n in range(newest.version_id if newest else 0, 0, -1):
+            version = self.version(resource_type, resource_id, n)
+            if version is not None and version.job_id == job_id:
+                return version
+        return None
+
+    def commit(self, new: StoredVersion) -> None:
+        if self.commit_many([new]) == 0:
+            raise VersionConflict(f"{new.key} version {new.version_id} exists", self.latest(*new.key.split("/", 1)))
+
+    def commit_many(self, versions: list[StoredVersion]) -> int:
+        for written, version in enumerate(versions):
+            key = f"{version.key}/{version.version_id}"
+            if key in self.stored:
+                return written
+            self.stored[key] = version
+        return len(versions)
+
+    def remove_uncommitted(self, transaction: str, candidates: list[tuple[str, str, int]]) -> int:
+        if self._committed(transaction):
+            return 0
+        marked = [f"{t}/{i}/{v}" for t, i, v in candidates]
+        marked = [k for k in marked if k in self.stored and self.stored[k].transaction == transaction]
+        for key in marked:
+            del self.stored[key]
+        return len(marked)
+
+
+class MemoryGroups:
+    def __init__(self) -> None:
+        self.groups: dict[str, Group] = {}
+        self.blocks: dict[str, dict[int, dict[str, Any]]] = {}
+        self.ended: dict[str, datetime] = {}
+
+    def open(
+        self, group_id: str, kind: str, now: datetime, reads: dict[int, str] | None = None, owner: str | None = None
+    ) -> bool:
+        if group_id in self.groups:
+            return False
+        self.groups[group_id] = Group(group_id, kind, now, None, 0, dict(reads or {}), owner)
+        return True
+
+    def discard(self, group_id: str) -> None:
+        self.groups.pop(group_id, None)
+
+    def close(self, group_id: str, total: int, rejected: int, now: datetime) -> None:
+        group = self.groups[group_id]
+        if group.total is None:
+            self.groups[group_id] = replace(group, total=total, rejected=rejected)
+
+    def refuse(self, group_id: str, refusals: list[tuple[int, int, dict[str, Any] | None]], now: datetime) -> None:
+        if not refusals:
+            return
+        block = f"{group_id}/refused/{refusals[0][0]:07d}"
+        entries = {n: {"state": "failed", "key": "", "result": {"status": s, "outcome": o}} for n, s, o in refusals}
+        self.blocks.setdefault(block, entries)
+        group = self.groups[group_id]
+        if block not in group.refusal_blocks:
+            self.groups[group_id] = replace(group, refusal_blocks=(*group.refusal_blocks, block))
+
+    def refusals(self, group: Group) -> dict[int, dict[str, Any]]:
+        return {n: e for block in group.refusal_blocks for n, e in self.blocks.get(block, {}).items()}
+
+    def get(self, group_id: str) -> Group | None:
+        return self.groups.get(group_id)
+
+    def expire(self, before: datetime, now: datetime, has_ended: Callable[[Group], bool]) -> Iterator[Group]:
+        for group in list(self.groups.values()):
+            if group.id not in self.ended and has_ended(group):
+                self.ended[group.id] = now
+        for group_id, at in list(self.ended.items()):
+            if at < before and group_id in self.groups:
+                group = self.groups.pop(group_id)
+                for block in group.refusal_blocks:
+                    self.blocks.pop(block, None)
+                del self.ended[group_id]
+                yield group
+
+
+class MemoryIdentifiers:
+    def __init__(self) -> None:
+        self.index: dict[tuple[str, str, str], list[str]] = {}
+
+    def add(self, entries: list[tuple[str, str, str, str]]) -> None:
+        for resource_type, system, value, resource_id in entries:
+            ids = self.index.setdefault((resource_type, system, value), [])
+            if resource_id not in ids:
+                ids.append(resource_id)
+
+    def candidates(self, resource_type: str, system: str | None, value: str) -> list[str]:
+        if system is not None:
+            return list(self.index.get((resource_type, system, value), []))
+        found = [ids for (t, _, v), ids in sorted(self.index.items()) if t == resource_type and v == value]
+        return sorted({i for ids in found for i in ids})
+
+    def with_system(self, resource_type: str, system: str, start_bucket: int = 0) -> Iterator[tuple[int, list[str]]]:
+        ids = [i for (t, s, _), found in self.index.items() if (t, s) == (resource_type, system) for i in found]
+        return iter([(0, sorted(set(ids)))] if start_bucket == 0 else [])
+
+
+class MemoryStores:
+    """Every store, in memory."""
+
+    def __init__(self) -> None:
+        self.jobs = MemoryJobs()
+        self.resources = MemoryResources(self.jobs.committed)
+        self.groups = MemoryGroups()
+        self.identifiers = MemoryIdentifiers()
+
+    def ensure_indexes(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class MemoryLeases:
+    """Queues, leases and drain marks of resource keys."""
+
+    queues: dict[str, list[str]] = field(default_factory=dict)
+    payloads: dict[str, str] = field(default_factory=dict)
+    leases: dict[str, str] = field(default_factory=dict)
+    sched: dict[str, str] = field(default_factory=dict)
+    alive_workers: set[str] = field(default_factory=set)
+    attempts: dict[str, int] = field(default_factory=dict)
+    counted: list[Finished] = field(default_factory=list)
+    locks: set[str] = field(default_factory=set)
+    copies: MemoryCopies | None = None
+    tokens: Iterator[int] = field(default_factory=itertools.count)
+
+    def acquire(self, key: str, lease_seconds: float, holder: str = "") -> str | None:
+        if key in self.leases:
+            return None
+        self.leases[key] = f"{holder}|{next(self.tokens)}"
+        return self.leases[key]
+
+    def lease_holder(self, key: str) -> tuple[str, str] | None:
+        token = self.leases.get(key)
+        return (token.split("|", 1)[0], token) if token else None
+
+    def take_over(self, key: str, previous: str, lease_seconds: float, holder: str) -> str | None:
+        if self.leases.get(key) != previous:
+            return None
+        self.leases[key] = f"{holder}|{next(self.tokens)}"
+        return self.leases[key]
+
+    def release(self, key: str, token: str) -> bool:
+        if self.leases.get(key) == token:
+            del self.leases[key]
+        if self.queues.get(key):
+            return True
+        self.sched.pop(key, None)
+        return False
+
+    def next_jobs(
+        self, key: str, token: str, lease_seconds: float, finished: list[Finished], limit: int
+    ) -> Heads | None:
+        if self.leases.get(key) != token:
+            return None
+        queue = self.queues.setdefault(key, [])
+        for done in finished:
+            if queue and queue[0] == done.job_id:
+                queue.pop(0)
+                self.payloads.pop(done.job_id, None)
+                if done.outcome:
+                    self.counted.append(done)
+        cached = self.copies.newest_copy(key) if self.copies else None
+        return Heads(cached, [(job_id, self.payloads.get(job_id)) for job_id in queue[:limit]])
+
+    def head(self, key: str) -> tuple[str | None, str | None]:
+        queue = self.queues.get(key) or []
+        return (queue[0], self.payloads.get(queue[0])) if queue else (None, None)
+
+    def attempt(self, job_id: str) -> int:
+        self.attempts[job_id] = self.attempts.get(job_id, 0) + 1
+        return self.attempts[job_id]
+
+    def reschedule(self, key: str, now: float) -> None:
+        self.sched[key] = f"s:{now}"
+
+    def taken(self, keys: list[str], worker: str, now: float) -> None:
+        for key in keys:
+            if key in self.sched:
+                self.sched[key] = f"t:{worker}:{now}"
+
+    def untake(self, key: str, worker: str) -> None:
+        if self.sched.get(key, "").startswith(f"t:{worker}:"):
+            del self.sched[key]
+
+    def heartbeat(self, worker: str, seconds: float) -> None:
+        self.alive_workers.add(worker)
+
+    def alive(self, worker: str) -> bool:
+        return worker in self.alive_workers
+
+    def state(self, key: str) -> KeyState:
+        return KeyState(len(self.queues.get(key) or []), key in self.leases, self.sched.get(key))
+
+    def active_keys(self) -> Iterator[str]:
+        return iter([key for key, queue in self.queues.items() if queue])
+
+    def broker_backlog(self) -> int:
+        return 0
+
+    def lock(self, name: str, milliseconds: int) -> bool:
+        if name in self.locks:
+            return False
+        self.locks.add(name)
+        return True
+
+    def unlock(self, name: str) -> None:
+        self.locks.discard(name)
+
+
+@dataclass
+class MemoryCopies:
+    kept: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    def remember_newest(self, key: str, version_id: int, document: str, seconds: int = 86_400) -> bool:
+        if version_id < self.kept.get(key, (0, ""))[0]:
+            return False
+        self.kept[key] = (version_id, document)
+        return True
+
+    def remember_copy(self, version: StoredVersion) -> None:
+        self.remember_newest(version.key, version.version_id, version.to_cache())
+
+    def newest_copy(self, key: str) -> str | None:
+        return self.kept[key][1] if key in self.kept else None
+
+    def newest_copies(self, keys: list[str]) -> list[str | None]:
+        return [self.newest_copy(key) for key in keys]
+
+    def newest_version(self, key: str) -> int:
+        return self.kept.get(key, (0, ""))[0]
+
+
+@dataclass
+class MemoryWakeups:
+    published: list[dict[str, Any]] = field(default_factory=list)
+
+    def publish(self, messages: list[str]) -> None:
+        self.published += [json.loads(m) for m in messages]
+
+
+@dataclass
+class MemoryHolds:
+    leases: MemoryLeases
+
+    def hold(self, keys: list[str], token: str, job_id: str, lease_seconds: float) -> bool:
+        mine = token
+        for key in keys:
+            holder = self.leases.leases.get(key)
+            if (holder and holder != mine) or (self.leases.queues.get(key) or [None])[0] != job_id:
+                return False
+        for key in keys:
+            self.leases.leases[key] = mine
+        return True
+
+    def park(self, key: str, token: str) -> None:
+        if self.leases.leases.get(key) == token:
+            del self.leases.leases[key]
+        self.leases.sched.pop(key, None)
+
+    def complete_transaction(self, keys: list[str], token: str, done: Finished) -> list[str]:
+        more = []
+        for key in keys:
+            queue = self.leases.queues.get(key) or []
+            if queue and queue[0] == done.job_id:
+                queue.pop(0)
+            if self.leases.leases.get(key) == token:
+                del self.leases.leases[key]
+            if queue:
+                self.leases.sched[key] = "s:0"
+                more.append(key)
+            else:
+                self.leases.sched.pop(key, None)
+        if self.leases.payloads.pop(done.job_id, None) is not None and done.outcome:
+            self.leases.counted.append(done)
+        return more
+
+
+@dataclass
+class MemoryArrivals:
+    leases: MemoryLeases
+    in_sync: bool = True
+    accepted: int = 0
+
+    def enqueue(self, key: str, job_id: str, payload: str, now: float, count: bool = True) -> Arrival:
+        self.accepted += count
+        if job_id in self.leases.payloads:
+            return Arrival.QUEUED
+        self.leases.queues.setdefault(key, []).append(job_id)
+        self.leases.payloads[job_id] = payload
+        if key in self.leases.sched:
+            return Arrival.QUEUED
+        self.leases.sched[key] = f"s:{now}"
+        return Arrival.SEND_DRAIN
+
+    def enqueue_many(self, jobs: list[tuple[str, str, str]], now: float) -> tuple[list[str], bool]:
+        arrivals = [self.enqueue(key, job_id, payload, now, count=False) for key, job_id, payload in jobs]
+        keys = [key for (key, _, _), a in zip(jobs, arrivals) if a is Arrival.SEND_DRAIN]
+        return list(dict.fromkeys(keys)), False
+
+    def enqueue_transaction(self, keys: list[str], job_id: str, payload: str, now: float) -> list[str] | None:
+        to_wake = [key for key in keys if key not in self.leases.sched]
+        for key in keys:
+            self.leases.queues.setdefault(key, []).append(job_id)
+            self.leases.sched.setdefault(key, f"s:{now}")
+        self.leases.payloads[job_id] = payload
+        return to_wake
+
+    def synced(self) -> bool:
+        return self.in_sync
+
+    def not_queued(self, job_ids: list[str]) -> list[str]:
+        return [job_id for job_id in job_ids if job_id not in self.leases.payloads]
+
+
+@dataclass
+class MemoryCounters:
+    counts: dict[str, int] = field(default_factory=dict)
+    groups: dict[str, dict[str, int]] = field(default_factory=dict)
+    scheduled: set[str] = field(default_factory=set)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + n
+
+    def count_group(self, group_id: str, accepted: int, rejected: int) -> None:
+        counts = self.groups.setdefault(group_id, {})
+        counts["accepted"] = counts.get("accepted", 0) + accepted
+        counts["rejected"] = counts.get("rejected", 0) + rejected
+
+    def group_counts(self, group_id: str) -> dict[str, int]:
+        return dict(self.groups.get(group_id, {}))
+
+    def callback_scheduled(self, job_id: str, seconds: float) -> None:
+        self.scheduled.add(job_id)
+
+    def callback_is_scheduled(self, job_id: str) -> bool:
+        return job_id in self.scheduled
+
+
+class MemoryQueues:
+    """KeyQueues in memory: the same parts, the same method names."""
+
+    def __init__(self, namespace: str = "t") -> None:
+        self.keys = RedisKeys(namespace)
+        self.copies = MemoryCopies()
+        self.leases = MemoryLeases(copies=self.copies)
+        self.arrivals = MemoryArrivals(self.leases)
+        self.holds = MemoryHolds(self.leases)
+        self.counters = MemoryCounters()
+        self.wakeups = MemoryWakeups()
+
+    def ping(self) -> None:
+        pass
+
+
+@dataclass
+class RecordedDrains:
+    """A DrainSender that records the keys it was asked to drain."""
+
+    sent: list[str] = field(default_factory=list)
+
+    def send(self, keys: list[str]) -> None:
+        self.sent += keys
+
+
+def entry_ids(group_id: str, count: int) -> list[str]:
+    return [entry_job_id(group_id, n) for n in range(1, count + 1)]
+
+
+@dataclass
+class MemoryAdmission:
+    """Admission control in memory: unfinished jobs per client and in all, with the same limits and refusals."""
+
+    per_client: int = 1000
+    total: int = 10_000
+    unfinished: dict[str, int] = field(default_factory=dict)
+
+    def reserve(self, client: str, wanted: int) -> Granted:
+        used, everyone = self.unfinished.get(client, 0), sum(self.unfinished.values())
+        count = max(0, min(wanted, self.per_client - used, self.total - everyone))
+        self.unfinished[client] = used + count
+        return Granted(count, used, everyone)
+
+    def release(self, client: str, count: int) -> None:
+        self.unfinished[client] = self.unfinished.get(client, 0) - count
+
+    def refusal(self, granted: Granted, client: str, wanted: int) -> TooManyUnfinished | ServiceBusy:
+        return TooManyUnfinished(f"Client {client!r} has {granted.client_unfinished} jobs not yet finished", "request")
+
+    def admit(self, client: str, wanted: int) -> None:
+        granted = self.reserve(client, wanted)
+        if granted.count < wanted:
+            self.release(client, granted.count)
+            raise self.refusal(granted, client, wanted)
+
+
+@dataclass
+class MemoryMetrics:
+    accepted_jobs: int = 0
+
+    def accepted(self, n: int = 1) -> None:
+        self.accepted_jobs += n

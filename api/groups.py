@@ -22,10 +22,10 @@ from worker.errors import FhirError, InvalidRequest
 from worker.model.access import Actor, Principal
 from worker.model.changes import fhir_instant
 from worker.model.clock import utc_now
-from worker.model.groups import Group, entry_job_id, group_outcomes
+from worker.model.groups import Group, entry_job_id
 from worker.model.jobs import Job, JobResult, JobState, result_event
 from worker.model.results import etag, response_element
-from worker.model.stores import Stores
+from worker.model.stores import Stores, group_outcomes
 from worker.model.versions import StoredVersion
 from worker.patch.fhir_json import loads
 from worker.submission import Submitter, Taken

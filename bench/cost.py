@@ -63,22 +63,23 @@ def organization(n: int) -> dict[str, Any]:
             {"system": "email", "value": f"contact{n}@ch{n}.example.org"},
         ],
         "address": [address, {**address, "use": "billing", "line": [f"BP {n}"]}],
-        "contact": [
-            {
-                "purpose": {
-                    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/contactentity-type", "code": "ADMIN"}]
-                },
-                "name": {"family": f"Durand{n}", "given": ["Claire", "Marie"]},
-                "telecom": [{"system": "phone", "value": "01 00 00 00 00"}],
-            }
-            for _ in range(4)
-        ],
+        "contact": [_contact(n) for _ in range(4)],
         "type": [
             {
                 "coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": "prov"}],
                 "text": "Healthcare Provider",
             }
         ],
+    }
+
+
+def _contact(n: int) -> dict[str, Any]:
+    return {
+        "purpose": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/contactentity-type", "code": "ADMIN"}]
+        },
+        "name": {"family": f"Durand{n}", "given": ["Claire", "Marie"]},
+        "telecom": [{"system": "phone", "value": "01 00 00 00 00"}],
     }
 
 

@@ -58,20 +58,28 @@ def running(workers: int, state: Path) -> Iterator[tuple[str, list[subprocess.Po
         ]
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{base}/readyz", timeout=2, trust_env=False).status_code == 200:
-                        break
-                time.sleep(0.2)
+            _wait_ready(base)
             yield base, procs
         finally:
-            for proc in procs:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGCONT)
-                proc.terminate()
-            for proc in procs:
-                proc.wait(timeout=30)
+            _stop(procs)
+
+
+def _wait_ready(base: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base}/readyz", timeout=2, trust_env=False).status_code == 200:
+                return
+        time.sleep(0.2)
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGCONT)
+        proc.terminate()
+    for proc in procs:
+        proc.wait(timeout=30)
 
 
 def counts(base: str) -> dict[str, float]:

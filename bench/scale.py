@@ -106,31 +106,36 @@ def timed(count: int, call: Callable[[int], httpx.Response], ok: tuple[int, ...]
     return {**percentiles(samples), "errors": errors}
 
 
+RENAME = {
+    "resourceType": "Parameters",
+    "parameter": [
+        {
+            "name": "operation",
+            "part": [
+                {"name": "type", "valueCode": "replace"},
+                {"name": "path", "valueString": "Organization.name"},
+                {"name": "value", "valueString": "Renamed"},
+            ],
+        }
+    ],
+}
+
+
+def _finished_job(client: httpx.Client, url: str) -> str:
+    """The status URL of an async PATCH, once it finished."""
+    location = client.patch(
+        url, content=b'[{"op":"add","path":"/active","value":true}]', headers={**JSON_PATCH, "prefer": "respond-async"}
+    ).headers["content-location"]
+    while client.get(location).status_code == 202:
+        time.sleep(0.05)
+    return str(location)
+
+
 def latencies(client: httpx.Client, size: int, samples: int) -> dict[str, Any]:
     rng = random.Random(size)
     pick = [rng.randrange(size) for _ in range(samples)]
-    fhirpath = {
-        "resourceType": "Parameters",
-        "parameter": [
-            {
-                "name": "operation",
-                "part": [
-                    {"name": "type", "valueCode": "replace"},
-                    {"name": "path", "valueString": "Organization.name"},
-                    {"name": "value", "valueString": "Renamed"},
-                ],
-            }
-        ],
-    }
-    finished = [
-        client.patch(
-            f"Organization/o{pick[0]}",
-            content=b'[{"op":"add","path":"/active","value":true}]',
-            headers={**JSON_PATCH, "prefer": "respond-async"},
-        ).headers["content-location"]
-    ]
-    while client.get(finished[0]).status_code == 202:
-        time.sleep(0.05)
+    fhirpath = RENAME
+    finished = [_finished_job(client, f"Organization/o{pick[0]}")]
     return {
         "read": timed(samples, lambda n: client.get(f"Organization/o{pick[n]}")),
         "vread": timed(samples, lambda n: client.get(f"Organization/o{pick[n]}/_history/1")),

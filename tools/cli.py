@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from worker.settings import Settings, SettingsError
 
@@ -119,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fhir-patch", description="Apply FHIR patches and run the fhir-patch-worker service."
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_engine_commands, _service_commands, _client_commands):
+        add(commands)
+    settings = commands.add_parser("settings", help="list every setting with its default")
+    settings.set_defaults(handler=_settings)
+    return parser
+
+
+def _engine_commands(commands: Any) -> None:
     apply = commands.add_parser(
         "apply",
         help="apply a patch file to a resource file; print the result (exit 1 with an OperationOutcome on failure)",
@@ -132,16 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("old")
     diff.add_argument("new")
     diff.set_defaults(handler=_diff)
+
+
+def _service_commands(commands: Any) -> None:
+    auth_dir = "where the development signing key lives (default .run/auth)"
     serve = commands.add_parser("serve", help="run Celery worker(s) and the API until Ctrl-C")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.add_argument("--concurrency", type=int, default=2, help="Celery pool size per worker (default 2)")
     serve.add_argument("--log-dir", default=".run/logs", help="where process logs go (default .run/logs)")
-    serve.add_argument(
-        "--flower-port", type=int, default=0, help="also run Flower on 127.0.0.1:PORT (default: no Flower)"
-    )
-    serve.add_argument(
-        "--auth-dir", default=".run/auth", help="where the development signing key lives (default .run/auth)"
-    )
+    serve.add_argument("--flower-port", type=int, default=0, help="also run Flower on 127.0.0.1:PORT (default: no)")
+    serve.add_argument("--auth-dir", default=".run/auth", help=auth_dir)
     serve.set_defaults(handler=_serve)
     token = commands.add_parser("token", help="print a bearer token signed with the development key of `make run`")
     token.add_argument("--scope", default="system/*.cruds", help='SMART scopes, e.g. "system/*.cruds" (the default)')
@@ -150,10 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--client-id", help="the client_id claim (default: the subject)")
     token.add_argument("--ttl", type=int, default=3600, help="seconds the token is valid (default 3600)")
-    token.add_argument(
-        "--auth-dir", default=".run/auth", help="where the development signing key lives (default .run/auth)"
-    )
+    token.add_argument("--auth-dir", default=".run/auth", help=auth_dir)
     token.set_defaults(handler=_token)
+
+
+def _client_commands(commands: Any) -> None:
+    bearer = {"default": os.environ.get("FHIR_PATCH_TOKEN"), "help": "bearer token (default $FHIR_PATCH_TOKEN)"}
     submit = commands.add_parser(
         "submit", help="send an NDJSON feed, follow it with a progress bar, write its failures"
     )
@@ -161,20 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--server", required=True, help="FHIR base URL, e.g. http://127.0.0.1:8080/fhir")
     submit.add_argument("--idempotency-key", help="resubmitting with the same key accepts each line only once")
     submit.add_argument("--failures", type=Path, help="where failed lines go (default FEED.failures.ndjson)")
-    submit.add_argument(
-        "--token", default=os.environ.get("FHIR_PATCH_TOKEN"), help="bearer token (default $FHIR_PATCH_TOKEN)"
-    )
+    submit.add_argument("--token", **bearer)
     submit.set_defaults(handler=_submit)
     status = commands.add_parser("status", help="show a job or feed")
     status.add_argument("job")
     status.add_argument("--server", required=True, help="FHIR base URL")
-    status.add_argument(
-        "--token", default=os.environ.get("FHIR_PATCH_TOKEN"), help="bearer token (default $FHIR_PATCH_TOKEN)"
-    )
+    status.add_argument("--token", **bearer)
     status.set_defaults(handler=_status)
-    settings = commands.add_parser("settings", help="list every setting with its default")
-    settings.set_defaults(handler=_settings)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,63 +26,21 @@ class ProcessSpec:
 
 
 def service_processes(settings: Settings, workers: int, concurrency: int, flower_port: int = 0) -> list[ProcessSpec]:
-    python = sys.executable
+    """The Celery worker(s), Flower when asked (bound to loopback like everything else), then the API."""
+    celery = [sys.executable, "-m", "celery", "-A", "worker.celery.process"]
     specs = [
         ProcessSpec(
             f"worker-{n}",
-            [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "worker.celery.process",
-                "worker",
-                "--loglevel",
-                settings.log_level,
-                "--concurrency",
-                str(concurrency),
-                "--hostname",
-                f"worker{n}@%h",
-                "--without-mingle",
-                "--without-gossip",
-            ],
+            [*celery, "worker", "--loglevel", settings.log_level, "--concurrency", str(concurrency)]
+            + ["--hostname", f"worker{n}@%h", "--without-mingle", "--without-gossip"],
         )
         for n in range(1, workers + 1)
     ]
-    if flower_port:  # Flower reads the task events the workers send; bound to loopback like everything else
-        specs.append(
-            ProcessSpec(
-                "flower",
-                [
-                    python,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "worker.celery.process",
-                    "flower",
-                    "--address=127.0.0.1",
-                    f"--port={flower_port}",
-                ],
-            )
-        )
-    specs.append(
-        ProcessSpec(
-            "api",
-            [
-                python,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "api.app:app_from_env",
-                "--host",
-                settings.http_host,
-                "--port",
-                str(settings.http_port),
-                "--log-level",
-                settings.log_level.lower(),
-            ],
-        )
-    )
+    if flower_port:  # Flower reads the task events the workers send
+        specs.append(ProcessSpec("flower", [*celery, "flower", "--address=127.0.0.1", f"--port={flower_port}"]))
+    uvicorn = [sys.executable, "-m", "uvicorn", "--factory", "api.app:app_from_env"]
+    address = ["--host", settings.http_host, "--port", str(settings.http_port)]
+    specs.append(ProcessSpec("api", [*uvicorn, *address, "--log-level", settings.log_level.lower()]))
     return specs
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -351,52 +351,17 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read the environment once; raise SettingsError naming any bad variable."""
+        """Read the environment once; raise SettingsError naming any bad variable. Each field is read by its
+        reader in _READERS, else by its type; the variable's name is the field's `env` metadata."""
         source = os.environ if env is None else env
-        d = cls()
-        return cls(
-            redis_url=_text(source, "FHIR_PATCH_REDIS_URL", d.redis_url),
-            mongodb_uri=_mongodb_uri(source),
-            database=_text(source, "FHIR_PATCH_DATABASE", d.database),
-            namespace=_text(source, "FHIR_PATCH_NAMESPACE", d.namespace),
-            http_host=_text(source, "FHIR_PATCH_HTTP_HOST", d.http_host),
-            http_port=_integer(source, "FHIR_PATCH_HTTP_PORT", d.http_port),
-            base_url=_text(source, "FHIR_PATCH_BASE_URL", d.base_url).rstrip("/"),
-            sync_wait_seconds=_number(source, "FHIR_PATCH_SYNC_WAIT_SECONDS", d.sync_wait_seconds),
-            max_body_bytes=_integer(source, "FHIR_PATCH_MAX_BODY_BYTES", d.max_body_bytes),
-            job_retention_seconds=_number(source, "FHIR_PATCH_JOB_RETENTION_SECONDS", d.job_retention_seconds),
-            lease_seconds=_number(source, "FHIR_PATCH_LEASE_SECONDS", d.lease_seconds),
-            visibility_timeout_seconds=_integer(
-                source, "FHIR_PATCH_VISIBILITY_TIMEOUT_SECONDS", d.visibility_timeout_seconds
-            ),
-            reconcile_interval_seconds=_number(
-                source, "FHIR_PATCH_RECONCILE_INTERVAL_SECONDS", d.reconcile_interval_seconds
-            ),
-            worker_ping_timeout_seconds=_number(
-                source, "FHIR_PATCH_WORKER_PING_TIMEOUT_SECONDS", d.worker_ping_timeout_seconds
-            ),
-            callback_secret=_text(source, "FHIR_PATCH_CALLBACK_SECRET", d.callback_secret),
-            callback_allow=_allow_list(source, "FHIR_PATCH_CALLBACK_ALLOW"),
-            callback_give_up_seconds=_number(source, "FHIR_PATCH_CALLBACK_GIVE_UP_SECONDS", d.callback_give_up_seconds),
-            element_policies=_policies(source, "FHIR_PATCH_ELEMENT_POLICIES"),
-            auth_jwks=_text(source, "FHIR_PATCH_AUTH_JWKS", d.auth_jwks),
-            auth_issuer=_text(source, "FHIR_PATCH_AUTH_ISSUER", d.auth_issuer),
-            auth_audience=_text(source, "FHIR_PATCH_AUTH_AUDIENCE", d.auth_audience),
-            auth_disabled=_flag(source, "FHIR_PATCH_AUTH_DISABLED"),
-            metrics_loopback=_flag(source, "FHIR_PATCH_METRICS_LOOPBACK"),
-            client_element_policies=_client_policies(source, "FHIR_PATCH_CLIENT_ELEMENT_POLICIES"),
-            max_unfinished_per_client=_integer(
-                source, "FHIR_PATCH_MAX_UNFINISHED_PER_CLIENT", d.max_unfinished_per_client
-            ),
-            max_queue_depth=_integer(source, "FHIR_PATCH_MAX_QUEUE_DEPTH", d.max_queue_depth),
-            mongodb_command_log=_text(source, "FHIR_PATCH_MONGODB_COMMAND_LOG", d.mongodb_command_log),
-            log_level=_text(source, "FHIR_PATCH_LOG_LEVEL", d.log_level).upper(),
-            allowed_hosts=_patterns(source, "FHIR_PATCH_ALLOWED_HOSTS") or d.allowed_hosts,
-            store_validation=_choice(source, "FHIR_PATCH_STORE_VALIDATION", ("strict", "lenient")),
-            max_feed_lines=_integer(source, "FHIR_PATCH_MAX_FEED_LINES", d.max_feed_lines),
-            job_time_limit_seconds=_number(source, "FHIR_PATCH_JOB_TIME_LIMIT_SECONDS", d.job_time_limit_seconds),
-            stall_seconds=_number(source, "FHIR_PATCH_STALL_SECONDS", d.stall_seconds),
-        )
+        defaults = cls()
+        values = {
+            f.name: (_READERS.get(f.name) or _BY_TYPE[str(f.type)])(
+                source, f.metadata["env"], getattr(defaults, f.name)
+            )
+            for f in fields(cls)
+        }
+        return cls(**values)
 
     @staticmethod
     def describe() -> list[dict[str, Any]]:
@@ -410,3 +375,20 @@ class Settings:
     @staticmethod
     def environment_names() -> frozenset[str]:
         return frozenset(f.metadata["env"] for f in fields(Settings))
+
+
+Reader = Callable[[Mapping[str, str], str, Any], Any]  # (environment, variable name, default) -> value
+
+_BY_TYPE: Mapping[str, Reader] = {"str": _text, "int": _integer, "float": _number}
+_READERS: Mapping[str, Reader] = {
+    "mongodb_uri": lambda env, name, default: _mongodb_uri(env),
+    "base_url": lambda env, name, default: _text(env, name, default).rstrip("/"),
+    "log_level": lambda env, name, default: _text(env, name, default).upper(),
+    "callback_allow": lambda env, name, default: _allow_list(env, name),
+    "element_policies": lambda env, name, default: _policies(env, name),
+    "client_element_policies": lambda env, name, default: _client_policies(env, name),
+    "auth_disabled": lambda env, name, default: _flag(env, name),
+    "metrics_loopback": lambda env, name, default: _flag(env, name),
+    "allowed_hosts": lambda env, name, default: _patterns(env, name) or default,
+    "store_validation": lambda env, name, default: _choice(env, name, ("strict", "lenient")),
+}

@@ -36,6 +36,13 @@ async def bundle(request: Request, caller: Caller) -> Response:
     conn = connections(request)
     body = await read_body(request, conn.settings.max_body_bytes)
     document = await anyio.to_thread.run_sync(lambda: loads(body, what="Bundle"))  # off the event loop
+    kind, entries = _checked_bundle(document)
+    if kind == "transaction":
+        return await transaction(request, entries, caller)
+    return await _batch(request, caller, entries)
+
+
+def _checked_bundle(document: Any) -> tuple[str, list[Any]]:
     if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
         raise InvalidRequest("POST [base] takes a Bundle of type batch or transaction", "Bundle")
     kind = document.get("type")
@@ -44,8 +51,11 @@ async def bundle(request: Request, caller: Caller) -> Response:
     entries = document.get("entry") or []
     if not isinstance(entries, list):
         raise InvalidRequest("Bundle.entry must be a list", "Bundle.entry")
-    if kind == "transaction":
-        return await transaction(request, entries, caller)
+    return str(kind), entries
+
+
+async def _batch(request: Request, caller: Principal, entries: list[Any]) -> Response:
+    conn = connections(request)
     # A GET entry the caller may not read goes with the writes, where it fails alone with 403.
     reads = {n: str(e["request"].get("url")) for n, e in enumerate(entries, 1) if is_read(e) and _readable(caller, e)}
     writes = [(n, e) for n, e in enumerate(entries, 1) if n not in reads]
@@ -53,7 +63,6 @@ async def bundle(request: Request, caller: Caller) -> Response:
     fresh = await anyio.to_thread.run_sync(
         lambda: conn.database.groups.open(group_id, "batch", utc_now(), reads, caller.subject)
     )
-    prefer = parse_prefer(request.headers.get("prefer"))
     # Register for every entry before any is queued (a fast worker must not finish one unseen); entries refused
     # at intake never run, so their waits are dropped as soon as the intake says which they are.
     waiting = {entry_job_id(group_id, n): conn.waiter.register(entry_job_id(group_id, n)) for n, _ in writes}
@@ -64,10 +73,17 @@ async def bundle(request: Request, caller: Caller) -> Response:
         )
     for job_id in set(waiting) - set(queued):
         conn.waiter.forget(job_id)
-    if "respond-async" in prefer or not queued:
+    if "respond-async" in parse_prefer(request.headers.get("prefer")) or not queued:
         for job_id in queued:
             conn.waiter.forget(job_id)
         return await status_answer(request, group_id, caller)
+    return await _batch_answer(request, caller, group_id, queued, waiting)
+
+
+async def _batch_answer(
+    request: Request, caller: Principal, group_id: str, queued: list[str], waiting: dict[str, Any]
+) -> Response:
+    conn = connections(request)
     ended = await asyncio.gather(*(conn.waiter.wait(j, waiting[j], conn.settings.sync_wait_seconds) for j in queued))
     if all(message is not None for message in ended):
         # Every entry's result is committed before its wake-up is published; the group's counters in Redis are

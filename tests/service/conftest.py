@@ -1,4 +1,4 @@
-"""Unit tests of the service logic on in-memory doubles (tests/support/memory.py): no services, milliseconds each."""
+"""Unit tests of the service logic on in-memory doubles (tests/support/memory_*.py): no services, milliseconds."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.support.memory import MemoryQueues, MemoryStores
+from tests.support.memory_queues import MemoryQueues
+from tests.support.memory_stores import MemoryStores
 from worker.model.access import Actor
 from worker.model.jobs import Action, Job, JobRequest, JobState
 from worker.settings import Settings

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from tests.service.conftest import Clock, patch, put, queue
-from tests.support.memory import MemoryQueues, MemoryStores
+from tests.support.memory_queues import MemoryQueues
+from tests.support.memory_stores import MemoryStores
 from worker.model.jobs import JobResult, JobState
 from worker.model.versions import StoredVersion
 from worker.service.drain import BATCH, Drainer

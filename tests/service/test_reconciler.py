@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 
 from tests.service.conftest import START, put, queue
-from tests.support.memory import MemoryAdmission, MemoryMetrics, MemoryQueues, MemoryStores, RecordedDrains
+from tests.support.memory_queues import MemoryAdmission, MemoryMetrics, MemoryQueues, RecordedDrains
+from tests.support.memory_stores import MemoryStores
 from worker.model.jobs import JobResult, result_event
 from worker.ordering.leases import KeyState
 from worker.service.reconciler import Reconciler

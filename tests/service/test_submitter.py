@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.service.conftest import put
-from tests.support.memory import MemoryAdmission, MemoryMetrics, MemoryQueues, MemoryStores, RecordedDrains
+from tests.support.memory_queues import MemoryAdmission, MemoryMetrics, MemoryQueues, RecordedDrains
+from tests.support.memory_stores import MemoryStores
 from worker.errors import IdempotencyKeyReused, ServiceBusy, StorageUnavailable, TooManyUnfinished
 from worker.model.jobs import JobResult, JobState, result_event
 from worker.submission.submitter import Submission, Submitter

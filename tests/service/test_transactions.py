@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.service.conftest import START, Clock, patch, put, queue
-from tests.support.memory import MemoryQueues, MemoryStores
+from tests.support.memory_queues import MemoryQueues
+from tests.support.memory_stores import MemoryStores
 from worker.model.jobs import Action, Job, JobRequest, JobState
 from worker.model.transactions import TransactionEntry, encode_entries, transaction_keys
 from worker.service.drain import Drainer

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.memory import MemoryStores
+from tests.support.memory_stores import MemoryStores
 from worker.settings import Settings
 from worker.storage import Database
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from worker.model.groups import group_outcomes
+from worker.model.stores import group_outcomes
 from worker.storage import Database
 
 NOW = datetime(2026, 11, 30, 10, tzinfo=UTC)

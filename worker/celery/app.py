@@ -16,6 +16,11 @@ from worker.settings import Settings
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
+    return {**_delivery(settings), **_limits_and_formats(settings)}
+
+
+def _delivery(settings: Settings) -> dict[str, Any]:
+    """At-least-once delivery over Redis, results in MongoDB."""
     return {
         "broker_url": settings.redis_url,
         # One queue per deployment namespace: deployments sharing a Redis
@@ -40,6 +45,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout_seconds,
         },
+    }
+
+
+def _limits_and_formats(settings: Settings) -> dict[str, Any]:
+    """What may be sent, how long a task may run, what it reports."""
+    return {
         # JSON only: pickle would let anyone who can write to Redis run code.
         "task_serializer": "json",
         "accept_content": ["json"],

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from worker.model.stores import Groups, Jobs
 
 
 def entry_job_id(group_id: str, number: int) -> str:
@@ -33,13 +28,3 @@ class Group:
 
     def entry_ids(self) -> list[str]:
         return [entry_job_id(self.id, n) for n in range(1, (self.total or 0) + 1)]
-
-
-def group_outcomes(groups: Groups, jobs: Jobs, group: Group) -> Iterator[tuple[int, dict[str, Any] | None]]:
-    """(entry number, its result event or None while pending), in entry order: refusals from their blocks, the
-    other entries' outcomes by `_id` (JobStore.outcomes)."""
-    refused: Mapping[int, dict[str, Any]] = groups.refusals(group)
-    numbers = range(1, (group.total or 0) + 1)
-    looked_up = jobs.outcomes([entry_job_id(group.id, n) for n in numbers if n not in refused])
-    for number in numbers:
-        yield number, refused[number] if number in refused else next(looked_up)[1]

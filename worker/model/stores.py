@@ -5,17 +5,18 @@ reaches past the interface. Each Protocol has one implementation on MongoDB
 (worker/storage/*_store.py, gathered by `worker.storage.Database`), held to it
 by a contract suite on the real MongoDB-protocol server
 (tests/storage/test_*_contract.py), and one in memory for the service's unit
-tests (tests/support/memory.py).
+tests (tests/support/memory_stores.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from worker.model.groups import Group, entry_job_id
+
 if TYPE_CHECKING:
-    from worker.model.groups import Group
     from worker.model.jobs import Job, Start
     from worker.model.versions import StoredVersion
 
@@ -103,3 +104,13 @@ class Stores(Protocol):
     def identifiers(self) -> Identifiers: ...
     def ensure_indexes(self) -> None: ...
     def close(self) -> None: ...
+
+
+def group_outcomes(groups: Groups, jobs: Jobs, group: Group) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    """(entry number, its result event or None while pending), in entry order: refusals from their blocks, the
+    other entries' outcomes by `_id` (JobStore.outcomes)."""
+    refused: Mapping[int, dict[str, Any]] = groups.refusals(group)
+    numbers = range(1, (group.total or 0) + 1)
+    looked_up = jobs.outcomes([entry_job_id(group.id, n) for n in numbers if n not in refused])
+    for number in numbers:
+        yield number, refused[number] if number in refused else next(looked_up)[1]

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import re2  # RE2 matches in linear time: a client's pattern cannot backtrack without bound
 from antlr4 import CommonTokenStream, InputStream, Token
 from antlr4.error.ErrorListener import ErrorListener
 from antlr4.tree.Tree import ParseTreeWalker
@@ -33,6 +32,7 @@ from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
 from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
 from worker.patch.errors import MalformedPatch, NotApplicable, PatchError
+from worker.patch.fhirpath_functions import FUNCTIONS
 from worker.patch.structure import choice_key, is_resource_type, resolve_key, type_def
 
 _R4 = models["r4"]
@@ -122,7 +122,7 @@ def _check_calls(node: Node, expression: str) -> None:
             continue
         name = _identifier(item["children"][0])
         given = len(item["children"][1]["children"]) if len(item["children"]) > 1 else 0
-        entry: dict[str, Any] | None = _FUNCTIONS.get(name) or invocation_registry.get(name)  # type: ignore[assignment]
+        entry: dict[str, Any] | None = FUNCTIONS.get(name) or invocation_registry.get(name)  # type: ignore[assignment]
         if entry is None:
             raise MalformedPatch(
                 f"The path {expression!r} calls {name}(), which is not a FHIRPath function supported here",
@@ -295,65 +295,8 @@ def _identifier(node: Node) -> str:
     return text[1:-1] if text.startswith("`") else text
 
 
-def _string_of(inputs: list[Any]) -> str | None:
-    if len(inputs) != 1 or not isinstance(inputs[0], str):
-        return None
-    return inputs[0]
-
-
-def _matches(inputs: list[Any], pattern: Any) -> Any:
-    text = _string_of(inputs)
-    if text is None or not isinstance(pattern, str) or not pattern:
-        return []
-    return _regex(pattern).search(text) is not None
-
-
-def _replace_matches(inputs: list[Any], pattern: Any, substitution: Any) -> Any:
-    text = _string_of(inputs)
-    if text is None or not isinstance(pattern, str) or not isinstance(substitution, str):
-        return []
-    return _regex(pattern).sub(re.sub(r"\$(\d+)", r"\\\1", substitution), text)
-
-
-@lru_cache(maxsize=256)
-def _regex(pattern: str) -> Any:
-    try:
-        return re2.compile("(?s)" + pattern, _RE2_OPTIONS)
-    except re2.error as exc:
-        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-        raise MalformedPatch(
-            f"The regular expression {pattern!r} is not accepted ({reason}); patterns are RE2 "
-            "syntax, without backreferences or lookaround",
-            code="value",
-        ) from exc
-
-
-_RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.log_errors = False
-
-
-def _modifier_extension(inputs: list[Any], url: Any) -> list[Any]:
-    """FHIR's modifierExtension(url), the modifier twin of extension(url) (fhirpathpy has only the latter)."""
-    return [
-        item
-        for holder in inputs
-        if isinstance(holder, dict)
-        for item in holder.get("modifierExtension") or []
-        if isinstance(item, dict) and item.get("url") == url
-    ]
-
-
-_FUNCTIONS: dict[
-    str, dict[str, Any]
-] = {  # fhirpathpy's own table, with the regex functions on RE2 instead of Python's backtracking `re`
-    "matches": {"fn": _matches, "arity": {1: ["String"]}, "nullable_input": True},
-    "replaceMatches": {"fn": _replace_matches, "arity": {2: ["String", "String"]}, "nullable_input": True},
-    "modifierExtension": {"fn": _modifier_extension, "arity": {1: ["String"]}},
-}
-
-
 def _evaluate(resource: dict[str, Any], node: Node) -> list[Any]:
-    options = {"returnRawData": True, "userInvocationTable": _FUNCTIONS}
+    options = {"returnRawData": True, "userInvocationTable": FUNCTIONS}
     try:
         return list(apply_parsed_path(resource, {"children": [node]}, {}, _R4, options))  # type: ignore[no-untyped-call]
     except PatchError:

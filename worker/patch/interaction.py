@@ -18,12 +18,14 @@ from lxml import etree
 from worker.patch.errors import InvalidResource, MalformedPatch, NotApplicable, UnsupportedPatchFormat, Warnings
 from worker.patch.fhir_json import copy_json, loads, nesting_problem
 from worker.patch.fhir_xml import parse_xml, resource_to_xml, xml_to_resource
-from worker.patch.fhirpath_patch import apply_parsed_fhirpath_patch, parse_fhirpath_patch
+from worker.patch.fhirpath_operations import parse_fhirpath_patch
+from worker.patch.fhirpath_patch import apply_parsed_fhirpath_patch
 from worker.patch.json_patch import apply_parsed_json_patch, parse_json_patch
 from worker.patch.parameter_values import BuildContext
 from worker.patch.policy import ElementPolicies, check_changes
 from worker.patch.validation import patched_resource_issues
-from worker.patch.xml_patch import apply_parsed_xml_patch, parse_xml_patch
+from worker.patch.xml_directives import parse_xml_patch
+from worker.patch.xml_patch import apply_parsed_xml_patch
 
 JSON_PATCH = "application/json-patch+json"
 XML_PATCH = "application/xml-patch+xml"

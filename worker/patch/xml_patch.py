@@ -21,9 +21,7 @@ the root element are patched like any other node.
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
@@ -33,138 +31,27 @@ from worker.patch.errors import (
     MalformedPatch,
     MultipleMatches,
     NotApplicable,
-    PatchError,
     TargetNotFound,
 )
-from worker.patch.fhir_xml import FHIR_NS, parse_xml
+from worker.patch.fhir_xml import parse_xml
+from worker.patch.xml_directives import (
+    DEFAULT_PREFIX,
+    TYPE_ATTRIBUTE,
+    XmlDirective,
+    fail,
+    namespaces_of,
+    parse_xml_patch,
+    with_default_prefix,
+)
 
-_DEFAULT_PREFIX = "_default"
-_TYPE = re.compile(r"@(?P<attr>[A-Za-z_][\w.-]*(:[A-Za-z_][\w.-]*)?)|namespace::(?P<ns>[A-Za-z_][\w.-]*)")
-# Unprefixed name tests: not after @ : $ or an axis, not a function name, not an operator word.
-_NAME = re.compile(r"(?<![@:$\w.-])(?P<name>[A-Za-z_][\w.-]*)(?![\w.-]*\s*(\(|::|:(?!:)))")
-_OPERATORS = frozenset({"and", "or", "div", "mod"})
-_NODE_TESTS = frozenset({"text", "comment", "node", "processing-instruction"})
 _Content = list[Any]  # strings (text nodes) and lxml nodes, in document order
-
-
-@dataclass(frozen=True)
-class XmlDirective:
-    index: int
-    kind: str
-    selector: str
-    compiled: etree.XPath
-    directive: etree._Element
-    pos: str | None
-    type: str | None
-    ws: str | None
-
-    @property
-    def where(self) -> str:
-        return f"/{etree.QName(self.directive.getparent()).localname}/*[{self.index + 1}]"
-
-
-def _fail(kind: type[PatchError], condition: str, message: str, *where: str) -> PatchError:
-    return kind(f"<{condition}>: {message}", *where)
-
-
-def _namespaces(directive: etree._Element) -> dict[str, str]:
-    namespaces = {prefix: uri for prefix, uri in directive.nsmap.items() if prefix}
-    namespaces.setdefault("f", FHIR_NS)
-    if directive.nsmap.get(None):
-        namespaces[_DEFAULT_PREFIX] = directive.nsmap[None]
-    return namespaces
-
-
-def _rewrite_default(selector: str, has_default: bool) -> str:
-    if not has_default:
-        return selector
-    parts = re.split(r"('[^']*'|\"[^\"]*\")", selector)  # never touch string literals
-    for i in range(0, len(parts), 2):
-        parts[i] = _NAME.sub(
-            lambda m: m.group(0) if m.group("name") in _OPERATORS | _NODE_TESTS else f"{_DEFAULT_PREFIX}:{m.group(0)}",
-            parts[i],
-        )
-    return "".join(parts)
-
-
-def _directive(index: int, element: etree._Element) -> XmlDirective:
-    where = f"/{etree.QName(element.getparent()).localname}/*[{index + 1}]"
-    kind = etree.QName(element).localname
-    if kind not in _APPLY:
-        raise _fail(
-            MalformedPatch, "invalid-patch-directive", f"unknown directive <{kind}>; use add, replace or remove", where
-        )
-    selector = element.get("sel")
-    if not selector:
-        raise _fail(MalformedPatch, "invalid-diff-format", f"<{kind}> needs a sel attribute", where)
-    namespaces = _namespaces(element)
-    # RFC 5261 evaluates selectors from the document node: "doc" means "/doc".
-    anchored = selector if selector.startswith(("/", "id(")) else "/" + selector
-    if anchored.strip() == "/":
-        raise _fail(
-            MalformedPatch,
-            "invalid-xml-prolog-operation",
-            "the document node and its prolog cannot be patched; select the root element or a node beside it",
-            where,
-            selector,
-        )
-    try:
-        compiled = etree.XPath(_rewrite_default(anchored, _DEFAULT_PREFIX in namespaces), namespaces=namespaces)
-    except etree.XPathSyntaxError as exc:
-        raise _fail(
-            MalformedPatch, "invalid-xpath", f"the selector {selector!r} is not valid: {exc}", where, selector
-        ) from exc
-    for prefix in re.findall(r"(?<![\w:@$.-])([A-Za-z_][\w.-]*):(?!:)", re.sub(r"'[^']*'|\"[^\"]*\"", "", selector)):
-        if prefix not in namespaces:
-            raise _fail(
-                MalformedPatch,
-                "invalid-namespace-prefix",
-                f"the prefix {prefix!r} in {selector!r} is not declared",
-                where,
-                selector,
-            )
-    pos, type_, ws = element.get("pos"), element.get("type"), element.get("ws")
-    if kind == "add" and pos not in (None, "before", "after", "prepend"):
-        raise _fail(
-            MalformedPatch, "invalid-attribute-value", f"pos must be before, after or prepend, not {pos!r}", where
-        )
-    if kind == "add" and type_ is not None and not _TYPE.fullmatch(type_):
-        raise _fail(
-            MalformedPatch, "invalid-attribute-value", f"type must be @name or namespace::prefix, not {type_!r}", where
-        )
-    if kind == "remove" and ws not in (None, "before", "after", "both"):
-        raise _fail(
-            MalformedPatch, "invalid-whitespace-directive", f"ws must be before, after or both, not {ws!r}", where
-        )
-    return XmlDirective(index, kind, selector, compiled, element, pos, type_, ws)
-
-
-def parse_xml_patch(patch_root: etree._Element, document_encoding: str = "UTF-8") -> tuple[XmlDirective, ...]:
-    """Check every directive of a patch document; MalformedPatch (400) names the first bad one."""
-    encoding = patch_root.getroottree().docinfo.encoding or "UTF-8"
-    if encoding.upper().replace("_", "-") != document_encoding.upper().replace("_", "-"):
-        raise _fail(
-            MalformedPatch,
-            "invalid-character-set",
-            f"the patch is {encoding} but the document is {document_encoding}",
-            "/",
-        )
-    if patch_root.text and patch_root.text.strip():
-        raise _fail(MalformedPatch, "invalid-diff-format", "text is not allowed between directives", "/")
-    directives: list[XmlDirective] = []
-    for child in patch_root:
-        if child.tail and child.tail.strip():
-            raise _fail(MalformedPatch, "invalid-diff-format", "text is not allowed between directives", "/")
-        if isinstance(child.tag, str):
-            directives.append(_directive(len(directives), child))
-    return tuple(directives)
 
 
 def _target(tree: etree._ElementTree, d: XmlDirective) -> Any:
     try:
         found = d.compiled(tree)
     except etree.XPathEvalError as exc:
-        raise _fail(
+        raise fail(
             MalformedPatch,
             "invalid-xpath",
             f"the selector {d.selector!r} cannot be evaluated: {exc}",
@@ -172,7 +59,7 @@ def _target(tree: etree._ElementTree, d: XmlDirective) -> Any:
             d.selector,
         ) from exc
     if not isinstance(found, list):
-        raise _fail(
+        raise fail(
             NotApplicable,
             "invalid-node-types",
             f"the selector {d.selector!r} selects a value, not a node",
@@ -180,11 +67,11 @@ def _target(tree: etree._ElementTree, d: XmlDirective) -> Any:
             d.selector,
         )
     if not found:
-        raise _fail(
+        raise fail(
             TargetNotFound, "unlocated-node", f"the selector {d.selector!r} matches no node", d.where, d.selector
         )
     if len(found) > 1:
-        raise _fail(
+        raise fail(
             MultipleMatches,
             "unlocated-node",
             f"the selector {d.selector!r} matches {len(found)} nodes; it must match exactly one",
@@ -244,9 +131,7 @@ def _position(node: Any) -> tuple[etree._Element, int]:
         return parent, next(i for i, item in enumerate(items) if item is owner) + 1
     parent = node.getparent()
     if parent is None:
-        raise _fail(
-            NotApplicable, "invalid-root-element-operation", "the root element has no siblings to add or remove"
-        )
+        raise fail(NotApplicable, "invalid-root-element-operation", "the root element has no siblings to add or remove")
     return parent, next(i for i, item in enumerate(_content(parent)) if item is node)
 
 
@@ -265,7 +150,7 @@ def _add_beside_top(target: etree._Element, nodes: _Content, d: XmlDirective) ->
     for node in nodes:
         if isinstance(node, str):
             if node.strip():
-                raise _fail(
+                raise fail(
                     NotApplicable,
                     "invalid-xml-prolog-operation",
                     "text cannot stand outside the root element",
@@ -273,7 +158,7 @@ def _add_beside_top(target: etree._Element, nodes: _Content, d: XmlDirective) ->
                     d.selector,
                 )
         elif _is_element(node):
-            raise _fail(
+            raise fail(
                 NotApplicable,
                 "invalid-root-element-operation",
                 "a document has one root element: no element can be added beside it",
@@ -301,7 +186,7 @@ def _add(tree: etree._ElementTree, d: XmlDirective) -> None:
         _set_content(parent, items[:at] + nodes + items[at:])
         return
     if not _is_element(target):
-        raise _fail(
+        raise fail(
             NotApplicable,
             "invalid-node-types",
             f"{d.selector!r} is not an element, so nothing can be added inside it",
@@ -314,13 +199,13 @@ def _add(tree: etree._ElementTree, d: XmlDirective) -> None:
 
 def _add_typed(tree: etree._ElementTree, target: Any, d: XmlDirective) -> None:
     if not _is_element(target):
-        raise _fail(NotApplicable, "invalid-node-types", f"{d.selector!r} is not an element", d.where, d.selector)
-    match = _TYPE.fullmatch(d.type or "")
+        raise fail(NotApplicable, "invalid-node-types", f"{d.selector!r} is not an element", d.where, d.selector)
+    match = TYPE_ATTRIBUTE.fullmatch(d.type or "")
     assert match is not None
     if match.group("attr"):
         name = _attribute_name(match.group("attr"), d)
         if name in target.attrib:
-            raise _fail(
+            raise fail(
                 ElementExists,
                 "invalid-attribute-value",
                 f"the attribute {match.group('attr')!r} already exists; use replace",
@@ -331,7 +216,7 @@ def _add_typed(tree: etree._ElementTree, target: Any, d: XmlDirective) -> None:
         return
     prefix, uri = match.group("ns"), (d.directive.text or "").strip()
     if prefix in target.nsmap:
-        raise _fail(
+        raise fail(
             ElementExists,
             "invalid-namespace-prefix",
             f"the prefix {prefix!r} is already declared here",
@@ -339,7 +224,7 @@ def _add_typed(tree: etree._ElementTree, target: Any, d: XmlDirective) -> None:
             d.selector,
         )
     if not uri:
-        raise _fail(MalformedPatch, "invalid-namespace-uri", "a namespace declaration needs a URI", d.where)
+        raise fail(MalformedPatch, "invalid-namespace-uri", "a namespace declaration needs a URI", d.where)
     _redeclare(tree, target, {**target.nsmap, prefix: uri})
 
 
@@ -347,9 +232,9 @@ def _attribute_name(qualified: str, d: XmlDirective) -> str:
     if ":" not in qualified:
         return qualified
     prefix, local = qualified.split(":", 1)
-    uri = _namespaces(d.directive).get(prefix)
+    uri = namespaces_of(d.directive).get(prefix)
     if uri is None:
-        raise _fail(MalformedPatch, "invalid-namespace-prefix", f"the prefix {prefix!r} is not declared", d.where)
+        raise fail(MalformedPatch, "invalid-namespace-prefix", f"the prefix {prefix!r} is not declared", d.where)
     return f"{{{uri}}}{local}"
 
 
@@ -385,7 +270,7 @@ def _replace(tree: etree._ElementTree, d: XmlDirective) -> None:
         return
     nodes = [n for n in _patch_content(d) if not (isinstance(n, str) and not n.strip())]
     if len(nodes) != 1 or isinstance(nodes[0], str) or type(nodes[0]) is not type(target):
-        raise _fail(
+        raise fail(
             MalformedPatch,
             "invalid-node-types",
             "replace needs exactly one node of the same kind as the one it replaces",
@@ -418,11 +303,11 @@ def _namespace_owner(tree: etree._ElementTree, d: XmlDirective) -> etree._Elemen
     owner_selector = d.selector.rsplit("/namespace::", 1)[0]
     owner_selector = owner_selector if owner_selector.startswith("/") else "/" + owner_selector
     found = etree.XPath(
-        _rewrite_default(owner_selector, _DEFAULT_PREFIX in _namespaces(d.directive)),
-        namespaces=_namespaces(d.directive),
+        with_default_prefix(owner_selector, DEFAULT_PREFIX in namespaces_of(d.directive)),
+        namespaces=namespaces_of(d.directive),
     )(tree)
     if not isinstance(found, list) or len(found) != 1:
-        raise _fail(
+        raise fail(
             TargetNotFound, "unlocated-node", f"the element of {d.selector!r} cannot be located", d.where, d.selector
         )
     return found[0]
@@ -434,7 +319,7 @@ def _remove(tree: etree._ElementTree, d: XmlDirective) -> None:
         owner = _namespace_owner(tree, d)
         uri = owner.nsmap.get(target[0])
         if any(etree.QName(e).namespace == uri for e in owner.iter() if isinstance(e.tag, str)):
-            raise _fail(
+            raise fail(
                 NotApplicable,
                 "invalid-namespace-uri",
                 f"the namespace {target[0]!r} is still in use",
@@ -447,7 +332,7 @@ def _remove(tree: etree._ElementTree, d: XmlDirective) -> None:
         del target.getparent().attrib[target.attrname]
         return
     if _is_element(target) and target.getparent() is None:
-        raise _fail(
+        raise fail(
             NotApplicable, "invalid-root-element-operation", "the root element cannot be removed", d.where, d.selector
         )
     if _is_top(target):  # a comment or PI beside the root: no text nodes live there, so `ws` has nothing to remove
@@ -467,7 +352,7 @@ def _whitespace_sibling(items: _Content, at: int, side: str, d: XmlDirective) ->
     """1 when the sibling on `side` is a whitespace-only text node (removed with the node); RFC 5261 4.4."""
     if 0 <= at < len(items) and isinstance(items[at], str) and not items[at].strip():
         return 1
-    raise _fail(
+    raise fail(
         NotApplicable,
         "invalid-whitespace-directive",
         f"ws={d.ws!r} asks to remove the whitespace text node "

@@ -33,8 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from worker.model.groups import Group, group_outcomes
+from worker.model.groups import Group
 from worker.model.jobs import Action, Job
+from worker.model.stores import group_outcomes
 from worker.model.transactions import decode_entries, transaction_keys
 from worker.ordering import KeyQueues
 from worker.ordering.leases import KeyState

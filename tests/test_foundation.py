@@ -137,39 +137,13 @@ def _is_loopback(hex_address: str) -> bool:
 def test_make_run_serves_readyz_uses_loopback_only_and_leaves_nothing_behind(tmp_path: Path) -> None:
     """The run command's own path: provision fresh services, serve, Ctrl-C, nothing left."""
     port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"FHIR_PATCH_REDIS_URL", "FHIR_PATCH_MONGODB_URI", "MONGODB_URI"}
-    }
-    env.update(
-        FHIR_PATCH_HTTP_PORT=str(port),
-        FHIR_PATCH_DATABASE=f"run_{uuid.uuid4().hex[:8]}",
-        FHIR_PATCH_NAMESPACE=f"run-{uuid.uuid4().hex[:8]}",
-    )
-    argv = [
-        sys.executable,
-        str(ROOT / "scripts" / "provision.py"),
-        "--state",
-        str(tmp_path / "services"),
-        "--",
-        str(Path(sys.executable).parent / "fhir-patch"),
-        "serve",
-        "--log-dir",
-        str(tmp_path / "logs"),
-        "--auth-dir",
-        str(tmp_path / "auth"),
-    ]
+    env, argv = _make_run(port, tmp_path)
     with open(tmp_path / "run.log", "wb") as out:
         run = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         wait_http_ok(f"http://127.0.0.1:{port}/readyz", timeout=120)
         tree = _descendants(run.pid)
-        commands = [
-            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            for pid in tree
-            if Path(f"/proc/{pid}").exists()
-        ]
+        commands = [_command_line(pid) for pid in tree if Path(f"/proc/{pid}").exists()]
         assert any("redis-server" in c for c in commands)
         ferretdb = [c for c in commands if "ferretdb" in c]
         assert all("--telemetry=disable" in c and "--listen-addr=127.0.0.1:" in c for c in ferretdb)
@@ -179,18 +153,31 @@ def test_make_run_serves_readyz_uses_loopback_only_and_leaves_nothing_behind(tmp
         _development_token_works(port, tmp_path / "auth")
         run.send_signal(signal.SIGINT)
         assert run.wait(timeout=60) == 0
-        wait_for(
-            lambda: (
-                not any(
-                    Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
-                    for pid in tree
-                )
-            ),
-            20,
-            "every process of make run stopped",
-        )
+        wait_for(lambda: not any(_running(pid) for pid in tree), 20, "every process of make run stopped")
     finally:
         stop(run)
+
+
+def _make_run(port: int, tmp_path: Path) -> tuple[dict[str, str], list[str]]:
+    """The environment and command of `make run`, on fresh services of its own."""
+    own = {"FHIR_PATCH_REDIS_URL", "FHIR_PATCH_MONGODB_URI", "MONGODB_URI"}
+    env = {k: v for k, v in os.environ.items() if k not in own}
+    env.update(
+        FHIR_PATCH_HTTP_PORT=str(port),
+        FHIR_PATCH_DATABASE=f"run_{uuid.uuid4().hex[:8]}",
+        FHIR_PATCH_NAMESPACE=f"run-{uuid.uuid4().hex[:8]}",
+    )
+    provision = [sys.executable, str(ROOT / "scripts" / "provision.py"), "--state", str(tmp_path / "services"), "--"]
+    serve = [str(Path(sys.executable).parent / "fhir-patch"), "serve", "--log-dir", str(tmp_path / "logs")]
+    return env, [*provision, *serve, "--auth-dir", str(tmp_path / "auth")]
+
+
+def _command_line(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def _running(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
 
 
 def _development_token_works(port: int, auth_dir: Path) -> None:

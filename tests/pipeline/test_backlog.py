@@ -18,15 +18,7 @@ SLACK = 50
 def test_a_feed_of_creates_costs_one_drain_per_key(isolated_env: dict[str, str], tmp_path: Path) -> None:
     # A 2 s lease and a reconciler pass every 0.5 s (the test services' defaults): the old rule revived any key
     # whose message had waited more than a lease, which a backlog of 20,000 keys makes most of them.
-    feed = "\n".join(
-        json.dumps(
-            {
-                "resource": {"resourceType": "Organization", "id": f"o{n}", "name": f"org {n}"},
-                "request": {"method": "PUT", "url": f"Organization/o{n}"},
-            }
-        )
-        for n in range(LINES)
-    ).encode()
+    feed = _creates(LINES)
     with running_service(isolated_env, tmp_path, workers=2) as service, service.client(timeout=600) as client:
         answer = client.post("$bulk-submit", content=feed, headers={"content-type": "application/fhir+ndjson"})
         assert answer.status_code == 202, answer.text
@@ -41,18 +33,20 @@ def test_a_feed_of_creates_costs_one_drain_per_key(isolated_env: dict[str, str],
             f"{service.env['FHIR_PATCH_NAMESPACE']}:metrics:counts"
         )
     got = {k.decode(): int(float(v)) for k, v in counts.items()}
-    print(
-        json.dumps(
-            {
-                "lines": LINES,
-                "drains": got.get("drains"),
-                "idle_drains": got.get("idle_drains", 0),
-                "revived": got.get("revived", 0),
-                "applied": got.get("applied"),
-            }
-        )
-    )
+    print(json.dumps({"lines": LINES, **{k: got.get(k, 0) for k in ("drains", "idle_drains", "revived", "applied")}}))
     assert got["applied"] == LINES
     assert got["drains"] <= LINES + SLACK, got
     assert got.get("idle_drains", 0) <= SLACK, got
     assert got.get("revived", 0) <= SLACK, got
+
+
+def _creates(lines: int) -> bytes:
+    return "\n".join(
+        json.dumps(
+            {
+                "resource": {"resourceType": "Organization", "id": f"o{n}", "name": f"org {n}"},
+                "request": {"method": "PUT", "url": f"Organization/o{n}"},
+            }
+        )
+        for n in range(lines)
+    ).encode()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from base64 import b64encode
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,12 +58,8 @@ def test_client_and_service_limits(limited: Service) -> None:
         limited.client(sub="b", scope="system/*.cruds") as b,
         limited.client(sub="c", scope="system/*.cruds") as c,
     ):
-        assert (
-            admin.put(
-                "Patient/bp", json={"resourceType": "Patient", "id": "bp", "identifier": [{"value": "start"}]}
-            ).status_code
-            == 201
-        )
+        start = {"resourceType": "Patient", "id": "bp", "identifier": [{"value": "start"}]}
+        assert admin.put("Patient/bp", json=start).status_code == 201
         _wait_no_unfinished(limited)  # the PUT gives its place back a step after it answers
         limited.signal_worker(0, signal.SIGSTOP)  # nothing finishes from here on
         try:
@@ -72,24 +69,11 @@ def test_client_and_service_limits(limited: Service) -> None:
             over = a.patch("Patient/bp", content=_append("a-over"), headers=ASYNC)
             assert over.status_code == 429 and int(over.headers["retry-after"]) > 0
             assert over.json()["issue"][0]["code"] == "throttled"
-            assert [b.patch("Patient/bp", content=_append(f"b{n}"), headers=ASYNC).status_code for n in range(3)] == [
-                202
-            ] * 3
+            b_codes = [b.patch("Patient/bp", content=_append(f"b{n}"), headers=ASYNC).status_code for n in range(3)]
+            assert b_codes == [202] * 3
             full = b.patch("Patient/bp", content=_append("b-over"), headers=ASYNC)
             assert full.status_code == 503 and "retry-after" in full.headers
-            batch = {
-                "resourceType": "Bundle",
-                "type": "batch",
-                "entry": [
-                    {
-                        "resource": {"resourceType": "Patient", "id": "bq"},
-                        "request": {"method": "PUT", "url": "Patient/bq"},
-                    }
-                ],
-            }
-            assert c.post("", json=batch, headers={"prefer": "respond-async"}).status_code == 503
-            transaction = {**batch, "type": "transaction"}
-            assert c.post("", json=transaction).status_code == 503
+            _bundles_are_refused_whole(c)
         finally:
             limited.signal_worker(0, signal.SIGCONT)
         _wait_values(admin, "bp", 1 + PER_CLIENT + 3)
@@ -105,29 +89,45 @@ def test_client_and_service_limits(limited: Service) -> None:
         )
 
 
+def _binary_patch_line(url: str, patch: bytes) -> str:
+    binary = {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": b64encode(patch).decode()}
+    return json.dumps({"request": {"method": "PATCH", "url": url}, "resource": binary})
+
+
+def _resend_until_taken(admin: httpx.Client, feeder: httpx.Client, feed: bytes, key: dict[str, str]) -> None:
+    """Resend after the accepted lines drain, until the whole feed is in (fail only without progress)."""
+    accepted, stalled = PER_CLIENT, 0
+    while True:
+        _wait_values(admin, "bf", 1 + accepted)
+        again = feeder.post("$bulk-submit", content=feed, headers=key)
+        if again.status_code == 202:
+            return
+        assert again.status_code == 429, again.text
+        taken = int(again.headers["x-accepted-lines"])
+        stalled = 0 if taken > accepted else stalled + 1
+        assert stalled < 50, "resending the feed stopped taking lines"
+        accepted = taken
+        time.sleep(0.1)  # a job's place comes back a step after its effect is visible
+
+
+def _bundles_are_refused_whole(client: httpx.Client) -> None:
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"resource": {"resourceType": "Patient", "id": "bq"}, "request": {"method": "PUT", "url": "Patient/bq"}}
+        ],
+    }
+    assert client.post("", json=batch, headers={"prefer": "respond-async"}).status_code == 503
+    assert client.post("", json={**batch, "type": "transaction"}).status_code == 503
+
+
 def test_a_feed_that_crosses_the_limit_stops_at_a_line_and_resumes(limited: Service) -> None:
-    lines = [
-        json.dumps(
-            {
-                "request": {"method": "PATCH", "url": "Patient/bf"},
-                "resource": {
-                    "resourceType": "Binary",
-                    "contentType": "application/json-patch+json",
-                    "data": __import__("base64").b64encode(_append(f"line-{n}")).decode(),
-                },
-            }
-        )
-        for n in range(1, 13)
-    ]
-    feed = "\n".join(lines).encode()
+    feed = "\n".join(_binary_patch_line("Patient/bf", _append(f"line-{n}")) for n in range(1, 13)).encode()
     key = {**NDJSON, "idempotency-key": "resumable-feed"}
     with limited.client(sub="root") as admin, limited.client(sub="feeder", scope="system/*.cruds") as feeder:
-        assert (
-            admin.put(
-                "Patient/bf", json={"resourceType": "Patient", "id": "bf", "identifier": [{"value": "start"}]}
-            ).status_code
-            == 201
-        )
+        start = {"resourceType": "Patient", "id": "bf", "identifier": [{"value": "start"}]}
+        assert admin.put("Patient/bf", json=start).status_code == 201
         _wait_no_unfinished(limited)
         limited.signal_worker(0, signal.SIGSTOP)
         try:
@@ -137,17 +137,6 @@ def test_a_feed_that_crosses_the_limit_stops_at_a_line_and_resumes(limited: Serv
         assert first.status_code == 429, first.text
         assert first.headers["x-accepted-lines"] == str(PER_CLIENT)
         assert first.json()["issue"][0]["expression"] == [f"line {PER_CLIENT + 1}"]
-        accepted, stalled = PER_CLIENT, 0
-        while True:  # resend after the accepted lines drain, until the whole feed is in (fail only without progress)
-            _wait_values(admin, "bf", 1 + accepted)
-            again = feeder.post("$bulk-submit", content=feed, headers=key)
-            if again.status_code == 202:
-                break
-            assert again.status_code == 429, again.text
-            taken = int(again.headers["x-accepted-lines"])
-            stalled = 0 if taken > accepted else stalled + 1
-            assert stalled < 50, "resending the feed stopped taking lines"
-            accepted = taken
-            time.sleep(0.1)  # a job's place comes back a step after its effect is visible
+        _resend_until_taken(admin, feeder, feed, key)
         _wait_values(admin, "bf", 13)
         assert _values(admin, "bf") == ["start", *(f"line-{n}" for n in range(1, 13))], "each line once, in line order"

@@ -65,35 +65,9 @@ def _check_exactly_once(service: Service) -> None:
 
 def test_worker_killed_mid_stream(fresh_service: Service) -> None:
     disturb = threading.Event()
-
     landed: list[str] = []
     finished = threading.Event()
-
-    def killer() -> None:
-        disturb.wait(30)
-        # Freeze a worker, look at the leases its processes hold, and kill it only if it holds one: the kill then
-        # lands mid-drain for certain (a frozen process cannot finish the drain between the look and the kill).
-        store = redis.Redis.from_url(fresh_service.env["FHIR_PATCH_REDIS_URL"])
-        pattern = f"{fresh_service.env['FHIR_PATCH_NAMESPACE']}:lease:*"
-        n = 0
-        while not landed and not finished.is_set():
-            index = n % len(fresh_service.workers)
-            pids = {str(p) for p in _process_tree(fresh_service.workers[index].pid)}
-            fresh_service.signal_worker(index, signal.SIGSTOP)
-            held = [
-                k.decode()
-                for k in store.scan_iter(pattern)
-                if (store.get(k) or b"").decode().split("|")[0].rsplit(":", 1)[-1] in pids
-            ]
-            if held:
-                fresh_service.signal_worker(index, signal.SIGKILL)  # the worker and its pool child
-                landed.extend(held)
-            else:
-                fresh_service.signal_worker(index, signal.SIGCONT)
-            n += 1
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=killer, daemon=True)
+    thread = threading.Thread(target=_kill_mid_drain, args=(fresh_service, disturb, landed, finished), daemon=True)
     thread.start()
     _stream_with(fresh_service, disturb)
     with fresh_service.ops() as ops:  # the backlog is still being applied: the killer may look until it is done
@@ -108,6 +82,31 @@ def test_worker_killed_mid_stream(fresh_service: Service) -> None:
     thread.join()
     assert landed, "the kill must land while the worker holds a lease (mid-drain)"
     _check_exactly_once(fresh_service)
+
+
+def _kill_mid_drain(service: Service, disturb: threading.Event, landed: list[str], finished: threading.Event) -> None:
+    """Freeze a worker, look at the leases its processes hold, and kill it only if it holds one: the kill then
+    lands mid-drain for certain (a frozen process cannot finish the drain between the look and the kill)."""
+    disturb.wait(30)
+    store = redis.Redis.from_url(service.env["FHIR_PATCH_REDIS_URL"])
+    pattern = f"{service.env['FHIR_PATCH_NAMESPACE']}:lease:*"
+    n = 0
+    while not landed and not finished.is_set():
+        index = n % len(service.workers)
+        pids = {str(p) for p in _process_tree(service.workers[index].pid)}
+        service.signal_worker(index, signal.SIGSTOP)
+        held = [
+            k.decode()
+            for k in store.scan_iter(pattern)
+            if (store.get(k) or b"").decode().split("|")[0].rsplit(":", 1)[-1] in pids
+        ]
+        if held:
+            service.signal_worker(index, signal.SIGKILL)  # the worker and its pool child
+            landed.extend(held)
+        else:
+            service.signal_worker(index, signal.SIGCONT)
+        n += 1
+        time.sleep(0.05)
 
 
 def _process_tree(pid: int) -> set[int]:

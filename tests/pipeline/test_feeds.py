@@ -52,41 +52,7 @@ def _wait_group(client: httpx.Client, location: str) -> httpx.Response:
 def test_feed_lines_in_three_formats_with_failures_named_by_line(service: Service) -> None:
     with service.client() as client:
         _organization(client, "f1")
-        feed = (
-            "\n".join(
-                [
-                    line("PATCH", "Organization/f1", fhirpath_add("Organization", "alias", {"valueString": "one"})),
-                    line(
-                        "PATCH",
-                        "Organization/f1",
-                        binary("application/json-patch+json", '[{"op":"add","path":"/alias/-","value":"two"}]'),
-                    ),
-                    "{not json",
-                    line(
-                        "PATCH",
-                        "Organization/f1",
-                        binary(
-                            "application/xml-patch+xml",
-                            '<Patch xmlns="http://hl7.org/fhir"><add sel="/Organization"><alias '
-                            'value="three"/></add></Patch>',
-                        ),
-                    ),
-                    line("PATCH", "Organization/f1", binary("text/plain", "x")),
-                    line(
-                        "PATCH",
-                        "Organization/missing",
-                        binary("application/json-patch+json", '[{"op":"add","path":"/active","value":true}]'),
-                    ),
-                    line("FROB", "Organization/f1"),
-                    line(
-                        "PATCH",
-                        "Organization/f1",
-                        binary("application/json-patch+json", '[{"op":"add","path":"/alias/-","value":"four"}]'),
-                    ),
-                ]
-            )
-            + "\n"
-        )
+        feed = _three_format_feed()
         accepted = client.post("$bulk-submit", content=feed.encode(), headers=NDJSON)
         assert accepted.status_code == 202 and accepted.headers["x-progress"].endswith("/8 entries")
         final = _wait_group(client, accepted.headers["content-location"])
@@ -160,44 +126,7 @@ def test_batch_bundle_answers_each_entry(service: Service) -> None:
     with service.client() as client:
         _organization(client, "b1")
         _organization(client, "b2")
-        bundle = {
-            "resourceType": "Bundle",
-            "type": "batch",
-            "entry": [
-                {
-                    "request": {"method": "PATCH", "url": "Organization/b1"},
-                    "resource": binary(
-                        "application/json-patch+json", '[{"op":"replace","path":"/name","value":"json"}]'
-                    ),
-                },
-                {
-                    "request": {"method": "PATCH", "url": "Organization/b2"},
-                    "resource": binary(
-                        "application/xml-patch+xml",
-                        '<Patch xmlns="http://hl7.org/fhir"><replace '
-                        'sel="/Organization/name/@value">xml</replace></Patch>',
-                    ),
-                },
-                {
-                    "request": {"method": "PATCH", "url": "Organization/b1", "ifMatch": 'W/"1"'},
-                    "resource": fhirpath_add("Organization", "alias", {"valueString": "late"}),
-                },
-                {
-                    "request": {"method": "PATCH", "url": "Organization/b2"},
-                    "resource": fhirpath_add("Organization", "alias", {"valueString": "ok"}),
-                },
-                {
-                    "request": {"method": "PUT", "url": "Organization/b3"},
-                    "resource": {"resourceType": "Organization", "id": "b3", "name": "new"},
-                },
-                {"request": {"method": "DELETE", "url": "Organization/nobody"}},
-                {
-                    "request": {"method": "PATCH", "url": "Organization/b1"},
-                    "resource": binary("application/json-patch+json", "[{"),
-                },
-                {"request": {"method": "GET", "url": "Organization/b2"}},
-            ],
-        }
+        bundle = _eight_entry_batch()
         answer = client.post("", json=bundle)
         assert answer.status_code == 200, answer.text
         response = answer.json()
@@ -236,18 +165,7 @@ def test_20000_line_feed_over_2000_resources_with_10_percent_invalid(service: Se
     and the memory of the API and the workers bounded (the feed is streamed, never held)."""
     lines, resources, invalid = 20_000, 2_000, 0.1
     with service.client(timeout=300) as client:
-        creation = (
-            "\n".join(
-                line(
-                    "PUT", f"Organization/org{r}", {"resourceType": "Organization", "id": f"org{r}", "alias": ["start"]}
-                )
-                for r in range(resources)
-            )
-            + "\n"
-        )
-        _wait_group(
-            client, client.post("$bulk-submit", content=creation.encode(), headers=NDJSON).headers["content-location"]
-        )
+        _create_organizations(client, resources)
         body = (f"{text}\n".encode() for text in feed_lines(lines, resources, invalid))
         accepted = client.post("$bulk-submit", content=body, headers=NDJSON)
         location = accepted.headers["content-location"]
@@ -263,15 +181,29 @@ def test_20000_line_feed_over_2000_resources_with_10_percent_invalid(service: Se
             assert not r["status"].startswith("2") and r["outcome"]["issue"][0]["diagnostics"], r
             if invalid_kind(n, invalid) not in applied_kinds:
                 assert r["outcome"]["issue"][0]["expression"][0] == f"line {n}", r
-        for r in range(0, resources, 97):
-            expected = ["start"] + [
-                f"alias-{n}" for n in range(1, lines + 1) if n % resources == r and not is_invalid(n, invalid)
-            ]
-            assert client.get(f"Organization/org{r}").json()["alias"] == expected, f"org{r}: per-resource order"
+        _check_per_resource_order(client, lines, resources, invalid)
     assert service.api is not None
     peaks = {"api": peak_rss_mib(service.api), **{f"worker{n}": peak_rss_mib(w) for n, w in enumerate(service.workers)}}
     print(f"peak RSS MiB: {peaks}")
     assert all(peak < 300 for peak in peaks.values()), peaks
+
+
+def _create_organizations(client: httpx.Client, count: int) -> None:
+    organization = {"resourceType": "Organization", "alias": ["start"]}
+    creation = "".join(
+        line("PUT", f"Organization/org{r}", {**organization, "id": f"org{r}"}) + "\n" for r in range(count)
+    )
+    _wait_group(
+        client, client.post("$bulk-submit", content=creation.encode(), headers=NDJSON).headers["content-location"]
+    )
+
+
+def _check_per_resource_order(client: httpx.Client, lines: int, resources: int, invalid: float) -> None:
+    for r in range(0, resources, 97):
+        expected = ["start"] + [
+            f"alias-{n}" for n in range(1, lines + 1) if n % resources == r and not is_invalid(n, invalid)
+        ]
+        assert client.get(f"Organization/org{r}").json()["alias"] == expected, f"org{r}: per-resource order"
 
 
 def test_conditional_targets_by_identifier(service: Service) -> None:
@@ -279,37 +211,15 @@ def test_conditional_targets_by_identifier(service: Service) -> None:
         _organization(client, "c1", identifier=[{"system": "urn:oid:1.2.250.1.71", "value": "FINESS-1"}])
         _organization(client, "c2", identifier=[{"system": "urn:oid:1.2.250.1.71", "value": "TWIN"}])
         _organization(client, "c3", identifier=[{"system": "urn:oid:1.2.250.1.71", "value": "TWIN"}])
-        patch = b'[{"op":"replace","path":"/name","value":"by identifier"}]'
-        one = client.patch(
-            "Organization",
-            params={"identifier": "urn:oid:1.2.250.1.71|FINESS-1"},
-            content=patch,
-            headers={"content-type": "application/json-patch+json"},
-        )
+        one = _rename_by_identifier(client, "urn:oid:1.2.250.1.71|FINESS-1")
         assert one.status_code == 200 and one.json()["id"] == "c1" and one.json()["name"] == "by identifier"
-        none = client.patch(
-            "Organization",
-            params={"identifier": "urn:oid:1.2.250.1.71|NOPE"},
-            content=patch,
-            headers={"content-type": "application/json-patch+json"},
-        )
+        none = _rename_by_identifier(client, "urn:oid:1.2.250.1.71|NOPE")
         assert none.status_code == 404 and none.json()["issue"][0]["expression"] == ["request.url"]
-        two = client.patch(
-            "Organization",
-            params={"identifier": "urn:oid:1.2.250.1.71|TWIN"},
-            content=patch,
-            headers={"content-type": "application/json-patch+json"},
-        )
+        two = _rename_by_identifier(client, "urn:oid:1.2.250.1.71|TWIN")
         assert two.status_code == 412 and two.json()["issue"][0]["code"] == "multiple-matches"
         # the index follows changes: c1 loses its identifier, c4 gains it
-        assert (
-            client.patch(
-                "Organization/c1",
-                content=b'[{"op":"remove","path":"/identifier"}]',
-                headers={"content-type": "application/json-patch+json"},
-            ).status_code
-            == 200
-        )
+        removed = client.patch("Organization/c1", content=b'[{"op":"remove","path":"/identifier"}]', headers=JSON_PATCH)
+        assert removed.status_code == 200
         _organization(client, "c4", identifier=[{"system": "urn:oid:1.2.250.1.71", "value": "FINESS-1"}])
         feed = (
             line(
@@ -334,6 +244,14 @@ def test_conditional_targets_by_identifier(service: Service) -> None:
             "Organization/c4/"
         )
         assert results[1]["status"].startswith("412") and results[1]["outcome"]["issue"][0]["expression"][0] == "line 2"
+
+
+JSON_PATCH = {"content-type": "application/json-patch+json"}
+
+
+def _rename_by_identifier(client: httpx.Client, identifier: str) -> httpx.Response:
+    rename = b'[{"op":"replace","path":"/name","value":"by identifier"}]'
+    return client.patch("Organization", params={"identifier": identifier}, content=rename, headers=JSON_PATCH)
 
 
 def test_async_batch_can_be_cancelled_before_it_starts(service: Service) -> None:
@@ -365,3 +283,44 @@ def test_async_batch_can_be_cancelled_before_it_starts(service: Service) -> None
         final = _wait_group(client, location)
         assert [e["response"]["status"] for e in final.json()["entry"]] == ["cancelled"] * 3
         assert client.get("Organization/cx").json()["meta"]["versionId"] == "1", "nothing applied"
+
+
+def _three_format_feed() -> str:
+    """Eight lines: FHIRPath, JSON and XML Patch, and a failure of each kind, named by line."""
+    json_patch = "application/json-patch+json"
+    xml_patch = '<Patch xmlns="http://hl7.org/fhir"><add sel="/Organization"><alias value="three"/></add></Patch>'
+    lines = [
+        line("PATCH", "Organization/f1", fhirpath_add("Organization", "alias", {"valueString": "one"})),
+        line("PATCH", "Organization/f1", binary(json_patch, '[{"op":"add","path":"/alias/-","value":"two"}]')),
+        "{not json",
+        line("PATCH", "Organization/f1", binary("application/xml-patch+xml", xml_patch)),
+        line("PATCH", "Organization/f1", binary("text/plain", "x")),
+        line("PATCH", "Organization/missing", binary(json_patch, '[{"op":"add","path":"/active","value":true}]')),
+        line("FROB", "Organization/f1"),
+        line("PATCH", "Organization/f1", binary(json_patch, '[{"op":"add","path":"/alias/-","value":"four"}]')),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _eight_entry_batch() -> dict[str, Any]:
+    """JSON, XML and FHIRPath Patch, an If-Match that fails, a create, a delete of nothing, a bad patch, a read."""
+    json_patch = "application/json-patch+json"
+    xml_patch = '<Patch xmlns="http://hl7.org/fhir"><replace sel="/Organization/name/@value">xml</replace></Patch>'
+
+    def patch(url: str, resource: dict[str, Any], **request: str) -> dict[str, Any]:
+        return {"request": {"method": "PATCH", "url": url, **request}, "resource": resource}
+
+    entries = [
+        patch("Organization/b1", binary(json_patch, '[{"op":"replace","path":"/name","value":"json"}]')),
+        patch("Organization/b2", binary("application/xml-patch+xml", xml_patch)),
+        patch("Organization/b1", fhirpath_add("Organization", "alias", {"valueString": "late"}), ifMatch='W/"1"'),
+        patch("Organization/b2", fhirpath_add("Organization", "alias", {"valueString": "ok"})),
+        {
+            "request": {"method": "PUT", "url": "Organization/b3"},
+            "resource": {"resourceType": "Organization", "id": "b3", "name": "new"},
+        },
+        {"request": {"method": "DELETE", "url": "Organization/nobody"}},
+        patch("Organization/b1", binary(json_patch, "[{")),
+        {"request": {"method": "GET", "url": "Organization/b2"}},
+    ]
+    return {"resourceType": "Bundle", "type": "batch", "entry": entries}

@@ -73,14 +73,18 @@ def test_crud_history_and_meta_carry_forward(service: Service) -> None:
             headers={"content-type": "application/json-patch+json", "prefer": "return=OperationOutcome"},
         )
         assert outcome.json()["resourceType"] == "OperationOutcome" and outcome.headers["etag"] == 'W/"5"'
-        assert client.get("Patient/h1/_history/1").json()["meta"]["versionId"] == "1"
-        assert client.delete("Patient/h1").status_code == 200
-        assert client.get("Patient/h1").status_code == 410
-        assert client.get("Patient/h1/_history/6").status_code == 410
-        history = client.get("Patient/h1/_history").json()
-        assert [e["request"]["method"] for e in history["entry"]] == ["DELETE", "PATCH", "PATCH", "PUT", "PUT", "PUT"]
-        posted = client.post("Patient", json={"resourceType": "Patient", "active": True})
-        assert posted.status_code == 201 and posted.headers["location"].endswith("/_history/1")
+        _delete_then_history(client)
+
+
+def _delete_then_history(client: httpx.Client) -> None:
+    assert client.get("Patient/h1/_history/1").json()["meta"]["versionId"] == "1"
+    assert client.delete("Patient/h1").status_code == 200
+    assert client.get("Patient/h1").status_code == 410
+    assert client.get("Patient/h1/_history/6").status_code == 410
+    history = client.get("Patient/h1/_history").json()
+    assert [e["request"]["method"] for e in history["entry"]] == ["DELETE", "PATCH", "PATCH", "PUT", "PUT", "PUT"]
+    posted = client.post("Patient", json={"resourceType": "Patient", "active": True})
+    assert posted.status_code == 201 and posted.headers["location"].endswith("/_history/1")
 
 
 def test_metadata_lists_the_patch_formats(service: Service) -> None:
@@ -174,6 +178,16 @@ def test_flower_shows_the_workers(service: Service, tmp_path: Path) -> None:
 @pytest.mark.parametrize("shape", ["PUT", "POST", "PATCH", "Bundle", "XML PUT"])
 def test_deep_nesting_is_refused_while_parsing(service: Service, resources: None, shape: str) -> None:
     """Extensions nested 150 deep (beyond the documented limit) are a 400 at intake for every way in, never a 500."""
+    method, path, body, content_type = _deep_requests()[shape]
+    with service.client() as client:
+        answer = client.request(method, path, content=body.encode(), headers={"content-type": content_type})
+        assert answer.status_code == 400, answer.text
+        issue = answer.json()["issue"][0]
+        assert issue["code"] == "too-costly" and "nested deeper" in issue["diagnostics"]
+
+
+def _deep_requests() -> dict[str, tuple[str, str, str, str]]:
+    """Each way in, with extensions nested 150 deep: (method, path, body, content type)."""
     nested: dict[str, Any] = {"url": "http://x", "valueString": "v"}
     for _ in range(150):
         nested = {"url": "http://x", "extension": [nested]}
@@ -208,11 +222,4 @@ def test_deep_nesting_is_refused_while_parsing(service: Service, resources: None
         ),
         "XML PUT": ("PUT", "Patient/e1", xml, "application/fhir+xml"),
     }
-    method, path, body, content_type = requests[shape]
-    with service.client() as client:
-        answer = client.request(method, path, content=body.encode(), headers={"content-type": content_type})
-        assert answer.status_code == 400, answer.text
-        assert (
-            answer.json()["issue"][0]["code"] == "too-costly"
-            and "nested deeper" in answer.json()["issue"][0]["diagnostics"]
-        )
+    return requests

@@ -111,6 +111,42 @@ def _create_resources(service: Service) -> None:
             assert client.put(f"Patient/r{r}", json=body).status_code in (200, 201)
 
 
+def _kill_redis_under_backlog(
+    service: Service, port: int, procs: list[subprocess.Popen[bytes]], tmp: Path, acknowledged: dict[str, int]
+) -> tuple[int, float]:
+    """Freeze the workers, kill Redis with everything in it, start an empty one, let new patches in, thaw: the
+    jobs acknowledged before the kill and when Redis came back."""
+    for n in range(len(service.workers)):  # nothing applies for a while: acknowledged jobs wait in the queues
+        service.signal_worker(n, signal.SIGSTOP)
+    time.sleep(1.0)
+    backlog = sum(acknowledged.values())
+    procs[0].send_signal(signal.SIGKILL)  # Redis dies with everything: queues, payloads, broker messages, marker
+    procs[0].wait()
+    time.sleep(0.5)
+    procs.append(subprocess.Popen(_redis_argv(port, tmp), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
+    recovered_at = time.monotonic()
+    time.sleep(1.0)  # new patches are acknowledged on the empty Redis before any worker runs again
+    for n in range(len(service.workers)):
+        service.signal_worker(n, signal.SIGCONT)
+    return backlog, recovered_at
+
+
+def _applied_values(service: Service, total: int) -> dict[str, list[str]]:
+    """Each resource's identifier values after the first, once every acknowledged patch is applied (or progress
+    stops)."""
+    with service.client() as client:
+
+        def applied() -> int:
+            return sum(len(client.get(f"Patient/r{r}").json()["identifier"]) - 1 for r in range(RESOURCES))
+
+        with contextlib.suppress(TimeoutError):
+            wait_progress(applied, total, "acknowledged patches applied", stall_seconds=60)
+        return {
+            f"r{r}": [i["value"] for i in client.get(f"Patient/r{r}").json()["identifier"]][1:]
+            for r in range(RESOURCES)
+        }
+
+
 def _load_across_a_redis_loss(
     service: Service, port: int, procs: list[subprocess.Popen[bytes]], tmp: Path
 ) -> dict[str, object]:
@@ -131,32 +167,18 @@ def _load_across_a_redis_loss(
     with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
         futures = [pool.submit(client_share, c) for c in range(CLIENTS)]
         sent.wait(120)
-        for n in range(len(service.workers)):  # nothing applies for a while: acknowledged jobs wait in the queues
-            service.signal_worker(n, signal.SIGSTOP)
-        time.sleep(1.0)
-        backlog = sum(acknowledged.values())
-        procs[0].send_signal(signal.SIGKILL)  # Redis dies with everything: queues, payloads, broker messages, marker
-        procs[0].wait()
-        time.sleep(0.5)
-        procs.append(subprocess.Popen(_redis_argv(port, tmp), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
-        recovered_at = time.monotonic()
-        time.sleep(1.0)  # new patches are acknowledged on the empty Redis before any worker runs again
-        for n in range(len(service.workers)):
-            service.signal_worker(n, signal.SIGCONT)
+        backlog, recovered_at = _kill_redis_under_backlog(service, port, procs, tmp, acknowledged)
         for future in futures:
             future.result()
     total = sum(acknowledged.values())
-    with service.client() as client:
+    values = _applied_values(service, total)
+    return _report(service, acknowledged, values, backlog, recovered_at)
 
-        def applied() -> int:
-            return sum(len(client.get(f"Patient/r{r}").json()["identifier"]) - 1 for r in range(RESOURCES))
 
-        with contextlib.suppress(TimeoutError):
-            wait_progress(applied, total, "acknowledged patches applied", stall_seconds=60)
-        values = {
-            f"r{r}": [i["value"] for i in client.get(f"Patient/r{r}").json()["identifier"]][1:]
-            for r in range(RESOURCES)
-        }
+def _report(
+    service: Service, acknowledged: dict[str, int], values: dict[str, list[str]], backlog: int, recovered_at: float
+) -> dict[str, object]:
+    total = sum(acknowledged.values())
     violations = sum(
         sum(1 for a, b in zip(v, v[1:]) if int(b) < int(a)) + (len(v) - len(set(v))) for v in values.values()
     )

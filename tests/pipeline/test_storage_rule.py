@@ -46,59 +46,8 @@ def receiver() -> Iterator[str]:
 def _workload(service: Service, hook: str) -> None:
     with service.client() as client:
         org = {"resourceType": "Organization", "identifier": [{"system": "urn:s", "value": "v1"}], "name": "a"}
-        created = client.post("Organization", json=org)
-        oid = created.headers["location"].split("/")[-3]
-        assert (
-            client.put(
-                "Patient/p1", json={"resourceType": "Patient", "id": "p1", "identifier": [{"value": "x"}]}
-            ).status_code
-            == 201
-        )
-        assert client.put("Patient/p1", json={"resourceType": "Patient", "id": "p1", "active": True}).status_code == 200
-        assert (
-            client.patch(
-                "Patient/p1", content=b'[{"op":"add","path":"/gender","value":"male"}]', headers=JSON_PATCH
-            ).status_code
-            == 200
-        )
-        fhirpath = {
-            "resourceType": "Parameters",
-            "parameter": [
-                {
-                    "name": "operation",
-                    "part": [
-                        {"name": "type", "valueCode": "replace"},
-                        {"name": "path", "valueString": "Patient.gender"},
-                        {"name": "value", "valueCode": "female"},
-                    ],
-                }
-            ],
-        }
-        assert (
-            client.patch("Patient/p1", json=fhirpath, headers={"content-type": "application/fhir+json"}).status_code
-            == 200
-        )
-        xml = b'<Patch xmlns="http://hl7.org/fhir"><replace sel="/Patient/gender/@value">other</replace></Patch>'
-        assert (
-            client.patch("Patient/p1", content=xml, headers={"content-type": "application/xml-patch+xml"}).status_code
-            == 200
-        )
-        assert (
-            client.patch(
-                "Organization?identifier=urn:s|v1",
-                content=b'[{"op":"replace","path":"/name","value":"b"}]',
-                headers=JSON_PATCH,
-            ).status_code
-            == 200
-        )
-        assert (
-            client.patch(
-                "Organization?identifier=v1",
-                content=b'[{"op":"replace","path":"/name","value":"c"}]',
-                headers=JSON_PATCH,
-            ).status_code
-            == 200
-        )
+        oid = client.post("Organization", json=org).headers["location"].split("/")[-3]
+        _writes(client)
         for path in (
             "Patient/p1",
             "Patient/p1/_history/2",
@@ -113,6 +62,44 @@ def _workload(service: Service, hook: str) -> None:
         _bundles_and_feeds(client)
         assert client.delete("Patient/p1").status_code == 200
         assert client.get("Patient/p1").status_code == 410
+
+
+FHIRPATH_REPLACE_GENDER = {
+    "resourceType": "Parameters",
+    "parameter": [
+        {
+            "name": "operation",
+            "part": [
+                {"name": "type", "valueCode": "replace"},
+                {"name": "path", "valueString": "Patient.gender"},
+                {"name": "value", "valueCode": "female"},
+            ],
+        }
+    ],
+}
+
+
+def _writes(client: httpx.Client) -> None:
+    """PUT (create, update), and PATCH in each format and by identifier."""
+    assert (
+        client.put(
+            "Patient/p1", json={"resourceType": "Patient", "id": "p1", "identifier": [{"value": "x"}]}
+        ).status_code
+        == 201
+    )
+    assert client.put("Patient/p1", json={"resourceType": "Patient", "id": "p1", "active": True}).status_code == 200
+    gender = b'[{"op":"add","path":"/gender","value":"male"}]'
+    assert client.patch("Patient/p1", content=gender, headers=JSON_PATCH).status_code == 200
+    fhir_json = {"content-type": "application/fhir+json"}
+    assert client.patch("Patient/p1", json=FHIRPATH_REPLACE_GENDER, headers=fhir_json).status_code == 200
+    xml = b'<Patch xmlns="http://hl7.org/fhir"><replace sel="/Patient/gender/@value">other</replace></Patch>'
+    assert (
+        client.patch("Patient/p1", content=xml, headers={"content-type": "application/xml-patch+xml"}).status_code
+        == 200
+    )
+    for query, name in (("urn:s|v1", "b"), ("v1", "c")):
+        rename = json.dumps([{"op": "replace", "path": "/name", "value": name}]).encode()
+        assert client.patch(f"Organization?identifier={query}", content=rename, headers=JSON_PATCH).status_code == 200
 
 
 def _async_paths(client: httpx.Client, hook: str) -> None:
@@ -157,15 +144,21 @@ def _bundles_and_feeds(client: httpx.Client) -> None:
         ],
     }
     assert client.post("", json=transaction).status_code == 200
-    lines = [
-        json.dumps(
+    _feed(client)
+    slow = client.post("", json={**batch, "entry": batch["entry"][:1]}, headers={"prefer": "respond-async"})
+    client.delete(slow.headers["content-location"])  # cancel a group (whatever has not started)
+
+
+def _feed(client: httpx.Client) -> None:
+    def put(n: int) -> str:
+        return json.dumps(
             {
                 "resource": {"resourceType": "Patient", "id": f"f{n}"},
                 "request": {"method": "PUT", "url": f"Patient/f{n}"},
             }
         )
-        for n in range(5)
-    ] + ["{}"]
+
+    lines = [put(n) for n in range(5)] + ["{}"]
     feed = client.post(
         "$bulk-submit",
         content="\n".join(lines).encode(),
@@ -174,8 +167,6 @@ def _bundles_and_feeds(client: httpx.Client) -> None:
     location = feed.headers["content-location"]
     wait_jobs_final(client, [location])
     assert client.get(f"{location}/results").status_code == 200
-    slow = client.post("", json={**batch, "entry": batch["entry"][:1]}, headers={"prefer": "respond-async"})
-    client.delete(slow.headers["content-location"])  # cancel a group (whatever has not started)
 
 
 def test_every_mongodb_query_is_by_key_or_on_a_bounded_collection(

@@ -136,19 +136,7 @@ def test_workers_killed_during_transactions_never_leave_one_partly_visible(
     expected: dict[str, list[int]] = {}
     with contextlib.ExitStack() as stack:
         for round_number in range(6):
-            locations = []
-            with fresh_service.client() as client:
-                for n in range(8):
-                    touched = sorted(rng.sample(range(resources), 3))
-                    marker = f"r{round_number}-{n}"
-                    expected[marker] = touched
-                    answer = client.post(
-                        "",
-                        json=transaction(*[add_identifier(f"Patient/k{k}", marker) for k in touched]),
-                        headers={"prefer": "respond-async"},
-                    )
-                    assert answer.status_code == 202
-                    locations.append(answer.headers["content-location"])
+            locations = _overlapping_transactions(fresh_service, rng, round_number, resources, expected)
             time.sleep(rng.uniform(0.0, 0.15))
             victim = round_number % len(fresh_service.workers)
             fresh_service.signal_worker(victim, signal.SIGKILL)
@@ -162,7 +150,28 @@ def test_workers_killed_during_transactions_never_leave_one_partly_visible(
             with fresh_service.client() as client:
                 finals = wait_jobs_final(client, locations, timeout=120)
             assert all(answer.status_code == 200 for answer in finals.values())
-    with fresh_service.client() as client:
+    _check_all_or_none_and_contiguous(fresh_service, resources, expected)
+
+
+def _overlapping_transactions(
+    service: Service, rng: random.Random, round_number: int, resources: int, expected: dict[str, list[int]]
+) -> list[str]:
+    """Eight async transactions, each adding its marker to 3 random resources; their status URLs."""
+    locations = []
+    with service.client() as client:
+        for n in range(8):
+            touched = sorted(rng.sample(range(resources), 3))
+            marker = f"r{round_number}-{n}"
+            expected[marker] = touched
+            bundle = transaction(*[add_identifier(f"Patient/k{k}", marker) for k in touched])
+            answer = client.post("", json=bundle, headers={"prefer": "respond-async"})
+            assert answer.status_code == 202
+            locations.append(answer.headers["content-location"])
+    return locations
+
+
+def _check_all_or_none_and_contiguous(service: Service, resources: int, expected: dict[str, list[int]]) -> None:
+    with service.client() as client:
         values = {k: [i["value"] for i in client.get(f"Patient/k{k}").json()["identifier"]] for k in range(resources)}
         for marker, touched in expected.items():
             holders = [k for k in range(resources) if marker in values[k]]

@@ -23,7 +23,7 @@ LAYERS: dict[str, int] = {
     "worker.edges": 2,  # foreign exceptions become ours
     "worker.storage": 3,  # MongoDB
     "worker.ordering": 3,  # Redis
-    "worker.celery.app": 3,  # Celery's configuration (both the API's sender and the workers use it)
+    "worker.broker": 3,  # Celery's configuration (both the API's sender and the workers use it)
     "worker.submission": 4,  # the one way work enters
     "worker.service": 5,  # drain, apply, outcomes, transactions, reconciler, callbacks
     "worker.celery": 6,  # tasks, each process's runtime, the process

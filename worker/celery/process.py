@@ -6,7 +6,7 @@ it is the only place a worker reads its settings.
 
 from __future__ import annotations
 
-from worker.celery.app import create_celery
+from worker.broker import create_celery
 from worker.celery.tasks import register_tasks
 from worker.settings import Settings
 

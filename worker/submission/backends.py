@@ -16,7 +16,7 @@ import redis
 from celery import Celery
 from pymongo import MongoClient
 
-from worker.celery.app import create_celery
+from worker.broker import create_celery
 from worker.model.stores import Stores
 from worker.ordering import KeyQueues
 from worker.ordering.admission import Admission

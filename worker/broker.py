@@ -1,4 +1,4 @@
-"""Celery configuration for an at-least-once pipeline over Redis.
+"""The broker: Celery configured for an at-least-once pipeline over Redis (the API sends with it, workers receive).
 
 Each setting states why it is there. Correctness of the patch service never
 rests on Celery alone: jobs are recorded in MongoDB before they are queued,

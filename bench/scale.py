@@ -27,6 +27,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import AUTH, open_loop, running  # noqa: E402
 
+from devkit.fhirpath import fhirpath_replace  # noqa: E402
+
 JSON_PATCH = {"content-type": "application/json-patch+json"}
 FHIR_JSON = {"content-type": "application/fhir+json"}
 SYSTEM = "urn:oid:1.2.250.1.71.4.2.2"
@@ -106,19 +108,7 @@ def timed(count: int, call: Callable[[int], httpx.Response], ok: tuple[int, ...]
     return {**percentiles(samples), "errors": errors}
 
 
-RENAME = {
-    "resourceType": "Parameters",
-    "parameter": [
-        {
-            "name": "operation",
-            "part": [
-                {"name": "type", "valueCode": "replace"},
-                {"name": "path", "valueString": "Organization.name"},
-                {"name": "value", "valueString": "Renamed"},
-            ],
-        }
-    ],
-}
+RENAME = fhirpath_replace("Organization.name", {"valueString": "Renamed"})
 
 
 def _finished_job(client: httpx.Client, url: str) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from devkit.fhirpath import fhirpath_replace
 from tests.support.processes import wait_progress
 from tests.support.service import Service
 
@@ -25,13 +26,7 @@ def _parameters(*operations: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _replace_gender(value: str) -> dict[str, Any]:
-    return _parameters(
-        [
-            {"name": "type", "valueCode": "replace"},
-            {"name": "path", "valueString": "Patient.gender"},
-            {"name": "value", "valueCode": value},
-        ]
-    )
+    return fhirpath_replace("Patient.gender", {"valueCode": value})
 
 
 NO_OPS = {

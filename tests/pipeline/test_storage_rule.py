@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from devkit.fhirpath import fhirpath_replace
 from tests.support.processes import wait_for
 from tests.support.service import Service, running_service, wait_jobs_final
 from worker.storage.keyed import BOUNDED_COLLECTIONS
@@ -64,19 +65,7 @@ def _workload(service: Service, hook: str) -> None:
         assert client.get("Patient/p1").status_code == 410
 
 
-FHIRPATH_REPLACE_GENDER = {
-    "resourceType": "Parameters",
-    "parameter": [
-        {
-            "name": "operation",
-            "part": [
-                {"name": "type", "valueCode": "replace"},
-                {"name": "path", "valueString": "Patient.gender"},
-                {"name": "value", "valueCode": "female"},
-            ],
-        }
-    ],
-}
+FHIRPATH_REPLACE_GENDER = fhirpath_replace("Patient.gender", {"valueCode": "female"})
 
 
 def _writes(client: httpx.Client) -> None:

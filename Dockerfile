@@ -5,6 +5,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY worker ./worker
 COPY api ./api
+COPY tools ./tools
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 fhirpatch
 USER fhirpatch
 EXPOSE 8080

@@ -329,14 +329,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=1, help="pool processes per worker")
+    parser.add_argument("--api-processes", type=int, default=1, help="uvicorn processes")
     parser.add_argument("--async-jobs", type=int, default=2000)
     parser.add_argument("--feed-lines", type=int, default=5000)
     parser.add_argument("--only", default="sync,async,feed,transaction", help="which parts to run (comma-separated)")
     parser.add_argument("--formats", default=",".join(FORMATS))
     args = parser.parse_args()
     report: dict[str, Any] = {"cpus": os.cpu_count(), "workers": args.workers, "concurrency": args.concurrency}
-    with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp, running(args.workers, Path(tmp)) as (base, _):
+    report["api_processes"] = args.api_processes
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp,
+        running(args.workers, Path(tmp), args.concurrency, args.api_processes) as (base, _),
+    ):
         create(base)
         sync_patches(base, "json-patch", 4, 2)  # warm-up: caches, connections, pool children
         parts = args.only.split(",")

@@ -29,7 +29,9 @@ AUTH: dict[str, str] = {}
 
 
 @contextlib.contextmanager
-def running(workers: int, state: Path) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
+def running(
+    workers: int, state: Path, concurrency: int = 1, api_processes: int = 1
+) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
     provision = provision_module()
     with provision.services(state) as env:
         port = provision.free_port()
@@ -43,9 +45,10 @@ def running(workers: int, state: Path) -> Iterator[tuple[str, list[subprocess.Po
             "FHIR_PATCH_DATABASE": f"bench_{token}",
             "FHIR_PATCH_NAMESPACE": f"bench-{token}",
             "FHIR_PATCH_LOG_LEVEL": "WARNING",
+            "FHIR_PATCH_API_PROCESSES": str(api_processes),
         }
         AUTH["authorization"] = f"Bearer {dev_token(key, 'system/*.cruds system/metrics.read', 'bench', 86_400)}"
-        specs = service_processes(Settings.from_env(full), workers, 1)
+        specs = service_processes(Settings.from_env(full), workers, concurrency)
         procs = [
             subprocess.Popen(
                 s.argv,

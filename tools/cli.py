@@ -146,8 +146,10 @@ def _engine_commands(commands: Any) -> None:
 def _service_commands(commands: Any) -> None:
     auth_dir = "where the development signing key lives (default .run/auth)"
     serve = commands.add_parser("serve", help="run Celery worker(s) and the API until Ctrl-C")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    serve.add_argument("--concurrency", type=int, default=2, help="Celery pool size per worker (default 2)")
+    serve.add_argument("--workers", type=int, help="Celery worker processes (default: FHIR_PATCH_WORKERS, 1)")
+    serve.add_argument(
+        "--concurrency", type=int, help="pool size per worker (default: FHIR_PATCH_WORKER_CONCURRENCY, 2)"
+    )
     serve.add_argument("--log-dir", default=".run/logs", help="where process logs go (default .run/logs)")
     serve.add_argument("--flower-port", type=int, default=0, help="also run Flower on 127.0.0.1:PORT (default: no)")
     serve.add_argument("--auth-dir", default=".run/auth", help=auth_dir)

@@ -25,8 +25,13 @@ class ProcessSpec:
     argv: list[str]
 
 
-def service_processes(settings: Settings, workers: int, concurrency: int, flower_port: int = 0) -> list[ProcessSpec]:
-    """The Celery worker(s), Flower when asked (bound to loopback like everything else), then the API."""
+def service_processes(
+    settings: Settings, workers: int | None = None, concurrency: int | None = None, flower_port: int = 0
+) -> list[ProcessSpec]:
+    """The Celery worker(s), Flower when asked (bound to loopback like everything else), then the API; the counts
+    are the settings' (FHIR_PATCH_WORKERS, FHIR_PATCH_WORKER_CONCURRENCY, FHIR_PATCH_API_PROCESSES) unless given."""
+    workers = settings.workers if workers is None else workers
+    concurrency = settings.worker_concurrency if concurrency is None else concurrency
     celery = [sys.executable, "-m", "celery", "-A", "worker.celery.process"]
     specs = [
         ProcessSpec(
@@ -38,7 +43,15 @@ def service_processes(settings: Settings, workers: int, concurrency: int, flower
     ]
     if flower_port:  # Flower reads the task events the workers send
         specs.append(ProcessSpec("flower", [*celery, "flower", "--address=127.0.0.1", f"--port={flower_port}"]))
-    uvicorn = [sys.executable, "-m", "uvicorn", "--factory", "api.app:app_from_env"]
+    uvicorn = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "api.app:app_from_env",
+        "--workers",
+        str(settings.api_processes),
+    ]
     address = ["--host", settings.http_host, "--port", str(settings.http_port)]
     specs.append(ProcessSpec("api", [*uvicorn, *address, "--log-level", settings.log_level.lower()]))
     return specs

@@ -7,109 +7,26 @@ its meaning; `Settings.describe()` is the single source of that table.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from worker.model.callback_targets import CallbackRefused, allow_entries
+from worker.environment import (
+    SettingsError,
+    allow_list,
+    choice,
+    client_policies,
+    flag,
+    integer,
+    mongodb_uri,
+    number,
+    patterns,
+    policies,
+    text,
+)
 
-
-class SettingsError(ValueError):
-    """An environment variable holds a value that cannot be used."""
-
-
-def _text(env: Mapping[str, str], name: str, default: str) -> str:
-    return env.get(name, default).strip() or default
-
-
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
-    if value < 0:
-        raise SettingsError(f"{name} must not be negative, got {raw!r}")
-    return value
-
-
-def _integer(env: Mapping[str, str], name: str, default: int) -> int:
-    value = _number(env, name, default)
-    if value != int(value):
-        raise SettingsError(f"{name} must be a whole number, got {value!r}")
-    return int(value)
-
-
-def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
-    """One of `choices` (the first is the default)."""
-    value = env.get(name, "").strip().lower() or choices[0]
-    if value not in choices:
-        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-    return value
-
-
-def _patterns(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    raw = env.get(name, "")
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
-
-
-def _json_object(env: Mapping[str, str], name: str) -> dict[str, Any]:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return {}
-    try:
-        loaded = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise SettingsError(f"{name} must be a JSON object: {exc}") from exc
-    if not isinstance(loaded, dict):
-        raise SettingsError(f"{name} must be a JSON object")
-    return loaded
-
-
-def _policy(loaded: Any, name: str) -> Mapping[str, tuple[str, ...]]:
-    if not isinstance(loaded, dict) or not all(
-        isinstance(k, str) and isinstance(v, list) and all(isinstance(e, str) for e in v) for k, v in loaded.items()
-    ):
-        raise SettingsError(
-            f'{name} must map resource types to lists of element names, e.g. {{"DocumentReference": ["securityLabel"]}}'
-        )
-    return {k: tuple(v) for k, v in loaded.items()}
-
-
-def _policies(env: Mapping[str, str], name: str) -> Mapping[str, tuple[str, ...]]:
-    return _policy(_json_object(env, name), name)
-
-
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise SettingsError(f"{name} must be true or false, got {raw!r}")
-
-
-def _client_policies(env: Mapping[str, str], name: str) -> Mapping[str, Mapping[str, tuple[str, ...]]]:
-    """client id -> that client's policy, each shaped like FHIR_PATCH_ELEMENT_POLICIES."""
-    return {client: _policy(policy, f"{name}[{client!r}]") for client, policy in _json_object(env, name).items()}
-
-
-def _allow_list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    entries = _patterns(env, name)
-    try:
-        allow_entries(entries)
-    except CallbackRefused as exc:
-        raise SettingsError(f"{name}: {exc}") from exc
-    return entries
-
-
-def _mongodb_uri(env: Mapping[str, str]) -> str:
-    # FHIR_PATCH_MONGODB_URI wins; MONGODB_URI is honoured as the common convention.
-    return _text(env, "FHIR_PATCH_MONGODB_URI", env.get("MONGODB_URI", "") or "mongodb://127.0.0.1:27017")
+__all__ = ["Settings", "SettingsError"]
 
 
 @dataclass(frozen=True)
@@ -341,6 +258,27 @@ class Settings:
             ),
         },
     )
+    api_processes: int = field(
+        default=1,
+        metadata={
+            "env": "FHIR_PATCH_API_PROCESSES",
+            "doc": "uvicorn processes serving the API under `fhir-patch serve` (README: sizing the processes).",
+        },
+    )
+    workers: int = field(
+        default=1,
+        metadata={
+            "env": "FHIR_PATCH_WORKERS",
+            "doc": "Celery worker processes under `fhir-patch serve`, each with its own pool (README: sizing).",
+        },
+    )
+    worker_concurrency: int = field(
+        default=2,
+        metadata={
+            "env": "FHIR_PATCH_WORKER_CONCURRENCY",
+            "doc": "Pool processes of each Celery worker: jobs applied at once per worker (README: sizing).",
+        },
+    )
     stall_seconds: float = field(
         default=60.0,
         metadata={
@@ -379,16 +317,16 @@ class Settings:
 
 Reader = Callable[[Mapping[str, str], str, Any], Any]  # (environment, variable name, default) -> value
 
-_BY_TYPE: Mapping[str, Reader] = {"str": _text, "int": _integer, "float": _number}
+_BY_TYPE: Mapping[str, Reader] = {"str": text, "int": integer, "float": number}
 _READERS: Mapping[str, Reader] = {
-    "mongodb_uri": lambda env, name, default: _mongodb_uri(env),
-    "base_url": lambda env, name, default: _text(env, name, default).rstrip("/"),
-    "log_level": lambda env, name, default: _text(env, name, default).upper(),
-    "callback_allow": lambda env, name, default: _allow_list(env, name),
-    "element_policies": lambda env, name, default: _policies(env, name),
-    "client_element_policies": lambda env, name, default: _client_policies(env, name),
-    "auth_disabled": lambda env, name, default: _flag(env, name),
-    "metrics_loopback": lambda env, name, default: _flag(env, name),
-    "allowed_hosts": lambda env, name, default: _patterns(env, name) or default,
-    "store_validation": lambda env, name, default: _choice(env, name, ("strict", "lenient")),
+    "mongodb_uri": lambda env, name, default: mongodb_uri(env),
+    "base_url": lambda env, name, default: text(env, name, default).rstrip("/"),
+    "log_level": lambda env, name, default: text(env, name, default).upper(),
+    "callback_allow": lambda env, name, default: allow_list(env, name),
+    "element_policies": lambda env, name, default: policies(env, name),
+    "client_element_policies": lambda env, name, default: client_policies(env, name),
+    "auth_disabled": lambda env, name, default: flag(env, name),
+    "metrics_loopback": lambda env, name, default: flag(env, name),
+    "allowed_hosts": lambda env, name, default: patterns(env, name) or default,
+    "store_validation": lambda env, name, default: choice(env, name, ("strict", "lenient")),
 }

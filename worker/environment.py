@@ -1,0 +1,105 @@
+"""Typed readers of environment variables: each returns the value or raises SettingsError naming the variable."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from worker.model.callback_targets import CallbackRefused, allow_entries
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value that cannot be used."""
+
+
+def text(env: Mapping[str, str], name: str, default: str) -> str:
+    return env.get(name, default).strip() or default
+
+
+def number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+    if value < 0:
+        raise SettingsError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def integer(env: Mapping[str, str], name: str, default: int) -> int:
+    value = number(env, name, default)
+    if value != int(value):
+        raise SettingsError(f"{name} must be a whole number, got {value!r}")
+    return int(value)
+
+
+def choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (the first is the default)."""
+    value = env.get(name, "").strip().lower() or choices[0]
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def patterns(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = env.get(name, "")
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def json_object(env: Mapping[str, str], name: str) -> dict[str, Any]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return {}
+    try:
+        loaded = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{name} must be a JSON object: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise SettingsError(f"{name} must be a JSON object")
+    return loaded
+
+
+def _policy(loaded: Any, name: str) -> Mapping[str, tuple[str, ...]]:
+    if not isinstance(loaded, dict) or not all(
+        isinstance(k, str) and isinstance(v, list) and all(isinstance(e, str) for e in v) for k, v in loaded.items()
+    ):
+        raise SettingsError(
+            f'{name} must map resource types to lists of element names, e.g. {{"DocumentReference": ["securityLabel"]}}'
+        )
+    return {k: tuple(v) for k, v in loaded.items()}
+
+
+def policies(env: Mapping[str, str], name: str) -> Mapping[str, tuple[str, ...]]:
+    return _policy(json_object(env, name), name)
+
+
+def flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def client_policies(env: Mapping[str, str], name: str) -> Mapping[str, Mapping[str, tuple[str, ...]]]:
+    """client id -> that client's policy, each shaped like FHIR_PATCH_ELEMENT_POLICIES."""
+    return {client: _policy(policy, f"{name}[{client!r}]") for client, policy in json_object(env, name).items()}
+
+
+def allow_list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    entries = patterns(env, name)
+    try:
+        allow_entries(entries)
+    except CallbackRefused as exc:
+        raise SettingsError(f"{name}: {exc}") from exc
+    return entries
+
+
+def mongodb_uri(env: Mapping[str, str]) -> str:
+    # FHIR_PATCH_MONGODB_URI wins; MONGODB_URI is honoured as the common convention.
+    return text(env, "FHIR_PATCH_MONGODB_URI", env.get("MONGODB_URI", "") or "mongodb://127.0.0.1:27017")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from tests.service.conftest import put
 from tests.support.memory_queues import MemoryAdmission, MemoryMetrics, MemoryQueues, RecordedDrains
 from tests.support.memory_stores import MemoryStores
 from worker.errors import IdempotencyKeyReused, ServiceBusy, StorageUnavailable, TooManyUnfinished
-from worker.model.jobs import JobResult, JobState, result_event
+from worker.model.jobs import Action, JobResult, JobState, result_event
 from worker.submission.submitter import Submission, Submitter
 
 
@@ -94,3 +96,14 @@ def test_a_transaction_is_queued_on_all_its_keys_at_once() -> None:
     setup.submitter.submit_transaction(job, ["Patient/a", "Patient/b"])
     assert setup.queues.leases.queues == {"Patient/a": ["T"], "Patient/b": ["T"]}
     assert setup.drains.sent == ["Patient/a", "Patient/b"] and setup.metrics.accepted_jobs == 1
+
+
+def test_a_restored_job_is_queued_again_without_being_counted_again() -> None:
+    setup = _Setup()
+    single, bundle = put("p", "a", "j1"), put("x", "b", "T")
+    bundle = replace(bundle, request=replace(bundle.request, action=Action.TRANSACTION))
+    setup.submitter.restore(single, [single.key])
+    setup.submitter.restore(bundle, ["Patient/a", "Patient/b"])
+    assert setup.queues.leases.queues == {"Patient/p": ["j1"], "Patient/a": ["T"], "Patient/b": ["T"]}
+    assert setup.drains.sent == ["Patient/p", "Patient/a", "Patient/b"]
+    assert setup.queues.arrivals.accepted == 0 and setup.metrics.accepted_jobs == 0

@@ -22,7 +22,7 @@ from typing import Any
 
 from worker.errors import FhirError, IdempotencyKeyReused, ServiceBusy, StorageUnavailable
 from worker.model.clock import utc_now
-from worker.model.jobs import Job, JobRequest, JobState
+from worker.model.jobs import Action, Job, JobRequest, JobState
 from worker.model.stores import Stores
 from worker.ordering.admission import Admission
 from worker.ordering.arrivals import Arrival, Arrivals
@@ -144,7 +144,7 @@ class Submitter:
     def restore(self, job: Job, keys: list[str]) -> None:
         """Queue again a recorded job that no queue holds (Redis lost it); it was counted when first accepted."""
         now = time.time()
-        if len(keys) > 1 or keys != [job.key]:
+        if job.request.action == Action.TRANSACTION:
             to_wake = self._arrivals.enqueue_transaction(keys, job.id, job.to_payload(), now) or []
         else:
             arrival = self._arrivals.enqueue(job.key, job.id, job.to_payload(), now, count=False)

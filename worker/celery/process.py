@@ -6,10 +6,14 @@ it is the only place a worker reads its settings.
 
 from __future__ import annotations
 
+from celery.signals import worker_ready
+
 from worker.broker import create_celery
+from worker.celery.reconciling import start_reconciler
 from worker.celery.tasks import register_tasks
 from worker.settings import Settings
 
 settings = Settings.from_env()
 app = create_celery(settings)
-register_tasks(app, settings)
+tasks = register_tasks(app, settings)
+worker_ready.connect(lambda **_: start_reconciler(tasks, app, settings), weak=False)

@@ -1,31 +1,26 @@
-"""Celery tasks: thin adapters over worker.service.drain, worker.service.callbacks and worker.service.reconciler.
+"""Celery tasks: thin adapters over worker.service.drain and worker.service.callbacks.
 
 - `fhir_patch.drain(key)`: drain one resource key (re-sent while jobs remain).
 - `fhir_patch.callback(job_id)`: one callback delivery attempt (re-sent with a delay on failure).
-The reconciler runs in a thread of each worker's main process.
+The reconciler runs in a thread of each worker's main process (worker/celery/reconciling.py).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, worker_ready
+from celery.signals import setup_logging
 
 from worker.celery.runtime import Runtime, runtime_for, worker_id
 from worker.errors import StorageUnavailable
 from worker.logs import configure_logging
 from worker.model.clock import utc_now
-from worker.ordering.admission import Admission
-from worker.ordering.metrics import Metrics
 from worker.service.drain import MAX_JOB_ATTEMPTS
-from worker.service.reconciler import SYNC_CHECK_SECONDS, Reconciler
 from worker.settings import Settings
-from worker.submission.drains import CALLBACK_TASK, DRAIN_TASK, CeleryDrains
-from worker.submission.submitter import Submitter
+from worker.submission.drains import CALLBACK_TASK, DRAIN_TASK
 
 _INFRASTRUCTURE = (StorageUnavailable,)  # translated where MongoDB and Redis are called (worker/edges.py)
 
@@ -97,25 +92,9 @@ class Tasks:
             self.send_callback(job_id, attempt + 1, delivery.retry_in)
         return delivery.state
 
-    def start_reconciler(self, **_: Any) -> None:
-        r = self.runtime()
-        r.database.ensure_indexes()
-        settings = self._settings
-        admission = Admission(r.redis, settings.namespace, settings.max_unfinished_per_client, settings.max_queue_depth)
-        metrics = Metrics(r.redis, settings.namespace)
-        drains = CeleryDrains(self._app)
-        submitter = Submitter(r.database, r.queues.arrivals, admission, metrics, drains, r.queues.counters.count_group)
-        reconciler = Reconciler(self._settings, r.database, r.queues, submitter, self.send_drain, self.send_callback)
-        threading.Thread(
-            target=_reconcile_forever,
-            args=(reconciler, self._settings.reconcile_interval_seconds),
-            name="reconciler",
-            daemon=True,
-        ).start()
 
-
-def register_tasks(app: Celery, settings: Settings) -> None:
-    """Register the project's tasks and the reconciler on `app`."""
+def register_tasks(app: Celery, settings: Settings) -> Tasks:
+    """Register the project's tasks on `app`; the Tasks they delegate to."""
     tasks = Tasks(app, settings)
 
     def drain(keys: str | list[str]) -> int:
@@ -135,19 +114,4 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         name=CALLBACK_TASK, autoretry_for=_INFRASTRUCTURE, retry_backoff=1, retry_backoff_max=60, max_retries=None
     )(callback)
     setup_logging.connect(_logging, weak=False)
-    worker_ready.connect(tasks.start_reconciler, weak=False)
-
-
-def _reconcile_forever(reconciler: Reconciler, interval: float) -> None:
-    """The sync check every SYNC_CHECK_SECONDS (so a Redis that lost its data holds new jobs briefly), a whole pass
-    every `interval`."""
-    next_pass = time.monotonic() + interval
-    while True:
-        try:
-            reconciler.sync(utc_now())
-            if time.monotonic() >= next_pass:
-                next_pass = time.monotonic() + interval
-                reconciler.run_once(utc_now())
-        except Exception:  # the reconciler must outlive a passing outage of Redis or MongoDB
-            log.exception("reconciler pass failed; trying again")
-        time.sleep(min(interval, SYNC_CHECK_SECONDS))
+    return tasks

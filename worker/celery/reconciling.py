@@ -1,0 +1,56 @@
+"""The reconciler thread of a worker's main process: started when the worker is ready, never stopped.
+
+Each process runs one; a Redis lock lets one pass run at a time across the
+deployment (worker/service/reconciler.py says what a pass does).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from celery import Celery
+
+from worker.celery.tasks import Tasks
+from worker.model.clock import utc_now
+from worker.ordering.admission import Admission
+from worker.ordering.metrics import Metrics
+from worker.service.reconciler import SYNC_CHECK_SECONDS, Reconciler
+from worker.settings import Settings
+from worker.submission.drains import CeleryDrains
+from worker.submission.submitter import Submitter
+
+log = logging.getLogger("fhir_patch.reconciling")
+
+
+def start_reconciler(tasks: Tasks, app: Celery, settings: Settings) -> None:
+    """Start this process's reconciler thread (the deployment runs one pass at a time: a Redis lock)."""
+    r = tasks.runtime()
+    r.database.ensure_indexes()
+    admission = Admission(r.redis, settings.namespace, settings.max_unfinished_per_client, settings.max_queue_depth)
+    metrics = Metrics(r.redis, settings.namespace)
+    drains = CeleryDrains(app)
+    submitter = Submitter(r.database, r.queues.arrivals, admission, metrics, drains, r.queues.counters.count_group)
+    reconciler = Reconciler(settings, r.database, r.queues, submitter, tasks.send_drain, tasks.send_callback)
+    threading.Thread(
+        target=_reconcile_forever,
+        args=(reconciler, settings.reconcile_interval_seconds),
+        name="reconciler",
+        daemon=True,
+    ).start()
+
+
+def _reconcile_forever(reconciler: Reconciler, interval: float) -> None:
+    """The sync check every SYNC_CHECK_SECONDS (so a Redis that lost its data holds new jobs briefly), a whole pass
+    every `interval`."""
+    next_pass = time.monotonic() + interval
+    while True:
+        try:
+            reconciler.sync(utc_now())
+            if time.monotonic() >= next_pass:
+                next_pass = time.monotonic() + interval
+                reconciler.run_once(utc_now())
+        except Exception:  # the reconciler must outlive a passing outage of Redis or MongoDB
+            log.exception("reconciler pass failed; trying again")
+        time.sleep(min(interval, SYNC_CHECK_SECONDS))

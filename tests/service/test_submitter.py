@@ -96,6 +96,7 @@ def test_a_transaction_is_queued_on_all_its_keys_at_once() -> None:
     setup.submitter.submit_transaction(job, ["Patient/a", "Patient/b"])
     assert setup.queues.leases.queues == {"Patient/a": ["T"], "Patient/b": ["T"]}
     assert setup.drains.sent == ["Patient/a", "Patient/b"] and setup.metrics.accepted_jobs == 1
+    assert setup.drains.together == [["Patient/a", "Patient/b"]], "one message: one task drains its keys in turn"
 
 
 def test_a_restored_job_is_queued_again_without_being_counted_again() -> None:

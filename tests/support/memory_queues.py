@@ -272,9 +272,12 @@ class RecordedDrains:
     """A DrainSender that records the keys it was asked to drain."""
 
     sent: list[str] = field(default_factory=list)
+    together: list[list[str]] = field(default_factory=list)  # the key lists asked for in one message
 
-    def send(self, keys: list[str]) -> None:
+    def send(self, keys: list[str], together: bool = False) -> None:
         self.sent += keys
+        if together:
+            self.together.append(keys)
 
 
 def entry_ids(group_id: str, count: int) -> list[str]:

@@ -20,9 +20,11 @@ log = logging.getLogger("fhir_patch.drains")
 
 
 class DrainSender(Protocol):
-    def send(self, keys: list[str]) -> None:
-        """Ask for a drain of `keys`. Never raises: a key whose message was not sent is queued and marked sent,
-        so the reconciler sends it again (worker/service/reconciler.py, stalled keys)."""
+    def send(self, keys: list[str], together: bool = False) -> None:
+        """Ask for a drain of `keys`, in messages of KEYS_PER_MESSAGE keys (or, `together`, one message: a
+        transaction's keys, so that one task drains them in turn and no two tasks contend for its leases). Never
+        raises: a key whose message was not sent is queued and marked sent, so the reconciler sends it again
+        (worker/service/reconciler.py, stalled keys)."""
 
 
 class CeleryDrains:
@@ -31,9 +33,10 @@ class CeleryDrains:
     def __init__(self, celery: Celery) -> None:
         self._celery = celery
 
-    def send(self, keys: list[str]) -> None:
-        for start in range(0, len(keys), KEYS_PER_MESSAGE):
-            block = keys[start : start + KEYS_PER_MESSAGE]
+    def send(self, keys: list[str], together: bool = False) -> None:
+        size = max(1, len(keys)) if together else KEYS_PER_MESSAGE
+        for start in range(0, len(keys), size):
+            block = keys[start : start + size]
             try:
                 self._celery.send_task(DRAIN_TASK, args=[block if len(block) > 1 else block[0]])
             except Exception:

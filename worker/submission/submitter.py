@@ -139,17 +139,18 @@ class Submitter:
             to_wake = self._arrivals.enqueue_transaction(keys, job.id, job.to_payload(), time.time())
         except StorageUnavailable as exc:
             raise self._withdraw([job], "the transaction was") from exc
-        self._drains.send(to_wake or [])  # None: held until Redis is in sync again (then queued in order)
+        self._drains.send(to_wake or [], together=True)  # None: held until Redis is in sync (then queued in order)
 
     def restore(self, job: Job, keys: list[str]) -> None:
         """Queue again a recorded job that no queue holds (Redis lost it); it was counted when first accepted."""
         now = time.time()
         if job.request.action == Action.TRANSACTION:
-            to_wake = self._arrivals.enqueue_transaction(keys, job.id, job.to_payload(), now) or []
-        else:
-            arrival = self._arrivals.enqueue(job.key, job.id, job.to_payload(), now, count=False)
-            to_wake = [job.key] if arrival is Arrival.SEND_DRAIN else []
-        self._drains.send(to_wake)
+            self._drains.send(
+                self._arrivals.enqueue_transaction(keys, job.id, job.to_payload(), now) or [], together=True
+            )
+            return
+        arrival = self._arrivals.enqueue(job.key, job.id, job.to_payload(), now, count=False)
+        self._drains.send([job.key] if arrival is Arrival.SEND_DRAIN else [])
 
     def _record(self, submission: Submission, job_id: str) -> tuple[Job, bool]:
         now = utc_now()

@@ -1,8 +1,8 @@
 """Where a foreign exception enters, it becomes ours: `StorageUnavailable`, with the original as its cause.
 
 Each store (MongoDB) and each Redis structure is decorated once with the
-driver's root exception; every public method, and every iterator one returns,
-then raises only our tree. Callers (the API's one error handler, the Celery
+driver's root exception; every public method, generators included, then raises
+only our tree. Callers (the API's one error handler, the Celery
 tasks' retry policy, the submission path's withdrawal) name our error, never a
 driver's.
 """
@@ -20,7 +20,7 @@ T = TypeVar("T")
 
 
 def translating(foreign: type[BaseException], what: str) -> Callable[[type[T]], type[T]]:
-    """A class decorator: `foreign` raised by a public method (or while iterating what it returns) becomes
+    """A class decorator: `foreign` raised by a public method (or while a generator method is iterated) becomes
     StorageUnavailable naming `what`."""
 
     def decorate(cls: type[T]) -> type[T]:
@@ -54,18 +54,8 @@ def _translated(function: Callable[..., Any], foreign: type[BaseException], what
     @functools.wraps(function)
     def call(*args: Any, **kwargs: Any) -> Any:
         try:
-            result = function(*args, **kwargs)
+            return function(*args, **kwargs)
         except foreign as exc:
             raise unavailable(what, exc) from exc
-        if isinstance(result, Iterator) and not isinstance(result, (str, bytes, list, tuple, dict)):
-            return _iterated(result, foreign, what)
-        return result
 
     return call
-
-
-def _iterated(items: Iterator[Any], foreign: type[BaseException], what: str) -> Iterator[Any]:
-    try:
-        yield from items
-    except foreign as exc:
-        raise unavailable(what, exc) from exc

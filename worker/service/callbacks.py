@@ -20,17 +20,14 @@ from standardwebhooks.webhooks import Webhook
 from worker.model.callback_targets import CallbackRefused, CallbackTarget, checked_callback
 from worker.model.jobs import Job
 from worker.model.results import result_bundle
+from worker.model.stores import Stores
 from worker.patch.fhir_json import dumps
 from worker.settings import Settings
-from worker.storage import Database
 
 log = logging.getLogger("fhir_patch.callbacks")
 
 FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 300.0
-
-
-__all__ = ["CallbackRefused", "CallbackSender", "checked_callback", "http_client", "retry_delay"]
 
 
 def retry_delay(attempts: int, rng: random.Random) -> float:
@@ -50,7 +47,7 @@ class Delivery:
 
 class CallbackSender:
     def __init__(
-        self, settings: Settings, database: Database, client: httpx.Client, rng: random.Random | None = None
+        self, settings: Settings, database: Stores, client: httpx.Client, rng: random.Random | None = None
     ) -> None:
         self._settings = settings
         self._db = database

@@ -19,18 +19,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
 from worker.model.changes import Existing
-from worker.model.jobs import Job, JobResult, Start, result_event
+from worker.model.jobs import Job, JobResult, JobState, Start, result_event
 from worker.model.stores import Stores
 from worker.model.transactions import EntryFailed, TransactionEntry, decode_entries, plan_transaction, transaction_keys
 from worker.model.versions import StoredVersion, planned_version
 from worker.model.wakeups import WakeUp
-from worker.ordering import Finished, KeyQueues
+from worker.ordering import KeyQueues
 from worker.service.apply import Applier
+from worker.service.outcomes import leaving
 from worker.settings import Settings
 
 log = logging.getLogger("fhir_patch.transactions")
@@ -70,12 +72,12 @@ class TransactionRunner:
         started = self._db.jobs.start(job.id, self._clock())
         if started is Start.CANCELLED:
             self._db.jobs.cancelled_left([job.id], self._clock())
-            return self._complete(keys, token, job, "cancelled")
+            return self._complete(keys, token, replace(job, state=JobState.CANCELLED))
         if started is Start.AGAIN:
             earlier = self._db.jobs.get(job.id)
             if earlier is not None and earlier.state.final:  # committed (or failed) before a crash: finish the rest
                 self._refresh_copies(keys)
-                return self._complete(keys, token, earlier, earlier.state.value)
+                return self._complete(keys, token, earlier)
         current = {k: self._db.resources.newest(*k.split("/", 1)) for k in keys}
         if started is Start.AGAIN:  # a crashed attempt may have written marked versions; they never committed
             candidates = [
@@ -99,7 +101,7 @@ class TransactionRunner:
         log.info(
             "transaction %s", finished.state.value, extra={"job_id": job.id, "keys": len(keys), "status": result.status}
         )
-        return self._complete(keys, token, finished, finished.state.value)
+        return self._complete(keys, token, finished)
 
     def _plan(
         self, job: Job, entries: list[TransactionEntry], current: dict[str, StoredVersion | None]
@@ -147,9 +149,8 @@ class TransactionRunner:
             if newest is not None:
                 self._queues.copies.remember_newest(key, newest.version_id, newest.to_cache())
 
-    def _complete(self, keys: list[str], token: str, job: Job, outcome: str) -> TransactionStep:
-        ended = job.finished_at or job.accepted_at
-        done = Finished(job.id, outcome, max(0.0, (ended - job.accepted_at).total_seconds()), client=job.client)
-        for key in self._queues.holds.complete_transaction(keys, token, done):
+    def _complete(self, keys: list[str], token: str, job: Job) -> TransactionStep:
+        """Take the ended transaction off all its queues, counted once (`leaving`), and wake the keys with more."""
+        for key in self._queues.holds.complete_transaction(keys, token, leaving(job.id, job)):
             self._send_drain(key)
         return TransactionStep.ENDED

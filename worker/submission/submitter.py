@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from worker.errors import FhirError, IdempotencyKeyReused, ServiceBusy, StorageUnavailable
 from worker.model.clock import utc_now
@@ -31,6 +31,7 @@ from worker.storage import IdempotencyConflict
 from worker.submission.drains import DrainSender
 
 Counting = Callable[[str, int, int], None]  # (group id, accepted, rejected)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -74,12 +75,7 @@ class Submitter:
     def submit(self, submission: Submission, job_id: str) -> tuple[Job, bool]:
         """Record and queue one job; (the job, True), or for an idempotent repeat (the first request's job, False)."""
         client = submission.request.actor.client_id if submission.request.actor else ""
-        self._admission.admit(client, 1)
-        try:
-            job, new = self._record(submission, job_id)
-        except BaseException:
-            self._admission.release(client, 1)
-            raise
+        job, new = self._admitted(client, lambda: self._record(submission, job_id))
         if not new:
             self._admission.release(client, 1)
             return job, False
@@ -127,13 +123,7 @@ class Submitter:
 
     def submit_transaction(self, job: Job, keys: list[str]) -> None:
         """Record a transaction and queue it on all its keys at once (it runs when it heads every one of them)."""
-        client = job.request.actor.client_id if job.request.actor else ""
-        self._admission.admit(client, 1)  # a transaction is one job
-        try:
-            self._db.jobs.accept(job)
-        except BaseException:
-            self._admission.release(client, 1)
-            raise
+        self._admitted(job.client, lambda: self._db.jobs.accept(job))  # a transaction is one job
         self._metrics.accepted()
         try:
             to_wake = self._arrivals.enqueue_transaction(keys, job.id, job.to_payload(), time.time())
@@ -151,6 +141,15 @@ class Submitter:
             return
         arrival = self._arrivals.enqueue(job.key, job.id, job.to_payload(), now, count=False)
         self._drains.send([job.key] if arrival is Arrival.SEND_DRAIN else [])
+
+    def _admitted(self, client: str, record: Callable[[], T]) -> T:
+        """Admit one job of `client`, then record it; the place is given back if recording fails."""
+        self._admission.admit(client, 1)
+        try:
+            return record()
+        except BaseException:
+            self._admission.release(client, 1)
+            raise
 
     def _record(self, submission: Submission, job_id: str) -> tuple[Job, bool]:
         now = utc_now()

@@ -24,7 +24,7 @@ from worker.model.changes import fhir_instant
 from worker.model.clock import utc_now
 from worker.model.groups import Group, entry_job_id
 from worker.model.jobs import Job, JobResult, JobState, result_event
-from worker.model.results import etag, response_element
+from worker.model.results import etag, response_element, version_wanted, written_entry
 from worker.model.stores import Stores, group_outcomes
 from worker.model.versions import StoredVersion
 from worker.patch.fhir_json import loads
@@ -192,7 +192,7 @@ class GroupIntake:
             elif event is None or "result" not in event:  # pending, or cancelled before it started
                 entries.append({"response": {"status": "202 Accepted" if event is None else "cancelled"}})
             else:
-                entries.append(self._write_entry(event, versions.get(id(event)), base))
+                entries.append(written_entry(event["key"], versions.get(id(event)), entry_response(event, base), base))
         return {"resourceType": "Bundle", "id": group.id, "type": "batch-response", "entry": entries}
 
     def _versions(self, events: list[dict[str, Any] | None]) -> dict[int, StoredVersion | None]:
@@ -202,14 +202,8 @@ class GroupIntake:
             for e in events
             if e and e.get("key") and (e.get("result") or {}).get("versionId") and int(e["result"]["status"]) < 300
         ]
-        wanted = [_version_of(e) for e in written]
+        wanted = [version_wanted(str(e["key"]), int(e["result"]["versionId"])) for e in written]
         return dict(zip((id(e) for e in written), self._db.resources.versions(wanted)))
-
-    def _write_entry(self, event: dict[str, Any], version: StoredVersion | None, base: str) -> dict[str, Any]:
-        response = entry_response(event, base)
-        if version is not None and not version.deleted:
-            return {"fullUrl": f"{base}/{event['key']}", "resource": version.resource(), "response": response}
-        return {"response": response}
 
     def read_entry(self, url: str, base: str) -> dict[str, Any]:
         """The answer entry of a GET entry: the resource's newest version (404/410 otherwise)."""
@@ -233,11 +227,6 @@ class GroupIntake:
                     else {"status": event["state"] if event else "pending"}
                 ),
             }
-
-
-def _version_of(event: dict[str, Any]) -> tuple[str, str, int]:
-    resource_type, resource_id = str(event["key"]).split("/", 1)
-    return resource_type, resource_id, int(event["result"]["versionId"])
 
 
 def count_outcomes(outcomes: Iterator[tuple[int, dict[str, Any] | None]]) -> dict[str, int]:

@@ -23,7 +23,7 @@ from worker.errors import InvalidRequest
 from worker.model.access import Principal
 from worker.model.clock import utc_now
 from worker.model.jobs import Action, Job, JobRequest, JobResult, JobState
-from worker.model.results import response_element
+from worker.model.results import response_element, version_wanted, written_entry
 from worker.model.transactions import TransactionEntry, encode_entries, transaction_keys
 from worker.model.versions import StoredVersion
 
@@ -94,7 +94,7 @@ def transaction_answer(conn: Connections, job: Job, base: str) -> Response:
     by_index = {int(r["index"]): r for r in result.entries or []}
     reads = {int(k): v for k, v in (job.extra.get("reads") or {}).items()}
     written = [r for r in by_index.values() if r.get("versionId")]
-    wanted = [(str(r["key"]).split("/", 1)[0], str(r["key"]).split("/", 1)[1], int(r["versionId"])) for r in written]
+    wanted = [version_wanted(str(r["key"]), int(r["versionId"])) for r in written]
     versions = dict(zip((int(r["index"]) for r in written), conn.database.resources.versions(wanted)))
     bundle_entries = []
     for index in range(int(job.extra.get("size", len(by_index) + len(reads)))):
@@ -111,7 +111,4 @@ def _written(entry: dict[str, Any], version: StoredVersion | None, base: str) ->
     result = JobResult(
         int(entry["status"]), entry.get("versionId"), version.last_updated if version is not None else None
     )
-    response = response_element(result, str(entry["key"]), base)
-    if version is not None and not version.deleted:
-        return {"fullUrl": f"{base}/{entry['key']}", "resource": version.resource(), "response": response}
-    return {"response": response}
+    return written_entry(str(entry["key"]), version, response_element(result, str(entry["key"]), base), base)

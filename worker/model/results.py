@@ -10,6 +10,7 @@ from typing import Any
 
 from worker.model.changes import fhir_instant
 from worker.model.jobs import Job, JobResult
+from worker.model.versions import StoredVersion
 from worker.patch.fhir_json import loads_checked_before
 
 
@@ -35,6 +36,20 @@ def response_element(result: JobResult, key: str | None, base: str) -> dict[str,
     if result.outcome:
         response["outcome"] = result.outcome
     return response
+
+
+def written_entry(key: str, version: StoredVersion | None, response: dict[str, Any], base: str) -> dict[str, Any]:
+    """A Bundle entry answering a write: `response`, with the resource as that version holds it (none for a
+    deletion, or when the version is not known)."""
+    if version is not None and not version.deleted:
+        return {"fullUrl": f"{base}/{key}", "resource": version.resource(), "response": response}
+    return {"response": response}
+
+
+def version_wanted(key: str, version_id: int) -> tuple[str, str, int]:
+    """(type, id, version) of version `version_id` of `Type/id`, as ResourceStore.versions reads them."""
+    resource_type, resource_id = key.split("/", 1)
+    return resource_type, resource_id, version_id
 
 
 def result_bundle(job: Job, resource_text: str | None, base: str, *, include_resource: bool = True) -> dict[str, Any]:

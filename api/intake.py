@@ -27,9 +27,6 @@ class Finished:
     text: str | None
 
 
-__all__ = ["Finished", "Intake", "Submission"]
-
-
 class Intake:
     def __init__(self, database: Stores, submitter: Submitter, waiter: ResultWaiter) -> None:
         self._db = database

@@ -24,7 +24,7 @@ from api.conditional import parse_criterion
 from api.dependencies import Connections
 from api.entries import checked_resource
 from api.http import check_id, fhir_response, http_date, parse_if_match, parse_prefer, parse_snapshot_mode, read_body
-from api.intake import Finished, Submission
+from api.intake import Finished
 from worker.errors import InvalidRequest, ResourceGone, ResourceNotFound, UnsupportedMediaType
 from worker.model.access import CREATE, DELETE, READ, UPDATE, Actor, Principal
 from worker.model.callback_targets import CallbackRefused, checked_callback
@@ -36,6 +36,7 @@ from worker.patch import parse_patch
 from worker.patch.fhir_json import dumps, loads
 from worker.patch.fhir_xml import parse_xml, xml_to_resource
 from worker.patch.structure import is_resource_type
+from worker.submission import Submission
 
 router = APIRouter(prefix="/fhir")
 _HISTORY_METHODS = {"create": "POST", "update": "PUT", "patch": "PATCH", "delete": "DELETE"}

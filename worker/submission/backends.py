@@ -66,7 +66,6 @@ class QueueReadings:
 
 @dataclass(frozen=True)
 class Backends:
-    settings: Settings
     stores: Stores
     submitter: Submitter
     readings: QueueReadings
@@ -85,7 +84,7 @@ class Backends:
         admission = Admission(client, settings.namespace, settings.max_unfinished_per_client, settings.max_queue_depth)
         submitter = Submitter(database, queues.arrivals, admission, metrics, drains, queues.counters.count_group)
         readings = QueueReadings(queues, admission, metrics, drains)
-        return cls(settings, database, submitter, readings, client, celery, database.client)
+        return cls(database, submitter, readings, client, celery, database.client)
 
     def ping_mongodb(self) -> dict[str, Any]:
         reply: dict[str, Any] = self._mongodb.admin.command("ping")

@@ -53,6 +53,7 @@ def record(pid: int, seconds: float, out: Path, gil_only: bool) -> subprocess.Po
 def summarize(raw: Path, top: int) -> dict[str, Any]:
     """Self time per function, and inclusive time per function of this project, as shares of all samples."""
     own: Counter[str] = Counter()
+    by_package: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
     for line in raw.read_text().splitlines():
@@ -63,14 +64,28 @@ def summarize(raw: Path, top: int) -> dict[str, Any]:
         n = int(count)
         total += n
         own[_short(frames[-1])] += n
+        by_package[_package(frames[-1])] += n
         for frame in {_short(f) for f in frames if any(marker in f for marker in OURS)}:
             inclusive[frame] += n
     share = lambda c: round(100 * c / max(1, total), 1)  # noqa: E731
     return {
         "samples": total,
         "self_percent": {k: share(v) for k, v in own.most_common(top)},
+        "self_percent_by_package": {k: share(v) for k, v in by_package.most_common(top)},
         "ours_inclusive_percent": {k: share(v) for k, v in inclusive.most_common(top)},
     }
+
+
+def _package(frame: str) -> str:
+    """The top-level package (or stdlib module) a frame's file belongs to: where self time is spent."""
+    where = frame.partition(" (")[2].split(":")[0]
+    parts = Path(where).parts
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1].removesuffix(".py")
+    for marker in ("worker", "api"):
+        if marker in parts:
+            return marker
+    return Path(where).stem or "?"
 
 
 def _short(frame: str) -> str:
@@ -84,15 +99,17 @@ def main() -> None:
     parser.add_argument("--format", default="json-patch", choices=list(FORMATS))
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1, help="Celery workers (the service default: 1)")
+    parser.add_argument("--concurrency", type=int, default=2, help="pool processes per worker (the default: 2)")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument(
         "--wall", action="store_true", help="sample every active thread, not only the one holding the GIL"
     )
+    parser.add_argument("--keep", type=Path, help="copy the raw py-spy stacks (one file per role) to this folder")
     args = parser.parse_args()
     content_type, body = FORMATS[args.format]
     report: dict[str, Any] = {"format": args.format, "clients": args.clients}
-    with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp, running(args.workers, Path(tmp)) as (base, _):
+    with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp, running(args.workers, Path(tmp), args.concurrency) as (base, _):
         create(base)
 
         def send(http: Any, n: int) -> Any:
@@ -117,6 +134,9 @@ def main() -> None:
             combined = Path(tmp) / f"{name}.all"
             combined.write_text("\n".join(f.read_text() for f in files))
             report[name] = summarize(combined, args.top)
+            if args.keep:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                (args.keep / f"{name}.txt").write_text(combined.read_text())
     print(json.dumps(report, indent=1, ensure_ascii=False))
 
 

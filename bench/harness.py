@@ -52,7 +52,7 @@ def running(
         procs = [
             subprocess.Popen(
                 s.argv,
-                env=full,
+                env={**full, **s.env},
                 stdout=open(state / f"{s.name}.log", "ab"),
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -94,7 +94,7 @@ def _short(frame: str) -> str:
     return f"{name} ({Path(where.split(':')[0]).name})" if where else name
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--format", default="json-patch", choices=list(FORMATS))
     parser.add_argument("--clients", type=int, default=8)
@@ -106,10 +106,34 @@ def main() -> None:
         "--wall", action="store_true", help="sample every active thread, not only the one holding the GIL"
     )
     parser.add_argument("--keep", type=Path, help="copy the raw py-spy stacks (one file per role) to this folder")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def _merged(tmp: Path, recorders: dict[int, str], top: int, keep: Path | None) -> dict[str, Any]:
+    """The samples of every process of one role together, summarized per role (and kept raw when asked)."""
+    merged: dict[str, list[Path]] = {}
+    for pid, name in recorders.items():
+        if (tmp / f"{pid}.txt").exists():
+            merged.setdefault(name, []).append(tmp / f"{pid}.txt")
+    report = {}
+    for name, files in merged.items():
+        combined = tmp / f"{name}.all"
+        combined.write_text("\n".join(f.read_text() for f in files))
+        report[name] = summarize(combined, top)
+        if keep:
+            keep.mkdir(parents=True, exist_ok=True)
+            (keep / f"{name}.txt").write_text(combined.read_text())
+    return report
+
+
+def main() -> None:
+    args = _arguments()
     content_type, body = FORMATS[args.format]
     report: dict[str, Any] = {"format": args.format, "clients": args.clients}
-    with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp, running(args.workers, Path(tmp), args.concurrency) as (base, _):
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp,
+        running(args.workers, Path(tmp), args.concurrency) as (base, _),
+    ):
         create(base)
 
         def send(http: Any, n: int) -> Any:
@@ -126,17 +150,7 @@ def main() -> None:
         for _, proc in recorders.values():
             proc.wait()
         load.join()
-        merged: dict[str, list[Path]] = {}
-        for pid, (name, _) in recorders.items():
-            if (Path(tmp) / f"{pid}.txt").exists():
-                merged.setdefault(name, []).append(Path(tmp) / f"{pid}.txt")
-        for name, files in merged.items():
-            combined = Path(tmp) / f"{name}.all"
-            combined.write_text("\n".join(f.read_text() for f in files))
-            report[name] = summarize(combined, args.top)
-            if args.keep:
-                args.keep.mkdir(parents=True, exist_ok=True)
-                (args.keep / f"{name}.txt").write_text(combined.read_text())
+        report |= _merged(Path(tmp), {pid: name for pid, (name, _) in recorders.items()}, args.top, args.keep)
     print(json.dumps(report, indent=1, ensure_ascii=False))
 
 

@@ -9,11 +9,12 @@ meanwhile (no worker answers its ping).
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from worker.settings import Settings
@@ -23,6 +24,7 @@ from worker.settings import Settings
 class ProcessSpec:
     name: str
     argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)  # set over the supervisor's own environment
 
 
 def service_processes(
@@ -33,11 +35,14 @@ def service_processes(
     workers = settings.workers if workers is None else workers
     concurrency = settings.worker_concurrency if concurrency is None else concurrency
     celery = [sys.executable, "-m", "celery", "-A", "worker.celery.process"]
+    # Every process counts the same pool: the number of drainers the service keeps (worker/ordering/ready.py).
+    counts = {"FHIR_PATCH_WORKERS": str(workers), "FHIR_PATCH_WORKER_CONCURRENCY": str(concurrency)}
     specs = [
         ProcessSpec(
             f"worker-{n}",
             [*celery, "worker", "--loglevel", settings.log_level, "--concurrency", str(concurrency)]
             + ["--hostname", f"worker{n}@%h", "--without-mingle", "--without-gossip"],
+            counts,
         )
         for n in range(1, workers + 1)
     ]
@@ -53,7 +58,7 @@ def service_processes(
         str(settings.api_processes),
     ]
     address = ["--host", settings.http_host, "--port", str(settings.http_port)]
-    specs.append(ProcessSpec("api", [*uvicorn, *address, "--log-level", settings.log_level.lower()]))
+    specs.append(ProcessSpec("api", [*uvicorn, *address, "--log-level", settings.log_level.lower()], counts))
     return specs
 
 
@@ -76,7 +81,13 @@ class Supervised:
 
 def _start(entry: Supervised, log_dir: Path) -> None:
     with open(log_dir / f"{entry.spec.name}.log", "ab") as out:
-        entry.proc = subprocess.Popen(entry.spec.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        entry.proc = subprocess.Popen(
+            entry.spec.argv,
+            env={**os.environ, **entry.spec.env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     entry.started_at, entry.restart_at = time.monotonic(), None
     print(f"started {entry.spec.name} (pid {entry.proc.pid}), log: {log_dir / (entry.spec.name + '.log')}", flush=True)
 

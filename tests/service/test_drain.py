@@ -123,7 +123,7 @@ def test_a_job_that_stopped_its_worker_three_times_fails_alone(settings, stores,
     queue(stores, queues, put("p", "a", "j1"), put("p", "b", "j2"))
     stores.jobs.start("j1", clock())
     queues.leases.leases["Patient/p"] = "dead|x"
-    queues.leases.attempts["j1"] = 2
+    queues.leases.attempt_causes["j1"] = {"died:w7", "died:w8"}
     drained = _gone_aware(settings, stores, queues, clock).drain("Patient/p")
     failed = stores.jobs.get("j1")
     assert failed is not None and failed.result is not None and failed.result.status == 422

@@ -22,12 +22,12 @@ NOW = START.timestamp()
 
 
 class _Setup:
-    def __init__(self, broker_backlog: int = 0) -> None:
+    def __init__(self, waiting: int = 0) -> None:
         self.settings = Settings(lease_seconds=LEASE, visibility_timeout_seconds=3600, reconcile_interval_seconds=1.0)
         self.stores, self.queues = MemoryStores(), MemoryQueues()
-        self.queues.leases.broker_backlog = lambda: broker_backlog  # type: ignore[method-assign]
+        self.queues.ready.items = waiting
         self.restores = RecordedDrains()
-        self.drains: list[str] = []
+        self.drains = RecordedDrains()
         self.callbacks: list[str] = []
         submitter = Submitter(
             self.stores,  # type: ignore[arg-type]
@@ -42,13 +42,13 @@ class _Setup:
             self.stores,  # type: ignore[arg-type]
             self.queues,  # type: ignore[arg-type]
             submitter,
-            self.drains.append,
+            self.drains,
             self.callbacks.append,
         )
 
 
 @pytest.mark.parametrize(
-    ("state", "broker_idle", "stalled", "why"),
+    ("state", "nothing_waits", "stalled", "why"),
     [
         (KeyState(0, False, None), True, False, "nothing queued"),
         (KeyState(3, True, None), True, False, "a drain holds the lease"),
@@ -56,24 +56,24 @@ class _Setup:
         (KeyState(3, False, f"t:w-live:{NOW - 2 * LEASE}"), True, False, "taken by a process that is alive"),
         (KeyState(3, False, f"t:w-dead:{NOW - 2 * LEASE}"), True, True, "taken by a process that is gone"),
         (KeyState(3, False, f"t:w-dead:{NOW - 1}"), True, False, "taken a moment ago"),
-        (KeyState(3, False, f"s:{NOW - 2 * LEASE}"), True, True, "sent long ago, and the broker holds nothing"),
-        (KeyState(3, False, f"s:{NOW - 2 * LEASE}"), False, False, "sent, and it waits in a busy broker"),
+        (KeyState(3, False, f"s:{NOW - 2 * LEASE}"), True, True, "offered long ago, and nothing waits for a drainer"),
+        (KeyState(3, False, f"s:{NOW - 2 * LEASE}"), False, False, "offered, and it waits behind others for a drainer"),
         (KeyState(3, False, f"s:{NOW - 4000}"), False, True, "sent longer than the visibility timeout ago"),
     ],
 )
-def test_which_keys_are_stalled(state: KeyState, broker_idle: bool, stalled: bool, why: str) -> None:
+def test_which_keys_are_stalled(state: KeyState, nothing_waits: bool, stalled: bool, why: str) -> None:
     setup = _Setup()
     setup.queues.leases.alive_workers.add("w-live")
-    assert setup.reconciler._stalled(state, NOW, broker_idle) is stalled, why
+    assert setup.reconciler._stalled(state, NOW, nothing_waits) is stalled, why
 
 
 def test_a_pass_revives_stalled_keys_only() -> None:
     setup = _Setup()
     queue(setup.stores, setup.queues, put("p", "a", "j1"), put("q", "b", "j2"))
-    setup.queues.leases.sched["Patient/p"] = f"s:{NOW - 2 * LEASE}"  # lost on the way to an idle broker
+    setup.queues.leases.sched["Patient/p"] = f"s:{NOW - 2 * LEASE}"  # lost on the way to a drainer
     setup.queues.leases.sched["Patient/q"] = f"s:{NOW - 1}"  # sent a moment ago
     done = setup.reconciler.run_once(START)
-    assert done.revived_keys == 1 and setup.drains == ["Patient/p"]
+    assert done.revived_keys == 1 and setup.drains.sent == ["Patient/p"]
     assert setup.queues.leases.sched["Patient/p"] == f"s:{NOW}", "revived counts as sent again"
 
 

@@ -33,6 +33,7 @@ class MemoryLeases:
     sched: dict[str, str] = field(default_factory=dict)
     alive_workers: set[str] = field(default_factory=set)
     attempts: dict[str, int] = field(default_factory=dict)
+    attempt_causes: dict[str, set[str]] = field(default_factory=dict)
     counted: list[Finished] = field(default_factory=list)
     locks: set[str] = field(default_factory=set)
     copies: MemoryCopies | None = None
@@ -81,8 +82,9 @@ class MemoryLeases:
         queue = self.queues.get(key) or []
         return (queue[0], self.payloads.get(queue[0])) if queue else (None, None)
 
-    def attempt(self, job_id: str) -> int:
-        self.attempts[job_id] = self.attempts.get(job_id, 0) + 1
+    def attempt(self, job_id: str, cause: str) -> int:
+        self.attempt_causes.setdefault(job_id, set()).add(cause)
+        self.attempts[job_id] = len(self.attempt_causes[job_id])
         return self.attempts[job_id]
 
     def reschedule(self, key: str, now: float) -> None:
@@ -109,9 +111,6 @@ class MemoryLeases:
     def active_keys(self) -> Iterator[str]:
         return iter([key for key, queue in self.queues.items() if queue])
 
-    def broker_backlog(self) -> int:
-        return 0
-
     def lock(self, name: str, milliseconds: int) -> bool:
         if name in self.locks:
             return False
@@ -120,6 +119,16 @@ class MemoryLeases:
 
     def unlock(self, name: str) -> None:
         self.locks.discard(name)
+
+
+@dataclass
+class MemoryReady:
+    """The ready list, as far as the reconciler reads it: how many items wait for a drainer."""
+
+    items: int = 0
+
+    def waiting(self) -> int:
+        return self.items
 
 
 @dataclass
@@ -262,6 +271,7 @@ class MemoryQueues:
         self.holds = MemoryHolds(self.leases)
         self.counters = MemoryCounters()
         self.wakeups = MemoryWakeups()
+        self.ready = MemoryReady()
 
     def ping(self) -> None:
         pass

@@ -68,7 +68,8 @@ class Service:
 def running_service(env: dict[str, str], tmp: Path, workers: int = 2, concurrency: int = 1) -> Iterator[Service]:
     port = free_port()
     issuer = TokenIssuer(tmp / "jwks.json")
-    full_env = {**FAST_RECOVERY, **SYNC_WAIT, **issuer.env(), **env, "FHIR_PATCH_HTTP_PORT": str(port)}
+    pool = {"FHIR_PATCH_WORKERS": str(workers), "FHIR_PATCH_WORKER_CONCURRENCY": str(concurrency)}
+    full_env = {**FAST_RECOVERY, **SYNC_WAIT, **issuer.env(), **pool, **env, "FHIR_PATCH_HTTP_PORT": str(port)}
     service = Service(f"http://127.0.0.1:{port}", full_env, log_dir=tmp, issuer=issuer)
     with contextlib.ExitStack() as stack:
         for n in range(workers):

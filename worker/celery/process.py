@@ -16,4 +16,4 @@ from worker.settings import Settings
 settings = Settings.from_env()
 app = create_celery(settings)
 tasks = register_tasks(app, settings)
-worker_ready.connect(lambda **_: start_reconciler(tasks, app, settings), weak=False)
+worker_ready.connect(lambda **_: start_reconciler(tasks, settings), weak=False)

@@ -10,29 +10,25 @@ import logging
 import threading
 import time
 
-from celery import Celery
-
 from worker.celery.tasks import Tasks
 from worker.model.clock import utc_now
 from worker.ordering.admission import Admission
 from worker.ordering.metrics import Metrics
 from worker.service.reconciler import SYNC_CHECK_SECONDS, Reconciler
 from worker.settings import Settings
-from worker.submission.drains import CeleryDrains
 from worker.submission.submitter import Submitter
 
 log = logging.getLogger("fhir_patch.reconciling")
 
 
-def start_reconciler(tasks: Tasks, app: Celery, settings: Settings) -> None:
+def start_reconciler(tasks: Tasks, settings: Settings) -> None:
     """Start this process's reconciler thread (the deployment runs one pass at a time: a Redis lock)."""
     r = tasks.runtime()
     r.database.ensure_indexes()
     admission = Admission(r.redis, settings.namespace, settings.max_unfinished_per_client, settings.max_queue_depth)
     metrics = Metrics(r.redis, settings.namespace)
-    drains = CeleryDrains(app)
-    submitter = Submitter(r.database, r.queues.arrivals, admission, metrics, drains, r.queues.counters.count_group)
-    reconciler = Reconciler(settings, r.database, r.queues, submitter, tasks.send_drain, tasks.send_callback)
+    submitter = Submitter(r.database, r.queues.arrivals, admission, metrics, r.drains, r.queues.counters.count_group)
+    reconciler = Reconciler(settings, r.database, r.queues, submitter, r.drains, tasks.send_callback)
     threading.Thread(
         target=_reconcile_forever,
         args=(reconciler, settings.reconcile_interval_seconds),

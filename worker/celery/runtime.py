@@ -16,13 +16,16 @@ from dataclasses import dataclass
 
 import httpx
 import redis
+from celery import Celery
 
 from worker.model.jobs import Job
 from worker.ordering import KeyQueues
+from worker.ordering.ready import DrainerLimits
 from worker.service.callbacks import CallbackSender, http_client
 from worker.service.drain import Drainer
 from worker.settings import Settings
 from worker.storage import Database
+from worker.submission.drains import CeleryDrains
 
 
 @dataclass(frozen=True)
@@ -34,30 +37,28 @@ class Runtime:
     drainer: Drainer
     callbacks: CallbackSender
     http: httpx.Client
+    drains: CeleryDrains
 
     @classmethod
-    def build(
-        cls,
-        settings: Settings,
-        on_finished: Callable[[Job], None],
-        send_drain: Callable[[str], None] = lambda key: None,
-    ) -> Runtime:
+    def build(cls, settings: Settings, app: Celery, on_finished: Callable[[Job], None]) -> Runtime:
         client = redis.Redis.from_url(
             settings.redis_url, socket_timeout=10, socket_connect_timeout=3, health_check_interval=30
         )
         queues = KeyQueues(client, settings.namespace)
         database = Database.open(settings, queues.copies.hint())
         http = http_client()
+        drains = CeleryDrains(app, queues.ready, DrainerLimits.of(settings))
         drainer = Drainer(
             settings,
             database,
             queues,
             on_finished,
-            send_drain=send_drain,
+            send_drain=lambda key: drains.send([key]),
             holder=worker_id(),
             holder_gone=lambda holder: process_gone(holder, queues.leases.alive),
         )
-        return cls(settings, database, client, queues, drainer, CallbackSender(settings, database, http), http)
+        callbacks = CallbackSender(settings, database, http)
+        return cls(settings, database, client, queues, drainer, callbacks, http, drains)
 
 
 _by_pid: dict[int, Runtime] = {}
@@ -86,12 +87,12 @@ def process_gone(holder: str, alive: Callable[[str], bool]) -> bool:
     return not alive(holder)
 
 
-def runtime_for(settings: Settings, on_finished: Callable[[Job], None], send_drain: Callable[[str], None]) -> Runtime:
+def runtime_for(settings: Settings, app: Celery, on_finished: Callable[[Job], None]) -> Runtime:
     """This process's Runtime (a new one after a fork), with its heartbeat running."""
     pid = os.getpid()
     if pid not in _by_pid:
         _by_pid.clear()
-        _by_pid[pid] = Runtime.build(settings, on_finished, send_drain)
+        _by_pid[pid] = Runtime.build(settings, app, on_finished)
         threading.Thread(target=_beat, args=(_by_pid[pid], worker_id()), name="heartbeat", daemon=True).start()
     return _by_pid[pid]
 

@@ -1,6 +1,9 @@
 """Celery tasks: thin adapters over worker.service.drain and worker.service.callbacks.
 
-- `fhir_patch.drain(key)`: drain one resource key (re-sent while jobs remain).
+- `fhir_patch.drain(drainer=d)`: run drainer d: pull keys from the ready list (worker/ordering/ready.py) and drain
+  each, until the list stays empty for LINGER_SECONDS; after DRAINER_SECONDS the same drainer goes on from a new
+  message, so callbacks waiting in the broker get their turn and no task nears Celery's time limit.
+- `fhir_patch.drain(keys)`: drain the given keys (a retry after a drain failed, sent with a delay).
 - `fhir_patch.callback(job_id)`: one callback delivery attempt (re-sent with a delay on failure).
 The reconciler runs in a thread of each worker's main process (worker/celery/reconciling.py).
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Any
 
 from celery import Celery
@@ -22,6 +26,8 @@ from worker.service.drain import MAX_JOB_ATTEMPTS
 from worker.settings import Settings
 from worker.submission.drains import CALLBACK_TASK, DRAIN_TASK
 
+LINGER_SECONDS = 0.5  # a drainer waits this long for the next key before it retires (then a message starts one)
+DRAINER_SECONDS = 5.0  # then the drainer hands over to a new message of its own
 _INFRASTRUCTURE = (StorageUnavailable,)  # translated where MongoDB and Redis are called (worker/edges.py)
 
 log = logging.getLogger("fhir_patch.tasks")
@@ -35,24 +41,51 @@ class Tasks:
         self._settings = settings
 
     def send_drain(self, key: str, countdown: float | None = None) -> None:
-        self._app.send_task(DRAIN_TASK, args=[key], countdown=countdown)
+        """Offer `key` to the drainers now, or after `countdown` seconds in a message of its own."""
+        if countdown is None:
+            self.runtime().drains.send([key])
+        else:
+            self._app.send_task(DRAIN_TASK, args=[key], countdown=countdown)
 
     def send_callback(self, job_id: str, attempt: int = 1, countdown: float | None = None) -> None:
         self._app.send_task(CALLBACK_TASK, args=[job_id, attempt], countdown=countdown)
 
     def runtime(self) -> Runtime:
-        return runtime_for(
-            self._settings, on_finished=lambda job: self.send_callback(job.id), send_drain=self.send_drain
-        )
+        return runtime_for(self._settings, self._app, on_finished=lambda job: self.send_callback(job.id))
 
-    def drain(self, keys: str | list[str]) -> int:
-        """Drain one key, or several (a feed's intake sends one message for a block of keys)."""
+    def drain(self, keys: str | list[str] | None = None, drainer: str | None = None) -> int:
+        """Drain the given keys, then, for a drainer, what the ready list offers; the jobs processed."""
         r = self.runtime()
+        given = [keys] if isinstance(keys, str) else list(keys or [])
+        if given:
+            r.queues.leases.taken(given, worker_id(), time.time())  # while this process lives, the reconciler waits
+        processed = self._drain_keys(r, given)
+        if drainer is not None:
+            processed += self._pull(r, drainer)
+        return processed
+
+    def _pull(self, r: Runtime, drainer: str) -> int:
+        """Drainer `drainer`: first the keys it held when its process died (its message came back), then the items
+        of the ready list, until none comes for LINGER_SECONDS (it retires) or DRAINER_SECONDS passed."""
+        started, ready, me = time.monotonic(), r.queues.ready, worker_id()
+        resumed = ready.resumed(drainer)
+        if resumed:
+            r.queues.leases.taken(resumed, me, time.time())
+        processed = self._drain_keys(r, resumed)
+        while time.monotonic() - started < DRAINER_SECONDS:
+            keys = ready.take(drainer, me, time.time())
+            if not keys:
+                item = ready.wait(LINGER_SECONDS)
+                keys = ready.take(drainer, me, time.time(), "retire", item)
+                if not keys:
+                    return processed  # retired: no longer counted, so the next offer starts a drainer
+            processed += self._drain_keys(r, keys)
+        ready.hand_over(drainer, time.time())
+        r.drains.start(drainer)
+        return processed
+
+    def _drain_keys(self, r: Runtime, batch: list[str]) -> int:
         processed, idle = 0, 0
-        batch = [keys] if isinstance(keys, str) else keys
-        r.queues.leases.taken(
-            batch, worker_id(), time.time()
-        )  # while this process lives, the reconciler leaves them be
         for key in batch:
             try:
                 drained = r.drainer.drain(key)
@@ -74,7 +107,7 @@ class Tasks:
 
     def _failed_drain(self, r: Runtime, key: str) -> None:
         job_id, _ = r.queues.leases.head(key)
-        attempts = r.queues.leases.attempt(job_id) if job_id else 0
+        attempts = r.queues.leases.attempt(job_id, f"failed:{uuid.uuid4().hex}") if job_id else 0
         log.exception("drain failed", extra={"key": key, "job_id": job_id, "attempt": attempts})
         if job_id and attempts >= MAX_JOB_ATTEMPTS:
             try:
@@ -97,8 +130,8 @@ def register_tasks(app: Celery, settings: Settings) -> Tasks:
     """Register the project's tasks on `app`; the Tasks they delegate to."""
     tasks = Tasks(app, settings)
 
-    def drain(keys: str | list[str]) -> int:
-        return tasks.drain(keys)
+    def drain(keys: str | list[str] | None = None, drainer: str | None = None) -> int:
+        return tasks.drain(keys, drainer)
 
     def callback(job_id: str, attempt: int = 1) -> str:
         return tasks.callback(job_id, attempt)

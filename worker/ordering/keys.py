@@ -38,6 +38,23 @@ class RedisKeys:
         return f"{self.namespace}:payload"
 
     @property
+    def ready(self) -> str:
+        """Items (keys) waiting for a drainer (worker/ordering/ready.py)."""
+        return f"{self.namespace}:ready"
+
+    @property
+    def drainers(self) -> str:
+        return f"{self.namespace}:drainers"
+
+    @property
+    def drainer_items(self) -> str:
+        return f"{self.namespace}:drainer-item"
+
+    @property
+    def drainer_seq(self) -> str:
+        return f"{self.namespace}:drainer-seq"
+
+    @property
     def keys_set(self) -> str:
         return f"{self.namespace}:keys"
 
@@ -79,11 +96,6 @@ class RedisKeys:
     @property
     def restore_lock(self) -> str:
         return f"{self.namespace}:restoring"
-
-    @property
-    def broker_queue(self) -> str:
-        """Celery's queue of this deployment (kombu keeps it as a Redis list named after the queue)."""
-        return self.namespace
 
 
 def decoded(value: bytes | str) -> str:

@@ -10,11 +10,12 @@ For each resource key:
                       holder drains the key; it renews between jobs. A paused
                       worker loses it after `lease_seconds`; the MongoDB
                       compare-and-set then refuses its late write (fencing).
-- `{ns}:sched:{key}`  set while a drain message for the key is outstanding,
-                      so one message serves any number of jobs queued behind.
-                      `s:<time>`: sent, waiting in the broker; `t:<worker>:<time>`:
-                      taken by that worker process (the reconciler revives a key
-                      only when neither can be true any more: see reconciler.py).
+- `{ns}:sched:{key}`  set while a drain of the key is outstanding, so one
+                      drain serves any number of jobs queued behind.
+                      `s:<time>`: offered, waiting on the ready list (ready.py)
+                      or for a retry; `t:<worker>:<time>`: taken by that worker
+                      process (the reconciler revives a key only when neither
+                      can be true any more: see reconciler.py).
 - `{ns}:alive:{worker}` a worker process's heartbeat (expires after a lease).
 - `{ns}:keys`         the keys with queued jobs, for the reconciler.
 - `{ns}:payload`      job id -> a copy of the job's request (MongoDB holds the original).
@@ -84,7 +85,7 @@ return reply
 )
 
 
-# Release the lease; if jobs remain the caller must send a drain message (the
+# Release the lease; if jobs remain the caller must offer the key again (the
 # `sched` flag stays set), else the key is idle and the flag goes.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
@@ -187,7 +188,7 @@ class Leases:
         )
 
     def release(self, key: str, token: str) -> bool:
-        """Give the lease up; True when jobs remain and a new drain message must be sent."""
+        """Give the lease up; True when jobs remain and the key must be offered again."""
         return bool(
             self._release(
                 keys=[self.keys.lease(key), self.keys.queue(key), self.keys.sched(key), self.keys.keys_set],
@@ -238,20 +239,22 @@ class Leases:
         payload = self._redis.hget(self.keys.payloads, job_id)
         return decoded(job_id), decoded(payload) if payload is not None else None
 
-    def attempt(self, job_id: str) -> int:
-        """Count one more failed attempt at a job (kept a day); the count so far."""
+    def attempt(self, job_id: str, cause: str) -> int:
+        """Count a failed attempt at a job, once per `cause` (kept a day); the count so far. A worker that died
+        holding a transaction's leases is one attempt, however many of its keys are taken over."""
         pipe = self._redis.pipeline(transaction=False)
-        pipe.incr(self.keys.attempts(job_id))
+        pipe.sadd(self.keys.attempts(job_id), cause)
         pipe.expire(self.keys.attempts(job_id), 86_400)
-        return int(pipe.execute()[0])
+        pipe.scard(self.keys.attempts(job_id))
+        return int(pipe.execute()[2])
 
     def reschedule(self, key: str, now: float) -> None:
-        """A new drain message is being sent for `key`."""
+        """`key` is being offered again (or a retry of its drain is sent)."""
         self._redis.set(self.keys.sched(key), sent_marker(now))
 
     def taken(self, keys: list[str], worker: str, now: float) -> None:
-        """A worker process took the drain message of `keys` (only keys whose message is outstanding); counted as
-        drains in the metrics, in the same round trip."""
+        """A worker process took `keys` to drain (only keys with a drain outstanding); counted as drains in the
+        metrics, in the same round trip."""
         pipe = self._redis.pipeline(transaction=False)
         for key in keys:
             pipe.set(self.keys.sched(key), f"t:{worker}:{now}", xx=True)
@@ -259,8 +262,8 @@ class Leases:
         pipe.execute()
 
     def untake(self, key: str, worker: str) -> None:
-        """This process took the key's drain message but another holds the lease: no message of ours stands for
-        the key any more (the holder reschedules it; if the holder died, the reconciler revives it)."""
+        """This process took the key but another holds the lease: no drain of ours stands for the key any more
+        (the holder offers it again; if the holder died, the reconciler revives it)."""
         self._untake(keys=[self.keys.sched(key)], args=[f"t:{worker}:"])
 
     def heartbeat(self, worker: str, seconds: float) -> None:
@@ -280,10 +283,6 @@ class Leases:
     def active_keys(self) -> Iterator[str]:
         for member in self._redis.sscan_iter(self.keys.keys_set, count=1000):
             yield member.decode() if isinstance(member, bytes) else str(member)
-
-    def broker_backlog(self) -> int:
-        """Drain and callback messages waiting in the broker (Celery's queue is the namespace's list)."""
-        return int(self._redis.llen(self.keys.broker_queue))
 
     def lock(self, name: str, milliseconds: int) -> bool:
         """Take a deployment-wide lock (the reconciler's pass, the rebuild after a loss); False when held."""

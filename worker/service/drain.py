@@ -127,7 +127,7 @@ class Drainer:
         if token is None:
             return None
         job_id, _ = self._leases.head(key)
-        attempts = self._leases.attempt(job_id) if job_id else 0
+        attempts = self._leases.attempt(job_id, f"died:{held[0]}") if job_id else 0
         log.warning(
             "took over the lease of a dead worker",
             extra={"key": key, "job_id": job_id, "attempt": attempts, "holder": held[0]},

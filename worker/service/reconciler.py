@@ -3,14 +3,15 @@
 Runs periodically in every worker process, one at a time across the
 deployment (a Redis lock). Each pass:
 
-1. revives stalled keys: jobs queued, no lease held, and no drain message
-   that can still arrive: the message was taken by a worker process whose
-   heartbeat stopped (killed: its message is stuck until the broker's
-   visibility timeout), or it was sent longer than a lease ago while the broker
-   holds no message at all, or longer than the visibility timeout ago. A key
-   whose message merely waits in a backlog is never revived, so a backlog
+1. revives stalled keys: jobs queued, no lease held, and no drain that can
+   still come: the key was taken by a worker process whose heartbeat stopped
+   (killed), or it was offered longer than a lease ago while the ready list is
+   empty (so it was lost on the way), or longer than the visibility timeout
+   ago. A key that merely waits in a backlog is never revived, so a backlog
    cannot make itself worse; revivals are at most MAX_REVIVALS per pass, and a
-   revived key counts as sent again (no second revival before it is due);
+   revived key counts as offered again (no second revival before it is due).
+   Then it makes sure drainers serve what the ready list holds (a drainer whose
+   process died stops counting after a lease);
 2. restores lost jobs: jobs MongoDB holds in flight, older than a grace
    period, that no Redis queue holds (an API process died between recording a
    job and queuing it, so no client was told it was accepted) -> queue them;
@@ -41,6 +42,7 @@ from worker.ordering import KeyQueues
 from worker.ordering.leases import KeyState
 from worker.settings import Settings
 from worker.storage import Database
+from worker.submission.drains import DrainSender
 from worker.submission.submitter import Submitter
 
 log = logging.getLogger("fhir_patch.reconciler")
@@ -69,14 +71,14 @@ class Reconciler:
         database: Database,
         queues: KeyQueues,
         submitter: Submitter,
-        send_drain: Callable[[str], None],
+        drains: DrainSender,
         send_callback: Callable[[str], None],
     ) -> None:
         self._settings = settings
         self._db = database
         self._queues = queues
         self._submitter = submitter
-        self._send_drain = send_drain
+        self._drains = drains
         self._send_callback = send_callback
         self._lock = queues.keys.reconciler_lock
         self._passes = 0
@@ -114,31 +116,31 @@ class Reconciler:
         return sum(counts.get(k, 0) for k in ("rejected", "applied", "failed", "cancelled")) + reads >= group.total
 
     def _revive_stalled_keys(self, now: datetime) -> int:
-        revived = 0
-        broker_idle = self._queues.leases.broker_backlog() == 0
+        revived: list[str] = []
+        nothing_waits = self._queues.ready.waiting() == 0
         for key in self._queues.leases.active_keys():
-            if revived >= MAX_REVIVALS:
+            if len(revived) >= MAX_REVIVALS:
                 break
-            if self._stalled(self._queues.leases.state(key), now.timestamp(), broker_idle):
+            if self._stalled(self._queues.leases.state(key), now.timestamp(), nothing_waits):
                 self._queues.leases.reschedule(key, now.timestamp())
-                self._send_drain(key)
-                revived += 1
+                revived.append(key)
+        self._drains.send(revived)  # also when none: drainers for what waits, if those counted on died
         if revived:
-            self._queues.counters.count("revived", revived)
-            log.warning("revived stalled keys", extra={"count": revived})
-        return revived
+            self._queues.counters.count("revived", len(revived))
+            log.warning("revived stalled keys", extra={"count": len(revived)})
+        return len(revived)
 
-    def _stalled(self, state: KeyState, now: float, broker_idle: bool) -> bool:
-        """Jobs wait, no drain holds the key, and its drain message cannot arrive any more."""
+    def _stalled(self, state: KeyState, now: float, nothing_waits: bool) -> bool:
+        """Jobs wait, no drain holds the key, and no drain of it can come any more."""
         if not state.depth or state.leased:
             return False
         age = now - state.since
-        if state.message is None:  # no message outstanding (a transaction parked the key): after a lease
+        if state.message is None:  # no drain outstanding (a transaction parked the key): after a lease
             return age > self._settings.lease_seconds
         if state.taken_by is not None:  # taken by a process: lost only if that process is gone
             return age > self._settings.lease_seconds and not self._queues.leases.alive(state.taken_by)
-        # Sent and not taken: it waits in the broker, unless the broker is empty (then it was lost on the way).
-        return (broker_idle and age > self._settings.lease_seconds) or age > self._settings.visibility_timeout_seconds
+        # Offered and not taken: it waits on the ready list (or a retry's delay), unless nothing waits there.
+        return (nothing_waits and age > self._settings.lease_seconds) or age > self._settings.visibility_timeout_seconds
 
     def _restore_lost_jobs(self, now: datetime) -> int:
         """Queue the jobs in flight that no queue holds. Queued is asked first, a block at a time in one round trip,
@@ -177,8 +179,7 @@ class Reconciler:
             if not busy:
                 to_drain += arrivals.finish_sync(now.timestamp())
             # Only now: a job drained before the held ones were appended could finish and be appended again.
-            for key in dict.fromkeys(to_drain):
-                self._send_drain(key)
+            self._drains.send(list(dict.fromkeys(to_drain)))
             if busy:
                 return 0
         finally:

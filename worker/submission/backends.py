@@ -21,6 +21,7 @@ from worker.model.stores import Stores
 from worker.ordering import KeyQueues
 from worker.ordering.admission import Admission
 from worker.ordering.metrics import LATENCY_BUCKETS, Metrics
+from worker.ordering.ready import DrainerLimits
 from worker.settings import Settings
 from worker.storage import Database
 from worker.submission.drains import CeleryDrains
@@ -79,7 +80,7 @@ class Backends:
         queues = KeyQueues(client, settings.namespace)
         database = Database.open(settings, queues.copies.hint())
         celery = create_celery(settings)
-        drains = CeleryDrains(celery)
+        drains = CeleryDrains(celery, queues.ready, DrainerLimits.of(settings))
         metrics = Metrics(client, settings.namespace)
         admission = Admission(client, settings.namespace, settings.max_unfinished_per_client, settings.max_queue_depth)
         submitter = Submitter(database, queues.arrivals, admission, metrics, drains, queues.counters.count_group)

@@ -1,46 +1,56 @@
-"""Drain messages: how a key that has work gets a worker. The task names are defined here, once.
+"""Drains: how a key that has work gets a worker. The task names are defined here, once.
 
-The submission path sends a drain message for a key that had none outstanding
-(Arrivals.enqueue says when); the Celery tasks (worker/celery/tasks.py) are
+A key that needs a drain is offered on the ready list (worker/ordering/ready.py),
+and drainers pull it: one Celery message starts a drainer, which then drains
+keys until the list stays empty. A message is sent only when items wait and
+fewer drainers live than the workers have pool processes, so under load no
+message is sent per key. The Celery tasks (worker/celery/tasks.py) are
 registered under the same names.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Protocol
 
 from celery import Celery
 
+from worker.ordering.ready import DrainerLimits, ReadyKeys
+
 DRAIN_TASK = "fhir_patch.drain"
 CALLBACK_TASK = "fhir_patch.callback"
-KEYS_PER_MESSAGE = 25  # one drain message serves several keys (a feed's block touches many)
 
 log = logging.getLogger("fhir_patch.drains")
 
 
 class DrainSender(Protocol):
     def send(self, keys: list[str], together: bool = False) -> None:
-        """Ask for a drain of `keys`, in messages of KEYS_PER_MESSAGE keys (or, `together`, one message: a
-        transaction's keys, so that one task drains them in turn and no two tasks contend for its leases). Never
-        raises: a key whose message was not sent is queued and marked sent, so the reconciler sends it again
-        (worker/service/reconciler.py, stalled keys)."""
+        """Ask for a drain of `keys` (their `sched` marks are set): each key is offered alone, or, `together`, as
+        one item (a transaction's keys, so that one drainer drains them in turn and no two contend for its
+        leases); with no keys, only make sure a drainer serves what waits. Never raises: a key whose offer failed
+        keeps its mark, so the reconciler offers it again (worker/service/reconciler.py, stalled keys)."""
 
 
 class CeleryDrains:
-    """Drain messages through the Celery broker."""
+    """Drains offered on the ready list; drainers started by Celery messages."""
 
-    def __init__(self, celery: Celery) -> None:
+    def __init__(self, celery: Celery, ready: ReadyKeys, limits: DrainerLimits) -> None:
         self._celery = celery
+        self._ready = ready
+        self._limits = limits
 
     def send(self, keys: list[str], together: bool = False) -> None:
-        size = max(1, len(keys)) if together else KEYS_PER_MESSAGE
-        for start in range(0, len(keys), size):
-            block = keys[start : start + size]
-            try:
-                self._celery.send_task(DRAIN_TASK, args=[block if len(block) > 1 else block[0]])
-            except Exception:
-                log.warning("drain message not sent; the reconciler will send it", exc_info=True)
+        items = [" ".join(keys)] if together and keys else list(keys)
+        try:
+            for name in self._ready.offer(items, time.time(), self._limits):
+                self.start(name)
+        except Exception:
+            log.warning("drain not offered; the reconciler will offer it", exc_info=True)
+
+    def start(self, drainer: str, countdown: float | None = None) -> None:
+        """Send the message that runs `drainer` (its place in the count is taken already)."""
+        self._celery.send_task(DRAIN_TASK, kwargs={"drainer": drainer}, countdown=countdown)
 
     def workers_answering(self, timeout: float) -> list[str]:
         """The names of the worker processes that answer a ping within `timeout` seconds."""

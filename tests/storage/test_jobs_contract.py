@@ -86,3 +86,18 @@ def test_outcomes_and_expiry(db: Database) -> None:
     assert db.jobs.expire(finished + timedelta(hours=1)) == 1
     assert db.jobs.get("x") is None
     assert db.jobs.expire(finished + timedelta(hours=1)) == 0, "a slot is removed once"
+
+
+def test_a_recorded_outcome_stays_in_flight_until_retired_and_a_lost_retirement_is_made_good(db: Database) -> None:
+    for job_id in ("r1", "r2"):
+        db.jobs.accept(_job(job_id))
+    events = [result_event(_job(j), JobResult(200, 1, NOW), NOW) for j in ("r1", "r2")]
+    assert db.jobs.record_outcomes(events) == {"r1", "r2"}
+    assert db.jobs.get("r1").state == JobState.APPLIED  # type: ignore[union-attr]
+    assert list(db.jobs.in_flight_before(NOW + timedelta(seconds=1))) == ["r1", "r2"], "not retired yet"
+    db.jobs.retire(["r1"], NOW)
+    assert list(db.jobs.in_flight_before(NOW + timedelta(seconds=1))) == ["r2"]
+    assert list(db.jobs.unfinished_before(NOW + timedelta(seconds=1))) == [], "r2's retirement was lost: made good"
+    assert list(db.jobs.in_flight_before(NOW + timedelta(seconds=1))) == []
+    assert db.jobs.expire(NOW + timedelta(seconds=5)) == 2, "both joined an expiry slot"
+    assert db.jobs.get("r2") is None

@@ -101,6 +101,12 @@ class MemoryJobs:
         return len(fresh)
 
     def finish_many(self, events: list[dict[str, Any]]) -> set[str]:
+        recorded = self.record_outcomes(events)
+        if events:
+            self.retire([str(e["_id"]).rsplit("/", 1)[0] for e in events], events[0]["at"])
+        return recorded
+
+    def record_outcomes(self, events: list[dict[str, Any]]) -> set[str]:
         recorded = set()
         for event in events:
             job_id = str(event["_id"]).rsplit("/", 1)[0]
@@ -109,10 +115,13 @@ class MemoryJobs:
                 recorded.add(job_id)
                 if (event.get("job") or {}).get("callbackUrl"):
                     self.owed.setdefault(job_id, event["at"])
-                if "-" not in job_id:
-                    self.finished_at[job_id] = event["at"]
-            self.in_flight.pop(job_id, None)
         return recorded
+
+    def retire(self, job_ids: list[str], now: datetime) -> None:
+        for job_id in job_ids:
+            if "-" not in job_id:
+                self.finished_at.setdefault(job_id, now)
+            self.in_flight.pop(job_id, None)
 
     def cancelled_left(self, job_ids: list[str], now: datetime) -> None:
         for job_id in job_ids:
@@ -132,7 +141,9 @@ class MemoryJobs:
     def unfinished_before(self, before: datetime) -> Iterator[Job]:
         for job_id in list(self.in_flight_before(before)):
             job = self.get(job_id)
-            if job is not None and not job.state.final:
+            if job is not None and job.state.final:
+                self.retire([job.id], job.finished_at or before)
+            elif job is not None:
                 yield job
 
     def in_flight_before(self, before: datetime) -> Iterator[str]:

@@ -18,11 +18,13 @@ import httpx
 import redis
 from celery import Celery
 
+from worker.model.clock import utc_now
 from worker.model.jobs import Job
 from worker.ordering import KeyQueues
 from worker.ordering.ready import DrainerLimits
 from worker.service.callbacks import CallbackSender, http_client
 from worker.service.drain import Drainer
+from worker.service.retirements import Retirements
 from worker.settings import Settings
 from worker.storage import Database
 from worker.submission.drains import CeleryDrains
@@ -38,6 +40,7 @@ class Runtime:
     callbacks: CallbackSender
     http: httpx.Client
     drains: CeleryDrains
+    retirements: Retirements
 
     @classmethod
     def build(cls, settings: Settings, app: Celery, on_finished: Callable[[Job], None]) -> Runtime:
@@ -48,6 +51,7 @@ class Runtime:
         database = Database.open(settings, queues.copies.hint())
         http = http_client()
         drains = CeleryDrains(app, queues.ready, DrainerLimits.of(settings))
+        retirements = Retirements(database.jobs, utc_now)
         drainer = Drainer(
             settings,
             database,
@@ -56,9 +60,10 @@ class Runtime:
             send_drain=lambda key: drains.send([key]),
             holder=worker_id(),
             holder_gone=lambda holder: process_gone(holder, queues.leases.alive),
+            retire=retirements.add,
         )
         callbacks = CallbackSender(settings, database, http)
-        return cls(settings, database, client, queues, drainer, callbacks, http, drains)
+        return cls(settings, database, client, queues, drainer, callbacks, http, drains, retirements)
 
 
 _by_pid: dict[int, Runtime] = {}
@@ -94,6 +99,7 @@ def runtime_for(settings: Settings, app: Celery, on_finished: Callable[[Job], No
         _by_pid.clear()
         _by_pid[pid] = Runtime.build(settings, app, on_finished)
         threading.Thread(target=_beat, args=(_by_pid[pid], worker_id()), name="heartbeat", daemon=True).start()
+        threading.Thread(target=_retire, args=(_by_pid[pid].retirements,), name="retirements", daemon=True).start()
     return _by_pid[pid]
 
 
@@ -106,3 +112,16 @@ def _beat(runtime: Runtime, worker: str) -> None:
         except Exception:  # a passing Redis outage: the next beat tries again
             log.warning("heartbeat not written", exc_info=True)
         time.sleep(interval)
+
+
+RETIRE_EVERY_SECONDS = 0.2
+
+
+def _retire(retirements: Retirements) -> None:
+    """Finished jobs leave the in-flight collection a batch at a time (worker/service/retirements.py)."""
+    while True:
+        time.sleep(RETIRE_EVERY_SECONDS)
+        try:
+            retirements.flush()
+        except Exception:  # a passing outage: they wait for the next flush (or, if this process dies, the reconciler)
+            log.warning("finished jobs not retired yet", exc_info=True)

@@ -59,10 +59,21 @@ class Tasks:
         given = [keys] if isinstance(keys, str) else list(keys or [])
         if given:
             r.queues.leases.taken(given, worker_id(), time.time())  # while this process lives, the reconciler waits
-        processed = self._drain_keys(r, given)
-        if drainer is not None:
-            processed += self._pull(r, drainer)
+        try:
+            processed = self._drain_keys(r, given)
+            if drainer is not None:
+                processed += self._pull(r, drainer)
+        finally:
+            self._retire_now(r)
         return processed
+
+    @staticmethod
+    def _retire_now(r: Runtime) -> None:
+        """Nothing left waiting while this process idles (the timer of worker/celery/runtime.py tries again)."""
+        try:
+            r.retirements.flush()
+        except Exception:
+            log.warning("finished jobs not retired yet", exc_info=True)
 
     def _pull(self, r: Runtime, drainer: str) -> int:
         """Drainer `drainer`: first the keys it held when its process died (its message came back), then the items

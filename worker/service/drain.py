@@ -57,16 +57,18 @@ class Drainer:
         send_drain: Callable[[str], None] = lambda key: None,
         holder: str = "",
         holder_gone: Callable[[str], bool] = lambda holder: False,
+        retire: Callable[[list[str]], None] | None = None,
     ) -> None:
         """`holder` names this process in the leases it takes; `holder_gone(h)` says whether the process named
-        `h` is known to be dead (its leases are then taken over at once instead of waiting for them to expire)."""
+        `h` is known to be dead (its leases are then taken over at once instead of waiting for them to expire);
+        `retire` takes finished jobs out of flight (at once by default; a worker batches them)."""
         self._settings = settings
         self._holder = holder
         self._holder_gone = holder_gone
         self._db = database
         self._leases = queues.leases
         self._applier = Applier(settings, database, queues.copies, clock)
-        self._outcomes = Outcomes(database, queues.wakeups, on_finished, clock)
+        self._outcomes = Outcomes(database, queues.wakeups, on_finished, clock, retire)
         self._transactions = TransactionRunner(settings, database, queues, self._applier, send_drain, clock)
 
     def drain(self, key: str) -> Drained:

@@ -2,7 +2,9 @@
 
 The result insert is idempotent (a repeat after a crash changes nothing and is
 not logged or called back twice); the wake-up is published after it, so a
-client woken up always finds the result stored. Counting happens where the job
+client woken up always finds the result stored. The jobs are then retired
+(out of flight, into their expiry slot), in batches when the caller batches
+them (worker/service/retirements.py). Counting happens where the job
 leaves its queue (the drain step's script), from the `Finished` record made here.
 """
 
@@ -25,18 +27,24 @@ log = logging.getLogger("fhir_patch.outcomes")
 
 class Outcomes:
     def __init__(
-        self, database: Stores, wakeups: Wakeups, on_finished: Callable[[Job], None], clock: Callable[[], datetime]
+        self,
+        database: Stores,
+        wakeups: Wakeups,
+        on_finished: Callable[[Job], None],
+        clock: Callable[[], datetime],
+        retire: Callable[[list[str]], None] | None = None,
     ) -> None:
         self._db = database
         self._wakeups = wakeups
         self._on_finished = on_finished
         self._clock = clock
+        self._retire = retire or (lambda job_ids: database.jobs.retire(job_ids, clock()))
 
     def finish(self, applied: list[Applied]) -> list[Job]:
         """Record the outcomes (one bulk insert), publish the wake-ups (one round trip), owe the callbacks of the
         outcomes recorded now; the finished jobs, in order."""
         now = self._clock()
-        recorded = self._db.jobs.finish_many([result_event(a.job, a.result, now) for a in applied])
+        recorded = self._db.jobs.record_outcomes([result_event(a.job, a.result, now) for a in applied])
         ended, wakeups = [], []
         for a in applied:
             finished = a.job.finished(a.result, now)
@@ -56,6 +64,7 @@ class Outcomes:
                     self._on_finished(finished)
             ended.append(finished)
         self._wakeups.publish(wakeups)
+        self._retire([a.job.id for a in applied])
         return ended
 
 

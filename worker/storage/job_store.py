@@ -147,20 +147,31 @@ class JobStore:
         return bool(gate and gate["by"] == "cancel")
 
     def finish_many(self, events: list[dict[str, Any]]) -> set[str]:
-        """Record several outcomes (`result_event`s); the job ids recorded now (repeats change nothing). Then the
-        jobs leave the in-flight collection, owed callbacks are noted, and the jobs join their expiry slot."""
+        """`record_outcomes`, then `retire` the jobs at once; the job ids recorded now."""
+        recorded = self.record_outcomes(events)
+        if events:
+            self.retire([str(e["_id"]).rsplit("/", 1)[0] for e in events], events[0]["at"])
+        return recorded
+
+    def record_outcomes(self, events: list[dict[str, Any]]) -> set[str]:
+        """Record several outcomes (`result_event`s) and note the callbacks owed; the job ids recorded now (repeats
+        change nothing). The jobs stay in flight until they are retired."""
         try:
             repeated = keyed.insert_new(self._events, events)
         except UnicodeEncodeError:  # a lone surrogate in an outcome: store it, with the character replaced
             events = [keyed.storable(e) for e in events]
             repeated = keyed.insert_new(self._events, events)
         job_ids = [str(e["_id"]).rsplit("/", 1)[0] for e in events]
-        self.left(job_ids)
         owed = [{"_id": j, "at": e["at"]} for j, e in zip(job_ids, events) if (e.get("job") or {}).get("callbackUrl")]
         keyed.insert_new(self._callbacks, owed)
-        if events:
-            self._expiry.add([j for j in job_ids if not _is_group_entry(j)], events[0]["at"])
         return {j for i, j in enumerate(job_ids) if i not in repeated}
+
+    def retire(self, job_ids: list[str], now: datetime) -> None:
+        """Finished jobs leave the in-flight collection, having joined the expiry slot of `now` first: a crash in
+        between leaves a finished job in flight, which the reconciler retires again (never one that expires
+        nowhere)."""
+        self._expiry.add([j for j in job_ids if not _is_group_entry(j)], now)
+        self.left(job_ids)
 
     def withdraw_many(self, job_ids: list[str], now: datetime) -> None:
         """Jobs recorded but not queued (Redis failed them): cancelled and out of flight, so nothing applies them
@@ -201,7 +212,7 @@ class JobStore:
             if job is None:
                 continue
             if job.state.final:  # its outcome was recorded just before a crash: only the clean-up was left
-                self.left([job.id])
+                self.retire([job.id], job.finished_at or before)
             else:
                 yield job
 

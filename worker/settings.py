@@ -269,7 +269,10 @@ class Settings:
         default=1,
         metadata={
             "env": "FHIR_PATCH_WORKERS",
-            "doc": "Celery worker processes under `fhir-patch serve`, each with its own pool (README: sizing).",
+            "doc": (
+                "Celery worker processes under `fhir-patch serve`, each with its own pool; with the pool size, the "
+                "number of drainers kept (every process must agree) (README: sizing)."
+            ),
         },
     )
     worker_concurrency: int = field(

@@ -7,6 +7,7 @@ counts and queues the job.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
@@ -33,13 +34,21 @@ class Intake:
         self._submitter = submitter
         self._waiter = waiter
 
-    async def submit(self, submission: Submission, wait_seconds: float | None) -> Job | Finished:
-        """Accept (or find, for an idempotent retry) the job and queue it, in one trip to a thread; with
-        `wait_seconds`, wait for it to finish (its wake-up is awaited before it is queued, so none is missed)."""
+    async def submit(
+        self, submission: Submission, wait_seconds: float | None, check: Callable[[], object] = lambda: None
+    ) -> Job | Finished:
+        """Accept (or find, for an idempotent retry) the job and queue it, in one trip to a thread that first runs
+        `check` (the request's last checks: nothing is read or written if it raises); with `wait_seconds`, wait for
+        it to finish (its wake-up is awaited before it is queued, so none is missed)."""
         job_id = Job.new_id()
         future = self._waiter.register(job_id) if wait_seconds is not None else None
+
+        def checked_submit() -> tuple[Job, bool]:
+            check()
+            return self._submitter.submit(submission, job_id)
+
         try:
-            job, new = await anyio.to_thread.run_sync(self._submitter.submit, submission, job_id)
+            job, new = await anyio.to_thread.run_sync(checked_submit)
         except BaseException:
             self._waiter.forget(job_id)
             raise

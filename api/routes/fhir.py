@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
@@ -78,10 +79,10 @@ async def patch(resource_type: str, resource_id: str, request: Request, caller: 
         parse_if_match(request.headers.get("if-match")),
         strict=request.query_params.get("_strict", "").lower() == "true",
     )
-    # A malformed patch is refused before anything is queued; parsed off the event loop, so that one costly body
-    # never holds up other requests (its cost is bounded by the engine's limits).
-    await anyio.to_thread.run_sync(lambda: parse_patch(job.body, job.content_type, strict=job.strict))
-    return await _submit(request, job, caller)
+    # A malformed patch is refused before anything is read or written; parsed off the event loop, so that one costly
+    # body never holds up other requests (its cost is bounded by the engine's limits), in the same thread trip as
+    # the submission.
+    return await _submit(request, job, caller, lambda: parse_patch(job.body, job.content_type, strict=job.strict))
 
 
 @router.patch("/{resource_type}")
@@ -311,13 +312,21 @@ def idempotency_key(request: Request, caller: Principal) -> str | None:
     return json.dumps([caller.subject, given]) if given else None
 
 
-async def _submit(request: Request, job: JobRequest, caller: Principal) -> Response:
+def _nothing() -> None:
+    pass
+
+
+async def _submit(
+    request: Request, job: JobRequest, caller: Principal, check: Callable[[], object] = _nothing
+) -> Response:
+    """Submit `job` once `check` (run off the event loop, before any I/O) has not refused it."""
     conn = connections(request)
     job = acting(request, caller, job)
     prefer = parse_prefer(request.headers.get("prefer"))
     callback = request.headers.get("x-callback-url")
     if callback is not None:
-        await anyio.to_thread.run_sync(_check_callback, conn, callback)
+        await anyio.to_thread.run_sync(_check_callback, conn, callback, check)
+        check = _nothing
     digest = body_digest(
         request.method,
         job.key,
@@ -331,14 +340,16 @@ async def _submit(request: Request, job: JobRequest, caller: Principal) -> Respo
         job, digest, callback, idempotency_key(request, caller), request.headers.get("idempotency-key")
     )
     wait = None if "respond-async" in prefer else conn.settings.sync_wait_seconds
-    answer = await conn.intake.submit(submission, wait)
+    answer = await conn.intake.submit(submission, wait, check)
     base = fhir_base(request)
     if isinstance(answer, Finished):
         return sync_answer(answer, base, prefer)
     return accepted_answer(answer, base)
 
 
-def _check_callback(conn: Connections, url: str) -> None:
+def _check_callback(conn: Connections, url: str, check: Callable[[], object]) -> None:
+    """The request's own checks, then its callback URL's (which may resolve the host)."""
+    check()
     if not conn.settings.callback_secret:
         raise InvalidRequest(
             "X-Callback-URL is not available: no FHIR_PATCH_CALLBACK_SECRET is configured", "X-Callback-URL"

@@ -64,8 +64,12 @@ class MemoryLeases:
         return False
 
     def next_jobs(
-        self, key: str, token: str, lease_seconds: float, finished: list[Finished], limit: int
+        self, key: str, token: str, lease_seconds: float, finished: list[Finished], limit: int, acquire: bool = False
     ) -> Heads | None:
+        if acquire and key in self.leases:
+            return None
+        if acquire:
+            self.leases[key] = token
         if self.leases.get(key) != token:
             return None
         queue = self.queues.setdefault(key, [])
@@ -75,8 +79,15 @@ class MemoryLeases:
                 self.payloads.pop(done.job_id, None)
                 if done.outcome:
                     self.counted.append(done)
+        if not queue:
+            del self.leases[key]
+            self.sched.pop(key, None)
+            return Heads(None, [])
         cached = self.copies.newest_copy(key) if self.copies else None
         return Heads(cached, [(job_id, self.payloads.get(job_id)) for job_id in queue[:limit]])
+
+    def new_token(self, holder: str) -> str:
+        return f"{holder}|{next(self.tokens)}"
 
     def head(self, key: str) -> tuple[str | None, str | None]:
         queue = self.queues.get(key) or []

@@ -42,22 +42,27 @@ from worker.ordering.arrivals import sent_marker
 from worker.ordering.keys import RedisKeys, decoded
 from worker.ordering.metrics import latency_bucket
 
-# One round trip per job: check the lease, take the finished job off the head,
-# renew the lease, and return the next job with its payload and the cached newest version.
-# One round trip per step: check the lease, take the finished jobs off the head and
-# count them (taking a job off its queue happens exactly once, so the counters
-# move here: a worker killed between recording an outcome and counting it cannot
-# skew them), renew the lease, and return up to `limit` next jobs with their
-# payloads and the copy of the newest version.
-# It also gives the job's place back to admission control (worker/ordering/admission.py).
-# KEYS: lease, queue, payloads, newest copy, counts, latency, unfinished.
-# ARGV: token, lease ms, limit, group-counter prefix, then per finished job: id, outcome, bucket, seconds, group,
-# client field.
+# One round trip per step: take the lease (the first step) or check it, take the
+# finished jobs off the head and count them (taking a job off its queue happens
+# exactly once, so the counters move here: a worker killed between recording an
+# outcome and counting it cannot skew them), give their places back to admission
+# control (worker/ordering/admission.py); then, if the queue is empty, release the
+# lease and the key's drain mark (the drain ends in this same step), else renew the
+# lease and return up to `limit` next jobs with their payloads and the copy of the
+# newest version.
+# KEYS: lease, queue, payloads, newest copy, counts, latency, unfinished, sched, keys set.
+# ARGV: token, lease ms, limit, group-counter prefix, mode ('acquire' or 'renew'), key, then per finished job: id,
+# outcome, bucket, seconds, group, client field.
+# Reply: {-2} held by another (acquire), {-1} lease lost, {0} queue empty and released, {1, copy, id, payload, ...}.
 _NEXT = (
     RELEASE_LUA
     + """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
-local i = 5
+if ARGV[5] == 'acquire' then
+  if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {-2} end
+elseif redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return {-1}
+end
+local i = 7
 while i + 5 <= #ARGV do
   local id = ARGV[i]
   if redis.call('LINDEX', KEYS[2], 0) == id then
@@ -73,6 +78,11 @@ while i + 5 <= #ARGV do
     end
   end
   i = i + 6
+end
+if redis.call('LLEN', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[1], KEYS[8])
+  redis.call('SREM', KEYS[9], ARGV[6])
+  return {0}
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local reply = {1, redis.call('HGET', KEYS[4], 'doc')}
@@ -126,10 +136,15 @@ class Finished:
 
 @dataclass(frozen=True)
 class Heads:
-    """The first jobs of a key's queue (job id, payload copy), and the copy of the resource's newest version."""
+    """The first jobs of a key's queue (job id, payload copy), and the copy of the resource's newest version; no
+    jobs: the queue was empty, and the lease and drain mark were released in the same step."""
 
     cached_newest: str | None
     jobs: list[tuple[str, str | None]]
+
+    @property
+    def released(self) -> bool:
+        return not self.jobs
 
 
 @dataclass(frozen=True)
@@ -164,11 +179,10 @@ class Leases:
         self._untake = client.register_script(_UNTAKE)
         self._take_over = client.register_script(_TAKE_OVER)
 
-    def acquire(self, key: str, lease_seconds: float, holder: str = "") -> str | None:
-        """Take the key's lease; its token (which names `holder`), or None when someone holds it."""
-        token = f"{holder}|{secrets.token_hex(12)}"
-        ok = self._redis.set(self.keys.lease(key), token, nx=True, px=max(1, int(lease_seconds * 1000)))
-        return token if ok else None
+    @staticmethod
+    def new_token(holder: str) -> str:
+        """A lease token naming its `holder` (host:pid), for `next_jobs(acquire=True)`."""
+        return f"{holder}|{secrets.token_hex(12)}"
 
     def lease_holder(self, key: str) -> tuple[str, str] | None:
         """(holder, token) of the key's lease, or None when it is free."""
@@ -180,7 +194,7 @@ class Leases:
 
     def take_over(self, key: str, previous: str, lease_seconds: float, holder: str) -> str | None:
         """Take the lease from a holder known to be dead, if it still holds it (compare-and-set on its token)."""
-        token = f"{holder}|{secrets.token_hex(12)}"
+        token = self.new_token(holder)
         return (
             token
             if self._take_over(keys=[self.keys.lease(key)], args=[previous, token, max(1, int(lease_seconds * 1000))])
@@ -197,13 +211,21 @@ class Leases:
         )
 
     def next_jobs(
-        self, key: str, token: str, lease_seconds: float, finished: list[Finished], limit: int
+        self, key: str, token: str, lease_seconds: float, finished: list[Finished], limit: int, acquire: bool = False
     ) -> Heads | None:
-        """Complete and count `finished` (in queue order), renew the lease, peek up to `limit` next jobs; None: the
-        lease was lost.
+        """Take the lease with `token` (`acquire`) or check it; complete and count `finished` (in queue order); then
+        release the lease and the drain mark if the queue is empty (Heads with no jobs), else renew the lease and
+        peek up to `limit` next jobs. None: the lease was lost (or, acquiring, someone holds it).
 
         The group counters live under a prefix the script extends with each job's group (single-instance Redis)."""
-        args: list[Any] = [token, max(1, int(lease_seconds * 1000)), limit, self.keys.group("")]
+        args: list[Any] = [
+            token,
+            max(1, int(lease_seconds * 1000)),
+            limit,
+            self.keys.group(""),
+            "acquire" if acquire else "renew",
+            key,
+        ]
         for done in finished:
             args += [
                 done.job_id,
@@ -213,15 +235,18 @@ class Leases:
                 done.group,
                 client_field(done.client) if done.client else "",
             ]
+        k = self.keys
         reply = self._next(
             keys=[
-                self.keys.lease(key),
-                self.keys.queue(key),
-                self.keys.payloads,
-                self.keys.copy(key),
-                self.keys.counts,
-                self.keys.latency,
-                self.keys.unfinished,
+                k.lease(key),
+                k.queue(key),
+                k.payloads,
+                k.copy(key),
+                k.counts,
+                k.latency,
+                k.unfinished,
+                k.sched(key),
+                k.keys_set,
             ],
             args=args,
         )

@@ -72,30 +72,34 @@ class Drainer:
         self._transactions = TransactionRunner(settings, database, queues, self._applier, send_drain, clock)
 
     def drain(self, key: str) -> Drained:
-        """Apply the key's queued jobs while holding its lease."""
+        """Apply the key's queued jobs while holding its lease (taken, and in the end given up, in the same Redis
+        steps that peek and complete jobs)."""
         lease = self._settings.lease_seconds
-        token = self._leases.acquire(key, lease, self._holder) or self._take_over(key)
-        if token is None:  # its holder drains it (or the reconciler revives it when the lease expires)
-            return Drained(0, False, held_elsewhere=True)
-        processed, finished = 0, list[Finished]()
+        token = self._leases.new_token(self._holder)
+        heads = self._leases.next_jobs(key, token, lease, [], BATCH, acquire=True)
+        if heads is None:
+            taken = self._take_over(key)
+            if taken is None:  # its holder drains it (or the reconciler revives it when the lease expires)
+                return Drained(0, False, held_elsewhere=True)
+            token, heads = taken, self._leases.next_jobs(key, taken, lease, [], BATCH)
+        processed = 0
         try:
-            while True:
-                heads = self._leases.next_jobs(key, token, lease, finished, BATCH)  # takes `finished` off, counted
-                if heads is None or not heads.jobs or processed >= MAX_JOBS_PER_DRAIN:
-                    break
+            while heads is not None and not heads.released and processed < MAX_JOBS_PER_DRAIN:
                 step = self._run_heads(heads, key, token)
                 if step is None:  # a transaction ran (and woke its keys) or waits for another key: lease given up
                     return Drained(processed, False)
                 if isinstance(step, LeaseLost):
                     heads = None
                     break
-                finished = step
-                processed += len(finished)
+                processed += len(step)
+                heads = self._leases.next_jobs(key, token, lease, step, BATCH)  # takes `step` off, counted
         except BaseException:
             self._leases.release(key, token)  # let a retry start at once instead of waiting out the lease
             raise
         if heads is None:
             log.warning("lease lost; another worker continues", extra={"key": key, "processed": processed})
+            return Drained(processed, False)
+        if heads.released:
             return Drained(processed, False)
         return Drained(processed, self._leases.release(key, token))
 

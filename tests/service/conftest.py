@@ -11,6 +11,7 @@ from tests.support.memory_queues import MemoryQueues
 from tests.support.memory_stores import MemoryStores
 from worker.model.access import Actor
 from worker.model.jobs import Action, Job, JobRequest, JobState
+from worker.service.drain import Drainer
 from worker.settings import Settings
 
 START = datetime(2026, 11, 30, 12, tzinfo=UTC)
@@ -41,6 +42,17 @@ def patch(resource_id: str, family: str, job_id: str, resource_type: str = "Pati
         Action.PATCH, resource_type, resource_id, body, "application/json-patch+json", actor=Actor("alice", "c")
     )
     return Job(job_id, request, JobState.ACCEPTED, START)
+
+
+def drainer_of(settings: Settings, stores: MemoryStores, queues: MemoryQueues, clock: Clock) -> Drainer:
+    """A drainer on the doubles, holding leases as worker "w1"."""
+    return Drainer(settings, stores, queues, clock=clock, holder="w1")  # type: ignore[arg-type]
+
+
+def families(stores: MemoryStores, key: str = "Patient/p") -> list[str]:
+    """The family names of the key's versions, oldest first."""
+    versions = sorted((v for v in stores.resources.stored.values() if v.key == key), key=lambda v: v.version_id)
+    return [v.resource()["name"][0]["family"] for v in versions]
 
 
 def queue(stores: MemoryStores, queues: MemoryQueues, *jobs: Job) -> None:

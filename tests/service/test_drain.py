@@ -5,21 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from tests.service.conftest import Clock, patch, put, queue
+from tests.service.conftest import drainer_of as _drainer
+from tests.service.conftest import families as _families
 from tests.support.memory_queues import MemoryQueues
 from tests.support.memory_stores import MemoryStores
 from worker.model.jobs import JobResult, JobState
 from worker.model.versions import StoredVersion
 from worker.service.drain import BATCH, Drainer
 from worker.settings import Settings
-
-
-def _drainer(settings: Settings, stores: MemoryStores, queues: MemoryQueues, clock: Clock) -> Drainer:
-    return Drainer(settings, stores, queues, clock=clock, holder="w1")  # type: ignore[arg-type]
-
-
-def _families(stores: MemoryStores, key: str = "Patient/p") -> list[str]:
-    versions = sorted((v for v in stores.resources.stored.values() if v.key == key), key=lambda v: v.version_id)
-    return [v.resource()["name"][0]["family"] for v in versions]
 
 
 def test_jobs_of_one_key_are_applied_in_order_as_one_batch(settings, stores, queues, clock) -> None:

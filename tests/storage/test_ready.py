@@ -34,19 +34,19 @@ def test_drainers_are_started_only_up_to_the_cap(parts: Parts) -> None:
     assert ready.waiting() == 4
 
 
-def test_a_drainer_takes_items_in_order_and_marks_them_taken(
-    parts: Parts,
-) -> None:
+def test_a_drainer_takes_its_share_in_order_and_marks_them_taken(parts: Parts) -> None:
     ready, leases, client, keys = parts
-    for key in ("Patient/a", "Patient/b"):
+    for key in ("Patient/a", "Patient/b", "Patient/c", "Patient/d", "Patient/e"):
         client.set(keys.sched(key), "s:1")
-    [drainer] = ready.offer(["Patient/a", "Patient/b"], 10.0, DrainerLimits(1, 2.0))
-    assert ready.take(drainer, "host:1", 11.0) == ["Patient/a"]
-    assert leases.state("Patient/a").taken_by == "host:1"
-    assert ready.resumed(drainer) == ["Patient/a"], "its item, for a message that comes back after a death"
-    assert ready.take(drainer, "host:1", 11.0) == ["Patient/b"]
-    assert ready.take(drainer, "host:1", 11.0) == [] and ready.resumed(drainer) == []
-    assert int(client.hget(keys.counts, "drains") or 0) == 2
+    first, second = ready.offer(["Patient/a", "Patient/b", "Patient/c", "Patient/d"], 10.0, LIMITS)
+    assert ready.offer(["Patient/e"], 10.0, LIMITS) == []
+    assert ready.take(first, "host:1", 11.0) == ["Patient/a", "Patient/b", "Patient/c"], "5 waiting, 2 drainers"
+    assert leases.state("Patient/b").taken_by == "host:1"
+    assert ready.resumed(first) == ["Patient/a", "Patient/b", "Patient/c"], "for a message that comes back"
+    assert ready.take(second, "host:2", 11.0) == ["Patient/d"], "2 waiting, 2 drainers"
+    assert ready.take(first, "host:1", 11.0) == ["Patient/e"]
+    assert ready.take(first, "host:1", 11.0) == [] and ready.resumed(first) == []
+    assert int(client.hget(keys.counts, "drains") or 0) == 5
 
 
 def test_a_retiring_drainer_never_leaves_an_item_behind(parts: Parts) -> None:

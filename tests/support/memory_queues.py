@@ -20,7 +20,7 @@ from worker.model.versions import StoredVersion
 from worker.ordering.admission import Granted
 from worker.ordering.arrivals import Arrival
 from worker.ordering.keys import RedisKeys
-from worker.ordering.leases import Finished, Heads, KeyState
+from worker.ordering.leases import Finished, Heads, KeyState, Step
 
 
 @dataclass
@@ -86,6 +86,9 @@ class MemoryLeases:
         cached = self.copies.newest_copy(key) if self.copies else None
         return Heads(cached, [(job_id, self.payloads.get(job_id)) for job_id in queue[:limit]])
 
+    def next_jobs_many(self, steps: list[Step], lease_seconds: float, limit: int) -> list[Heads | None]:
+        return [self.next_jobs(s.key, s.token, lease_seconds, s.finished, limit, s.acquire) for s in steps]
+
     def new_token(self, holder: str) -> str:
         return f"{holder}|{next(self.tokens)}"
 
@@ -145,6 +148,10 @@ class MemoryReady:
 @dataclass
 class MemoryCopies:
     kept: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    def remember_many(self, versions: list[tuple[str, int, str]]) -> None:
+        for key, version_id, document in versions:
+            self.remember_newest(key, version_id, document)
 
     def remember_newest(self, key: str, version_id: int, document: str, seconds: int = 86_400) -> bool:
         if version_id < self.kept.get(key, (0, ""))[0]:

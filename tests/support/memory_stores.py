@@ -234,6 +234,9 @@ class MemoryResources:
             self.stored[key] = version
         return len(versions)
 
+    def commit_each(self, versions: list[StoredVersion]) -> set[int]:
+        return {i for i, version in enumerate(versions) if self.commit_many([version]) == 0}
+
     def remove_uncommitted(self, transaction: str, candidates: list[tuple[str, str, int]]) -> int:
         if self._committed(transaction):
             return 0

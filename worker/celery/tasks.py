@@ -22,7 +22,7 @@ from worker.celery.runtime import Runtime, runtime_for, worker_id
 from worker.errors import StorageUnavailable
 from worker.logs import configure_logging
 from worker.model.clock import utc_now
-from worker.service.drain import MAX_JOB_ATTEMPTS
+from worker.service.drain import MAX_JOB_ATTEMPTS, Drained
 from worker.settings import Settings
 from worker.submission.drains import CALLBACK_TASK, DRAIN_TASK
 
@@ -96,14 +96,11 @@ class Tasks:
         return processed
 
     def _drain_keys(self, r: Runtime, batch: list[str]) -> int:
+        together = self._drained_together(r, batch) if len(batch) > 1 else {}
         processed, idle = 0, 0
         for key in batch:
-            try:
-                drained = r.drainer.drain(key)
-            except _INFRASTRUCTURE:
-                raise  # Celery retries the message with backoff; the key stays marked as taken by this process
-            except Exception:  # a job that makes the drain fail: retried with backoff, then failed alone
-                self._failed_drain(r, key)
+            drained = together.get(key) or self._drained_alone(r, key)
+            if drained is None:
                 continue
             if drained.held_elsewhere:
                 r.queues.leases.untake(key, worker_id())
@@ -115,6 +112,24 @@ class Tasks:
         if idle:
             r.queues.counters.count("idle_drains", idle)
         return processed
+
+    def _drained_together(self, r: Runtime, keys: list[str]) -> dict[str, Drained]:
+        try:
+            return r.drainer.drain_together(keys)
+        except _INFRASTRUCTURE:
+            raise  # Celery retries the message with backoff
+        except Exception:  # drained one by one instead, where a job that makes its drain fail is found alone
+            log.exception("keys drained together failed; draining them one by one", extra={"keys": len(keys)})
+            return {}
+
+    def _drained_alone(self, r: Runtime, key: str) -> Drained | None:
+        try:
+            return r.drainer.drain(key)
+        except _INFRASTRUCTURE:
+            raise  # Celery retries the message with backoff; the key stays marked as taken by this process
+        except Exception:  # a job that makes the drain fail: retried with backoff, then failed alone
+            self._failed_drain(r, key)
+            return None
 
     def _failed_drain(self, r: Runtime, key: str) -> None:
         job_id, _ = r.queues.leases.head(key)

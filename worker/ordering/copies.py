@@ -41,6 +41,15 @@ class NewestCopies:
         """Keep a copy of the newest version unless a newer one is already kept; True when kept."""
         return bool(self._remember(keys=[self.keys.copy(key)], args=[version_id, document, seconds]))
 
+    def remember_many(self, versions: list[tuple[str, int, str]]) -> None:
+        """remember_newest for several (key, version id, document), in one round trip."""
+        if not versions:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for key, version_id, document in versions:
+            self._remember(keys=[self.keys.copy(key)], args=[version_id, document, 86_400], client=pipe)
+        pipe.execute()
+
     def remember_copy(self, version: Any) -> None:
         """remember_newest for a StoredVersion (the ResourceStore hint callback)."""
         self.remember_newest(version.key, version.version_id, version.to_cache())

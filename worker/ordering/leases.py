@@ -148,6 +148,29 @@ class Heads:
 
 
 @dataclass(frozen=True)
+class Step:
+    """One key's drain step: its lease token, the jobs that ended (to take off and count), and whether the step
+    takes the lease (the first) or renews it."""
+
+    key: str
+    token: str
+    finished: list[Finished]
+    acquire: bool = False
+
+    @property
+    def mode(self) -> str:
+        return "acquire" if self.acquire else "renew"
+
+
+def _heads(reply: list[Any]) -> Heads | None:
+    if int(reply[0]) < 0:
+        return None
+    parts = [decoded(p) if p is not None else None for p in reply[1:]]
+    pairs = [(str(parts[i]), parts[i + 1]) for i in range(1, len(parts) - 1, 2)]
+    return Heads(parts[0] if parts else None, pairs)
+
+
+@dataclass(frozen=True)
 class KeyState:
     """What the reconciler needs to know of a key: queued jobs, whether a drain holds it, its drain message."""
 
@@ -218,15 +241,20 @@ class Leases:
         peek up to `limit` next jobs. None: the lease was lost (or, acquiring, someone holds it).
 
         The group counters live under a prefix the script extends with each job's group (single-instance Redis)."""
-        args: list[Any] = [
-            token,
-            max(1, int(lease_seconds * 1000)),
-            limit,
-            self.keys.group(""),
-            "acquire" if acquire else "renew",
-            key,
-        ]
-        for done in finished:
+        return self.next_jobs_many([Step(key, token, finished, acquire)], lease_seconds, limit)[0]
+
+    def next_jobs_many(self, steps: list[Step], lease_seconds: float, limit: int) -> list[Heads | None]:
+        """`next_jobs` for the steps of several keys, in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for step in steps:
+            keys, args = self._next_call(step, lease_seconds, limit)
+            self._next(keys=keys, args=args, client=pipe)
+        return [_heads(reply) for reply in pipe.execute()]
+
+    def _next_call(self, step: Step, lease_seconds: float, limit: int) -> tuple[list[str], list[Any]]:
+        k, key = self.keys, step.key
+        args: list[Any] = [step.token, max(1, int(lease_seconds * 1000)), limit, k.group(""), step.mode, key]
+        for done in step.finished:
             args += [
                 done.job_id,
                 done.outcome,
@@ -235,26 +263,8 @@ class Leases:
                 done.group,
                 client_field(done.client) if done.client else "",
             ]
-        k = self.keys
-        reply = self._next(
-            keys=[
-                k.lease(key),
-                k.queue(key),
-                k.payloads,
-                k.copy(key),
-                k.counts,
-                k.latency,
-                k.unfinished,
-                k.sched(key),
-                k.keys_set,
-            ],
-            args=args,
-        )
-        if int(reply[0]) < 0:
-            return None
-        parts = [decoded(p) if p is not None else None for p in reply[1:]]
-        pairs = [(str(parts[i]), parts[i + 1]) for i in range(1, len(parts) - 1, 2)]
-        return Heads(parts[0] if parts else None, pairs)
+        keys = [k.lease(key), k.queue(key), k.payloads, k.copy(key), k.counts, k.latency, k.unfinished]
+        return [*keys, k.sched(key), k.keys_set], args
 
     def head(self, key: str) -> tuple[str | None, str | None]:
         """The job at the head of the key's queue and its payload copy."""

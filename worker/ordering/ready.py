@@ -49,14 +49,22 @@ end
 return names
 """
 
-# Take an item: the one given (popped by a blocking wait), or the next of the list. Mark its keys taken by this
-# worker process, count the drains, remember the item for a resume. With nothing to take: 'pull' forgets the item
-# drained last; 'retire' also removes the drainer from the count.
-# KEYS: ready, drainers, items, counts. ARGV: drainer, now, taken mark, sched prefix, mode, [item].
+# Take items: the one given (popped by a blocking wait) and then from the list, up to a fair share of what waits
+# (what waits over the live drainers, at most ARGV[7]). Mark their keys taken by this worker process, count the
+# drains, remember the keys for a resume. With nothing to take: 'pull' forgets the keys drained last; 'retire'
+# also removes the drainer from the count.
+# KEYS: ready, drainers, items, counts. ARGV: drainer, now, taken mark, sched prefix, mode, item or '', most.
 _TAKE = """
-local item = ARGV[6]
-if not item then item = redis.call('LPOP', KEYS[1]) end
-if not item then
+local items = {}
+if ARGV[6] ~= '' then table.insert(items, ARGV[6]) end
+local share = math.ceil(redis.call('LLEN', KEYS[1]) / math.max(1, redis.call('ZCARD', KEYS[2])))
+local want = math.min(tonumber(ARGV[7]) - #items, share)
+if #items == 0 then want = math.max(want, 1) end
+if want > 0 then
+  local popped = redis.call('LPOP', KEYS[1], want)
+  if popped then for _, item in ipairs(popped) do table.insert(items, item) end end
+end
+if #items == 0 then
   redis.call('HDEL', KEYS[3], ARGV[1])
   if ARGV[5] == 'retire' then
     redis.call('ZREM', KEYS[2], ARGV[1])
@@ -66,15 +74,18 @@ if not item then
   return false
 end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('HSET', KEYS[3], ARGV[1], item)
+local all = table.concat(items, ' ')
+redis.call('HSET', KEYS[3], ARGV[1], all)
 local n = 0
-for key in string.gmatch(item, '%S+') do
+for key in string.gmatch(all, '%S+') do
   redis.call('SET', ARGV[4] .. key, ARGV[3], 'XX')
   n = n + 1
 end
 redis.call('HINCRBY', KEYS[4], 'drains', n)
-return item
+return all
 """
+
+MOST_ITEMS_PER_TAKE = 16  # a drainer applies the single jobs of several keys together (worker/service/drain.py)
 
 
 @dataclass(frozen=True)
@@ -111,11 +122,11 @@ class ReadyKeys:
         return [decoded(name) for name in names]
 
     def take(self, drainer: str, worker: str, now: float, mode: str = "pull", item: str | None = None) -> list[str]:
-        """The keys of the next item for `drainer` (or of `item`, popped by `wait`), marked taken by `worker`; []
-        when none waits (mode "retire": the drainer then stops counting)."""
+        """The keys of the next items for `drainer` (`item`, popped by `wait`, first), up to its fair share of what
+        waits, marked taken by `worker`; [] when none waits (mode "retire": the drainer then stops counting)."""
         k = self._keys
-        args: list[str | float] = [drainer, now, f"t:{worker}:{now}", k.sched(""), mode]
-        args += [item] if item is not None else []
+        args: list[str | float] = [drainer, now, f"t:{worker}:{now}", k.sched(""), mode, item or ""]
+        args.append(MOST_ITEMS_PER_TAKE)
         got = self._take(keys=[k.ready, k.drainers, k.drainer_items, k.counts], args=args)
         return decoded(got).split() if got else []
 

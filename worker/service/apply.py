@@ -102,6 +102,34 @@ class Applier:
             self._copies.remember_newest(newest.key, newest.version_id, newest.to_cache())
         return [Applied(job, plan.result, plan.text) for job, plan in plans]
 
+    def run_singles(self, jobs: list[tuple[Job, str | None]]) -> list[Applied | Job | LeaseLost]:
+        """One job each of different keys (with the copy of its key's newest version), brought to their results
+        together: one gate insert, one index update, one insert of every new version and one Redis round trip for
+        the copies. A job not started fresh here (a redelivery, a cancel) goes through run_job alone."""
+        now = self._clock()
+        starts = self._db.jobs.start_many([job.id for job, _ in jobs], now)
+        plans: dict[int, tuple[StoredVersion | None, Plan]] = {}
+        for index, ((job, cached), start) in enumerate(zip(jobs, starts)):
+            if start is Start.FIRST:
+                current = StoredVersion.from_cache(cached) if cached else self.newest(job)
+                plans[index] = (current, self.plan(job, current, now))
+        writes = {i: (current, plan.version) for i, (current, plan) in plans.items() if plan.version is not None}
+        self.index(list(writes.values()))
+        order = list(writes)
+        taken = {order[n] for n in self._db.resources.commit_each([new for _, new in writes.values()])}
+        self._copies.remember_many(
+            [(new.key, new.version_id, new.to_cache()) for i, (_, new) in writes.items() if i not in taken]
+        )
+        results: list[Applied | Job | LeaseLost] = []
+        for index, (job, cached) in enumerate(jobs):
+            if index not in plans:
+                results.append(self.run_job(job, cached))
+            elif index in taken:
+                results.append(self._collided(job))
+            else:
+                results.append(Applied(job, plans[index][1].result, plans[index][1].text))
+        return results
+
     def plan(self, job: Job, current: StoredVersion | None, now: datetime) -> Plan:
         """What the job does to `current`: its result, and the new version to commit. A job that fails, runs past
         its time budget or meets a bug gets its own failed result; it never stops its key."""
@@ -164,15 +192,20 @@ class Applier:
         try:
             self._db.resources.commit(new)
         except VersionConflict as exc:
-            latest = exc.latest
-            if latest is not None:
-                self._copies.remember_newest(job.key, latest.version_id, latest.to_cache())
-            earlier = latest if latest is not None and latest.job_id == job.id else self.written_by(job)
-            if earlier is not None:  # our own earlier attempt (paused, then resumed) got there first
-                return self.earlier_result(job, earlier)
-            return LeaseLost(job.key)
+            return self._collided(job, exc.latest)
         self._copies.remember_newest(job.key, new.version_id, new.to_cache())
         return Applied(job, plan.result, plan.text)
+
+    def _collided(self, job: Job, latest: StoredVersion | None = None) -> Applied | LeaseLost:
+        """The job's version number was taken: by its own earlier attempt (paused, then resumed; that version is
+        its result), or by another writer (the lease is lost)."""
+        latest = latest or self._db.resources.latest(job.request.resource_type, job.request.resource_id)
+        if latest is not None:
+            self._copies.remember_newest(job.key, latest.version_id, latest.to_cache())
+        earlier = latest if latest is not None and latest.job_id == job.id else self.written_by(job)
+        if earlier is not None:
+            return self.earlier_result(job, earlier)
+        return LeaseLost(job.key)
 
 
 def _over_budget(limit: float) -> str:

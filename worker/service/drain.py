@@ -24,6 +24,7 @@ from worker.model.clock import utc_now
 from worker.model.jobs import Action, Job, JobResult
 from worker.model.stores import Stores
 from worker.ordering import Finished, Heads, KeyQueues
+from worker.ordering.leases import Step
 from worker.service.apply import Applied, Applier, LeaseLost
 from worker.service.outcomes import Outcomes, leaving
 from worker.service.transaction import TransactionRunner
@@ -82,7 +83,65 @@ class Drainer:
             if taken is None:  # its holder drains it (or the reconciler revives it when the lease expires)
                 return Drained(0, False, held_elsewhere=True)
             token, heads = taken, self._leases.next_jobs(key, taken, lease, [], BATCH)
-        processed = 0
+        return self._drain_held(key, token, heads)
+
+    def drain_together(self, keys: list[str]) -> dict[str, Drained]:
+        """Drain several keys. Those whose queue holds one single job are applied together, a step at a time (one
+        command each for gates, versions and results; one Redis round trip each for leases, copies and wake-ups);
+        a key with more queued, a transaction, or a key held by another goes through `drain`'s own loop."""
+        tokens = {key: self._leases.new_token(self._holder) for key in keys}
+        first = [Step(key, tokens[key], [], acquire=True) for key in keys]
+        heads = dict(zip(keys, self._leases.next_jobs_many(first, self._settings.lease_seconds, BATCH)))
+        done: dict[str, Drained] = {}
+        processed = dict.fromkeys(keys, 0)
+        try:
+            while heads:
+                jobs, alone = _split(heads)
+                for key, held in alone.items():
+                    done[key] = self.drain(key) if held is None else self._drain_held(key, tokens[key], held)
+                heads = self._step_together(jobs, heads, tokens, processed, done) if jobs else {}
+        except BaseException:
+            for key in keys:
+                if key not in done:
+                    self._leases.release(key, tokens[key])  # a retry starts at once instead of waiting out leases
+            raise
+        return done
+
+    def _step_together(
+        self,
+        jobs: dict[str, Job],
+        heads: dict[str, Heads | None],
+        tokens: dict[str, str],
+        processed: dict[str, int],
+        done: dict[str, Drained],
+    ) -> dict[str, Heads | None]:
+        """One step of keys drained together: their jobs applied, recorded, taken off; the keys that go on."""
+        keys = list(jobs)
+        results = self._applier.run_singles([(jobs[k], heads[k].cached_newest) for k in keys])  # type: ignore[union-attr]
+        ended = iter(self._outcomes.finish([r for r in results if isinstance(r, Applied)]))
+        steps = []
+        for key, result in zip(keys, results):
+            if isinstance(result, LeaseLost):
+                log.warning("lease lost; another worker continues", extra={"key": key})
+                done[key] = Drained(processed[key], False)
+                continue
+            processed[key] += 1
+            job = next(ended) if isinstance(result, Applied) else result
+            steps.append(Step(key, tokens[key], [leaving(jobs[key].id, job)]))
+        following: dict[str, Heads | None] = {}
+        for step, after in zip(steps, self._leases.next_jobs_many(steps, self._settings.lease_seconds, BATCH)):
+            key = step.key
+            if after is None or after.released:
+                done[key] = Drained(processed[key], False)
+            elif processed[key] >= MAX_JOBS_PER_DRAIN:
+                done[key] = Drained(processed[key], self._leases.release(key, tokens[key]))
+            else:
+                following[key] = after
+        return following
+
+    def _drain_held(self, key: str, token: str, heads: Heads | None) -> Drained:
+        """Go on draining a key whose lease `token` holds, from its `heads`."""
+        lease, processed = self._settings.lease_seconds, 0
         try:
             while heads is not None and not heads.released and processed < MAX_JOBS_PER_DRAIN:
                 step = self._run_heads(heads, key, token)
@@ -170,3 +229,17 @@ class Drainer:
             return step
         ended = self._outcomes.finish([step])[0] if isinstance(step, Applied) else step
         return [leaving(first_id, ended)]
+
+
+def _split(heads: dict[str, Heads | None]) -> tuple[dict[str, Job], dict[str, Heads | None]]:
+    """Keys whose queue holds one single job (drained together: key -> that job), and the others (drained alone:
+    more queued, a transaction, a job without its payload copy, or a lease held by another: heads None)."""
+    together, alone = {}, {}
+    for key, held in heads.items():
+        payload = held.jobs[0][1] if held is not None and len(held.jobs) == 1 else None
+        job = Job.from_payload(payload) if payload else None
+        if job is not None and job.request.action != Action.TRANSACTION:
+            together[key] = job
+        else:
+            alone[key] = held
+    return together, alone

@@ -169,6 +169,11 @@ class ResourceStore:
         repeated = keyed.insert_new(self._history, [v.to_document() for v in versions], ordered=True)
         return min(repeated, default=len(versions))
 
+    def commit_each(self, versions: list[StoredVersion]) -> set[int]:
+        """Write versions of different resources, one round trip, each a compare-and-set of its own; the indexes
+        of those whose version number was taken (the others are written)."""
+        return keyed.insert_new(self._history, [v.to_document() for v in versions])
+
     def commit(self, new: StoredVersion) -> None:
         """Write `new`; VersionConflict (carrying the newest version) if that version number is taken."""
         if not keyed.insert_one_new(self._history, new.to_document()):

@@ -62,3 +62,10 @@ def test_a_redelivered_job_among_them_finds_the_version_it_wrote(settings, store
     assert done["Patient/q"].processed == 1
     assert stores.jobs.get("j2").result.version_id == 1, "its own version is its result"  # type: ignore[union-attr]
     assert "Patient/q/2" not in stores.resources.stored, "not applied twice"
+
+
+def test_a_key_offered_twice_is_drained_once_and_its_lease_released(settings, stores, queues, clock) -> None:
+    queue(stores, queues, put("p", "a", "j1"), put("q", "b", "j2"))
+    done = _drainer(settings, stores, queues, clock).drain_together(["Patient/p", "Patient/q", "Patient/p"])
+    assert done["Patient/p"].processed == 1 and not done["Patient/p"].held_elsewhere
+    assert not queues.leases.leases, "no lease left behind"

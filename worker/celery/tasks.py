@@ -96,6 +96,7 @@ class Tasks:
         return processed
 
     def _drain_keys(self, r: Runtime, batch: list[str]) -> int:
+        batch = list(dict.fromkeys(batch))
         together = self._drained_together(r, batch) if len(batch) > 1 else {}
         processed, idle = 0, 0
         for key in batch:

@@ -128,7 +128,7 @@ class ReadyKeys:
         args: list[str | float] = [drainer, now, f"t:{worker}:{now}", k.sched(""), mode, item or ""]
         args.append(MOST_ITEMS_PER_TAKE)
         got = self._take(keys=[k.ready, k.drainers, k.drainer_items, k.counts], args=args)
-        return decoded(got).split() if got else []
+        return list(dict.fromkeys(decoded(got).split())) if got else []  # a key offered twice is drained once
 
     def wait(self, seconds: float) -> str | None:
         """Block up to `seconds` for the next item (then `take` it with that item)."""

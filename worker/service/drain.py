@@ -89,6 +89,7 @@ class Drainer:
         """Drain several keys. Those whose queue holds one single job are applied together, a step at a time (one
         command each for gates, versions and results; one Redis round trip each for leases, copies and wake-ups);
         a key with more queued, a transaction, or a key held by another goes through `drain`'s own loop."""
+        keys = list(dict.fromkeys(keys))  # one lease per key, even if it was offered twice
         tokens = {key: self._leases.new_token(self._holder) for key in keys}
         first = [Step(key, tokens[key], [], acquire=True) for key in keys]
         heads = dict(zip(keys, self._leases.next_jobs_many(first, self._settings.lease_seconds, BATCH)))

@@ -6,7 +6,7 @@ submission, an NDJSON feed of PATCHes, and a 500-entry transaction. CPU is read 
 workers (and their pool children), Redis and the MongoDB-protocol server; the load generator's own CPU is reported
 apart. Prints JSON.
 
-    .venv/bin/python bench/cost.py [--seconds 10] [--clients 1,8,32] [--workers 2] [--concurrency 1]
+    .venv/bin/python bench/cost.py [--seconds 10] [--clients 1,8,32] [--workers 1] [--concurrency 2]
 """
 
 from __future__ import annotations

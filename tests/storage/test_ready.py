@@ -40,11 +40,11 @@ def test_a_drainer_takes_its_share_in_order_and_marks_them_taken(parts: Parts) -
         client.set(keys.sched(key), "s:1")
     first, second = ready.offer(["Patient/a", "Patient/b", "Patient/c", "Patient/d"], 10.0, LIMITS)
     assert ready.offer(["Patient/e"], 10.0, LIMITS) == []
-    assert ready.take(first, "host:1", 11.0) == ["Patient/a", "Patient/b", "Patient/c"], "5 waiting, 2 drainers"
+    assert ready.take(first, "host:1", 11.0) == [["Patient/a"], ["Patient/b"], ["Patient/c"]], "5 of 2"
     assert leases.state("Patient/b").taken_by == "host:1"
     assert ready.resumed(first) == ["Patient/a", "Patient/b", "Patient/c"], "for a message that comes back"
-    assert ready.take(second, "host:2", 11.0) == ["Patient/d"], "2 waiting, 2 drainers"
-    assert ready.take(first, "host:1", 11.0) == ["Patient/e"]
+    assert ready.take(second, "host:2", 11.0) == [["Patient/d"]], "2 waiting, 2 drainers"
+    assert ready.take(first, "host:1", 11.0) == [["Patient/e"]]
     assert ready.take(first, "host:1", 11.0) == [] and ready.resumed(first) == []
     assert int(client.hget(keys.counts, "drains") or 0) == 5
 
@@ -53,9 +53,9 @@ def test_a_retiring_drainer_never_leaves_an_item_behind(parts: Parts) -> None:
     ready, _, _, _ = parts
     limits = DrainerLimits(1, 2.0)
     [drainer] = ready.offer(["Patient/a"], 10.0, limits)
-    assert ready.take(drainer, "host:1", 10.0) == ["Patient/a"]
+    assert ready.take(drainer, "host:1", 10.0) == [["Patient/a"]]
     assert ready.offer(["Patient/b"], 10.0, limits) == [], "the one drainer will look again"
-    assert ready.take(drainer, "host:1", 10.0, "retire") == ["Patient/b"], "retiring takes what came meanwhile"
+    assert ready.take(drainer, "host:1", 10.0, "retire") == [["Patient/b"]], "retiring takes what came meanwhile"
     assert ready.take(drainer, "host:1", 10.0, "retire") == []
     assert len(ready.offer(["Patient/c"], 10.0, limits)) == 1, "retired: the next offer starts a drainer"
 
@@ -68,12 +68,14 @@ def test_a_silent_drainer_stops_counting_after_a_lease(parts: Parts) -> None:
     assert len(ready.offer([], 12.5, limits)) == 1, "its process died: a new drainer serves what waits"
 
 
-def test_a_transaction_is_one_item(parts: Parts) -> None:
+def test_a_transaction_is_one_item_and_a_key_offered_twice_comes_once(parts: Parts) -> None:
     ready, _, _, _ = parts
     [drainer] = ready.offer(["Patient/a Patient/b"], 10.0, LIMITS)
     item = ready.wait(1.0)
     assert item == "Patient/a Patient/b"
-    assert ready.take(drainer, "host:1", 10.0, "retire", item) == ["Patient/a", "Patient/b"]
+    assert ready.take(drainer, "host:1", 10.0, "retire", item) == [["Patient/a", "Patient/b"]]
+    assert ready.offer(["Patient/c", "Patient/d Patient/c"], 11.0, DrainerLimits(1, 2.0)) == [], "one lives"
+    assert ready.take(drainer, "host:1", 11.0) == [["Patient/d", "Patient/c"]], "c once, within its transaction"
 
 
 def test_one_death_is_one_attempt(parts: Parts) -> None:

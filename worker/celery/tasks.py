@@ -84,13 +84,15 @@ class Tasks:
             r.queues.leases.taken(resumed, me, time.time())
         processed = self._drain_keys(r, resumed)
         while time.monotonic() - started < DRAINER_SECONDS:
-            keys = ready.take(drainer, me, time.time())
-            if not keys:
+            items = ready.take(drainer, me, time.time())
+            if not items:
                 item = ready.wait(LINGER_SECONDS)
-                keys = ready.take(drainer, me, time.time(), "retire", item)
-                if not keys:
+                items = ready.take(drainer, me, time.time(), "retire", item)
+                if not items:
                     return processed  # retired: no longer counted, so the next offer starts a drainer
-            processed += self._drain_keys(r, keys)
+            processed += self._drain_keys(r, [item[0] for item in items if len(item) == 1])
+            for group in (item for item in items if len(item) > 1):  # a transaction's keys, drained in turn
+                processed += sum(self._drain_keys(r, [key]) for key in group)
         ready.hand_over(drainer, time.time())
         r.drains.start(drainer)
         return processed

@@ -74,7 +74,7 @@ if #items == 0 then
   return false
 end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-local all = table.concat(items, ' ')
+local all = table.concat(items, '\\n')
 redis.call('HSET', KEYS[3], ARGV[1], all)
 local n = 0
 for key in string.gmatch(all, '%S+') do
@@ -121,14 +121,22 @@ class ReadyKeys:
         )
         return [decoded(name) for name in names]
 
-    def take(self, drainer: str, worker: str, now: float, mode: str = "pull", item: str | None = None) -> list[str]:
-        """The keys of the next items for `drainer` (`item`, popped by `wait`, first), up to its fair share of what
-        waits, marked taken by `worker`; [] when none waits (mode "retire": the drainer then stops counting)."""
+    def take(
+        self, drainer: str, worker: str, now: float, mode: str = "pull", item: str | None = None
+    ) -> list[list[str]]:
+        """The next items for `drainer` (`item`, popped by `wait`, first), up to its fair share of what waits, each
+        the list of its keys, their keys marked taken by `worker`; [] when none waits (mode "retire": the drainer
+        then stops counting). A key offered twice comes once (in a transaction's item, if one holds it)."""
         k = self._keys
         args: list[str | float] = [drainer, now, f"t:{worker}:{now}", k.sched(""), mode, item or ""]
         args.append(MOST_ITEMS_PER_TAKE)
         got = self._take(keys=[k.ready, k.drainers, k.drainer_items, k.counts], args=args)
-        return list(dict.fromkeys(decoded(got).split())) if got else []  # a key offered twice is drained once
+        if not got:
+            return []
+        items = [line.split() for line in decoded(got).split("\n")]
+        grouped = {key for item in items if len(item) > 1 for key in item}
+        singles = list(dict.fromkeys(item[0] for item in items if len(item) == 1 and item[0] not in grouped))
+        return [[key] for key in singles] + [item for item in items if len(item) > 1]
 
     def wait(self, seconds: float) -> str | None:
         """Block up to `seconds` for the next item (then `take` it with that item)."""

@@ -97,7 +97,10 @@ class Drainer:
         processed = dict.fromkeys(keys, 0)
         try:
             while heads:
-                jobs, alone = _split(heads)
+                jobs, alone, transactions = _split(heads)
+                for key in transactions:  # a transaction takes the leases of all its keys itself: leases held here
+                    self._leases.release(key, tokens[key])  # under other tokens would only make it step aside
+                    alone[key] = None
                 for key, held in alone.items():
                     done[key] = self.drain(key) if held is None else self._drain_held(key, tokens[key], held)
                 heads = self._step_together(jobs, heads, tokens, processed, done) if jobs else {}
@@ -232,15 +235,21 @@ class Drainer:
         return [leaving(first_id, ended)]
 
 
-def _split(heads: dict[str, Heads | None]) -> tuple[dict[str, Job], dict[str, Heads | None]]:
-    """Keys whose queue holds one single job (drained together: key -> that job), and the others (drained alone:
-    more queued, a transaction, a job without its payload copy, or a lease held by another: heads None)."""
-    together, alone = {}, {}
+def _split(heads: dict[str, Heads | None]) -> tuple[dict[str, Job], dict[str, Heads | None], list[str]]:
+    """Keys whose queue holds one single job (drained together: key -> that job); the others, drained alone (more
+    queued, a job without its payload copy, or a lease held by another: heads None); and those of them whose first
+    job is a transaction. Each payload is parsed once (a transaction heads many keys)."""
+    together, alone, transactions = {}, {}, []
+    parsed: dict[str, Job] = {}
     for key, held in heads.items():
-        payload = held.jobs[0][1] if held is not None and len(held.jobs) == 1 else None
-        job = Job.from_payload(payload) if payload else None
-        if job is not None and job.request.action != Action.TRANSACTION:
+        alone[key] = held
+        job_id, payload = held.jobs[0] if held is not None and held.jobs else ("", None)
+        if payload is None:
+            continue
+        job = parsed.get(job_id) or parsed.setdefault(job_id, Job.from_payload(payload))
+        if job.request.action == Action.TRANSACTION:
+            transactions.append(key)
+        elif held is not None and len(held.jobs) == 1:
             together[key] = job
-        else:
-            alone[key] = held
-    return together, alone
+            del alone[key]
+    return together, alone, transactions

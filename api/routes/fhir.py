@@ -11,6 +11,7 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -325,8 +326,7 @@ async def _submit(
     prefer = parse_prefer(request.headers.get("prefer"))
     callback = request.headers.get("x-callback-url")
     if callback is not None:
-        await anyio.to_thread.run_sync(_check_callback, conn, callback, check)
-        check = _nothing
+        check = partial(_check_callback, conn, callback, check)
     digest = body_digest(
         request.method,
         job.key,

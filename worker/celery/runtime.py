@@ -121,7 +121,13 @@ def _retire(retirements: Retirements) -> None:
     """Finished jobs leave the in-flight collection a batch at a time (worker/service/retirements.py)."""
     while True:
         time.sleep(RETIRE_EVERY_SECONDS)
-        try:
-            retirements.flush()
-        except Exception:  # a passing outage: they wait for the next flush (or, if this process dies, the reconciler)
-            log.warning("finished jobs not retired yet", exc_info=True)
+        retire_now(retirements)
+
+
+def retire_now(retirements: Retirements) -> None:
+    """Retire what waits; a failure is logged and they wait for the next flush (or, if this process dies, for the
+    reconciler)."""
+    try:
+        retirements.flush()
+    except Exception:  # a passing outage
+        log.warning("finished jobs not retired yet", exc_info=True)

@@ -18,7 +18,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import setup_logging
 
-from worker.celery.runtime import Runtime, runtime_for, worker_id
+from worker.celery.runtime import Runtime, retire_now, runtime_for, worker_id
 from worker.errors import StorageUnavailable
 from worker.logs import configure_logging
 from worker.model.clock import utc_now
@@ -64,16 +64,8 @@ class Tasks:
             if drainer is not None:
                 processed += self._pull(r, drainer)
         finally:
-            self._retire_now(r)
+            retire_now(r.retirements)  # nothing left waiting while this process idles
         return processed
-
-    @staticmethod
-    def _retire_now(r: Runtime) -> None:
-        """Nothing left waiting while this process idles (the timer of worker/celery/runtime.py tries again)."""
-        try:
-            r.retirements.flush()
-        except Exception:
-            log.warning("finished jobs not retired yet", exc_info=True)
 
     def _pull(self, r: Runtime, drainer: str) -> int:
         """Drainer `drainer`: first the keys it held when its process died (its message came back), then the items

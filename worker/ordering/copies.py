@@ -17,6 +17,8 @@ from worker.ordering.keys import RedisKeys, decoded
 
 # The copy of the newest version only ever moves forward: a worker resumed after
 # losing its lease must not put back an older version than one already copied.
+KEEP_SECONDS = 86_400  # a copy not refreshed for a day goes (the stores hold every version anyway)
+
 _REMEMBER = """
 local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if tonumber(ARGV[1]) >= current then
@@ -37,7 +39,7 @@ class NewestCopies:
         self.keys = keys
         self._remember = client.register_script(_REMEMBER)
 
-    def remember_newest(self, key: str, version_id: int, document: str, seconds: int = 86_400) -> bool:
+    def remember_newest(self, key: str, version_id: int, document: str, seconds: int = KEEP_SECONDS) -> bool:
         """Keep a copy of the newest version unless a newer one is already kept; True when kept."""
         return bool(self._remember(keys=[self.keys.copy(key)], args=[version_id, document, seconds]))
 
@@ -47,7 +49,7 @@ class NewestCopies:
             return
         pipe = self._redis.pipeline(transaction=False)
         for key, version_id, document in versions:
-            self._remember(keys=[self.keys.copy(key)], args=[version_id, document, 86_400], client=pipe)
+            self._remember(keys=[self.keys.copy(key)], args=[version_id, document, KEEP_SECONDS], client=pipe)
         pipe.execute()
 
     def remember_copy(self, version: Any) -> None:

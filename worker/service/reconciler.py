@@ -152,9 +152,10 @@ class Reconciler:
         for start in range(0, len(ids), LOST_BLOCK):
             for job_id in self._queues.arrivals.not_queued(ids[start : start + LOST_BLOCK]):
                 job = self._db.jobs.get(job_id)
-                if job is not None and job.state.final:  # its retirement was lost with its worker: retire it
+                if job is None:
+                    continue
+                if job.state.final:  # its retirement was lost with its worker: retire it
                     self._db.jobs.retire([job.id], now)
-                if job is None or job.state.final:
                     continue
                 self._submitter.restore(job, _keys_of(job))
                 restored += 1

@@ -50,6 +50,7 @@ def test_a_collision_stops_only_its_own_key(settings, stores, queues, clock) -> 
     done = drainer.drain_together(["Patient/p", "Patient/q"])
     assert done["Patient/p"].processed == 1 and stores.jobs.get("j1").state == JobState.APPLIED  # type: ignore[union-attr]
     assert done["Patient/q"].processed == 0 and queues.leases.queues["Patient/q"] == ["j2"], "left for the next holder"
+    assert done["Patient/q"].held_elsewhere, "its mark goes, so the reconciler revives it if no holder goes on"
     assert stores.resources.stored["Patient/q/2"].job_id == "other" and "Patient/q/3" not in stores.resources.stored
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from worker.model.clock import utc_now
@@ -41,7 +41,9 @@ MAX_JOB_ATTEMPTS = 3  # drains that died (or failed) at the same head job before
 class Drained:
     processed: int
     more: bool  # jobs remain: a new drain message must be sent
-    held_elsewhere: bool = False  # another drain holds the key's lease: it (or, if it died, the reconciler) goes on
+    # Another drain holds the key's lease, or this one lost it: that drain (or, if none, the reconciler) goes on, so
+    # this process's mark on the key goes (else a live process would seem to drain it, and nothing would revive it).
+    held_elsewhere: bool = False
 
 
 class Drainer:
@@ -95,20 +97,23 @@ class Drainer:
         heads = dict(zip(keys, self._leases.next_jobs_many(first, self._settings.lease_seconds, BATCH)))
         done: dict[str, Drained] = {}
         processed = dict.fromkeys(keys, 0)
+        alone: list[str] = []
         try:
             while heads:
-                jobs, alone, transactions = _split(heads)
-                for key in transactions:  # a transaction takes the leases of all its keys itself: leases held here
-                    self._leases.release(key, tokens[key])  # under other tokens would only make it step aside
-                    alone[key] = None
-                for key, held in alone.items():
-                    done[key] = self.drain(key) if held is None else self._drain_held(key, tokens[key], held)
+                jobs, later = _split(heads)
+                for key, held in later.items():
+                    if held is not None:  # its lease would expire while others drain (and a transaction takes the
+                        self._leases.release(key, tokens[key])  # leases of all its keys itself): taken again below
+                    alone.append(key)
                 heads = self._step_together(jobs, heads, tokens, processed, done) if jobs else {}
         except BaseException:
             for key in keys:
-                if key not in done:
+                if key not in done and key not in alone:
                     self._leases.release(key, tokens[key])  # a retry starts at once instead of waiting out leases
             raise
+        for key in alone:
+            drained = self.drain(key)
+            done[key] = replace(drained, processed=drained.processed + processed[key])
         return done
 
     def _step_together(
@@ -127,7 +132,7 @@ class Drainer:
         for key, result in zip(keys, results):
             if isinstance(result, LeaseLost):
                 log.warning("lease lost; another worker continues", extra={"key": key})
-                done[key] = Drained(processed[key], False)
+                done[key] = Drained(processed[key], False, held_elsewhere=True)
                 continue
             processed[key] += 1
             job = next(ended) if isinstance(result, Applied) else result
@@ -136,7 +141,7 @@ class Drainer:
         for step, after in zip(steps, self._leases.next_jobs_many(steps, self._settings.lease_seconds, BATCH)):
             key = step.key
             if after is None or after.released:
-                done[key] = Drained(processed[key], False)
+                done[key] = Drained(processed[key], False, held_elsewhere=after is None)
             elif processed[key] >= MAX_JOBS_PER_DRAIN:
                 done[key] = Drained(processed[key], self._leases.release(key, tokens[key]))
             else:
@@ -161,7 +166,7 @@ class Drainer:
             raise
         if heads is None:
             log.warning("lease lost; another worker continues", extra={"key": key, "processed": processed})
-            return Drained(processed, False)
+            return Drained(processed, False, held_elsewhere=True)
         if heads.released:
             return Drained(processed, False)
         return Drained(processed, self._leases.release(key, token))
@@ -235,21 +240,20 @@ class Drainer:
         return [leaving(first_id, ended)]
 
 
-def _split(heads: dict[str, Heads | None]) -> tuple[dict[str, Job], dict[str, Heads | None], list[str]]:
-    """Keys whose queue holds one single job (drained together: key -> that job); the others, drained alone (more
-    queued, a job without its payload copy, or a lease held by another: heads None); and those of them whose first
-    job is a transaction. Each payload is parsed once (a transaction heads many keys)."""
-    together, alone, transactions = {}, {}, []
+def _split(heads: dict[str, Heads | None]) -> tuple[dict[str, Job], dict[str, Heads | None]]:
+    """Keys whose queue holds one single job that is not a transaction (drained together: key -> that job), and
+    the others (drained alone: more queued, a transaction, a job without its payload copy, or a lease held by
+    another: heads None). Each payload is parsed once (a transaction heads many keys)."""
+    together: dict[str, Job] = {}
+    later: dict[str, Heads | None] = {}
     parsed: dict[str, Job] = {}
     for key, held in heads.items():
-        alone[key] = held
-        job_id, payload = held.jobs[0] if held is not None and held.jobs else ("", None)
-        if payload is None:
-            continue
-        job = parsed.get(job_id) or parsed.setdefault(job_id, Job.from_payload(payload))
-        if job.request.action == Action.TRANSACTION:
-            transactions.append(key)
-        elif held is not None and len(held.jobs) == 1:
+        job_id, payload = held.jobs[0] if held is not None and len(held.jobs) == 1 else ("", None)
+        if payload is not None and job_id not in parsed:
+            parsed[job_id] = Job.from_payload(payload)
+        job = parsed.get(job_id) if payload is not None else None
+        if job is not None and job.request.action != Action.TRANSACTION:
             together[key] = job
-            del alone[key]
-    return together, alone, transactions
+        else:
+            later[key] = held
+    return together, later

@@ -59,6 +59,12 @@ class Intake:
             if job.state.final:
                 return await self.finished(job.id) or job
             future = self._waiter.register(job.id)
+            # It may have ended between its reading and this registration (its wake-up then went unseen): look once
+            # more, now that a later wake-up cannot be missed.
+            done = await self.finished(job.id)
+            if done is not None:
+                self._waiter.forget(job.id)
+                return done
         assert future is not None
         message = await self._waiter.wait(job.id, future, wait_seconds)
         if message is not None:

@@ -89,7 +89,7 @@ def test_jobs_in_flight_that_no_queue_holds_are_restored_in_order_and_nothing_el
     done = setup.reconciler.run_once(START)
     assert done.restored_jobs == 1 and setup.queues.leases.queues["Patient/p"] == ["lost"]
     assert setup.restores.sent == ["Patient/p"], "its key gets a drain message"
-    assert setup.queues.arrivals.accepted == 1, "restored, not counted accepted a second time"
+    assert setup.queues.arrivals.accepted == 2, "counted now: its request died before the enqueue that counts it"
 
 
 def test_a_job_younger_than_the_grace_period_is_left_alone() -> None:

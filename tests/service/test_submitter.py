@@ -99,7 +99,7 @@ def test_a_transaction_is_queued_on_all_its_keys_at_once() -> None:
     assert setup.drains.together == [["Patient/a", "Patient/b"]], "one message: one task drains its keys in turn"
 
 
-def test_a_restored_job_is_queued_again_without_being_counted_again() -> None:
+def test_a_restored_job_is_queued_and_counted_once_as_its_dead_request_never_counted_it() -> None:
     setup = _Setup()
     single, bundle = put("p", "a", "j1"), put("x", "b", "T")
     bundle = replace(bundle, request=replace(bundle.request, action=Action.TRANSACTION))
@@ -107,4 +107,4 @@ def test_a_restored_job_is_queued_again_without_being_counted_again() -> None:
     setup.submitter.restore(bundle, ["Patient/a", "Patient/b"])
     assert setup.queues.leases.queues == {"Patient/p": ["j1"], "Patient/a": ["T"], "Patient/b": ["T"]}
     assert setup.drains.sent == ["Patient/p", "Patient/a", "Patient/b"]
-    assert setup.queues.arrivals.accepted == 0 and setup.metrics.accepted_jobs == 0
+    assert setup.queues.arrivals.accepted == 1 and setup.metrics.accepted_jobs == 1, "counted where it joins a queue"

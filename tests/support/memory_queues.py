@@ -250,6 +250,9 @@ class MemoryArrivals:
     def synced(self) -> bool:
         return self.in_sync
 
+    def queued(self, job_id: str) -> bool:
+        return job_id in self.leases.payloads
+
     def not_queued(self, job_ids: list[str]) -> list[str]:
         return [job_id for job_id in job_ids if job_id not in self.leases.payloads]
 

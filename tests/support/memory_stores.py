@@ -30,9 +30,7 @@ class MemoryJobs:
         pass
 
     def accept(self, job: Job) -> None:
-        if job.id in self.in_flight:
-            raise KeyError(job.id)
-        self.in_flight[job.id] = job.to_document()
+        self.in_flight.setdefault(job.id, job.to_document())
 
     def accept_many(self, jobs: list[Job]) -> list[Job]:
         new = [job for job in jobs if job.id not in self.in_flight]

@@ -35,15 +35,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from worker.model.groups import Group
-from worker.model.jobs import Action, Job
 from worker.model.stores import group_outcomes
-from worker.model.transactions import decode_entries, transaction_keys
 from worker.ordering import KeyQueues
 from worker.ordering.leases import KeyState
 from worker.settings import Settings
 from worker.storage import Database
 from worker.submission.drains import DrainSender
-from worker.submission.submitter import Submitter
+from worker.submission.submitter import Submitter, keys_of
 
 log = logging.getLogger("fhir_patch.reconciler")
 
@@ -157,7 +155,7 @@ class Reconciler:
                 if job.state.final:  # its retirement was lost with its worker: retire it
                     self._db.jobs.retire([job.id], now)
                     continue
-                self._submitter.restore(job, _keys_of(job))
+                self._submitter.restore(job, keys_of(job))
                 restored += 1
         if restored:
             log.warning("queued jobs no queue held", extra={"count": restored})
@@ -171,7 +169,7 @@ class Reconciler:
         try:
             by_key: dict[str, list[tuple[str, str]]] = defaultdict(list)
             for job in self._db.jobs.unfinished_before(FAR_FUTURE):  # oldest first: acceptance order
-                for key in _keys_of(job):
+                for key in keys_of(job):
                     by_key[key].append((job.id, job.to_payload()))
             busy, to_drain = False, []
             for key, jobs in by_key.items():
@@ -200,10 +198,3 @@ class Reconciler:
                 self._send_callback(job_id)
                 resent += 1
         return resent
-
-
-def _keys_of(job: Job) -> list[str]:
-    """The queues a job stands in: its resource's, or every one of a transaction's."""
-    if job.request.action == Action.TRANSACTION:
-        return transaction_keys(decode_entries(job.request.body))
-    return [job.key]

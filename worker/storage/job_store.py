@@ -60,7 +60,9 @@ class JobStore:
         self._jobs.create_index([("acceptedAt", 1)], name="accepted")
 
     def accept(self, job: Job) -> None:
-        self._jobs.insert_one(job.to_document())
+        """Record a job; recording the same job id again changes nothing (a retry may record the job of a request
+        that died after binding its Idempotency-Key, while that request, if only slow, records it too)."""
+        keyed.insert_one_new(self._jobs, job.to_document())
 
     def accept_many(self, jobs: list[Job]) -> list[Job]:
         """Record jobs; returns those newly recorded (ids already present, from a resubmitted feed, are skipped)."""

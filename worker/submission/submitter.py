@@ -24,6 +24,7 @@ from worker.errors import FhirError, IdempotencyKeyReused, ServiceBusy, StorageU
 from worker.model.clock import utc_now
 from worker.model.jobs import Action, Job, JobRequest, JobState
 from worker.model.stores import Stores
+from worker.model.transactions import decode_entries, transaction_keys
 from worker.ordering.admission import Admission
 from worker.ordering.arrivals import Arrival, Arrivals
 from worker.ordering.metrics import Metrics
@@ -78,6 +79,7 @@ class Submitter:
         job, new = self._admitted(client, lambda: self._record(submission, job_id))
         if not new:
             self._admission.release(client, 1)
+            self._queued_before_answer(job)
             return job, False
         try:
             arrival = self._arrivals.enqueue(job.key, job.id, job.to_payload(), time.time())
@@ -99,7 +101,8 @@ class Submitter:
         Admission takes all of them or none (raises the 429/503), or with `partial` (a feed) the first ones that
         fit: the rest are un-recorded before any queue holds them, and `Taken.stopped_at` says where."""
         now = utc_now()
-        new = self._db.jobs.accept_many([job for _, job in jobs])  # lines a resumed feed sent before are not new
+        block = [job for _, job in jobs]
+        new = self._db.jobs.accept_many(block)  # lines a resumed feed sent before are not new
         granted = self._admission.reserve(client, len(new))
         refusal, stopped_at = None, None
         if granted.count < len(new):
@@ -111,35 +114,60 @@ class Submitter:
                 raise refusal
             stopped_at = next(number for number, job in jobs if job.id == new[kept].id)
             new, refused = new[:kept], [r for r in refused if r[0] < stopped_at]
+        waiting = self._left_unqueued(jobs, new, stopped_at)
         self._db.groups.refuse(group_id, [(n, e["result"]["status"], e["result"]["outcome"]) for n, e in refused], now)
+        queued = {job.id for job in new} | {job.id for job in waiting}
+        block = [job for job in block if job.id in queued]  # entry order
         try:
-            keys, _held = self._arrivals.enqueue_many([(job.key, job.id, job.to_payload()) for job in new], time.time())
+            keys, _held = self._arrivals.enqueue_many(
+                [(job.key, job.id, job.to_payload()) for job in block], time.time()
+            )
         except StorageUnavailable as exc:
             raise self._withdraw(new, "the entries of this block were") from exc
         self._drains.send(keys)
-        self._metrics.accepted(len(new))
-        self._count_group(group_id, len(new), len(refused))
-        return Taken([job.id for job in new], len(refused), stopped_at, refusal)
+        self._metrics.accepted(len(block))
+        self._count_group(group_id, len(block), len(refused))
+        return Taken([job.id for job in block], len(refused), stopped_at, refusal)
+
+    def _left_unqueued(self, jobs: list[tuple[int, Job]], new: list[Job], stopped_at: int | None) -> list[Job]:
+        """Entries an earlier attempt of this block recorded and then died before queuing (they were never
+        acknowledged): queued now with the block, in entry order, or, past where backpressure stops the block,
+        un-recorded like the new ones there (the feed sends them again when it resumes). Queued is asked before
+        each is read again, as in `_queued_before_answer`."""
+        fresh = {job.id for job in new}
+        repeats = [(n, job) for n, job in jobs if job.id not in fresh]
+        if not repeats:
+            return []
+        missing = set(self._arrivals.not_queued([job.id for _, job in repeats]))
+        found = [(n, self._db.jobs.get(job.id)) for n, job in repeats if job.id in missing]
+        lost = [(n, job) for n, job in found if job is not None and not job.state.final]
+        late = [job.id for n, job in lost if stopped_at is not None and n >= stopped_at]
+        self._db.jobs.forget_many(late)
+        return [job for n, job in lost if job.id not in late]
 
     def submit_transaction(self, job: Job, keys: list[str]) -> None:
         """Record a transaction and queue it on all its keys at once (it runs when it heads every one of them)."""
         self._admitted(job.client, lambda: self._db.jobs.accept(job))  # a transaction is one job
-        self._metrics.accepted()
         try:
             to_wake = self._arrivals.enqueue_transaction(keys, job.id, job.to_payload(), time.time())
         except StorageUnavailable as exc:
             raise self._withdraw([job], "the transaction was") from exc
+        self._metrics.accepted()  # counted where it joins its queues, as every job is (see `restore`)
         self._drains.send(to_wake or [], together=True)  # None: held until Redis is in sync (then queued in order)
 
     def restore(self, job: Job, keys: list[str]) -> None:
-        """Queue again a recorded job that no queue holds (Redis lost it); it was counted when first accepted."""
+        """Queue a recorded job that no queue holds: its request died between recording and queuing it (so no
+        client was told it was accepted, and it was not counted: the count moves in the enqueue's round trip)."""
+        self._queue_again(job, keys)
+
+    def _queue_again(self, job: Job, keys: list[str]) -> None:
         now = time.time()
         if job.request.action == Action.TRANSACTION:
-            self._drains.send(
-                self._arrivals.enqueue_transaction(keys, job.id, job.to_payload(), now) or [], together=True
-            )
+            to_wake = self._arrivals.enqueue_transaction(keys, job.id, job.to_payload(), now)
+            self._metrics.accepted()
+            self._drains.send(to_wake or [], together=True)
             return
-        arrival = self._arrivals.enqueue(job.key, job.id, job.to_payload(), now, count=False)
+        arrival = self._arrivals.enqueue(job.key, job.id, job.to_payload(), now)
         self._drains.send([job.key] if arrival is Arrival.SEND_DRAIN else [])
 
     def _admitted(self, client: str, record: Callable[[], T]) -> T:
@@ -152,26 +180,17 @@ class Submitter:
             raise
 
     def _record(self, submission: Submission, job_id: str) -> tuple[Job, bool]:
-        now = utc_now()
         key = submission.idempotency_key
-        job = Job(
-            job_id,
-            submission.request,
-            JobState.ACCEPTED,
-            now,
-            callback_url=submission.callback_url,
-            digest=submission.digest,
-            extra={"idempotencyKey": key} if key else {},
-        )
+        job = self._new_job(submission, job_id)
         if key:
             try:
-                bound = self._db.jobs.remember_key(key, submission.digest, job.id, now)
+                bound = self._db.jobs.remember_key(key, submission.digest, job.id, job.accepted_at)
             except IdempotencyConflict as exc:
                 raise IdempotencyKeyReused(
                     f"Idempotency-Key {submission.shown_key!r} was used for a different request", "Idempotency-Key"
                 ) from exc
             if bound != job.id:
-                return self._earlier(bound), False
+                return self._bound(submission, bound), False
         try:
             self._db.jobs.accept(job)
         except BaseException:
@@ -180,17 +199,47 @@ class Submitter:
             raise
         return job, True
 
-    def _earlier(self, job_id: str) -> Job:
-        # The first request binds the key a moment before it records its job.
-        for _ in range(50):
-            job = self._db.jobs.get(job_id)
-            if job is not None:
-                return job
-            time.sleep(0.02)
-        raise IdempotencyKeyReused(
-            f"The request first sent with this Idempotency-Key (job {job_id}) was not recorded; retry",
-            "Idempotency-Key",
+    @staticmethod
+    def _new_job(submission: Submission, job_id: str) -> Job:
+        key = submission.idempotency_key
+        return Job(
+            job_id,
+            submission.request,
+            JobState.ACCEPTED,
+            utc_now(),
+            callback_url=submission.callback_url,
+            digest=submission.digest,
+            extra={"idempotencyKey": key} if key else {},
         )
+
+    def _bound(self, submission: Submission, job_id: str) -> Job:
+        """The job an Idempotency-Key is bound to. The request that bound the key records its job a moment later,
+        and may die in between: then this retry (the same request: the digests matched) records it under that id
+        itself. Recording is idempotent, so a first request that is only slow records the same job, and no retry
+        ever meets a key bound to nothing."""
+        earlier = self._db.jobs.get(job_id)
+        if earlier is not None:
+            return earlier
+        self._db.jobs.accept(self._new_job(submission, job_id))
+        return self._db.jobs.get(job_id) or self._new_job(submission, job_id)
+
+    def _queued_before_answer(self, job: Job) -> None:
+        """An idempotent retry answers with the first request's job only once that job stands in its queue: the
+        first request may have died between recording and queuing it, and a job acknowledged but not queued would
+        be overtaken by the client's later jobs on the resource. Queued is asked before the job is read again (it
+        leaves its queue only after its outcome is recorded), so a job that finishes meanwhile is not queued twice.
+        If Redis fails here the job stays recorded (another live request may have acknowledged it): 503, retry."""
+        if job.state.final or self._arrivals.queued(job.id):
+            return
+        again = self._db.jobs.get(job.id)
+        if again is None or again.state.final:
+            return
+        try:
+            self._queue_again(again, keys_of(again))
+        except StorageUnavailable as exc:
+            raise ServiceBusy(
+                "The job queue (Redis) cannot be reached: the request was not accepted; retry", "request"
+            ) from exc
 
     def _withdraw(self, jobs: list[Job], what: str, idempotency_key: str | None = None) -> ServiceBusy:
         """Jobs recorded but not queued: cancelled and out of flight (nothing applies them later), their admission
@@ -202,3 +251,10 @@ class Submitter:
             with contextlib.suppress(StorageUnavailable):
                 self._admission.release(client, count)
         return ServiceBusy(f"The job queue (Redis) cannot be reached: {what} not accepted; retry", "request")
+
+
+def keys_of(job: Job) -> list[str]:
+    """The queues a job stands in: its resource's, or every one of a transaction's."""
+    if job.request.action == Action.TRANSACTION:
+        return transaction_keys(decode_entries(job.request.body))
+    return [job.key]

@@ -23,7 +23,8 @@ LAYERS: dict[str, int] = {
     "worker.logs": 1,
     "worker.edges": 2,  # foreign exceptions become ours
     "worker.storage": 3,  # MongoDB
-    "worker.ordering": 3,  # Redis
+    "worker.schedule": 3,  # the life of a resource key (Redis and memory), one owner
+    "worker.ordering": 3,  # Redis: admission, copies, counters, metrics, wake-ups
     "worker.broker": 3,  # Celery's configuration (both the API's sender and the workers use it)
     "worker.submission": 4,  # the one way work enters
     "worker.service": 5,  # drain, apply, outcomes, transactions, reconciler, callbacks

@@ -13,6 +13,7 @@ import redis
 from tests.support.load import all_ended, identifier_patch, wait_all_ended
 from tests.support.processes import wait_for
 from tests.support.service import Service
+from worker.schedule.keys import RedisKeys
 
 RESOURCES, PER_RESOURCE = 12, 40
 ASYNC = {"content-type": "application/json-patch+json", "prefer": "respond-async"}
@@ -89,7 +90,7 @@ def _kill_mid_drain(service: Service, disturb: threading.Event, landed: list[str
     lands mid-drain for certain (a frozen process cannot finish the drain between the look and the kill)."""
     disturb.wait(30)
     store = redis.Redis.from_url(service.env["FHIR_PATCH_REDIS_URL"])
-    pattern = f"{service.env['FHIR_PATCH_NAMESPACE']}:lease:*"
+    pattern = RedisKeys(service.env["FHIR_PATCH_NAMESPACE"]).lease("*")
     n = 0
     while not landed and not finished.is_set():
         index = n % len(service.workers)
@@ -154,7 +155,8 @@ def test_jobs_survive_redis_losing_its_data(fresh_service: Service) -> None:
             lost = [key for key in store.scan_iter(f"{namespace}*") if b":metrics:" not in key]
             assert lost
             store.delete(*lost)  # (the reconciler's lock may expire on its own meanwhile)
-            assert not store.exists(f"{namespace}:q:Patient/lost", f"{namespace}:payload", namespace)
+            keys = RedisKeys(namespace)
+            assert not store.exists(keys.queue("Patient/lost"), keys.payloads, namespace)
         finally:
             for n in range(len(fresh_service.workers)):
                 fresh_service.signal_worker(n, signal.SIGCONT)

@@ -21,8 +21,8 @@ def test_jobs_of_one_key_are_applied_in_order_as_one_batch(settings, stores, que
     assert (drained.processed, drained.more, drained.held_elsewhere) == (7, False, False)
     assert _families(stores) == ["a", "f2", "f3", "f4", "f5", "f6", "f7"], "one version per job, in queue order"
     assert [w["job"] for w in queues.wakeups.published] == [f"j{n}" for n in range(1, 8)]
-    assert [f.job_id for f in queues.leases.counted] == [f"j{n}" for n in range(1, 8)], "each counted once, in order"
-    assert queues.leases.queues["Patient/p"] == [] and "Patient/p" not in queues.leases.leases
+    assert [f.job_id for f in queues.schedule.counted] == [f"j{n}" for n in range(1, 8)], "each counted once, in order"
+    assert queues.schedule.queues["Patient/p"] == [] and "Patient/p" not in queues.schedule.leases
     assert queues.copies.newest_version("Patient/p") == 7, "the copy follows the last commit"
     assert all(stores.jobs.get(f"j{n}").state == JobState.APPLIED for n in range(1, 8))  # type: ignore[union-attr]
 
@@ -50,7 +50,7 @@ def test_a_collision_keeps_what_was_committed_before_it_and_stops_the_drain(sett
     drained = drainer.drain("Patient/p")
     assert drained.processed == 2 and not drained.more, "j2, j3 committed; the drain stops at the collision"
     assert [stores.resources.stored[f"Patient/p/{n}"].job_id for n in (2, 3, 4)] == ["j2", "j3", "other"]
-    assert queues.leases.queues["Patient/p"] == ["j4", "j5"], "the rest stays queued, for the next lease holder"
+    assert queues.schedule.queues["Patient/p"] == ["j4", "j5"], "the rest stays queued, for the next lease holder"
     assert stores.jobs.get("j4").state == JobState.RUNNING, "started, not finished: a redelivery decides"  # type: ignore[union-attr]
 
 
@@ -59,7 +59,7 @@ def test_a_redelivered_job_that_wrote_its_version_records_that_version(settings,
     stores.jobs.start("j2", clock())  # a worker started j2, committed version 2, and died before recording
     written = StoredVersion("Patient", "p", 2, clock(), '{"resourceType":"Patient","id":"p"}', "j2", "patch")
     drainer = _drainer(settings, stores, queues, clock)
-    queues.leases.queues["Patient/p"].remove("j1")
+    queues.schedule.queues["Patient/p"].remove("j1")
     stores.resources.stored["Patient/p/1"] = StoredVersion("Patient", "p", 1, clock(), "{}", "j1", "update")
     stores.resources.stored["Patient/p/2"] = written
     drainer.drain("Patient/p")
@@ -72,7 +72,7 @@ def test_a_redelivered_job_that_ended_is_not_recorded_again(settings, stores, qu
     queue(stores, queues, put("p", "a", "j1"))
     drainer = _drainer(settings, stores, queues, clock)
     drainer.drain("Patient/p")
-    queues.arrivals.enqueue("Patient/p", "j1", put("p", "a", "j1").to_payload(), 0.0)  # the same job, delivered again
+    queues.schedule.arrive("Patient/p", "j1", put("p", "a", "j1").to_payload(), 0.0)  # the same job, delivered again
     published = len(queues.wakeups.published)
     drainer.drain("Patient/p")
     assert len(queues.wakeups.published) == published and len(stores.resources.stored) == 1
@@ -95,8 +95,8 @@ def test_a_cancelled_job_is_left_and_the_next_goes_on(settings, stores, queues, 
 
 def test_a_key_held_elsewhere_is_left_to_its_holder(settings, stores, queues, clock) -> None:
     queue(stores, queues, put("p", "a", "j1"))
-    queues.leases.acquire("Patient/p", 30, "w2")
-    queues.leases.alive_workers.add("w2")
+    queues.schedule.lease_to("Patient/p", "w2|x")
+    queues.schedule.heartbeat("w2", 3600)
     drained = _drainer(settings, stores, queues, clock).drain("Patient/p")
     assert drained.held_elsewhere and drained.processed == 0 and stores.resources.stored == {}
 
@@ -106,17 +106,17 @@ def test_the_lease_of_a_dead_holder_is_taken_over_at_once_and_counts_an_attempt(
 ) -> None:
     queue(stores, queues, put("p", "a", "j1"))
     stores.jobs.start("j1", clock())  # the dead worker had started it
-    queues.leases.leases["Patient/p"] = "dead|x"
+    queues.schedule.lease_to("Patient/p", "dead|x")
     drained = _gone_aware(settings, stores, queues, clock).drain("Patient/p")
-    assert drained.processed == 1 and queues.leases.attempts == {"j1": 1}
+    assert drained.processed == 1 and queues.schedule.attempt_causes == {"j1": {"died:dead"}}
     assert stores.jobs.get("j1").state == JobState.APPLIED  # type: ignore[union-attr]
 
 
 def test_a_job_that_stopped_its_worker_three_times_fails_alone(settings, stores, queues, clock) -> None:
     queue(stores, queues, put("p", "a", "j1"), put("p", "b", "j2"))
     stores.jobs.start("j1", clock())
-    queues.leases.leases["Patient/p"] = "dead|x"
-    queues.leases.attempt_causes["j1"] = {"died:w7", "died:w8"}
+    queues.schedule.lease_to("Patient/p", "dead|x")
+    queues.schedule.attempt_causes["j1"] = {"died:w7", "died:w8"}
     drained = _gone_aware(settings, stores, queues, clock).drain("Patient/p")
     failed = stores.jobs.get("j1")
     assert failed is not None and failed.result is not None and failed.result.status == 422

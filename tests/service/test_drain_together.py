@@ -23,8 +23,8 @@ def test_single_jobs_of_several_keys_are_applied_together(settings, stores, queu
     )
     assert [_families(stores, key) for key in KEYS] == [["a"], ["b"], ["c"]]
     assert sorted(w["job"] for w in queues.wakeups.published) == ["j1", "j2", "j3"]
-    assert sorted(f.job_id for f in queues.leases.counted) == ["j1", "j2", "j3"], "each counted once"
-    assert not queues.leases.leases and all(queues.leases.queues[key] == [] for key in KEYS), "leases released"
+    assert sorted(f.job_id for f in queues.schedule.counted) == ["j1", "j2", "j3"], "each counted once"
+    assert not queues.schedule.leases and all(queues.schedule.queues[key] == [] for key in KEYS), "leases released"
     assert [queues.copies.newest_version(key) for key in KEYS] == [1, 1, 1]
 
 
@@ -32,8 +32,8 @@ def test_a_key_with_more_queued_is_drained_alone_and_a_held_key_is_left_to_its_h
     settings: Settings, stores: MemoryStores, queues: MemoryQueues, clock: Clock
 ) -> None:
     queue(stores, queues, put("p", "a", "j1"), patch("p", "a2", "j2"), put("q", "b", "j3"), put("r", "c", "j4"))
-    queues.leases.leases["Patient/r"] = "w2|x"
-    queues.leases.alive_workers.add("w2")
+    queues.schedule.lease_to("Patient/r", "w2|x")
+    queues.schedule.heartbeat("w2", 3600)
     done = _drainer(settings, stores, queues, clock).drain_together(KEYS)
     assert (done["Patient/p"].processed, done["Patient/q"].processed) == (2, 1)
     assert done["Patient/r"].held_elsewhere and _families(stores, "Patient/r") == []
@@ -49,7 +49,9 @@ def test_a_collision_stops_only_its_own_key(settings, stores, queues, clock) -> 
     queue(stores, queues, put("p", "a", "j1"), put("q", "c", "j2"))
     done = drainer.drain_together(["Patient/p", "Patient/q"])
     assert done["Patient/p"].processed == 1 and stores.jobs.get("j1").state == JobState.APPLIED  # type: ignore[union-attr]
-    assert done["Patient/q"].processed == 0 and queues.leases.queues["Patient/q"] == ["j2"], "left for the next holder"
+    assert done["Patient/q"].processed == 0 and queues.schedule.queues["Patient/q"] == ["j2"], (
+        "left for the next holder"
+    )
     assert done["Patient/q"].held_elsewhere, "its mark goes, so the reconciler revives it if no holder goes on"
     assert stores.resources.stored["Patient/q/2"].job_id == "other" and "Patient/q/3" not in stores.resources.stored
 
@@ -69,4 +71,4 @@ def test_a_key_offered_twice_is_drained_once_and_its_lease_released(settings, st
     queue(stores, queues, put("p", "a", "j1"), put("q", "b", "j2"))
     done = _drainer(settings, stores, queues, clock).drain_together(["Patient/p", "Patient/q", "Patient/p"])
     assert done["Patient/p"].processed == 1 and not done["Patient/p"].held_elsewhere
-    assert not queues.leases.leases, "no lease left behind"
+    assert not queues.schedule.leases, "no lease left behind"

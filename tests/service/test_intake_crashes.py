@@ -19,12 +19,11 @@ import pytest
 import redis
 
 from tests.service.conftest import put
-from tests.support.memory_queues import MemoryAdmission, MemoryMetrics, MemoryQueues, RecordedDrains
+from tests.support.memory_queues import MemoryAdmission, MemoryQueues, RecordedDrains
 from tests.support.memory_stores import MemoryStores
 from worker.model.jobs import Job
 from worker.ordering import KeyQueues
 from worker.ordering.admission import Admission
-from worker.ordering.metrics import Metrics
 from worker.settings import Settings
 from worker.storage import Database
 from worker.submission.submitter import Submission, Submitter
@@ -74,9 +73,8 @@ class Backends:
     """The stores and queues two API processes share, and how to read a resource's queue."""
 
     stores: Any
-    arrivals: Any
+    schedule: Any
     admission: Any
-    metrics: Any
     count_group: Callable[[str, int, int], None]
     queue_of: Callable[[str], list[str]]
 
@@ -86,9 +84,8 @@ class Backends:
 
         return Submitter(
             wrap(self.stores),
-            wrap(self.arrivals),
+            wrap(self.schedule),
             wrap(self.admission),
-            wrap(self.metrics),
             wrap(RecordedDrains()),
             self.count_group,
         )
@@ -100,11 +97,10 @@ def backends(request: pytest.FixtureRequest) -> Iterator[Backends]:
         queues = MemoryQueues()
         yield Backends(
             MemoryStores(),
-            queues.arrivals,
+            queues.schedule,
             MemoryAdmission(),
-            MemoryMetrics(),
             queues.counters.count_group,
-            lambda key: list(queues.leases.queues.get(key, [])),
+            lambda key: list(queues.schedule.queues.get(key, [])),
         )
         return
     settings: Settings = request.getfixturevalue("isolated_settings")
@@ -115,9 +111,8 @@ def backends(request: pytest.FixtureRequest) -> Iterator[Backends]:
     try:
         yield Backends(
             database,
-            real.arrivals,
+            real.schedule,
             Admission(client, settings.namespace, 1000, 10_000),
-            Metrics(client, settings.namespace),
             real.counters.count_group,
             lambda key: [v.decode() for v in client.lrange(real.keys.queue(key), 0, -1)],
         )
@@ -143,7 +138,7 @@ def test_an_api_killed_at_any_step_of_a_submission_leaves_fifo_and_its_idempoten
     backends: Backends,
 ) -> None:
     steps = _steps_of_one_submission(backends)
-    assert steps == ["admit", "remember_key", "accept", "enqueue", "send"], steps
+    assert steps == ["admit", "remember_key", "accept", "arrive", "send"], steps
     for at in range(len(steps) + 1):
         resource = f"p{at}"
         first = put(resource, "a", f"first-{at}")

@@ -9,10 +9,10 @@ from datetime import timedelta
 import pytest
 
 from tests.service.conftest import START, put, queue
-from tests.support.memory_queues import MemoryAdmission, MemoryMetrics, MemoryQueues, RecordedDrains
+from tests.support.memory_queues import MemoryAdmission, MemoryQueues, RecordedDrains
 from tests.support.memory_stores import MemoryStores
 from worker.model.jobs import JobResult, result_event
-from worker.ordering.leases import KeyState
+from worker.schedule import KeyView, Mark
 from worker.service.reconciler import Reconciler
 from worker.settings import Settings
 from worker.submission.submitter import Submitter
@@ -25,15 +25,14 @@ class _Setup:
     def __init__(self, waiting: int = 0) -> None:
         self.settings = Settings(lease_seconds=LEASE, visibility_timeout_seconds=3600, reconcile_interval_seconds=1.0)
         self.stores, self.queues = MemoryStores(), MemoryQueues()
-        self.queues.ready.items = waiting
+        self.queues.schedule.ready = ["Patient/waiting"] * waiting
         self.restores = RecordedDrains()
         self.drains = RecordedDrains()
         self.callbacks: list[str] = []
         submitter = Submitter(
             self.stores,  # type: ignore[arg-type]
-            self.queues.arrivals,  # type: ignore[arg-type]
+            self.queues.schedule,
             MemoryAdmission(),  # type: ignore[arg-type]
-            MemoryMetrics(),  # type: ignore[arg-type]
             self.restores,
             self.queues.counters.count_group,
         )
@@ -47,34 +46,41 @@ class _Setup:
         )
 
 
+def _view(depth: int, leased: bool, mark: str | None) -> KeyView:
+    return KeyView(depth, leased, Mark.decode(mark))
+
+
 @pytest.mark.parametrize(
     ("state", "nothing_waits", "stalled", "why"),
     [
-        (KeyState(0, False, None), True, False, "nothing queued"),
-        (KeyState(3, True, None), True, False, "a drain holds the lease"),
-        (KeyState(3, False, None), True, True, "no message outstanding for longer than a lease (a parked key)"),
-        (KeyState(3, False, f"t:w-live:{NOW - 2 * LEASE}"), True, False, "taken by a process that is alive"),
-        (KeyState(3, False, f"t:w-dead:{NOW - 2 * LEASE}"), True, True, "taken by a process that is gone"),
-        (KeyState(3, False, f"t:w-dead:{NOW - 1}"), True, False, "taken a moment ago"),
-        (KeyState(3, False, f"s:{NOW - 2 * LEASE}"), True, True, "offered long ago, and nothing waits for a drainer"),
-        (KeyState(3, False, f"s:{NOW - 2 * LEASE}"), False, False, "offered, and it waits behind others for a drainer"),
-        (KeyState(3, False, f"s:{NOW - 4000}"), False, True, "sent longer than the visibility timeout ago"),
+        (_view(0, False, None), True, False, "nothing queued"),
+        (_view(3, True, None), True, False, "a drain holds the lease"),
+        (_view(3, False, None), True, True, "no message outstanding for longer than a lease (a parked key)"),
+        (_view(3, False, f"t:w-live:{NOW - 2 * LEASE}"), True, False, "taken by a process that is alive"),
+        (_view(3, False, f"t:w-dead:{NOW - 2 * LEASE}"), True, True, "taken by a process that is gone"),
+        (_view(3, False, f"t:w-dead:{NOW - 1}"), True, False, "taken a moment ago"),
+        (_view(3, False, f"s:{NOW - 2 * LEASE}"), True, True, "offered long ago, and nothing waits for a drainer"),
+        (_view(3, False, f"s:{NOW - 2 * LEASE}"), False, False, "offered, and it waits behind others for a drainer"),
+        (_view(3, False, f"s:{NOW - 4000}"), False, True, "sent longer than the visibility timeout ago"),
+        (_view(3, False, f"r:{NOW + 10}"), True, False, "a retry not due yet"),
+        (_view(3, False, f"r:{NOW - 2 * LEASE}"), True, True, "a retry due long ago, and nothing waits"),
+        (_view(3, False, f"r:{NOW - 2 * LEASE}"), False, False, "a retry due, waiting behind others"),
     ],
 )
-def test_which_keys_are_stalled(state: KeyState, nothing_waits: bool, stalled: bool, why: str) -> None:
+def test_which_keys_are_stalled(state: KeyView, nothing_waits: bool, stalled: bool, why: str) -> None:
     setup = _Setup()
-    setup.queues.leases.alive_workers.add("w-live")
+    setup.queues.schedule.heartbeat("w-live", 3600)
     assert setup.reconciler._stalled(state, NOW, nothing_waits) is stalled, why
 
 
 def test_a_pass_revives_stalled_keys_only() -> None:
     setup = _Setup()
     queue(setup.stores, setup.queues, put("p", "a", "j1"), put("q", "b", "j2"))
-    setup.queues.leases.sched["Patient/p"] = f"s:{NOW - 2 * LEASE}"  # lost on the way to a drainer
-    setup.queues.leases.sched["Patient/q"] = f"s:{NOW - 1}"  # sent a moment ago
+    setup.queues.schedule.marks["Patient/p"] = f"s:{NOW - 2 * LEASE}"  # lost on the way to a drainer
+    setup.queues.schedule.marks["Patient/q"] = f"s:{NOW - 1}"  # sent a moment ago
     done = setup.reconciler.run_once(START)
     assert done.revived_keys == 1 and setup.drains.sent == ["Patient/p"]
-    assert setup.queues.leases.sched["Patient/p"] == f"s:{NOW}", "revived counts as sent again"
+    assert setup.queues.schedule.marks["Patient/p"] == f"s:{NOW}", "revived counts as sent again"
 
 
 def test_jobs_in_flight_that_no_queue_holds_are_restored_in_order_and_nothing_else() -> None:
@@ -83,13 +89,15 @@ def test_jobs_in_flight_that_no_queue_holds_are_restored_in_order_and_nothing_el
     lost, queued, ended = put("p", "a", "lost"), put("q", "b", "queued"), put("r", "c", "ended")
     for job in (lost, queued, ended):
         setup.stores.jobs.accept(replace(job, accepted_at=old))
-    setup.queues.arrivals.enqueue(queued.key, queued.id, queued.to_payload(), 0.0)
+    setup.queues.schedule.arrive(queued.key, queued.id, queued.to_payload(), 0.0)
     setup.stores.jobs.start("ended", old)
     setup.stores.jobs.finish_many([result_event(ended, JobResult(200, 1, old), old)])
     done = setup.reconciler.run_once(START)
-    assert done.restored_jobs == 1 and setup.queues.leases.queues["Patient/p"] == ["lost"]
+    assert done.restored_jobs == 1 and setup.queues.schedule.queues["Patient/p"] == ["lost"]
     assert setup.restores.sent == ["Patient/p"], "its key gets a drain message"
-    assert setup.queues.arrivals.accepted == 2, "counted now: its request died before the enqueue that counts it"
+    assert setup.queues.schedule.counts.get("accepted", 0) == 2, (
+        "counted now: its request died before the enqueue that counts it"
+    )
 
 
 def test_a_job_younger_than_the_grace_period_is_left_alone() -> None:
@@ -112,5 +120,5 @@ def test_owed_callbacks_are_sent_again_unless_one_is_scheduled() -> None:
 
 def test_one_pass_at_a_time() -> None:
     setup = _Setup()
-    setup.queues.leases.lock(setup.queues.keys.reconciler_lock, 1000)  # another process's pass
+    setup.queues.schedule.lock(setup.queues.keys.reconciler_lock, 1000)  # another process's pass
     assert setup.reconciler.run_once(START).skipped

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from tests.service.conftest import put
-from tests.support.memory_queues import MemoryAdmission, MemoryMetrics, MemoryQueues, RecordedDrains
+from tests.support.memory_queues import MemoryAdmission, MemoryQueues, RecordedDrains
 from tests.support.memory_stores import MemoryStores
 from worker.errors import IdempotencyKeyReused, ServiceBusy, StorageUnavailable, TooManyUnfinished
 from worker.model.jobs import Action, JobResult, JobState, result_event
@@ -18,12 +18,10 @@ class _Setup:
     def __init__(self, per_client: int = 1000) -> None:
         self.stores, self.queues, self.drains = MemoryStores(), MemoryQueues(), RecordedDrains()
         self.admission = MemoryAdmission(per_client=per_client)
-        self.metrics = MemoryMetrics()
         self.submitter = Submitter(
             self.stores,  # type: ignore[arg-type]
-            self.queues.arrivals,  # type: ignore[arg-type]
+            self.queues.schedule,
             self.admission,  # type: ignore[arg-type]
-            self.metrics,  # type: ignore[arg-type]
             self.drains,
             self.queues.counters.count_group,
         )
@@ -38,7 +36,7 @@ def test_a_job_is_recorded_queued_and_its_key_drained_once() -> None:
     setup.submitter.submit(_submission("j1"), "j1")
     setup.submitter.submit(_submission("j2"), "j2")
     assert setup.stores.jobs.get("j1").state == JobState.ACCEPTED  # type: ignore[union-attr]
-    assert setup.queues.leases.queues["Patient/p"] == ["j1", "j2"]
+    assert setup.queues.schedule.queues["Patient/p"] == ["j1", "j2"]
     assert setup.drains.sent == ["Patient/p"], "the second job rides on the first one's drain message"
     assert setup.admission.unfinished == {"c": 2}
 
@@ -48,7 +46,7 @@ def test_an_idempotent_repeat_answers_with_the_first_job_and_a_changed_body_is_r
     first, new = setup.submitter.submit(_submission("j1", key="k"), "j1")
     again, repeated = setup.submitter.submit(_submission("j2", key="k"), "j2")
     assert new and not repeated and again.id == first.id == "j1"
-    assert setup.queues.leases.queues["Patient/p"] == ["j1"] and setup.admission.unfinished == {"c": 1}
+    assert setup.queues.schedule.queues["Patient/p"] == ["j1"] and setup.admission.unfinished == {"c": 1}
     with pytest.raises(IdempotencyKeyReused):
         setup.submitter.submit(_submission("j3", family="other", key="k"), "j3")
     assert setup.stores.jobs.get("j3") is None and setup.admission.unfinished == {"c": 1}
@@ -59,7 +57,7 @@ def test_over_the_limit_nothing_is_recorded() -> None:
     setup.submitter.submit(_submission("j1"), "j1")
     with pytest.raises(TooManyUnfinished):
         setup.submitter.submit(_submission("j2"), "j2")
-    assert setup.stores.jobs.get("j2") is None and setup.queues.leases.queues["Patient/p"] == ["j1"]
+    assert setup.stores.jobs.get("j2") is None and setup.queues.schedule.queues["Patient/p"] == ["j1"]
 
 
 def test_a_job_redis_failed_to_queue_is_withdrawn_and_its_key_freed() -> None:
@@ -68,7 +66,7 @@ def test_a_job_redis_failed_to_queue_is_withdrawn_and_its_key_freed() -> None:
     def unavailable(*args: object, **kwargs: object) -> object:
         raise StorageUnavailable("Redis is down", "request")
 
-    setup.queues.arrivals.enqueue = unavailable  # type: ignore[method-assign, assignment]
+    setup.queues.schedule.arrive = unavailable  # type: ignore[method-assign, assignment]
     with pytest.raises(ServiceBusy) as busy:
         setup.submitter.submit(_submission("j1", key="k"), "j1")
     assert busy.value.status == 503 and "not accepted" in busy.value.diagnostics
@@ -94,8 +92,8 @@ def test_a_transaction_is_queued_on_all_its_keys_at_once() -> None:
     setup = _Setup()
     job = put("p", "a", "T")
     setup.submitter.submit_transaction(job, ["Patient/a", "Patient/b"])
-    assert setup.queues.leases.queues == {"Patient/a": ["T"], "Patient/b": ["T"]}
-    assert setup.drains.sent == ["Patient/a", "Patient/b"] and setup.metrics.accepted_jobs == 1
+    assert setup.queues.schedule.queues == {"Patient/a": ["T"], "Patient/b": ["T"]}
+    assert setup.drains.sent == ["Patient/a", "Patient/b"]
     assert setup.drains.together == [["Patient/a", "Patient/b"]], "one message: one task drains its keys in turn"
 
 
@@ -105,6 +103,6 @@ def test_a_restored_job_is_queued_and_counted_once_as_its_dead_request_never_cou
     bundle = replace(bundle, request=replace(bundle.request, action=Action.TRANSACTION))
     setup.submitter.restore(single, [single.key])
     setup.submitter.restore(bundle, ["Patient/a", "Patient/b"])
-    assert setup.queues.leases.queues == {"Patient/p": ["j1"], "Patient/a": ["T"], "Patient/b": ["T"]}
+    assert setup.queues.schedule.queues == {"Patient/p": ["j1"], "Patient/a": ["T"], "Patient/b": ["T"]}
     assert setup.drains.sent == ["Patient/p", "Patient/a", "Patient/b"]
-    assert setup.queues.arrivals.accepted == 1 and setup.metrics.accepted_jobs == 1, "counted where it joins a queue"
+    assert setup.queues.schedule.counts.get("accepted", 0) == 2, "each counted once, where it joins its queues"

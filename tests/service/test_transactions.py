@@ -22,7 +22,7 @@ def _transaction(job_id: str, *jobs: Job) -> Job:
 def _queue_transaction(stores: MemoryStores, queues: MemoryQueues, job: Job, *entries: Job) -> None:
     stores.jobs.accept(job)
     keys = transaction_keys([TransactionEntry(i, e.request) for i, e in enumerate(entries)])
-    queues.arrivals.enqueue_transaction(keys, job.id, job.to_payload(), 0.0)
+    queues.schedule.arrive_transaction(keys, job.id, job.to_payload(), 0.0)
 
 
 def _drainer(settings: Settings, stores: MemoryStores, queues: MemoryQueues, clock: Clock, sent: list[str]) -> Drainer:
@@ -36,7 +36,7 @@ def test_a_transaction_waits_until_it_heads_every_queue_then_applies_all(setting
     _queue_transaction(stores, queues, _transaction("T", *entries), *entries)
     drainer = _drainer(settings, stores, queues, clock, sent)
     parked = drainer.drain("Patient/a")
-    assert parked.processed == 0 and not parked.more and "Patient/a" not in queues.leases.leases, "it stepped aside"
+    assert parked.processed == 0 and not parked.more and "Patient/a" not in queues.schedule.leases, "it stepped aside"
     assert stores.resources.latest("Patient", "a") is None
     drainer.drain("Patient/b")  # j0 first, then the transaction heads both queues: it runs from here
     assert stores.resources.latest("Patient", "a").version_id == 1  # type: ignore[union-attr]
@@ -44,8 +44,8 @@ def test_a_transaction_waits_until_it_heads_every_queue_then_applies_all(setting
     done = stores.jobs.get("T")
     assert done is not None and done.state == JobState.APPLIED
     assert [(e["index"], e["status"]) for e in done.result.entries] == [(0, 201), (1, 200)]  # type: ignore[union-attr]
-    assert queues.leases.queues == {"Patient/a": [], "Patient/b": []} and queues.leases.leases == {}
-    assert [f.job_id for f in queues.leases.counted] == ["j0", "T"], "the transaction is counted once"
+    assert queues.schedule.queues == {"Patient/a": [], "Patient/b": []} and queues.schedule.leases == {}
+    assert [f.job_id for f in queues.schedule.counted] == ["j0", "T"], "the transaction is counted once"
 
 
 def test_a_failing_entry_fails_the_whole_transaction_and_writes_nothing(settings, stores, queues, clock) -> None:
@@ -74,7 +74,7 @@ def test_versions_are_invisible_until_the_commit_point_and_a_rerun_replaces_them
     assert len(stores.resources.stored) == 2, "both versions were written, marked with the transaction"
     assert stores.resources.latest("Patient", "a") is None and stores.resources.latest("Patient", "b") is None
     stores.jobs.finish_many = record  # type: ignore[method-assign]
-    queues.leases.leases.clear()  # the leases it held on the other keys expire
+    queues.schedule.leases.clear()  # the leases it held on the other keys expire
     _drainer(settings, stores, queues, clock, []).drain("Patient/b")  # redelivered: removes its marks, runs again
     assert stores.resources.latest("Patient", "a").version_id == 1  # type: ignore[union-attr]
     assert stores.jobs.get("T").state == JobState.APPLIED and len(stores.resources.stored) == 2  # type: ignore[union-attr]
@@ -86,4 +86,4 @@ def test_a_transaction_wakes_the_keys_that_have_more_jobs(settings, stores, queu
     _queue_transaction(stores, queues, _transaction("T", *entries), *entries)
     queue(stores, queues, patch("b", "z", "j2"))
     _drainer(settings, stores, queues, clock, sent).drain("Patient/a")
-    assert sent == ["Patient/b"] and queues.leases.queues["Patient/b"] == ["j2"]
+    assert sent == ["Patient/b"] and queues.schedule.queues["Patient/b"] == ["j2"]

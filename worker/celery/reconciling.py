@@ -13,7 +13,6 @@ import time
 from worker.celery.tasks import Tasks
 from worker.model.clock import utc_now
 from worker.ordering.admission import Admission
-from worker.ordering.metrics import Metrics
 from worker.service.reconciler import SYNC_CHECK_SECONDS, Reconciler
 from worker.settings import Settings
 from worker.submission.submitter import Submitter
@@ -26,8 +25,7 @@ def start_reconciler(tasks: Tasks, settings: Settings) -> None:
     r = tasks.runtime()
     r.database.ensure_indexes()
     admission = Admission(r.redis, settings.namespace, settings.max_unfinished_per_client, settings.max_queue_depth)
-    metrics = Metrics(r.redis, settings.namespace)
-    submitter = Submitter(r.database, r.queues.arrivals, admission, metrics, r.drains, r.queues.counters.count_group)
+    submitter = Submitter(r.database, r.queues.schedule, admission, r.drains, r.queues.counters.count_group)
     reconciler = Reconciler(settings, r.database, r.queues, submitter, r.drains, tasks.send_callback)
     threading.Thread(
         target=_reconcile_forever,

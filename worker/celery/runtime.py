@@ -21,13 +21,13 @@ from celery import Celery
 from worker.model.clock import utc_now
 from worker.model.jobs import Job
 from worker.ordering import KeyQueues
-from worker.ordering.ready import DrainerLimits
 from worker.service.callbacks import CallbackSender, http_client
 from worker.service.drain import Drainer
+from worker.service.loop import DrainLoop, LoopParts
 from worker.service.retirements import Retirements
 from worker.settings import Settings
 from worker.storage import Database
-from worker.submission.drains import CeleryDrains
+from worker.submission.drains import CeleryDrains, drainer_limits
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class Runtime:
     redis: redis.Redis
     queues: KeyQueues
     drainer: Drainer
+    loop: DrainLoop
     callbacks: CallbackSender
     http: httpx.Client
     drains: CeleryDrains
@@ -50,7 +51,7 @@ class Runtime:
         queues = KeyQueues(client, settings.namespace)
         database = Database.open(settings, queues.copies.hint())
         http = http_client()
-        drains = CeleryDrains(app, queues.ready, DrainerLimits.of(settings))
+        drains = CeleryDrains(app, queues.schedule, drainer_limits(settings))
         retirements = Retirements(database.jobs, utc_now)
         drainer = Drainer(
             settings,
@@ -59,11 +60,14 @@ class Runtime:
             on_finished,
             send_drain=lambda key: drains.send([key]),
             holder=worker_id(),
-            holder_gone=lambda holder: process_gone(holder, queues.leases.alive),
+            holder_gone=lambda holder: process_gone(holder, queues.schedule.alive),
             retire=retirements.add,
         )
+        loop = DrainLoop(
+            LoopParts(queues.schedule, drainer, worker_id(), drains.send, drains.start, queues.counters.count)
+        )
         callbacks = CallbackSender(settings, database, http)
-        return cls(settings, database, client, queues, drainer, callbacks, http, drains, retirements)
+        return cls(settings, database, client, queues, drainer, loop, callbacks, http, drains, retirements)
 
 
 _by_pid: dict[int, Runtime] = {}
@@ -108,7 +112,7 @@ def _beat(runtime: Runtime, worker: str) -> None:
     interval = max(0.2, runtime.settings.lease_seconds / 3)
     while True:
         try:
-            runtime.queues.leases.heartbeat(worker, runtime.settings.lease_seconds)
+            runtime.queues.schedule.heartbeat(worker, runtime.settings.lease_seconds)
         except Exception:  # a passing Redis outage: the next beat tries again
             log.warning("heartbeat not written", exc_info=True)
         time.sleep(interval)

@@ -1,6 +1,5 @@
-"""Per-resource ordering in Redis: arrivals, queues and leases, transaction holds, copies, counters, wake-ups."""
+"""The Redis side beside the key schedule: admission, newest copies, counters, metrics, wake-ups."""
 
 from worker.ordering.key_queues import KeyQueues
-from worker.ordering.leases import Finished, Heads, KeyState
 
-__all__ = ["Finished", "Heads", "KeyQueues", "KeyState"]
+__all__ = ["KeyQueues"]

@@ -2,8 +2,8 @@
 
 `reserve` admits up to n more jobs under both limits in one atomic step (a
 Lua script, so concurrent intakes cannot overshoot). A job gives its place back
-where it leaves its queue (KeyQueues' `_NEXT` and `_COMPLETE_TRANSACTION`
-scripts decrement the same hash), which happens exactly once per job. If Redis
+where it leaves its queue (worker/schedule/lua/next.lua and complete_transaction.lua
+decrement the same hash, through `give_back` in prelude.lua), which happens exactly once per job. If Redis
 loses the hash the counts restart from zero: the limits then admit more for a
 while, they never refuse forever.
 """
@@ -18,49 +18,12 @@ from redis.exceptions import RedisError
 
 from worker.edges import translating
 from worker.errors import ServiceBusy, TooManyUnfinished
-from worker.ordering.keys import RedisKeys
+from worker.schedule.keys import RedisKeys, client_field
+from worker.schedule.scripts import scripts
 
+# Fields of the hash besides the clients' (named so in worker/schedule/lua/prelude.lua and reserve.lua too).
 TOTAL = "total"
 PROGRESS = "progress"  # when a job last left its queue (or the service last turned busy): Redis server time, seconds
-
-_RESERVE = """
-local mine = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-local all = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')
-local grant = math.min(tonumber(ARGV[3]), tonumber(ARGV[4]) - mine, tonumber(ARGV[5]) - all)
-if grant <= 0 then return {0, mine, all} end
-if all <= 0 then redis.call('HSET', KEYS[1], ARGV[6], redis.call('TIME')[1]) end
-redis.call('HINCRBY', KEYS[1], ARGV[1], grant)
-redis.call('HINCRBY', KEYS[1], ARGV[2], grant)
-return {grant, mine, all}
-"""
-
-# Give places back (never below zero): `give_back(hash, client field, n)` to the client and to the total.
-# KEYS: the hash. ARGV: client field, n.
-RELEASE_LUA = (
-    """
-local function give_back(hash, field, n)
-  for _, f in ipairs({field, '"""
-    + TOTAL
-    + """'}) do
-    if redis.call('HINCRBY', hash, f, -n) < 0 then redis.call('HSET', hash, f, 0) end
-  end
-  redis.call('HSET', hash, '"""
-    + PROGRESS
-    + """', redis.call('TIME')[1])
-end
-"""
-)
-_RELEASE = (
-    RELEASE_LUA
-    + """
-give_back(KEYS[1], ARGV[1], tonumber(ARGV[2]))
-return 1
-"""
-)
-
-
-def client_field(client: str) -> str:
-    return f"c:{client}"
 
 
 @dataclass(frozen=True)
@@ -77,22 +40,20 @@ class Admission:
         self.hash = RedisKeys(namespace).unfinished
         self._per_client = per_client
         self._total = total
-        self._reserve = client.register_script(_RESERVE)
-        self._release = client.register_script(_RELEASE)
+        self._lua = scripts(client, "reserve", "give_back")
 
     def reserve(self, client: str, wanted: int) -> Granted:
         """Admit up to `wanted` jobs of `client` (0 when either limit is reached)."""
         if wanted <= 0:
             return Granted(0, 0, 0)
-        reply: Any = self._reserve(
-            keys=[self.hash], args=[client_field(client), TOTAL, wanted, self._per_client, self._total, PROGRESS]
-        )
+        args = {"client": client_field(client), "wanted": wanted, "per_client": self._per_client, "total": self._total}
+        reply: Any = self._lua["reserve"]({"unfinished": self.hash}, args)
         return Granted(int(reply[0]), int(reply[1]), int(reply[2]))
 
     def release(self, client: str, count: int) -> None:
         """Give back places reserved for jobs that were not accepted after all (idempotent repeats, failures)."""
         if count > 0:
-            self._release(keys=[self.hash], args=[client_field(client), count])
+            self._lua["give_back"]({"unfinished": self.hash}, {"client": client_field(client), "n": count})
 
     def refusal(self, granted: Granted, client: str, wanted: int) -> TooManyUnfinished | ServiceBusy:
         """The error for a reservation that fell short: 503 when the service-wide limit is the tighter one, else 429."""

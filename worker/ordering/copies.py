@@ -13,7 +13,7 @@ import redis
 from redis.exceptions import RedisError
 
 from worker.edges import translating
-from worker.ordering.keys import RedisKeys, decoded
+from worker.schedule.keys import RedisKeys, decoded
 
 # The copy of the newest version only ever moves forward: a worker resumed after
 # losing its lease must not put back an older version than one already copied.

@@ -1,7 +1,7 @@
 """Counters and marks in Redis: service counts, each group's progress, callbacks already scheduled.
 
-The counts of jobs leaving their queues move inside the drain scripts
-(leases.py, holds.py), exactly once per job; these are the others.
+The counts of jobs arriving and leaving their queues move inside the schedule's scripts
+(worker/schedule/lua/), exactly once per job; these are the others.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import redis
 from redis.exceptions import RedisError
 
 from worker.edges import translating
-from worker.ordering.keys import RedisKeys, decoded
+from worker.schedule.keys import RedisKeys, decoded
 
 
 @translating(RedisError, "Redis")

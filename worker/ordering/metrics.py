@@ -15,15 +15,7 @@ import redis
 from redis.exceptions import RedisError
 
 from worker.edges import translating
-from worker.ordering.keys import RedisKeys, decoded
-
-# Seconds from accept to applied: the service's latency as clients feel it.
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
-
-def latency_bucket(seconds: float) -> str:
-    """The histogram bucket (upper bound) a latency falls in."""
-    return next((str(b) for b in LATENCY_BUCKETS if seconds <= b), "+Inf")
+from worker.schedule.keys import RedisKeys, decoded
 
 
 @translating(RedisError, "Redis")

@@ -10,7 +10,7 @@ import redis
 from redis.exceptions import RedisError
 
 from worker.edges import translating
-from worker.ordering.keys import RedisKeys
+from worker.schedule.keys import RedisKeys
 
 
 @translating(RedisError, "Redis")

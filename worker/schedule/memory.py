@@ -35,12 +35,12 @@ class MemorySchedule:
     held: list[tuple[str, list[str], str]] = field(default_factory=list)
     in_sync: bool = True
     locks: set[str] = field(default_factory=set)
-    copies: dict[str, str] = field(default_factory=dict)  # the newest copy next_jobs returns (key -> doc)
+    copy_of: Callable[[str], str | None] = field(default=lambda key: None)  # the newest copy next_jobs returns
     _seq: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def lose_everything(self) -> None:
         """Redis lost its data (restarted empty): every structure goes, and with it the sync marker."""
-        self.__init__(clock=self.clock, in_sync=False)  # type: ignore[misc]
+        self.__init__(clock=self.clock, copy_of=self.copy_of, in_sync=False)  # type: ignore[misc]
 
     def _count(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + n
@@ -167,6 +167,10 @@ class MemorySchedule:
     def new_token(self, holder: str) -> str:
         return f"{holder}|{next(self._seq)}"
 
+    def lease_to(self, key: str, token: str, seconds: float = 3600.0) -> None:
+        """Let `token` hold the key's lease (a test standing for another process)."""
+        self.leases[key] = (token, self.clock() + seconds)
+
     def _lease(self, key: str) -> str | None:
         token, until = self.leases.get(key, ("", 0.0))
         if token and until > self.clock():
@@ -194,7 +198,7 @@ class MemorySchedule:
             self.marks.pop(key, None)
             return Heads(None, [])
         self.leases[key] = (step.token, self.clock() + lease_seconds)
-        return Heads(self.copies.get(key), [(job_id, self.payloads.get(job_id)) for job_id in queue[:limit]])
+        return Heads(self.copy_of(key), [(job_id, self.payloads.get(job_id)) for job_id in queue[:limit]])
 
     def _counted(self, done: Finished) -> None:
         if done.outcome:

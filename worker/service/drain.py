@@ -23,8 +23,8 @@ from datetime import datetime
 from worker.model.clock import utc_now
 from worker.model.jobs import Action, Job, JobResult
 from worker.model.stores import Stores
-from worker.ordering import Finished, Heads, KeyQueues
-from worker.ordering.leases import Step
+from worker.ordering import KeyQueues
+from worker.schedule import Finished, Heads, Step
 from worker.service.apply import Applied, Applier, LeaseLost
 from worker.service.outcomes import Outcomes, leaving
 from worker.service.transaction import TransactionRunner
@@ -69,7 +69,7 @@ class Drainer:
         self._holder = holder
         self._holder_gone = holder_gone
         self._db = database
-        self._leases = queues.leases
+        self._schedule = queues.schedule
         self._applier = Applier(settings, database, queues.copies, clock)
         self._outcomes = Outcomes(database, queues.wakeups, on_finished, clock, retire)
         self._transactions = TransactionRunner(settings, database, queues, self._applier, send_drain, clock)
@@ -77,14 +77,13 @@ class Drainer:
     def drain(self, key: str) -> Drained:
         """Apply the key's queued jobs while holding its lease (taken, and in the end given up, in the same Redis
         steps that peek and complete jobs)."""
-        lease = self._settings.lease_seconds
-        token = self._leases.new_token(self._holder)
-        heads = self._leases.next_jobs(key, token, lease, [], BATCH, acquire=True)
+        token = self._schedule.new_token(self._holder)
+        heads = self._next(Step(key, token, [], acquire=True))
         if heads is None:
             taken = self._take_over(key)
             if taken is None:  # its holder drains it (or the reconciler revives it when the lease expires)
                 return Drained(0, False, held_elsewhere=True)
-            token, heads = taken, self._leases.next_jobs(key, taken, lease, [], BATCH)
+            token, heads = taken, self._next(Step(key, taken, []))
         return self._drain_held(key, token, heads)
 
     def drain_together(self, keys: list[str]) -> dict[str, Drained]:
@@ -92,9 +91,9 @@ class Drainer:
         command each for gates, versions and results; one Redis round trip each for leases, copies and wake-ups);
         a key with more queued, a transaction, or a key held by another goes through `drain`'s own loop."""
         keys = list(dict.fromkeys(keys))  # one lease per key, even if it was offered twice
-        tokens = {key: self._leases.new_token(self._holder) for key in keys}
+        tokens = {key: self._schedule.new_token(self._holder) for key in keys}
         first = [Step(key, tokens[key], [], acquire=True) for key in keys]
-        heads = dict(zip(keys, self._leases.next_jobs_many(first, self._settings.lease_seconds, BATCH)))
+        heads = dict(zip(keys, self._schedule.next_jobs(first, self._settings.lease_seconds, BATCH)))
         done: dict[str, Drained] = {}
         processed = dict.fromkeys(keys, 0)
         alone: list[str] = []
@@ -103,13 +102,13 @@ class Drainer:
                 jobs, later = _split(heads)
                 for key, held in later.items():
                     if held is not None:  # its lease would expire while others drain (and a transaction takes the
-                        self._leases.release(key, tokens[key])  # leases of all its keys itself): taken again below
+                        self._schedule.release(key, tokens[key])  # leases of all its keys itself): taken again below
                     alone.append(key)
                 heads = self._step_together(jobs, heads, tokens, processed, done) if jobs else {}
         except BaseException:
             for key in keys:
                 if key not in done and key not in alone:
-                    self._leases.release(key, tokens[key])  # a retry starts at once instead of waiting out leases
+                    self._schedule.release(key, tokens[key])  # a retry starts at once instead of waiting out leases
             raise
         for key in alone:
             drained = self.drain(key)
@@ -138,19 +137,22 @@ class Drainer:
             job = next(ended) if isinstance(result, Applied) else result
             steps.append(Step(key, tokens[key], [leaving(jobs[key].id, job)]))
         following: dict[str, Heads | None] = {}
-        for step, after in zip(steps, self._leases.next_jobs_many(steps, self._settings.lease_seconds, BATCH)):
+        for step, after in zip(steps, self._schedule.next_jobs(steps, self._settings.lease_seconds, BATCH)):
             key = step.key
             if after is None or after.released:
                 done[key] = Drained(processed[key], False, held_elsewhere=after is None)
             elif processed[key] >= MAX_JOBS_PER_DRAIN:
-                done[key] = Drained(processed[key], self._leases.release(key, tokens[key]))
+                done[key] = Drained(processed[key], self._schedule.release(key, tokens[key]))
             else:
                 following[key] = after
         return following
 
+    def _next(self, step: Step) -> Heads | None:
+        return self._schedule.next_jobs([step], self._settings.lease_seconds, BATCH)[0]
+
     def _drain_held(self, key: str, token: str, heads: Heads | None) -> Drained:
         """Go on draining a key whose lease `token` holds, from its `heads`."""
-        lease, processed = self._settings.lease_seconds, 0
+        processed = 0
         try:
             while heads is not None and not heads.released and processed < MAX_JOBS_PER_DRAIN:
                 step = self._run_heads(heads, key, token)
@@ -160,21 +162,21 @@ class Drainer:
                     heads = None
                     break
                 processed += len(step)
-                heads = self._leases.next_jobs(key, token, lease, step, BATCH)  # takes `step` off, counted
+                heads = self._next(Step(key, token, step))  # takes `step` off, counted
         except BaseException:
-            self._leases.release(key, token)  # let a retry start at once instead of waiting out the lease
+            self._schedule.release(key, token)  # let a retry start at once instead of waiting out the lease
             raise
         if heads is None:
             log.warning("lease lost; another worker continues", extra={"key": key, "processed": processed})
             return Drained(processed, False, held_elsewhere=True)
         if heads.released:
             return Drained(processed, False)
-        return Drained(processed, self._leases.release(key, token))
+        return Drained(processed, self._schedule.release(key, token))
 
     def give_up(self, key: str, attempts: int, result: JobResult | None = None) -> str | None:
         """Fail the job at the head of `key` alone, after `attempts` attempts that raised: its own outcome says so
         (or, if it had written its version before failing, that version is its result), and the key moves on."""
-        job_id, payload = self._leases.head(key)
+        job_id, payload = self._schedule.head(key)
         job = Job.from_payload(payload) if payload else (self._db.jobs.accepted(job_id) if job_id else None)
         if job is None:
             return None
@@ -194,14 +196,14 @@ class Drainer:
         """The lease of a holder that died mid-drain (its message came back to us): taken now, and the job it
         was applying counts one attempt; after MAX_JOB_ATTEMPTS that job fails alone, so a job that kills its
         worker (or runs past the task's hard time limit) every time cannot stop its key."""
-        held = self._leases.lease_holder(key)
+        held = self._schedule.lease_holder(key)
         if held is None or not self._holder_gone(held[0]):
             return None
-        token = self._leases.take_over(key, held[1], self._settings.lease_seconds, self._holder)
+        token = self._schedule.take_over(key, held[1], self._settings.lease_seconds, self._holder)
         if token is None:
             return None
-        job_id, _ = self._leases.head(key)
-        attempts = self._leases.attempt(job_id, f"died:{held[0]}") if job_id else 0
+        job_id, _ = self._schedule.head(key)
+        attempts = self._schedule.attempt(job_id, f"died:{held[0]}") if job_id else 0
         log.warning(
             "took over the lease of a dead worker",
             extra={"key": key, "job_id": job_id, "attempt": attempts, "holder": held[0]},

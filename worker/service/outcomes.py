@@ -18,8 +18,8 @@ from worker.model.groups import group_of
 from worker.model.jobs import Job, result_event
 from worker.model.stores import Stores
 from worker.model.wakeups import WakeUp
-from worker.ordering import Finished
 from worker.ordering.wakeups import Wakeups
+from worker.schedule import Finished
 from worker.service.apply import Applied
 
 log = logging.getLogger("fhir_patch.outcomes")

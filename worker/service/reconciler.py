@@ -21,7 +21,7 @@ Step 1 reads Redis only and runs every pass; steps 2-4 scan MongoDB and run
 every `MONGODB_PASS_EVERY` passes.
 
 Apart from the passes, `sync` runs every SYNC_CHECK_SECONDS: when Redis lost its
-data (its sync marker is gone, worker/ordering/arrivals.py), it rebuilds every
+data (its sync marker is gone, worker/schedule/port.py), it rebuilds every
 key's queue from the jobs MongoDB holds in flight, in acceptance order, then
 appends the jobs that arrived meanwhile and sets the marker again.
 """
@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from worker.model.groups import Group
 from worker.model.stores import group_outcomes
 from worker.ordering import KeyQueues
-from worker.ordering.leases import KeyState
+from worker.schedule import KeyView, MarkKind
 from worker.settings import Settings
 from worker.storage import Database
 from worker.submission.drains import DrainSender
@@ -88,7 +88,7 @@ class Reconciler:
 
     def run_once(self, now: datetime) -> Pass:
         hold_ms = max(100, int(self._settings.reconcile_interval_seconds * 900))
-        if not self._queues.leases.lock(self._lock, hold_ms):
+        if not self._queues.schedule.lock(self._lock, hold_ms):
             return Pass(skipped=True)
         self._passes += 1
         revived = self._revive_stalled_keys(now)
@@ -115,12 +115,12 @@ class Reconciler:
 
     def _revive_stalled_keys(self, now: datetime) -> int:
         revived: list[str] = []
-        nothing_waits = self._queues.ready.waiting() == 0
-        for key in self._queues.leases.active_keys():
+        nothing_waits = self._queues.schedule.waiting() == 0
+        for key in self._queues.schedule.active_keys():
             if len(revived) >= MAX_REVIVALS:
                 break
-            if self._stalled(self._queues.leases.state(key), now.timestamp(), nothing_waits):
-                self._queues.leases.reschedule(key, now.timestamp())
+            if self._stalled(self._queues.schedule.view(key), now.timestamp(), nothing_waits):
+                self._queues.schedule.reoffer(key, now.timestamp())
                 revived.append(key)
         self._drains.send(revived)  # also when none: drainers for what waits, if those counted on died
         if revived:
@@ -128,17 +128,17 @@ class Reconciler:
             log.warning("revived stalled keys", extra={"count": len(revived)})
         return len(revived)
 
-    def _stalled(self, state: KeyState, now: float, nothing_waits: bool) -> bool:
+    def _stalled(self, key: KeyView, now: float, nothing_waits: bool) -> bool:
         """Jobs wait, no drain holds the key, and no drain of it can come any more."""
-        if not state.depth or state.leased:
+        if not key.depth or key.leased:
             return False
-        age = now - state.since
-        if state.message is None:  # no drain outstanding (a transaction parked the key): after a lease
-            return age > self._settings.lease_seconds
-        if state.taken_by is not None:  # taken by a process: lost only if that process is gone
-            return age > self._settings.lease_seconds and not self._queues.leases.alive(state.taken_by)
-        # Offered and not taken: it waits on the ready list (or a retry's delay), unless nothing waits there.
-        return (nothing_waits and age > self._settings.lease_seconds) or age > self._settings.visibility_timeout_seconds
+        age, lease = now - key.since, self._settings.lease_seconds
+        if key.mark is None:  # no drain outstanding (a transaction parked the key): after a lease
+            return age > lease
+        if key.mark.kind is MarkKind.TAKEN:  # taken by a process: lost only if that process is gone
+            return age > lease and not self._queues.schedule.alive(key.mark.worker)
+        # Offered (or retrying, and due `since`): it waits on the ready list, unless nothing waits there.
+        return (nothing_waits and age > lease) or age > self._settings.visibility_timeout_seconds
 
     def _restore_lost_jobs(self, now: datetime) -> int:
         """Queue the jobs in flight that no queue holds. Queued is asked first, a block at a time in one round trip,
@@ -148,7 +148,7 @@ class Reconciler:
         restored = 0
         ids = list(self._db.jobs.in_flight_before(now - self.grace))
         for start in range(0, len(ids), LOST_BLOCK):
-            for job_id in self._queues.arrivals.not_queued(ids[start : start + LOST_BLOCK]):
+            for job_id in self._queues.schedule.not_queued(ids[start : start + LOST_BLOCK]):
                 job = self._db.jobs.get(job_id)
                 if job is None:
                     continue
@@ -163,8 +163,8 @@ class Reconciler:
 
     def sync(self, now: datetime) -> int:
         """If Redis lost its data, rebuild every queue from MongoDB in acceptance order; jobs put back."""
-        arrivals = self._queues.arrivals
-        if arrivals.synced() or not self._queues.leases.lock(self._queues.keys.restore_lock, RESTORE_LOCK_MS):
+        schedule = self._queues.schedule
+        if schedule.synced() or not self._queues.schedule.lock(self._queues.keys.restore_lock, RESTORE_LOCK_MS):
             return 0
         try:
             by_key: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -173,18 +173,18 @@ class Reconciler:
                     by_key[key].append((job.id, job.to_payload()))
             busy, to_drain = False, []
             for key, jobs in by_key.items():
-                rebuilt = arrivals.rebuild(key, jobs, now.timestamp())
+                rebuilt = schedule.rebuild(key, jobs, now.timestamp())
                 busy |= rebuilt is None  # a drain holds it: the marker waits for the next check
                 if rebuilt:
                     to_drain.append(key)
             if not busy:
-                to_drain += arrivals.finish_sync(now.timestamp())
+                to_drain += schedule.finish_sync(now.timestamp())
             # Only now: a job drained before the held ones were appended could finish and be appended again.
             self._drains.send(list(dict.fromkeys(to_drain)))
             if busy:
                 return 0
         finally:
-            self._queues.leases.unlock(self._queues.keys.restore_lock)
+            self._queues.schedule.unlock(self._queues.keys.restore_lock)
         restored = sum(len(jobs) for jobs in by_key.values())
         log.warning("Redis was out of sync: queues rebuilt from MongoDB", extra={"jobs": restored, "keys": len(by_key)})
         return restored

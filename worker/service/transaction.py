@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -66,8 +67,8 @@ class TransactionRunner:
         """Run the transaction at the head of `key` (whose lease `token` holds); either way the lease is given up."""
         entries = decode_entries(job.request.body)
         keys = transaction_keys(entries)
-        if not self._queues.holds.hold(keys, token, job.id, self._settings.lease_seconds):
-            self._queues.holds.park(key, token)
+        if not self._queues.schedule.hold(keys, token, job.id, self._settings.lease_seconds):
+            self._queues.schedule.park(key, token)
             return TransactionStep.PARKED
         started = self._db.jobs.start(job.id, self._clock())
         if started is Start.CANCELLED:
@@ -151,6 +152,6 @@ class TransactionRunner:
 
     def _complete(self, keys: list[str], token: str, job: Job) -> TransactionStep:
         """Take the ended transaction off all its queues, counted once (`leaving`), and wake the keys with more."""
-        for key in self._queues.holds.complete_transaction(keys, token, leaving(job.id, job)):
+        for key in self._queues.schedule.complete_transaction(keys, token, leaving(job.id, job), time.time()):
             self._send_drain(key)
         return TransactionStep.ENDED

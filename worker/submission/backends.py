@@ -17,14 +17,14 @@ from celery import Celery
 from pymongo import MongoClient
 
 from worker.broker import create_celery
+from worker.model.latency import LATENCY_BUCKETS
 from worker.model.stores import Stores
 from worker.ordering import KeyQueues
 from worker.ordering.admission import Admission
-from worker.ordering.metrics import LATENCY_BUCKETS, Metrics
-from worker.ordering.ready import DrainerLimits
+from worker.ordering.metrics import Metrics
 from worker.settings import Settings
 from worker.storage import Database
-from worker.submission.drains import CeleryDrains
+from worker.submission.drains import CeleryDrains, drainer_limits
 from worker.submission.submitter import Submitter
 
 
@@ -46,7 +46,7 @@ class QueueReadings:
         return self.queues.counters.group_counts(group_id)
 
     def synced(self) -> bool:
-        return self.queues.arrivals.synced()
+        return self.queues.schedule.synced()
 
     def stalled_for(self) -> tuple[int, float]:
         return self.admission.stalled_for()
@@ -80,10 +80,10 @@ class Backends:
         queues = KeyQueues(client, settings.namespace)
         database = Database.open(settings, queues.copies.hint())
         celery = create_celery(settings)
-        drains = CeleryDrains(celery, queues.ready, DrainerLimits.of(settings))
+        drains = CeleryDrains(celery, queues.schedule, drainer_limits(settings))
         metrics = Metrics(client, settings.namespace)
         admission = Admission(client, settings.namespace, settings.max_unfinished_per_client, settings.max_queue_depth)
-        submitter = Submitter(database, queues.arrivals, admission, metrics, drains, queues.counters.count_group)
+        submitter = Submitter(database, queues.schedule, admission, drains, queues.counters.count_group)
         readings = QueueReadings(queues, admission, metrics, drains)
         return cls(database, submitter, readings, client, celery, database.client)
 

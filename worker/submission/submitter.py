@@ -5,7 +5,7 @@ transaction, and a job the reconciler restores after Redis lost it. The order
 is the design:
 - admitted first (backpressure), so a refused request leaves nothing behind;
 - recorded in MongoDB before it is queued in Redis, so Redis is never a job's only copy;
-- queued and counted in one Redis round trip; a drain message only when the key had none outstanding.
+- queued and counted in one Redis step (the schedule's `arrive`); offered only when the key owed no drain yet.
 If Redis fails the enqueue, the recorded jobs are withdrawn (cancelled, out of
 flight, their Idempotency-Key freed) and the caller answers 503: an accepted
 answer always means the job is queued in order.
@@ -26,8 +26,7 @@ from worker.model.jobs import Action, Job, JobRequest, JobState
 from worker.model.stores import Stores
 from worker.model.transactions import decode_entries, transaction_keys
 from worker.ordering.admission import Admission
-from worker.ordering.arrivals import Arrival, Arrivals
-from worker.ordering.metrics import Metrics
+from worker.schedule import Arrival, KeySchedule
 from worker.storage import IdempotencyConflict
 from worker.submission.drains import DrainSender
 
@@ -60,16 +59,14 @@ class Submitter:
     def __init__(
         self,
         database: Stores,
-        arrivals: Arrivals,
+        schedule: KeySchedule,
         admission: Admission,
-        metrics: Metrics,
         drains: DrainSender,
         count_group: Counting,
     ) -> None:
         self._db = database
-        self._arrivals = arrivals
+        self._schedule = schedule
         self._admission = admission
-        self._metrics = metrics
         self._drains = drains
         self._count_group = count_group
 
@@ -82,7 +79,7 @@ class Submitter:
             self._queued_before_answer(job)
             return job, False
         try:
-            arrival = self._arrivals.enqueue(job.key, job.id, job.to_payload(), time.time())
+            arrival = self._schedule.arrive(job.key, job.id, job.to_payload(), time.time())
         except StorageUnavailable as exc:
             raise self._withdraw([job], "the request was", submission.idempotency_key) from exc
         if arrival is Arrival.SEND_DRAIN:
@@ -119,13 +116,12 @@ class Submitter:
         queued = {job.id for job in new} | {job.id for job in waiting}
         block = [job for job in block if job.id in queued]  # entry order
         try:
-            keys, _held = self._arrivals.enqueue_many(
+            keys, _held = self._schedule.arrive_many(
                 [(job.key, job.id, job.to_payload()) for job in block], time.time()
             )
         except StorageUnavailable as exc:
             raise self._withdraw(new, "the entries of this block were") from exc
         self._drains.send(keys)
-        self._metrics.accepted(len(block))
         self._count_group(group_id, len(block), len(refused))
         return Taken([job.id for job in block], len(refused), stopped_at, refusal)
 
@@ -138,7 +134,7 @@ class Submitter:
         repeats = [(n, job) for n, job in jobs if job.id not in fresh]
         if not repeats:
             return []
-        missing = set(self._arrivals.not_queued([job.id for _, job in repeats]))
+        missing = set(self._schedule.not_queued([job.id for _, job in repeats]))
         found = [(n, self._db.jobs.get(job.id)) for n, job in repeats if job.id in missing]
         lost = [(n, job) for n, job in found if job is not None and not job.state.final]
         late = [job.id for n, job in lost if stopped_at is not None and n >= stopped_at]
@@ -149,10 +145,9 @@ class Submitter:
         """Record a transaction and queue it on all its keys at once (it runs when it heads every one of them)."""
         self._admitted(job.client, lambda: self._db.jobs.accept(job))  # a transaction is one job
         try:
-            to_wake = self._arrivals.enqueue_transaction(keys, job.id, job.to_payload(), time.time())
+            to_wake = self._schedule.arrive_transaction(keys, job.id, job.to_payload(), time.time())
         except StorageUnavailable as exc:
             raise self._withdraw([job], "the transaction was") from exc
-        self._metrics.accepted()  # counted where it joins its queues, as every job is (see `restore`)
         self._drains.send(to_wake or [], together=True)  # None: held until Redis is in sync (then queued in order)
 
     def restore(self, job: Job, keys: list[str]) -> None:
@@ -163,11 +158,10 @@ class Submitter:
     def _queue_again(self, job: Job, keys: list[str]) -> None:
         now = time.time()
         if job.request.action == Action.TRANSACTION:
-            to_wake = self._arrivals.enqueue_transaction(keys, job.id, job.to_payload(), now)
-            self._metrics.accepted()
+            to_wake = self._schedule.arrive_transaction(keys, job.id, job.to_payload(), now)
             self._drains.send(to_wake or [], together=True)
             return
-        arrival = self._arrivals.enqueue(job.key, job.id, job.to_payload(), now)
+        arrival = self._schedule.arrive(job.key, job.id, job.to_payload(), now)
         self._drains.send([job.key] if arrival is Arrival.SEND_DRAIN else [])
 
     def _admitted(self, client: str, record: Callable[[], T]) -> T:
@@ -229,7 +223,7 @@ class Submitter:
         be overtaken by the client's later jobs on the resource. Queued is asked before the job is read again (it
         leaves its queue only after its outcome is recorded), so a job that finishes meanwhile is not queued twice.
         If Redis fails here the job stays recorded (another live request may have acknowledged it): 503, retry."""
-        if job.state.final or self._arrivals.queued(job.id):
+        if job.state.final or self._schedule.queued(job.id):
             return
         again = self._db.jobs.get(job.id)
         if again is None or again.state.final:

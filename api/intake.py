@@ -1,8 +1,7 @@
 """Accept a checked request as a job (through the one submission path), and optionally wait for it.
 
-A synchronous caller registers for the wake-up before the job is queued (so it
-cannot finish unseen); the submission path (worker/submission/) records,
-counts and queues the job.
+A synchronous caller expects the wake-up before the job is queued (api/waiter.py: so it cannot finish unseen);
+the submission path (worker/submission/) records, counts and queues the job.
 """
 
 from __future__ import annotations
@@ -39,34 +38,24 @@ class Intake:
     ) -> Job | Finished:
         """Accept (or find, for an idempotent retry) the job and queue it, in one trip to a thread that first runs
         `check` (the request's last checks: nothing is read or written if it raises); with `wait_seconds`, wait for
-        it to finish (its wake-up is awaited before it is queued, so none is missed)."""
+        it to finish (its wake-up is expected before it is queued, so none is missed)."""
         job_id = Job.new_id()
-        future = self._waiter.register(job_id) if wait_seconds is not None else None
 
         def checked_submit() -> tuple[Job, bool]:
             check()
             return self._submitter.submit(submission, job_id)
 
-        try:
+        async with self._waiter.expect([job_id] if wait_seconds is not None else []) as expected:
             job, new = await anyio.to_thread.run_sync(checked_submit)
-        except BaseException:
-            self._waiter.forget(job_id)
-            raise
-        if wait_seconds is None:
-            return job
-        if not new:  # an idempotent retry: the first request's job
-            self._waiter.forget(job_id)
-            if job.state.final:
-                return await self.finished(job.id) or job
-            future = self._waiter.register(job.id)
-            # It may have ended between its reading and this registration (its wake-up then went unseen): look once
-            # more, now that a later wake-up cannot be missed.
-            done = await self.finished(job.id)
-            if done is not None:
-                self._waiter.forget(job.id)
-                return done
-        assert future is not None
-        message = await self._waiter.wait(job.id, future, wait_seconds)
+            if wait_seconds is None:
+                return job
+            if not new:  # an idempotent retry: the first request's job, which may have ended already
+                done = await (
+                    self.finished(job.id) if job.state.final else expected.instead(job_id, job.id, self.finished)
+                )
+                if done is not None or job.state.final:
+                    return done or job
+            message = await expected.wait(job.id, wait_seconds)
         if message is not None:
             return _from_message(job, message)
         return await self.finished(job.id) or job  # it may have ended while the wake-up was missed

@@ -8,7 +8,6 @@ from polling `/_async/{group}`.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import anyio
@@ -16,11 +15,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.auth import Caller
+from api.deps import connections, fhir_base, request_id
 from api.entries import entry_type, is_read
+from api.group_answers import group_id_for, group_status, status_answer
 from api.http import fhir_response, parse_prefer, read_body
-from api.routes.feeds import group_id_for, group_status, status_answer
-from api.routes.fhir import connections, fhir_base, request_id
-from api.routes.transactions import transaction
+from api.transactions import transaction
 from worker.errors import AccessError, InvalidRequest, Unavailable
 from worker.model.access import READ, Principal
 from worker.model.clock import utc_now
@@ -54,7 +53,7 @@ def _checked_bundle(document: Any) -> tuple[str, list[Any]]:
     return str(kind), entries
 
 
-async def _batch(request: Request, caller: Principal, entries: list[Any]) -> Response:
+async def _batch(request: Request, caller: Caller, entries: list[Any]) -> Response:
     conn = connections(request)
     # A GET entry the caller may not read goes with the writes, where it fails alone with 403.
     reads = {n: str(e["request"].get("url")) for n, e in enumerate(entries, 1) if is_read(e) and _readable(caller, e)}
@@ -63,28 +62,18 @@ async def _batch(request: Request, caller: Principal, entries: list[Any]) -> Res
     fresh = await anyio.to_thread.run_sync(
         lambda: conn.database.groups.open(group_id, "batch", utc_now(), reads, caller.subject)
     )
-    # Register for every entry before any is queued (a fast worker must not finish one unseen); entries refused
-    # at intake never run, so their waits are dropped as soon as the intake says which they are.
-    waiting = {entry_job_id(group_id, n): conn.waiter.register(entry_job_id(group_id, n)) for n, _ in writes}
-    queued = await _accept(request, caller, group_id, writes, waiting) if fresh else []
-    if fresh:
-        await anyio.to_thread.run_sync(
-            conn.database.groups.close, group_id, len(entries), len(writes) - len(queued), utc_now()
-        )
-    for job_id in set(waiting) - set(queued):
-        conn.waiter.forget(job_id)
-    if "respond-async" in parse_prefer(request.headers.get("prefer")) or not queued:
-        for job_id in queued:
-            conn.waiter.forget(job_id)
-        return await status_answer(request, group_id, caller)
-    return await _batch_answer(request, caller, group_id, queued, waiting)
-
-
-async def _batch_answer(
-    request: Request, caller: Principal, group_id: str, queued: list[str], waiting: dict[str, Any]
-) -> Response:
-    conn = connections(request)
-    ended = await asyncio.gather(*(conn.waiter.wait(j, waiting[j], conn.settings.sync_wait_seconds) for j in queued))
+    wait = fresh and "respond-async" not in parse_prefer(request.headers.get("prefer"))
+    # Every entry is expected before any is queued (a fast worker must not finish one unseen); entries refused at
+    # intake never run, and leaving the block forgets them.
+    async with conn.waiter.expect([entry_job_id(group_id, n) for n, _ in writes] if wait else []) as expected:
+        queued = await _accept(request, caller, group_id, writes) if fresh else []
+        if fresh:
+            await anyio.to_thread.run_sync(
+                conn.database.groups.close, group_id, len(entries), len(writes) - len(queued), utc_now()
+            )
+        if not wait or not queued:
+            return await status_answer(request, group_id, caller)
+        ended = await expected.wait_all(queued, conn.settings.sync_wait_seconds)
     if all(message is not None for message in ended):
         # Every entry's result is committed before its wake-up is published; the group's counters in Redis are
         # moved a moment later (where the job leaves its queue), so they are not what decides "finished" here.
@@ -96,9 +85,7 @@ async def _batch_answer(
     return answer
 
 
-async def _accept(
-    request: Request, caller: Principal, group_id: str, writes: list[tuple[int, Any]], waiting: dict[str, Any]
-) -> list[str]:
+async def _accept(request: Request, caller: Principal, group_id: str, writes: list[tuple[int, Any]]) -> list[str]:
     """Queue the batch's write entries; over the backpressure limits nothing is accepted and the same request may
     come again (the group is forgotten)."""
     conn = connections(request)
@@ -112,8 +99,6 @@ async def _accept(
             request_id(request),
         )
     except (AccessError, Unavailable):  # refused (403) or over the backpressure limits (429/503)
-        for job_id in waiting:
-            conn.waiter.forget(job_id)
         await anyio.to_thread.run_sync(conn.database.groups.discard, group_id)
         raise
     return taken.queued

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import anyio
@@ -18,9 +16,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from api.auth import Caller
-from api.groups import BLOCK_ENTRIES, Progress
+from api.deps import connections, fhir_base, request_id
+from api.group_answers import group_id_for, status_answer
+from api.groups import BLOCK_ENTRIES
 from api.http import fhir_response
-from api.routes.fhir import connections, fhir_base, request_id
 from worker.errors import BodyTooLarge, Issue, UnknownJob, UnsupportedMediaType, operation_outcome
 from worker.model.access import Principal
 from worker.model.clock import utc_now
@@ -28,14 +27,6 @@ from worker.submission import Taken
 
 router = APIRouter(prefix="/fhir")
 NDJSON_TYPES = ("application/fhir+ndjson", "application/ndjson", "application/x-ndjson")
-
-
-def group_id_for(idempotency_key: str | None, subject: str) -> str:
-    """The same Idempotency-Key of the same subject names the same group, so a resubmitted feed is accepted line
-    by line only once (another subject's key names another group)."""
-    if idempotency_key:
-        return "g" + hashlib.sha256(json.dumps([subject, idempotency_key]).encode()).hexdigest()[:23]
-    return "g" + uuid.uuid4().hex[:23]
 
 
 class _Lines:
@@ -189,37 +180,3 @@ async def results(group_id: str, request: Request, caller: Caller) -> Response:
             yield (json.dumps(line) + "\n").encode()
 
     return StreamingResponse(lines(), media_type="application/fhir+ndjson")
-
-
-async def group_status(request: Request, group_id: str, caller: Principal) -> Response | None:
-    """The polling answer for a group (None when no such group, or not the caller's): 202 with X-Progress while
-    entries are pending."""
-    return await _status(request, group_id, caller, accepted_answer=False)
-
-
-async def status_answer(request: Request, group_id: str, caller: Principal) -> Response:
-    """202 Accepted for a group just recorded, with its progress."""
-    answer = await _status(request, group_id, caller, accepted_answer=True)
-    assert answer is not None
-    return answer
-
-
-async def _status(request: Request, group_id: str, caller: Principal, accepted_answer: bool) -> Response | None:
-    conn = connections(request)
-    group = await anyio.to_thread.run_sync(conn.database.groups.get, group_id)
-    if group is None or not caller.owns(group.owner):
-        return None
-    progress: Progress = await anyio.to_thread.run_sync(conn.groups.progress, group)
-    base = fhir_base(request)
-    location = f"{base}/_async/{group_id}"
-    body = progress.to_parameters(f"{location}/results")
-    if progress.done and group.kind == "batch" and not accepted_answer:  # a batch's answer is its Bundle, not counts
-        return fhir_response(await anyio.to_thread.run_sync(conn.groups.batch_response, group, base), 200)
-    if accepted_answer or not progress.done:
-        total = group.total if group.total is not None else "?"
-        return fhir_response(
-            body,
-            202,
-            {"Content-Location": location, "X-Progress": f"{progress.ended}/{total} entries", "Retry-After": "1"},
-        )
-    return fhir_response(body, 200, {"Content-Location": location})

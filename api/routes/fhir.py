@@ -6,11 +6,8 @@ I/O), build a JobRequest, and let the intake accept it.
 
 from __future__ import annotations
 
-import json
-import re
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from functools import partial
 from typing import Any
 from urllib.parse import urlencode
@@ -24,11 +21,12 @@ from api.auth import Caller
 from api.capabilities import capability_statement
 from api.conditional import parse_criterion
 from api.dependencies import Connections
+from api.deps import acting, connections, fhir_base, idempotency_key, query_number
 from api.entries import checked_resource
 from api.http import check_id, fhir_response, http_date, parse_if_match, parse_prefer, parse_snapshot_mode, read_body
 from api.intake import Finished
 from worker.errors import InvalidRequest, ResourceGone, ResourceNotFound, UnsupportedMediaType
-from worker.model.access import CREATE, DELETE, READ, UPDATE, Actor, Principal
+from worker.model.access import CREATE, DELETE, READ, UPDATE, Principal
 from worker.model.callback_targets import CallbackRefused, checked_callback
 from worker.model.changes import fhir_instant
 from worker.model.jobs import Action, JobRequest, body_digest
@@ -42,17 +40,6 @@ from worker.submission import Submission
 
 router = APIRouter(prefix="/fhir")
 _HISTORY_METHODS = {"create": "POST", "update": "PUT", "patch": "PATCH", "delete": "DELETE"}
-_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
-
-
-def connections(request: Request) -> Connections:
-    conn: Connections = request.app.state.connections
-    return conn
-
-
-def fhir_base(request: Request) -> str:
-    configured = connections(request).settings.base_url
-    return configured or f"{str(request.base_url).rstrip('/')}/fhir"
 
 
 def _resource_type(name: str) -> str:
@@ -232,14 +219,6 @@ async def history(resource_type: str, resource_id: str, request: Request, caller
     return fhir_response(bundle)
 
 
-def query_number(request: Request, name: str, default: int, low: int, high: int) -> int:
-    """A whole-number query parameter (ASCII digits only) within [low, high]; 400 naming it otherwise."""
-    raw = request.query_params.get(name, str(default))
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
-        raise InvalidRequest(f"{name} must be a whole number from {low} to {high}", name)
-    return int(raw)
-
-
 def _history_entry(version: StoredVersion, base: str) -> dict[str, Any]:
     entry: dict[str, Any] = {"fullUrl": f"{base}/{version.key}"}
     if not version.deleted:
@@ -289,28 +268,6 @@ def _resource_body(
             f"Content-Type {kind!r} is not a FHIR resource format; use application/fhir+json", "Content-Type"
         )
     return checked_resource(resource, resource_type, resource_id, lenient)
-
-
-def acting(request: Request, caller: Principal, job: JobRequest) -> JobRequest:
-    """The job with who asks for it: subject, client, the permissions granted on its type, the X-Request-Id."""
-    return replace(
-        job, actor=Actor(caller.subject, caller.client_id, caller.grants.on(job.resource_type), request_id(request))
-    )
-
-
-def request_id(request: Request) -> str:
-    given = request.headers.get("x-request-id")
-    if given is None:
-        return ""
-    if not _REQUEST_ID.fullmatch(given):
-        raise InvalidRequest("X-Request-Id must be 1 to 200 visible ASCII characters", "X-Request-Id")
-    return given
-
-
-def idempotency_key(request: Request, caller: Principal) -> str | None:
-    """The client's Idempotency-Key, scoped to its subject (another subject's key is another key)."""
-    given = request.headers.get("idempotency-key")
-    return json.dumps([caller.subject, given]) if given else None
 
 
 def _nothing() -> None:

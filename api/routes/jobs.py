@@ -8,10 +8,10 @@ from fastapi.responses import Response
 
 from api.answers import poll_answer
 from api.auth import Caller
+from api.deps import connections, fhir_base
+from api.group_answers import group_status
 from api.http import fhir_response
-from api.routes.feeds import group_status
-from api.routes.fhir import connections, fhir_base
-from api.routes.transactions import transaction_answer
+from api.transactions import transaction_answer
 from worker.errors import JobStarted, UnknownJob
 from worker.model.clock import utc_now
 from worker.model.jobs import Action, JobState, outcome_of

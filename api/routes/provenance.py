@@ -16,8 +16,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.auth import Caller
+from api.deps import connections, fhir_base, query_number
 from api.http import check_id, fhir_response
-from api.routes.fhir import connections, fhir_base, query_number
 from worker.errors import InvalidRequest
 from worker.model.access import READ
 from worker.model.versions import StoredVersion

@@ -16,9 +16,9 @@ from fastapi.responses import Response
 
 from api.answers import accepted_answer
 from api.dependencies import Connections
+from api.deps import acting, connections, fhir_base
 from api.entries import authorize_entry, entry_request, is_read
 from api.http import fhir_response, outcome_response, parse_prefer
-from api.routes.fhir import acting, connections, fhir_base
 from worker.errors import InvalidRequest
 from worker.model.access import Principal
 from worker.model.clock import utc_now
@@ -66,14 +66,11 @@ async def transaction(request: Request, entries: list[Any], caller: Principal) -
     job = Job(job_id, job_request, JobState.ACCEPTED, utc_now(), extra={"reads": reads, "size": len(entries)})
     keys = transaction_keys(checked)
     wait = "respond-async" not in parse_prefer(request.headers.get("prefer"))
-    future = conn.waiter.register(job.id) if wait else None
-    try:
+    async with conn.waiter.expect([job.id] if wait else []) as expected:
         await anyio.to_thread.run_sync(conn.submitter.submit_transaction, job, keys)
-    except BaseException:
-        conn.waiter.forget(job.id)
-        raise
-    if future is not None:
-        await conn.waiter.wait(job.id, future, conn.settings.sync_wait_seconds)
+        if wait:
+            await expected.wait(job.id, conn.settings.sync_wait_seconds)
+    if wait:  # the waiting API reads the whole result from MongoDB: the wake-up carries the status alone
         done = await anyio.to_thread.run_sync(conn.database.jobs.get, job.id)
         if done is not None and done.state.final:
             return await anyio.to_thread.run_sync(transaction_answer, conn, done, fhir_base(request))

@@ -1,0 +1,58 @@
+"""What every route takes from a request: the API's connections, the FHIR base URL, the caller acting on a job,
+the X-Request-Id and Idempotency-Key, and numeric query parameters. Routes import these from here, never from
+one another."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+
+from fastapi import Request
+
+from api.dependencies import Connections
+from worker.errors import InvalidRequest
+from worker.model.access import Actor, Principal
+from worker.model.jobs import JobRequest
+
+_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+def connections(request: Request) -> Connections:
+    conn: Connections = request.app.state.connections
+    return conn
+
+
+def fhir_base(request: Request) -> str:
+    configured = connections(request).settings.base_url
+    return configured or f"{str(request.base_url).rstrip('/')}/fhir"
+
+
+def acting(request: Request, caller: Principal, job: JobRequest) -> JobRequest:
+    """The job with who asks for it: subject, client, the permissions granted on its type, the X-Request-Id."""
+    return replace(
+        job, actor=Actor(caller.subject, caller.client_id, caller.grants.on(job.resource_type), request_id(request))
+    )
+
+
+def request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id")
+    if given is None:
+        return ""
+    if not _REQUEST_ID.fullmatch(given):
+        raise InvalidRequest("X-Request-Id must be 1 to 200 visible ASCII characters", "X-Request-Id")
+    return given
+
+
+def idempotency_key(request: Request, caller: Principal) -> str | None:
+    """The client's Idempotency-Key, scoped to its subject (another subject's key is another key)."""
+    given = request.headers.get("idempotency-key")
+    return json.dumps([caller.subject, given]) if given else None
+
+
+def query_number(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """A whole-number query parameter (ASCII digits only) within [low, high]; 400 naming it otherwise."""
+    raw = request.query_params.get(name, str(default))
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        raise InvalidRequest(f"{name} must be a whole number from {low} to {high}", name)
+    return int(raw)

@@ -16,8 +16,11 @@ flower: $(VENV)/.installed
 	$(PY) scripts/provision.py --state .run/services -- $(VENV)/bin/fhir-patch serve --log-dir .run/logs --flower-port 5555
 
 ## test: ephemeral Redis and MongoDB-protocol server on free ports, the whole pytest suite, teardown.
+## Two test processes (pytest-xdist), a test file each at a time: the pipeline tests mostly wait on the
+## processes they start, so two overlap well on two cores. TEST_PROCESSES=0 runs them in one process.
+TEST_PROCESSES ?= 2
 test: $(VENV)/.installed
-	$(PY) scripts/provision.py -- $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) scripts/provision.py -- $(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 typecheck: $(VENV)/.installed
 	$(PY) -m mypy

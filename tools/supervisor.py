@@ -35,7 +35,7 @@ def service_processes(
     workers = settings.workers if workers is None else workers
     concurrency = settings.worker_concurrency if concurrency is None else concurrency
     celery = [sys.executable, "-m", "celery", "-A", "worker.celery.process"]
-    # Every process counts the same pool: the number of drainers the service keeps (worker/submission/drains.py, drainer_limits).
+    # Every process counts the same pool: the number of drainers the service keeps (drains.drainer_limits).
     counts = {"FHIR_PATCH_WORKERS": str(workers), "FHIR_PATCH_WORKER_CONCURRENCY": str(concurrency)}
     specs = [
         ProcessSpec(

@@ -26,6 +26,9 @@ def _delivery(settings: Settings) -> dict[str, Any]:
         # One queue per deployment namespace: deployments sharing a Redis
         # never take each other's work.
         "task_default_queue": settings.namespace,
+        # And one control exchange per namespace: a ping (the readiness check's "does a worker answer?") reaches
+        # this deployment's workers only, not those of another deployment on the same Redis.
+        "control_exchange": f"{settings.namespace}-control",
         # Results live in MongoDB (the job document); a Celery result backend
         # would be a second, weaker copy of the truth.
         "result_backend": None,

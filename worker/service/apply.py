@@ -18,14 +18,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from worker.errors import FhirError
-from worker.model.changes import Existing, identifiers, plan_change
+from worker.model.changes import Existing, plan_change
 from worker.model.jobs import Job, JobResult, JobState, Start
 from worker.model.stores import Stores
 from worker.model.versions import StoredVersion, planned_version
-from worker.ordering.copies import NewestCopies
 from worker.service.budget import OverBudget, time_budget
+from worker.service.commit import Commit
 from worker.settings import Settings
-from worker.storage import VersionConflict
 
 log = logging.getLogger("fhir_patch.apply")
 
@@ -55,10 +54,10 @@ class Plan:
 
 
 class Applier:
-    def __init__(self, settings: Settings, database: Stores, copies: NewestCopies, clock: Callable[[], datetime]):
+    def __init__(self, settings: Settings, database: Stores, commit: Commit, clock: Callable[[], datetime]):
         self._settings = settings
         self._db = database
-        self._copies = copies
+        self.commit = commit
         self._clock = clock
 
     def run_job(self, job: Job, cached_newest: str | None = None) -> Applied | Job | LeaseLost:
@@ -93,13 +92,9 @@ class Applier:
             current = plan.version or current
             plans.append((job, plan))
         versions = [plan.version for _, plan in plans if plan.version is not None]
-        self.index(list(zip([before, *versions], versions)))
-        committed = self._db.resources.commit_many(versions)
+        committed = self.commit.in_order(list(zip([before, *versions], versions)))
         if committed < len(versions):  # keep the jobs before the first version not written
             plans = plans[: next(i for i, (_, plan) in enumerate(plans) if plan.version is versions[committed])]
-        if committed:
-            newest = versions[committed - 1]
-            self._copies.remember_newest(newest.key, newest.version_id, newest.to_cache())
         return [Applied(job, plan.result, plan.text) for job, plan in plans]
 
     def run_singles(self, jobs: list[tuple[Job, str | None]]) -> list[Applied | Job | LeaseLost]:
@@ -114,12 +109,8 @@ class Applier:
                 current = StoredVersion.from_cache(cached) if cached else self.newest(job)
                 plans[index] = (current, self.plan(job, current, now))
         writes = {i: (current, plan.version) for i, (current, plan) in plans.items() if plan.version is not None}
-        self.index(list(writes.values()))
         order = list(writes)
-        taken = {order[n] for n in self._db.resources.commit_each([new for _, new in writes.values()])}
-        self._copies.remember_many(
-            [(new.key, new.version_id, new.to_cache()) for i, (_, new) in writes.items() if i not in taken]
-        )
+        taken = {order[n] for n in self.commit.each(list(writes.values()))}
         results: list[Applied | Job | LeaseLost] = []
         for index, (job, cached) in enumerate(jobs):
             if index not in plans:
@@ -158,16 +149,6 @@ class Applier:
         new = planned_version(job.id, job.request, planned.resource, version_id, now)
         return Plan(JobResult(planned.status, version_id, now, planned.outcome), new, new.text)
 
-    def index(self, changes: list[tuple[StoredVersion | None, StoredVersion]]) -> None:
-        """Index identifiers the new versions add, before they are committed (so the index never misses one)."""
-        entries = []
-        for old, new in changes:
-            if new.text is None or '"identifier"' not in new.text:
-                continue
-            added = identifiers(new.resource()) - identifiers(old.resource() if old is not None and old.text else None)
-            entries += [(new.resource_type, system, value, new.resource_id) for system, value in added]
-        self._db.identifiers.add(entries)
-
     def newest(self, job: Job) -> StoredVersion | None:
         return self._db.resources.newest(job.request.resource_type, job.request.resource_id)
 
@@ -188,20 +169,15 @@ class Applier:
         new = plan.version
         if new is None:
             return Applied(job, plan.result, plan.text)
-        self.index([(current, new)])
-        try:
-            self._db.resources.commit(new)
-        except VersionConflict as exc:
-            return self._collided(job, exc.latest)
-        self._copies.remember_newest(job.key, new.version_id, new.to_cache())
-        return Applied(job, plan.result, plan.text)
+        collided = self.commit.one((current, new))
+        return Applied(job, plan.result, plan.text) if collided is None else self._collided(job, collided.latest)
 
     def _collided(self, job: Job, latest: StoredVersion | None = None) -> Applied | LeaseLost:
         """The job's version number was taken: by its own earlier attempt (paused, then resumed; that version is
         its result), or by another writer (the lease is lost)."""
         latest = latest or self._db.resources.latest(job.request.resource_type, job.request.resource_id)
         if latest is not None:
-            self._copies.remember_newest(job.key, latest.version_id, latest.to_cache())
+            self.commit.copy([latest])
         earlier = latest if latest is not None and latest.job_id == job.id else self.written_by(job)
         if earlier is not None:
             return self.earlier_result(job, earlier)

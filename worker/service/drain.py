@@ -26,6 +26,7 @@ from worker.model.stores import Stores
 from worker.ordering import KeyQueues
 from worker.schedule import Finished, Heads, Step
 from worker.service.apply import Applied, Applier, LeaseLost
+from worker.service.commit import Commit
 from worker.service.outcomes import Outcomes, leaving
 from worker.service.transaction import TransactionRunner
 from worker.settings import Settings
@@ -70,7 +71,7 @@ class Drainer:
         self._holder_gone = holder_gone
         self._db = database
         self._schedule = queues.schedule
-        self._applier = Applier(settings, database, queues.copies, clock)
+        self._applier = Applier(settings, database, Commit(database, queues.copies), clock)
         self._outcomes = Outcomes(database, queues.wakeups, on_finished, clock, retire)
         self._transactions = TransactionRunner(settings, database, queues, self._applier, send_drain, clock)
 

@@ -86,16 +86,13 @@ class TransactionRunner:
             ]
             self._db.resources.remove_uncommitted(job.id, candidates)
         result, versions = self._plan(job, entries, current)
-        if versions:
-            self._applier.index([(current[v.key], v) for v in versions])
-            self._db.resources.commit_many(
-                versions
-            )  # holding every lease: a collision cannot happen unless the leases expired
+        commit = self._applier.commit
+        # Holding every lease: a collision cannot happen unless the leases expired (then the result still decides).
+        commit.in_order([(current[v.key], v) for v in versions], copy=False)
         now = self._clock()
         self._db.jobs.finish_many([result_event(job, result, now)])  # the commit point
         if result.succeeded:
-            for version in versions:
-                self._queues.copies.remember_newest(version.key, version.version_id, version.to_cache())
+            commit.copy(versions)
         finished = job.finished(result, now)
         # The waiting API reads the whole result from MongoDB: the wake-up carries the status alone.
         self._queues.wakeups.publish([WakeUp(job.id, finished.state, JobResult(result.status), None).encode()])
@@ -145,10 +142,8 @@ class TransactionRunner:
         return JobResult(200, entries=sorted(results, key=lambda r: int(r["index"]))), versions
 
     def _refresh_copies(self, keys: list[str]) -> None:
-        for key in keys:
-            newest = self._db.resources.latest(*key.split("/", 1))
-            if newest is not None:
-                self._queues.copies.remember_newest(key, newest.version_id, newest.to_cache())
+        latest = [self._db.resources.latest(*key.split("/", 1)) for key in keys]
+        self._applier.commit.copy([version for version in latest if version is not None])
 
     def _complete(self, keys: list[str], token: str, job: Job) -> TransactionStep:
         """Take the ended transaction off all its queues, counted once (`leaving`), and wake the keys with more."""

@@ -1,0 +1,74 @@
+"""Commit new versions: the one place that writes versions to MongoDB and their copies to Redis.
+
+A version is one insert, `_id` "Type/id/n", so the insert is a compare-and-set on n
+(worker/storage/resource_store.py). Before it, the identifiers the version adds go to the index, so the index
+never misses one; after it, the Redis copy of the resource's newest version moves forward (never back:
+worker/ordering/copies.py). Single jobs, the jobs of one key together, single jobs of many keys, and a
+transaction's versions all commit here; a transaction copies its versions only after its commit point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from worker.model.changes import identifiers
+from worker.model.stores import Stores
+from worker.model.versions import StoredVersion
+from worker.ordering.copies import NewestCopies
+from worker.storage import VersionConflict
+
+Change = tuple[StoredVersion | None, StoredVersion]  # (the version it applies to, the new version)
+
+
+@dataclass(frozen=True)
+class Collision:
+    """The version number was taken: by `latest` (when the store could tell which)."""
+
+    latest: StoredVersion | None
+
+
+class Commit:
+    def __init__(self, database: Stores, copies: NewestCopies) -> None:
+        self._db = database
+        self._copies = copies
+
+    def one(self, change: Change) -> Collision | None:
+        """Commit one version; None when it is written."""
+        self._index([change])
+        try:
+            self._db.resources.commit(change[1])
+        except VersionConflict as exc:
+            return Collision(exc.latest)
+        self.copy([change[1]])
+        return None
+
+    def in_order(self, changes: list[Change], copy: bool = True) -> int:
+        """Versions in order (one key's jobs, or a transaction's entries): how many were written before the first
+        collision; the last of those is copied, unless `copy` is False (a transaction copies after its commit
+        point)."""
+        self._index(changes)
+        written = self._db.resources.commit_many([new for _, new in changes])
+        if written and copy:
+            self.copy([changes[written - 1][1]])
+        return written
+
+    def each(self, changes: list[Change]) -> set[int]:
+        """Versions of different keys, each on its own: the positions that collided (the others are copied)."""
+        self._index(changes)
+        collided = set(self._db.resources.commit_each([new for _, new in changes]))
+        self.copy([new for n, (_, new) in enumerate(changes) if n not in collided])
+        return collided
+
+    def copy(self, versions: list[StoredVersion]) -> None:
+        """Move the Redis copies forward to these versions (written, or read back from MongoDB): one round trip."""
+        self._copies.remember_many([(v.key, v.version_id, v.to_cache()) for v in versions])
+
+    def _index(self, changes: list[Change]) -> None:
+        """Index the identifiers the new versions add, before they are committed."""
+        entries = []
+        for old, new in changes:
+            if new.text is None or '"identifier"' not in new.text:
+                continue
+            added = identifiers(new.resource()) - identifiers(old.resource() if old is not None and old.text else None)
+            entries += [(new.resource_type, system, value, new.resource_id) for system, value in added]
+        self._db.identifiers.add(entries)

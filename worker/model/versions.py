@@ -59,15 +59,35 @@ class StoredVersion:
         }
 
     def to_cache(self) -> str:
-        document = {
-            k: v for k, v in self.to_document().items() if k != "prov"
-        }  # the copy serves reads and planning only
-        return json.dumps({**document, "lastUpdated": self.last_updated.isoformat()})
+        """The copy kept in Redis for reads and planning: one line of metadata (JSON), a newline, then the
+        resource's own text as it is (empty for a deletion). The text is not escaped into a JSON string, so it is
+        neither quoted on the way in nor unquoted on the way out (no Provenance: the copy serves reads only)."""
+        meta = {
+            "type": self.resource_type,
+            "id": self.resource_id,
+            "versionId": self.version_id,
+            "lastUpdated": self.last_updated.isoformat(),
+            "deleted": self.deleted,
+            "job": self.job_id,
+            "action": self.action,
+            "txn": self.transaction,
+        }
+        return json.dumps(meta) + "\n" + (self.text or "")
 
     @classmethod
     def from_cache(cls, cached: str) -> StoredVersion:
-        doc = json.loads(cached)
-        return cls.from_document({**doc, "lastUpdated": datetime.fromisoformat(doc["lastUpdated"])})
+        line, _, text = cached.partition("\n")
+        meta = json.loads(line)
+        return cls(
+            meta["type"],
+            meta["id"],
+            meta["versionId"],
+            datetime.fromisoformat(meta["lastUpdated"]),
+            None if meta["deleted"] else text,
+            meta.get("job", ""),
+            meta.get("action", ""),
+            meta.get("txn") or "",
+        )
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> StoredVersion:

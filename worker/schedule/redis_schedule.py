@@ -58,18 +58,20 @@ class RedisSchedule:
 
     # intake
 
-    def _arrive_keys(self, key: str) -> dict[str, str]:
+    def _sync_keys(self) -> dict[str, str]:
+        """The keys every arrival and the end of a restore touch: where jobs are queued or held, and the marker."""
         k = self.keys
         return {
-            "queue": k.queue(key),
-            "mark": k.mark(key),
             "active": k.keys_set,
             "payloads": k.payloads,
             "synced": k.synced,
             "held": k.held,
             "held_payloads": k.held_payloads,
-            "counts": k.counts,
         }
+
+    def _arrive_keys(self, key: str) -> dict[str, str]:
+        k = self.keys
+        return {**self._sync_keys(), "queue": k.queue(key), "mark": k.mark(key), "counts": k.counts}
 
     def arrive(self, key: str, job_id: str, payload: str, now: float) -> Arrival:
         """Queue a job on its key and count it accepted (held while Redis is out of sync; never twice)."""
@@ -90,14 +92,7 @@ class RedisSchedule:
     def arrive_transaction(self, keys: list[str], job_id: str, payload: str, now: float) -> list[str] | None:
         """Queue a transaction on all its keys at once: the keys to offer, or None when held."""
         k = self.keys
-        named = {
-            "payloads": k.payloads,
-            "active": k.keys_set,
-            "synced": k.synced,
-            "held": k.held,
-            "held_payloads": k.held_payloads,
-            "counts": k.counts,
-        }
+        named = {**self._sync_keys(), "counts": k.counts}
         pairs = [x for key in keys for x in (k.queue(key), k.mark(key))]
         args = {"job": job_id, "payload": payload, "offered": Mark.offered(now).encode()}
         offer = self._lua["arrive_transaction"](named, args, more_keys=pairs, more_args=keys)
@@ -341,15 +336,8 @@ class RedisSchedule:
 
     def finish_sync(self, now: float) -> list[str]:
         """Append the held jobs (arrival order) and set the marker, in one step; the keys to offer."""
-        k = self.keys
-        keys = {
-            "payloads": k.payloads,
-            "active": k.keys_set,
-            "synced": k.synced,
-            "held": k.held,
-            "held_payloads": k.held_payloads,
-        }
-        return _texts(self._lua["finish_sync"](keys, {"offered": Mark.offered(now).encode(), "prefix": k.own_prefix}))
+        args = {"offered": Mark.offered(now).encode(), "prefix": self.keys.own_prefix}
+        return _texts(self._lua["finish_sync"](self._sync_keys(), args))
 
     def lock(self, name: str, milliseconds: int) -> bool:
         """Take a deployment-wide lock (the reconciler's pass, the rebuild after a loss); False when held."""

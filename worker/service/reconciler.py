@@ -164,7 +164,7 @@ class Reconciler:
     def sync(self, now: datetime) -> int:
         """If Redis lost its data, rebuild every queue from MongoDB in acceptance order; jobs put back."""
         schedule = self._queues.schedule
-        if schedule.synced() or not self._queues.schedule.lock(self._queues.keys.restore_lock, RESTORE_LOCK_MS):
+        if schedule.synced() or not schedule.lock(self._queues.keys.restore_lock, RESTORE_LOCK_MS):
             return 0
         try:
             by_key: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -184,7 +184,7 @@ class Reconciler:
             if busy:
                 return 0
         finally:
-            self._queues.schedule.unlock(self._queues.keys.restore_lock)
+            schedule.unlock(self._queues.keys.restore_lock)
         restored = sum(len(jobs) for jobs in by_key.values())
         log.warning("Redis was out of sync: queues rebuilt from MongoDB", extra={"jobs": restored, "keys": len(by_key)})
         return restored

@@ -152,10 +152,7 @@ class Submitter:
 
     def restore(self, job: Job, keys: list[str]) -> None:
         """Queue a recorded job that no queue holds: its request died between recording and queuing it (so no
-        client was told it was accepted, and it was not counted: the count moves in the enqueue's round trip)."""
-        self._queue_again(job, keys)
-
-    def _queue_again(self, job: Job, keys: list[str]) -> None:
+        client was told it was accepted, and it was not counted: the count moves in `arrive`)."""
         now = time.time()
         if job.request.action == Action.TRANSACTION:
             to_wake = self._schedule.arrive_transaction(keys, job.id, job.to_payload(), now)
@@ -229,7 +226,7 @@ class Submitter:
         if again is None or again.state.final:
             return
         try:
-            self._queue_again(again, keys_of(again))
+            self.restore(again, keys_of(again))
         except StorageUnavailable as exc:
             raise ServiceBusy(
                 "The job queue (Redis) cannot be reached: the request was not accepted; retry", "request"

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.auth import Caller
+from api.dependencies import Connections
 from api.deps import connections, fhir_base, request_id
 from api.entries import entry_type, is_read
 from api.group_answers import group_id_for, group_status, status_answer
@@ -62,12 +63,16 @@ async def _batch(request: Request, caller: Caller, entries: list[Any]) -> Respon
     fresh = await anyio.to_thread.run_sync(
         lambda: conn.database.groups.open(group_id, "batch", utc_now(), reads, caller.subject)
     )
-    wait = fresh and "respond-async" not in parse_prefer(request.headers.get("prefer"))
+    # A resubmission whose first intake never ended (its API died mid-intake: the group is not closed) takes the
+    # entries again: none is recorded twice, and those recorded but never queued are queued now, in entry order
+    # (worker/submission/submitter.py), so no acknowledged entry waits for the reconciler behind later jobs.
+    intake = fresh or await anyio.to_thread.run_sync(_intake_unfinished, conn, group_id, caller)
+    wait = intake and "respond-async" not in parse_prefer(request.headers.get("prefer"))
     # Every entry is expected before any is queued (a fast worker must not finish one unseen); entries refused at
     # intake never run, and leaving the block forgets them.
     async with conn.waiter.expect([entry_job_id(group_id, n) for n, _ in writes] if wait else []) as expected:
-        queued = await _accept(request, caller, group_id, writes) if fresh else []
-        if fresh:
+        queued = await _accept(request, caller, group_id, writes) if intake else []
+        if intake:  # a second close collides with a first one, which stands
             await anyio.to_thread.run_sync(
                 conn.database.groups.close, group_id, len(entries), len(writes) - len(queued), utc_now()
             )
@@ -102,6 +107,11 @@ async def _accept(request: Request, caller: Principal, group_id: str, writes: li
         await anyio.to_thread.run_sync(conn.database.groups.discard, group_id)
         raise
     return taken.queued
+
+
+def _intake_unfinished(conn: Connections, group_id: str, caller: Principal) -> bool:
+    group = conn.database.groups.get(group_id)
+    return group is not None and group.total is None and caller.owns(group.owner)
 
 
 def _readable(caller: Principal, entry: Any) -> bool:

@@ -13,9 +13,13 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from api.group_answers import group_id_for
 from tests.pipeline.conftest import CALLBACK_SECRET
 from tests.support.processes import wait_for
 from tests.support.service import Service, wait_jobs_final
+from worker.model.clock import utc_now
+from worker.settings import Settings
+from worker.storage import Database
 
 PATCH = {"content-type": "application/json-patch+json"}
 ASYNC = {**PATCH, "prefer": "respond-async"}
@@ -140,6 +144,31 @@ def receiver() -> Iterator[Receiver]:
     yield r
     r.server.shutdown()
     r.server.server_close()
+
+
+def test_a_batch_resent_after_its_api_died_mid_intake_is_taken_and_answered(service: Service) -> None:
+    """The API died after opening a batch's group and before queuing its entries (as a SIGKILL there leaves it):
+    the same batch sent again with its Idempotency-Key is taken whole and answered with its batch-response, not
+    left pending for ever."""
+    key = "batch-whose-intake-died"
+    database = Database.open(Settings.from_env(service.env))
+    try:
+        assert database.groups.open(group_id_for(key, "tester"), "batch", utc_now(), {}, "tester")
+    finally:
+        database.close()
+    entries = [
+        {
+            "resource": {"resourceType": "Patient", "id": f"died{n}"},
+            "request": {"method": "PUT", "url": f"Patient/died{n}"},
+        }
+        for n in range(3)
+    ]
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": entries}
+    with service.client() as client:
+        answer = client.post("", json=bundle, headers={"idempotency-key": key})
+        assert answer.status_code == 200, answer.text
+        assert [e["response"]["status"] for e in answer.json()["entry"]] == ["201 Created"] * 3
+        assert client.get("Patient/died2").status_code == 200
 
 
 def test_callback_is_signed_and_retried_after_500s(service: Service, receiver: Receiver) -> None:

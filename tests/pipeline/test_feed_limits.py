@@ -14,7 +14,7 @@ from tests.support.processes import wait_progress
 from tests.support.service import Service, service_of_its_own
 
 NDJSON = {"content-type": "application/fhir+ndjson"}
-CAP = 1000  # the cut is the same at any size; smaller keeps the suite short
+CAP = 3000
 
 
 @pytest.fixture(scope="module")

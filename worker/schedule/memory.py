@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from worker.schedule.port import Arrival, DrainerLimits, Finished, Heads, Step
+from worker.schedule.port import Arrival, DrainerLimits, Finished, Heads, Step, distinct_items
 from worker.schedule.states import KeyView, Mark, MarkKind
 
 MOST_ITEMS_PER_TAKE = 16
@@ -125,10 +125,7 @@ class MemorySchedule:
         self.drainer_items[drainer] = "\n".join(items)
         keys = [key for one in items for key in one.split()]
         self.taken(keys, worker, now)
-        split = [one.split() for one in items]
-        grouped = {key for one in split if len(one) > 1 for key in one}
-        singles = list(dict.fromkeys(one[0] for one in split if len(one) == 1 and one[0] not in grouped))
-        return [[key] for key in singles] + [one for one in split if len(one) > 1]
+        return distinct_items([one.split() for one in items])
 
     def wait(self, seconds: float) -> str | None:
         return self.ready.pop(0) if self.ready else None

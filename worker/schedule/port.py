@@ -93,6 +93,14 @@ class DrainerLimits:
     stale_seconds: float
 
 
+def distinct_items(items: list[list[str]]) -> list[list[str]]:
+    """Items taken together, each the list of its keys: single keys first, each once, then transactions' items; a
+    key that is also in a transaction's item comes with that item only (one drain per key in a take)."""
+    grouped = {key for item in items if len(item) > 1 for key in item}
+    singles = list(dict.fromkeys(item[0] for item in items if len(item) == 1 and item[0] not in grouped))
+    return [[key] for key in singles] + [item for item in items if len(item) > 1]
+
+
 class KeySchedule(Protocol):
     """The transitions of resource keys (see the module's table); Redis (redis_schedule.py) and memory
     (memory.py) implement it, held to one contract suite (tests/schedule/)."""

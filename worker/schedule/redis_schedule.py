@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from worker.edges import translating
 from worker.model.latency import latency_bucket
 from worker.schedule.keys import RedisKeys, client_field, decoded
-from worker.schedule.port import Arrival, DrainerLimits, Finished, Heads, Step
+from worker.schedule.port import Arrival, DrainerLimits, Finished, Heads, Step, distinct_items
 from worker.schedule.scripts import scripts
 from worker.schedule.states import KeyView, Mark, taken_prefix
 
@@ -143,10 +143,7 @@ class RedisSchedule:
         got = self._lua["take"](keys, args)
         if not got:
             return []
-        items = [line.split() for line in decoded(got).split("\n")]
-        grouped = {key for item in items if len(item) > 1 for key in item}
-        singles = list(dict.fromkeys(item[0] for item in items if len(item) == 1 and item[0] not in grouped))
-        return [[key] for key in singles] + [item for item in items if len(item) > 1]
+        return distinct_items([line.split() for line in decoded(got).split("\n")])
 
     def wait(self, seconds: float) -> str | None:
         """Block up to `seconds` for the next item (then `take` it with that item)."""

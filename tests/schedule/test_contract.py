@@ -97,14 +97,16 @@ def test_a_transaction_offered_with_its_keys_comes_as_one_item(backend: Backend)
 def test_a_failed_drain_is_retried_when_due_through_the_ready_list(backend: Backend) -> None:
     s, now = backend.schedule, backend.now()
     s.arrive(A, "j1", "p1", now)
+    assert s.next_due() is None
     s.retry(A, now + 3600)
+    assert s.next_due() == now + 3600
     view = s.view(A)
     assert view.mark is not None and view.mark.kind is MarkKind.RETRYING and view.state() is KeyState.RETRYING
     (drainer,) = s.offer([B], now, LIMITS)  # any item, so that a drainer is named
     assert s.take(drainer, "host:1", now) == [[B]], "A is not due yet: it is not handed out"
     s.retry(A, now - 1)
     assert s.take(drainer, "host:1", now) == [[A]], "due: it joins the ready list and is taken"
-    assert s.view(A).taken_by == "host:1"
+    assert s.view(A).taken_by == "host:1" and s.next_due() is None, "moved: no longer due"
     s.retry("Patient/idle", now - 1)
     assert s.take(drainer, "host:1", now) == [], "a key that owes no drain is not retried"
 

@@ -20,6 +20,7 @@ MOST_ITEMS_PER_TAKE = 16
 @dataclass
 class MemorySchedule:
     clock: Callable[[], float] = field(default=lambda: 0.0)
+    sleep: Callable[[float], None] = field(default=lambda seconds: None)  # what a blocking `wait` spends
     queues: dict[str, list[str]] = field(default_factory=dict)
     payloads: dict[str, str] = field(default_factory=dict)
     leases: dict[str, tuple[str, float]] = field(default_factory=dict)  # key -> (token, expires at)
@@ -40,7 +41,7 @@ class MemorySchedule:
 
     def lose_everything(self) -> None:
         """Redis lost its data (restarted empty): every structure goes, and with it the sync marker."""
-        self.__init__(clock=self.clock, copy_of=self.copy_of, in_sync=False)  # type: ignore[misc]
+        self.__init__(clock=self.clock, sleep=self.sleep, copy_of=self.copy_of, in_sync=False)  # type: ignore[misc]
 
     def _count(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + n
@@ -128,6 +129,8 @@ class MemorySchedule:
         return distinct_items([one.split() for one in items])
 
     def wait(self, seconds: float) -> str | None:
+        if not self.ready:
+            self.sleep(seconds)  # as a blocking wait would; due retries do not join the list by themselves
         return self.ready.pop(0) if self.ready else None
 
     def hand_over(self, drainer: str, now: float) -> None:
@@ -158,6 +161,9 @@ class MemorySchedule:
         if key in self.marks:
             self.marks[key] = Mark.retrying(due).encode()
             self.due[key] = due
+
+    def next_due(self) -> float | None:
+        return min(self.due.values(), default=None)
 
     # drain
 

@@ -186,6 +186,11 @@ class RedisSchedule:
         args = {"key": key, "retrying": Mark.retrying(due).encode(), "at": due}
         self._lua["retry"]({"mark": self.keys.mark(key), "due": self.keys.due}, args)
 
+    def next_due(self) -> float | None:
+        """When the earliest retry is due (None: none is waiting)."""
+        first = self._redis.zrange(self.keys.due, 0, 0, withscores=True)
+        return float(first[0][1]) if first else None
+
     # drain
 
     @staticmethod

@@ -53,9 +53,16 @@ class LoopParts:
 
 
 class DrainLoop:
-    def __init__(self, parts: LoopParts, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        parts: LoopParts,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`clock` stamps marks and due times (shared with every process); `monotonic` times a drainer's turn."""
         self._p = parts
         self._clock = clock
+        self._monotonic = monotonic
 
     def run(self, drainer: str | None, keys: list[str] | None = None) -> int:
         """Drain `keys` (taken already), then, for a drainer, what the ready list offers; the jobs processed."""
@@ -68,17 +75,17 @@ class DrainLoop:
         return processed
 
     def _pull(self, drainer: str) -> int:
-        started, schedule, me = time.monotonic(), self._p.schedule, self._p.worker
+        started, schedule, me = self._monotonic(), self._p.schedule, self._p.worker
         resumed = schedule.resumed(drainer)
         if resumed:
             schedule.taken(resumed, me, self._clock())
         processed = self._drain_keys(resumed)
-        while time.monotonic() - started < DRAINER_SECONDS:
+        while self._monotonic() - started < DRAINER_SECONDS:
             items = schedule.take(drainer, me, self._clock())
             if not items:
-                item = schedule.wait(LINGER_SECONDS)
-                items = schedule.take(drainer, me, self._clock(), "retire", item)
-                if not items:
+                seconds, mode = self._idle()
+                items = schedule.take(drainer, me, self._clock(), mode, schedule.wait(seconds))
+                if not items and mode == "retire":
                     return processed  # retired: no longer counted, so the next offer starts a drainer
             processed += self._drain_keys([item[0] for item in items if len(item) == 1])
             for group in (item for item in items if len(item) > 1):  # a transaction's keys, drained in turn
@@ -86,6 +93,15 @@ class DrainLoop:
         schedule.hand_over(drainer, self._clock())
         self._p.start(drainer)
         return processed
+
+    def _idle(self) -> tuple[float, str]:
+        """How long to wait for the next item, and what to do if none comes: retire after LINGER_SECONDS, unless a
+        retry is due within this drainer's turn: then wait for it and stay counted, so a retry comes when due
+        rather than at the reconciler's next pass."""
+        due = self._p.schedule.next_due()
+        if due is None or due - self._clock() > DRAINER_SECONDS:
+            return LINGER_SECONDS, "retire"
+        return min(LINGER_SECONDS, max(0.01, due - self._clock())), "pull"
 
     def _drain_keys(self, batch: list[str]) -> int:
         batch = list(dict.fromkeys(batch))

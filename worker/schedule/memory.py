@@ -11,10 +11,8 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from worker.schedule.port import Arrival, DrainerLimits, Finished, Heads, Step, distinct_items
+from worker.schedule.port import MOST_ITEMS_PER_TAKE, Arrival, DrainerLimits, Finished, Heads, Step, distinct_items
 from worker.schedule.states import KeyView, Mark, MarkKind
-
-MOST_ITEMS_PER_TAKE = 16
 
 
 @dataclass

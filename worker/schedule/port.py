@@ -93,6 +93,9 @@ class DrainerLimits:
     stale_seconds: float
 
 
+MOST_ITEMS_PER_TAKE = 16  # a drainer applies the single jobs of several keys together (worker/service/drain.py)
+
+
 def distinct_items(items: list[list[str]]) -> list[list[str]]:
     """Items taken together, each the list of its keys: single keys first, each once, then transactions' items; a
     key that is also in a transaction's item comes with that item only (one drain per key in a take)."""

@@ -16,11 +16,10 @@ from redis.exceptions import RedisError
 from worker.edges import translating
 from worker.model.latency import latency_bucket
 from worker.schedule.keys import RedisKeys, client_field, decoded
-from worker.schedule.port import Arrival, DrainerLimits, Finished, Heads, Step, distinct_items
+from worker.schedule.port import MOST_ITEMS_PER_TAKE, Arrival, DrainerLimits, Finished, Heads, Step, distinct_items
 from worker.schedule.scripts import scripts
 from worker.schedule.states import KeyView, Mark, taken_prefix
 
-MOST_ITEMS_PER_TAKE = 16  # a drainer applies the single jobs of several keys together (worker/service/drain.py)
 _SCRIPTS = (
     "arrive",
     "arrive_transaction",

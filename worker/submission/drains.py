@@ -55,9 +55,9 @@ class CeleryDrains:
         except Exception:
             log.warning("drain not offered; the reconciler will offer it", exc_info=True)
 
-    def start(self, drainer: str, countdown: float | None = None) -> None:
+    def start(self, drainer: str) -> None:
         """Send the message that runs `drainer` (its place in the count is taken already)."""
-        self._celery.send_task(DRAIN_TASK, kwargs={"drainer": drainer}, countdown=countdown)
+        self._celery.send_task(DRAIN_TASK, kwargs={"drainer": drainer})
 
     def workers_answering(self, timeout: float) -> list[str]:
         """The names of the worker processes that answer a ping within `timeout` seconds."""

@@ -1,12 +1,16 @@
-"""Apply jobs to a resource: plan each change (pure), commit the new versions, decide what a redelivery means.
+"""Apply a batch of jobs: plan each change (pure), commit the new versions, say how each job ended.
 
-A single job (`run_job`) is started at its gate (JobStore.start: an insert, so
-one worker wins): a FIRST start plans and commits version n+1 with a
-compare-and-set on n; an AGAIN start (a redelivery after a crash) first looks
-for the version the job may have written already and takes that as its
-result; a CANCELLED start is left. Several fresh jobs of one key
-(`run_batch`) are planned in memory in order and committed together. The
-outcomes are recorded by outcomes.py; nothing here publishes or counts.
+A batch is either one key's jobs in queue order (`chained`: each applies to the version the one before made,
+committed in order: a collision keeps what came before it) or single jobs of different keys (each its own
+commit point, all in one insert). A single job is a batch of one. A transaction is the third kind of batch,
+with its result as its commit point (worker/service/transaction.py, through the same Commit).
+
+Every job is started at its gate first (JobStore.start_many: an insert each, so one worker wins):
+- FIRST: planned against the newest version (the Redis copy, else MongoDB) and committed as n+1 with a
+  compare-and-set on n;
+- AGAIN (a redelivery after a crash): it may have ended, or written its version, already; that is its result;
+- CANCELLED: left.
+The ends are recorded by outcomes.py; nothing here publishes or counts.
 """
 
 from __future__ import annotations
@@ -28,22 +32,19 @@ from worker.settings import Settings
 
 log = logging.getLogger("fhir_patch.apply")
 
+Queued = tuple[Job, str | None]  # a job, and the Redis copy of its key's newest version (None: read MongoDB)
+
 
 @dataclass(frozen=True)
-class Applied:
-    """A job brought to its result, to be recorded: `text` is the stored version it answers with (None for errors
-    and deletions)."""
+class JobEnd:
+    """How one job of a batch ended. `result` set: brought to its result now, to be recorded, answering with the
+    stored version `text` (None for errors and deletions). `result` None: it had ended before, or was cancelled
+    (`job` says how); nothing to record. `lease_lost`: another writer committed first; the key's drain stops."""
 
     job: Job
-    result: JobResult
-    text: str | None
-
-
-@dataclass(frozen=True)
-class LeaseLost:
-    """Another writer committed first and it was not this job: its lease is gone, the drain stops."""
-
-    key: str
+    result: JobResult | None = None
+    text: str | None = None
+    lease_lost: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,66 +61,67 @@ class Applier:
         self.commit = commit
         self._clock = clock
 
-    def run_job(self, job: Job, cached_newest: str | None = None) -> Applied | Job | LeaseLost:
-        """Bring one job to its result (Applied), or find it ended or cancelled (the Job, nothing to record)."""
-        started = self._db.jobs.start(job.id, self._clock())
-        if started is Start.CANCELLED:
-            self._db.jobs.cancelled_left([job.id], self._clock())
-            return replace(job, state=JobState.CANCELLED, finished_at=self._clock())
-        if started is Start.AGAIN:  # a redelivery: it may have ended, or written its version, already
-            job = self._db.jobs.get(job.id) or job
-            if job.state.final:
-                return job
-            earlier = self.written_by(job)
-            if earlier is not None:
-                return self.earlier_result(job, earlier)
-        current = StoredVersion.from_cache(cached_newest) if cached_newest else self.newest(job)
-        return self._apply(job, current)
-
-    def run_batch(self, jobs: list[Job], cached_newest: str | None) -> list[Applied]:
-        """Jobs never started before, applied in order in memory, then committed together. A collision (another
-        writer) keeps only what was committed before it; the rest goes one by one through run_job. Empty when
-        the first job is not a fresh start (a redelivery or a cancel: run_job handles those)."""
+    def apply(self, batch: list[Queued], chained: bool) -> list[JobEnd]:
+        """Bring a batch to its ends. Chained (one key's jobs in order): the jobs up to the first that is not a
+        fresh start, or that first one alone; the ends are a prefix of the batch (the rest stays queued). Not
+        chained (one job per key): an end for every job, in order."""
         now = self._clock()
-        starts = self._db.jobs.start_many([job.id for job in jobs], now)
-        fresh = [job for job, start in itertools.takewhile(lambda pair: pair[1] is Start.FIRST, zip(jobs, starts))]
+        starts = self._db.jobs.start_many([job.id for job, _ in batch], now)
+        if not chained:
+            return self._each(batch, starts, now)
+        fresh = [job for (job, _), start in itertools.takewhile(lambda p: p[1] is Start.FIRST, zip(batch, starts))]
         if not fresh:
-            return []
-        current = StoredVersion.from_cache(cached_newest) if cached_newest else self.newest(fresh[0])
-        before, plans = current, []
-        for job in fresh:
+            return [self._again(*batch[0], starts[0], now)]
+        return self._chain(fresh, batch[0][1], now)
+
+    def _each(self, batch: list[Queued], starts: list[Start], now: datetime) -> list[JobEnd]:
+        """Jobs of different keys: planned each on its own, their versions inserted together."""
+        ends: dict[int, JobEnd] = {}
+        writes: dict[int, tuple[StoredVersion | None, StoredVersion]] = {}
+        for index, ((job, cached), start) in enumerate(zip(batch, starts)):
+            if start is not Start.FIRST:
+                ends[index] = self._again(job, cached, start, now)
+                continue
+            current = self._current(job, cached)
+            plan = self.plan(job, current, now)
+            ends[index] = JobEnd(job, plan.result, plan.text)
+            if plan.version is not None:
+                writes[index] = (current, plan.version)
+        order = list(writes)
+        for collided in self.commit.each(list(writes.values())):
+            ends[order[collided]] = self._collided(batch[order[collided]][0])
+        return [ends[index] for index in range(len(batch))]
+
+    def _chain(self, jobs: list[Job], cached: str | None, now: datetime) -> list[JobEnd]:
+        """One key's fresh jobs, each planned on the version the one before made, committed in order."""
+        current = before = self._current(jobs[0], cached)
+        plans = []
+        for job in jobs:
             plan = self.plan(job, current, now)
             current = plan.version or current
-            plans.append((job, plan))
-        versions = [plan.version for _, plan in plans if plan.version is not None]
+            plans.append(plan)
+        versions = [plan.version for plan in plans if plan.version is not None]
         committed = self.commit.in_order(list(zip([before, *versions], versions)))
-        if committed < len(versions):  # keep the jobs before the first version not written
-            plans = plans[: next(i for i, (_, plan) in enumerate(plans) if plan.version is versions[committed])]
-        return [Applied(job, plan.result, plan.text) for job, plan in plans]
+        if committed < len(versions):  # a collision: keep the jobs before the first version not written
+            cut = next(i for i, plan in enumerate(plans) if plan.version is versions[committed])
+            if cut == 0:
+                return [self._collided(jobs[0])]
+            plans = plans[:cut]
+        return [JobEnd(job, plan.result, plan.text) for job, plan in zip(jobs, plans)]
 
-    def run_singles(self, jobs: list[tuple[Job, str | None]]) -> list[Applied | Job | LeaseLost]:
-        """One job each of different keys (with the copy of its key's newest version), brought to their results
-        together: one gate insert, one index update, one insert of every new version and one Redis round trip for
-        the copies. A job not started fresh here (a redelivery, a cancel) goes through run_job alone."""
-        now = self._clock()
-        starts = self._db.jobs.start_many([job.id for job, _ in jobs], now)
-        plans: dict[int, tuple[StoredVersion | None, Plan]] = {}
-        for index, ((job, cached), start) in enumerate(zip(jobs, starts)):
-            if start is Start.FIRST:
-                current = StoredVersion.from_cache(cached) if cached else self.newest(job)
-                plans[index] = (current, self.plan(job, current, now))
-        writes = {i: (current, plan.version) for i, (current, plan) in plans.items() if plan.version is not None}
-        order = list(writes)
-        taken = {order[n] for n in self.commit.each(list(writes.values()))}
-        results: list[Applied | Job | LeaseLost] = []
-        for index, (job, cached) in enumerate(jobs):
-            if index not in plans:
-                results.append(self.run_job(job, cached))
-            elif index in taken:
-                results.append(self._collided(job))
-            else:
-                results.append(Applied(job, plans[index][1].result, plans[index][1].text))
-        return results
+    def _again(self, job: Job, cached: str | None, start: Start, now: datetime) -> JobEnd:
+        """A job that was not started fresh: cancelled, ended before, its version written before, or (a
+        redelivery that died before it committed) applied now."""
+        if start is Start.CANCELLED:
+            self._db.jobs.cancelled_left([job.id], now)
+            return JobEnd(replace(job, state=JobState.CANCELLED, finished_at=now))
+        job = self._db.jobs.get(job.id) or job
+        if job.state.final:
+            return JobEnd(job)
+        earlier = self.written_by(job)
+        if earlier is not None:
+            return self.earlier_result(job, earlier)
+        return self._chain([job], cached, now)[0]
 
     def plan(self, job: Job, current: StoredVersion | None, now: datetime) -> Plan:
         """What the job does to `current`: its result, and the new version to commit. A job that fails, runs past
@@ -149,39 +151,33 @@ class Applier:
         new = planned_version(job.id, job.request, planned.resource, version_id, now)
         return Plan(JobResult(planned.status, version_id, now, planned.outcome), new, new.text)
 
-    def newest(self, job: Job) -> StoredVersion | None:
+    def _current(self, job: Job, cached: str | None) -> StoredVersion | None:
+        if cached:
+            return StoredVersion.from_cache(cached)
         return self._db.resources.newest(job.request.resource_type, job.request.resource_id)
 
     def written_by(self, job: Job) -> StoredVersion | None:
         """The version `job` wrote, if it wrote one (it is among the newest versions of its resource)."""
         return self._db.resources.written_by(job.id, job.request.resource_type, job.request.resource_id)
 
-    def earlier_result(self, job: Job, version: StoredVersion) -> Applied:
+    def earlier_result(self, job: Job, version: StoredVersion) -> JobEnd:
         log.info(
             "job had already written its version; recording that",
             extra={"job_id": job.id, "key": job.key, "version": version.version_id},
         )
         status = 201 if version.version_id == 1 else 200
-        return Applied(job, JobResult(status, version.version_id, version.last_updated), version.text)
+        return JobEnd(job, JobResult(status, version.version_id, version.last_updated), version.text)
 
-    def _apply(self, job: Job, current: StoredVersion | None) -> Applied | LeaseLost:
-        plan = self.plan(job, current, self._clock())
-        new = plan.version
-        if new is None:
-            return Applied(job, plan.result, plan.text)
-        collided = self.commit.one((current, new))
-        return Applied(job, plan.result, plan.text) if collided is None else self._collided(job, collided.latest)
-
-    def _collided(self, job: Job, latest: StoredVersion | None = None) -> Applied | LeaseLost:
+    def _collided(self, job: Job) -> JobEnd:
         """The job's version number was taken: by its own earlier attempt (paused, then resumed; that version is
-        its result), or by another writer (the lease is lost)."""
-        latest = latest or self._db.resources.latest(job.request.resource_type, job.request.resource_id)
+        its result), or by another writer (the lease is lost). The copy moves forward to what MongoDB holds."""
+        latest = self._db.resources.latest(job.request.resource_type, job.request.resource_id)
         if latest is not None:
             self.commit.copy([latest])
         earlier = latest if latest is not None and latest.job_id == job.id else self.written_by(job)
         if earlier is not None:
             return self.earlier_result(job, earlier)
-        return LeaseLost(job.key)
+        return JobEnd(job, lease_lost=True)
 
 
 def _over_budget(limit: float) -> str:

@@ -9,22 +9,14 @@ transaction's versions all commit here; a transaction copies its versions only a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 from worker.model.changes import identifiers
 from worker.model.stores import Stores
 from worker.model.versions import StoredVersion
 from worker.ordering.copies import NewestCopies
-from worker.storage import VersionConflict
 
 Change = tuple[StoredVersion | None, StoredVersion]  # (the version it applies to, the new version)
-
-
-@dataclass(frozen=True)
-class Collision:
-    """The version number was taken: by `latest` (when the store could tell which)."""
-
-    latest: StoredVersion | None
 
 
 class Commit:
@@ -32,25 +24,22 @@ class Commit:
         self._db = database
         self._copies = copies
 
-    def one(self, change: Change) -> Collision | None:
-        """Commit one version; None when it is written."""
-        self._index([change])
-        try:
-            self._db.resources.commit(change[1])
-        except VersionConflict as exc:
-            return Collision(exc.latest)
-        self.copy([change[1]])
-        return None
-
-    def in_order(self, changes: list[Change], copy: bool = True) -> int:
-        """Versions in order (one key's jobs, or a transaction's entries): how many were written before the first
-        collision; the last of those is copied, unless `copy` is False (a transaction copies after its commit
-        point)."""
-        self._index(changes)
-        written = self._db.resources.commit_many([new for _, new in changes])
-        if written and copy:
+    def in_order(self, changes: list[Change]) -> int:
+        """One key's versions, in order: how many were written before the first collision; the last of those is
+        copied."""
+        written = self._write(changes)
+        if written:
             self.copy([changes[written - 1][1]])
         return written
+
+    def transaction(self, changes: list[Change], outcome: dict[str, Any], succeeded: bool) -> None:
+        """A transaction's versions (marked with its id, every lease held, so none collides unless the leases
+        expired), then its outcome record: that insert is the commit point, readers show marked versions only once
+        it exists. The copies move forward only after it."""
+        self._write(changes)
+        self._db.jobs.finish_many([outcome])
+        if succeeded:
+            self.copy([new for _, new in changes])
 
     def each(self, changes: list[Change]) -> set[int]:
         """Versions of different keys, each on its own: the positions that collided (the others are copied)."""
@@ -62,6 +51,10 @@ class Commit:
     def copy(self, versions: list[StoredVersion]) -> None:
         """Move the Redis copies forward to these versions (written, or read back from MongoDB): one round trip."""
         self._copies.remember_many([(v.key, v.version_id, v.to_cache()) for v in versions])
+
+    def _write(self, changes: list[Change]) -> int:
+        self._index(changes)
+        return self._db.resources.commit_many([new for _, new in changes])
 
     def _index(self, changes: list[Change]) -> None:
         """Index the identifiers the new versions add, before they are committed."""

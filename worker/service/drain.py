@@ -1,15 +1,11 @@
-"""Apply jobs: drain one resource key, one job at a time, in the order they were accepted.
+"""Drain resource keys: one lease loop for one key or many, one job at a time per key, in accepted order.
 
-For each job at the head of the key's queue:
-  1. claim it in MongoDB (accepted -> running; a cancelled job is skipped),
-  2. read the current version; if this job already wrote a version (a
-     redelivery after a crash) take that as its result,
-  3. otherwise plan the change (pure) and commit version n+1 with a
-     compare-and-set on n,
-  4. record the outcome durably, publish the wake-up, and only then take the
-     job off the queue.
-A crash between any two steps repeats at most the steps after the last
-durable one, and the job-id check in step 2 makes a repeat harmless.
+A step, for every key held: its first jobs are applied (worker/service/apply.py: planned, committed, each
+job's end decided), their ends recorded (outcomes.py: result, wake-up, callback), and only then taken off the
+queue, in the same Redis step that renews the lease and peeks at what comes next. Single jobs of many keys are
+one batch; a key with more queued is its own; a transaction at a head runs alone (transaction.py). A crash
+between any two steps repeats at most the steps after the last durable one, and the start gate and the job-id
+check on versions make a repeat harmless.
 """
 
 from __future__ import annotations
@@ -17,15 +13,15 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from worker.model.clock import utc_now
 from worker.model.jobs import Action, Job, JobResult
 from worker.model.stores import Stores
 from worker.ordering import KeyQueues
-from worker.schedule import Finished, Heads, Step
-from worker.service.apply import Applied, Applier, LeaseLost
+from worker.schedule import Heads, Step
+from worker.service.apply import Applier, JobEnd
 from worker.service.commit import Commit
 from worker.service.outcomes import Outcomes, leaving
 from worker.service.transaction import TransactionRunner
@@ -76,103 +72,128 @@ class Drainer:
         self._transactions = TransactionRunner(settings, database, queues, self._applier, send_drain, clock)
 
     def drain(self, key: str) -> Drained:
-        """Apply the key's queued jobs while holding its lease (taken, and in the end given up, in the same Redis
-        steps that peek and complete jobs)."""
-        token = self._schedule.new_token(self._holder)
-        heads = self._next(Step(key, token, [], acquire=True))
-        if heads is None:
-            taken = self._take_over(key)
-            if taken is None:  # its holder drains it (or the reconciler revives it when the lease expires)
-                return Drained(0, False, held_elsewhere=True)
-            token, heads = taken, self._next(Step(key, taken, []))
-        return self._drain_held(key, token, heads)
+        """Drain one key (see drain_together)."""
+        return self._drain([key])[key]
 
     def drain_together(self, keys: list[str]) -> dict[str, Drained]:
-        """Drain several keys. Those whose queue holds one single job are applied together, a step at a time (one
-        command each for gates, versions and results; one Redis round trip each for leases, copies and wake-ups);
-        a key with more queued, a transaction, or a key held by another goes through `drain`'s own loop."""
+        """Drain several keys together (see _drain)."""
+        return self._drain(keys)
+
+    def _drain(self, keys: list[str]) -> dict[str, Drained]:
+        """Apply the keys' queued jobs while holding their leases (taken, renewed and in the end given up in the
+        same Redis steps that peek and complete jobs), a step at a time for all of them: one command each for
+        gates, versions and results, one Redis round trip each for leases, copies and wake-ups. A key whose lease
+        another holds is left to it (or taken over, when that holder is known dead)."""
         keys = list(dict.fromkeys(keys))  # one lease per key, even if it was offered twice
         tokens = {key: self._schedule.new_token(self._holder) for key in keys}
-        first = [Step(key, tokens[key], [], acquire=True) for key in keys]
-        heads = dict(zip(keys, self._schedule.next_jobs(first, self._settings.lease_seconds, BATCH)))
         done: dict[str, Drained] = {}
         processed = dict.fromkeys(keys, 0)
-        alone: list[str] = []
         try:
+            first = [Step(key, tokens[key], [], acquire=True) for key in keys]
+            heads = dict(zip(keys, self._next_jobs(first)))
+            for key in [key for key, held in heads.items() if held is None]:
+                taken = self._take_over(key)
+                if taken is None:  # its holder drains it (or the reconciler revives it when the lease expires)
+                    done[key] = Drained(0, False, held_elsewhere=True)
+                    del heads[key]
+                else:
+                    tokens[key], heads[key] = taken, self._next_jobs([Step(key, taken, [])])[0]
             while heads:
-                jobs, later = _split(heads)
-                for key, held in later.items():
-                    if held is not None:  # its lease would expire while others drain (and a transaction takes the
-                        self._schedule.release(key, tokens[key])  # leases of all its keys itself): taken again below
-                    alone.append(key)
-                heads = self._step_together(jobs, heads, tokens, processed, done) if jobs else {}
+                heads = self._step(self._going_on(heads, tokens, processed, done), tokens, processed, done)
         except BaseException:
             for key in keys:
-                if key not in done and key not in alone:
+                if key not in done:
                     self._schedule.release(key, tokens[key])  # a retry starts at once instead of waiting out leases
             raise
-        for key in alone:
-            drained = self.drain(key)
-            done[key] = replace(drained, processed=drained.processed + processed[key])
         return done
 
-    def _step_together(
+    def _next_jobs(self, steps: list[Step]) -> list[Heads | None]:
+        return self._schedule.next_jobs(steps, self._settings.lease_seconds, BATCH)
+
+    def _going_on(
         self,
-        jobs: dict[str, Job],
         heads: dict[str, Heads | None],
         tokens: dict[str, str],
         processed: dict[str, int],
         done: dict[str, Drained],
-    ) -> dict[str, Heads | None]:
-        """One step of keys drained together: their jobs applied, recorded, taken off; the keys that go on."""
-        keys = list(jobs)
-        results = self._applier.run_singles([(jobs[k], heads[k].cached_newest) for k in keys])  # type: ignore[union-attr]
-        ended = iter(self._outcomes.finish([r for r in results if isinstance(r, Applied)]))
-        steps = []
-        for key, result in zip(keys, results):
-            if isinstance(result, LeaseLost):
-                log.warning("lease lost; another worker continues", extra={"key": key})
+    ) -> dict[str, Heads]:
+        """The keys that go on; the others are done: lease lost, queue emptied, or their share of jobs drained."""
+        going: dict[str, Heads] = {}
+        for key, held in heads.items():
+            if held is None:
+                log.warning("lease lost; another worker continues", extra={"key": key, "processed": processed[key]})
                 done[key] = Drained(processed[key], False, held_elsewhere=True)
-                continue
-            processed[key] += 1
-            job = next(ended) if isinstance(result, Applied) else result
-            steps.append(Step(key, tokens[key], [leaving(jobs[key].id, job)]))
-        following: dict[str, Heads | None] = {}
-        for step, after in zip(steps, self._schedule.next_jobs(steps, self._settings.lease_seconds, BATCH)):
-            key = step.key
-            if after is None or after.released:
-                done[key] = Drained(processed[key], False, held_elsewhere=after is None)
+            elif held.released:
+                done[key] = Drained(processed[key], False)
             elif processed[key] >= MAX_JOBS_PER_DRAIN:
                 done[key] = Drained(processed[key], self._schedule.release(key, tokens[key]))
             else:
-                following[key] = after
-        return following
+                going[key] = held
+        return going
 
-    def _next(self, step: Step) -> Heads | None:
-        return self._schedule.next_jobs([step], self._settings.lease_seconds, BATCH)[0]
+    def _step(
+        self, heads: dict[str, Heads], tokens: dict[str, str], processed: dict[str, int], done: dict[str, Drained]
+    ) -> dict[str, Heads | None]:
+        """One step of the keys: a transaction at a head runs (and gives its key up); the other keys' first jobs are
+        applied (single jobs of many keys as one batch, a key with more queued as its own), recorded and taken off;
+        the heads of the keys that go on."""
+        queued = self._queued(heads)
+        for key, jobs in list(queued.items()):
+            if jobs and jobs[0].request.action == Action.TRANSACTION:
+                self._transactions.run(jobs[0], key, tokens[key])  # ran (and woke its keys) or parked the key
+                done[key] = Drained(processed[key], False)
+                del queued[key]
+        ends = self._ends({key: jobs for key, jobs in queued.items() if jobs}, heads)
+        steps = []
+        for key, jobs in queued.items():
+            if not jobs:  # the job at its head is not found (expired?): taken off
+                log.warning("queued job not found (expired?)", extra={"job_id": heads[key].jobs[0][0]})
+                steps.append(Step(key, tokens[key], [leaving(heads[key].jobs[0][0], None)]))
+            elif ends[key] is None:
+                log.warning("lease lost; another worker continues", extra={"key": key})
+                done[key] = Drained(processed[key], False, held_elsewhere=True)
+            else:
+                ended = ends[key] or []
+                processed[key] += len(ended)
+                steps.append(Step(key, tokens[key], [leaving(job.id, job) for job in ended]))
+        after = self._next_jobs(steps) if steps else []
+        return {step.key: held for step, held in zip(steps, after)}
 
-    def _drain_held(self, key: str, token: str, heads: Heads | None) -> Drained:
-        """Go on draining a key whose lease `token` holds, from its `heads`."""
-        processed = 0
-        try:
-            while heads is not None and not heads.released and processed < MAX_JOBS_PER_DRAIN:
-                step = self._run_heads(heads, key, token)
-                if step is None:  # a transaction ran (and woke its keys) or waits for another key: lease given up
-                    return Drained(processed, False)
-                if isinstance(step, LeaseLost):
-                    heads = None
-                    break
-                processed += len(step)
-                heads = self._next(Step(key, token, step))  # takes `step` off, counted
-        except BaseException:
-            self._schedule.release(key, token)  # let a retry start at once instead of waiting out the lease
-            raise
-        if heads is None:
-            log.warning("lease lost; another worker continues", extra={"key": key, "processed": processed})
-            return Drained(processed, False, held_elsewhere=True)
-        if heads.released:
-            return Drained(processed, False)
-        return Drained(processed, self._schedule.release(key, token))
+    def _ends(self, queued: dict[str, list[Job]], heads: dict[str, Heads]) -> dict[str, list[Job] | None]:
+        """Apply the keys' jobs and record how each ended: the ended jobs, in queue order, per key (None: the key's
+        lease was lost, which is then its only end)."""
+        singles = [key for key, jobs in queued.items() if len(jobs) == 1]
+        ends: dict[str, list[JobEnd]] = {}
+        if singles:
+            batch = [(queued[key][0], heads[key].cached_newest) for key in singles]
+            ends.update((key, [end]) for key, end in zip(singles, self._applier.apply(batch, chained=False)))
+        for key in (key for key, jobs in queued.items() if len(jobs) > 1):
+            ends[key] = self._applier.apply([(job, heads[key].cached_newest) for job in queued[key]], chained=True)
+        kept = [end for key in queued for end in ends[key] if not end.lease_lost]
+        finished = iter(self._outcomes.finish(kept))
+        return {
+            key: None if any(end.lease_lost for end in ends[key]) else [next(finished) for _ in ends[key]]
+            for key in queued
+        }
+
+    def _queued(self, heads: dict[str, Heads]) -> dict[str, list[Job]]:
+        """The jobs each key's step applies: a transaction at its head alone, else the jobs up to the first
+        transaction or job without its payload copy (that job alone when it heads the queue, read from MongoDB;
+        none when it is not found). Each payload is parsed once (a transaction heads many keys)."""
+        parsed: dict[str, Job] = {}
+        queued: dict[str, list[Job]] = {}
+        for key, held in heads.items():
+            jobs = []
+            for job_id, payload in itertools.takewhile(lambda pair: pair[1] is not None, held.jobs):
+                jobs.append(parsed.setdefault(job_id, Job.from_payload(payload or "")))
+            if not jobs:
+                found = self._db.jobs.accepted(held.jobs[0][0])
+                jobs = [found] if found is not None else []
+            if jobs and jobs[0].request.action == Action.TRANSACTION:
+                queued[key] = jobs[:1]
+            else:
+                queued[key] = list(itertools.takewhile(lambda job: job.request.action != Action.TRANSACTION, jobs))
+        return queued
 
     def give_up(self, key: str, attempts: int, result: JobResult | None = None) -> str | None:
         """Fail the job at the head of `key` alone, after `attempts` attempts that raised: its own outcome says so
@@ -190,7 +211,7 @@ class Drainer:
             f"The server failed {attempts} times while applying this job; it was not applied, and later jobs on the "
             "resource go on"
         )
-        self._outcomes.finish([Applied(job, result or JobResult.error(500, "exception", failed), None)])
+        self._outcomes.finish([JobEnd(job, result or JobResult.error(500, "exception", failed))])
         return job.id
 
     def _take_over(self, key: str) -> str | None:
@@ -217,46 +238,3 @@ class Drainer:
             )
             self.give_up(key, attempts, JobResult.error(422, "too-costly", stopped))
         return token
-
-    def _run_heads(self, heads: Heads, key: str, token: str) -> list[Finished] | LeaseLost | None:
-        """Apply the first jobs of the queue: the ones that ended, in queue order; None when a transaction took
-        the lease (it takes itself off its queues)."""
-        first_id = heads.jobs[0][0]
-        pairs = itertools.takewhile(lambda pair: pair[1] is not None, heads.jobs)
-        jobs = [Job.from_payload(payload) for _, payload in pairs if payload is not None]
-        first = jobs[0] if jobs else self._db.jobs.accepted(first_id)
-        if first is not None and first.request.action == Action.TRANSACTION:
-            self._transactions.run(first, key, token)
-            return None
-        singles = list(itertools.takewhile(lambda job: job.request.action != Action.TRANSACTION, jobs))
-        if len(singles) > 1:
-            applied = self._applier.run_batch(singles, heads.cached_newest)
-            if applied:
-                return [leaving(job.id, job) for job in self._outcomes.finish(applied)]
-        if first is None:
-            log.warning("queued job not found (expired?)", extra={"job_id": first_id})
-            return [leaving(first_id, None)]
-        step = self._applier.run_job(first, heads.cached_newest)
-        if isinstance(step, LeaseLost):
-            return step
-        ended = self._outcomes.finish([step])[0] if isinstance(step, Applied) else step
-        return [leaving(first_id, ended)]
-
-
-def _split(heads: dict[str, Heads | None]) -> tuple[dict[str, Job], dict[str, Heads | None]]:
-    """Keys whose queue holds one single job that is not a transaction (drained together: key -> that job), and
-    the others (drained alone: more queued, a transaction, a job without its payload copy, or a lease held by
-    another: heads None). Each payload is parsed once (a transaction heads many keys)."""
-    together: dict[str, Job] = {}
-    later: dict[str, Heads | None] = {}
-    parsed: dict[str, Job] = {}
-    for key, held in heads.items():
-        job_id, payload = held.jobs[0] if held is not None and len(held.jobs) == 1 else ("", None)
-        if payload is not None and job_id not in parsed:
-            parsed[job_id] = Job.from_payload(payload)
-        job = parsed.get(job_id) if payload is not None else None
-        if job is not None and job.request.action != Action.TRANSACTION:
-            together[key] = job
-        else:
-            later[key] = held
-    return together, later

@@ -15,12 +15,12 @@ from collections.abc import Callable
 from datetime import datetime
 
 from worker.model.groups import group_of
-from worker.model.jobs import Job, result_event
+from worker.model.jobs import Job, JobResult, result_event
 from worker.model.stores import Stores
 from worker.model.wakeups import WakeUp
 from worker.ordering.wakeups import Wakeups
 from worker.schedule import Finished
-from worker.service.apply import Applied
+from worker.service.apply import JobEnd
 
 log = logging.getLogger("fhir_patch.outcomes")
 
@@ -40,32 +40,34 @@ class Outcomes:
         self._clock = clock
         self._retire = retire or (lambda job_ids: database.jobs.retire(job_ids, clock()))
 
-    def finish(self, applied: list[Applied]) -> list[Job]:
-        """Record the outcomes (one bulk insert), publish the wake-ups (one round trip), owe the callbacks of the
-        outcomes recorded now; the finished jobs, in order."""
+    def finish(self, ends: list[JobEnd]) -> list[Job]:
+        """Record the outcomes brought about now (one bulk insert), publish their wake-ups (one round trip), owe the
+        callbacks of the outcomes recorded now; every job as it ended, in order (a job that had ended before, or
+        was cancelled, as it was)."""
         now = self._clock()
-        recorded = self._db.jobs.record_outcomes([result_event(a.job, a.result, now) for a in applied])
-        ended, wakeups = [], []
-        for a in applied:
-            finished = a.job.finished(a.result, now)
-            wakeups.append(WakeUp(a.job.id, finished.state, a.result, a.text).encode())
-            if a.job.id in recorded:
-                log.info(
-                    "job %s",
-                    finished.state.value,
-                    extra={
-                        "job_id": a.job.id,
-                        "key": a.job.key,
-                        "status": a.result.status,
-                        "version": a.result.version_id,
-                    },
-                )
-                if a.job.callback_url:
-                    self._on_finished(finished)
-            ended.append(finished)
+        results = [(end.job, end.result, end.text) for end in ends if end.result is not None]
+        if not results:
+            return [end.job for end in ends]
+        recorded = self._db.jobs.record_outcomes([result_event(job, result, now) for job, result, _ in results])
+        finished: dict[str, Job] = {}
+        wakeups = []
+        for job, result, text in results:
+            finished[job.id] = job.finished(result, now)
+            wakeups.append(WakeUp(job.id, finished[job.id].state, result, text).encode())
+            if job.id in recorded:
+                self._recorded(finished[job.id], result)
         self._wakeups.publish(wakeups)
-        self._retire([a.job.id for a in applied])
-        return ended
+        self._retire([job.id for job, _, _ in results])
+        return [finished.get(end.job.id, end.job) for end in ends]
+
+    def _recorded(self, job: Job, result: JobResult) -> None:
+        log.info(
+            "job %s",
+            job.state.value,
+            extra={"job_id": job.id, "key": job.key, "status": result.status, "version": result.version_id},
+        )
+        if job.callback_url:
+            self._on_finished(job)
 
 
 def leaving(job_id: str, job: Job | None) -> Finished:

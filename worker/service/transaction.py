@@ -86,13 +86,10 @@ class TransactionRunner:
             ]
             self._db.resources.remove_uncommitted(job.id, candidates)
         result, versions = self._plan(job, entries, current)
-        commit = self._applier.commit
-        # Holding every lease: a collision cannot happen unless the leases expired (then the result still decides).
-        commit.in_order([(current[v.key], v) for v in versions], copy=False)
         now = self._clock()
-        self._db.jobs.finish_many([result_event(job, result, now)])  # the commit point
-        if result.succeeded:
-            commit.copy(versions)
+        self._applier.commit.transaction(
+            [(current[v.key], v) for v in versions], result_event(job, result, now), result.succeeded
+        )
         finished = job.finished(result, now)
         # The waiting API reads the whole result from MongoDB: the wake-up carries the status alone.
         self._queues.wakeups.publish([WakeUp(job.id, finished.state, JobResult(result.status), None).encode()])

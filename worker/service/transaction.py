@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from enum import Enum
 from typing import Any
 
 from worker.model.changes import Existing
@@ -37,13 +36,6 @@ from worker.service.outcomes import leaving
 from worker.settings import Settings
 
 log = logging.getLogger("fhir_patch.transactions")
-
-
-class TransactionStep(Enum):
-    """How a drain's turn at a transaction ended; either way the drained key's lease was given up."""
-
-    PARKED = "parked"  # it cannot run yet (another of its keys is busy): the key stepped aside
-    ENDED = "ended"  # it ran (or had ended): every lease of its keys released, keys with more jobs woken
 
 
 class TransactionRunner:
@@ -63,22 +55,25 @@ class TransactionRunner:
         self._send_drain = send_drain
         self._clock = clock
 
-    def run(self, job: Job, key: str, token: str) -> TransactionStep:
-        """Run the transaction at the head of `key` (whose lease `token` holds); either way the lease is given up."""
+    def run(self, job: Job, key: str, token: str) -> None:
+        """Run the transaction at the head of `key` (whose lease `token` holds), or park the key when another of its
+        keys is busy; either way the lease is given up."""
         entries = decode_entries(job.request.body)
         keys = transaction_keys(entries)
         if not self._queues.schedule.hold(keys, token, job.id, self._settings.lease_seconds):
             self._queues.schedule.park(key, token)
-            return TransactionStep.PARKED
+            return
         started = self._db.jobs.start(job.id, self._clock())
         if started is Start.CANCELLED:
             self._db.jobs.cancelled_left([job.id], self._clock())
-            return self._complete(keys, token, replace(job, state=JobState.CANCELLED))
+            self._complete(keys, token, replace(job, state=JobState.CANCELLED))
+            return
         if started is Start.AGAIN:
             earlier = self._db.jobs.get(job.id)
             if earlier is not None and earlier.state.final:  # committed (or failed) before a crash: finish the rest
                 self._refresh_copies(keys)
-                return self._complete(keys, token, earlier)
+                self._complete(keys, token, earlier)
+                return
         current = {k: self._db.resources.newest(*k.split("/", 1)) for k in keys}
         if started is Start.AGAIN:  # a crashed attempt may have written marked versions; they never committed
             candidates = [
@@ -96,7 +91,7 @@ class TransactionRunner:
         log.info(
             "transaction %s", finished.state.value, extra={"job_id": job.id, "keys": len(keys), "status": result.status}
         )
-        return self._complete(keys, token, finished)
+        self._complete(keys, token, finished)
 
     def _plan(
         self, job: Job, entries: list[TransactionEntry], current: dict[str, StoredVersion | None]
@@ -142,8 +137,7 @@ class TransactionRunner:
         latest = [self._db.resources.latest(*key.split("/", 1)) for key in keys]
         self._applier.commit.copy([version for version in latest if version is not None])
 
-    def _complete(self, keys: list[str], token: str, job: Job) -> TransactionStep:
+    def _complete(self, keys: list[str], token: str, job: Job) -> None:
         """Take the ended transaction off all its queues, counted once (`leaving`), and wake the keys with more."""
         for key in self._queues.schedule.complete_transaction(keys, token, leaving(job.id, job), time.time()):
             self._send_drain(key)
-        return TransactionStep.ENDED

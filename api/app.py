@@ -10,10 +10,13 @@ import anyio
 from fastapi import Depends, FastAPI
 
 from api.dependencies import Connections
-from api.http import host_check, install_error_handlers
+from api.http import check_retry_on_conflict, host_check, install_error_handlers
 from api.routes import bundles, feeds, fhir, jobs, ops, provenance
 from worker.logs import configure_logging
 from worker.settings import Settings
+
+# The routers that take writes check the write headers every route shares, before any route runs.
+_WRITES = [Depends(check_retry_on_conflict)]
 
 log = logging.getLogger("fhir_patch.api")
 
@@ -42,11 +45,12 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(ops.router)
-    app.include_router(feeds.router)  # before fhir: /fhir/$bulk-submit and /fhir/_async/... are not /fhir/{type}/...
+    # before fhir: /fhir/$bulk-submit and /fhir/_async/... are not /fhir/{type}/...
+    app.include_router(feeds.router, dependencies=_WRITES)
     app.include_router(jobs.router)
-    app.include_router(bundles.router)
+    app.include_router(bundles.router, dependencies=_WRITES)
     app.include_router(provenance.router)  # before fhir: GET /fhir/Provenance is a search, not a read
-    app.include_router(fhir.router)
+    app.include_router(fhir.router, dependencies=_WRITES)
     return app
 
 

@@ -24,6 +24,9 @@ log = logging.getLogger("fhir_patch.api")
 _IF_MATCH = re.compile(r'^\s*(?:W/)?"([0-9]{1,9})"\s*$')  # ASCII digits only; FHIR versions here are 32-bit
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _SNAPSHOT_MODES = ("TAG", "PROFILE", "SECURITY_LABEL")
+# Smile CDR's and (newer) HAPI's ask to retry a write that meets a version conflict.
+RETRY_ON_CONFLICT_HEADERS = ("X-Retry-On-Version-Conflict", "HAPI-Retry-On-Version-Conflict")
+_RETRY_ON_CONFLICT = re.compile(r"\s*retry\s*(?:;\s*max-retries\s*=\s*([0-9]{1,4})\s*)?", re.IGNORECASE)
 
 
 def fhir_response(
@@ -101,6 +104,19 @@ def parse_if_match(value: object) -> int | None:
     if not found:
         raise InvalidRequest(f'If-Match must be a version ETag such as W/"3", got {value!r}', "If-Match")
     return int(found.group(1))
+
+
+def check_retry_on_conflict(request: Request) -> None:
+    """`X-Retry-On-Version-Conflict` / `HAPI-Retry-On-Version-Conflict`: `retry` or `retry; max-retries=N`, accepted
+    and never needed here: one resource's writes are applied one at a time in arrival order, so a write without
+    If-Match meets no version conflict to retry (with If-Match, a mismatch is the client's own 412). A malformed
+    value is a 400 naming the header, before anything is read or written."""
+    for name in RETRY_ON_CONFLICT_HEADERS:
+        value = request.headers.get(name)
+        if value is not None and not _RETRY_ON_CONFLICT.fullmatch(value):
+            raise InvalidRequest(
+                f"{name} must be 'retry' or 'retry; max-retries=N' (N a whole number up to 9999), got {value!r}", name
+            )
 
 
 def parse_prefer(value: str | None) -> dict[str, str]:

@@ -87,6 +87,23 @@ def _delete_then_history(client: httpx.Client) -> None:
     assert posted.status_code == 201 and posted.headers["location"].endswith("/_history/1")
 
 
+@pytest.mark.parametrize(
+    "header", [("X-Retry-On-Version-Conflict", "retry"), ("HAPI-Retry-On-Version-Conflict", "Retry; max-retries=10")]
+)
+def test_the_version_conflict_retry_headers_are_accepted(service: Service, header: tuple[str, str]) -> None:
+    """Smile CDR's and HAPI's clients send them; the write is applied as it would be without them."""
+    name, value = header
+    with service.client() as client:
+        assert client.put("Patient/r1", json={"resourceType": "Patient", "id": "r1"}).status_code in (200, 201)
+        patched = client.patch(
+            "Patient/r1",
+            content=b'[{"op":"add","path":"/active","value":true}]',
+            headers={"content-type": "application/json-patch+json", name: value},
+        )
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["active"] is True
+
+
 def test_metadata_lists_the_patch_formats(service: Service) -> None:
     with service.client() as client:
         statement = client.get("metadata").json()

@@ -146,14 +146,14 @@ class Drainer:
         ends = self._ends({key: jobs for key, jobs in queued.items() if jobs}, heads)
         steps = []
         for key, jobs in queued.items():
+            ended = ends.get(key)
             if not jobs:  # the job at its head is not found (expired?): taken off
                 log.warning("queued job not found (expired?)", extra={"job_id": heads[key].jobs[0][0]})
                 steps.append(Step(key, tokens[key], [leaving(heads[key].jobs[0][0], None)]))
-            elif ends[key] is None:
+            elif ended is None:
                 log.warning("lease lost; another worker continues", extra={"key": key})
                 done[key] = Drained(processed[key], False, held_elsewhere=True)
             else:
-                ended = ends[key] or []
                 processed[key] += len(ended)
                 steps.append(Step(key, tokens[key], [leaving(job.id, job) for job in ended]))
         after = self._next_jobs(steps) if steps else []
@@ -185,7 +185,9 @@ class Drainer:
         for key, held in heads.items():
             jobs = []
             for job_id, payload in itertools.takewhile(lambda pair: pair[1] is not None, held.jobs):
-                jobs.append(parsed.setdefault(job_id, Job.from_payload(payload or "")))
+                if job_id not in parsed and payload is not None:
+                    parsed[job_id] = Job.from_payload(payload)
+                jobs.append(parsed[job_id])
             if not jobs:
                 found = self._db.jobs.accepted(held.jobs[0][0])
                 jobs = [found] if found is not None else []

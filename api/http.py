@@ -106,11 +106,12 @@ def parse_if_match(value: object) -> int | None:
     return int(found.group(1))
 
 
-def check_retry_on_conflict(request: Request) -> None:
+async def check_retry_on_conflict(request: Request) -> None:
     """`X-Retry-On-Version-Conflict` / `HAPI-Retry-On-Version-Conflict`: `retry` or `retry; max-retries=N`, accepted
     and never needed here: one resource's writes are applied one at a time in arrival order, so a write without
     If-Match meets no version conflict to retry (with If-Match, a mismatch is the client's own 412). A malformed
-    value is a 400 naming the header, before anything is read or written."""
+    value is a 400 naming the header, before anything is read or written. Async, so that FastAPI runs it on the
+    event loop rather than sending every request on these routes through its thread pool for two header reads."""
     for name in RETRY_ON_CONFLICT_HEADERS:
         value = request.headers.get(name)
         if value is not None and not _RETRY_ON_CONFLICT.fullmatch(value):

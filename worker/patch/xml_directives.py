@@ -140,4 +140,6 @@ def parse_xml_patch(patch_root: etree._Element, document_encoding: str = "UTF-8"
             raise fail(MalformedPatch, "invalid-diff-format", "text is not allowed between directives", "/")
         if isinstance(child.tag, str):
             directives.append(_directive(len(directives), child))
+    if not directives:
+        raise fail(MalformedPatch, "invalid-diff-format", "the patch holds no add, replace or remove directive", "/")
     return tuple(directives)

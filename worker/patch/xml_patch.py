@@ -35,14 +35,13 @@ from worker.patch.errors import (
 )
 from worker.patch.fhir_xml import parse_xml
 from worker.patch.xml_directives import (
-    DEFAULT_PREFIX,
     TYPE_ATTRIBUTE,
     XmlDirective,
     fail,
     namespaces_of,
     parse_xml_patch,
-    with_default_prefix,
 )
+from worker.patch.xml_namespaces import redeclare, remove_namespace, replace_namespace
 
 _Content = list[Any]  # strings (text nodes) and lxml nodes, in document order
 
@@ -225,7 +224,7 @@ def _add_typed(tree: etree._ElementTree, target: Any, d: XmlDirective) -> None:
         )
     if not uri:
         raise fail(MalformedPatch, "invalid-namespace-uri", "a namespace declaration needs a URI", d.where)
-    _redeclare(tree, target, {**target.nsmap, prefix: uri})
+    redeclare(tree, target, {**target.nsmap, prefix: uri})
 
 
 def _attribute_name(qualified: str, d: XmlDirective) -> str:
@@ -238,28 +237,26 @@ def _attribute_name(qualified: str, d: XmlDirective) -> str:
     return f"{{{uri}}}{local}"
 
 
-def _redeclare(tree: etree._ElementTree, element: etree._Element, nsmap: Mapping[str | None, str]) -> etree._Element:
-    """lxml cannot change nsmap in place: rebuild the element with the new declarations."""
-    rebuilt = etree.Element(element.tag, dict(element.attrib), nsmap=dict(nsmap))
-    rebuilt.text, rebuilt.tail = element.text, element.tail
-    rebuilt.extend(list(element))
-    parent = element.getparent()
-    if parent is None:
-        tree._setroot(rebuilt)
-    else:
-        parent.replace(element, rebuilt)
-    return rebuilt
+def _text_only(d: XmlDirective, what: str) -> None:
+    """An attribute, a text node or a namespace URI is replaced by text: any node in the content is an error."""
+    if len(d.directive):
+        raise fail(
+            MalformedPatch,
+            "invalid-node-types",
+            f"replace of {what} takes text only, but its content holds a node",
+            d.where,
+            d.selector,
+        )
 
 
 def _replace(tree: etree._ElementTree, d: XmlDirective) -> None:
     target = _target(tree, d)
     if isinstance(target, tuple):  # namespace::prefix selects (prefix, uri)
-        owner = _namespace_owner(tree, d)
-        new_uri = (d.directive.text or "").strip()
-        _retag(owner, target[0], target[1], new_uri)
-        _redeclare(tree, owner, {**owner.nsmap, target[0]: new_uri})
+        _text_only(d, "a namespace declaration")
+        replace_namespace(tree, d, target)
         return
     if isinstance(target, etree._ElementUnicodeResult):
+        _text_only(d, "an attribute" if target.is_attribute else "a text node")
         owner = target.getparent()
         if target.is_attribute:
             owner.set(target.attrname, d.directive.text or "")
@@ -288,47 +285,22 @@ def _replace(tree: etree._ElementTree, d: XmlDirective) -> None:
         parent.replace(target, nodes[0])
 
 
-def _retag(owner: etree._Element, prefix: str, old: str, new: str) -> None:
-    """Names written with `prefix` follow its declaration to the new namespace URI."""
-    for element in owner.iter():
-        if not isinstance(element.tag, str):
-            continue
-        if element.prefix == prefix and etree.QName(element).namespace == old:
-            element.tag = f"{{{new}}}{etree.QName(element).localname}"
-        for name in [n for n in element.attrib if etree.QName(n).namespace == old]:
-            element.set(f"{{{new}}}{etree.QName(name).localname}", element.attrib.pop(name))
-
-
-def _namespace_owner(tree: etree._ElementTree, d: XmlDirective) -> etree._Element:
-    owner_selector = d.selector.rsplit("/namespace::", 1)[0]
-    owner_selector = owner_selector if owner_selector.startswith("/") else "/" + owner_selector
-    found = etree.XPath(
-        with_default_prefix(owner_selector, DEFAULT_PREFIX in namespaces_of(d.directive)),
-        namespaces=namespaces_of(d.directive),
-    )(tree)
-    if not isinstance(found, list) or len(found) != 1:
-        raise fail(
-            TargetNotFound, "unlocated-node", f"the element of {d.selector!r} cannot be located", d.where, d.selector
-        )
-    return found[0]
-
-
 def _remove(tree: etree._ElementTree, d: XmlDirective) -> None:
     target = _target(tree, d)
+    attribute = isinstance(target, etree._ElementUnicodeResult) and target.is_attribute
+    if d.ws is not None and (attribute or isinstance(target, tuple)):  # RFC 5261 4.4: no text node beside these
+        raise fail(
+            MalformedPatch,
+            "invalid-whitespace-directive",
+            "ws applies to the removal of an element, comment or processing instruction, not of an attribute or a "
+            "namespace declaration",
+            d.where,
+            d.selector,
+        )
     if isinstance(target, tuple):
-        owner = _namespace_owner(tree, d)
-        uri = owner.nsmap.get(target[0])
-        if any(etree.QName(e).namespace == uri for e in owner.iter() if isinstance(e.tag, str)):
-            raise fail(
-                NotApplicable,
-                "invalid-namespace-uri",
-                f"the namespace {target[0]!r} is still in use",
-                d.where,
-                d.selector,
-            )
-        _redeclare(tree, owner, {p: u for p, u in owner.nsmap.items() if p != target[0]})
+        remove_namespace(tree, d, target)
         return
-    if isinstance(target, etree._ElementUnicodeResult) and target.is_attribute:
+    if attribute:
         del target.getparent().attrib[target.attrname]
         return
     if _is_element(target) and target.getparent() is None:

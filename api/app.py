@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI
 
 from api.dependencies import Connections
 from api.http import check_retry_on_conflict, host_check, install_error_handlers
-from api.routes import bundles, feeds, fhir, jobs, ops, provenance
+from api.routes import bundles, diff, feeds, fhir, jobs, ops, provenance
 from worker.logs import configure_logging
 from worker.settings import Settings
 
@@ -50,6 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(bundles.router, dependencies=_WRITES)
     app.include_router(provenance.router)  # before fhir: GET /fhir/Provenance is a search, not a read
+    app.include_router(diff.router)  # before fhir: GET /fhir/$diff is no search, POST /fhir/$diff no create
     app.include_router(fhir.router, dependencies=_WRITES)
     return app
 

@@ -11,9 +11,10 @@ from dataclasses import replace
 from fastapi import Request
 
 from api.dependencies import Connections
-from worker.errors import InvalidRequest
+from worker.errors import InvalidRequest, ResourceNotFound
 from worker.model.access import Actor, Principal
 from worker.model.jobs import JobRequest
+from worker.patch.structure import is_resource_type
 
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
 
@@ -56,3 +57,10 @@ def query_number(request: Request, name: str, default: int, low: int, high: int)
     if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise InvalidRequest(f"{name} must be a whole number from {low} to {high}", name)
     return int(raw)
+
+
+def resource_type_named(name: str) -> str:
+    """A route's `{resource_type}`: a FHIR R4 resource type, else 404 (the URL names nothing served here)."""
+    if not is_resource_type(name):
+        raise ResourceNotFound(f"Unknown resource type {name!r}", "type")
+    return name

@@ -21,7 +21,7 @@ from api.auth import Caller
 from api.capabilities import capability_statement
 from api.conditional import parse_criterion
 from api.dependencies import Connections
-from api.deps import acting, connections, fhir_base, idempotency_key, query_number
+from api.deps import acting, connections, fhir_base, idempotency_key, query_number, resource_type_named
 from api.entries import checked_resource
 from api.http import check_id, fhir_response, http_date, parse_if_match, parse_prefer, parse_snapshot_mode, read_body
 from api.intake import Finished
@@ -35,17 +35,10 @@ from worker.model.versions import StoredVersion
 from worker.patch import parse_patch
 from worker.patch.fhir_json import dumps, loads
 from worker.patch.fhir_xml import parse_xml, xml_to_resource
-from worker.patch.structure import is_resource_type
 from worker.submission import Submission
 
 router = APIRouter(prefix="/fhir")
 _HISTORY_METHODS = {"create": "POST", "update": "PUT", "patch": "PATCH", "delete": "DELETE"}
-
-
-def _resource_type(name: str) -> str:
-    if not is_resource_type(name):
-        raise ResourceNotFound(f"Unknown resource type {name!r}", "type")
-    return name
 
 
 @router.get("/metadata")
@@ -57,7 +50,7 @@ async def metadata(request: Request) -> Response:
 
 @router.patch("/{resource_type}/{resource_id}")
 async def patch(resource_type: str, resource_id: str, request: Request, caller: Caller) -> Response:
-    caller.require(_resource_type(resource_type), UPDATE)
+    caller.require(resource_type_named(resource_type), UPDATE)
     job = JobRequest(
         Action.PATCH,
         resource_type,
@@ -76,7 +69,7 @@ async def patch(resource_type: str, resource_id: str, request: Request, caller: 
 @router.patch("/{resource_type}")
 async def conditional_patch(resource_type: str, request: Request, caller: Caller) -> Response:
     """PATCH [base]/Type?identifier=system|value: the one matching resource (404 none, 412 several)."""
-    caller.require(_resource_type(resource_type), UPDATE)  # before the index is asked anything
+    caller.require(resource_type_named(resource_type), UPDATE)  # before the index is asked anything
     query = request.url.query
     if not query:
         raise InvalidRequest("PATCH [base]/Type needs a condition: ?identifier=system|value or ?_id=id", "request.url")
@@ -89,7 +82,7 @@ async def conditional_patch(resource_type: str, request: Request, caller: Caller
 async def search(resource_type: str, request: Request, caller: Caller) -> Response:
     """GET [base]/Type?identifier=system|value (also |value, value, and system| for every value of a system) or
     ?_id=id: a searchset Bundle, by key lookups. A `system|` search is paged (`next` link, no total)."""
-    caller.require(_resource_type(resource_type), READ)
+    caller.require(resource_type_named(resource_type), READ)
     criterion = parse_criterion(request.url.query, allowed_extra=("_count", "_page"))
     count = query_number(request, "_count", 100, 1, 1000)
     resolver = connections(request).conditional
@@ -120,7 +113,7 @@ async def search(resource_type: str, request: Request, caller: Caller) -> Respon
 async def update(resource_type: str, resource_id: str, request: Request, caller: Caller) -> Response:
     """Update, or create at this id: either permission admits it here; the worker checks the one it turns out to
     need."""
-    caller.require(_resource_type(resource_type), UPDATE, CREATE)
+    caller.require(resource_type_named(resource_type), UPDATE, CREATE)
     body, content_type = await _body(request), request.headers.get("content-type", "application/fhir+json")
     resource, warnings = await anyio.to_thread.run_sync(
         _resource_body, content_type, resource_type, body, check_id(resource_id), _lenient(request)
@@ -140,7 +133,7 @@ async def update(resource_type: str, resource_id: str, request: Request, caller:
 
 @router.post("/{resource_type}")
 async def create(resource_type: str, request: Request, caller: Caller) -> Response:
-    caller.require(_resource_type(resource_type), CREATE)
+    caller.require(resource_type_named(resource_type), CREATE)
     body, content_type = await _body(request), request.headers.get("content-type", "application/fhir+json")
     resource, warnings = await anyio.to_thread.run_sync(
         _resource_body, content_type, resource_type, body, None, _lenient(request)
@@ -159,7 +152,7 @@ async def create(resource_type: str, request: Request, caller: Caller) -> Respon
 
 @router.delete("/{resource_type}/{resource_id}")
 async def delete(resource_type: str, resource_id: str, request: Request, caller: Caller) -> Response:
-    caller.require(_resource_type(resource_type), DELETE)
+    caller.require(resource_type_named(resource_type), DELETE)
     job = JobRequest(
         Action.DELETE, resource_type, check_id(resource_id), if_match=parse_if_match(request.headers.get("if-match"))
     )
@@ -168,7 +161,7 @@ async def delete(resource_type: str, resource_id: str, request: Request, caller:
 
 @router.get("/{resource_type}/{resource_id}")
 async def read(resource_type: str, resource_id: str, request: Request, caller: Caller) -> Response:
-    caller.require(_resource_type(resource_type), READ)
+    caller.require(resource_type_named(resource_type), READ)
     latest = await anyio.to_thread.run_sync(connections(request).newest, resource_type, check_id(resource_id))
     if latest is None:
         raise ResourceNotFound(f"{resource_type}/{resource_id} does not exist", "id")
@@ -177,12 +170,12 @@ async def read(resource_type: str, resource_id: str, request: Request, caller: C
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}")
 async def vread(resource_type: str, resource_id: str, version_id: str, request: Request, caller: Caller) -> Response:
-    caller.require(_resource_type(resource_type), READ)
+    caller.require(resource_type_named(resource_type), READ)
     if not (version_id.isascii() and version_id.isdigit() and len(version_id) <= 9):
         raise InvalidRequest(f"Version {version_id!r} is not a version number", "vid")
     store = connections(request).database.resources
     version = await anyio.to_thread.run_sync(
-        store.version, _resource_type(resource_type), check_id(resource_id), int(version_id)
+        store.version, resource_type_named(resource_type), check_id(resource_id), int(version_id)
     )
     if version is None:
         raise ResourceNotFound(f"{resource_type}/{resource_id} has no version {version_id}", "vid")
@@ -191,7 +184,7 @@ async def vread(resource_type: str, resource_id: str, version_id: str, request: 
 
 @router.get("/{resource_type}/{resource_id}/_history")
 async def history(resource_type: str, resource_id: str, request: Request, caller: Caller) -> Response:
-    caller.require(_resource_type(resource_type), READ)
+    caller.require(resource_type_named(resource_type), READ)
     count = query_number(request, "_count", 100, 1, 1000)
     offset = query_number(request, "_offset", 0, 0, 10**9)
     store = connections(request).database.resources

@@ -10,6 +10,7 @@ import yaml
 from lxml import etree
 
 from worker.patch import PatchError, apply_fhirpath_patch, apply_json_patch, apply_patch, apply_xml_patch
+from worker.patch.diff import DIFFERS, FHIRPATH_PATCH_MEDIA, JSON_PATCH_MEDIA, diff_as, without_meta
 from worker.patch.errors import Warnings
 from worker.patch.fhir_json import copy_json, dumps, loads
 
@@ -129,3 +130,23 @@ def test_fhir_rules(case: dict[str, Any]) -> None:
         else:
             assert outcome.resource == _decimals(case["expected"])
     assert resource == before, "the input resource was modified"
+
+
+_BEFORE_AFTER = [
+    pytest.param(case, id=f"{name}: {case['name']}")
+    for name in ("fhirpath_patch.yaml", "fhir_rules.yaml")
+    for case in yaml.safe_load((DATA / name).read_text())
+    if isinstance(case.get("resource"), dict) and isinstance(case.get("expected"), dict)
+]
+
+
+@pytest.mark.parametrize("case", _BEFORE_AFTER)
+@pytest.mark.parametrize("media", sorted(DIFFERS))
+def test_a_diff_of_each_before_and_after_turns_one_into_the_other(case: dict[str, Any], media: str) -> None:
+    """The $diff contract over the corpus: for every case with a result, in both formats, with and without meta."""
+    old, new = _decimals(case["resource"]), _decimals(case["expected"])
+    apply = {FHIRPATH_PATCH_MEDIA: apply_fhirpath_patch, JSON_PATCH_MEDIA: apply_json_patch}[media]
+    for include_meta in (False, True):
+        change = diff_as(media, old, new, include_meta)
+        expected = new if include_meta else without_meta(new)
+        assert apply(old if include_meta else without_meta(old), change) == expected

@@ -18,6 +18,7 @@ from worker.patch import (
     apply_xml_patch,
     diff_resources,
 )
+from worker.patch.diff import JSON_PATCH_MEDIA, diff_as, without_meta
 from worker.patch.fhir_json import copy_json, dumps
 from worker.patch.fhir_xml import parse_xml, resource_to_xml_bytes, xml_bytes_to_resource
 from worker.patch.validation import resource_issues
@@ -163,3 +164,15 @@ def test_diff_writes_keyword_element_names_that_its_own_parser_reads_back() -> N
     paths = [p["valueString"] for op in patch["parameter"] for p in op["part"] if p["name"] == "path"]
     assert any(path.endswith(".div") or path == "Patient.text" for path in paths), paths
     assert apply_fhirpath_patch(old, patch) == new
+
+
+@FAST
+@given(patients, patients, st.booleans())
+def test_json_patch_diff_then_apply_gives_the_new_resource(
+    old: dict[str, Any], new: dict[str, Any], include_meta: bool
+) -> None:
+    old_copy, new_copy = copy_json(old), copy_json(new)
+    change = diff_as(JSON_PATCH_MEDIA, old, new, include_meta)
+    expected = new if include_meta else without_meta(new)
+    assert apply_json_patch(old if include_meta else without_meta(old), change) == expected
+    assert old == old_copy and new == new_copy

@@ -57,6 +57,7 @@ def _interaction(name: str, client: httpx.Client, resource_type: str, rid: str) 
         "read": lambda: client.get(f"{resource_type}/{rid}"),
         "vread": lambda: client.get(f"{resource_type}/{rid}/_history/1"),
         "history": lambda: client.get(f"{resource_type}/{rid}/_history"),
+        "$diff": lambda: client.get(f"{resource_type}/{rid}/$diff"),
         "create (POST)": lambda: client.post(resource_type, json=_resource(resource_type, None)),
         "create (PUT)": lambda: client.put(f"{resource_type}/{fresh}", json=_resource(resource_type, fresh)),
         "update (PUT)": lambda: client.put(

@@ -1,5 +1,7 @@
 """diff_resources: the FHIRPath Patch that turns one resource into another (HAPI's $diff).
 
+`diff_as` gives the same change in either patch format, for `$diff` and for dry runs.
+
 Minimal where it can be: unchanged elements produce nothing, changed complex
 elements are descended into, lists are edited around their common prefix and
 suffix (replace in place, then delete or insert the rest).
@@ -7,9 +9,12 @@ suffix (replace in place, then delete or insert the rest).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from worker.patch.fhir_json import copy_json
+import jsonpatch
+
+from worker.patch.fhir_json import copy_json, dumps
 from worker.patch.structure import ElementDef, TypeDef, choice_key, type_def
 
 Operations = list[dict[str, Any]]
@@ -134,3 +139,30 @@ def diff_resources(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     if tdef is not None:
         _diff_object(old, new, kind, tdef, ops)
     return {"resourceType": "Parameters", "parameter": ops}
+
+
+def json_patch_between(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
+    """RFC 6902 operations that turn `old` into `new` (the jsonpatch library's diff). It compares values by their
+    JSON text: ours, so that a Decimal keeps its digits (and 1.50 is not 1.5)."""
+    return [copy_json(operation) for operation in jsonpatch.JsonPatch.from_diff(old, new, dumps=dumps).patch]
+
+
+def without_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    """The resource as a diff compares it by default: `meta` (version, lastUpdated, tags) left out."""
+    return {key: value for key, value in resource.items() if key not in ("meta", "_meta")}
+
+
+JSON_PATCH_MEDIA = "application/json-patch+json"
+FHIRPATH_PATCH_MEDIA = "application/fhir+json"
+DIFFERS: Mapping[str, Callable[[dict[str, Any], dict[str, Any]], Any]] = {
+    FHIRPATH_PATCH_MEDIA: diff_resources,
+    JSON_PATCH_MEDIA: json_patch_between,
+}
+
+
+def diff_as(media: str, old: dict[str, Any], new: dict[str, Any], include_meta: bool = False) -> Any:
+    """The change from `old` to `new` as a FHIRPath Patch `Parameters` or as RFC 6902 operations (`media`, a key
+    of DIFFERS); applying it to `old` (without its meta unless `include_meta`) gives `new` (likewise)."""
+    if not include_meta:
+        old, new = without_meta(old), without_meta(new)
+    return DIFFERS[media](old, new)

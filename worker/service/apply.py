@@ -21,11 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from worker.errors import FhirError
-from worker.model.changes import Existing, plan_change
 from worker.model.jobs import Job, JobResult, JobState, Start
+from worker.model.planning import UNEXPECTED, Plan, Policies, plan_job
 from worker.model.stores import Stores
-from worker.model.versions import StoredVersion, planned_version
+from worker.model.versions import StoredVersion
 from worker.service.budget import OverBudget, time_budget
 from worker.service.commit import Commit
 from worker.settings import Settings
@@ -47,19 +46,13 @@ class JobEnd:
     lease_lost: bool = False
 
 
-@dataclass(frozen=True)
-class Plan:
-    result: JobResult
-    version: StoredVersion | None  # None: nothing to write
-    text: str | None
-
-
 class Applier:
     def __init__(self, settings: Settings, database: Stores, commit: Commit, clock: Callable[[], datetime]):
         self._settings = settings
         self._db = database
         self.commit = commit
         self._clock = clock
+        self._policies = Policies(settings.element_policies, settings.client_element_policies)
 
     def apply(self, batch: list[Queued], chained: bool) -> list[JobEnd]:
         """Bring a batch to its ends. Chained (one key's jobs in order): the jobs up to the first that is not a
@@ -126,30 +119,16 @@ class Applier:
     def plan(self, job: Job, current: StoredVersion | None, now: datetime) -> Plan:
         """What the job does to `current`: its result, and the new version to commit. A job that fails, runs past
         its time budget or meets a bug gets its own failed result; it never stops its key."""
-        existing = Existing(current.version_id, None if current.deleted else current.resource()) if current else None
         limit = self._settings.job_time_limit_seconds
         try:
             with time_budget(limit):
-                planned = plan_change(
-                    job.request, existing, self._settings.element_policies, self._settings.client_element_policies
-                )
-        except FhirError as exc:
-            return Plan(JobResult(exc.status, outcome=exc.outcome), None, None)
+                return plan_job(job, current, now, self._policies)
         except OverBudget:
             log.warning("job over its time budget", extra={"job_id": job.id, "key": job.key})
             return Plan(JobResult.error(422, "too-costly", _over_budget(limit)), None, None)
         except Exception:  # a bug must fail this job alone, never the key's queue
             log.exception("job failed unexpectedly", extra={"job_id": job.id, "key": job.key})
-            failed = "The server failed while applying this job; it was not applied"
-            return Plan(JobResult.error(500, "exception", failed), None, None)
-        if not planned.write:
-            assert current is not None
-            return Plan(
-                JobResult(planned.status, current.version_id, current.last_updated, planned.outcome), None, current.text
-            )
-        version_id = current.version_id + 1 if current else 1
-        new = planned_version(job.id, job.request, planned.resource, version_id, now)
-        return Plan(JobResult(planned.status, version_id, now, planned.outcome), new, new.text)
+            return Plan(JobResult.error(500, "exception", UNEXPECTED), None, None)
 
     def _current(self, job: Job, cached: str | None) -> StoredVersion | None:
         if cached:

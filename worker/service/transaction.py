@@ -22,13 +22,11 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
-from worker.model.changes import Existing
 from worker.model.jobs import Job, JobResult, JobState, Start, result_event
+from worker.model.planning import Policies, plan_transaction_job
 from worker.model.stores import Stores
-from worker.model.transactions import EntryFailed, TransactionEntry, decode_entries, plan_transaction, transaction_keys
-from worker.model.versions import StoredVersion, planned_version
+from worker.model.transactions import decode_entries, transaction_keys
 from worker.model.wakeups import WakeUp
 from worker.ordering import KeyQueues
 from worker.service.apply import Applier
@@ -54,6 +52,7 @@ class TransactionRunner:
         self._applier = applier
         self._send_drain = send_drain
         self._clock = clock
+        self._policies = Policies(settings.element_policies, settings.client_element_policies)
 
     def run(self, job: Job, key: str, token: str) -> None:
         """Run the transaction at the head of `key` (whose lease `token` holds), or park the key when another of its
@@ -80,7 +79,7 @@ class TransactionRunner:
                 (k.split("/", 1)[0], k.split("/", 1)[1], (v.version_id if v else 0) + 1) for k, v in current.items()
             ]
             self._db.resources.remove_uncommitted(job.id, candidates)
-        result, versions = self._plan(job, entries, current)
+        result, versions = plan_transaction_job(job, entries, current, self._clock(), self._policies)
         now = self._clock()
         self._applier.commit.transaction(
             [(current[v.key], v) for v in versions], result_event(job, result, now), result.succeeded
@@ -92,46 +91,6 @@ class TransactionRunner:
             "transaction %s", finished.state.value, extra={"job_id": job.id, "keys": len(keys), "status": result.status}
         )
         self._complete(keys, token, finished)
-
-    def _plan(
-        self, job: Job, entries: list[TransactionEntry], current: dict[str, StoredVersion | None]
-    ) -> tuple[JobResult, list[StoredVersion]]:
-        existing = {
-            k: (Existing(v.version_id, None if v.deleted else v.resource()) if v else None) for k, v in current.items()
-        }
-        try:
-            planned = plan_transaction(
-                entries, existing, self._settings.element_policies, self._settings.client_element_policies
-            )
-        except EntryFailed as failed:
-            return JobResult(failed.status, outcome=failed.outcome), []
-        now = self._clock()
-        versions: list[StoredVersion] = []
-        results: list[dict[str, Any]] = []
-        for entry, change in planned:
-            request, old = entry.request, current[entry.request.key]
-            if not change.write:
-                results.append(
-                    {
-                        "index": entry.index,
-                        "key": request.key,
-                        "status": change.status,
-                        "versionId": old.version_id if old else None,
-                    }
-                )
-                continue
-            version_id = (old.version_id if old else 0) + 1
-            versions.append(planned_version(job.id, request, change.resource, version_id, now, transaction=job.id))
-            results.append(
-                {
-                    "index": entry.index,
-                    "key": request.key,
-                    "status": change.status,
-                    "versionId": version_id,
-                    "lastUpdated": now,
-                }
-            )
-        return JobResult(200, entries=sorted(results, key=lambda r: int(r["index"]))), versions
 
     def _refresh_copies(self, keys: list[str]) -> None:
         latest = [self._db.resources.latest(*key.split("/", 1)) for key in keys]

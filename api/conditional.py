@@ -115,9 +115,10 @@ class ConditionalResolver:
                 found.append(newest)
         return found
 
-    def resolve(self, resource_type: str, query: str) -> str:
-        """The id of the one live resource of `resource_type` a conditional target names (404 none, 412 several)."""
-        criterion = parse_criterion(query)
+    def resolve(self, resource_type: str, query: str, allowed_extra: tuple[str, ...] = ()) -> str:
+        """The id of the one live resource of `resource_type` a conditional target names (404 none, 412 several);
+        `allowed_extra`: the request's own parameters, which are no part of the condition."""
+        criterion = parse_criterion(query, allowed_extra)
         if criterion.system_only:
             raise InvalidRequest(
                 f"{criterion.shown} names a system only; a conditional target needs system|value, |value, value or _id",

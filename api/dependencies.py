@@ -14,6 +14,7 @@ from worker.model.versions import StoredVersion
 from worker.settings import Settings
 from worker.submission import Submitter
 from worker.submission.backends import Backends, QueueReadings
+from worker.submission.dry_run import DryRun
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ class Connections:
     @property
     def submitter(self) -> Submitter:
         return self.backends.submitter
+
+    @property
+    def dry_run(self) -> DryRun:
+        return self.backends.dry_run
 
     @property
     def readings(self) -> QueueReadings:

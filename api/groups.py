@@ -10,6 +10,7 @@ bounded by the block, not the feed.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -30,8 +31,10 @@ from worker.model.versions import StoredVersion
 from worker.patch.fhir_json import loads
 from worker.submission import Submitter, Taken
 from worker.submission.backends import QueueReadings
+from worker.submission.dry_run import DrySession
 
 BLOCK_ENTRIES = 500
+Newest = Callable[[str, str], StoredVersion | None]  # (type, id) -> the newest version
 
 
 @dataclass(frozen=True)
@@ -84,15 +87,29 @@ class GroupIntake:
         self, group_id: str, lines: list[tuple[int, bytes]], caller: Principal, request_id: str = ""
     ) -> Taken:
         """A block of NDJSON feed lines. Under backpressure the block is cut at a line boundary (`Taken.stopped_at`)."""
-        entries: list[tuple[int, Any]] = []
-        for number, raw in lines:
-            try:
-                entries.append(
-                    (number, loads(raw, what="entry") if raw.strip() else located(_empty_line(), f"line {number}"))
-                )
-            except FhirError as exc:
-                entries.append((number, located(exc, f"line {number}")))
+        entries = _parsed_lines(lines)
         return self.accept_entries(group_id, entries, lambda n: f"line {n}", caller, request_id, partial=True)
+
+    def dry_lines(
+        self, session: DrySession, lines: list[tuple[int, bytes]], caller: Principal, base: str, request_id: str = ""
+    ) -> list[dict[str, Any]]:
+        """A block of feed lines checked as `accept_lines` checks them, then planned in `session` (nothing is
+        recorded): the result lines the feed would give, each with the version it was planned on and the jobs
+        queued ahead of it."""
+        base_id = f"dry-{uuid.uuid4().hex}"
+        jobs, refused = self.check_entries(
+            base_id, _parsed_lines(lines), lambda n: f"line {n}", caller, request_id, utc_now()
+        )
+        answers = {number: {"line": number, **entry_response(event, base)} for number, event in refused}
+        for (number, _), end in zip(jobs, session.jobs([job for _, job in jobs])):
+            assert end.job.result is not None
+            answers[number] = {
+                "line": number,
+                **response_element(end.job.result, end.job.key, base),
+                "basedOnVersion": end.before.version_id if end.before is not None else None,
+                "queuedAhead": end.queued_ahead,
+            }
+        return [answers[number] for number, _ in lines if number in answers]
 
     def accept_entries(
         self,
@@ -107,10 +124,10 @@ class GroupIntake:
         An entry the caller may not make fails alone, 403 in its own result. Admission control takes all the
         entries or none (`partial` False: raises the 429/503), or the first ones that fit (`partial`: a feed)."""
         now = utc_now()
-        jobs, refused = self._checked(group_id, entries, where, caller, request_id, now)
+        jobs, refused = self.check_entries(group_id, entries, where, caller, request_id, now)
         return self._submitter.submit_entries(group_id, jobs, refused, caller.client_id, partial)
 
-    def _checked(
+    def check_entries(
         self,
         group_id: str,
         entries: list[tuple[int, Any]],
@@ -119,6 +136,8 @@ class GroupIntake:
         request_id: str,
         now: datetime,
     ) -> tuple[list[tuple[int, Job]], list[tuple[int, dict[str, Any]]]]:
+        """Each entry as a job (in entry order), or its refusal as a result event: authorized, checked and its
+        condition resolved, as intake does it (a real one and a dry run)."""
         jobs: list[tuple[int, Job]] = []
         refused: list[tuple[int, dict[str, Any]]] = []
         for number, entry in entries:
@@ -205,15 +224,16 @@ class GroupIntake:
         wanted = [version_wanted(str(e["key"]), int(e["result"]["versionId"])) for e in written]
         return dict(zip((id(e) for e in written), self._db.resources.versions(wanted)))
 
-    def read_entry(self, url: str, base: str) -> dict[str, Any]:
-        """The answer entry of a GET entry: the resource's newest version (404/410 otherwise)."""
+    def read_entry(self, url: str, base: str, newest: Newest | None = None) -> dict[str, Any]:
+        """The answer entry of a GET entry: the resource's newest version (404/410 otherwise), as stored or as
+        `newest` gives it (a dry run's)."""
         try:
             resource_type, resource_id = target(url)
             if resource_id is None:
                 raise InvalidRequest("A GET entry reads one resource: Type/id", "request.url")
         except FhirError as exc:
             return {"response": {"status": f"{exc.status}", "outcome": exc.outcome}}
-        return _read_entry(self._db.resources.newest(resource_type, resource_id), base)
+        return _read_entry((newest or self._db.resources.newest)(resource_type, resource_id), base)
 
     def result_lines(self, group: Group, base: str) -> Iterator[dict[str, Any]]:
         """One outcome per entry, in entry order (pending entries say so)."""
@@ -256,6 +276,17 @@ def _read_entry(newest: StoredVersion | None, base: str) -> dict[str, Any]:
 def entry_response(event: dict[str, Any], base: str) -> dict[str, Any]:
     """Bundle.entry.response (status, etag, lastModified, location, outcome) from a stored result."""
     return response_element(JobResult.from_document(event["result"]), event.get("key"), base)
+
+
+def _parsed_lines(lines: list[tuple[int, bytes]]) -> list[tuple[int, Any]]:
+    entries: list[tuple[int, Any]] = []
+    for number, raw in lines:
+        try:
+            entry = loads(raw, what="entry") if raw.strip() else located(_empty_line(), f"line {number}")
+            entries.append((number, entry))
+        except FhirError as exc:
+            entries.append((number, located(exc, f"line {number}")))
+    return entries
 
 
 def _empty_line() -> FhirError:

@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from api.answers import accepted_answer
 from api.dependencies import Connections
 from api.deps import acting, connections, fhir_base
+from api.dry_runs import DRY_RUN, dry_entry
 from api.entries import authorize_entry, entry_request, is_read
 from api.http import fhir_response, outcome_response, parse_prefer
 from worker.errors import InvalidRequest
@@ -56,14 +57,18 @@ def _checked(
     return checked, reads
 
 
-async def transaction(request: Request, entries: list[Any], caller: Principal) -> Response:
+async def transaction(request: Request, entries: list[Any], caller: Principal, dry: bool = False) -> Response:
+    """Check every entry, then queue the transaction as one job and (unless asked to answer at once) wait for it;
+    `dry`: plan it on the stored state and answer, recording nothing (api/dry_runs.py)."""
     conn = connections(request)
     checked, reads = await anyio.to_thread.run_sync(_checked, conn, entries, caller, request)
-    if not checked:  # nothing to write: no job, no queue; the reads are answered now
+    if not checked and not dry:  # nothing to write: no job, no queue; the reads are answered now
         return await anyio.to_thread.run_sync(_reads_only, conn, reads, len(entries), fhir_base(request))
     job_id = Job.new_id()
     job_request = acting(request, caller, JobRequest(Action.TRANSACTION, "Bundle", job_id, encode_entries(checked)))
     job = Job(job_id, job_request, JobState.ACCEPTED, utc_now(), extra={"reads": reads, "size": len(entries)})
+    if dry:
+        return await anyio.to_thread.run_sync(_dry_transaction, conn, job, checked, fhir_base(request))
     keys = transaction_keys(checked)
     wait = "respond-async" not in parse_prefer(request.headers.get("prefer"))
     async with conn.waiter.expect([job.id] if wait else []) as expected:
@@ -75,6 +80,32 @@ async def transaction(request: Request, entries: list[Any], caller: Principal) -
         if done is not None and done.state.final:
             return await anyio.to_thread.run_sync(transaction_answer, conn, done, fhir_base(request))
     return accepted_answer(job, fhir_base(request))
+
+
+def _dry_transaction(conn: Connections, job: Job, checked: list[TransactionEntry], base: str) -> Response:
+    """The transaction planned in a dry-run session: its failing entry's answer, or the transaction-response it
+    would give, each written entry marked with what it was planned on; reads come after the writes."""
+    session = conn.dry_run.session()
+    planned = session.transaction(job, checked)
+    result = planned.result
+    if not result.succeeded:
+        return outcome_response(result.status, result.outcome or {}, {DRY_RUN: "true"})
+    texts = {version.key: version.text for version in planned.versions}
+    by_index = {int(r["index"]): r for r in result.entries or []}
+    reads = {int(k): v for k, v in (job.extra.get("reads") or {}).items()}
+    entries = []
+    for index in range(int(job.extra["size"])):
+        if index in reads:
+            entries.append(conn.groups.read_entry(reads[index], base, session.newest))
+            continue
+        written = by_index[index]
+        key = str(written["key"])
+        outcome = JobResult(int(written["status"]), written.get("versionId"), written.get("lastUpdated"))
+        before = planned.before[key]
+        text = texts.get(key, before.text if before is not None else None)
+        entries.append(dry_entry(key, outcome, text, before, planned.queued_ahead[key], base))
+    bundle = {"resourceType": "Bundle", "type": "transaction-response", "entry": entries}
+    return fhir_response(bundle, 200, {DRY_RUN: "true"})
 
 
 def _reads_only(conn: Connections, reads: dict[str, str], size: int, base: str) -> Response:

@@ -8,6 +8,7 @@ from polling `/_async/{group}`.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import anyio
@@ -17,8 +18,10 @@ from fastapi.responses import Response
 from api.auth import Caller
 from api.dependencies import Connections
 from api.deps import connections, fhir_base, request_id
+from api.dry_runs import DRY_RUN, dry_entry, dry_run_asked
 from api.entries import entry_type, is_read
 from api.group_answers import group_id_for, group_status, status_answer
+from api.groups import entry_response
 from api.http import fhir_response, parse_prefer, read_body
 from api.transactions import transaction
 from worker.errors import AccessError, InvalidRequest, Unavailable
@@ -34,11 +37,14 @@ router = APIRouter(prefix="/fhir")
 @router.post("/")
 async def bundle(request: Request, caller: Caller) -> Response:
     conn = connections(request)
+    dry = dry_run_asked(request)
     body = await read_body(request, conn.settings.max_body_bytes)
     document = await anyio.to_thread.run_sync(lambda: loads(body, what="Bundle"))  # off the event loop
     kind, entries = _checked_bundle(document)
     if kind == "transaction":
-        return await transaction(request, entries, caller)
+        return await transaction(request, entries, caller, dry)
+    if dry:
+        return await _dry_batch(request, caller, entries)
     return await _batch(request, caller, entries)
 
 
@@ -88,6 +94,28 @@ async def _batch(request: Request, caller: Caller, entries: list[Any]) -> Respon
     answer = await group_status(request, group_id, caller)  # the wait truly ran out: 202 with the progress
     assert answer is not None
     return answer
+
+
+async def _dry_batch(request: Request, caller: Caller, entries: list[Any]) -> Response:
+    """A batch's dry run: each write entry checked as intake checks it and planned in entry order (entries on one
+    resource build on each other), the reads answered after the writes from what they would leave."""
+    conn, base, rid = connections(request), fhir_base(request), request_id(request)
+    reads = {n: str(e["request"].get("url")) for n, e in enumerate(entries, 1) if is_read(e) and _readable(caller, e)}
+    writes = [(n, e) for n, e in enumerate(entries, 1) if n not in reads]
+
+    def planned() -> dict[str, Any]:
+        session = conn.dry_run.session()
+        jobs, refused = conn.groups.check_entries(
+            f"dry-{uuid.uuid4().hex}", writes, lambda n: f"Bundle.entry[{n - 1}]", caller, rid, utc_now()
+        )
+        answers = {n: {"response": entry_response(event, base)} for n, event in refused}
+        for (n, _), end in zip(jobs, session.jobs([job for _, job in jobs])):
+            assert end.job.result is not None
+            answers[n] = dry_entry(end.job.key, end.job.result, end.text, end.before, end.queued_ahead, base)
+        answers.update({n: conn.groups.read_entry(url, base, session.newest) for n, url in reads.items()})
+        return {"resourceType": "Bundle", "type": "batch-response", "entry": [answers[n] for n in sorted(answers)]}
+
+    return fhir_response(await anyio.to_thread.run_sync(planned), 200, {DRY_RUN: "true"})
 
 
 async def _accept(request: Request, caller: Principal, group_id: str, writes: list[tuple[int, Any]]) -> list[str]:

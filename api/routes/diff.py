@@ -12,7 +12,6 @@ gives `to` (worker/patch/diff.py). Reading is all it needs: the `r` scope on the
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -21,42 +20,17 @@ from fastapi.responses import Response
 
 from api.auth import Caller
 from api.deps import connections, resource_type_named
-from api.http import fhir_response, read_body
+from api.diff_answers import diff_response, diff_wanted
+from api.http import read_body
 from worker.errors import InvalidRequest, ResourceGone, ResourceNotFound
 from worker.model.access import READ
 from worker.model.stores import Stores
 from worker.model.versions import StoredVersion
-from worker.patch.diff import FHIRPATH_PATCH_MEDIA, JSON_PATCH_MEDIA, diff_as
-from worker.patch.fhir_json import dumps, loads
+from worker.patch.fhir_json import loads
 from worker.patch.structure import is_resource_type
 
 router = APIRouter(prefix="/fhir")
 _REFERENCE = re.compile(r"(?P<type>[A-Za-z]{1,64})/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/(?P<version>[0-9]{1,9}))?")
-
-
-@dataclass(frozen=True)
-class Wanted:
-    """How the caller wants the diff: the patch format (a media type) and whether `meta` takes part."""
-
-    media: str
-    include_meta: bool
-
-
-def diff_wanted(request: Request) -> Wanted:
-    """The answer's format from Accept (RFC 6902 when it names application/json-patch+json), `includeMeta`."""
-    accept = request.headers.get("accept", "").lower()
-    media = JSON_PATCH_MEDIA if JSON_PATCH_MEDIA in accept else FHIRPATH_PATCH_MEDIA
-    raw = request.query_params.get("includeMeta", "false").lower()
-    if raw not in ("true", "false"):
-        raise InvalidRequest(f"includeMeta must be true or false, not {raw!r}", "includeMeta")
-    return Wanted(media, raw == "true")
-
-
-def diff_response(wanted: Wanted, old: dict[str, Any], new: dict[str, Any]) -> Response:
-    change = diff_as(wanted.media, old, new, wanted.include_meta)
-    if wanted.media == JSON_PATCH_MEDIA:
-        return Response(dumps(change).encode(), 200, media_type=JSON_PATCH_MEDIA)
-    return fhir_response(change)
 
 
 @router.get("/$diff")

@@ -17,6 +17,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from api.auth import Caller
 from api.deps import connections, fhir_base, request_id
+from api.dry_runs import DRY_RUN, dry_run_asked
 from api.group_answers import group_id_for, status_answer
 from api.groups import BLOCK_ENTRIES
 from api.http import fhir_response
@@ -73,6 +74,8 @@ async def bulk_submit(request: Request, caller: Caller) -> Response:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in NDJSON_TYPES:
         raise UnsupportedMediaType(f"A feed is NDJSON ({', '.join(NDJSON_TYPES)}), not {kind!r}", "Content-Type")
+    if dry_run_asked(request):
+        return await _dry_feed(request, caller)
     group_id = group_id_for(request.headers.get("idempotency-key"), caller.subject)
     await anyio.to_thread.run_sync(conn.database.groups.open, group_id, "feed", utc_now(), None, caller.subject)
     rid, most = request_id(request), conn.settings.max_feed_lines
@@ -94,6 +97,28 @@ async def bulk_submit(request: Request, caller: Caller) -> Response:
         return stopped
     await anyio.to_thread.run_sync(conn.database.groups.close, group_id, intake.lines, intake.rejected, utc_now())
     return await status_answer(request, group_id, caller)
+
+
+async def _dry_feed(request: Request, caller: Principal) -> Response:
+    """A feed's dry run: every line checked as intake checks it, and planned in line order on what the lines
+    before it left (nothing is recorded). The answer is the NDJSON the feed's results would be, at once; a feed
+    over FHIR_PATCH_MAX_FEED_LINES is 413, as the real one, and none of it is planned."""
+    conn = connections(request)
+    session, base, rid = conn.dry_run.session(), fhir_base(request), request_id(request)
+    most = conn.settings.max_feed_lines
+    lines: list[bytes] = []
+    async for block in _blocks(request, conn.settings.max_body_bytes):
+        if block[-1][0] > most:
+            diagnostics = (
+                f"A feed holds at most {most} lines (FHIR_PATCH_MAX_FEED_LINES): line {most + 1} and after would not "
+                "be taken; send them as another feed"
+            )
+            outcome = operation_outcome([Issue("too-costly", diagnostics, (f"line {most + 1}",))])
+            return fhir_response(outcome, 413, {DRY_RUN: "true", "X-Accepted-Lines": str(most)})
+        answers = await anyio.to_thread.run_sync(conn.groups.dry_lines, session, block, caller, base, rid)
+        lines += [(json.dumps(answer) + "\n").encode() for answer in answers]
+    headers = {DRY_RUN: "true", "X-Dry-Run-Lines": str(len(lines))}
+    return Response(b"".join(lines), 200, headers, media_type="application/fhir+ndjson")
 
 
 class _Intake:

@@ -22,6 +22,7 @@ from api.capabilities import capability_statement
 from api.conditional import parse_criterion
 from api.dependencies import Connections
 from api.deps import acting, connections, fhir_base, idempotency_key, query_number, resource_type_named
+from api.dry_runs import dry_run_asked, single_answer
 from api.entries import checked_resource
 from api.http import check_id, fhir_response, http_date, parse_if_match, parse_prefer, parse_snapshot_mode, read_body
 from api.intake import Finished
@@ -29,15 +30,18 @@ from worker.errors import InvalidRequest, ResourceGone, ResourceNotFound, Unsupp
 from worker.model.access import CREATE, DELETE, READ, UPDATE, Principal
 from worker.model.callback_targets import CallbackRefused, checked_callback
 from worker.model.changes import fhir_instant
-from worker.model.jobs import Action, JobRequest, body_digest
+from worker.model.clock import utc_now
+from worker.model.jobs import Action, Job, JobRequest, JobState, body_digest
 from worker.model.results import etag, version_location
 from worker.model.versions import StoredVersion
 from worker.patch import parse_patch
 from worker.patch.fhir_json import dumps, loads
 from worker.patch.fhir_xml import parse_xml, xml_to_resource
 from worker.submission import Submission
+from worker.submission.dry_run import DryEnd
 
 router = APIRouter(prefix="/fhir")
+_PATCH_PARAMETERS = ("dryRun", "_strict")  # a conditional PATCH's own parameters, beside its condition
 _HISTORY_METHODS = {"create": "POST", "update": "PUT", "patch": "PATCH", "delete": "DELETE"}
 
 
@@ -74,7 +78,7 @@ async def conditional_patch(resource_type: str, request: Request, caller: Caller
     if not query:
         raise InvalidRequest("PATCH [base]/Type needs a condition: ?identifier=system|value or ?_id=id", "request.url")
     resolver = connections(request).conditional
-    resource_id = await anyio.to_thread.run_sync(resolver.resolve, resource_type, query)
+    resource_id = await anyio.to_thread.run_sync(resolver.resolve, resource_type, query, _PATCH_PARAMETERS)
     return await patch(resource_type, resource_id, request, caller)
 
 
@@ -277,6 +281,8 @@ async def _submit(
     callback = request.headers.get("x-callback-url")
     if callback is not None:
         check = partial(_check_callback, conn, callback, check)
+    if dry_run_asked(request):
+        return await _dry_run(request, job, check, prefer)
     digest = body_digest(
         request.method,
         job.key,
@@ -295,6 +301,18 @@ async def _submit(
     if isinstance(answer, Finished):
         return sync_answer(answer, base, prefer)
     return accepted_answer(answer, base)
+
+
+async def _dry_run(request: Request, job: JobRequest, check: Callable[[], object], prefer: dict[str, str]) -> Response:
+    """The request checked as the real one (`check` first, as the intake runs it), then planned, not submitted."""
+    session = connections(request).dry_run.session()
+
+    def checked_plan() -> DryEnd:
+        check()
+        return session.jobs([Job(Job.new_id(), job, JobState.ACCEPTED, utc_now())])[0]
+
+    end = await anyio.to_thread.run_sync(checked_plan)
+    return single_answer(request, end, fhir_base(request), prefer)
 
 
 def _check_callback(conn: Connections, url: str, check: Callable[[], object]) -> None:

@@ -29,6 +29,7 @@ def test_jobs_come_in_arrival_order_and_leave_once_each(backend: Backend) -> Non
     assert s.arrive(A, "j2", "p2", now) is Arrival.QUEUED, "a drain is owed already"
     assert s.arrive(A, "j1", "p1", now) is Arrival.ALREADY, "never queued twice"
     assert s.view(A).state() is KeyState.OFFERED and s.queued("j1") and s.not_queued(["j1", "x"]) == ["x"]
+    assert s.depths([A, "Patient/none", A]) == [2, 0, 2] and s.depths([]) == []
     token, jobs = _acquire(backend, A)
     assert jobs == ["j1", "j2"] and s.view(A).state() is KeyState.DRAINING
     heads = s.next_jobs([Step(A, token, _done("j2", "j1"))], LEASE, 50)[0]

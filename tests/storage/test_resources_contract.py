@@ -55,6 +55,22 @@ def test_versions_reads_several_from_copies_when_they_match_else_by_key(isolated
         db.close()
 
 
+def test_peek_newest_reads_copies_then_mongodb_and_copies_nothing(isolated_settings: Settings) -> None:
+    copies = {"Patient/a": _v(3, rid="a").to_cache()}
+    remembered: list[StoredVersion] = []
+    hint = (lambda key: 0, remembered.append, copies.get, lambda keys: [copies.get(k) for k in keys])
+    db = Database.open(isolated_settings, hint)
+    try:
+        db.resources.commit_many([_v(1, rid="b"), _v(2, rid="b")])
+        found = db.resources.peek_newest(["Patient/a", "Patient/b", "Patient/c"])
+        assert [(v.resource_id, v.version_id) if v else None for v in found] == [("a", 3), ("b", 2), None]
+        assert remembered == [], "a peek writes no copy"
+        assert db.resources.newest("Patient", "b") is not None and len(remembered) == 1, "newest does"
+    finally:
+        db.client.drop_database(isolated_settings.database)
+        db.close()
+
+
 def test_commit_many_stops_at_the_first_taken_number(db: Database) -> None:
     db.resources.commit(_v(1))
     db.resources.commit(_v(3, job="other"))

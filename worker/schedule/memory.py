@@ -277,6 +277,9 @@ class MemorySchedule:
     def view(self, key: str) -> KeyView:
         return KeyView(len(self.queues.get(key) or []), self._lease(key) is not None, Mark.decode(self.marks.get(key)))
 
+    def depths(self, keys: list[str]) -> list[int]:
+        return [len(self.queues.get(key) or []) for key in keys]
+
     def active_keys(self) -> Iterator[str]:
         return iter([key for key, queue in self.queues.items() if queue])
 

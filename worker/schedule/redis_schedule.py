@@ -318,6 +318,12 @@ class RedisSchedule:
         depth, leased, mark = pipe.execute()
         return KeyView(int(depth), bool(leased), Mark.decode(decoded(mark) if mark else None))
 
+    def depths(self, keys: list[str]) -> list[int]:
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.llen(self.keys.queue(key))
+        return [int(depth) for depth in pipe.execute()] if keys else []
+
     def active_keys(self) -> Iterator[str]:
         for member in self._redis.sscan_iter(self.keys.keys_set, count=1000):
             yield decoded(member)

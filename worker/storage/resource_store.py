@@ -132,8 +132,20 @@ class ResourceStore:
             found.append(version)
         return found
 
+    def peek_newest(self, keys: list[str]) -> list[StoredVersion | None]:
+        """The newest version of each `Type/id`, as `newest` reads it (the Redis copies in one round trip, MongoDB
+        for the others) but writing nothing, not even a copy: what a dry run reads."""
+        found: list[StoredVersion | None] = []
+        for key, copy in zip(keys, self._read_copies(keys)):
+            resource_type, _, resource_id = key.partition("/")
+            found.append(StoredVersion.from_cache(copy) if copy else self._latest(resource_type, resource_id, False))
+        return found
+
     def latest(self, resource_type: str, resource_id: str) -> StoredVersion | None:
         """The newest version according to MongoDB alone (None if the resource never existed)."""
+        return self._latest(resource_type, resource_id, True)
+
+    def _latest(self, resource_type: str, resource_id: str, remember: bool) -> StoredVersion | None:
         key = f"{resource_type}/{resource_id}"
         hint = self._read_hint(key)
         newest = self.version(resource_type, resource_id, hint) if hint else None
@@ -148,7 +160,7 @@ class ResourceStore:
                 step = 1
                 continue
             newest, hint, step = ahead, hint + step, step * 2
-        if newest is not None and newest.version_id != self._read_hint(key):
+        if remember and newest is not None and newest.version_id != self._read_hint(key):
             self._remember(newest)
         return newest
 

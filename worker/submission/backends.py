@@ -25,6 +25,7 @@ from worker.ordering.metrics import Metrics
 from worker.settings import Settings
 from worker.storage import Database
 from worker.submission.drains import CeleryDrains, drainer_limits
+from worker.submission.dry_run import DryRun
 from worker.submission.submitter import Submitter
 
 
@@ -70,6 +71,7 @@ class Backends:
     stores: Stores
     submitter: Submitter
     readings: QueueReadings
+    dry_run: DryRun
     _redis: redis.Redis
     _celery: Celery
     _mongodb: MongoClient[dict[str, Any]]
@@ -85,7 +87,8 @@ class Backends:
         admission = Admission(client, settings.namespace, settings.max_unfinished_per_client, settings.max_queue_depth)
         submitter = Submitter(database, queues.schedule, admission, drains, queues.counters.count_group)
         readings = QueueReadings(queues, admission, metrics, drains)
-        return cls(database, submitter, readings, client, celery, database.client)
+        dry_run = DryRun(settings, database, queues.schedule)
+        return cls(database, submitter, readings, dry_run, client, celery, database.client)
 
     def ping_mongodb(self) -> dict[str, Any]:
         reply: dict[str, Any] = self._mongodb.admin.command("ping")

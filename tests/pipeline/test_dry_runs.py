@@ -167,51 +167,58 @@ def _b64(value: Any) -> str:
     return base64.b64encode(json.dumps(value).encode()).decode()
 
 
-def test_dry_batch_and_transaction(service: Service) -> None:
+MISSING = _patch_entry("Patient/dr3-none", [{"op": "add", "path": "/active", "value": True}])
+
+
+def test_a_dry_batch_builds_entries_on_each_other(service: Service) -> None:
+    batch = _bundle(
+        "batch",
+        [
+            _patch_entry("Patient/dr3", [{"op": "add", "path": "/active", "value": True}]),
+            _patch_entry("Patient/dr3", [{"op": "add", "path": "/gender", "value": "male"}]),
+            {"request": {"method": "GET", "url": "Patient/dr3"}},
+            MISSING,
+        ],
+    )
     with service.client() as client:
         assert client.put("Patient/dr3", json={"resourceType": "Patient", "id": "dr3"}).status_code == 201
-        batch = _bundle(
-            "batch",
-            [
-                _patch_entry("Patient/dr3", [{"op": "add", "path": "/active", "value": True}]),
-                _patch_entry("Patient/dr3", [{"op": "add", "path": "/gender", "value": "male"}]),
-                {"request": {"method": "GET", "url": "Patient/dr3"}},
-                _patch_entry("Patient/dr3-none", [{"op": "add", "path": "/active", "value": True}]),
-            ],
-        )
-        transaction = _bundle(
-            "transaction",
-            [
-                _patch_entry("Patient/dr3", [{"op": "add", "path": "/birthDate", "value": "1970-01-01"}]),
-                {
-                    "request": {"method": "PUT", "url": "Patient/dr3-t"},
-                    "resource": {"resourceType": "Patient", "id": "dr3-t"},
-                },
-            ],
-        )
-        failing = _bundle("transaction", [transaction["entry"][0], batch["entry"][3]])
         with nothing_stored(service):
             dry_batch = client.post("", params=DRY, json=batch)
+    assert dry_batch.status_code == 200 and dry_batch.headers["x-dry-run"] == "true", dry_batch.text
+    first, second, read, none = dry_batch.json()["entry"]
+    assert first["response"]["etag"] == 'W/"2"' and second["response"]["etag"] == 'W/"3"', "built on each other"
+    assert second["resource"]["active"] is True and second["resource"]["gender"] == "male"
+    assert read["resource"]["gender"] == "male", "the read comes after the writes"
+    based_on = {"url": "urn:fhir-patch-worker:dry-run:based-on-version", "valueInteger": 2}
+    assert based_on in second["response"]["extension"]
+    assert none["response"]["status"].startswith("404")
+
+
+def test_a_dry_transaction_answers_as_the_real_one(service: Service) -> None:
+    transaction = _bundle(
+        "transaction",
+        [
+            _patch_entry("Patient/dr5", [{"op": "add", "path": "/birthDate", "value": "1970-01-01"}]),
+            {
+                "request": {"method": "PUT", "url": "Patient/dr5-t"},
+                "resource": {"resourceType": "Patient", "id": "dr5-t"},
+            },
+        ],
+    )
+    failing = _bundle("transaction", [transaction["entry"][0], MISSING])
+    with service.client() as client:
+        assert client.put("Patient/dr5", json={"resourceType": "Patient", "id": "dr5"}).status_code == 201
+        with nothing_stored(service):
             dry_transaction = client.post("", params=DRY, json=transaction)
             dry_failing = client.post("", params=DRY, json=failing)
-        assert dry_batch.status_code == 200 and dry_batch.headers["x-dry-run"] == "true", dry_batch.text
-        first, second, read, none = dry_batch.json()["entry"]
-        assert first["response"]["etag"] == 'W/"2"' and second["response"]["etag"] == 'W/"3"', "built on each other"
-        assert second["resource"]["active"] is True and second["resource"]["gender"] == "male"
-        assert read["resource"]["gender"] == "male", "the read comes after the writes"
-        assert {"url": "urn:fhir-patch-worker:dry-run:based-on-version", "valueInteger": 2} in second["response"][
-            "extension"
-        ]
-        assert none["response"]["status"].startswith("404")
         assert dry_transaction.status_code == 200, dry_transaction.text
         patched, put = dry_transaction.json()["entry"]
         assert patched["response"]["etag"] == 'W/"2"' and put["response"]["status"].startswith("201")
         real_failing = client.post("", json=failing)
         assert (dry_failing.status_code, dry_failing.json()) == (real_failing.status_code, real_failing.json())
         real = client.post("", json=transaction)
-        assert [e["response"]["etag"] for e in real.json()["entry"]] == [
-            e["response"]["etag"] for e in dry_transaction.json()["entry"]
-        ]
+    etags = [e["response"]["etag"] for e in real.json()["entry"]]
+    assert etags == [e["response"]["etag"] for e in dry_transaction.json()["entry"]]
 
 
 def test_a_dry_feed_gives_the_results_the_feed_would(service: Service) -> None:

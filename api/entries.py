@@ -14,6 +14,7 @@ import binascii
 import re
 import uuid
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from api.http import check_id, parse_if_match
@@ -98,10 +99,12 @@ def _put(type_: str, id_: str | None, entry: dict[str, Any], if_match: int | Non
     return JobRequest(Action.UPDATE, type_, id_, dumps(resource).encode(), FHIR_JSON, if_match, warnings=warnings)
 
 
-def _post(type_: str, id_: str | None, entry: dict[str, Any], if_match: int | None, lenient: bool) -> JobRequest:
+def _post(
+    type_: str, id_: str | None, entry: dict[str, Any], if_match: int | None, lenient: bool, new_id: str = ""
+) -> JobRequest:
     if id_ is not None:
         raise InvalidRequest("POST takes request.url Type (the server assigns the id)", "request.url")
-    new_id = str(uuid.uuid4())
+    new_id = new_id or str(uuid.uuid4())
     resource, warnings = checked_resource(entry.get("resource"), type_, None, lenient)
     return JobRequest(
         Action.CREATE, type_, new_id, dumps({**resource, "id": new_id}).encode(), FHIR_JSON, warnings=warnings
@@ -156,8 +159,9 @@ def is_read(entry: Any) -> bool:
     )
 
 
-def entry_request(entry: Any, where: str, lenient: bool = False) -> JobRequest:
-    """The checked job an entry asks for; a FhirError whose issues all name `where`."""
+def entry_request(entry: Any, where: str, lenient: bool = False, created_id: str | None = None) -> JobRequest:
+    """The checked job an entry asks for; a FhirError whose issues all name `where`. `created_id`: the id a POST
+    entry gets (a transaction gives it first, for the references to the entry; otherwise a new one)."""
     try:
         if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
             raise InvalidRequest("An entry must be an object with a request (method, url)", "request")
@@ -168,7 +172,8 @@ def entry_request(entry: Any, where: str, lenient: bool = False) -> JobRequest:
                 f"request.method {request.get('method')!r} is not one of {', '.join(_METHODS)}", "request.method"
             )
         type_, id_ = target(request.get("url"))
-        return _METHODS[method](type_, id_, entry, parse_if_match(request.get("ifMatch")), lenient)
+        handler = partial(_post, new_id=created_id) if method == "POST" and created_id else _METHODS[method]
+        return handler(type_, id_, entry, parse_if_match(request.get("ifMatch")), lenient)
     except FhirError as exc:
         raise located(exc, where) from exc
 

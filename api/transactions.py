@@ -2,8 +2,9 @@
 
 A bad entry refuses the whole transaction with that entry's status and an
 OperationOutcome naming it (`Bundle.entry[7]`); the same resource twice is
-400. The worker applies the entries all or none (worker/service/transaction.py);
-the answer is a `transaction-response` Bundle, GET entries read after the writes.
+400. References to an entry's `urn:uuid:` fullUrl become its `Type/id`
+(api/references.py). The worker applies the entries all or none
+(worker/service/transaction.py); the answer is a `transaction-response` Bundle, GET entries read after the writes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from api.deps import acting, connections, fhir_base
 from api.dry_runs import DRY_RUN, dry_entry
 from api.entries import authorize_entry, entry_request, is_read
 from api.http import fhir_response, outcome_response, parse_prefer
+from api.references import full_urls, rewritten
 from worker.errors import InvalidRequest
 from worker.model.access import Principal
 from worker.model.clock import utc_now
@@ -36,6 +38,7 @@ def _checked(
     resolved or written), then checked."""
     for index, entry in enumerate(entries):
         authorize_entry(entry, caller, f"Bundle.entry[{index}]")
+    names, created = full_urls(entries)
     checked: list[TransactionEntry] = []
     reads: dict[str, str] = {}
     first_index: dict[str, int] = {}
@@ -45,7 +48,8 @@ def _checked(
             reads[str(index)] = str(entry["request"].get("url"))
             continue
         lenient = conn.settings.store_validation == "lenient"
-        request = acting(http, caller, entry_request(conn.groups.resolved(entry, where), where, lenient))
+        resolved = conn.groups.resolved(rewritten(entry, names, where), where)
+        request = acting(http, caller, entry_request(resolved, where, lenient, created.get(index)))
         if request.key in first_index:
             raise InvalidRequest(
                 f"{where}: {request.key} is already changed by Bundle.entry[{first_index[request.key]}]; "

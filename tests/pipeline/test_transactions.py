@@ -181,3 +181,64 @@ def _check_all_or_none_and_contiguous(service: Service, resources: int, expected
             history = client.get(f"Patient/k{k}/_history", params={"_count": 1000}).json()
             versions = [int(e["response"]["etag"][3:-1]) for e in history["entry"]]
             assert versions == list(range(len(values[k]), 0, -1)), f"Patient/k{k}: contiguous history"
+
+
+def _binary(content_type: str, data: bytes) -> dict[str, Any]:
+    return {"resourceType": "Binary", "contentType": content_type, "data": base64.b64encode(data).decode()}
+
+
+def test_urn_uuid_references_become_the_created_entry_in_every_patch_format(service: Service) -> None:
+    org = "urn:uuid:2b4f7a34-58c1-4a38-9f0c-7d6d1f3c0a11"
+    fhirpath = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {
+                "name": "operation",
+                "part": [
+                    {"name": "type", "valueCode": "add"},
+                    {"name": "path", "valueString": "Patient"},
+                    {"name": "name", "valueString": "managingOrganization"},
+                    {"name": "value", "valueReference": {"reference": org}},
+                ],
+            }
+        ],
+    }
+    json_patch = json.dumps([{"op": "add", "path": "/managingOrganization", "value": {"reference": org}}]).encode()
+    xml_patch = (
+        f'<diff xmlns:f="http://hl7.org/fhir"><add sel="/f:Patient"><managingOrganization xmlns="http://hl7.org/fhir">'
+        f'<reference value="{org}"/></managingOrganization></add></diff>'
+    ).encode()
+    entries = [
+        {"request": {"method": "PATCH", "url": "Patient/ur0"}, "resource": fhirpath},
+        {
+            "request": {"method": "PATCH", "url": "Patient/ur1"},
+            "resource": _binary("application/json-patch+json", json_patch),
+        },
+        {
+            "request": {"method": "PATCH", "url": "Patient/ur2"},
+            "resource": _binary("application/xml-patch+xml", xml_patch),
+        },
+        {
+            "request": {"method": "PUT", "url": "Patient/ur3"},
+            "resource": {"resourceType": "Patient", "id": "ur3", "managingOrganization": {"reference": org}},
+        },
+        {
+            "fullUrl": org,
+            "request": {"method": "POST", "url": "Organization"},
+            "resource": {"resourceType": "Organization", "name": "New"},
+        },
+    ]
+    with service.client() as client:
+        _patients(client, "ur", 3)
+        answer = client.post("", json=transaction(*entries))
+        assert answer.status_code == 200, answer.text
+        created = answer.json()["entry"][4]["response"]["location"].split("/fhir/", 1)[1].split("/_history")[0]
+        assert created.startswith("Organization/") and client.get(created).status_code == 200
+        stored = [client.get(f"Patient/ur{n}").json()["managingOrganization"]["reference"] for n in range(4)]
+        assert stored == [created] * 4, stored
+        unknown = [{"request": {"method": "PATCH", "url": "Patient/ur0"}, "resource": fhirpath}]
+        refused = client.post("", json=transaction(*unknown))
+        assert refused.status_code == 400, refused.text
+        issue = refused.json()["issue"][0]
+        assert issue["expression"][0] == "Bundle.entry[0]" and org in issue["diagnostics"]
+        assert client.get("Patient/ur0").json()["meta"]["versionId"] == "2", "nothing written"

@@ -10,7 +10,6 @@ It also says whether the two gave the same status on every line, and the API's p
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -22,7 +21,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from feed import create  # noqa: E402
+from feed import create, feed_arguments  # noqa: E402
 from harness import AUTH, peak_rss_mib, running  # noqa: E402
 
 from devkit.feeds import feed_lines  # noqa: E402
@@ -31,12 +30,7 @@ NDJSON = {"content-type": "application/fhir+ndjson"}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lines", type=int, default=20_000)
-    parser.add_argument("--resources", type=int, default=2_000)
-    parser.add_argument("--invalid", type=float, default=0.1)
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
+    args = feed_arguments(__doc__)
     lines = [f"{line}\n".encode() for line in feed_lines(args.lines, args.resources, args.invalid)]
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, running(args.workers, Path(tmp)) as (base, procs):
         create(base, args.resources)

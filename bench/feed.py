@@ -49,13 +49,18 @@ def create(base: str, resources: int) -> None:
     wait_ended(base, counts(base)["accepted"])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def feed_arguments(doc: str | None) -> argparse.Namespace:
+    """The options of a feed benchmark (this one and bench/dry_feed.py): lines, resources, invalid share, workers."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=20_000)
     parser.add_argument("--resources", type=int, default=2_000)
     parser.add_argument("--invalid", type=float, default=0.1)
     parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = feed_arguments(__doc__)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, running(args.workers, Path(tmp)) as (base, procs):
         create(base, args.resources)
         started = time.perf_counter()

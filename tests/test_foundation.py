@@ -207,10 +207,8 @@ def _development_token_works(port: int, auth_dir: Path) -> None:
 def test_compose_file_names_services_and_passes_the_settings_environment() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"mongo", "redis", "api", "worker"} <= set(services)
-    assert services["mongo"]["image"].startswith("mongo:") and services["mongo"]["image"].split(":")[1][0].isdigit()
-    assert any(volume.split(":")[0] in compose["volumes"] for volume in services["mongo"]["volumes"])
-    for name in ("mongo", "redis", "api", "worker"):
+    assert {"mongo1", "mongo2", "mongo3", "mongo-init", "redis", "api", "worker"} <= set(services)
+    for name in ("mongo1", "mongo2", "mongo3", "redis", "api", "worker"):
         assert "healthcheck" in services[name], f"{name} has no healthcheck"
     known = Settings.environment_names()
     for name in ("api", "worker"):
@@ -218,6 +216,30 @@ def test_compose_file_names_services_and_passes_the_settings_environment() -> No
         assert set(environment) <= known, set(environment) - known
         assert {"FHIR_PATCH_REDIS_URL", "FHIR_PATCH_MONGODB_URI", "FHIR_PATCH_DATABASE"} <= set(environment)
         assert "build" in services[name]
+        assert services[name]["depends_on"]["mongo-init"] == {"condition": "service_completed_successfully"}
+
+
+def test_compose_runs_mongodb_as_a_three_member_replica_set_written_by_majority() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    members = [f"mongo{n}" for n in (1, 2, 3)]
+    for name in members:
+        member = services[name]
+        assert member["image"].startswith("mongo:") and member["image"].split(":")[1][0].isdigit()
+        assert member["command"][:3] == ["mongod", "--replSet", "rs0"], member["command"]
+        assert [v.split(":")[0] for v in member["volumes"]] == [f"{name}-data"] and f"{name}-data" in compose["volumes"]
+    init = services["mongo-init"]
+    assert init["restart"] == "no" and set(init["depends_on"]) == set(members)
+    assert all(init["depends_on"][m] == {"condition": "service_healthy"} for m in members)
+    script = init["command"][-1]
+    assert 'rs.initiate({_id: "rs0"' in script and all(f'host: "{m}:27017"' in script for m in members)
+    environment = services["api"]["environment"]
+    uri = environment["FHIR_PATCH_MONGODB_URI"]
+    assert uri.endswith("?replicaSet=rs0") and all(f"{m}:27017" in uri for m in members), uri
+    concern = Settings.from_env(
+        {"FHIR_PATCH_MONGODB_WRITE_CONCERN": environment["FHIR_PATCH_MONGODB_WRITE_CONCERN"].split(":-")[1].rstrip("}")}
+    )
+    assert (concern.mongodb_write_concern.w, concern.mongodb_write_concern.j) == ("majority", True)
 
 
 def test_readme_documents_every_setting_and_both_commands() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from worker.model.callback_targets import CallbackRefused, allow_entries
@@ -103,3 +104,35 @@ def allow_list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
 def mongodb_uri(env: Mapping[str, str]) -> str:
     # FHIR_PATCH_MONGODB_URI wins; MONGODB_URI is honoured as the common convention.
     return text(env, "FHIR_PATCH_MONGODB_URI", env.get("MONGODB_URI", "") or "mongodb://127.0.0.1:27017")
+
+
+@dataclass(frozen=True)
+class WriteConcernSetting:
+    """What MongoDB must have done before it acknowledges a write: `w` (a number of members or `majority`), the
+    journal (`j`), and how long to wait for them (`wtimeout`, ms; past it the write is an error, retried)."""
+
+    w: str | int = "majority"
+    j: bool = True
+    wtimeout_ms: int = 10_000
+
+    def __str__(self) -> str:
+        return f"w={self.w},j={str(self.j).lower()},wtimeout={self.wtimeout_ms}"
+
+
+def write_concern(env: Mapping[str, str], name: str) -> WriteConcernSetting:
+    """`majority` (the default: with j=true, wtimeout=10000), or `w=…,j=true|false,wtimeout=ms` in any order."""
+    raw = env.get(name, "").strip()
+    default = WriteConcernSetting()
+    parts = dict(default.__dict__)
+    for item in (p.strip() for p in raw.split(",") if p.strip()):
+        key, sep, value = item.partition("=")
+        key, value = (key.strip(), value.strip()) if sep else ("w", key.strip())
+        if key == "w" and (value == "majority" or (value.isdigit() and int(value) >= 1)):
+            parts["w"] = value if value == "majority" else int(value)
+        elif key == "j" and value in ("true", "false"):
+            parts["j"] = value == "true"
+        elif key == "wtimeout" and value.isdigit():
+            parts["wtimeout_ms"] = int(value)
+        else:
+            raise SettingsError(f"{name}: {item!r} is not w=majority|N (N >= 1), j=true|false or wtimeout=milliseconds")
+    return WriteConcernSetting(**parts)

@@ -14,6 +14,7 @@ from typing import Any
 
 from worker.environment import (
     SettingsError,
+    WriteConcernSetting,
     allow_list,
     choice,
     client_policies,
@@ -24,6 +25,7 @@ from worker.environment import (
     patterns,
     policies,
     text,
+    write_concern,
 )
 
 __all__ = ["Settings", "SettingsError"]
@@ -43,6 +45,26 @@ class Settings:
             "env": "FHIR_PATCH_MONGODB_URI",
             "doc": (
                 "MongoDB-protocol server holding resources, history and jobs (MONGODB_URI is read when this is unset)."
+            ),
+        },
+    )
+    mongodb_write_concern: WriteConcernSetting = field(
+        default=WriteConcernSetting(),
+        metadata={
+            "env": "FHIR_PATCH_MONGODB_WRITE_CONCERN",
+            "doc": (
+                "What MongoDB must do before it acknowledges a write: `w=majority,j=true,wtimeout=10000` by default "
+                "(the commit, job records, results and Idempotency-Key bindings all need it), or e.g. `w=1,j=false`."
+            ),
+        },
+    )
+    mongodb_retry_seconds: float = field(
+        default=15.0,
+        metadata={
+            "env": "FHIR_PATCH_MONGODB_RETRY_SECONDS",
+            "doc": (
+                "How long a MongoDB call is retried through an election (not primary, connection lost, write "
+                "concern timed out) before the request is answered 503 with Retry-After."
             ),
         },
     )
@@ -323,6 +345,7 @@ Reader = Callable[[Mapping[str, str], str, Any], Any]  # (environment, variable 
 _BY_TYPE: Mapping[str, Reader] = {"str": text, "int": integer, "float": number}
 _READERS: Mapping[str, Reader] = {
     "mongodb_uri": lambda env, name, default: mongodb_uri(env),
+    "mongodb_write_concern": lambda env, name, default: write_concern(env, name),
     "base_url": lambda env, name, default: text(env, name, default).rstrip("/"),
     "log_level": lambda env, name, default: text(env, name, default).upper(),
     "callback_allow": lambda env, name, default: allow_list(env, name),

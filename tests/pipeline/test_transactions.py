@@ -187,28 +187,22 @@ def _binary(content_type: str, data: bytes) -> dict[str, Any]:
     return {"resourceType": "Binary", "contentType": content_type, "data": base64.b64encode(data).decode()}
 
 
-def test_urn_uuid_references_become_the_created_entry_in_every_patch_format(service: Service) -> None:
-    org = "urn:uuid:2b4f7a34-58c1-4a38-9f0c-7d6d1f3c0a11"
-    fhirpath = {
-        "resourceType": "Parameters",
-        "parameter": [
-            {
-                "name": "operation",
-                "part": [
-                    {"name": "type", "valueCode": "add"},
-                    {"name": "path", "valueString": "Patient"},
-                    {"name": "name", "valueString": "managingOrganization"},
-                    {"name": "value", "valueReference": {"reference": org}},
-                ],
-            }
-        ],
-    }
+def _referring_entries(org: str) -> list[dict[str, Any]]:
+    """Patient/ur0..ur2 patched to refer to `org` (FHIRPath, JSON and XML Patch), Patient/ur3 PUT referring to it."""
+    operation = [
+        {"name": "type", "valueCode": "add"},
+        {"name": "path", "valueString": "Patient"},
+        {"name": "name", "valueString": "managingOrganization"},
+        {"name": "value", "valueReference": {"reference": org}},
+    ]
+    fhirpath = {"resourceType": "Parameters", "parameter": [{"name": "operation", "part": operation}]}
     json_patch = json.dumps([{"op": "add", "path": "/managingOrganization", "value": {"reference": org}}]).encode()
     xml_patch = (
         f'<diff xmlns:f="http://hl7.org/fhir"><add sel="/f:Patient"><managingOrganization xmlns="http://hl7.org/fhir">'
         f'<reference value="{org}"/></managingOrganization></add></diff>'
     ).encode()
-    entries = [
+    put = {"resourceType": "Patient", "id": "ur3", "managingOrganization": {"reference": org}}
+    return [
         {"request": {"method": "PATCH", "url": "Patient/ur0"}, "resource": fhirpath},
         {
             "request": {"method": "PATCH", "url": "Patient/ur1"},
@@ -218,26 +212,26 @@ def test_urn_uuid_references_become_the_created_entry_in_every_patch_format(serv
             "request": {"method": "PATCH", "url": "Patient/ur2"},
             "resource": _binary("application/xml-patch+xml", xml_patch),
         },
-        {
-            "request": {"method": "PUT", "url": "Patient/ur3"},
-            "resource": {"resourceType": "Patient", "id": "ur3", "managingOrganization": {"reference": org}},
-        },
-        {
-            "fullUrl": org,
-            "request": {"method": "POST", "url": "Organization"},
-            "resource": {"resourceType": "Organization", "name": "New"},
-        },
+        {"request": {"method": "PUT", "url": "Patient/ur3"}, "resource": put},
     ]
+
+
+def test_urn_uuid_references_become_the_created_entry_in_every_patch_format(service: Service) -> None:
+    org = "urn:uuid:2b4f7a34-58c1-4a38-9f0c-7d6d1f3c0a11"
+    created_entry = {
+        "fullUrl": org,
+        "request": {"method": "POST", "url": "Organization"},
+        "resource": {"resourceType": "Organization", "name": "New"},
+    }
     with service.client() as client:
         _patients(client, "ur", 3)
-        answer = client.post("", json=transaction(*entries))
+        answer = client.post("", json=transaction(*_referring_entries(org), created_entry))
         assert answer.status_code == 200, answer.text
         created = answer.json()["entry"][4]["response"]["location"].split("/fhir/", 1)[1].split("/_history")[0]
         assert created.startswith("Organization/") and client.get(created).status_code == 200
         stored = [client.get(f"Patient/ur{n}").json()["managingOrganization"]["reference"] for n in range(4)]
         assert stored == [created] * 4, stored
-        unknown = [{"request": {"method": "PATCH", "url": "Patient/ur0"}, "resource": fhirpath}]
-        refused = client.post("", json=transaction(*unknown))
+        refused = client.post("", json=transaction(_referring_entries(org)[0]))
         assert refused.status_code == 400, refused.text
         issue = refused.json()["issue"][0]
         assert issue["expression"][0] == "Bundle.entry[0]" and org in issue["diagnostics"]

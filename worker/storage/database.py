@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,10 +11,13 @@ from pymongo import MongoClient
 from worker.model.stores import Groups, Identifiers, Jobs, Resources
 from worker.settings import Settings
 from worker.storage.command_log import CommandRecorder
+from worker.storage.elections import retry_for
 from worker.storage.group_store import GroupStore
 from worker.storage.identifier_index import IdentifierIndex
 from worker.storage.job_store import JobStore
 from worker.storage.resource_store import ResourceStore, VersionHint
+
+log = logging.getLogger("fhir_patch.storage")
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,10 @@ class Database:
 
         `hint` reads and raises the newest-version hint kept in Redis (see ResourceStore)."""
         listeners = [CommandRecorder(settings.mongodb_command_log)] if settings.mongodb_command_log else []
+        concern = settings.mongodb_write_concern
+        # Every acknowledgement (a 200, a 202) rests on writes MongoDB made durable as the write concern says;
+        # reads that decide a commit go to the primary; pymongo retries a write or read once across a failover,
+        # elections.py for longer. Explicit, so that no server-side default (w:1 with an arbiter) decides.
         client: MongoClient[dict[str, Any]] = MongoClient(
             settings.mongodb_uri,
             tz_aware=True,
@@ -37,6 +45,19 @@ class Database:
             serverSelectionTimeoutMS=5000,
             connectTimeoutMS=2000,
             event_listeners=listeners,
+            w=concern.w,
+            journal=concern.j,
+            wTimeoutMS=concern.wtimeout_ms,
+            readPreference="primary",
+            retryWrites=True,
+            retryReads=True,
+        )
+        retry_for(settings.mongodb_retry_seconds)
+        log.info(
+            "mongodb write concern %s, reads from the primary, elections ridden out for %gs",
+            concern,
+            settings.mongodb_retry_seconds,
+            extra={"write_concern": str(concern)},
         )
         db = client[settings.database]
         jobs = JobStore(db)

@@ -9,18 +9,23 @@ bounded by work in flight; those collections are listed in BOUNDED_COLLECTIONS,
 and `scan` refuses any other. The query-discipline test holds the service to it
 by watching every command it sends.
 
+Every call rides out a MongoDB election (worker/storage/elections.py).
+
 Duplicate keys are how the stores detect "already there" (the insert is the
 compare-and-set), so BulkWriteError code 11000 is translated here, once.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from pymongo import DeleteOne, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+
+from worker.storage.elections import through_elections
 
 Document = dict[str, Any]
 
@@ -52,7 +57,7 @@ def insert_new(collection: Collection[Document], documents: list[Document], orde
     if not documents:
         return set()
     try:
-        collection.insert_many(documents, ordered=ordered)
+        through_elections(lambda: collection.insert_many(documents, ordered=ordered))
         return set()
     except BulkWriteError as exc:
         errors = exc.details.get("writeErrors", [])
@@ -67,26 +72,28 @@ def insert_new(collection: Collection[Document], documents: list[Document], orde
 def insert_one_new(collection: Collection[Document], document: Document) -> bool:
     """Insert one document; False when its `_id` existed already."""
     try:
-        collection.insert_one(document)
+        through_elections(lambda: collection.insert_one(document))
         return True
     except DuplicateKeyError:
         return False
 
 
 def get(collection: Collection[Document], key: str) -> Document | None:
-    return collection.find_one({"_id": key})
+    return through_elections(lambda: collection.find_one({"_id": key}))
 
 
 def get_many(collection: Collection[Document], keys: Iterable[str]) -> Iterator[tuple[str, Document | None]]:
     """One `_id` lookup per key (an `$in` would scan on FerretDB)."""
     for key in keys:
-        yield key, collection.find_one({"_id": key})
+        yield key, get(collection, key)
 
 
 def delete_many(collection: Collection[Document], keys: Iterable[str]) -> int:
     """Delete by `_id`, one round trip; how many existed."""
     operations = [DeleteOne({"_id": key}) for key in keys]
-    return collection.bulk_write(operations, ordered=False).deleted_count if operations else 0
+    if not operations:
+        return 0
+    return through_elections(lambda: collection.bulk_write(operations, ordered=False)).deleted_count
 
 
 def add_to_sets(collection: Collection[Document], additions: Mapping[str, Mapping[str, list[str]]]) -> None:
@@ -107,7 +114,8 @@ def add_to_sets(collection: Collection[Document], additions: Mapping[str, Mappin
         UpdateOne({"_id": key}, {"$addToSet": {f: {"$each": v} for f, v in additions[key].items()}}) for key in existing
     ]
     for start in range(0, len(operations), UPDATES_PER_COMMAND):
-        collection.bulk_write(operations[start : start + UPDATES_PER_COMMAND], ordered=False)
+        chunk = operations[start : start + UPDATES_PER_COMMAND]
+        through_elections(functools.partial(collection.bulk_write, chunk, ordered=False))
 
 
 def add_to_set(collection: Collection[Document], key: str, field: str, values: list[str]) -> bool:
@@ -115,11 +123,11 @@ def add_to_set(collection: Collection[Document], key: str, field: str, values: l
     first, the insert when it matched nothing, the update again if another writer's insert came first. True when
     this call created the document."""
     update = {"$addToSet": {field: {"$each": values}}}
-    if collection.update_one({"_id": key}, update).matched_count:
+    if through_elections(lambda: collection.update_one({"_id": key}, update)).matched_count:
         return False
     if insert_one_new(collection, {"_id": key, field: list(dict.fromkeys(values))}):
         return True
-    collection.update_one({"_id": key}, update)
+    through_elections(lambda: collection.update_one({"_id": key}, update))
     return False
 
 

@@ -1,5 +1,5 @@
-"""A backlog never makes itself worse: a 4,000-line feed of creates over 4,000 new resources costs at most one
-drain per key (plus a small constant); the reconciler revives nothing that is merely waiting. (4,000 keys wait
+"""A backlog never makes itself worse: a 2,500-line feed of creates over 2,500 new resources costs at most one
+drain per key (plus a small constant); the reconciler revives nothing that is merely waiting. (2,500 keys wait
 several times the 2 s lease here; bench/scale.py runs the same feed of creates to 100,000.)"""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import redis
 from tests.support.processes import wait_progress
 from tests.support.service import running_service
 
-LINES = 4_000
+LINES = 2_500
 SLACK = 50
 
 

@@ -121,7 +121,7 @@ bodies = st.one_of(
 actions = st.sampled_from([Action.PATCH, Action.PATCH, Action.PATCH, Action.CREATE, Action.UPDATE, Action.DELETE])
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(patients, bodies, actions, st.one_of(st.none(), st.integers(1, 3)), st.booleans())
 def test_plan_change_only_raises_client_errors(
     resource: dict[str, Any], body: tuple[str, Any], action: Action, if_match: int | None, deleted: bool

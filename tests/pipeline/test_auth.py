@@ -71,9 +71,6 @@ def _interaction(name: str, client: httpx.Client, resource_type: str, rid: str) 
         "patch (dry run)": lambda: client.patch(
             f"{resource_type}/{rid}", params={"dryRun": "true"}, content=_patch(resource_type), headers=JSON_PATCH
         ),
-        "create (dry run)": lambda: client.post(
-            resource_type, params={"dryRun": "true"}, json=_resource(resource_type, None)
-        ),
     }
     return calls[name]()
 

@@ -53,8 +53,8 @@ def four_workers(service_env: dict[str, str], tmp_path_factory: pytest.TempPathF
         yield running
 
 
-def test_2000_patches_over_200_resources_with_4_workers_keep_per_resource_order(four_workers: Service) -> None:
-    resources, per_resource = 200, 10
+def test_1200_patches_over_200_resources_with_4_workers_keep_per_resource_order(four_workers: Service) -> None:
+    resources, per_resource = 200, 6
     with four_workers.client() as client:
         for r in range(resources):
             assert (

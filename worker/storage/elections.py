@@ -17,36 +17,50 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure, WriteConcernError, WTimeoutError
+from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure, PyMongoError, WriteConcernError
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 T = TypeVar("T")
 # Server codes of "no primary now": NotWritablePrimary, NotPrimaryNoSecondaryOk, NotPrimaryOrSecondary,
 # PrimarySteppedDown, InterruptedDueToReplStateChange, WriteConcernFailed (wtimeout), ShutdownInProgress.
 _ELECTION_CODES = frozenset({10107, 13435, 13436, 189, 11602, 64, 91})
-_budget = {"seconds": 15.0}
-
-
-def retry_for(seconds: float) -> None:
-    """Set how long a call is retried through an election (Database.open does, from Settings)."""
-    _budget["seconds"] = seconds
 
 
 def is_election(exc: BaseException) -> bool:
-    """A failure that a new primary (or a moment) cures: never a duplicate key or a bad command."""
-    if isinstance(exc, (AutoReconnect, WTimeoutError, WriteConcernError)):
+    """A failure that a new primary (or a moment) cures: never a duplicate key or a bad command. (NotPrimaryError
+    is an AutoReconnect, WTimeoutError a WriteConcernError.)"""
+    if isinstance(exc, (AutoReconnect, WriteConcernError)):
         return True
     if isinstance(exc, BulkWriteError):  # a write concern not met: written, maybe not durably; written again
         return bool((exc.details or {}).get("writeConcernErrors"))
     return isinstance(exc, OperationFailure) and exc.code in _ELECTION_CODES
 
 
-def through_elections(call: Callable[[], T]) -> T:
-    """`call()`, retried through an election for the process's budget; its last error when that runs out."""
-    retrying = Retrying(
+def _retrying(seconds: float) -> Retrying:
+    # One instance for the process: tenacity keeps each call's state thread-local, so threads may share it.
+    return Retrying(
         retry=retry_if_exception(is_election),
         wait=wait_random_exponential(multiplier=0.05, max=1.0),
-        stop=stop_after_delay(_budget["seconds"]),
+        stop=stop_after_delay(seconds),
         reraise=True,
     )
-    return retrying(call)
+
+
+_policy = {"retrying": _retrying(15.0)}
+
+
+def retry_for(seconds: float) -> None:
+    """Set how long a call is retried through an election (Database.open does, from Settings)."""
+    _policy["retrying"] = _retrying(seconds)
+
+
+def through_elections(call: Callable[[], T]) -> T:
+    """`call()`, retried through an election for the process's budget; its last error when that runs out. The
+    first attempt goes straight through: tenacity (about 20 µs a call) is entered only once an election is seen,
+    not on each of the dozen MongoDB calls of every PATCH."""
+    try:
+        return call()
+    except PyMongoError as exc:
+        if not is_election(exc):
+            raise
+    return _policy["retrying"](call)

@@ -9,7 +9,8 @@ bounded by work in flight; those collections are listed in BOUNDED_COLLECTIONS,
 and `scan` refuses any other. The query-discipline test holds the service to it
 by watching every command it sends.
 
-Every call rides out a MongoDB election (worker/storage/elections.py).
+Every call rides out a MongoDB election (worker/storage/elections.py), but `scan`'s iteration: its collections
+are bounded by work in flight, and its callers run again on their next pass.
 
 Duplicate keys are how the stores detect "already there" (the insert is the
 compare-and-set), so BulkWriteError code 11000 is translated here, once.

@@ -31,7 +31,7 @@ from worker.model.versions import StoredVersion
 from worker.patch.fhir_json import loads
 from worker.submission import Submitter, Taken
 from worker.submission.backends import QueueReadings
-from worker.submission.dry_run import DrySession
+from worker.submission.dry_run import DryEnd, DrySession
 
 BLOCK_ENTRIES = 500
 Newest = Callable[[str, str], StoredVersion | None]  # (type, id) -> the newest version
@@ -96,12 +96,9 @@ class GroupIntake:
         """A block of feed lines checked as `accept_lines` checks them, then planned in `session` (nothing is
         recorded): the result lines the feed would give, each with the version it was planned on and the jobs
         queued ahead of it."""
-        base_id = f"dry-{uuid.uuid4().hex}"
-        jobs, refused = self.check_entries(
-            base_id, _parsed_lines(lines), lambda n: f"line {n}", caller, request_id, utc_now()
-        )
+        ends, refused = self.plan_entries(session, _parsed_lines(lines), lambda n: f"line {n}", caller, request_id)
         answers = {number: {"line": number, **entry_response(event, base)} for number, event in refused}
-        for (number, _), end in zip(jobs, session.jobs([job for _, job in jobs])):
+        for number, end in ends:
             assert end.job.result is not None
             answers[number] = {
                 "line": number,
@@ -110,6 +107,20 @@ class GroupIntake:
                 "queuedAhead": end.queued_ahead,
             }
         return [answers[number] for number, _ in lines if number in answers]
+
+    def plan_entries(
+        self,
+        session: DrySession,
+        entries: list[tuple[int, Any]],
+        where: Callable[[int], str],
+        caller: Principal,
+        request_id: str = "",
+    ) -> tuple[list[tuple[int, DryEnd]], list[tuple[int, dict[str, Any]]]]:
+        """A dry run of numbered entries (a batch's, a feed block's): each checked as `accept_entries` checks it,
+        then planned in entry order in `session`; how each would end, and the refusals found at intake."""
+        jobs, refused = self.check_entries(f"dry-{uuid.uuid4().hex}", entries, where, caller, request_id, utc_now())
+        ends = session.jobs([job for _, job in jobs])
+        return [(number, end) for (number, _), end in zip(jobs, ends)], refused
 
     def accept_entries(
         self,

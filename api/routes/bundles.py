@@ -8,7 +8,6 @@ from polling `/_async/{group}`.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import anyio
@@ -105,11 +104,9 @@ async def _dry_batch(request: Request, caller: Caller, entries: list[Any]) -> Re
 
     def planned() -> dict[str, Any]:
         session = conn.dry_run.session()
-        jobs, refused = conn.groups.check_entries(
-            f"dry-{uuid.uuid4().hex}", writes, lambda n: f"Bundle.entry[{n - 1}]", caller, rid, utc_now()
-        )
+        ends, refused = conn.groups.plan_entries(session, writes, lambda n: f"Bundle.entry[{n - 1}]", caller, rid)
         answers = {n: {"response": entry_response(event, base)} for n, event in refused}
-        for (n, _), end in zip(jobs, session.jobs([job for _, job in jobs])):
+        for n, end in ends:
             assert end.job.result is not None
             answers[n] = dry_entry(end.job.key, end.job.result, end.text, end.before, end.queued_ahead, base)
         answers.update({n: conn.groups.read_entry(url, base, session.newest) for n, url in reads.items()})

@@ -18,7 +18,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from api.answers import sync_answer, version_headers
-from api.diff_answers import diff_response, diff_wanted
+from api.diff_answers import Wanted, diff_response, diff_wanted
 from api.intake import Finished
 from worker.errors import InvalidRequest
 from worker.model.jobs import JobResult
@@ -54,19 +54,25 @@ def dry_headers(before: StoredVersion | None, queued_ahead: int) -> dict[str, st
     }
 
 
-def single_answer(request: Request, end: DryEnd, base: str, prefer: dict[str, str]) -> Response:
+def diff_asked(request: Request, prefer: dict[str, str]) -> Wanted | None:
+    """The diff a dry run of one resource answers instead of the resource (checked before anything is read), or
+    None: `Accept: application/json-patch+json` (RFC 6902) or `Prefer: return=diff` (FHIRPath Patch)."""
+    if JSON_PATCH_MEDIA in request.headers.get("accept", "").lower() or prefer.get("return") == "diff":
+        return diff_wanted(request)
+    return None
+
+
+def single_answer(end: DryEnd, base: str, prefer: dict[str, str], diff: Wanted | None) -> Response:
     """The answer the real request would get, marked as a dry run; or the diff it would make, when asked."""
     headers = dry_headers(end.before, end.queued_ahead)
     result, done = end.job.result, Finished(end.job, end.text)
     assert result is not None
-    wanted = diff_wanted(request)
-    diff = wanted.media == JSON_PATCH_MEDIA or prefer.get("return") == "diff"
-    if diff and result.succeeded and end.text is not None:
+    if diff is not None and result.succeeded and end.text is not None:
         job = end.job.request
         empty = {"resourceType": job.resource_type, "id": job.resource_id}
         old = end.before.resource() if end.before is not None and not end.before.deleted else empty
         headers.update(version_headers(done, base))
-        return diff_response(wanted, old, loads(end.text), result.status, headers)
+        return diff_response(diff, old, loads(end.text), result.status, headers)
     answer = sync_answer(done, base, prefer)
     answer.headers.update(headers)
     return answer

@@ -22,7 +22,7 @@ from api.capabilities import capability_statement
 from api.conditional import parse_criterion
 from api.dependencies import Connections
 from api.deps import acting, connections, fhir_base, idempotency_key, query_number, resource_type_named
-from api.dry_runs import dry_run_asked, single_answer
+from api.dry_runs import diff_asked, dry_run_asked, single_answer
 from api.entries import checked_resource
 from api.http import check_id, fhir_response, http_date, parse_if_match, parse_prefer, parse_snapshot_mode, read_body
 from api.intake import Finished
@@ -305,6 +305,7 @@ async def _submit(
 
 async def _dry_run(request: Request, job: JobRequest, check: Callable[[], object], prefer: dict[str, str]) -> Response:
     """The request checked as the real one (`check` first, as the intake runs it), then planned, not submitted."""
+    diff = diff_asked(request, prefer)
     session = connections(request).dry_run.session()
 
     def checked_plan() -> DryEnd:
@@ -312,7 +313,7 @@ async def _dry_run(request: Request, job: JobRequest, check: Callable[[], object
         return session.jobs([Job(Job.new_id(), job, JobState.ACCEPTED, utc_now())])[0]
 
     end = await anyio.to_thread.run_sync(checked_plan)
-    return single_answer(request, end, fhir_base(request), prefer)
+    return single_answer(end, fhir_base(request), prefer, diff)
 
 
 def _check_callback(conn: Connections, url: str, check: Callable[[], object]) -> None:

@@ -21,7 +21,7 @@ from lxml import etree
 
 from api.entries import target
 from worker.errors import FhirError, InvalidRequest
-from worker.patch.fhir_json import copy_json, dumps, loads
+from worker.patch.fhir_json import dumps, loads
 from worker.patch.fhir_xml import parse_xml
 
 URN_UUID = "urn:uuid:"
@@ -117,7 +117,7 @@ def _json_patch(data: bytes, names: Names, where: str) -> bytes:
     if not isinstance(operations, list):
         return data
     out = []
-    for operation in copy_json(operations):
+    for operation in operations:  # each rewritten operation is a new dict: the parsed input stays as it was
         if isinstance(operation, dict) and "value" in operation:
             value = _json(operation["value"], names, where)
             if isinstance(value, str) and str(operation.get("path", "")).endswith("/reference"):

@@ -1,4 +1,8 @@
-"""Bearer tokens: JWTs (RS256 or ES256) checked against a JWKS with PyJWT, turned into a Principal.
+"""Access tokens: JWTs (RS256 or ES256) checked against a JWKS with PyJWT, turned into a Principal.
+
+A token bound to a key (`cnf.jkt`, RFC 9449) must come as `Authorization: DPoP` with a proof (api/dpop.py);
+FHIR_PATCH_AUTH_DPOP says whether unbound Bearer tokens are still taken. The deployment's own scope names are
+read as the SMART scopes FHIR_PATCH_AUTH_SCOPE_ALIASES maps them to.
 
 The JWKS (a URL or a file) is cached for `KEYS_MAX_AGE` seconds. A token whose
 `kid` is not in the cached set triggers at most one refresh per
@@ -13,7 +17,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +27,7 @@ import httpx
 import jwt
 from fastapi import Depends, Request
 
+from api.dpop import MemoryReplays, ProofChecker, ProofRequest, ProofRules, ReplaySet
 from worker.errors import ServiceBusy, Unauthenticated
 from worker.model.access import ANONYMOUS, Grants, Principal
 from worker.settings import Settings, SettingsError
@@ -103,14 +109,41 @@ class KeySet:
         return True
 
 
+@dataclass(frozen=True)
+class Verified:
+    """A verified token: who, until when, and the key thumbprint it is bound to (`cnf.jkt`), if any."""
+
+    principal: Principal
+    expires: float
+    bound_to: str | None
+
+
+@dataclass(frozen=True)
+class Presented:
+    """The credentials of one request: the Authorization scheme (lower case) and token, its DPoP headers, and
+    what a proof must match (method, external URL)."""
+
+    scheme: str
+    token: str
+    proofs: tuple[str, ...]
+    method: str
+    url: str
+
+
 class Authenticator:
-    """Verify a bearer token and say who it is and what it may do.
+    """Verify a token (and its DPoP proof) and say who it is and what it may do.
 
     A verified token is remembered (by its exact text) until it expires, but never longer than the key set is
     cached, so a key removed from the JWKS stops working within KEYS_MAX_AGE; clients send the same token for
-    many requests, so most requests skip the signature check."""
+    many requests, so most requests skip the signature check. A DPoP proof is checked on every request."""
 
-    def __init__(self, settings: Settings, keys: KeySet | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        keys: KeySet | None = None,
+        clock: Callable[[], float] = time.time,
+        replays: ReplaySet | None = None,
+    ) -> None:
         self.disabled = settings.auth_disabled
         if not self.disabled and not (settings.auth_jwks and settings.auth_issuer and settings.auth_audience):
             raise SettingsError(
@@ -119,30 +152,73 @@ class Authenticator:
             )
         self._issuer = settings.auth_issuer
         self._audience = settings.auth_audience
+        self._aliases = settings.auth_scope_aliases
+        self.dpop = settings.auth_dpop
+        self.rules = ProofRules(settings.auth_dpop_algorithms, settings.auth_dpop_iat_seconds)
+        self._proofs = ProofChecker(self.rules, replays or MemoryReplays(), clock)
         self.keys = keys or KeySet(settings.auth_jwks)
         self._clock = clock
-        self._verified: dict[str, tuple[float, Principal]] = {}
+        self._verified: dict[str, Verified] = {}
         self._lock = threading.Lock()
 
+    @property
+    def challenge(self) -> str:
+        """What a request without credentials is told to send."""
+        return {"off": REALM, "allowed": f"{REALM}, {self.rules.offer}", "required": self.rules.offer}[self.dpop]
+
+    def admit(self, presented: Presented) -> Principal:
+        """The caller of a request, or Unauthenticated: the token verified, then bound or not as the scheme says."""
+        if presented.scheme == "dpop" and self.dpop == "off":
+            raise Unauthenticated("This server does not take DPoP tokens; send `Authorization: Bearer <JWT>`", REALM)
+        if presented.scheme == "bearer" and self.dpop == "required":
+            raise Unauthenticated(
+                "This server takes DPoP-bound tokens only: send `Authorization: DPoP <JWT>` with a DPoP proof",
+                self.rules.challenge("invalid_token"),
+            )
+        verified = self._remembered(presented.token)
+        if presented.scheme == "bearer":
+            if verified.bound_to is not None:
+                raise Unauthenticated(
+                    "The token is DPoP-bound (cnf.jkt): send it as `Authorization: DPoP` with a proof",
+                    self.rules.challenge("invalid_token"),
+                )
+            return verified.principal
+        if verified.bound_to is None:
+            raise Unauthenticated(
+                "The token is not DPoP-bound (it has no cnf.jkt): send it as Bearer",
+                self.rules.challenge("invalid_token"),
+            )
+        self._proofs.check(
+            presented.proofs, ProofRequest(presented.method, presented.url, presented.token, verified.bound_to)
+        )
+        return verified.principal
+
     def verify(self, token: str) -> Principal:
+        """The caller a token names (signature, issuer, audience and lifetime checked), or Unauthenticated."""
+        return self._remembered(token).principal
+
+    def _remembered(self, token: str) -> Verified:
         now = self._clock()
         remembered = self._verified.get(token)
-        if remembered is not None and now < remembered[0]:
-            return remembered[1]
-        principal, expires = self._check(token)
+        if remembered is not None and now < remembered.expires:
+            return remembered
+        checked = self._check(token)
+        remembered = Verified(
+            checked.principal, min(checked.expires + LEEWAY_SECONDS, now + KEYS_MAX_AGE), checked.bound_to
+        )
         with self._lock:
             if len(self._verified) >= VERIFIED_CACHE_SIZE:
-                self._verified = {t: v for t, v in self._verified.items() if v[0] > now}
+                self._verified = {t: v for t, v in self._verified.items() if v.expires > now}
                 if len(self._verified) >= VERIFIED_CACHE_SIZE:
                     self._verified.clear()
-            self._verified[token] = (min(expires + LEEWAY_SECONDS, now + KEYS_MAX_AGE), principal)
-        return principal
+            self._verified[token] = remembered
+        return remembered
 
-    def _check(self, token: str) -> tuple[Principal, float]:
+    def _check(self, token: str) -> Verified:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
-            raise Unauthenticated(f"The bearer token is not a JWT: {exc}") from exc
+            raise Unauthenticated(f"The access token is not a JWT: {exc}") from exc
         algorithm = header.get("alg")
         if algorithm not in ALGORITHMS:
             raise Unauthenticated(
@@ -160,13 +236,25 @@ class Authenticator:
                 options={"require": ["exp", "sub", "iss", "aud"]},
             )
         except jwt.PyJWTError as exc:
-            raise Unauthenticated(f"The bearer token was refused: {exc}") from exc
-        return principal_of(claims), float(claims["exp"])
+            raise Unauthenticated(f"The access token was refused: {exc}") from exc
+        return Verified(principal_of(claims, self._aliases), float(claims["exp"]), _bound_to(claims))
 
 
-def principal_of(claims: dict[str, Any]) -> Principal:
+def _bound_to(claims: dict[str, Any]) -> str | None:
+    confirmation = claims.get("cnf")
+    if confirmation is None:
+        return None
+    if not isinstance(confirmation, dict) or not isinstance(confirmation.get("jkt"), str):
+        raise Unauthenticated("The token's cnf claim must hold a jkt (a JWK SHA-256 thumbprint, RFC 9449)")
+    jkt: str = confirmation["jkt"]
+    return jkt
+
+
+def principal_of(claims: dict[str, Any], aliases: Mapping[str, str] | None = None) -> Principal:
+    """The caller a token's claims name; a scope of the deployment counts as the SMART scopes it is an alias of."""
     scope = claims.get("scope", claims.get("scp", ""))
-    text = " ".join(str(s) for s in scope) if isinstance(scope, list) else str(scope)
+    words = [str(s) for s in scope] if isinstance(scope, list) else str(scope).split()
+    text = " ".join((aliases or {}).get(word, word) for word in words)
     subject = str(claims["sub"])
     return Principal(subject, str(claims.get("client_id") or subject), Grants.parse(text))
 
@@ -178,12 +266,29 @@ async def authenticated(request: Request) -> Principal:
         return ANONYMOUS
     scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
     if not scheme:
-        raise Unauthenticated("This request needs a bearer token (Authorization: Bearer <JWT>)", REALM)
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("The Authorization header must be `Bearer <JWT>`", 'Bearer error="invalid_request"')
-    principal = await anyio.to_thread.run_sync(authenticator.verify, token.strip())
+        raise Unauthenticated(
+            "This request needs an access token (Authorization: Bearer <JWT>, or DPoP <JWT> with a proof)",
+            authenticator.challenge,
+        )
+    if scheme.lower() not in ("bearer", "dpop") or not token.strip():
+        raise Unauthenticated(
+            "The Authorization header must be `Bearer <JWT>` or `DPoP <JWT>`", 'Bearer error="invalid_request"'
+        )
+    presented = Presented(
+        scheme.lower(), token.strip(), tuple(request.headers.getlist("dpop")), request.method, external_url(request)
+    )
+    principal = await anyio.to_thread.run_sync(authenticator.admit, presented)
     request.state.principal = principal
     return principal
+
+
+def external_url(request: Request) -> str:
+    """The URL the client used: FHIR_PATCH_BASE_URL stands for `/fhir` behind a proxy; the query is left out."""
+    base: str = request.app.state.connections.settings.base_url
+    path = request.url.path
+    if base and (path == "/fhir" or path.startswith("/fhir/")):
+        return base + path.removeprefix("/fhir")
+    return str(request.url.replace(query=None, fragment=None))
 
 
 Caller = Annotated[Principal, Depends(authenticated)]

@@ -39,7 +39,7 @@ class Connections:
             Intake(database, backends.submitter, waiter),
             GroupIntake(database, backends.submitter, backends.readings, settings.store_validation == "lenient"),
             ConditionalResolver(database),
-            Authenticator(settings),
+            Authenticator(settings, replays=backends.replays),
         )
 
     @property

@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "worker.errors": 1,
     "worker.model": 1,  # jobs, changes, versions, groups, the store Protocols, wake-ups, the caller
     "worker.settings": 1,
+    "worker.access_settings": 1,  # the settings of who may ask (auth, DPoP, scope aliases, request headers)
     "worker.environment": 1,  # typed readers of environment variables, for the settings
     "worker.logs": 1,
     "worker.edges": 2,  # foreign exceptions become ours

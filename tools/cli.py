@@ -51,11 +51,23 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from tools.dev_auth import DevKey, dev_token
+    from tools.dev_auth import DevKey, dev_token, dpop_key
 
     try:
-        print(dev_token(DevKey(Path(args.auth_dir)), args.scope, args.sub, args.ttl, args.client_id))
-    except FileNotFoundError as exc:
+        bound_to = dpop_key(Path(args.dpop_key)).thumbprint() if args.dpop_key else None
+        print(dev_token(DevKey(Path(args.auth_dir)), args.scope, args.sub, args.ttl, args.client_id, bound_to))
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"fhir-patch: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _dpop_proof(args: argparse.Namespace) -> int:
+    from tools.dev_auth import dpop_key, dpop_proof
+
+    try:
+        print(dpop_proof(dpop_key(Path(args.key)), args.method, args.url, args.token))
+    except (FileNotFoundError, ValueError) as exc:
         print(f"fhir-patch: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -162,7 +174,16 @@ def _service_commands(commands: Any) -> None:
     token.add_argument("--client-id", help="the client_id claim (default: the subject)")
     token.add_argument("--ttl", type=int, default=3600, help="seconds the token is valid (default 3600)")
     token.add_argument("--auth-dir", default=".run/auth", help=auth_dir)
+    token.add_argument(
+        "--dpop-key", metavar="FILE", help="bind the token to the DPoP key in FILE, a private JWK (made when missing)"
+    )
     token.set_defaults(handler=_token)
+    proof = commands.add_parser("dpop-proof", help="print the DPoP proof of one request, signed with a DPoP key")
+    proof.add_argument("--key", required=True, metavar="FILE", help="the DPoP key (as given to token --dpop-key)")
+    proof.add_argument("--method", required=True, help="the request's method, e.g. PATCH")
+    proof.add_argument("--url", required=True, help="the request's URL (any query is left out of htu)")
+    proof.add_argument("--token", default=os.environ.get("FHIR_PATCH_TOKEN"), help="the access token (for ath)")
+    proof.set_defaults(handler=_dpop_proof)
 
 
 def _client_commands(commands: Any) -> None:

@@ -5,6 +5,9 @@
 points the API at that JWKS file; nothing new listens on the network.
 `fhir-patch token` signs a token with the same key, so a developer can call the
 API at once. Real deployments set FHIR_PATCH_AUTH_JWKS to their issuer's keys.
+
+`fhir-patch token --dpop-key FILE` binds the token to the client key in FILE (made on first use), and
+`fhir-patch dpop-proof` signs the proof of one request with it (RFC 9449), so DPoP can be tried with curl.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from joserfc import jws
+from joserfc.jwk import ECKey, JWKRegistry
 from jwt.algorithms import ECAlgorithm
 
 DEV_ISSUER = "urn:fhir-patch-worker:dev"
@@ -72,8 +77,10 @@ def _write(path: Path, content: bytes, mode: int) -> None:
     partial.replace(path)
 
 
-def dev_token(key: DevKey, scope: str, subject: str, ttl: int, client_id: str | None = None) -> str:
-    """A token signed with the development key."""
+def dev_token(
+    key: DevKey, scope: str, subject: str, ttl: int, client_id: str | None = None, bound_to: str | None = None
+) -> str:
+    """A token signed with the development key; bound to a DPoP key when `bound_to` is its thumbprint."""
     if not key.private_key.exists():
         raise FileNotFoundError(f"no development key at {key.private_key}: run `make run` once (it creates it)")
     kid = json.loads(key.jwks.read_text())["keys"][0]["kid"]
@@ -88,6 +95,36 @@ def dev_token(key: DevKey, scope: str, subject: str, ttl: int, client_id: str | 
         "nbf": now,
         "exp": now + ttl,
         "jti": uuid.uuid4().hex,
+        **({"cnf": {"jkt": bound_to}} if bound_to else {}),
     }
     private = serialization.load_pem_private_key(key.private_key.read_bytes(), password=None)
     return jwt.encode(claims, private, algorithm="ES256", headers={"kid": kid})  # type: ignore[arg-type]
+
+
+def dpop_key(path: Path) -> ECKey:
+    """The client's DPoP key (P-256) in a JWK file, created on first use, readable by its owner only."""
+    if path.exists():
+        loaded = JWKRegistry.import_key(json.loads(path.read_text()))
+        if not isinstance(loaded, ECKey) or not loaded.is_private:
+            raise ValueError(f"{path} must hold a private EC (P-256) JWK")
+        return loaded
+    made = ECKey.generate_key("P-256", private=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write(path, json.dumps(made.as_dict(private=True)).encode(), 0o600)
+    return made
+
+
+def dpop_proof(key: ECKey, method: str, url: str, token: str | None = None, **claims: object) -> str:
+    """The DPoP proof of one request (ES256): htm, htu (no query), iat, a fresh jti and, with a token, its ath."""
+    from api.dpop import token_hash
+
+    body = {
+        "htm": method.upper(),
+        "htu": url.split("?", 1)[0].split("#", 1)[0],
+        "iat": int(time.time()),
+        "jti": uuid.uuid4().hex,
+        **({"ath": token_hash(token)} if token else {}),
+        **claims,
+    }
+    header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.as_dict(private=False)}
+    return jws.serialize_compact(header, json.dumps(body).encode(), key, algorithms=["ES256"])

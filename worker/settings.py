@@ -12,13 +12,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from worker.access_settings import AccessSettings
 from worker.environment import (
     SettingsError,
     WriteConcernSetting,
     allow_list,
     choice,
     client_policies,
-    flag,
     integer,
     mongodb_uri,
     number,
@@ -32,8 +32,9 @@ __all__ = ["Settings", "SettingsError"]
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Everything configurable, with its environment variable in the field metadata."""
+class Settings(AccessSettings):
+    """Everything configurable, with its environment variable in the field metadata (and the fields of
+    AccessSettings first)."""
 
     redis_url: str = field(
         default="redis://127.0.0.1:6379/0",
@@ -169,42 +170,6 @@ class Settings:
             "doc": 'JSON: resource type -> elements a patch may change, e.g. {"DocumentReference": ["securityLabel"]}.',
         },
     )
-    auth_jwks: str = field(
-        default="",
-        metadata={
-            "env": "FHIR_PATCH_AUTH_JWKS",
-            "doc": (
-                "JWKS that signs bearer tokens: an http(s):// URL or a file path. `fhir-patch serve` makes a "
-                "development key when unset."
-            ),
-        },
-    )
-    auth_issuer: str = field(
-        default="", metadata={"env": "FHIR_PATCH_AUTH_ISSUER", "doc": "Required `iss` of bearer tokens."}
-    )
-    auth_audience: str = field(
-        default="", metadata={"env": "FHIR_PATCH_AUTH_AUDIENCE", "doc": "Required `aud` of bearer tokens."}
-    )
-    auth_disabled: bool = field(
-        default=False,
-        metadata={
-            "env": "FHIR_PATCH_AUTH_DISABLED",
-            "doc": (
-                "true: no authentication or scopes at all (logged at start, stated in the CapabilityStatement). "
-                "Never in production."
-            ),
-        },
-    )
-    metrics_loopback: bool = field(
-        default=False,
-        metadata={
-            "env": "FHIR_PATCH_METRICS_LOOPBACK",
-            "doc": (
-                "true: /metrics answers loopback clients without a token; otherwise it needs the scope "
-                "system/metrics.read."
-            ),
-        },
-    )
     client_element_policies: Mapping[str, Mapping[str, tuple[str, ...]]] = field(
         default_factory=dict,
         metadata={
@@ -315,11 +280,11 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read the environment once; raise SettingsError naming any bad variable. Each field is read by its
-        reader in _READERS, else by its type; the variable's name is the field's `env` metadata."""
+        reader (its `read` metadata, else _READERS), else by its type; the variable is its `env` metadata."""
         source = os.environ if env is None else env
         defaults = cls()
         values = {
-            f.name: (_READERS.get(f.name) or _BY_TYPE[str(f.type)])(
+            f.name: (f.metadata.get("read") or _READERS.get(f.name) or _BY_TYPE[str(f.type)])(
                 source, f.metadata["env"], getattr(defaults, f.name)
             )
             for f in fields(cls)
@@ -351,8 +316,6 @@ _READERS: Mapping[str, Reader] = {
     "callback_allow": lambda env, name, default: allow_list(env, name),
     "element_policies": lambda env, name, default: policies(env, name),
     "client_element_policies": lambda env, name, default: client_policies(env, name),
-    "auth_disabled": lambda env, name, default: flag(env, name),
-    "metrics_loopback": lambda env, name, default: flag(env, name),
     "allowed_hosts": lambda env, name, default: patterns(env, name) or default,
     "store_validation": lambda env, name, default: choice(env, name, ("strict", "lenient")),
 }

@@ -56,6 +56,10 @@ class RedisKeys:
     def callback_scheduled(self, job_id: str) -> str:
         return f"{self.namespace}:cb:{job_id}"
 
+    def proof(self, key: str) -> str:
+        """A DPoP proof already used (worker/ordering/replays.py): its key thumbprint and a hash of its jti."""
+        return f"{self.namespace}:dpop:{key}"
+
     def attempts(self, job_id: str) -> str:
         return f"{self.namespace}:attempts:{job_id}"
 

@@ -22,6 +22,8 @@ from worker.model.stores import Stores
 from worker.ordering import KeyQueues
 from worker.ordering.admission import Admission
 from worker.ordering.metrics import Metrics
+from worker.ordering.replays import ProofReplays
+from worker.schedule.keys import RedisKeys
 from worker.settings import Settings
 from worker.storage import Database
 from worker.submission.drains import CeleryDrains, drainer_limits
@@ -72,6 +74,7 @@ class Backends:
     submitter: Submitter
     readings: QueueReadings
     dry_run: DryRun
+    replays: ProofReplays
     _redis: redis.Redis
     _celery: Celery
     _mongodb: MongoClient[dict[str, Any]]
@@ -88,7 +91,8 @@ class Backends:
         submitter = Submitter(database, queues.schedule, admission, drains, queues.counters.count_group)
         readings = QueueReadings(queues, admission, metrics, drains)
         dry_run = DryRun(settings, database, queues.schedule)
-        return cls(database, submitter, readings, dry_run, client, celery, database.client)
+        replays = ProofReplays(client, RedisKeys(settings.namespace))
+        return cls(database, submitter, readings, dry_run, replays, client, celery, database.client)
 
     def ping_mongodb(self) -> dict[str, Any]:
         reply: dict[str, Any] = self._mongodb.admin.command("ping")

@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 from api.dependencies import Connections
 from api.http import check_retry_on_conflict, host_check, install_error_handlers
 from api.routes import bundles, diff, feeds, fhir, jobs, ops, provenance
+from api.traces import EchoCorrelation, fhir_checks
 from worker.logs import configure_logging
 from worker.settings import Settings
 
@@ -40,9 +41,10 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await connections.close()
 
-    app = FastAPI(
-        title="fhir-patch-worker", version="0.1.0", lifespan=lifespan, dependencies=[Depends(host_check(settings))]
-    )
+    checks = [Depends(host_check(settings)), Depends(fhir_checks(settings))]
+    app = FastAPI(title="fhir-patch-worker", version="0.1.0", lifespan=lifespan, dependencies=checks)
+    if settings.correlation_header:
+        app.add_middleware(EchoCorrelation, header=settings.correlation_header)
     install_error_handlers(app)
     app.include_router(ops.router)
     # before fhir: /fhir/$bulk-submit and /fhir/_async/... are not /fhir/{type}/...

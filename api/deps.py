@@ -1,22 +1,20 @@
-"""What every route takes from a request: the API's connections, the FHIR base URL, the caller acting on a job,
-the X-Request-Id and Idempotency-Key, and numeric query parameters. Routes import these from here, never from
-one another."""
+"""What every route takes from a request: the API's connections, the FHIR base URL, the caller acting on a job
+(with the request's Trace, api/traces.py), the Idempotency-Key, and numeric query parameters. Routes import these
+from here, never from one another."""
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import replace
 
 from fastapi import Request
 
 from api.dependencies import Connections
+from api.traces import trace
 from worker.errors import InvalidRequest, ResourceNotFound
 from worker.model.access import Actor, Principal
 from worker.model.jobs import JobRequest
 from worker.patch.structure import is_resource_type
-
-_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
 def connections(request: Request) -> Connections:
@@ -30,19 +28,9 @@ def fhir_base(request: Request) -> str:
 
 
 def acting(request: Request, caller: Principal, job: JobRequest) -> JobRequest:
-    """The job with who asks for it: subject, client, the permissions granted on its type, the X-Request-Id."""
-    return replace(
-        job, actor=Actor(caller.subject, caller.client_id, caller.grants.on(job.resource_type), request_id(request))
-    )
-
-
-def request_id(request: Request) -> str:
-    given = request.headers.get("x-request-id")
-    if given is None:
-        return ""
-    if not _REQUEST_ID.fullmatch(given):
-        raise InvalidRequest("X-Request-Id must be 1 to 200 visible ASCII characters", "X-Request-Id")
-    return given
+    """The job with who asks for it: subject, client, the permissions granted on its type, the request's Trace."""
+    actor = Actor(caller.subject, caller.client_id, caller.grants.on(job.resource_type), trace(request))
+    return replace(job, actor=actor)
 
 
 def idempotency_key(request: Request, caller: Principal) -> str | None:

@@ -20,7 +20,7 @@ from api.conditional import ConditionalResolver
 from api.entries import authorize_entry, entry_request, located, target
 from api.http import log_refusal_event
 from worker.errors import FhirError, InvalidRequest
-from worker.model.access import Actor, Principal
+from worker.model.access import NO_TRACE, Actor, Principal, Trace
 from worker.model.changes import fhir_instant
 from worker.model.clock import utc_now
 from worker.model.groups import Group, entry_job_id
@@ -84,19 +84,19 @@ class GroupIntake:
         self._conditional = ConditionalResolver(database)
 
     def accept_lines(
-        self, group_id: str, lines: list[tuple[int, bytes]], caller: Principal, request_id: str = ""
+        self, group_id: str, lines: list[tuple[int, bytes]], caller: Principal, trace: Trace = NO_TRACE
     ) -> Taken:
         """A block of NDJSON feed lines. Under backpressure the block is cut at a line boundary (`Taken.stopped_at`)."""
         entries = _parsed_lines(lines)
-        return self.accept_entries(group_id, entries, lambda n: f"line {n}", caller, request_id, partial=True)
+        return self.accept_entries(group_id, entries, lambda n: f"line {n}", caller, trace, partial=True)
 
     def dry_lines(
-        self, session: DrySession, lines: list[tuple[int, bytes]], caller: Principal, base: str, request_id: str = ""
+        self, session: DrySession, lines: list[tuple[int, bytes]], caller: Principal, base: str, trace: Trace = NO_TRACE
     ) -> list[dict[str, Any]]:
         """A block of feed lines checked as `accept_lines` checks them, then planned in `session` (nothing is
         recorded): the result lines the feed would give, each with the version it was planned on and the jobs
         queued ahead of it."""
-        ends, refused = self.plan_entries(session, _parsed_lines(lines), lambda n: f"line {n}", caller, request_id)
+        ends, refused = self.plan_entries(session, _parsed_lines(lines), lambda n: f"line {n}", caller, trace)
         answers = {number: {"line": number, **entry_response(event, base)} for number, event in refused}
         for number, end in ends:
             assert end.job.result is not None
@@ -114,11 +114,11 @@ class GroupIntake:
         entries: list[tuple[int, Any]],
         where: Callable[[int], str],
         caller: Principal,
-        request_id: str = "",
+        trace: Trace = NO_TRACE,
     ) -> tuple[list[tuple[int, DryEnd]], list[tuple[int, dict[str, Any]]]]:
         """A dry run of numbered entries (a batch's, a feed block's): each checked as `accept_entries` checks it,
         then planned in entry order in `session`; how each would end, and the refusals found at intake."""
-        jobs, refused = self.check_entries(f"dry-{uuid.uuid4().hex}", entries, where, caller, request_id, utc_now())
+        jobs, refused = self.check_entries(f"dry-{uuid.uuid4().hex}", entries, where, caller, trace, utc_now())
         ends = session.jobs([job for _, job in jobs])
         return [(number, end) for (number, _), end in zip(jobs, ends)], refused
 
@@ -128,14 +128,14 @@ class GroupIntake:
         entries: list[tuple[int, Any]],
         where: Callable[[int], str],
         caller: Principal,
-        request_id: str = "",
+        trace: Trace = NO_TRACE,
         partial: bool = False,
     ) -> Taken:
         """Entries (number, parsed entry or the FhirError already found); each valid one queued in order.
         An entry the caller may not make fails alone, 403 in its own result. Admission control takes all the
         entries or none (`partial` False: raises the 429/503), or the first ones that fit (`partial`: a feed)."""
         now = utc_now()
-        jobs, refused = self.check_entries(group_id, entries, where, caller, request_id, now)
+        jobs, refused = self.check_entries(group_id, entries, where, caller, trace, now)
         return self._submitter.submit_entries(group_id, jobs, refused, caller.client_id, partial)
 
     def check_entries(
@@ -144,7 +144,7 @@ class GroupIntake:
         entries: list[tuple[int, Any]],
         where: Callable[[int], str],
         caller: Principal,
-        request_id: str,
+        trace: Trace,
         now: datetime,
     ) -> tuple[list[tuple[int, Job]], list[tuple[int, dict[str, Any]]]]:
         """Each entry as a job (in entry order), or its refusal as a result event: authorized, checked and its
@@ -158,7 +158,7 @@ class GroupIntake:
                     raise entry
                 authorize_entry(entry, caller, where(number))
                 request = entry_request(self.resolved(entry, where(number)), where(number), self._lenient)
-                actor = Actor(caller.subject, caller.client_id, caller.grants.on(request.resource_type), request_id)
+                actor = Actor(caller.subject, caller.client_id, caller.grants.on(request.resource_type), trace)
                 jobs.append((number, Job(job_id, replace(request, actor=actor), JobState.ACCEPTED, now)))
             except FhirError as exc:
                 if exc.status == 403:

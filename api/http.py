@@ -74,10 +74,15 @@ def host_check(settings: Settings) -> Callable[[Request], None]:
 def log_refusal(request: Request, error: FhirError) -> None:
     """A structured event for every 401/403: who, which client, which route, why. Never the token."""
     principal = getattr(request.state, "principal", None)
-    log_refusal_event(principal, f"{request.method} {request.url.path}", "", error)
+    traced = getattr(request.state, "trace", None)
+    log_refusal_event(
+        principal, f"{request.method} {request.url.path}", "", error, dict(getattr(traced, "headers", ()))
+    )
 
 
-def log_refusal_event(principal: Any, route: str, where: str, error: FhirError) -> None:
+def log_refusal_event(
+    principal: Any, route: str, where: str, error: FhirError, headers: dict[str, str] | None = None
+) -> None:
     log.warning(
         "access refused",
         extra={
@@ -88,6 +93,7 @@ def log_refusal_event(principal: Any, route: str, where: str, error: FhirError) 
             "route": route,
             "entry": where or None,
             "reason": error.diagnostics,
+            **({"headers": headers} if headers else {}),
         },
     )
 

@@ -18,6 +18,7 @@
     │   ├── InvalidRequest            400  a header, parameter or Bundle entry is wrong
     │   ├── UnknownJob                404  no such job, or it expired
     │   ├── JobStarted                409  too late to cancel
+    │   ├── NotAcceptable             406  Accept names only another FHIR version
     │   ├── BodyTooLarge              413
     │   ├── UnsupportedMediaType      415  not a media type this route takes
     │   └── IdempotencyKeyReused      422  the same key with another body
@@ -73,6 +74,7 @@ __all__ = [
     "JobStarted",
     "MalformedPatch",
     "MultipleMatches",
+    "NotAcceptable",
     "NotApplicable",
     "PatchError",
     "RequestError",
@@ -146,6 +148,11 @@ class JobStarted(RequestError):
 class BodyTooLarge(RequestError):
     status = 413
     code = "too-costly"
+
+
+class NotAcceptable(RequestError):
+    status = 406
+    code = "not-supported"
 
 
 class UnsupportedMediaType(RequestError):

@@ -16,12 +16,13 @@ from fastapi.responses import Response
 
 from api.auth import Caller
 from api.dependencies import Connections
-from api.deps import connections, fhir_base, request_id
+from api.deps import connections, fhir_base
 from api.dry_runs import DRY_RUN, dry_entry, dry_run_asked
 from api.entries import entry_type, is_read
 from api.group_answers import group_id_for, group_status, status_answer
 from api.groups import entry_response
 from api.http import fhir_response, parse_prefer, read_body
+from api.traces import trace
 from api.transactions import transaction
 from worker.errors import AccessError, InvalidRequest, Unavailable
 from worker.model.access import READ, Principal
@@ -98,7 +99,7 @@ async def _batch(request: Request, caller: Caller, entries: list[Any]) -> Respon
 async def _dry_batch(request: Request, caller: Caller, entries: list[Any]) -> Response:
     """A batch's dry run: each write entry checked as intake checks it and planned in entry order (entries on one
     resource build on each other), the reads answered after the writes from what they would leave."""
-    conn, base, rid = connections(request), fhir_base(request), request_id(request)
+    conn, base, rid = connections(request), fhir_base(request), trace(request)
     reads = {n: str(e["request"].get("url")) for n, e in enumerate(entries, 1) if is_read(e) and _readable(caller, e)}
     writes = [(n, e) for n, e in enumerate(entries, 1) if n not in reads]
 
@@ -126,7 +127,7 @@ async def _accept(request: Request, caller: Principal, group_id: str, writes: li
             writes,
             lambda n: f"Bundle.entry[{n - 1}]",
             caller,
-            request_id(request),
+            trace(request),
         )
     except (AccessError, Unavailable):  # refused (403) or over the backpressure limits (429/503)
         await anyio.to_thread.run_sync(conn.database.groups.discard, group_id)

@@ -16,13 +16,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from api.auth import Caller
-from api.deps import connections, fhir_base, request_id
+from api.deps import connections, fhir_base
 from api.dry_runs import DRY_RUN, dry_run_asked
 from api.group_answers import group_id_for, status_answer
 from api.groups import BLOCK_ENTRIES
 from api.http import fhir_response
+from api.traces import trace
 from worker.errors import BodyTooLarge, Issue, UnknownJob, UnsupportedMediaType, operation_outcome
-from worker.model.access import Principal
+from worker.model.access import Principal, Trace
 from worker.model.clock import utc_now
 from worker.submission import Taken
 
@@ -78,7 +79,7 @@ async def bulk_submit(request: Request, caller: Caller) -> Response:
         return await _dry_feed(request, caller)
     group_id = group_id_for(request.headers.get("idempotency-key"), caller.subject)
     await anyio.to_thread.run_sync(conn.database.groups.open, group_id, "feed", utc_now(), None, caller.subject)
-    rid, most = request_id(request), conn.settings.max_feed_lines
+    rid, most = trace(request), conn.settings.max_feed_lines
     intake = _Intake(request, group_id, caller, rid)
     try:
         async for block in _blocks(request, conn.settings.max_body_bytes):
@@ -104,7 +105,7 @@ async def _dry_feed(request: Request, caller: Principal) -> Response:
     before it left (nothing is recorded). The answer is the NDJSON the feed's results would be, at once; a feed
     over FHIR_PATCH_MAX_FEED_LINES is 413, as the real one, and none of it is planned."""
     conn = connections(request)
-    session, base, rid = conn.dry_run.session(), fhir_base(request), request_id(request)
+    session, base, rid = conn.dry_run.session(), fhir_base(request), trace(request)
     most = conn.settings.max_feed_lines
     lines: list[bytes] = []
     async for block in _blocks(request, conn.settings.max_body_bytes):
@@ -124,7 +125,7 @@ async def _dry_feed(request: Request, caller: Principal) -> Response:
 class _Intake:
     """The blocks of one feed accepted in order, one in flight while the next is read."""
 
-    def __init__(self, request: Request, group_id: str, caller: Principal, rid: str) -> None:
+    def __init__(self, request: Request, group_id: str, caller: Principal, rid: Trace) -> None:
         self._request, self.group_id, self._caller, self._rid = request, group_id, caller, rid
         self._in_flight: asyncio.Task[Taken] | None = None
         self.lines = self.rejected = 0

@@ -14,9 +14,17 @@ from api.http import fhir_response
 from api.transactions import transaction_answer
 from worker.errors import JobStarted, UnknownJob
 from worker.model.clock import utc_now
-from worker.model.jobs import Action, JobState, outcome_of
+from worker.model.jobs import Action, Job, JobState, outcome_of
 
 router = APIRouter(prefix="/fhir")
+
+
+def with_correlation(answer: Response, job: Job, header: str) -> Response:
+    """A poll answers with the correlation value its job was submitted with (kept in the job's Trace)."""
+    submitted = job.request.actor.trace.value(header) if header and job.request.actor else None
+    if submitted is not None:
+        answer.headers[header] = submitted
+    return answer
 
 
 @router.get("/_async/{job_id}")
@@ -36,9 +44,11 @@ async def poll(job_id: str, request: Request, caller: Caller) -> Response:
             f"No job {job_id!r}: it never existed, was cancelled, or expired after the retention period", "job"
         )
     if job.request.action == Action.TRANSACTION and job.state == JobState.APPLIED:
-        return await anyio.to_thread.run_sync(transaction_answer, conn, job, fhir_base(request))
-    done = await conn.intake.finished(job_id) if job.state.final else None
-    return poll_answer(job, done, fhir_base(request))
+        answer = await anyio.to_thread.run_sync(transaction_answer, conn, job, fhir_base(request))
+    else:
+        done = await conn.intake.finished(job_id) if job.state.final else None
+        answer = poll_answer(job, done, fhir_base(request))
+    return with_correlation(answer, job, conn.settings.correlation_header)
 
 
 @router.delete("/_async/{job_id}")

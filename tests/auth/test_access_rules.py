@@ -11,7 +11,7 @@ import yaml
 from fhir.resources.R4B.provenance import Provenance
 
 from worker.errors import Forbidden
-from worker.model.access import Actor, Grants, Principal
+from worker.model.access import Actor, Grants, Principal, Trace
 from worker.model.callback_targets import CallbackRefused, checked_callback
 from worker.model.changes import Existing, plan_change
 from worker.model.jobs import Action, JobRequest
@@ -96,7 +96,7 @@ def test_a_client_policy_narrows_the_global_one() -> None:
     ],
 )
 def test_provenance_is_a_valid_r4_resource(action: Action, version: int, deleted: bool, code: str) -> None:
-    request = JobRequest(action, "Patient", "p", actor=Actor("alice", "registry-a", request_id="req-42"))
+    request = JobRequest(action, "Patient", "p", actor=Actor("alice", "registry-a", trace=Trace("req-42")))
     text = provenance_text(request, version, datetime(2026, 11, 30, 10, 0, tzinfo=UTC), deleted, "job-1")
     resource = loads(text.encode(), what="Provenance")
     Provenance.model_validate(resource)

@@ -101,7 +101,7 @@ class Principal:
         raise Forbidden(
             f"{prefix}{names} of {resource_type} needs the scope {wanted} (or system/*.{permissions[0]}, or the v1 "
             f"system/{resource_type}.{'read' if permissions[0] in 'rs' else 'write'}); the token does not grant it",
-            *((where,) if where else ()),
+            where or resource_type,
         )
 
     def owns(self, owner: str | None) -> bool:
@@ -113,22 +113,47 @@ ANONYMOUS = Principal("anonymous", "anonymous", Grants.everything())
 
 
 @dataclass(frozen=True)
+class Trace:
+    """Where a request says it comes from, kept with each job it makes (Provenance, polling, logs): its
+    X-Request-Id, and the headers the deployment records (FHIR_PATCH_REQUIRED_HEADERS, then
+    FHIR_PATCH_CORRELATION_HEADER), as (lower-case name, value) pairs."""
+
+    request_id: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def value(self, name: str) -> str | None:
+        return next((v for n, v in self.headers if n == name), None)
+
+
+NO_TRACE = Trace()
+
+
+@dataclass(frozen=True)
 class Actor:
     """Who asked for a job, carried with it to the worker (Provenance, client policies, creates by PUT)."""
 
     subject: str
     client_id: str
     rights: str = ALL  # the permission letters the token granted on the job's resource type
-    request_id: str = ""
+    trace: Trace = NO_TRACE
+
+    @property
+    def request_id(self) -> str:
+        return self.trace.request_id
 
     def to_document(self) -> dict[str, Any]:
-        return {"sub": self.subject, "client": self.client_id, "rights": self.rights, "requestId": self.request_id}
+        doc = {"sub": self.subject, "client": self.client_id, "rights": self.rights, "requestId": self.request_id}
+        # a list of objects: FerretDB stores no nested arrays, and a header name may hold a dot
+        headers = [{"name": n, "value": v} for n, v in self.trace.headers]
+        return {**doc, "headers": headers} if headers else doc
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any] | None) -> Actor | None:
         if not doc:
             return None
-        return cls(str(doc["sub"]), str(doc["client"]), str(doc.get("rights", ALL)), str(doc.get("requestId") or ""))
+        headers = tuple((str(h["name"]), str(h["value"])) for h in doc.get("headers") or ())
+        trace = Trace(str(doc.get("requestId") or ""), headers)
+        return cls(str(doc["sub"]), str(doc["client"]), str(doc.get("rights", ALL)), trace)
 
     def may(self, permission: str, resource_type: str) -> None:
         """Forbidden unless the token allowed `permission` (checked in the worker, where a PUT learns it creates)."""

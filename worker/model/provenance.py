@@ -23,6 +23,7 @@ CLIENT_SYSTEM = "urn:ietf:params:oauth:client-id"
 SUBJECT_SYSTEM = "urn:ietf:params:oauth:jwt:sub"
 JOB_SYSTEM = "urn:fhir-patch-worker:job"
 REQUEST_SYSTEM = "urn:fhir-patch-worker:x-request-id"
+HEADER_SYSTEM = "urn:fhir-patch-worker:header:"  # + the header's name: FHIR_PATCH_REQUIRED/CORRELATION_HEADER(S)
 _ACTIVITY = {"patch": "PATCH", "create": "CREATE", "delete": "DELETE"}
 
 
@@ -48,6 +49,8 @@ def provenance_for(
     entities = [{"role": "source", "what": {"identifier": {"system": JOB_SYSTEM, "value": job_id}}}]
     if who.request_id:
         entities.append({"role": "source", "what": {"identifier": {"system": REQUEST_SYSTEM, "value": who.request_id}}})
+    for name, value in who.trace.headers:
+        entities.append({"role": "source", "what": {"identifier": {"system": HEADER_SYSTEM + name, "value": value}}})
     return {
         "resourceType": "Provenance",
         "id": provenance_id(key, version_id),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from worker.model.groups import group_of
 from worker.model.jobs import Job, JobResult, result_event
@@ -64,10 +65,24 @@ class Outcomes:
         log.info(
             "job %s",
             job.state.value,
-            extra={"job_id": job.id, "key": job.key, "status": result.status, "version": result.version_id},
+            extra={
+                "job_id": job.id,
+                "key": job.key,
+                "status": result.status,
+                "version": result.version_id,
+                **_traced(job),
+            },
         )
         if job.callback_url:
             self._on_finished(job)
+
+
+def _traced(job: Job) -> dict[str, Any]:
+    """The request id and recorded headers of a job's request, for its log line (none when it had none)."""
+    actor = job.request.actor
+    if actor is None or not (actor.request_id or actor.trace.headers):
+        return {}
+    return {"request_id": actor.request_id, "headers": dict(actor.trace.headers)}
 
 
 def leaving(job_id: str, job: Job | None) -> Finished:

@@ -73,7 +73,7 @@ async def transaction(request: Request, entries: list[Any], caller: Principal, d
     job = Job(job_id, job_request, JobState.ACCEPTED, utc_now(), extra={"reads": reads, "size": len(entries)})
     if dry:
         return await anyio.to_thread.run_sync(_dry_transaction, conn, job, checked, fhir_base(request))
-    keys = transaction_keys(checked)
+    keys = transaction_keys(checked, job.tenant)
     wait = "respond-async" not in parse_prefer(request.headers.get("prefer"))
     async with conn.waiter.expect([job.id] if wait else []) as expected:
         await anyio.to_thread.run_sync(conn.submitter.submit_transaction, job, keys)

@@ -59,7 +59,7 @@ def queue(stores: MemoryStores, queues: MemoryQueues, *jobs: Job) -> None:
     """Record and queue jobs as the submission path does."""
     for job in jobs:
         stores.jobs.accept(job)
-        queues.schedule.arrive(job.key, job.id, job.to_payload(), 0.0)
+        queues.schedule.arrive(job.queue_key, job.id, job.to_payload(), 0.0)
 
 
 @pytest.fixture()

@@ -12,7 +12,7 @@ from worker.model.jobs import JobState
 from worker.model.versions import StoredVersion
 from worker.settings import Settings
 
-KEYS = ["Patient/p", "Patient/q", "Patient/r"]
+KEYS = ["default/Patient/p", "default/Patient/q", "default/Patient/r"]  # queue keys: the default tenant's
 
 
 def test_single_jobs_of_several_keys_are_applied_together(settings, stores, queues, clock) -> None:
@@ -21,7 +21,7 @@ def test_single_jobs_of_several_keys_are_applied_together(settings, stores, queu
     assert {key: (d.processed, d.more, d.held_elsewhere) for key, d in done.items()} == dict.fromkeys(
         KEYS, (1, False, False)
     )
-    assert [_families(stores, key) for key in KEYS] == [["a"], ["b"], ["c"]]
+    assert [_families(stores, key.removeprefix("default/")) for key in KEYS] == [["a"], ["b"], ["c"]]
     assert sorted(w["job"] for w in queues.wakeups.published) == ["j1", "j2", "j3"]
     assert sorted(f.job_id for f in queues.schedule.counted) == ["j1", "j2", "j3"], "each counted once"
     assert not queues.schedule.leases and all(queues.schedule.queues[key] == [] for key in KEYS), "leases released"
@@ -32,27 +32,27 @@ def test_a_key_with_more_queued_is_drained_alone_and_a_held_key_is_left_to_its_h
     settings: Settings, stores: MemoryStores, queues: MemoryQueues, clock: Clock
 ) -> None:
     queue(stores, queues, put("p", "a", "j1"), patch("p", "a2", "j2"), put("q", "b", "j3"), put("r", "c", "j4"))
-    queues.schedule.lease_to("Patient/r", "w2|x")
+    queues.schedule.lease_to("default/Patient/r", "w2|x")
     queues.schedule.heartbeat("w2", 3600)
     done = _drainer(settings, stores, queues, clock).drain_together(KEYS)
-    assert (done["Patient/p"].processed, done["Patient/q"].processed) == (2, 1)
-    assert done["Patient/r"].held_elsewhere and _families(stores, "Patient/r") == []
+    assert (done["default/Patient/p"].processed, done["default/Patient/q"].processed) == (2, 1)
+    assert done["default/Patient/r"].held_elsewhere and _families(stores, "Patient/r") == []
     assert _families(stores) == ["a", "a2"]
 
 
 def test_a_collision_stops_only_its_own_key(settings, stores, queues, clock) -> None:
     drainer = _drainer(settings, stores, queues, clock)
     queue(stores, queues, put("q", "b", "j0"))
-    drainer.drain("Patient/q")  # version 1, and its copy
+    drainer.drain("default/Patient/q")  # version 1, and its copy
     foreign = StoredVersion("Patient", "q", 2, clock(), '{"resourceType":"Patient","id":"q"}', "other", "update")
     stores.resources.stored["Patient/q/2"] = foreign  # written behind our back; the copy does not know it
     queue(stores, queues, put("p", "a", "j1"), put("q", "c", "j2"))
-    done = drainer.drain_together(["Patient/p", "Patient/q"])
-    assert done["Patient/p"].processed == 1 and stores.jobs.get("j1").state == JobState.APPLIED  # type: ignore[union-attr]
-    assert done["Patient/q"].processed == 0 and queues.schedule.queues["Patient/q"] == ["j2"], (
+    done = drainer.drain_together(["default/Patient/p", "default/Patient/q"])
+    assert done["default/Patient/p"].processed == 1 and stores.jobs.get("j1").state == JobState.APPLIED  # type: ignore[union-attr]
+    assert done["default/Patient/q"].processed == 0 and queues.schedule.queues["default/Patient/q"] == ["j2"], (
         "left for the next holder"
     )
-    assert done["Patient/q"].held_elsewhere, "its mark goes, so the reconciler revives it if no holder goes on"
+    assert done["default/Patient/q"].held_elsewhere, "its mark goes, so the reconciler revives it if no holder goes on"
     assert stores.resources.stored["Patient/q/2"].job_id == "other" and "Patient/q/3" not in stores.resources.stored
 
 
@@ -61,14 +61,15 @@ def test_a_redelivered_job_among_them_finds_the_version_it_wrote(settings, store
     stores.jobs.start("j2", clock())  # its worker died after writing version 1, before recording the outcome
     written = StoredVersion("Patient", "q", 1, clock(), '{"resourceType":"Patient","id":"q"}', "j2", "update")
     stores.resources.stored["Patient/q/1"] = written
-    done = _drainer(settings, stores, queues, clock).drain_together(["Patient/p", "Patient/q"])
-    assert done["Patient/q"].processed == 1
+    done = _drainer(settings, stores, queues, clock).drain_together(["default/Patient/p", "default/Patient/q"])
+    assert done["default/Patient/q"].processed == 1
     assert stores.jobs.get("j2").result.version_id == 1, "its own version is its result"  # type: ignore[union-attr]
-    assert "Patient/q/2" not in stores.resources.stored, "not applied twice"
+    assert "default/Patient/q/2" not in stores.resources.stored, "not applied twice"
 
 
 def test_a_key_offered_twice_is_drained_once_and_its_lease_released(settings, stores, queues, clock) -> None:
     queue(stores, queues, put("p", "a", "j1"), put("q", "b", "j2"))
-    done = _drainer(settings, stores, queues, clock).drain_together(["Patient/p", "Patient/q", "Patient/p"])
-    assert done["Patient/p"].processed == 1 and not done["Patient/p"].held_elsewhere
+    twice = ["default/Patient/p", "default/Patient/q", "default/Patient/p"]
+    done = _drainer(settings, stores, queues, clock).drain_together(twice)
+    assert done["default/Patient/p"].processed == 1 and not done["default/Patient/p"].held_elsewhere
     assert not queues.schedule.leases, "no lease left behind"

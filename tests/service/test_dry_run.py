@@ -14,7 +14,7 @@ def test_a_session_plans_as_the_worker_applies_and_writes_nothing(
     settings: Settings, stores: MemoryStores, queues: MemoryQueues, clock: Clock
 ) -> None:
     queue(stores, queues, put("p", "a", "j1"))
-    drainer_of(settings, stores, queues, clock).drain("Patient/p")
+    drainer_of(settings, stores, queues, clock).drain("default/Patient/p")
     session = DryRun(settings, stores, queues.schedule, clock).session()
     ends = session.jobs([patch("p", "b", "d1"), patch("p", "c", "d2"), patch("q", "x", "d3")])
     assert [end.job.result.status for end in ends if end.job.result] == [200, 200, 404]
@@ -22,7 +22,7 @@ def test_a_session_plans_as_the_worker_applies_and_writes_nothing(
     assert [end.before.version_id if end.before else None for end in ends] == [1, 2, None]
     assert '"family":"c"' in (ends[1].text or ""), ends[1].text
     assert families(stores) == ["a"], "nothing was written"
-    assert stores.jobs.get("d1") is None and queues.schedule.queues.get("Patient/p") == []
+    assert stores.jobs.get("d1") is None and queues.schedule.queues.get("default/Patient/p") == []
 
 
 def test_jobs_queued_ahead_are_counted_not_seen(

@@ -150,7 +150,7 @@ def test_an_api_killed_at_any_step_of_a_submission_leaves_fifo_and_its_idempoten
         again, new = live.submit(_submission(put(resource, "a", f"again-{at}"), f"k{at}"), f"again-{at}")
         assert (again.id, new) == (retried.id, False), "once answered, the key keeps its job"
         later, _ = live.submit(_submission(put(resource, "b", f"later-{at}"), None), f"later-{at}")
-        queue = backends.queue_of(first.key)
+        queue = backends.queue_of(first.queue_key)
         assert queue == [retried.id, later.id], f"killed before {steps[at : at + 1]}: queue {queue}"
 
 
@@ -167,9 +167,9 @@ def test_a_feed_block_resent_after_its_api_died_is_queued_in_line_order_before_t
     taken = backends.submitter().submit_entries("G", block, [], "c", partial=True)
     assert taken.queued == [job.id for _, job in block], "lines recorded by the dead attempt are queued now"
     nxt = backends.submitter().submit_entries("G", [(4, put("f", "4", "G-0000004"))], [], "c", partial=True)
-    assert backends.queue_of("Patient/f") == [job.id for _, job in block] + nxt.queued
+    assert backends.queue_of("default/Patient/f") == [job.id for _, job in block] + nxt.queued
     again = backends.submitter().submit_entries("G", block, [], "c", partial=True)
-    assert again.queued == [] and backends.queue_of("Patient/f") == [f"G-{n:07d}" for n in (1, 2, 3, 4)]
+    assert again.queued == [] and backends.queue_of("default/Patient/f") == [f"G-{n:07d}" for n in (1, 2, 3, 4)]
 
 
 class _no_crash:

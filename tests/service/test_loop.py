@@ -52,7 +52,7 @@ def _no_count(name: str, n: int) -> None:
 def test_a_drainer_drains_what_is_ready_and_retires_after_the_linger(settings, stores, queues) -> None:
     setup = _Loop(settings, stores, queues)
     queue(stores, queues, put("p", "a", "j1"), put("q", "b", "j2"))
-    drainer = setup.offer("Patient/p", "Patient/q")
+    drainer = setup.offer("default/Patient/p", "default/Patient/q")
     started = setup.time()
     assert setup.loop.run(drainer) == 2
     assert _families(stores) == ["a"] and _families(stores, "Patient/q") == ["b"]
@@ -79,7 +79,7 @@ def test_a_failed_drain_is_retried_through_the_ready_list_when_due(settings, sto
     setup = _Loop(settings, stores, queues, FailsOnce())
     real._schedule = setup.schedule  # the real drainer drains on the loop's schedule
     queue(stores, queues, put("p", "a", "j1"))
-    drainer = setup.offer("Patient/p")
+    drainer = setup.offer("default/Patient/p")
     started = setup.time()
     assert setup.loop.run(drainer) == 1, "drained on its retry, by the same drainer"
     assert _families(stores) == ["a"]
@@ -91,7 +91,7 @@ def test_a_failed_drain_is_retried_through_the_ready_list_when_due(settings, sto
 
 def test_a_drainer_hands_over_to_a_message_of_its_own_after_its_turn(settings, stores, queues) -> None:
     setup = _Loop(settings, stores, queues)
-    keys = [f"Patient/k{n}" for n in range(8)]
+    keys = [f"default/Patient/k{n}" for n in range(8)]
     queue(stores, queues, *(put(f"k{n}", "a", f"j{n}") for n in range(8)))
     drain = setup.drainer.drain
 

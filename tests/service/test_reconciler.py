@@ -25,7 +25,7 @@ class _Setup:
     def __init__(self, waiting: int = 0) -> None:
         self.settings = Settings(lease_seconds=LEASE, visibility_timeout_seconds=3600, reconcile_interval_seconds=1.0)
         self.stores, self.queues = MemoryStores(), MemoryQueues()
-        self.queues.schedule.ready = ["Patient/waiting"] * waiting
+        self.queues.schedule.ready = ["default/Patient/waiting"] * waiting
         self.restores = RecordedDrains()
         self.drains = RecordedDrains()
         self.callbacks: list[str] = []
@@ -76,11 +76,11 @@ def test_which_keys_are_stalled(state: KeyView, nothing_waits: bool, stalled: bo
 def test_a_pass_revives_stalled_keys_only() -> None:
     setup = _Setup()
     queue(setup.stores, setup.queues, put("p", "a", "j1"), put("q", "b", "j2"))
-    setup.queues.schedule.marks["Patient/p"] = f"s:{NOW - 2 * LEASE}"  # lost on the way to a drainer
-    setup.queues.schedule.marks["Patient/q"] = f"s:{NOW - 1}"  # sent a moment ago
+    setup.queues.schedule.marks["default/Patient/p"] = f"s:{NOW - 2 * LEASE}"  # lost on the way to a drainer
+    setup.queues.schedule.marks["default/Patient/q"] = f"s:{NOW - 1}"  # sent a moment ago
     done = setup.reconciler.run_once(START)
-    assert done.revived_keys == 1 and setup.drains.sent == ["Patient/p"]
-    assert setup.queues.schedule.marks["Patient/p"] == f"s:{NOW}", "revived counts as sent again"
+    assert done.revived_keys == 1 and setup.drains.sent == ["default/Patient/p"]
+    assert setup.queues.schedule.marks["default/Patient/p"] == f"s:{NOW}", "revived counts as sent again"
 
 
 def test_jobs_in_flight_that_no_queue_holds_are_restored_in_order_and_nothing_else() -> None:
@@ -89,12 +89,12 @@ def test_jobs_in_flight_that_no_queue_holds_are_restored_in_order_and_nothing_el
     lost, queued, ended = put("p", "a", "lost"), put("q", "b", "queued"), put("r", "c", "ended")
     for job in (lost, queued, ended):
         setup.stores.jobs.accept(replace(job, accepted_at=old))
-    setup.queues.schedule.arrive(queued.key, queued.id, queued.to_payload(), 0.0)
+    setup.queues.schedule.arrive(queued.queue_key, queued.id, queued.to_payload(), 0.0)
     setup.stores.jobs.start("ended", old)
     setup.stores.jobs.finish_many([result_event(ended, JobResult(200, 1, old), old)])
     done = setup.reconciler.run_once(START)
-    assert done.restored_jobs == 1 and setup.queues.schedule.queues["Patient/p"] == ["lost"]
-    assert setup.restores.sent == ["Patient/p"], "its key gets a drain message"
+    assert done.restored_jobs == 1 and setup.queues.schedule.queues["default/Patient/p"] == ["lost"]
+    assert setup.restores.sent == ["default/Patient/p"], "its key gets a drain message"
     assert setup.queues.schedule.counts.get("accepted", 0) == 2, (
         "counted now: its request died before the enqueue that counts it"
     )

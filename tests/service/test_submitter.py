@@ -36,8 +36,8 @@ def test_a_job_is_recorded_queued_and_its_key_drained_once() -> None:
     setup.submitter.submit(_submission("j1"), "j1")
     setup.submitter.submit(_submission("j2"), "j2")
     assert setup.stores.jobs.get("j1").state == JobState.ACCEPTED  # type: ignore[union-attr]
-    assert setup.queues.schedule.queues["Patient/p"] == ["j1", "j2"]
-    assert setup.drains.sent == ["Patient/p"], "the second job rides on the first one's drain message"
+    assert setup.queues.schedule.queues["default/Patient/p"] == ["j1", "j2"]
+    assert setup.drains.sent == ["default/Patient/p"], "the second job rides on the first one's drain message"
     assert setup.admission.unfinished == {"c": 2}
 
 
@@ -46,7 +46,7 @@ def test_an_idempotent_repeat_answers_with_the_first_job_and_a_changed_body_is_r
     first, new = setup.submitter.submit(_submission("j1", key="k"), "j1")
     again, repeated = setup.submitter.submit(_submission("j2", key="k"), "j2")
     assert new and not repeated and again.id == first.id == "j1"
-    assert setup.queues.schedule.queues["Patient/p"] == ["j1"] and setup.admission.unfinished == {"c": 1}
+    assert setup.queues.schedule.queues["default/Patient/p"] == ["j1"] and setup.admission.unfinished == {"c": 1}
     with pytest.raises(IdempotencyKeyReused):
         setup.submitter.submit(_submission("j3", family="other", key="k"), "j3")
     assert setup.stores.jobs.get("j3") is None and setup.admission.unfinished == {"c": 1}
@@ -57,7 +57,7 @@ def test_over_the_limit_nothing_is_recorded() -> None:
     setup.submitter.submit(_submission("j1"), "j1")
     with pytest.raises(TooManyUnfinished):
         setup.submitter.submit(_submission("j2"), "j2")
-    assert setup.stores.jobs.get("j2") is None and setup.queues.schedule.queues["Patient/p"] == ["j1"]
+    assert setup.stores.jobs.get("j2") is None and setup.queues.schedule.queues["default/Patient/p"] == ["j1"]
 
 
 def test_a_job_redis_failed_to_queue_is_withdrawn_and_its_key_freed() -> None:
@@ -85,24 +85,26 @@ def test_a_block_of_entries_under_backpressure_stops_at_an_entry_and_keeps_the_r
     assert isinstance(taken.refusal, TooManyUnfinished)
     assert setup.stores.jobs.get("G-0000004") is None, "entries past the cut are not recorded"
     assert setup.queues.counters.group_counts("G") == {"accepted": 2, "rejected": 1}
-    assert sorted(setup.drains.sent) == ["Patient/r1", "Patient/r2"]
+    assert sorted(setup.drains.sent) == ["default/Patient/r1", "default/Patient/r2"]
 
 
 def test_a_transaction_is_queued_on_all_its_keys_at_once() -> None:
     setup = _Setup()
     job = put("p", "a", "T")
-    setup.submitter.submit_transaction(job, ["Patient/a", "Patient/b"])
-    assert setup.queues.schedule.queues == {"Patient/a": ["T"], "Patient/b": ["T"]}
-    assert setup.drains.sent == ["Patient/a", "Patient/b"]
-    assert setup.drains.together == [["Patient/a", "Patient/b"]], "one message: one task drains its keys in turn"
+    setup.submitter.submit_transaction(job, ["default/Patient/a", "default/Patient/b"])
+    assert setup.queues.schedule.queues == {"default/Patient/a": ["T"], "default/Patient/b": ["T"]}
+    assert setup.drains.sent == ["default/Patient/a", "default/Patient/b"]
+    # one message: one task drains its keys in turn
+    assert setup.drains.together == [["default/Patient/a", "default/Patient/b"]]
 
 
 def test_a_restored_job_is_queued_and_counted_once_as_its_dead_request_never_counted_it() -> None:
     setup = _Setup()
     single, bundle = put("p", "a", "j1"), put("x", "b", "T")
     bundle = replace(bundle, request=replace(bundle.request, action=Action.TRANSACTION))
-    setup.submitter.restore(single, [single.key])
-    setup.submitter.restore(bundle, ["Patient/a", "Patient/b"])
-    assert setup.queues.schedule.queues == {"Patient/p": ["j1"], "Patient/a": ["T"], "Patient/b": ["T"]}
-    assert setup.drains.sent == ["Patient/p", "Patient/a", "Patient/b"]
+    setup.submitter.restore(single, [single.queue_key])
+    setup.submitter.restore(bundle, ["default/Patient/a", "default/Patient/b"])
+    queued = {"default/Patient/p": ["j1"], "default/Patient/a": ["T"], "default/Patient/b": ["T"]}
+    assert setup.queues.schedule.queues == queued
+    assert setup.drains.sent == ["default/Patient/p", "default/Patient/a", "default/Patient/b"]
     assert setup.queues.schedule.counts.get("accepted", 0) == 2, "each counted once, where it joins its queues"

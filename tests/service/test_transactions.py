@@ -21,7 +21,7 @@ def _transaction(job_id: str, *jobs: Job) -> Job:
 
 def _queue_transaction(stores: MemoryStores, queues: MemoryQueues, job: Job, *entries: Job) -> None:
     stores.jobs.accept(job)
-    keys = transaction_keys([TransactionEntry(i, e.request) for i, e in enumerate(entries)])
+    keys = transaction_keys([TransactionEntry(i, e.request) for i, e in enumerate(entries)], "default")
     queues.schedule.arrive_transaction(keys, job.id, job.to_payload(), 0.0)
 
 
@@ -35,23 +35,24 @@ def test_a_transaction_waits_until_it_heads_every_queue_then_applies_all(setting
     entries = (put("a", "x", "e0"), put("b", "y", "e1"))
     _queue_transaction(stores, queues, _transaction("T", *entries), *entries)
     drainer = _drainer(settings, stores, queues, clock, sent)
-    parked = drainer.drain("Patient/a")
-    assert parked.processed == 0 and not parked.more and "Patient/a" not in queues.schedule.leases, "it stepped aside"
+    parked = drainer.drain("default/Patient/a")
+    assert parked.processed == 0 and not parked.more, "it stepped aside"
+    assert "default/Patient/a" not in queues.schedule.leases
     assert stores.resources.latest("Patient", "a") is None
-    drainer.drain("Patient/b")  # j0 first, then the transaction heads both queues: it runs from here
+    drainer.drain("default/Patient/b")  # j0 first, then the transaction heads both queues: it runs from here
     assert stores.resources.latest("Patient", "a").version_id == 1  # type: ignore[union-attr]
     assert [v.version_id for v in (stores.resources.latest("Patient", "b"),)] == [2]  # type: ignore[union-attr]
     done = stores.jobs.get("T")
     assert done is not None and done.state == JobState.APPLIED
     assert [(e["index"], e["status"]) for e in done.result.entries] == [(0, 201), (1, 200)]  # type: ignore[union-attr]
-    assert queues.schedule.queues == {"Patient/a": [], "Patient/b": []} and queues.schedule.leases == {}
+    assert queues.schedule.queues == {"default/Patient/a": [], "default/Patient/b": []} and queues.schedule.leases == {}
     assert [f.job_id for f in queues.schedule.counted] == ["j0", "T"], "the transaction is counted once"
 
 
 def test_a_failing_entry_fails_the_whole_transaction_and_writes_nothing(settings, stores, queues, clock) -> None:
     entries = (put("a", "x", "e0"), patch("missing", "y", "e1"))
     _queue_transaction(stores, queues, _transaction("T", *entries), *entries)
-    _drainer(settings, stores, queues, clock, []).drain("Patient/a")
+    _drainer(settings, stores, queues, clock, []).drain("default/Patient/a")
     failed = stores.jobs.get("T")
     assert failed is not None and failed.state == JobState.FAILED and failed.result.status == 404  # type: ignore[union-attr]
     assert "Bundle.entry[1]" in str(failed.result.outcome)  # type: ignore[union-attr]
@@ -70,12 +71,13 @@ def test_versions_are_invisible_until_the_commit_point_and_a_rerun_replaces_them
 
     stores.jobs.finish_many = crash  # type: ignore[method-assign]
     with pytest.raises(RuntimeError):
-        _drainer(settings, stores, queues, clock, []).drain("Patient/a")
+        _drainer(settings, stores, queues, clock, []).drain("default/Patient/a")
     assert len(stores.resources.stored) == 2, "both versions were written, marked with the transaction"
     assert stores.resources.latest("Patient", "a") is None and stores.resources.latest("Patient", "b") is None
     stores.jobs.finish_many = record  # type: ignore[method-assign]
     queues.schedule.leases.clear()  # the leases it held on the other keys expire
-    _drainer(settings, stores, queues, clock, []).drain("Patient/b")  # redelivered: removes its marks, runs again
+    # redelivered: removes its marks, runs again
+    _drainer(settings, stores, queues, clock, []).drain("default/Patient/b")
     assert stores.resources.latest("Patient", "a").version_id == 1  # type: ignore[union-attr]
     assert stores.jobs.get("T").state == JobState.APPLIED and len(stores.resources.stored) == 2  # type: ignore[union-attr]
 
@@ -85,5 +87,5 @@ def test_a_transaction_wakes_the_keys_that_have_more_jobs(settings, stores, queu
     entries = (put("a", "x", "e0"), put("b", "y", "e1"))
     _queue_transaction(stores, queues, _transaction("T", *entries), *entries)
     queue(stores, queues, patch("b", "z", "j2"))
-    _drainer(settings, stores, queues, clock, sent).drain("Patient/a")
-    assert sent == ["Patient/b"] and queues.schedule.queues["Patient/b"] == ["j2"]
+    _drainer(settings, stores, queues, clock, sent).drain("default/Patient/a")
+    assert sent == ["default/Patient/b"] and queues.schedule.queues["default/Patient/b"] == ["j2"]

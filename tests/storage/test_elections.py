@@ -92,7 +92,7 @@ def test_a_commit_whose_answer_was_lost_is_recognised_as_its_own_version(
     raised = _after_insert(monkeypatch, AutoReconnect("the primary stepped down"))
     queues = MemoryQueues()
     queue(database, queues, put("p", "a", "j1"))  # type: ignore[arg-type]
-    drained = Drainer(Settings(), database, queues, clock=Clock(), holder="w1").drain("Patient/p")  # type: ignore[arg-type]
+    drained = Drainer(Settings(), database, queues, clock=Clock(), holder="w1").drain("default/Patient/p")  # type: ignore[arg-type]
     assert raised == ["history"], "the failure was injected after the insert"
     assert drained.processed == 1 and not drained.held_elsewhere
     job = database.jobs.get("j1")

@@ -10,7 +10,6 @@ from typing import Any
 
 from worker.errors import ServiceBusy, TooManyUnfinished
 from worker.model.groups import entry_job_id
-from worker.model.versions import StoredVersion
 from worker.ordering.admission import Granted
 from worker.schedule.keys import RedisKeys
 from worker.schedule.memory import MemorySchedule
@@ -29,9 +28,6 @@ class MemoryCopies:
             return False
         self.kept[key] = (version_id, document)
         return True
-
-    def remember_copy(self, version: StoredVersion) -> None:
-        self.remember_newest(version.key, version.version_id, version.to_cache())
 
     def newest_copy(self, key: str) -> str | None:
         return self.kept[key][1] if key in self.kept else None

@@ -21,6 +21,7 @@ from typing import Any
 
 from worker.errors import Issue, operation_outcome
 from worker.model.access import Actor
+from worker.model.tenants import DEFAULT_TENANT, queue_key
 
 
 class JobState(str, Enum):
@@ -101,10 +102,16 @@ class JobRequest:
     strict: bool = False
     actor: Actor | None = None  # who asked (None only for requests made before authentication existed)
     warnings: dict[str, Any] | None = None  # an OperationOutcome of warnings found at intake (lenient store validation)
+    tenant: str = DEFAULT_TENANT  # the community whose registry holds the resource (worker/model/tenants.py)
 
     @property
     def key(self) -> str:
         return resource_key(self.resource_type, self.resource_id)
+
+    @property
+    def queue_key(self) -> str:
+        """The key of the resource's queue: its tenant and `Type/id`."""
+        return queue_key(self.tenant, self.key)
 
     def to_document(self) -> dict[str, Any]:
         return {
@@ -118,6 +125,7 @@ class JobRequest:
             "strict": self.strict,
             "actor": self.actor.to_document() if self.actor else None,
             **({"warnings": self.warnings} if self.warnings else {}),
+            **({"tenant": self.tenant} if self.tenant != DEFAULT_TENANT else {}),
         }
 
     @classmethod
@@ -133,6 +141,7 @@ class JobRequest:
             bool(doc.get("strict")),
             Actor.from_document(doc.get("actor")),
             doc.get("warnings"),
+            str(doc.get("tenant") or DEFAULT_TENANT),
         )
 
 
@@ -196,6 +205,14 @@ class Job:
     @property
     def key(self) -> str:
         return self.request.key
+
+    @property
+    def queue_key(self) -> str:
+        return self.request.queue_key
+
+    @property
+    def tenant(self) -> str:
+        return self.request.tenant
 
     @property
     def owner(self) -> str | None:

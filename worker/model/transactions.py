@@ -19,6 +19,7 @@ from typing import Any
 from worker.errors import FhirError, Issue
 from worker.model.changes import ClientPolicies, Existing, PlannedChange, plan_change
 from worker.model.jobs import Action, JobRequest
+from worker.model.tenants import queue_key
 from worker.patch.policy import ElementPolicies
 
 FHIR_ORDER: Mapping[Action, int] = {Action.DELETE: 0, Action.CREATE: 1, Action.UPDATE: 2, Action.PATCH: 3}
@@ -73,9 +74,9 @@ def in_fhir_order(entries: list[TransactionEntry]) -> list[TransactionEntry]:
     return sorted(entries, key=lambda e: (FHIR_ORDER[e.request.action], e.index))
 
 
-def transaction_keys(entries: list[TransactionEntry]) -> list[str]:
-    """The resource keys, sorted (the order leases and queues are taken in)."""
-    return sorted({e.request.key for e in entries})
+def transaction_keys(entries: list[TransactionEntry], tenant: str) -> list[str]:
+    """The queue keys of the entries' resources in `tenant`, sorted (the order leases and queues are taken in)."""
+    return sorted({queue_key(tenant, e.request.key) for e in entries})
 
 
 def plan_transaction(

@@ -1,4 +1,7 @@
-"""The copy of each resource's newest version kept in Redis (`{ns}:cur:{key}`, hash: v, doc).
+"""The copy of each resource's newest version kept in Redis (`{ns}:{<queue key>}:cur`, hash: v, doc).
+
+Keys here are queue keys (`<tenant>/<Type>/<id>`, worker/model/tenants.py); `hint(tenant)` gives one tenant's
+ResourceStore the same copies keyed by `Type/id`.
 
 Workers and reads need no MongoDB lookup for it. It only moves forward; the
 MongoDB insert still decides every write (a copy that is behind only makes a
@@ -13,6 +16,7 @@ import redis
 from redis.exceptions import RedisError
 
 from worker.edges import translating
+from worker.model.tenants import DEFAULT_TENANT, queue_key
 from worker.schedule.keys import RedisKeys, decoded
 
 # The copy of the newest version only ever moves forward: a worker resumed after
@@ -52,10 +56,6 @@ class NewestCopies:
             self._remember(keys=[self.keys.copy(key)], args=[version_id, document, KEEP_SECONDS], client=pipe)
         pipe.execute()
 
-    def remember_copy(self, version: Any) -> None:
-        """remember_newest for a StoredVersion (the ResourceStore hint callback)."""
-        self.remember_newest(version.key, version.version_id, version.to_cache())
-
     def newest_copy(self, key: str) -> str | None:
         value = self._redis.hget(self.keys.copy(key), "doc")
         return decoded(value) if value is not None else None
@@ -72,6 +72,16 @@ class NewestCopies:
         value = self._redis.hget(self.keys.copy(key), "v")
         return int(value) if value else 0
 
-    def hint(self) -> tuple[Any, Any, Any, Any]:
-        """The read-through hint ResourceStore takes (storage.resource_store.VersionHint)."""
-        return self.newest_version, self.remember_copy, self.newest_copy, self.newest_copies
+    def hint(self, tenant: str = DEFAULT_TENANT) -> tuple[Any, Any, Any, Any]:
+        """The read-through hint one tenant's ResourceStore takes (storage.resource_store.VersionHint), by
+        `Type/id`: the newest version number, remember a StoredVersion, the copy of a key, the copies of keys."""
+
+        def remember(version: Any) -> None:
+            self.remember_newest(queue_key(tenant, version.key), version.version_id, version.to_cache())
+
+        return (
+            lambda key: self.newest_version(queue_key(tenant, key)),
+            remember,
+            lambda key: self.newest_copy(queue_key(tenant, key)),
+            lambda keys: self.newest_copies([queue_key(tenant, key) for key in keys]),
+        )

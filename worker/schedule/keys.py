@@ -1,9 +1,10 @@
 """The Redis key schema, in one place: every module that touches Redis names its keys through this.
 
 Two kinds of key:
-- **a resource's own keys** carry its tenant and one hash tag, `{<tenant>/<Type>/<id>}`, so they share one
-  Redis Cluster slot: `{ns}:{default/Patient/1}:q` (its queue), `:lease`, `:mark` (worker/schedule/states.py)
-  and `:cur` (the copy of its newest version);
+- **a resource's own keys** are its queue key (`<tenant>/<Type>/<id>`, worker/model/tenants.py) in one hash
+  tag, so they share one Redis Cluster slot: `{ns}:{default/Patient/1}:q` (its queue), `:lease`, `:mark`
+  (worker/schedule/states.py) and `:cur` (the copy of its newest version). Every key the schedule is given is
+  a queue key: the tenant is part of the key, and the schedule never splits it;
 - **deployment-wide keys** (`{ns}:ready`, `{ns}:payload`, `{ns}:metrics:counts`, ...) are shared by every
   resource and tenant: the ready list and the drainers (one pool of drainers serves everyone), the payload
   copies, the counters and admission. The per-key scripts still touch some of these (the payload copies and the
@@ -18,18 +19,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DEFAULT_TENANT = "default"
-
 
 @dataclass(frozen=True)
 class RedisKeys:
     namespace: str
-    tenant: str = DEFAULT_TENANT
 
     @property
     def own_prefix(self) -> str:
         """What a resource's own keys start with; `own_key` in prelude.lua completes it as `_own` does."""
-        return f"{self.namespace}:{{{self.tenant}/"
+        return f"{self.namespace}:{{"
 
     def _own(self, key: str, part: str) -> str:
         return f"{self.own_prefix}{key}}}:{part}"

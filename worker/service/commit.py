@@ -13,6 +13,7 @@ from typing import Any
 
 from worker.model.changes import identifiers
 from worker.model.stores import Stores
+from worker.model.tenants import DEFAULT_TENANT, queue_key
 from worker.model.versions import StoredVersion
 from worker.ordering.copies import NewestCopies
 
@@ -20,9 +21,11 @@ Change = tuple[StoredVersion | None, StoredVersion]  # (the version it applies t
 
 
 class Commit:
-    def __init__(self, database: Stores, copies: NewestCopies) -> None:
+    def __init__(self, database: Stores, copies: NewestCopies, tenant: str = DEFAULT_TENANT) -> None:
+        """`database` is `tenant`'s registry; the copies are kept under its queue keys."""
         self._db = database
         self._copies = copies
+        self._tenant = tenant
 
     def in_order(self, changes: list[Change]) -> int:
         """One key's versions, in order: how many were written before the first collision; the last of those is
@@ -50,7 +53,7 @@ class Commit:
 
     def copy(self, versions: list[StoredVersion]) -> None:
         """Move the Redis copies forward to these versions (written, or read back from MongoDB): one round trip."""
-        self._copies.remember_many([(v.key, v.version_id, v.to_cache()) for v in versions])
+        self._copies.remember_many([(queue_key(self._tenant, v.key), v.version_id, v.to_cache()) for v in versions])
 
     def _write(self, changes: list[Change]) -> int:
         self._index(changes)

@@ -26,6 +26,7 @@ from datetime import datetime
 from worker.model.jobs import Job, JobResult, JobState, Start, result_event
 from worker.model.planning import Policies, plan_transaction_job
 from worker.model.stores import Stores
+from worker.model.tenants import split_queue_key
 from worker.model.transactions import decode_entries, transaction_keys
 from worker.model.wakeups import WakeUp
 from worker.ordering import KeyQueues
@@ -58,7 +59,8 @@ class TransactionRunner:
         """Run the transaction at the head of `key` (whose lease `token` holds), or park the key when another of its
         keys is busy; either way the lease is given up."""
         entries = decode_entries(job.request.body)
-        keys = transaction_keys(entries)
+        keys = transaction_keys(entries, job.tenant)  # its queues; `resources` are their `Type/id`s
+        resources = [split_queue_key(k)[1] for k in keys]
         if not self._queues.schedule.hold(keys, token, job.id, self._settings.lease_seconds):
             self._queues.schedule.park(key, token)
             return
@@ -70,10 +72,10 @@ class TransactionRunner:
         if started is Start.AGAIN:
             earlier = self._db.jobs.get(job.id)
             if earlier is not None and earlier.state.final:  # committed (or failed) before a crash: finish the rest
-                self._refresh_copies(keys)
+                self._refresh_copies(resources)
                 self._complete(keys, token, earlier)
                 return
-        current = {k: self._db.resources.newest(*k.split("/", 1)) for k in keys}
+        current = {k: self._db.resources.newest(*k.split("/", 1)) for k in resources}
         if started is Start.AGAIN:  # a crashed attempt may have written marked versions; they never committed
             candidates = [
                 (k.split("/", 1)[0], k.split("/", 1)[1], (v.version_id if v else 0) + 1) for k, v in current.items()
@@ -92,8 +94,8 @@ class TransactionRunner:
         )
         self._complete(keys, token, finished)
 
-    def _refresh_copies(self, keys: list[str]) -> None:
-        latest = [self._db.resources.latest(*key.split("/", 1)) for key in keys]
+    def _refresh_copies(self, resources: list[str]) -> None:
+        latest = [self._db.resources.latest(*key.split("/", 1)) for key in resources]
         self._applier.commit.copy([version for version in latest if version is not None])
 
     def _complete(self, keys: list[str], token: str, job: Job) -> None:

@@ -24,6 +24,7 @@ from worker.model.clock import utc_now
 from worker.model.jobs import Job, JobResult
 from worker.model.planning import UNEXPECTED, Plan, Policies, plan_job, plan_transaction_job
 from worker.model.stores import Stores
+from worker.model.tenants import DEFAULT_TENANT, queue_key
 from worker.model.transactions import TransactionEntry
 from worker.model.versions import StoredVersion
 from worker.schedule import KeySchedule
@@ -61,6 +62,7 @@ class DrySession:
     _schedule: KeySchedule
     _policies: Policies
     _clock: Callable[[], datetime]
+    _tenant: str
     _planned: dict[str, bytes | None] = field(default_factory=dict)  # key -> compressed cache text; None: absent
     _ahead: dict[str, int] = field(default_factory=dict)
 
@@ -105,7 +107,8 @@ class DrySession:
         fresh = [key for key in dict.fromkeys(keys) if key not in self._ahead]
         if not fresh:
             return
-        for key, depth, stored in zip(fresh, self._schedule.depths(fresh), self._db.resources.peek_newest(fresh)):
+        depths = self._schedule.depths([queue_key(self._tenant, key) for key in fresh])
+        for key, depth, stored in zip(fresh, depths, self._db.resources.peek_newest(fresh)):
             self._ahead[key] = depth
             self._planned[key] = None if stored is None else zlib.compress(stored.to_cache().encode(), 1)
 
@@ -121,12 +124,19 @@ class DryRun:
     """Opens dry-run sessions on the stores and the key schedule (both only read)."""
 
     def __init__(
-        self, settings: Settings, database: Stores, schedule: KeySchedule, clock: Callable[[], datetime] = utc_now
+        self,
+        settings: Settings,
+        database: Stores,
+        schedule: KeySchedule,
+        clock: Callable[[], datetime] = utc_now,
+        tenant: str = DEFAULT_TENANT,
     ) -> None:
+        """`database` is `tenant`'s registry."""
         self._db = database
         self._schedule = schedule
         self._policies = Policies(settings.element_policies, settings.client_element_policies)
         self._clock = clock
+        self._tenant = tenant
 
     def session(self) -> DrySession:
-        return DrySession(self._db, self._schedule, self._policies, self._clock)
+        return DrySession(self._db, self._schedule, self._policies, self._clock, self._tenant)

@@ -79,11 +79,11 @@ class Submitter:
             self._queued_before_answer(job)
             return job, False
         try:
-            arrival = self._schedule.arrive(job.key, job.id, job.to_payload(), time.time())
+            arrival = self._schedule.arrive(job.queue_key, job.id, job.to_payload(), time.time())
         except StorageUnavailable as exc:
             raise self._withdraw([job], "the request was", submission.idempotency_key) from exc
         if arrival is Arrival.SEND_DRAIN:
-            self._drains.send([job.key])
+            self._drains.send([job.queue_key])
         return job, True
 
     def submit_entries(
@@ -117,7 +117,7 @@ class Submitter:
         block = [job for job in block if job.id in queued]  # entry order
         try:
             keys, _held = self._schedule.arrive_many(
-                [(job.key, job.id, job.to_payload()) for job in block], time.time()
+                [(job.queue_key, job.id, job.to_payload()) for job in block], time.time()
             )
         except StorageUnavailable as exc:
             raise self._withdraw(new, "the entries of this block were") from exc
@@ -158,8 +158,8 @@ class Submitter:
             to_wake = self._schedule.arrive_transaction(keys, job.id, job.to_payload(), now)
             self._drains.send(to_wake or [], together=True)
             return
-        arrival = self._schedule.arrive(job.key, job.id, job.to_payload(), now)
-        self._drains.send([job.key] if arrival is Arrival.SEND_DRAIN else [])
+        arrival = self._schedule.arrive(job.queue_key, job.id, job.to_payload(), now)
+        self._drains.send([job.queue_key] if arrival is Arrival.SEND_DRAIN else [])
 
     def _admitted(self, client: str, record: Callable[[], T]) -> T:
         """Admit one job of `client`, then record it; the place is given back if recording fails."""
@@ -245,7 +245,7 @@ class Submitter:
 
 
 def keys_of(job: Job) -> list[str]:
-    """The queues a job stands in: its resource's, or every one of a transaction's."""
+    """The queues a job stands in (queue keys): its resource's, or every one of a transaction's."""
     if job.request.action == Action.TRANSACTION:
-        return transaction_keys(decode_entries(job.request.body))
-    return [job.key]
+        return transaction_keys(decode_entries(job.request.body), job.tenant)
+    return [job.queue_key]

@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 from api.dependencies import Connections
 from api.http import check_retry_on_conflict, host_check, install_error_handlers
 from api.routes import bundles, diff, feeds, fhir, jobs, ops, provenance
+from api.tenancy import CommunityRouting
 from api.traces import EchoCorrelation, fhir_checks
 from worker.logs import configure_logging
 from worker.settings import Settings
@@ -32,10 +33,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        connections = Connections.open(settings)
-        await anyio.to_thread.run_sync(connections.database.ensure_indexes)
+        registries = Connections.open(settings)
+        connections = next(iter(registries.values()))  # what is shared, and the registry outside /fhir
+        await anyio.to_thread.run_sync(connections.backends.ensure_indexes)
         await connections.start()
-        app.state.connections = connections
+        app.state.connections, app.state.registries = connections, registries
         try:
             yield
         finally:
@@ -45,6 +47,8 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="fhir-patch-worker", version="0.1.0", lifespan=lifespan, dependencies=checks)
     if settings.correlation_header:
         app.add_middleware(EchoCorrelation, header=settings.correlation_header)
+    if settings.tenants:  # outermost: a request is routed to its community's registry before anything else
+        app.add_middleware(CommunityRouting, parameter=settings.tenant_parameter, tenants=settings.tenants)
     install_error_handlers(app)
     app.include_router(ops.router)
     # before fhir: /fhir/$bulk-submit and /fhir/_async/... are not /fhir/{type}/...

@@ -1,4 +1,5 @@
-"""Connections and services the API holds for its lifetime, built once from Settings."""
+"""Connections and services the API holds for its lifetime, built once from Settings: one `Connections` per
+community's registry (api/tenancy.py), all sharing the Redis side, the waiter and the authenticator."""
 
 from __future__ import annotations
 
@@ -13,12 +14,15 @@ from worker.model.stores import Stores
 from worker.model.versions import StoredVersion
 from worker.settings import Settings
 from worker.submission import Submitter
-from worker.submission.backends import Backends, QueueReadings
+from worker.submission.backends import Backends, QueueReadings, Registry
 from worker.submission.dry_run import DryRun
 
 
 @dataclass(frozen=True)
 class Connections:
+    """What the routes of one community's requests use: its registry (stores, submission, dry runs) and the
+    services over it, beside what every community shares."""
+
     settings: Settings
     backends: Backends
     waiter: ResultWaiter
@@ -26,33 +30,44 @@ class Connections:
     groups: GroupIntake
     conditional: ConditionalResolver
     authenticator: Authenticator
+    registry: Registry
 
     @classmethod
-    def open(cls, settings: Settings) -> Connections:
+    def open(cls, settings: Settings) -> dict[str, Connections]:
+        """The connections of every registry, by tenant (one, `default`, without FHIR_PATCH_TENANTS)."""
         backends = Backends.open(settings)
-        database = backends.stores
         waiter = ResultWaiter(settings.redis_url, backends.readings.wakeup_channel)
-        return cls(
-            settings,
-            backends,
-            waiter,
-            Intake(database, backends.submitter, waiter),
-            GroupIntake(database, backends.submitter, backends.readings, settings.store_validation == "lenient"),
-            ConditionalResolver(database),
-            Authenticator(settings, replays=backends.replays),
-        )
+        authenticator = Authenticator(settings, replays=backends.replays)
+        lenient = settings.store_validation == "lenient"
+        return {
+            tenant: cls(
+                settings,
+                backends,
+                waiter,
+                Intake(registry.stores, registry.submitter, waiter),
+                GroupIntake(registry.stores, registry.submitter, backends.readings, lenient, tenant),
+                ConditionalResolver(registry.stores),
+                authenticator,
+                registry,
+            )
+            for tenant, registry in backends.registries.items()
+        }
+
+    @property
+    def tenant(self) -> str:
+        return self.registry.tenant
 
     @property
     def database(self) -> Stores:
-        return self.backends.stores
+        return self.registry.stores
 
     @property
     def submitter(self) -> Submitter:
-        return self.backends.submitter
+        return self.registry.submitter
 
     @property
     def dry_run(self) -> DryRun:
-        return self.backends.dry_run
+        return self.registry.dry_run
 
     @property
     def readings(self) -> QueueReadings:

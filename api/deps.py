@@ -10,6 +10,7 @@ from dataclasses import replace
 from fastapi import Request
 
 from api.dependencies import Connections
+from api.tenancy import tenant_of
 from api.traces import trace
 from worker.errors import InvalidRequest, ResourceNotFound
 from worker.model.access import Actor, Principal
@@ -18,8 +19,13 @@ from worker.patch.structure import is_resource_type
 
 
 def connections(request: Request) -> Connections:
-    conn: Connections = request.app.state.connections
-    return conn
+    """The connections of the community the request was routed to (api/tenancy.py)."""
+    registries: dict[str, Connections] = request.app.state.registries
+    tenant = getattr(request.state, "tenant", None)
+    if tenant is None:
+        conn: Connections = request.app.state.connections
+        return conn
+    return registries[tenant]
 
 
 def fhir_base(request: Request) -> str:
@@ -30,7 +36,7 @@ def fhir_base(request: Request) -> str:
 def acting(request: Request, caller: Principal, job: JobRequest) -> JobRequest:
     """The job with who asks for it: subject, client, the permissions granted on its type, the request's Trace."""
     actor = Actor(caller.subject, caller.client_id, caller.grants.on(job.resource_type), trace(request))
-    return replace(job, actor=actor)
+    return replace(job, actor=actor, tenant=tenant_of(request))
 
 
 def idempotency_key(request: Request, caller: Principal) -> str | None:

@@ -14,13 +14,15 @@ from api.deps import connections, fhir_base
 from api.groups import Progress
 from api.http import fhir_response
 from worker.model.access import Principal
+from worker.model.tenants import DEFAULT_TENANT
 
 
-def group_id_for(idempotency_key: str | None, subject: str) -> str:
+def group_id_for(idempotency_key: str | None, subject: str, tenant: str = DEFAULT_TENANT) -> str:
     """The same Idempotency-Key of the same subject names the same group, so a resubmitted feed is accepted line
-    by line only once (another subject's key names another group)."""
+    by line only once (another subject's key, or another community's, names another group)."""
     if idempotency_key:
-        return "g" + hashlib.sha256(json.dumps([subject, idempotency_key]).encode()).hexdigest()[:23]
+        named = [subject, idempotency_key] if tenant == DEFAULT_TENANT else [tenant, subject, idempotency_key]
+        return "g" + hashlib.sha256(json.dumps(named).encode()).hexdigest()[:23]
     return "g" + uuid.uuid4().hex[:23]
 
 

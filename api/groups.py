@@ -27,6 +27,7 @@ from worker.model.groups import Group, entry_job_id
 from worker.model.jobs import Job, JobResult, JobState, result_event
 from worker.model.results import etag, response_element, version_wanted, written_entry
 from worker.model.stores import Stores, group_outcomes
+from worker.model.tenants import DEFAULT_TENANT
 from worker.model.versions import StoredVersion
 from worker.patch.fhir_json import loads
 from worker.submission import Submitter, Taken
@@ -76,8 +77,17 @@ class Progress:
 
 
 class GroupIntake:
-    def __init__(self, database: Stores, submitter: Submitter, readings: QueueReadings, lenient: bool = False) -> None:
+    def __init__(
+        self,
+        database: Stores,
+        submitter: Submitter,
+        readings: QueueReadings,
+        lenient: bool = False,
+        tenant: str = DEFAULT_TENANT,
+    ) -> None:
+        """`database` is `tenant`'s registry: every entry's job is that community's."""
         self._lenient = lenient
+        self._tenant = tenant
         self._db = database
         self._submitter = submitter
         self._readings = readings
@@ -159,7 +169,8 @@ class GroupIntake:
                 authorize_entry(entry, caller, where(number))
                 request = entry_request(self.resolved(entry, where(number)), where(number), self._lenient)
                 actor = Actor(caller.subject, caller.client_id, caller.grants.on(request.resource_type), trace)
-                jobs.append((number, Job(job_id, replace(request, actor=actor), JobState.ACCEPTED, now)))
+                request = replace(request, actor=actor, tenant=self._tenant)
+                jobs.append((number, Job(job_id, request, JobState.ACCEPTED, now)))
             except FhirError as exc:
                 if exc.status == 403:
                     log_refusal_event(caller, group_id, where(number), exc)

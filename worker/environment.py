@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.model.callback_targets import CallbackRefused, allow_entries
+from worker.model.tenants import TenantTarget, canonical_tenant, is_tenant_name
 
 
 class SettingsError(ValueError):
@@ -136,3 +137,26 @@ def write_concern(env: Mapping[str, str], name: str) -> WriteConcernSetting:
         else:
             raise SettingsError(f"{name}: {item!r} is not w=majority|N (N >= 1), j=true|false or wtimeout=milliseconds")
     return WriteConcernSetting(**parts)
+
+
+def tenants(env: Mapping[str, str], name: str) -> Mapping[str, TenantTarget]:
+    """Routing value -> its registry: a database name, or {"database": ..., "uri": ...}; keyed canonically (a
+    `urn:oid:` value by its bare OID)."""
+    targets: dict[str, TenantTarget] = {}
+    for value, target in json_object(env, name).items():
+        tenant = canonical_tenant(value)
+        if not is_tenant_name(tenant) or tenant in targets:
+            raise SettingsError(f"{name}: {value!r} is not a routing value (1 to 64 of A-Z a-z 0-9 . _ -), or twice")
+        if isinstance(target, str) and target:
+            targets[tenant] = TenantTarget(target)
+        elif isinstance(target, dict) and isinstance(target.get("database"), str) and target["database"]:
+            uri = target.get("uri", "")
+            if not isinstance(uri, str) or set(target) - {"database", "uri"}:
+                raise SettingsError(f"{name}[{value!r}] takes only a database name and a uri (strings)")
+            targets[tenant] = TenantTarget(target["database"], uri)
+        else:
+            raise SettingsError(f'{name}[{value!r}] must be a database name or {{"database": ..., "uri": ...}}')
+    databases = [(t.uri, t.database) for t in targets.values()]
+    if len(set(databases)) != len(databases):
+        raise SettingsError(f"{name}: two communities name the same database; each needs its own registry")
+    return targets

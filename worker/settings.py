@@ -24,9 +24,11 @@ from worker.environment import (
     number,
     patterns,
     policies,
+    tenants,
     text,
     write_concern,
 )
+from worker.model.tenants import TenantTarget
 
 __all__ = ["Settings", "SettingsError"]
 
@@ -71,6 +73,24 @@ class Settings(AccessSettings):
     )
     database: str = field(
         default="fhir_patch", metadata={"env": "FHIR_PATCH_DATABASE", "doc": "MongoDB database name."}
+    )
+    tenants: Mapping[str, TenantTarget] = field(
+        default_factory=dict,
+        metadata={
+            "env": "FHIR_PATCH_TENANTS",
+            "read": lambda env, name, default: tenants(env, name),
+            "doc": (
+                'JSON: a routing value -> its own registry, a database name or {"database": ..., "uri": ...} '
+                "(another MongoDB deployment). Set: every /fhir request but metadata names one (README: communities)."
+            ),
+        },
+    )
+    tenant_parameter: str = field(
+        default="homeCommunityId",
+        metadata={
+            "env": "FHIR_PATCH_TENANT_PARAMETER",
+            "doc": "The query parameter that names the community (tenant) of a request, with FHIR_PATCH_TENANTS.",
+        },
     )
     namespace: str = field(
         default="fhir-patch",

@@ -22,6 +22,7 @@ from api.entries import entry_type, is_read
 from api.group_answers import group_id_for, group_status, status_answer
 from api.groups import entry_response
 from api.http import fhir_response, parse_prefer, read_body
+from api.tenancy import tenant_of
 from api.traces import trace
 from api.transactions import transaction
 from worker.errors import AccessError, InvalidRequest, Unavailable
@@ -65,7 +66,7 @@ async def _batch(request: Request, caller: Caller, entries: list[Any]) -> Respon
     # A GET entry the caller may not read goes with the writes, where it fails alone with 403.
     reads = {n: str(e["request"].get("url")) for n, e in enumerate(entries, 1) if is_read(e) and _readable(caller, e)}
     writes = [(n, e) for n, e in enumerate(entries, 1) if n not in reads]
-    group_id = group_id_for(request.headers.get("idempotency-key"), caller.subject)
+    group_id = group_id_for(request.headers.get("idempotency-key"), caller.subject, tenant_of(request))
     fresh = await anyio.to_thread.run_sync(
         lambda: conn.database.groups.open(group_id, "batch", utc_now(), reads, caller.subject)
     )

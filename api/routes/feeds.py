@@ -21,6 +21,7 @@ from api.dry_runs import DRY_RUN, dry_run_asked
 from api.group_answers import group_id_for, status_answer
 from api.groups import BLOCK_ENTRIES
 from api.http import fhir_response
+from api.tenancy import tenant_of
 from api.traces import trace
 from worker.errors import BodyTooLarge, Issue, UnknownJob, UnsupportedMediaType, operation_outcome
 from worker.model.access import Principal, Trace
@@ -77,7 +78,7 @@ async def bulk_submit(request: Request, caller: Caller) -> Response:
         raise UnsupportedMediaType(f"A feed is NDJSON ({', '.join(NDJSON_TYPES)}), not {kind!r}", "Content-Type")
     if dry_run_asked(request):
         return await _dry_feed(request, caller)
-    group_id = group_id_for(request.headers.get("idempotency-key"), caller.subject)
+    group_id = group_id_for(request.headers.get("idempotency-key"), caller.subject, tenant_of(request))
     await anyio.to_thread.run_sync(conn.database.groups.open, group_id, "feed", utc_now(), None, caller.subject)
     rid, most = trace(request), conn.settings.max_feed_lines
     intake = _Intake(request, group_id, caller, rid)

@@ -220,7 +220,7 @@ def test_an_async_job_keeps_its_event_id_for_its_poller(nhn: Service) -> None:
 
 
 def test_metadata_needs_no_nhn_header_and_no_token(nhn: Service) -> None:
-    answer = httpx.get(f"{nhn.fhir}/metadata", headers={"accept": "application/fhir+json; fhirVersion=4.0.1"})
+    answer = nhn.http.get(f"{nhn.fhir}/metadata", headers={"accept": "application/fhir+json; fhirVersion=4.0.1"})  # type: ignore[attr-defined]
     assert answer.status_code == 200 and answer.json()["fhirVersion"] == "4.0.1"
-    refused = httpx.get(f"{nhn.fhir}/metadata", headers={"accept": "application/fhir+json; fhirVersion=5.0"})
+    refused = nhn.http.get(f"{nhn.fhir}/metadata", headers={"accept": "application/fhir+json; fhirVersion=5.0"})  # type: ignore[attr-defined]
     assert refused.status_code == 406 and refused.json()["issue"][0]["expression"] == ["Accept"]

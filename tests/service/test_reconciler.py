@@ -42,7 +42,7 @@ class _Setup:
             self.queues,  # type: ignore[arg-type]
             submitter,
             self.drains,
-            self.callbacks.append,
+            lambda job_id, tenant: self.callbacks.append(job_id),
         )
 
 

@@ -22,7 +22,8 @@ def test_a_finished_job_answers_at_once_and_leaves_flight_at_the_flush(
 ) -> None:
     retirements = Retirements(stores.jobs, clock)  # type: ignore[arg-type]
     queue(stores, queues, put("p", "a", "j1"), put("q", "b", "j2"))
-    drainer = Drainer(settings, stores, queues, clock=clock, retire=retirements.add)  # type: ignore[arg-type]
+    retire = lambda tenant, ids: retirements.add(ids)  # noqa: E731
+    drainer = Drainer(settings, stores, queues, clock=clock, retire=retire)  # type: ignore[arg-type]
     drainer.drain("default/Patient/p")
     drainer.drain("default/Patient/q")
     assert [stores.jobs.get(j).state for j in ("j1", "j2")] == [JobState.APPLIED] * 2  # type: ignore[union-attr]
@@ -52,7 +53,7 @@ def test_a_lost_batch_is_retired_by_the_reconciler_scan(
     settings: Settings, stores: MemoryStores, queues: MemoryQueues, clock: Clock
 ) -> None:
     queue(stores, queues, put("p", "a", "j1"))
-    Drainer(settings, stores, queues, clock=clock, retire=lambda ids: None).drain("default/Patient/p")  # type: ignore[arg-type]
+    Drainer(settings, stores, queues, clock=clock, retire=lambda tenant, ids: None).drain("default/Patient/p")  # type: ignore[arg-type]
     assert "j1" in stores.jobs.in_flight, "its worker died before the flush"
     assert list(stores.jobs.unfinished_before(START + timedelta(hours=1))) == []
     assert stores.jobs.in_flight == {} and "j1" in stores.jobs.finished_at

@@ -23,10 +23,18 @@ log = logging.getLogger("fhir_patch.reconciling")
 def start_reconciler(tasks: Tasks, settings: Settings) -> None:
     """Start this process's reconciler thread (the deployment runs one pass at a time: a Redis lock)."""
     r = tasks.runtime()
-    r.database.ensure_indexes()
+    r.registries.ensure_indexes()
     admission = Admission(r.redis, settings.namespace, settings.max_unfinished_per_client, settings.max_queue_depth)
-    submitter = Submitter(r.database, r.queues.schedule, admission, r.drains, r.queues.counters.count_group)
-    reconciler = Reconciler(settings, r.database, r.queues, submitter, r.drains, tasks.send_callback)
+    # the reconciler's submitter only queues jobs again (`restore`): any registry will do for it
+    submitter = Submitter(r.registries.any, r.queues.schedule, admission, r.drains, r.queues.counters.count_group)
+    reconciler = Reconciler(
+        settings,
+        r.registries.by_tenant,
+        r.queues,
+        submitter,
+        r.drains,
+        lambda job_id, tenant: tasks.send_callback(job_id, tenant=tenant),
+    )
     threading.Thread(
         target=_reconcile_forever,
         args=(reconciler, settings.reconcile_interval_seconds),

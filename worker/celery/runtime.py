@@ -11,7 +11,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -26,14 +26,14 @@ from worker.service.drain import Drainer
 from worker.service.loop import DrainLoop, LoopParts
 from worker.service.retirements import Retirements
 from worker.settings import Settings
-from worker.storage import Database
+from worker.storage.registries import Registries
 from worker.submission.drains import CeleryDrains, drainer_limits
 
 
 @dataclass(frozen=True)
 class Runtime:
     settings: Settings
-    database: Database
+    registries: Registries
     redis: redis.Redis
     queues: KeyQueues
     drainer: Drainer
@@ -41,7 +41,7 @@ class Runtime:
     callbacks: CallbackSender
     http: httpx.Client
     drains: CeleryDrains
-    retirements: Retirements
+    retirements: Mapping[str, Retirements]  # per tenant
 
     @classmethod
     def build(cls, settings: Settings, app: Celery, on_finished: Callable[[Job], None]) -> Runtime:
@@ -49,25 +49,25 @@ class Runtime:
             settings.redis_url, socket_timeout=10, socket_connect_timeout=3, health_check_interval=30
         )
         queues = KeyQueues(client, settings.namespace)
-        database = Database.open(settings, queues.copies.hint())
+        registries = Registries.open(settings, queues.copies.hint)
         http = http_client()
         drains = CeleryDrains(app, queues.schedule, drainer_limits(settings))
-        retirements = Retirements(database.jobs, utc_now)
+        retirements = {tenant: Retirements(registries[tenant].jobs, utc_now) for tenant in registries}
         drainer = Drainer(
             settings,
-            database,
+            registries.by_tenant,
             queues,
             on_finished,
             send_drain=lambda key: drains.send([key]),
             holder=worker_id(),
             holder_gone=lambda holder: process_gone(holder, queues.schedule.alive),
-            retire=retirements.add,
+            retire=lambda tenant, job_ids: retirements[tenant].add(job_ids),
         )
         loop = DrainLoop(
             LoopParts(queues.schedule, drainer, worker_id(), drains.send, drains.start, queues.counters.count)
         )
-        callbacks = CallbackSender(settings, database, http)
-        return cls(settings, database, client, queues, drainer, loop, callbacks, http, drains, retirements)
+        callbacks = CallbackSender(settings, registries.by_tenant, http)
+        return cls(settings, registries, client, queues, drainer, loop, callbacks, http, drains, retirements)
 
 
 _by_pid: dict[int, Runtime] = {}
@@ -121,17 +121,18 @@ def _beat(runtime: Runtime, worker: str) -> None:
 RETIRE_EVERY_SECONDS = 0.2
 
 
-def _retire(retirements: Retirements) -> None:
+def _retire(retirements: Mapping[str, Retirements]) -> None:
     """Finished jobs leave the in-flight collection a batch at a time (worker/service/retirements.py)."""
     while True:
         time.sleep(RETIRE_EVERY_SECONDS)
         retire_now(retirements)
 
 
-def retire_now(retirements: Retirements) -> None:
-    """Retire what waits; a failure is logged and they wait for the next flush (or, if this process dies, for the
-    reconciler)."""
-    try:
-        retirements.flush()
-    except Exception:  # a passing outage
-        log.warning("finished jobs not retired yet", exc_info=True)
+def retire_now(retirements: Mapping[str, Retirements]) -> None:
+    """Retire what waits, in each tenant's registry; a failure is logged and they wait for the next flush (or, if
+    this process dies, for the reconciler)."""
+    for waiting in retirements.values():
+        try:
+            waiting.flush()
+        except Exception:  # a passing outage
+            log.warning("finished jobs not retired yet", exc_info=True)

@@ -2,7 +2,7 @@
 
 - `fhir_patch.drain(drainer=d)`: run drainer d (worker/service/loop.py): pull ready keys and drain them, until the
   ready list stays empty; a failed drain is retried through the ready list, never by a message of its own.
-- `fhir_patch.callback(job_id)`: one callback delivery attempt (re-sent with a delay on failure).
+- `fhir_patch.callback(job_id, attempt, tenant)`: one callback delivery attempt (re-sent with a delay on failure).
 The reconciler runs in a thread of each worker's main process (worker/celery/reconciling.py).
 """
 
@@ -17,6 +17,7 @@ from worker.celery.runtime import Runtime, retire_now, runtime_for
 from worker.errors import StorageUnavailable
 from worker.logs import configure_logging
 from worker.model.clock import utc_now
+from worker.model.tenants import DEFAULT_TENANT
 from worker.settings import Settings
 from worker.submission.drains import CALLBACK_TASK, DRAIN_TASK
 
@@ -30,11 +31,15 @@ class Tasks:
         self._app = app
         self._settings = settings
 
-    def send_callback(self, job_id: str, attempt: int = 1, countdown: float | None = None) -> None:
-        self._app.send_task(CALLBACK_TASK, args=[job_id, attempt], countdown=countdown)
+    def send_callback(
+        self, job_id: str, attempt: int = 1, countdown: float | None = None, tenant: str = DEFAULT_TENANT
+    ) -> None:
+        self._app.send_task(CALLBACK_TASK, args=[job_id, attempt, tenant], countdown=countdown)
 
     def runtime(self) -> Runtime:
-        return runtime_for(self._settings, self._app, on_finished=lambda job: self.send_callback(job.id))
+        return runtime_for(
+            self._settings, self._app, on_finished=lambda job: self.send_callback(job.id, tenant=job.tenant)
+        )
 
     def drain(self, keys: str | list[str] | None = None, drainer: str | None = None) -> int:
         """Run the drain loop (for `keys` given by a message from before the loop pulled keys, then the drainer)."""
@@ -44,12 +49,12 @@ class Tasks:
         finally:
             retire_now(r.retirements)  # nothing left waiting while this process idles
 
-    def callback(self, job_id: str, attempt: int = 1) -> str:
+    def callback(self, job_id: str, attempt: int = 1, tenant: str = DEFAULT_TENANT) -> str:
         r = self.runtime()
-        delivery = r.callbacks.deliver(job_id, attempt, utc_now())
+        delivery = r.callbacks.deliver(job_id, attempt, utc_now(), tenant)
         if delivery.retry_in is not None:
             r.queues.counters.callback_scheduled(job_id, delivery.retry_in)
-            self.send_callback(job_id, attempt + 1, delivery.retry_in)
+            self.send_callback(job_id, attempt + 1, delivery.retry_in, tenant)
         return delivery.state
 
 
@@ -60,8 +65,8 @@ def register_tasks(app: Celery, settings: Settings) -> Tasks:
     def drain(keys: str | list[str] | None = None, drainer: str | None = None) -> int:
         return tasks.drain(keys, drainer)
 
-    def callback(job_id: str, attempt: int = 1) -> str:
-        return tasks.callback(job_id, attempt)
+    def callback(job_id: str, attempt: int = 1, tenant: str = DEFAULT_TENANT) -> str:
+        return tasks.callback(job_id, attempt, tenant)
 
     def _logging(**_: Any) -> None:
         configure_logging(settings.log_level)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,6 +22,7 @@ from worker.model.callback_targets import CallbackRefused, CallbackTarget, check
 from worker.model.jobs import Job
 from worker.model.results import result_bundle
 from worker.model.stores import Stores
+from worker.model.tenants import DEFAULT_TENANT
 from worker.patch.fhir_json import dumps
 from worker.settings import Settings
 
@@ -47,23 +49,26 @@ class Delivery:
 
 class CallbackSender:
     def __init__(
-        self, settings: Settings, database: Stores, client: httpx.Client, rng: random.Random | None = None
+        self,
+        settings: Settings,
+        database: Stores | Mapping[str, Stores],
+        client: httpx.Client,
+        rng: random.Random | None = None,
     ) -> None:
+        """`database`: the registry of each tenant (or the default tenant's alone)."""
         self._settings = settings
-        self._db = database
+        self._registries = database if isinstance(database, Mapping) else {DEFAULT_TENANT: database}
         self._client = client
         self._rng = rng or random.Random()
         self._webhook = Webhook(settings.callback_secret) if settings.callback_secret else None
 
-    def deliver(self, job_id: str, attempt: int, now: datetime) -> Delivery:
-        """Attempt number `attempt` to deliver the job's callback."""
-        job = self._db.jobs.get(job_id)
-        if (
-            job is None
-            or not job.callback_url
-            or job.result is None
-            or self._db.jobs.callback_state(job_id) != "pending"
-        ):
+    def deliver(self, job_id: str, attempt: int, now: datetime, tenant: str = DEFAULT_TENANT) -> Delivery:
+        """Attempt number `attempt` to deliver the callback of job `job_id` of `tenant`."""
+        db = self._registries.get(tenant)
+        job = db.jobs.get(job_id) if db is not None else None
+        if db is None or job is None or not job.callback_url or job.result is None:
+            return Delivery("nothing-owed")
+        if db.jobs.callback_state(job_id) != "pending":
             return Delivery("nothing-owed")
         try:
             target = checked_callback(
@@ -71,15 +76,15 @@ class CallbackSender:
             )  # again: DNS and settings may change
         except CallbackRefused as exc:
             log.warning("callback refused at delivery: %s", exc, extra={"job_id": job.id})
-            return self._record(job, "gave-up", attempt, now, None)
-        status = self._post(job, target, now)
+            return self._record(db, job, "gave-up", attempt, now, None)
+        status = self._post(db, job, target, now)
         if status is not None and 200 <= status < 300:
-            return self._record(job, "delivered", attempt, now, status)
+            return self._record(db, job, "delivered", attempt, now, status)
         if status == 410:
-            return self._record(job, "gave-up", attempt, now, status)
+            return self._record(db, job, "gave-up", attempt, now, status)
         assert job.finished_at is not None
         if now - job.finished_at >= timedelta(seconds=self._settings.callback_give_up_seconds):
-            return self._record(job, "gave-up", attempt, now, status)
+            return self._record(db, job, "gave-up", attempt, now, status)
         delay = retry_delay(attempt, self._rng)
         log.info(
             "callback failed; retrying",
@@ -87,16 +92,18 @@ class CallbackSender:
         )
         return Delivery("pending", delay)
 
-    def _record(self, job: Job, state: str, attempts: int, now: datetime, status: int | None) -> Delivery:
-        self._db.jobs.callback_ended(job.id, state, attempts, status, now)
+    def _record(
+        self, db: Stores, job: Job, state: str, attempts: int, now: datetime, status: int | None
+    ) -> Delivery:
+        db.jobs.callback_ended(job.id, state, attempts, status, now)
         log.info("callback %s", state, extra={"job_id": job.id, "status": status, "attempt": attempts})
         return Delivery(state)
 
-    def _post(self, job: Job, target: CallbackTarget, now: datetime) -> int | None:
+    def _post(self, db: Stores, job: Job, target: CallbackTarget, now: datetime) -> int | None:
         assert self._webhook is not None and job.callback_url and job.result
         version = None
         if job.result.version_id is not None:
-            version = self._db.resources.version(
+            version = db.resources.version(
                 job.request.resource_type, job.request.resource_id, job.result.version_id
             )
         payload = dumps(result_bundle(job, version.text if version else None, self._settings.base_url))

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from worker.errors import StorageUnavailable
 from worker.model.clock import utc_now
 from worker.model.jobs import Action, Job, JobResult
 from worker.model.stores import Stores
+from worker.model.tenants import DEFAULT_TENANT, split_queue_key
 from worker.ordering import KeyQueues
 from worker.schedule import Heads, Step
 from worker.service.apply import Applier, JobEnd
@@ -32,6 +34,17 @@ log = logging.getLogger("fhir_patch.drain")
 MAX_JOBS_PER_DRAIN = 200  # then hand the key back to the queue, so one busy resource cannot hold a worker
 BATCH = 50  # jobs of one key applied together: one bulk insert each of gates, versions and results
 MAX_JOB_ATTEMPTS = 3  # drains that died (or failed) at the same head job before that job fails alone
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One tenant's registry and the services over it: a key's jobs are planned, committed and recorded in the
+    registry of the tenant its queue key names."""
+
+    db: Stores
+    applier: Applier
+    outcomes: Outcomes
+    transactions: TransactionRunner
 
 
 @dataclass(frozen=True)
@@ -50,26 +63,39 @@ class Drainer:
     def __init__(
         self,
         settings: Settings,
-        database: Stores,
+        database: Stores | Mapping[str, Stores],
         queues: KeyQueues,
         on_finished: Callable[[Job], None] = lambda job: None,
         clock: Callable[[], datetime] = utc_now,
         send_drain: Callable[[str], None] = lambda key: None,
         holder: str = "",
         holder_gone: Callable[[str], bool] = lambda holder: False,
-        retire: Callable[[list[str]], None] | None = None,
+        retire: Callable[[str, list[str]], None] | None = None,
     ) -> None:
-        """`holder` names this process in the leases it takes; `holder_gone(h)` says whether the process named
-        `h` is known to be dead (its leases are then taken over at once instead of waiting for them to expire);
-        `retire` takes finished jobs out of flight (at once by default; a worker batches them)."""
+        """`database`: the registry of each tenant (or the default tenant's alone). `holder` names this process in
+        the leases it takes; `holder_gone(h)` says whether the process named `h` is known to be dead (its leases
+        are then taken over at once instead of waiting for them to expire); `retire(tenant, ids)` takes finished
+        jobs out of flight (at once by default; a worker batches them)."""
         self._settings = settings
         self._holder = holder
         self._holder_gone = holder_gone
-        self._db = database
         self._schedule = queues.schedule
-        self._applier = Applier(settings, database, Commit(database, queues.copies), clock)
-        self._outcomes = Outcomes(database, queues.wakeups, on_finished, clock, retire)
-        self._transactions = TransactionRunner(settings, database, queues, self._applier, send_drain, clock)
+        registries = database if isinstance(database, Mapping) else {DEFAULT_TENANT: database}
+
+        def lane(tenant: str, db: Stores) -> Lane:
+            applier = Applier(settings, db, Commit(db, queues.copies, tenant), clock)
+            retiring = None if retire is None else (lambda ids: retire(tenant, ids))
+            outcomes = Outcomes(db, queues.wakeups, on_finished, clock, retiring)
+            return Lane(db, applier, outcomes, TransactionRunner(settings, db, queues, applier, send_drain, clock))
+
+        self._lanes = {tenant: lane(tenant, db) for tenant, db in registries.items()}
+
+    def _lane(self, key: str) -> Lane:
+        """The lane of a queue key's tenant; one no longer configured is an outage for its keys (they wait)."""
+        tenant = split_queue_key(key)[0]
+        if tenant not in self._lanes:
+            raise StorageUnavailable(f"No registry is configured for the community {tenant!r} (FHIR_PATCH_TENANTS)")
+        return self._lanes[tenant]
 
     def drain(self, key: str) -> Drained:
         """Drain one key (see drain_together)."""
@@ -140,7 +166,7 @@ class Drainer:
         queued = self._queued(heads)
         for key, jobs in list(queued.items()):
             if jobs and jobs[0].request.action == Action.TRANSACTION:
-                self._transactions.run(jobs[0], key, tokens[key])  # ran (and woke its keys) or parked the key
+                self._lane(key).transactions.run(jobs[0], key, tokens[key])  # ran (and woke its keys) or parked the key
                 done[key] = Drained(processed[key], False)
                 del queued[key]
         ends = self._ends({key: jobs for key, jobs in queued.items() if jobs}, heads)
@@ -162,17 +188,21 @@ class Drainer:
     def _ends(self, queued: dict[str, list[Job]], heads: dict[str, Heads]) -> dict[str, list[Job] | None]:
         """Apply the keys' jobs and record how each ended: the ended jobs, in queue order, per key (None: the key's
         lease was lost, which is then its only end)."""
-        singles = [key for key, jobs in queued.items() if len(jobs) == 1]
         ends: dict[str, list[JobEnd]] = {}
-        if singles:
-            batch = [(queued[key][0], heads[key].cached_newest) for key in singles]
-            ends.update((key, [end]) for key, end in zip(singles, self._applier.apply(batch, chained=False)))
-        for key in (key for key, jobs in queued.items() if len(jobs) > 1):
-            ends[key] = self._applier.apply([(job, heads[key].cached_newest) for job in queued[key]], chained=True)
-        kept = [end for key in queued for end in ends[key] if not end.lease_lost]
-        finished = iter(self._outcomes.finish(kept))
+        by_tenant = _by_tenant(list(queued))
+        for keys in by_tenant.values():
+            lane, singles = self._lane(keys[0]), [key for key in keys if len(queued[key]) == 1]
+            if singles:
+                batch = [(queued[key][0], heads[key].cached_newest) for key in singles]
+                ends.update((key, [end]) for key, end in zip(singles, lane.applier.apply(batch, chained=False)))
+            for key in (key for key in keys if len(queued[key]) > 1):
+                ends[key] = lane.applier.apply([(job, heads[key].cached_newest) for job in queued[key]], chained=True)
+        finished: dict[str, Job] = {}
+        for keys in by_tenant.values():
+            kept = [end for key in keys for end in ends[key] if not end.lease_lost]
+            finished.update((job.id, job) for job in self._lane(keys[0]).outcomes.finish(kept))
         return {
-            key: None if any(end.lease_lost for end in ends[key]) else [next(finished) for _ in ends[key]]
+            key: None if any(end.lease_lost for end in ends[key]) else [finished[end.job.id] for end in ends[key]]
             for key in queued
         }
 
@@ -189,7 +219,7 @@ class Drainer:
                     parsed[job_id] = Job.from_payload(payload)
                 jobs.append(parsed[job_id])
             if not jobs:
-                found = self._db.jobs.accepted(held.jobs[0][0])
+                found = self._lane(key).db.jobs.accepted(held.jobs[0][0])
                 jobs = [found] if found is not None else []
             if jobs and jobs[0].request.action == Action.TRANSACTION:
                 queued[key] = jobs[:1]
@@ -200,20 +230,21 @@ class Drainer:
     def give_up(self, key: str, attempts: int, result: JobResult | None = None) -> str | None:
         """Fail the job at the head of `key` alone, after `attempts` attempts that raised: its own outcome says so
         (or, if it had written its version before failing, that version is its result), and the key moves on."""
+        lane = self._lane(key)
         job_id, payload = self._schedule.head(key)
-        job = Job.from_payload(payload) if payload else (self._db.jobs.accepted(job_id) if job_id else None)
+        job = Job.from_payload(payload) if payload else (lane.db.jobs.accepted(job_id) if job_id else None)
         if job is None:
             return None
-        earlier = self._applier.written_by(job) if job.request.action != Action.TRANSACTION else None
+        earlier = lane.applier.written_by(job) if job.request.action != Action.TRANSACTION else None
         if earlier is not None:
-            self._outcomes.finish([self._applier.earlier_result(job, earlier)])
+            lane.outcomes.finish([lane.applier.earlier_result(job, earlier)])
             return job.id
         log.error("job given up after repeated failures", extra={"job_id": job.id, "key": key, "attempts": attempts})
         failed = (
             f"The server failed {attempts} times while applying this job; it was not applied, and later jobs on the "
             "resource go on"
         )
-        self._outcomes.finish([JobEnd(job, result or JobResult.error(500, "exception", failed))])
+        lane.outcomes.finish([JobEnd(job, result or JobResult.error(500, "exception", failed))])
         return job.id
 
     def _take_over(self, key: str) -> str | None:
@@ -240,3 +271,11 @@ class Drainer:
             )
             self.give_up(key, attempts, JobResult.error(422, "too-costly", stopped))
         return token
+
+
+def _by_tenant(keys: list[str]) -> dict[str, list[str]]:
+    """Queue keys grouped by their tenant, in order (each tenant's jobs are applied in its own registry)."""
+    grouped: dict[str, list[str]] = {}
+    for key in keys:
+        grouped.setdefault(split_queue_key(key)[0], []).append(key)
+    return grouped

@@ -28,18 +28,19 @@ appends the jobs that arrived meanwhile and sets the marker again.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from worker.model.groups import Group
-from worker.model.stores import group_outcomes
+from worker.model.stores import Stores, group_outcomes
+from worker.model.tenants import DEFAULT_TENANT
 from worker.ordering import KeyQueues
 from worker.schedule import KeyView, MarkKind
 from worker.settings import Settings
-from worker.storage import Database
 from worker.submission.drains import DrainSender
 from worker.submission.submitter import Submitter, keys_of
 
@@ -66,14 +67,16 @@ class Reconciler:
     def __init__(
         self,
         settings: Settings,
-        database: Database,
+        database: Stores | Mapping[str, Stores],
         queues: KeyQueues,
         submitter: Submitter,
         drains: DrainSender,
-        send_callback: Callable[[str], None],
+        send_callback: Callable[[str, str], None],
     ) -> None:
+        """`database`: the registry of each tenant (or the default tenant's alone); `send_callback(job id, tenant)`;
+        the Redis side (queues, locks, revivals) is the deployment's, one for every tenant."""
         self._settings = settings
-        self._db = database
+        self._registries = database if isinstance(database, Mapping) else {DEFAULT_TENANT: database}
         self._queues = queues
         self._submitter = submitter
         self._drains = drains
@@ -95,20 +98,23 @@ class Reconciler:
         if self._passes % MONGODB_PASS_EVERY != 1:
             return Pass(revived)
         expired_before = now - timedelta(seconds=self._settings.job_retention_seconds)
-        for group in self._db.groups.expire(expired_before, now, self._group_has_ended):
-            self._db.jobs.remove(group.entry_ids())
-        return Pass(
-            revived, self._restore_lost_jobs(now), self._resend_callbacks(now), self._db.jobs.expire(expired_before)
-        )
+        restored = resent = expired = 0
+        for tenant, db in self._registries.items():
+            for group in db.groups.expire(expired_before, now, functools.partial(self._group_has_ended, db)):
+                db.jobs.remove(group.entry_ids())
+            restored += self._restore_lost_jobs(db, now)
+            resent += self._resend_callbacks(tenant, db, now)
+            expired += db.jobs.expire(expired_before)
+        return Pass(revived, restored, resent, expired)
 
-    def _group_has_ended(self, group: Group) -> bool:
+    def _group_has_ended(self, db: Stores, group: Group) -> bool:
         if group.total is None:
             return False
         reads = len(group.reads or {})
         counts = self._queues.counters.group_counts(group.id)
         if not counts:  # Redis lost the counters: look the outcomes up
             return (
-                sum(1 for _, outcome in group_outcomes(self._db.groups, self._db.jobs, group) if outcome is None)
+                sum(1 for _, outcome in group_outcomes(db.groups, db.jobs, group) if outcome is None)
                 <= reads
             )
         return sum(counts.get(k, 0) for k in ("rejected", "applied", "failed", "cancelled")) + reads >= group.total
@@ -140,20 +146,20 @@ class Reconciler:
         # Offered (or retrying, and due `since`): it waits on the ready list, unless nothing waits there.
         return (nothing_waits and age > lease) or age > self._settings.visibility_timeout_seconds
 
-    def _restore_lost_jobs(self, now: datetime) -> int:
+    def _restore_lost_jobs(self, db: Stores, now: datetime) -> int:
         """Queue the jobs in flight that no queue holds. Queued is asked first, a block at a time in one round trip,
         and only then is the job read: a job leaves its queue only after its outcome is recorded, so one not
         queued and then still not final is truly lost (read the other way round, one finishing in between would
         look lost and be queued again)."""
         restored = 0
-        ids = list(self._db.jobs.in_flight_before(now - self.grace))
+        ids = list(db.jobs.in_flight_before(now - self.grace))
         for start in range(0, len(ids), LOST_BLOCK):
             for job_id in self._queues.schedule.not_queued(ids[start : start + LOST_BLOCK]):
-                job = self._db.jobs.get(job_id)
+                job = db.jobs.get(job_id)
                 if job is None:
                     continue
                 if job.state.final:  # its retirement was lost with its worker: retire it
-                    self._db.jobs.retire([job.id], now)
+                    db.jobs.retire([job.id], now)
                     continue
                 self._submitter.restore(job, keys_of(job))
                 restored += 1
@@ -168,9 +174,10 @@ class Reconciler:
             return 0
         try:
             by_key: dict[str, list[tuple[str, str]]] = defaultdict(list)
-            for job in self._db.jobs.unfinished_before(FAR_FUTURE):  # oldest first: acceptance order
-                for key in keys_of(job):
-                    by_key[key].append((job.id, job.to_payload()))
+            for db in self._registries.values():  # each tenant's keys are its own: the order within one holds
+                for job in db.jobs.unfinished_before(FAR_FUTURE):  # oldest first: acceptance order
+                    for key in keys_of(job):
+                        by_key[key].append((job.id, job.to_payload()))
             busy, to_drain = False, []
             for key, jobs in by_key.items():
                 rebuilt = schedule.rebuild(key, jobs, now.timestamp())
@@ -189,12 +196,12 @@ class Reconciler:
         log.warning("Redis was out of sync: queues rebuilt from MongoDB", extra={"jobs": restored, "keys": len(by_key)})
         return restored
 
-    def _resend_callbacks(self, now: datetime) -> int:
+    def _resend_callbacks(self, tenant: str, db: Stores, now: datetime) -> int:
         overdue = now - timedelta(seconds=max(30.0, 2 * self._settings.reconcile_interval_seconds))
         resent = 0
-        for job_id in self._db.jobs.callbacks_owed(overdue):
+        for job_id in db.jobs.callbacks_owed(overdue):
             if not self._queues.counters.callback_is_scheduled(job_id):
                 self._queues.counters.callback_scheduled(job_id, 0)
-                self._send_callback(job_id)
+                self._send_callback(job_id, tenant)
                 resent += 1
         return resent

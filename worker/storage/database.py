@@ -33,41 +33,14 @@ class Database:
         """Connect (lazily, so it is safe before a fork) and bind the stores to `settings.database`.
 
         `hint` reads and raises the newest-version hint kept in Redis (see ResourceStore)."""
-        listeners = [CommandRecorder(settings.mongodb_command_log)] if settings.mongodb_command_log else []
-        concern = settings.mongodb_write_concern
-        # Every acknowledgement (a 200, a 202) rests on writes MongoDB made durable as the write concern says;
-        # reads that decide a commit go to the primary; pymongo retries a write or read once across a failover,
-        # elections.py for longer. Explicit, so that no server-side default (w:1 with an arbiter) decides.
-        client: MongoClient[dict[str, Any]] = MongoClient(
-            settings.mongodb_uri,
-            tz_aware=True,
-            connect=False,
-            serverSelectionTimeoutMS=5000,
-            connectTimeoutMS=2000,
-            event_listeners=listeners,
-            w=concern.w,
-            journal=concern.j,
-            wTimeoutMS=concern.wtimeout_ms,
-            readPreference="primary",
-            retryWrites=True,
-            retryReads=True,
-        )
-        retry_for(settings.mongodb_retry_seconds)
-        log.info(
-            "mongodb write concern %s, reads from the primary, elections ridden out for %gs",
-            concern,
-            settings.mongodb_retry_seconds,
-            extra={"write_concern": str(concern)},
-        )
-        db = client[settings.database]
+        return cls.on(connect(settings), settings.database, hint)
+
+    @classmethod
+    def on(cls, client: MongoClient[dict[str, Any]], name: str, hint: VersionHint | None = None) -> Database:
+        """The stores of database `name` on a client `connect` made (several registries may share one)."""
+        db = client[name]
         jobs = JobStore(db)
-        return cls(
-            client,
-            ResourceStore(db, hint, jobs.committed),
-            jobs,
-            GroupStore(db),
-            IdentifierIndex(db),
-        )
+        return cls(client, ResourceStore(db, hint, jobs.committed), jobs, GroupStore(db), IdentifierIndex(db))
 
     def ensure_indexes(self) -> None:
         self.resources.ensure_indexes()
@@ -75,3 +48,34 @@ class Database:
 
     def close(self) -> None:
         self.client.close()
+
+
+def connect(settings: Settings) -> MongoClient[dict[str, Any]]:
+    """A client of `settings.mongodb_uri` with the service's write concern, read preference and retries."""
+    listeners = [CommandRecorder(settings.mongodb_command_log)] if settings.mongodb_command_log else []
+    concern = settings.mongodb_write_concern
+    # Every acknowledgement (a 200, a 202) rests on writes MongoDB made durable as the write concern says;
+    # reads that decide a commit go to the primary; pymongo retries a write or read once across a failover,
+    # elections.py for longer. Explicit, so that no server-side default (w:1 with an arbiter) decides.
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        settings.mongodb_uri,
+        tz_aware=True,
+        connect=False,
+        serverSelectionTimeoutMS=5000,
+        connectTimeoutMS=2000,
+        event_listeners=listeners,
+        w=concern.w,
+        journal=concern.j,
+        wTimeoutMS=concern.wtimeout_ms,
+        readPreference="primary",
+        retryWrites=True,
+        retryReads=True,
+    )
+    retry_for(settings.mongodb_retry_seconds)
+    log.info(
+        "mongodb write concern %s, reads from the primary, elections ridden out for %gs",
+        concern,
+        settings.mongodb_retry_seconds,
+        extra={"write_concern": str(concern)},
+    )
+    return client

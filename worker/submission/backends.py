@@ -9,12 +9,12 @@ errors and the settings.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 from celery import Celery
-from pymongo import MongoClient
 
 from worker.broker import create_celery
 from worker.model.latency import LATENCY_BUCKETS
@@ -25,7 +25,7 @@ from worker.ordering.metrics import Metrics
 from worker.ordering.replays import ProofReplays
 from worker.schedule.keys import RedisKeys
 from worker.settings import Settings
-from worker.storage import Database
+from worker.storage.registries import Registries
 from worker.submission.drains import CeleryDrains, drainer_limits
 from worker.submission.dry_run import DryRun
 from worker.submission.submitter import Submitter
@@ -69,36 +69,55 @@ class QueueReadings:
 
 
 @dataclass(frozen=True)
-class Backends:
+class Registry:
+    """One community's (tenant's) registry as an API process holds it: its stores, the one submission path into
+    them, and its dry runs."""
+
+    tenant: str
     stores: Stores
     submitter: Submitter
-    readings: QueueReadings
     dry_run: DryRun
+
+
+@dataclass(frozen=True)
+class Backends:
+    registries: Mapping[str, Registry]  # by tenant (only `default` without FHIR_PATCH_TENANTS)
+    readings: QueueReadings
     replays: ProofReplays
     _redis: redis.Redis
     _celery: Celery
-    _mongodb: MongoClient[dict[str, Any]]
+    _mongodb: Registries
 
     @classmethod
     def open(cls, settings: Settings) -> Backends:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
         queues = KeyQueues(client, settings.namespace)
-        database = Database.open(settings, queues.copies.hint())
+        databases = Registries.open(settings, queues.copies.hint)
         celery = create_celery(settings)
         drains = CeleryDrains(celery, queues.schedule, drainer_limits(settings))
         metrics = Metrics(client, settings.namespace)
         admission = Admission(client, settings.namespace, settings.max_unfinished_per_client, settings.max_queue_depth)
-        submitter = Submitter(database, queues.schedule, admission, drains, queues.counters.count_group)
+        registries = {
+            tenant: Registry(
+                tenant,
+                databases[tenant],
+                Submitter(databases[tenant], queues.schedule, admission, drains, queues.counters.count_group),
+                DryRun(settings, databases[tenant], queues.schedule, tenant=tenant),
+            )
+            for tenant in databases
+        }
         readings = QueueReadings(queues, admission, metrics, drains)
-        dry_run = DryRun(settings, database, queues.schedule)
         replays = ProofReplays(client, RedisKeys(settings.namespace))
-        return cls(database, submitter, readings, dry_run, replays, client, celery, database.client)
+        return cls(registries, readings, replays, client, celery, databases)
+
+    def ensure_indexes(self) -> None:
+        self._mongodb.ensure_indexes()
 
     def ping_mongodb(self) -> dict[str, Any]:
-        reply: dict[str, Any] = self._mongodb.admin.command("ping")
+        reply: dict[str, Any] = self._mongodb.any.client.admin.command("ping")
         return reply
 
     def close(self) -> None:
         self._redis.close()
-        self.stores.close()
+        self._mongodb.close()
         self._celery.close()

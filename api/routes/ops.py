@@ -40,11 +40,15 @@ def _mongodb(conn: Connections) -> dict[str, Any]:
 
 
 def _queues(conn: Connections) -> dict[str, Any]:
-    if not conn.readings.synced():
+    """Ready while any community's queues are in sync: one whose registry cannot be read (its jobs wait) is named,
+    but keeps no other community from being served."""
+    tenants = list(conn.backends.registries)
+    restoring = conn.readings.unsynced(tenants)
+    if len(restoring) == len(tenants):
         raise RuntimeError(
             "the queues are being rebuilt from MongoDB (Redis is new or lost its data); new jobs wait until then"
         )
-    return {}
+    return {"restoring": restoring} if restoring else {}
 
 
 def _progress(conn: Connections) -> dict[str, Any]:

@@ -54,7 +54,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     env: dict[str, str] = request.getfixturevalue("service_env")
     client = redis.Redis.from_url(env["FHIR_PATCH_REDIS_URL"])
     keys = RedisKeys(f"schedule-{uuid.uuid4().hex[:8]}")
-    client.set(keys.synced, 1)
+    client.set(keys.synced("default"), 1)
 
     def flush() -> None:
         for name in client.scan_iter(f"{keys.namespace}:*"):

@@ -8,7 +8,7 @@ from tests.schedule.conftest import LEASE, Backend
 from worker.schedule.port import Arrival, DrainerLimits, Finished, Step
 from worker.schedule.states import KeyState, MarkKind
 
-A, B = "Patient/a", "Patient/b"
+A, B = "default/Patient/a", "default/Patient/b"  # queue keys: the default tenant's
 LIMITS = DrainerLimits(cap=2, stale_seconds=60.0)
 
 
@@ -29,7 +29,7 @@ def test_jobs_come_in_arrival_order_and_leave_once_each(backend: Backend) -> Non
     assert s.arrive(A, "j2", "p2", now) is Arrival.QUEUED, "a drain is owed already"
     assert s.arrive(A, "j1", "p1", now) is Arrival.ALREADY, "never queued twice"
     assert s.view(A).state() is KeyState.OFFERED and s.queued("j1") and s.not_queued(["j1", "x"]) == ["x"]
-    assert s.depths([A, "Patient/none", A]) == [2, 0, 2] and s.depths([]) == []
+    assert s.depths([A, "default/Patient/none", A]) == [2, 0, 2] and s.depths([]) == []
     token, jobs = _acquire(backend, A)
     assert jobs == ["j1", "j2"] and s.view(A).state() is KeyState.DRAINING
     heads = s.next_jobs([Step(A, token, _done("j2", "j1"))], LEASE, 50)[0]
@@ -69,23 +69,23 @@ def test_releasing_with_jobs_left_keeps_the_drain_owed(backend: Backend) -> None
 
 def test_offers_start_drainers_up_to_the_cap_and_a_take_marks_keys_taken(backend: Backend) -> None:
     s, now = backend.schedule, backend.now()
-    for n, key in enumerate(("Patient/1", "Patient/2", "Patient/3")):
+    for n, key in enumerate(("default/Patient/1", "default/Patient/2", "default/Patient/3")):
         s.arrive(key, f"j{n}", "p", now)
     assert s.offer([], now, LIMITS) == [], "nothing waits: no drainer"
-    first = s.offer(["Patient/1"], now, LIMITS)
-    assert len(first) == 1 and len(s.offer(["Patient/2", "Patient/3"], now, LIMITS)) == 1
+    first = s.offer(["default/Patient/1"], now, LIMITS)
+    assert len(first) == 1 and len(s.offer(["default/Patient/2", "default/Patient/3"], now, LIMITS)) == 1
     assert s.offer([], now, LIMITS) == [] and s.waiting() == 3, "two live: the cap"
     items = s.take(first[0], "host:1", now)
-    assert items == [["Patient/1"], ["Patient/2"]], "a fair share: 3 waiting over 2 drainers"
-    assert s.view("Patient/2").taken_by == "host:1" and s.view("Patient/2").state() is KeyState.TAKEN
-    assert s.resumed(first[0]) == ["Patient/1", "Patient/2"], "for a message that comes back"
-    s.untake("Patient/2", "host:2")
-    assert s.view("Patient/2").taken_by == "host:1", "only its own mark is forgotten"
-    s.untake("Patient/2", "host:1")
-    assert s.view("Patient/2").mark is None
-    assert s.take(first[0], "host:1", now) == [["Patient/3"]]
+    assert items == [["default/Patient/1"], ["default/Patient/2"]], "a fair share: 3 waiting over 2 drainers"
+    assert s.view("default/Patient/2").taken_by == "host:1" and s.view("default/Patient/2").state() is KeyState.TAKEN
+    assert s.resumed(first[0]) == ["default/Patient/1", "default/Patient/2"], "for a message that comes back"
+    s.untake("default/Patient/2", "host:2")
+    assert s.view("default/Patient/2").taken_by == "host:1", "only its own mark is forgotten"
+    s.untake("default/Patient/2", "host:1")
+    assert s.view("default/Patient/2").mark is None
+    assert s.take(first[0], "host:1", now) == [["default/Patient/3"]]
     assert s.take(first[0], "host:1", now, "retire") == [] and s.resumed(first[0]) == []
-    assert len(s.offer(["Patient/1"], now, LIMITS)) == 1, "a retired drainer no longer counts"
+    assert len(s.offer(["default/Patient/1"], now, LIMITS)) == 1, "a retired drainer no longer counts"
 
 
 def test_a_transaction_offered_with_its_keys_comes_as_one_item(backend: Backend) -> None:
@@ -108,7 +108,7 @@ def test_a_failed_drain_is_retried_when_due_through_the_ready_list(backend: Back
     s.retry(A, now - 1)
     assert s.take(drainer, "host:1", now) == [[A]], "due: it joins the ready list and is taken"
     assert s.view(A).taken_by == "host:1" and s.next_due() is None, "moved: no longer due"
-    s.retry("Patient/idle", now - 1)
+    s.retry("default/Patient/idle", now - 1)
     assert s.take(drainer, "host:1", now) == [], "a key that owes no drain is not retried"
 
 
@@ -142,12 +142,12 @@ def test_after_redis_lost_its_data_new_jobs_wait_behind_the_rebuilt_ones(backend
     s, now = backend.schedule, backend.now()
     s.arrive(A, "j1", "p1", now)
     backend.lose_everything()
-    assert not s.synced() and s.arrive(A, "j3", "p3", now) is Arrival.HELD, "Redis may have lost jobs: held"
+    assert not s.synced("default") and s.arrive(A, "j3", "p3", now) is Arrival.HELD, "Redis may have lost jobs: held"
     assert s.arrive_transaction([A, B], "t4", "p4", now) is None
     assert s.view(A).depth == 0
     assert s.rebuild(A, [("j1", "p1"), ("j2", "p2"), ("j3", "p3")], now) is True, "MongoDB's jobs in flight"
-    assert sorted(s.finish_sync(now)) == [B], "A was offered with its rebuild"
-    assert s.synced() and s.arrive(A, "j5", "p5", now) is Arrival.QUEUED
+    assert sorted(s.finish_sync("default", now)) == [B], "A was offered with its rebuild"
+    assert s.synced("default") and s.arrive(A, "j5", "p5", now) is Arrival.QUEUED
     _, jobs = _acquire(backend, A)
     assert jobs == ["j1", "j2", "j3", "t4", "j5"]
     _, jobs = _acquire(backend, B)
@@ -170,3 +170,18 @@ def test_a_heartbeat_says_a_process_lives_until_it_stops(backend: Backend) -> No
     assert s.lock("L", 60_000) and not s.lock("L", 60_000)
     s.unlock("L")
     assert s.lock("L", 60_000)
+
+
+def test_each_tenant_is_restored_on_its_own(backend: Backend) -> None:
+    """A tenant whose registry cannot be read yet stays held; the other, restored, takes jobs again at once."""
+    s, now = backend.schedule, backend.now()
+    other = "other/Patient/a"  # the same resource id in another tenant: another queue
+    backend.lose_everything()
+    assert s.arrive(A, "j1", "p1", now) is Arrival.HELD and s.arrive(other, "k1", "q1", now) is Arrival.HELD
+    assert s.finish_sync("default", now) == [A], "only the default tenant's held job is queued"
+    assert s.synced("default") and not s.synced("other")
+    assert s.arrive(A, "j2", "p2", now) is Arrival.QUEUED and s.arrive(other, "k2", "q2", now) is Arrival.HELD
+    assert s.view(other).depth == 0 and s.depths([A]) == [2]
+    assert s.finish_sync("other", now) == [other]
+    _, jobs = _acquire(backend, other)
+    assert jobs == ["k1", "k2"], "the other tenant's jobs, in arrival order, in its own queue"

@@ -107,7 +107,7 @@ def backends(request: pytest.FixtureRequest) -> Iterator[Backends]:
     database = Database.open(settings)
     client = redis.Redis.from_url(settings.redis_url)
     real = KeyQueues(client, settings.namespace)
-    client.set(real.keys.synced, 1)  # in sync, as the reconciler leaves a fresh deployment
+    client.set(real.keys.synced("default"), 1)  # in sync, as the reconciler leaves a fresh deployment
     try:
         yield Backends(
             database,

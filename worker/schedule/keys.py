@@ -113,23 +113,27 @@ class RedisKeys:
     def unfinished(self) -> str:
         return f"{self.namespace}:unfinished"
 
-    @property
-    def synced(self) -> str:
-        """Present while every job in flight in MongoDB is in its Redis queue (or was never acknowledged)."""
-        return f"{self.namespace}:synced"
+    def synced(self, realm: str) -> str:
+        """Present while every job in flight of the realm (the tenant: a queue key's first segment, `realm_of`)
+        in MongoDB is in its Redis queue (or was never acknowledged)."""
+        return f"{self.namespace}:synced:{realm}"
 
-    @property
-    def held(self) -> str:
-        """Jobs that arrived while Redis was out of sync, in arrival order (JSON: id, keys)."""
-        return f"{self.namespace}:held"
+    def held(self, realm: str) -> str:
+        """The realm's jobs that arrived while it was out of sync, in arrival order (JSON: id, keys)."""
+        return f"{self.namespace}:held:{realm}"
 
-    @property
-    def held_payloads(self) -> str:
-        return f"{self.namespace}:heldp"
+    def held_payloads(self, realm: str) -> str:
+        return f"{self.namespace}:heldp:{realm}"
 
     @property
     def restore_lock(self) -> str:
         return f"{self.namespace}:restoring"
+
+
+def realm_of(key: str) -> str:
+    """A queue key's realm, its first segment (the tenant, worker/model/tenants.py): the Redis copy of MongoDB is
+    restored realm by realm, so one whose registry cannot be read holds up no other."""
+    return key.partition("/")[0]
 
 
 def client_field(client: str) -> str:

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from worker.schedule.keys import realm_of
 from worker.schedule.port import MOST_ITEMS_PER_TAKE, Arrival, DrainerLimits, Finished, Heads, Step, distinct_items
 from worker.schedule.states import KeyView, Mark, MarkKind
 
@@ -32,7 +33,8 @@ class MemorySchedule:
     counted: list[Finished] = field(default_factory=list)  # jobs that left their queue with an outcome
     counts: dict[str, int] = field(default_factory=dict)
     held: list[tuple[str, list[str], str]] = field(default_factory=list)
-    in_sync: bool = True
+    in_sync: bool = True  # every realm (a fresh twin); after lose_everything, only those in `synced_realms`
+    synced_realms: set[str] = field(default_factory=set)
     locks: set[str] = field(default_factory=set)
     copy_of: Callable[[str], str | None] = field(default=lambda key: None)  # the newest copy next_jobs returns
     _seq: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -50,7 +52,7 @@ class MemorySchedule:
         if job_id in self.payloads:
             return Arrival.ALREADY
         self._count("accepted")
-        if not self.in_sync:
+        if not self.synced(realm_of(key)):
             self.held.append((job_id, [key], payload))
             return Arrival.HELD
         self.payloads[job_id] = payload
@@ -72,7 +74,7 @@ class MemorySchedule:
         if job_id in self.payloads:
             return []
         self._count("accepted")
-        if not self.in_sync:
+        if not self.synced(realm_of(keys[0])):
             self.held.append((job_id, list(keys), payload))
             return None
         self.payloads[job_id] = payload
@@ -283,8 +285,8 @@ class MemorySchedule:
     def active_keys(self) -> Iterator[str]:
         return iter([key for key, queue in self.queues.items() if queue])
 
-    def synced(self) -> bool:
-        return self.in_sync
+    def synced(self, realm: str) -> bool:
+        return self.in_sync or realm in self.synced_realms
 
     def rebuild(self, key: str, jobs: list[tuple[str, str]], now: float) -> bool | None:
         if self._lease(key) is not None:
@@ -298,9 +300,9 @@ class MemorySchedule:
         self.marks[key] = Mark.offered(now).encode()
         return True
 
-    def finish_sync(self, now: float) -> list[str]:
+    def finish_sync(self, realm: str, now: float) -> list[str]:
         offer: list[str] = []
-        for job_id, keys, payload in self.held:
+        for job_id, keys, payload in [h for h in self.held if realm_of(h[1][0]) == realm]:
             if job_id in self.payloads:
                 continue
             self.payloads[job_id] = payload
@@ -308,7 +310,8 @@ class MemorySchedule:
                 self.queues.setdefault(key, []).append(job_id)
                 if self._owe_drain(key, now):
                     offer.append(key)
-        self.held, self.in_sync = [], True
+        self.held = [h for h in self.held if realm_of(h[1][0]) != realm]
+        self.synced_realms.add(realm)
         return offer
 
     def lock(self, name: str, milliseconds: int) -> bool:

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 
 from worker.edges import translating
 from worker.model.latency import latency_bucket
-from worker.schedule.keys import RedisKeys, client_field, decoded
+from worker.schedule.keys import RedisKeys, client_field, decoded, realm_of
 from worker.schedule.port import MOST_ITEMS_PER_TAKE, Arrival, DrainerLimits, Finished, Heads, Step, distinct_items
 from worker.schedule.scripts import scripts
 from worker.schedule.states import KeyView, Mark, taken_prefix
@@ -57,20 +57,21 @@ class RedisSchedule:
 
     # intake
 
-    def _sync_keys(self) -> dict[str, str]:
-        """The keys every arrival and the end of a restore touch: where jobs are queued or held, and the marker."""
+    def _sync_keys(self, realm: str) -> dict[str, str]:
+        """The keys every arrival and the end of a restore touch: where jobs are queued or held, and the realm's
+        marker."""
         k = self.keys
         return {
             "active": k.keys_set,
             "payloads": k.payloads,
-            "synced": k.synced,
-            "held": k.held,
-            "held_payloads": k.held_payloads,
+            "synced": k.synced(realm),
+            "held": k.held(realm),
+            "held_payloads": k.held_payloads(realm),
         }
 
     def _arrive_keys(self, key: str) -> dict[str, str]:
         k = self.keys
-        return {**self._sync_keys(), "queue": k.queue(key), "mark": k.mark(key), "counts": k.counts}
+        return {**self._sync_keys(realm_of(key)), "queue": k.queue(key), "mark": k.mark(key), "counts": k.counts}
 
     def arrive(self, key: str, job_id: str, payload: str, now: float) -> Arrival:
         """Queue a job on its key and count it accepted (held while Redis is out of sync; never twice)."""
@@ -91,7 +92,7 @@ class RedisSchedule:
     def arrive_transaction(self, keys: list[str], job_id: str, payload: str, now: float) -> list[str] | None:
         """Queue a transaction on all its keys at once: the keys to offer, or None when held."""
         k = self.keys
-        named = {**self._sync_keys(), "counts": k.counts}
+        named = {**self._sync_keys(realm_of(keys[0])), "counts": k.counts}  # a transaction is one tenant's
         pairs = [x for key in keys for x in (k.queue(key), k.mark(key))]
         args = {"job": job_id, "payload": payload, "offered": Mark.offered(now).encode()}
         offer = self._lua["arrive_transaction"](named, args, more_keys=pairs, more_args=keys)
@@ -328,8 +329,8 @@ class RedisSchedule:
         for member in self._redis.sscan_iter(self.keys.keys_set, count=1000):
             yield decoded(member)
 
-    def synced(self) -> bool:
-        return bool(self._redis.exists(self.keys.synced))
+    def synced(self, realm: str) -> bool:
+        return bool(self._redis.exists(self.keys.synced(realm)))
 
     def rebuild(self, key: str, jobs: list[tuple[str, str]], now: float) -> bool | None:
         """Put the key's jobs in flight (in acceptance order) first in its queue; True when it must be offered,
@@ -341,10 +342,10 @@ class RedisSchedule:
         reply = int(self._lua["rebuild"]({**keys, "lease": k.lease(key)}, args, more_args=flat))
         return None if reply < 0 else bool(reply)
 
-    def finish_sync(self, now: float) -> list[str]:
-        """Append the held jobs (arrival order) and set the marker, in one step; the keys to offer."""
+    def finish_sync(self, realm: str, now: float) -> list[str]:
+        """Append the realm's held jobs (arrival order) and set its marker, in one step; the keys to offer."""
         args = {"offered": Mark.offered(now).encode(), "prefix": self.keys.own_prefix}
-        return _texts(self._lua["finish_sync"](self._sync_keys(), args))
+        return _texts(self._lua["finish_sync"](self._sync_keys(realm), args))
 
     def lock(self, name: str, milliseconds: int) -> bool:
         """Take a deployment-wide lock (the reconciler's pass, the rebuild after a loss); False when held."""

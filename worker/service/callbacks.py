@@ -92,9 +92,7 @@ class CallbackSender:
         )
         return Delivery("pending", delay)
 
-    def _record(
-        self, db: Stores, job: Job, state: str, attempts: int, now: datetime, status: int | None
-    ) -> Delivery:
+    def _record(self, db: Stores, job: Job, state: str, attempts: int, now: datetime, status: int | None) -> Delivery:
         db.jobs.callback_ended(job.id, state, attempts, status, now)
         log.info("callback %s", state, extra={"job_id": job.id, "status": status, "attempt": attempts})
         return Delivery(state)
@@ -103,9 +101,7 @@ class CallbackSender:
         assert self._webhook is not None and job.callback_url and job.result
         version = None
         if job.result.version_id is not None:
-            version = db.resources.version(
-                job.request.resource_type, job.request.resource_id, job.result.version_id
-            )
+            version = db.resources.version(job.request.resource_type, job.request.resource_id, job.result.version_id)
         payload = dumps(result_bundle(job, version.text if version else None, self._settings.base_url))
         signature = self._webhook.sign(job.id, now, payload)
         headers = {

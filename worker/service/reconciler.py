@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from worker.errors import StorageUnavailable
 from worker.model.groups import Group
 from worker.model.stores import Stores, group_outcomes
 from worker.model.tenants import DEFAULT_TENANT
@@ -113,10 +114,7 @@ class Reconciler:
         reads = len(group.reads or {})
         counts = self._queues.counters.group_counts(group.id)
         if not counts:  # Redis lost the counters: look the outcomes up
-            return (
-                sum(1 for _, outcome in group_outcomes(db.groups, db.jobs, group) if outcome is None)
-                <= reads
-            )
+            return sum(1 for _, outcome in group_outcomes(db.groups, db.jobs, group) if outcome is None) <= reads
         return sum(counts.get(k, 0) for k in ("rejected", "applied", "failed", "cancelled")) + reads >= group.total
 
     def _revive_stalled_keys(self, now: datetime) -> int:
@@ -168,32 +166,47 @@ class Reconciler:
         return restored
 
     def sync(self, now: datetime) -> int:
-        """If Redis lost its data, rebuild every queue from MongoDB in acceptance order; jobs put back."""
+        """For each tenant whose Redis queues lost their data (its marker is gone), rebuild every queue from its
+        registry in acceptance order; the jobs put back. A registry that cannot be read is left for the next
+        check: its arrivals stay held, and the other tenants are restored meanwhile."""
         schedule = self._queues.schedule
-        if schedule.synced() or not schedule.lock(self._queues.keys.restore_lock, RESTORE_LOCK_MS):
+        lagging = [tenant for tenant in self._registries if not schedule.synced(tenant)]
+        if not lagging or not schedule.lock(self._queues.keys.restore_lock, RESTORE_LOCK_MS):
             return 0
+        restored = 0
         try:
-            by_key: dict[str, list[tuple[str, str]]] = defaultdict(list)
-            for db in self._registries.values():  # each tenant's keys are its own: the order within one holds
-                for job in db.jobs.unfinished_before(FAR_FUTURE):  # oldest first: acceptance order
-                    for key in keys_of(job):
-                        by_key[key].append((job.id, job.to_payload()))
-            busy, to_drain = False, []
-            for key, jobs in by_key.items():
-                rebuilt = schedule.rebuild(key, jobs, now.timestamp())
-                busy |= rebuilt is None  # a drain holds it: the marker waits for the next check
-                if rebuilt:
-                    to_drain.append(key)
-            if not busy:
-                to_drain += schedule.finish_sync(now.timestamp())
-            # Only now: a job drained before the held ones were appended could finish and be appended again.
-            self._drains.send(list(dict.fromkeys(to_drain)))
-            if busy:
-                return 0
+            for tenant in lagging:
+                try:
+                    restored += self._sync_tenant(tenant, self._registries[tenant], now)
+                except StorageUnavailable as exc:
+                    log.warning("community %s not restored yet: %s", tenant, exc, extra={"tenant": tenant})
         finally:
             schedule.unlock(self._queues.keys.restore_lock)
+        return restored
+
+    def _sync_tenant(self, tenant: str, db: Stores, now: datetime) -> int:
+        schedule = self._queues.schedule
+        by_key: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for job in db.jobs.unfinished_before(FAR_FUTURE):  # oldest first: acceptance order
+            for key in keys_of(job):
+                by_key[key].append((job.id, job.to_payload()))
+        busy, to_drain = False, []
+        for key, jobs in by_key.items():
+            rebuilt = schedule.rebuild(key, jobs, now.timestamp())
+            busy |= rebuilt is None  # a drain holds it: the marker waits for the next check
+            if rebuilt:
+                to_drain.append(key)
+        if not busy:
+            to_drain += schedule.finish_sync(tenant, now.timestamp())
+        # Only now: a job drained before the held ones were appended could finish and be appended again.
+        self._drains.send(list(dict.fromkeys(to_drain)))
+        if busy:
+            return 0
         restored = sum(len(jobs) for jobs in by_key.values())
-        log.warning("Redis was out of sync: queues rebuilt from MongoDB", extra={"jobs": restored, "keys": len(by_key)})
+        log.warning(
+            "Redis was out of sync: queues rebuilt from MongoDB",
+            extra={"jobs": restored, "keys": len(by_key), "tenant": tenant},
+        )
         return restored
 
     def _resend_callbacks(self, tenant: str, db: Stores, now: datetime) -> int:

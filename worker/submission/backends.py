@@ -48,8 +48,9 @@ class QueueReadings:
         """accepted / rejected / applied / failed / cancelled of a group; empty when Redis lost them."""
         return self.queues.counters.group_counts(group_id)
 
-    def synced(self) -> bool:
-        return self.queues.schedule.synced()
+    def unsynced(self, tenants: list[str]) -> list[str]:
+        """The tenants whose queues are being rebuilt from their registry (Redis is new or lost its data)."""
+        return [tenant for tenant in tenants if not self.queues.schedule.synced(tenant)]
 
     def stalled_for(self) -> tuple[int, float]:
         return self.admission.stalled_for()

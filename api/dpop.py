@@ -16,6 +16,7 @@ Any failure is a 401 with `WWW-Authenticate: DPoP error="invalid_dpop_proof", al
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import threading
@@ -80,6 +81,14 @@ class ProofRules:
         return f'DPoP algs="{" ".join(self.algorithms)}"'
 
 
+@functools.lru_cache(maxsize=4096)
+def _imported(jwk: str) -> tuple[Any, str]:
+    """A client's public key and its RFC 7638 thumbprint, from its JWK's text (sorted keys): a client signs its
+    proofs with one key for many requests, and importing it is half the cost of a check (bench/auth.py)."""
+    key = JWKRegistry.import_key(json.loads(jwk))
+    return key, key.thumbprint()
+
+
 def token_hash(token: str) -> str:
     """`ath`: base64url(SHA-256(the access token's ASCII)), unpadded."""
     return base64.urlsafe_b64encode(hashlib.sha256(token.encode("ascii")).digest()).rstrip(b"=").decode()
@@ -138,14 +147,14 @@ class ProofChecker:
         if not isinstance(jwk, dict) or jwk.get("kty") not in ("RSA", "EC") or _PRIVATE_MEMBERS & set(jwk):
             self._refuse("the proof's header must carry the public key (jwk) it is signed with, and no private part")
         try:
-            key = JWKRegistry.import_key(jwk)
+            key, thumbprint = _imported(json.dumps(jwk, sort_keys=True))
             payload = jws.deserialize_compact(proof, key, algorithms=[header["alg"]], registry=self._registry).payload
             claims = json.loads(payload)
         except (JoseError, ValueError, TypeError) as exc:
             self._refuse(f"the proof's signature does not verify with its jwk: {exc}")
         if not isinstance(claims, dict):
             self._refuse("the proof's payload must be a JSON object")
-        claims["_jkt"] = key.thumbprint()
+        claims["_jkt"] = thumbprint
         return claims
 
     def _check_claims(self, claims: dict[str, Any], request: ProofRequest) -> None:

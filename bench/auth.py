@@ -1,9 +1,12 @@
-"""What a bearer token costs the API: verifications per second on one core, ES256 and RS256, JSON out.
+"""What a token costs the API: verifications per second on one core, ES256 and RS256, and the DPoP proof check
+(RFC 9449) a bound token adds to every request, ES256 and RS512 proofs; JSON out.
 
-    .venv/bin/python bench/auth.py [--seconds 3]
+    .venv/bin/python bench/auth.py [--seconds 3] [--redis redis://127.0.0.1:6379/0]
 
-Keys and the JWKS file are made here; the Authenticator is the API's own (PyJWT), so the figure is the
-per-request cost of authentication (the JWKS is cached, so no fetch is in it).
+Keys and the JWKS file are made here; the Authenticator is the API's own (PyJWT, joserfc for proofs), so the
+figure is the per-request cost of authentication (the JWKS is cached, so no fetch is in it; a token is verified
+once and remembered, a proof is checked every time). Proofs are signed before the clock starts, one per request.
+The replay set is in process unless --redis names a Redis: then each proof also costs its `SET NX` round trip.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from api.auth import Authenticator  # noqa: E402
-from tools.dev_auth import DEV_AUDIENCE, DEV_ISSUER, dev_token, ensure_dev_key  # noqa: E402
+from api.auth import Authenticator, Presented  # noqa: E402
+from api.dpop import MemoryReplays, ReplaySet  # noqa: E402
+from tools.dev_auth import DEV_AUDIENCE, DEV_ISSUER, DevKey, dev_token, ensure_dev_key  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 
 
@@ -36,13 +41,55 @@ def rate(authenticator: Authenticator, token: str, seconds: float) -> dict[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--redis", help="a Redis URL for the DPoP replay set (default: in process)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         key = ensure_dev_key(Path(tmp))
         authenticator = Authenticator(Settings.from_env(key.environment()))
         es256 = rate(authenticator, dev_token(key, "system/*.cruds", "bench", 3600), args.seconds)
         rs256 = _rs256(Path(tmp), args.seconds)
-    print(json.dumps({"ES256": es256, "RS256-2048": rs256, "issuer": DEV_ISSUER, "audience": DEV_AUDIENCE}, indent=2))
+        dpop = {kind: _dpop(key, kind, args.seconds, args.redis) for kind in ("EC", "RSA")}
+    report = {"ES256": es256, "RS256-2048": rs256, "dpop": dpop, "issuer": DEV_ISSUER, "audience": DEV_AUDIENCE}
+    print(json.dumps(report, indent=2))
+
+
+def _dpop(key: DevKey, kind: str, seconds: float, redis_url: str | None) -> dict[str, object]:
+    """admit() of a bound token with a fresh proof each time: the token check is cached, the proof is not."""
+    from tests.support.dpop import ProofKey
+
+    proof_key = ProofKey(kind)
+    algorithm = "ES256" if kind == "EC" else "RS512"
+    replays, close = _replay_set(redis_url)
+    authenticator = Authenticator(Settings.from_env(key.environment()), replays=replays)
+    token = dev_token(key, "system/*.cruds", "bench", 3600, bound_to=proof_key.thumbprint)
+    url = "http://127.0.0.1:8080/fhir/Organization/1"
+    count = max(200, int(seconds * 3000))
+    proofs = [proof_key.proof("PATCH", url, token, algorithm=algorithm) for _ in range(count)]
+    authenticator.admit(Presented("dpop", token, (proofs.pop(),), "PATCH", url))  # warm the token cache
+    started = time.perf_counter()
+    for proof in proofs:
+        authenticator.admit(Presented("dpop", token, (proof,), "PATCH", url))
+    elapsed = time.perf_counter() - started
+    close()
+    per = elapsed / len(proofs)
+    return {
+        "proof_alg": algorithm,
+        "replay_set": "redis" if redis_url else "in process",
+        "checks_per_s": round(1 / per),
+        "us_per_check": round(per * 1e6, 1),
+    }
+
+
+def _replay_set(redis_url: str | None) -> tuple[ReplaySet, Callable[[], None]]:
+    if not redis_url:
+        return MemoryReplays(), lambda: None
+    import redis
+
+    from worker.ordering.replays import ProofReplays
+    from worker.schedule.keys import RedisKeys
+
+    client = redis.Redis.from_url(redis_url)
+    return ProofReplays(client, RedisKeys(f"bench-{time.time_ns()}")), client.close
 
 
 def _rs256(folder: Path, seconds: float) -> dict[str, float]:

@@ -55,7 +55,7 @@ def main() -> None:
 
 def _dpop(key: DevKey, kind: str, seconds: float, redis_url: str | None) -> dict[str, object]:
     """admit() of a bound token with a fresh proof each time: the token check is cached, the proof is not."""
-    from tests.support.dpop import ProofKey
+    from devkit.dpop import ProofKey
 
     proof_key = ProofKey(kind)
     algorithm = "ES256" if kind == "EC" else "RS512"

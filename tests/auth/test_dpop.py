@@ -15,7 +15,7 @@ import pytest
 
 from api.auth import Authenticator, Presented
 from api.dpop import normalised_url
-from tests.support.dpop import ProofKey
+from devkit.dpop import ProofKey
 from tests.support.tokens import TokenIssuer
 from worker.errors import Unauthenticated
 from worker.settings import Settings

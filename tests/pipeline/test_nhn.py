@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.dpop import ProofKey
+from devkit.dpop import ProofKey
 from tests.support.load import wait_group
 from tests.support.processes import free_port
 from tests.support.service import Service, service_of_its_own, wait_jobs_final

@@ -1,4 +1,4 @@
-"""DPoP proofs for tests, made here with real keys (RFC 9449): good ones, and each kind of bad one.
+"""DPoP proofs for tests and benchmarks, made here with real keys (RFC 9449): good ones, and each kind of bad one.
 
 `signed` writes the header's JSON text itself, so a test can send HelseID's `dpop\\u002Bjwt`, a private key in
 `jwk`, or `alg: none`, none of which a JOSE library would produce.

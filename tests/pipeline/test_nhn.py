@@ -5,6 +5,7 @@ end to end on a real service with the NHN settings: DPoP-bound tokens and proofs
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import Iterator
@@ -338,3 +339,24 @@ def test_an_unreachable_registry_is_503_with_retry_after(nhn: Service) -> None:
     answer = NhnClient(nhn, ProofKey("EC"), ADMIN_SCOPE).send("GET", "DocumentReference/x", None, DOWN)
     assert answer.status_code == 503 and answer.headers.get("retry-after"), answer.text
     assert answer.json()["issue"][0]["code"] == "transient"
+
+
+def test_a_transaction_and_a_batch_take_their_request_s_community(nhn: Service) -> None:
+    key = ProofKey("EC")
+    doc_id = _document(nhn, key, COMMUNITY)
+    _document(nhn, key, OTHER, doc_id)
+    admin = NhnClient(nhn, key, ADMIN_SCOPE)
+    entry = {
+        "request": {"method": "PATCH", "url": f"DocumentReference/{doc_id}"},
+        "resource": {
+            "resourceType": "Binary",
+            "contentType": "application/json-patch+json",
+            "data": base64.b64encode(json.dumps(PATCH).encode()).decode(),
+        },
+    }
+    for kind in ("transaction", "batch"):
+        bundle = {"resourceType": "Bundle", "type": kind, "entry": [entry]}
+        answer = admin.send("POST", "", bundle, OTHER, **FHIR_JSON)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["entry"][0]["response"]["status"].startswith("200"), f"{kind}: {answer.text}"
+    assert (_versions(nhn, key, doc_id, OTHER), _versions(nhn, key, doc_id, COMMUNITY)) == (2, 1)

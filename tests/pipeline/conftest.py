@@ -1,4 +1,5 @@
-"""A shared running service (2 worker processes + API) for the pipeline tests that do not kill anything."""
+"""A shared running service (2 worker processes + API) for the pipeline tests that do not kill anything: one per
+test process (session-scoped), so its start is paid once, not once per module; each test uses its own ids."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ POLICIES = {"DocumentReference": ["securityLabel", "content"]}
 CLIENT_POLICIES = {"labeller": {"DocumentReference": ["securityLabel"]}}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def service(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     settings = {
         "FHIR_PATCH_ELEMENT_POLICIES": json.dumps(POLICIES),

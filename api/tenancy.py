@@ -32,6 +32,16 @@ def tenant_of(request: Request) -> str:
     return tenant
 
 
+def in_community(request: Request, url: str) -> str:
+    """One of our URLs with the request's community, so that following it stays there: the links of searchset
+    and history Bundles (headers get it from the middleware)."""
+    tenant = getattr(request.state, "tenant", None)
+    if tenant is None:
+        return url
+    parameter: str = request.app.state.connections.settings.tenant_parameter
+    return f"{url}{'&' if '?' in url else '?'}{parameter}={quote(tenant, safe='.-_')}"
+
+
 class CommunityRouting:
     def __init__(self, app: ASGIApp, parameter: str, tenants: Mapping[str, TenantTarget]) -> None:
         self._app = app

@@ -26,6 +26,7 @@ from api.dry_runs import diff_asked, dry_run_asked, single_answer
 from api.entries import checked_resource
 from api.http import check_id, fhir_response, http_date, parse_if_match, parse_prefer, parse_snapshot_mode, read_body
 from api.intake import Finished
+from api.tenancy import in_community
 from worker.errors import InvalidRequest, ResourceGone, ResourceNotFound, UnsupportedMediaType
 from worker.model.access import CREATE, DELETE, READ, UPDATE, Principal
 from worker.model.callback_targets import CallbackRefused, checked_callback
@@ -95,14 +96,16 @@ async def search(resource_type: str, request: Request, caller: Caller) -> Respon
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "searchset",
-        "link": [{"relation": "self", "url": self_url}],
+        "link": [{"relation": "self", "url": in_community(request, self_url)}],
     }
     if criterion.system_only:
         token = request.query_params.get("_page", "")
         page = await anyio.to_thread.run_sync(resolver.search_system, resource_type, criterion, count, token)
         found = page.found
         if page.next_token:
-            bundle["link"].append({"relation": "next", "url": f"{self_url}&_page={page.next_token}"})
+            bundle["link"].append(
+                {"relation": "next", "url": in_community(request, f"{self_url}&_page={page.next_token}")}
+            )
     else:
         found = await anyio.to_thread.run_sync(resolver.search, resource_type, criterion)
         bundle["total"] = len(found)
@@ -196,16 +199,10 @@ async def history(resource_type: str, resource_id: str, request: Request, caller
     if not total:
         raise ResourceNotFound(f"{resource_type}/{resource_id} does not exist", "id")
     base = fhir_base(request)
-    links = [
-        {"relation": "self", "url": f"{base}/{resource_type}/{resource_id}/_history?_count={count}&_offset={offset}"}
-    ]
+    page = f"{base}/{resource_type}/{resource_id}/_history?_count={count}&_offset="
+    links = [{"relation": "self", "url": in_community(request, f"{page}{offset}")}]
     if offset + count < total:  # every version is reachable: follow `next` to the first one
-        links.append(
-            {
-                "relation": "next",
-                "url": f"{base}/{resource_type}/{resource_id}/_history?_count={count}&_offset={offset + count}",
-            }
-        )
+        links.append({"relation": "next", "url": in_community(request, f"{page}{offset + count}")})
     bundle = {
         "resourceType": "Bundle",
         "type": "history",

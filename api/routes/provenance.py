@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from api.auth import Caller
 from api.deps import connections, fhir_base, query_number
 from api.http import check_id, fhir_response
+from api.tenancy import in_community
 from worker.errors import InvalidRequest
 from worker.model.access import READ
 from worker.model.versions import StoredVersion
@@ -64,12 +65,12 @@ async def provenance_search(request: Request, caller: Caller) -> Response:
         "resourceType": "Bundle",
         "type": "searchset",
         "total": total,
-        "link": [{"relation": "self", "url": str(request.url)}],
+        "link": [{"relation": "self", "url": in_community(request, str(request.url))}],
         "entry": [_entry(v, base) for v in versions if v.provenance],
     }
     if version_id is None and offset + count < total:
         query = urlencode({"target": f"{resource_type}/{resource_id}", "_count": count, "_offset": offset + count})
-        bundle["link"].append({"relation": "next", "url": f"{base}/Provenance?{query}"})
+        bundle["link"].append({"relation": "next", "url": in_community(request, f"{base}/Provenance?{query}")})
     return fhir_response(bundle)
 
 

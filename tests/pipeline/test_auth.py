@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -120,36 +121,49 @@ def _cells() -> list[tuple[str, str, str]]:
 
 
 def test_scope_matrix(service: Service) -> None:
-    """Each cell: the status the scope decides, a 403 naming the scope, and nothing written when refused."""
+    """Each cell: the status the scope decides, a 403 naming the scope, and nothing written when refused. The cells
+    are independent (each its own resource and subject), so four run at a time."""
     run = uuid.uuid4().hex[:6]
-    cells = _cells()
-    with service.client() as admin:
-        for n, (resource_type, _, _) in enumerate(cells):
-            rid = f"m{run}-{n}"
-            assert settled(admin, admin.put(f"{resource_type}/{rid}", json=_resource(resource_type, rid))) == 201
-    failures = []
-    for n, (resource_type, scope_name, interaction) in enumerate(cells):
-        scope = MATRIX["scopes"][scope_name].format(T=resource_type)
-        expected = MATRIX["interactions"][interaction]
-        letters = "".join(c for c in "cruds" if _grants(scope, resource_type, c))
-        allowed = expected["needs"] in letters
-        rid = f"m{run}-{n}"
-        with service.client(scope=scope, sub=f"cell-{n}") as client:
-            answer = _interaction(interaction, client, resource_type, rid)
-            status = settled(client, answer)
-        cell = f"{resource_type} × {scope_name} × {interaction}"
-        if allowed and status != expected["status"]:
-            failures.append(f"{cell}: {status}, expected {expected['status']}: {answer.text[:200]}")
-        if not allowed:
-            body = answer.json()
-            if (
-                status != 403
-                or body["issue"][0]["code"] != "forbidden"
-                or f"{resource_type}." not in body["issue"][0]["diagnostics"]
-            ):
-                failures.append(f"{cell}: {status} {answer.text[:200]}, expected 403 naming the scope")
-            failures += _nothing_written(service, resource_type, rid, cell)
+    cells = list(enumerate(_cells()))
+
+    def create(numbered: tuple[int, tuple[str, str, str]]) -> int:
+        n, (resource_type, _, _) = numbered
+        with service.client() as admin:
+            return settled(
+                admin, admin.put(f"{resource_type}/m{run}-{n}", json=_resource(resource_type, f"m{run}-{n}"))
+            )
+
+    with ThreadPoolExecutor(4) as pool:
+        assert set(pool.map(create, cells)) == {201}
+        failures = [f for found in pool.map(lambda c: _cell(service, run, *c), cells) for f in found]
     assert not failures, "\n".join(failures)
+
+
+def _cell(service: Service, run: str, n: int, cell: tuple[str, str, str]) -> list[str]:
+    resource_type, scope_name, interaction = cell
+    scope = MATRIX["scopes"][scope_name].format(T=resource_type)
+    expected = MATRIX["interactions"][interaction]
+    letters = "".join(c for c in "cruds" if _grants(scope, resource_type, c))
+    rid = f"m{run}-{n}"
+    with service.client(scope=scope, sub=f"cell-{n}") as client:
+        answer = _interaction(interaction, client, resource_type, rid)
+        status = settled(client, answer)
+    named = f"{resource_type} × {scope_name} × {interaction}"
+    if expected["needs"] in letters:
+        return (
+            []
+            if status == expected["status"]
+            else [f"{named}: {status}, expected {expected['status']}: {answer.text[:200]}"]
+        )
+    body = answer.json()
+    failures = []
+    if (
+        status != 403
+        or body["issue"][0]["code"] != "forbidden"
+        or f"{resource_type}." not in body["issue"][0]["diagnostics"]
+    ):
+        failures.append(f"{named}: {status} {answer.text[:200]}, expected 403 naming the scope")
+    return failures + _nothing_written(service, resource_type, rid, named)
 
 
 def _grants(scope: str, resource_type: str, letter: str) -> bool:

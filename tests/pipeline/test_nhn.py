@@ -258,6 +258,15 @@ def test_two_communities_keep_the_same_id_apart(nhn: Service) -> None:
     admin = NhnClient(nhn, key, ADMIN_SCOPE)
     theirs = admin.send("GET", f"DocumentReference/{doc_id}", None, OTHER).json()
     assert theirs["meta"]["versionId"] == "1" and theirs["securityLabel"] == LABELS[:1]
+    page = admin.send("GET", f"DocumentReference/{doc_id}/_history?_count=1", None, COMMUNITY).json()
+    following = {link["relation"]: link["url"] for link in page["link"]}
+    assert following["next"].endswith(f"homeCommunityId={COMMUNITY}"), "a link to follow stays in its community"
+    assert (
+        admin.send("GET", following["next"].removeprefix(f"{nhn.fhir}/")).json()["entry"][0]["resource"]["meta"][
+            "versionId"
+        ]
+        == "2"
+    )
     provenance = admin.send("GET", f"Provenance?target=DocumentReference/{doc_id}", None, OTHER).json()
     assert len(provenance["entry"]) == 1, "the other community's Provenance holds only its own version"
     copies = _redis_keys(nhn, f"*{doc_id}*:cur")

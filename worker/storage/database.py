@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from pymongo import MongoClient
 
@@ -18,6 +19,7 @@ from worker.storage.job_store import JobStore
 from worker.storage.resource_store import ResourceStore, VersionHint
 
 log = logging.getLogger("fhir_patch.storage")
+_TIMEOUTS = {"serverSelectionTimeoutMS": 5000, "connectTimeoutMS": 2000}
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,13 @@ def connect(settings: Settings) -> MongoClient[dict[str, Any]]:
     # Every acknowledgement (a 200, a 202) rests on writes MongoDB made durable as the write concern says;
     # reads that decide a commit go to the primary; pymongo retries a write or read once across a failover,
     # elections.py for longer. Explicit, so that no server-side default (w:1 with an arbiter) decides.
+    given = {name.lower() for name in parse_qs(urlsplit(settings.mongodb_uri).query)}
+    timeouts: dict[str, Any] = {n: ms for n, ms in _TIMEOUTS.items() if n.lower() not in given}  # the URI's win
     client: MongoClient[dict[str, Any]] = MongoClient(
         settings.mongodb_uri,
         tz_aware=True,
         connect=False,
-        serverSelectionTimeoutMS=5000,
-        connectTimeoutMS=2000,
+        **timeouts,
         event_listeners=listeners,
         w=concern.w,
         journal=concern.j,

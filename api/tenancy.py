@@ -22,7 +22,14 @@ from api.http import error_response
 from worker.errors import InvalidRequest
 from worker.model.tenants import DEFAULT_TENANT, TenantTarget, canonical_tenant
 
-_UNROUTED = ("/fhir/metadata",)
+_UNROUTED = ("/fhir/metadata",)  # the CapabilityStatement asks nothing of its reader
+
+
+def asks_of_its_reader(path: str) -> bool:
+    """A path under /fhir but metadata: one that must name its community and carry the required headers."""
+    return (path == "/fhir" or path.startswith("/fhir/")) and path not in _UNROUTED
+
+
 _LINK_HEADERS = (b"location", b"content-location")
 
 
@@ -50,7 +57,7 @@ class CommunityRouting:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not (path == "/fhir" or path.startswith("/fhir/")) or path in _UNROUTED:
+        if scope["type"] != "http" or not asks_of_its_reader(path):
             await self._app(scope, receive, send)
             return
         try:

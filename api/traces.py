@@ -11,6 +11,7 @@ from collections.abc import Callable
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.tenancy import asks_of_its_reader
 from worker.errors import InvalidRequest, NotAcceptable
 from worker.model.access import Trace
 from worker.settings import Settings
@@ -19,7 +20,6 @@ FHIR_VERSIONS = ("4.0", "4.0.1")  # R4 in the two spellings of the fhirVersion p
 MAX_VALUE = 200
 _VALUE = re.compile(rf"^[\x21-\x7e](?:[\x20-\x7e]{{0,{MAX_VALUE - 2}}}[\x21-\x7e])?$")  # visible ASCII, inner spaces
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
-_UNCHECKED = ("/fhir/metadata",)  # the CapabilityStatement asks nothing of its reader
 
 
 def fhir_checks(settings: Settings) -> Callable[[Request], None]:
@@ -29,8 +29,7 @@ def fhir_checks(settings: Settings) -> Callable[[Request], None]:
 
     def check(request: Request) -> None:
         accepted_version(request.headers.getlist("accept"))
-        path = request.url.path
-        if not (path == "/fhir" or path.startswith("/fhir/")) or path in _UNCHECKED:
+        if not asks_of_its_reader(request.scope["path"]):
             return
         for name in settings.required_headers:
             if not request.headers.get(name, "").strip():

@@ -19,7 +19,7 @@ class MetricsCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         snap = self._readings.snapshot()
-        for name in ("accepted", "applied", "failed", "cancelled"):
+        for name in ("accepted", "applied", "unchanged", "failed", "cancelled"):
             yield CounterMetricFamily(f"fhir_patch_jobs_{name}", f"Jobs {name}", value=snap["counts"].get(name, 0))
         yield GaugeMetricFamily(
             "fhir_patch_queue_depth", "Jobs queued in all per-resource queues", value=snap["queue_depth"]

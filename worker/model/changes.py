@@ -23,7 +23,7 @@ from worker.errors import (
     operation_outcome,
 )
 from worker.model.access import CREATE, UPDATE, forbidden_issues
-from worker.model.jobs import Action, JobRequest
+from worker.model.jobs import CHANGED_NOTHING, Action, JobRequest
 from worker.patch import parse_patch
 from worker.patch.fhir_json import loads, same_json
 from worker.patch.policy import ElementPolicies, policy_violations
@@ -82,7 +82,7 @@ def _patch(request: JobRequest, existing: Existing | None, policies: ElementPoli
     if same_json(outcome.resource, live.resource):  # as HAPI, Microsoft's and IBM's servers: no new version
         unchanged = Issue(
             "informational",
-            f"The patch changed nothing: {request.key} stays at version {live.version_id}",
+            f"{CHANGED_NOTHING}: {request.key} stays at version {live.version_id}",
             (request.resource_type,),
             severity="information",
         )

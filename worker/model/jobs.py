@@ -46,6 +46,10 @@ class Action(str, Enum):
     TRANSACTION = "transaction"  # a transaction Bundle: its entries are in the body (worker.model.transactions)
 
 
+# How the outcome of a patch that changed nothing begins (worker/model/changes.py): such a job is applied, and
+# the schedule counts it as unchanged too (a feed's no-ops).
+CHANGED_NOTHING = "The patch changed nothing"
+
 REASONS = {
     200: "OK",
     201: "Created",
@@ -158,6 +162,12 @@ class JobResult:
     @property
     def succeeded(self) -> bool:
         return self.status < 400
+
+    @property
+    def changed_nothing(self) -> bool:
+        """A patch that left the resource as it was: applied, with no new version (its outcome says so)."""
+        issues = (self.outcome or {}).get("issue", [])
+        return self.status == 200 and any(str(i.get("diagnostics", "")).startswith(CHANGED_NOTHING) for i in issues)
 
     @property
     def status_line(self) -> str:

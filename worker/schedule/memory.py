@@ -12,7 +12,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from worker.schedule.keys import realm_of
-from worker.schedule.port import MOST_ITEMS_PER_TAKE, Arrival, DrainerLimits, Finished, Heads, Step, distinct_items
+from worker.schedule.port import (
+    APPLIED,
+    MOST_ITEMS_PER_TAKE,
+    UNCHANGED,
+    Arrival,
+    DrainerLimits,
+    Finished,
+    Heads,
+    Step,
+    distinct_items,
+)
 from worker.schedule.states import KeyView, Mark, MarkKind
 
 
@@ -206,7 +216,9 @@ class MemorySchedule:
     def _counted(self, done: Finished) -> None:
         if done.outcome:
             self.counted.append(done)
-            self._count(done.outcome)
+            self._count(APPLIED if done.outcome == UNCHANGED else done.outcome)
+            if done.outcome == UNCHANGED:
+                self._count(UNCHANGED)
 
     def release(self, key: str, token: str) -> bool:
         if self._lease(key) == token:

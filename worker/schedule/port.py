@@ -50,10 +50,13 @@ class Arrival(Enum):
     ALREADY = 2  # it was queued already (a retry, or a restore racing one): nothing done
 
 
+APPLIED, UNCHANGED = "applied", "unchanged"  # outcomes a job leaves with (UNCHANGED counts as APPLIED too)
+
+
 @dataclass(frozen=True)
 class Finished:
     """A job leaving its queue: its outcome (applied, failed, cancelled; empty: not counted) and seconds since
-    accept."""
+    accept. `unchanged` is a patch that changed nothing: counted as applied, and as unchanged too."""
 
     job_id: str
     outcome: str

@@ -20,7 +20,7 @@ from worker.model.jobs import Job, JobResult, result_event
 from worker.model.stores import Stores
 from worker.model.wakeups import WakeUp
 from worker.ordering.wakeups import Wakeups
-from worker.schedule import Finished
+from worker.schedule import UNCHANGED, Finished
 from worker.service.apply import JobEnd
 
 log = logging.getLogger("fhir_patch.outcomes")
@@ -91,6 +91,5 @@ def leaving(job_id: str, job: Job | None) -> Finished:
     if job is None or not job.state.final:
         return Finished(job_id, "", 0.0)
     ended = job.finished_at or job.accepted_at
-    return Finished(
-        job_id, job.state.value, max(0.0, (ended - job.accepted_at).total_seconds()), group_of(job_id), job.client
-    )
+    outcome = UNCHANGED if job.result is not None and job.result.changed_nothing else job.state.value
+    return Finished(job_id, outcome, max(0.0, (ended - job.accepted_at).total_seconds()), group_of(job_id), job.client)

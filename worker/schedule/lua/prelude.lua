@@ -15,13 +15,18 @@ local function own_key(prefix, key, part)
 end
 
 -- Count a job that leaves its queue (exactly once per job): its outcome, its latency, its group's progress and
--- its client's admission place. An empty outcome (an unknown or expired job) counts nothing.
+-- its client's admission place. An empty outcome (an unknown or expired job) counts nothing. `unchanged` (a
+-- patch that changed nothing) counts as applied, and as unchanged too.
 local function count_leaving(counts, latency, unfinished, group_prefix, outcome, bucket, seconds, group, client)
   if outcome == '' then return end
-  redis.call('HINCRBY', counts, outcome, 1)
+  local outcomes = {outcome}
+  if outcome == 'unchanged' then outcomes = {'applied', 'unchanged'} end
+  for _, name in ipairs(outcomes) do
+    redis.call('HINCRBY', counts, name, 1)
+    if group ~= '' then redis.call('HINCRBY', group_prefix .. group, name, 1) end
+  end
   redis.call('HINCRBY', latency, bucket, 1)
   redis.call('HINCRBYFLOAT', latency, 'sum', seconds)
-  if group ~= '' then redis.call('HINCRBY', group_prefix .. group, outcome, 1) end
   if client ~= '' then give_back(unfinished, client, 1) end
 end
 

@@ -8,12 +8,15 @@ from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from api.dependencies import Connections
 from api.http import check_retry_on_conflict, host_check, install_error_handlers
+from api.openapi import describe
 from api.routes import bundles, diff, feeds, fhir, jobs, ops, provenance
 from api.tenancy import CommunityRouting
 from api.traces import EchoCorrelation, fhir_checks
+from api.ui import pages
 from worker.logs import configure_logging
 from worker.settings import Settings
 
@@ -21,6 +24,12 @@ from worker.settings import Settings
 _WRITES = [Depends(check_retry_on_conflict)]
 
 log = logging.getLogger("fhir_patch.api")
+_DESCRIPTION = (
+    "FHIR R4 `patch` (JSON Patch, XML Patch, FHIRPath Patch), create, update, delete, read, history and search, "
+    "applied in order per resource; `Prefer: respond-async` answers 202 with a job to poll. Feeds are NDJSON "
+    "(`$bulk-submit`). Authorize with a bearer token; a DPoP-bound token needs a proof per request, which this "
+    "page cannot make (`fhir-patch dpop-proof`). The operator page is at [/ui/](/ui/)."
+)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -44,13 +53,23 @@ def create_app(settings: Settings) -> FastAPI:
             await connections.close()
 
     checks = [Depends(host_check(settings)), Depends(fhir_checks(settings))]
-    app = FastAPI(title="fhir-patch-worker", version="0.1.0", lifespan=lifespan, dependencies=checks)
+    # Swagger UI and ReDoc served from the fastapi-offline package: the docs work with no internet access.
+    app = FastAPIOffline(
+        title="fhir-patch-worker",
+        version="0.1.0",
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+        dependencies=checks,
+        static_url="/docs/static",
+    )
+    describe(app, settings.tenant_parameter if settings.tenants else None)
     if settings.correlation_header:
         app.add_middleware(EchoCorrelation, header=settings.correlation_header)
     if settings.tenants:  # outermost: a request is routed to its community's registry before anything else
         app.add_middleware(CommunityRouting, parameter=settings.tenant_parameter, tenants=settings.tenants)
     install_error_handlers(app)
     app.include_router(ops.router)
+    app.include_router(pages.router(settings))
     # before fhir: /fhir/$bulk-submit and /fhir/_async/... are not /fhir/{type}/...
     app.include_router(feeds.router, dependencies=_WRITES)
     app.include_router(jobs.router)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from typing import Any
 
 import anyio
 from fastapi import Request
@@ -13,6 +14,7 @@ from fastapi.responses import Response
 from api.deps import connections, fhir_base
 from api.groups import Progress
 from api.http import fhir_response
+from api.tenancy import in_community
 from worker.model.access import Principal
 from worker.model.tenants import DEFAULT_TENANT
 
@@ -58,3 +60,25 @@ async def _status(request: Request, group_id: str, caller: Principal, accepted_a
             {"Content-Location": location, "X-Progress": f"{progress.ended}/{total} entries", "Retry-After": "1"},
         )
     return fhir_response(body, 200, {"Content-Location": location})
+
+
+async def recent_groups(request: Request, caller: Principal) -> dict[str, Any]:
+    """A searchset Bundle of the caller's newest groups (GroupStore.recent), each as its progress Parameters."""
+    conn = connections(request)
+    base = fhir_base(request)
+
+    def read() -> list[dict[str, Any]]:
+        found = (conn.database.groups.get(group_id) for group_id in conn.database.groups.recent(caller.subject))
+        owned = [g for g in found if g is not None and caller.owns(g.owner)]
+        return [
+            {
+                "fullUrl": in_community(request, f"{base}/_async/{g.id}"),
+                "resource": conn.groups.progress(g).to_parameters(
+                    in_community(request, f"{base}/_async/{g.id}/results")
+                ),
+            }
+            for g in owned
+        ]
+
+    entries = await anyio.to_thread.run_sync(read)
+    return {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}

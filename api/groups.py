@@ -46,6 +46,7 @@ class Progress:
     applied: int
     failed: int
     cancelled: int = 0
+    unchanged: int = 0  # of the applied: patches that changed nothing
 
     @property
     def ended(self) -> int:
@@ -61,6 +62,7 @@ class Progress:
             ("accepted", self.accepted),
             ("rejected", self.rejected),
             ("applied", self.applied),
+            ("unchanged", self.unchanged),
             ("failed", self.failed + self.rejected),
             ("cancelled", self.cancelled),
             ("pending", max(0, self.accepted - self.applied - self.failed - self.cancelled)),
@@ -68,6 +70,7 @@ class Progress:
         parameter: list[dict[str, Any]] = [
             {"name": "group", "valueString": self.group.id},
             {"name": "kind", "valueCode": self.group.kind},
+            {"name": "created", "valueInstant": fhir_instant(self.group.created_at)},
         ]
         if total is not None:
             parameter.append({"name": "total", "valueInteger": total})
@@ -212,6 +215,7 @@ class GroupIntake:
                 found["applied"],
                 found["failed"] - group.rejected,
                 found["cancelled"],
+                found["unchanged"],
             )
         return Progress(
             group,
@@ -220,6 +224,7 @@ class GroupIntake:
             counts.get("applied", 0),
             counts.get("failed", 0),
             counts.get("cancelled", 0),
+            counts.get("unchanged", 0),
         )
 
     def batch_response(self, group: Group, base: str) -> dict[str, Any]:
@@ -257,25 +262,44 @@ class GroupIntake:
             return {"response": {"status": f"{exc.status}", "outcome": exc.outcome}}
         return _read_entry((newest or self._db.resources.newest)(resource_type, resource_id), base)
 
-    def result_lines(self, group: Group, base: str) -> Iterator[dict[str, Any]]:
-        """One outcome per entry, in entry order (pending entries say so)."""
+    def result_lines(self, group: Group, base: str, failed_only: bool = False) -> Iterator[dict[str, Any]]:
+        """One outcome per entry, in entry order (pending entries say so); with `failed_only`, only the entries that
+        failed, refused at intake (`refused`) or in a worker, read from the group's notes instead of every result."""
         assert group.total is not None
-        for number, event in group_outcomes(self._db.groups, self._db.jobs, group):
-            yield {
-                "line": number,
-                **(
-                    entry_response(event, base)
-                    if event and "result" in event
-                    else {"status": event["state"] if event else "pending"}
-                ),
-            }
+        only = sorted({*self._db.groups.refusals(group), *self._db.groups.failures(group)}) if failed_only else None
+        for number, event in group_outcomes(self._db.groups, self._db.jobs, group, only):
+            line = {"line": number, **_result_line(event, base)}
+            if not failed_only or _failed(str(line["status"])):  # a noted entry may have succeeded on a retry
+                yield line
+
+
+def _failed(status: str) -> bool:
+    code = status.split(" ", 1)[0]
+    return code.isdigit() and int(code) >= 400
+
+
+def _result_line(event: dict[str, Any] | None, base: str) -> dict[str, Any]:
+    """An entry's result line: its response element, the resource it was for, and whether it was refused at
+    intake or changed nothing; `pending` (or `cancelled`) while it has no result."""
+    if not event or "result" not in event:
+        return {"status": event["state"] if event else "pending"}
+    line = entry_response(event, base)
+    if event.get("key"):
+        line["resource"] = event["key"]
+    if event.get("refused"):
+        line["refused"] = True
+    elif JobResult.from_document(event["result"]).changed_nothing:
+        line["unchanged"] = True
+    return line
 
 
 def count_outcomes(outcomes: Iterator[tuple[int, dict[str, Any] | None]]) -> dict[str, int]:
     """applied / failed / cancelled / pending, counted from stored outcomes (when Redis lost the counters)."""
-    counts = {"applied": 0, "failed": 0, "cancelled": 0, "pending": 0}
+    counts = {"applied": 0, "failed": 0, "cancelled": 0, "pending": 0, "unchanged": 0}
     for _, outcome in outcomes:
         counts[outcome["state"] if outcome else "pending"] += 1
+        if outcome and "result" in outcome and JobResult.from_document(outcome["result"]).changed_nothing:
+            counts["unchanged"] += 1
     return counts
 
 

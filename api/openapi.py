@@ -12,6 +12,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from api.tenancy import asks_of_its_reader
+
 FHIR_JSON = "application/fhir+json"
 _ANY_RESOURCE: dict[str, Any] = {"type": "object", "description": "A FHIR R4 resource"}
 _PATCH_BODIES = {
@@ -57,34 +59,47 @@ SECURITY_SCHEMES = {
 _OPEN = {"/fhir/metadata", "/healthz", "/readyz"}  # answered without a token
 
 
-def describe(app: FastAPI) -> None:
-    """Make `app.openapi()` return the described document (built once, on first use)."""
+def describe(app: FastAPI, community_parameter: str | None = None) -> None:
+    """Make `app.openapi()` return the described document (built once, on first use); with communities, every
+    /fhir operation but metadata takes the `community_parameter` query parameter."""
 
     def document() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes, description=app.description)
-            app.openapi_schema = _described(schema)
+            app.openapi_schema = _described(schema, community_parameter)
         return app.openapi_schema
 
     app.openapi = document  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema
 
 
-def _described(schema: dict[str, Any]) -> dict[str, Any]:
+def _described(schema: dict[str, Any], community_parameter: str | None) -> dict[str, Any]:
     components = {**schema.get("components", {}), "securitySchemes": SECURITY_SCHEMES}
     paths = {path: {m: _operation(m, path, op) for m, op in ops.items()} for path, ops in schema["paths"].items()}
+    if community_parameter:
+        community = {"name": community_parameter, "in": "query", "required": True, "schema": {"type": "string"}}
+        paths = {
+            path: {m: {**op, "parameters": [*op.get("parameters", []), community]} for m, op in ops.items()}
+            if asks_of_its_reader(path)
+            else ops
+            for path, ops in paths.items()
+        }
     return {**schema, "components": components, "paths": paths}
 
 
 def _operation(method: str, path: str, operation: dict[str, Any]) -> dict[str, Any]:
+    if not path.startswith("/fhir"):
+        return operation if path in _OPEN else {**operation, "security": [{"bearer": []}, {"dpop": []}]}
     described = {**operation, "responses": _fhir_responses(operation.get("responses", {}))}
     if path not in _OPEN:
         described["security"] = [{"bearer": []}, {"dpop": []}]
     body = _BODIES.get((method, path))
     if body is not None:
         described["requestBody"] = {"required": True, "content": body}
-    if method in ("patch", "put", "post") and path.startswith("/fhir"):
-        headers = [{"name": n, "in": "header", "required": False, "schema": {"type": "string"}, "description": d}
-                   for n, d in _HEADERS]
+    if method in ("patch", "put", "post"):
+        headers = [
+            {"name": n, "in": "header", "required": False, "schema": {"type": "string"}, "description": d}
+            for n, d in _HEADERS
+        ]
         described["parameters"] = [*operation.get("parameters", []), *headers]
     return described
 

@@ -18,12 +18,12 @@ from fastapi.responses import Response, StreamingResponse
 from api.auth import Caller
 from api.deps import connections, fhir_base
 from api.dry_runs import DRY_RUN, dry_run_asked
-from api.group_answers import group_id_for, status_answer
+from api.group_answers import group_id_for, recent_groups, status_answer
 from api.groups import BLOCK_ENTRIES
 from api.http import fhir_response
 from api.tenancy import tenant_of
 from api.traces import trace
-from worker.errors import BodyTooLarge, Issue, UnknownJob, UnsupportedMediaType, operation_outcome
+from worker.errors import BodyTooLarge, InvalidRequest, Issue, UnknownJob, UnsupportedMediaType, operation_outcome
 from worker.model.access import Principal, Trace
 from worker.model.clock import utc_now
 from worker.submission import Taken
@@ -193,9 +193,19 @@ def _stopped(request: Request, group_id: str, taken: Taken) -> Response:
     )
 
 
+@router.get("/_async")
+async def groups(request: Request, caller: Caller) -> Response:
+    """The caller's newest feeds and batches with their progress, newest first: a searchset Bundle of the
+    Parameters their polls answer with (the operator page's list)."""
+    return fhir_response(await recent_groups(request, caller), 200)
+
+
 @router.get("/_async/{group_id}/results")
 async def results(group_id: str, request: Request, caller: Caller) -> Response:
-    """One NDJSON line per entry, in entry order: status, etag, location, outcome (or `pending`)."""
+    """One NDJSON line per entry, in entry order: status, etag, location, outcome (or `pending`), the resource,
+    and `refused` (at intake) or `unchanged` (a patch that changed nothing). `?outcome=failed`: only the entries
+    that failed, found from the group's notes without reading the others."""
+    failed_only = _only_failed(request.query_params.getlist("outcome"))
     conn = connections(request)
     group = await anyio.to_thread.run_sync(conn.database.groups.get, group_id)
     if group is None or group.total is None or not caller.owns(group.owner):
@@ -203,7 +213,13 @@ async def results(group_id: str, request: Request, caller: Caller) -> Response:
     base = fhir_base(request)
 
     def lines() -> Iterator[bytes]:
-        for line in conn.groups.result_lines(group, base):
+        for line in conn.groups.result_lines(group, base, failed_only):
             yield (json.dumps(line) + "\n").encode()
 
     return StreamingResponse(lines(), media_type="application/fhir+ndjson")
+
+
+def _only_failed(asked: list[str]) -> bool:
+    if asked not in ([], ["failed"]):
+        raise InvalidRequest(f"outcome may be given once, as failed; not {asked!r}", "outcome")
+    return bool(asked)

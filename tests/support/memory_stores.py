@@ -253,6 +253,7 @@ class MemoryGroups:
         self.groups: dict[str, Group] = {}
         self.blocks: dict[str, dict[int, dict[str, Any]]] = {}
         self.ended: dict[str, datetime] = {}
+        self.failed: dict[str, set[int]] = {}
 
     def open(
         self, group_id: str, kind: str, now: datetime, reads: dict[int, str] | None = None, owner: str | None = None
@@ -285,6 +286,17 @@ class MemoryGroups:
 
     def get(self, group_id: str) -> Group | None:
         return self.groups.get(group_id)
+
+    def recent(self, owner: str) -> list[str]:
+        owned = [g for g in self.groups.values() if g.owner == owner]
+        return [g.id for g in sorted(owned, key=lambda g: g.created_at, reverse=True)][:20]
+
+    def note_failures(self, failures: dict[str, list[int]]) -> None:
+        for group_id, numbers in failures.items():
+            self.failed.setdefault(group_id, set()).update(numbers)
+
+    def failures(self, group: Group) -> list[int]:
+        return sorted(self.failed.get(group.id, set()))
 
     def expire(self, before: datetime, now: datetime, has_ended: Callable[[Group], bool]) -> Iterator[Group]:
         for group in list(self.groups.values()):

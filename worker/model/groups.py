@@ -10,6 +10,11 @@ def entry_job_id(group_id: str, number: int) -> str:
     return f"{group_id}-{number:07d}"
 
 
+def entry_number(job_id: str) -> int:
+    """The entry number of a group's job `G-nnnnnnn`."""
+    return int(job_id.rsplit("-", 1)[1])
+
+
 def group_of(job_id: str) -> str:
     """The group a job belongs to ('' for a job on its own)."""
     return job_id.rsplit("-", 1)[0] if "-" in job_id else ""

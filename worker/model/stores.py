@@ -10,7 +10,7 @@ tests (tests/support/memory_stores.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -82,6 +82,9 @@ class Groups(Protocol):
     def refuse(self, group_id: str, refusals: list[tuple[int, int, dict[str, Any] | None]], now: datetime) -> None: ...
     def refusals(self, group: Group) -> dict[int, dict[str, Any]]: ...
     def get(self, group_id: str) -> Group | None: ...
+    def recent(self, owner: str) -> list[str]: ...
+    def note_failures(self, failures: dict[str, list[int]]) -> None: ...
+    def failures(self, group: Group) -> list[int]: ...
     def expire(self, before: datetime, now: datetime, has_ended: Callable[[Group], bool]) -> Iterator[Group]: ...
 
 
@@ -110,11 +113,14 @@ class Stores(Protocol):
     def close(self) -> None: ...
 
 
-def group_outcomes(groups: Groups, jobs: Jobs, group: Group) -> Iterator[tuple[int, dict[str, Any] | None]]:
-    """(entry number, its result event or None while pending), in entry order: refusals from their blocks, the
-    other entries' outcomes by `_id` (JobStore.outcomes)."""
-    refused: Mapping[int, dict[str, Any]] = groups.refusals(group)
-    numbers = range(1, (group.total or 0) + 1)
+def group_outcomes(
+    groups: Groups, jobs: Jobs, group: Group, only: Iterable[int] | None = None
+) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    """(entry number, its result event or None while pending), in entry order (of `only`, when given): refusals
+    from their blocks (marked `refused`), the other entries' outcomes by `_id` (JobStore.outcomes)."""
+    refused: Mapping[int, dict[str, Any]] = {n: {**e, "refused": True} for n, e in groups.refusals(group).items()}
+    every = range(1, (group.total or 0) + 1)
+    numbers = every if only is None else [n for n in only if n in every]
     looked_up = jobs.outcomes([entry_job_id(group.id, n) for n in numbers if n not in refused])
     for number in numbers:
         yield number, refused[number] if number in refused else next(looked_up)[1]

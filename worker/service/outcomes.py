@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from worker.model.groups import group_of
+from worker.model.groups import entry_number, group_of
 from worker.model.jobs import Job, JobResult, result_event
 from worker.model.stores import Stores
 from worker.model.wakeups import WakeUp
@@ -49,6 +49,9 @@ class Outcomes:
         results = [(end.job, end.result, end.text) for end in ends if end.result is not None]
         if not results:
             return [end.job for end in ends]
+        failures = _failed_entries([(job, result) for job, result, _ in results])
+        if failures:  # before the results: a crash between them leaves a note too many, never one too few
+            self._db.groups.note_failures(failures)
         recorded = self._db.jobs.record_outcomes([result_event(job, result, now) for job, result, _ in results])
         finished: dict[str, Job] = {}
         wakeups = []
@@ -75,6 +78,15 @@ class Outcomes:
         )
         if job.callback_url:
             self._on_finished(job)
+
+
+def _failed_entries(results: list[tuple[Job, JobResult]]) -> dict[str, list[int]]:
+    """{group: its entries that failed}, so that a feed's failed lines are found without reading every result."""
+    failures: dict[str, list[int]] = {}
+    for job, result in results:
+        if group_of(job.id) and not result.succeeded:
+            failures.setdefault(group_of(job.id), []).append(entry_number(job.id))
+    return failures
 
 
 def _traced(job: Job) -> dict[str, Any]:

@@ -11,6 +11,10 @@ lookups in entry order (JobStore.outcomes).
                  at intake in one block of lines from n (status and outcome), one
                  document per block rather than one per line, so a feed of bad
                  lines costs little to keep.
+                 `G/failures`: the entries that failed in a worker (noted before
+                 their results are recorded, so it may name too many, never too
+                 few); `owner/<subject>`: the subject's newest groups, a ring of
+                 RECENT_GROUPS slots (FerretDB ignores `$push`'s `$slice`).
 - `open_groups`  `_id` G while some entry has not ended (bounded by work in
                  flight: the reconciler scans it to notice groups that ended).
 - `group_expiry` the groups that ended in each time slot (worker/storage/expiry.py).
@@ -20,8 +24,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
@@ -29,10 +34,11 @@ from pymongo.errors import PyMongoError
 from worker.edges import translating
 from worker.model.groups import Group
 from worker.storage import keyed
+from worker.storage.elections import through_elections
 from worker.storage.expiry import ExpirySlots
 
-if TYPE_CHECKING:
-    pass
+AFTER = ReturnDocument.AFTER
+RECENT_GROUPS = 20  # groups listed per owner (GET /fhir/_async): the operator page's list
 
 
 @translating(PyMongoError, "MongoDB")
@@ -60,7 +66,43 @@ class GroupStore:
         )
         if fresh:
             keyed.insert_new(self._open, [{"_id": group_id, "at": now}])
+            if owner is not None:
+                self._remember(owner, group_id, now)
         return fresh
+
+    def _remember(self, owner: str, group_id: str, now: datetime) -> None:
+        """Put the group in the next slot of its owner's ring: one `$inc` by `_id` picks the slot (the document is
+        made by the owner's first group), one `$set` by `_id` fills it."""
+        key = f"owner/{owner}"
+        turn = self._next_turn(key)
+        if turn is None and keyed.insert_one_new(self._groups, {"_id": key, "n": 1}):
+            turn = 1
+        slot = (turn if turn is not None else self._next_turn(key) or 1) % RECENT_GROUPS
+        entry = {"$set": {f"s{slot}": {"id": group_id, "at": now}}}
+        through_elections(lambda: self._groups.update_one({"_id": key}, entry))
+
+    def _next_turn(self, key: str) -> int | None:
+        found = through_elections(
+            lambda: self._groups.find_one_and_update({"_id": key}, {"$inc": {"n": 1}}, return_document=AFTER)
+        )
+        return int(found["n"]) if found is not None else None
+
+    def recent(self, owner: str) -> list[str]:
+        """The owner's newest groups, newest first (at most RECENT_GROUPS; some may have expired since)."""
+        doc = keyed.get(self._groups, f"owner/{owner}") or {}
+        slots = [v for k, v in doc.items() if k.startswith("s") and isinstance(v, dict)]
+        return [str(s["id"]) for s in sorted(slots, key=lambda s: s["at"], reverse=True)]
+
+    def note_failures(self, failures: dict[str, list[int]]) -> None:
+        """Note entries that failed in a worker, {group: entry numbers}, before their results are recorded."""
+        keyed.add_to_sets(
+            self._groups, {f"{g}/failures": {"lines": [str(n) for n in ns]} for g, ns in failures.items()}
+        )
+
+    def failures(self, group: Group) -> list[int]:
+        """The entries noted as failed in a worker, in entry order (their results say whether they did)."""
+        doc = keyed.get(self._groups, f"{group.id}/failures") or {}
+        return sorted(int(n) for n in doc.get("lines", []))
 
     def discard(self, group_id: str) -> None:
         """Forget a group whose intake accepted nothing (refused whole by backpressure)."""
@@ -124,6 +166,7 @@ class GroupStore:
             for group_id in group_ids:
                 group = self.get(group_id)
                 blocks = list(group.refusal_blocks) if group is not None else []
-                keyed.delete_many(self._groups, [group_id, f"{group_id}/closed", f"{group_id}/ended", *blocks])
+                ids = [group_id, f"{group_id}/closed", f"{group_id}/ended", f"{group_id}/failures", *blocks]
+                keyed.delete_many(self._groups, ids)
                 if group is not None:
                     yield group

@@ -10,6 +10,7 @@ import anyio
 from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
+from api import docs_pages
 from api.dependencies import Connections
 from api.http import check_retry_on_conflict, host_check, install_error_handlers
 from api.openapi import describe
@@ -53,22 +54,32 @@ def create_app(settings: Settings) -> FastAPI:
             await connections.close()
 
     checks = [Depends(host_check(settings)), Depends(fhir_checks(settings))]
-    # Swagger UI and ReDoc served from the fastapi-offline package: the docs work with no internet access.
+    # Swagger UI's and ReDoc's assets served from the fastapi-offline package (the pages: api/docs_pages.py), so
+    # the docs work with no internet access.
     app = FastAPIOffline(
+        docs_url=None,
+        redoc_url=None,
         title="fhir-patch-worker",
         version="0.1.0",
         description=_DESCRIPTION,
         lifespan=lifespan,
         dependencies=checks,
-        static_url="/docs/static",
+        static_url=docs_pages.STATIC,
     )
     describe(app, settings.tenant_parameter if settings.tenants else None)
+    _install(app, settings)
+    return app
+
+
+def _install(app: FastAPI, settings: Settings) -> None:
+    """Middlewares, error handlers and routers, in the order they must match."""
     if settings.correlation_header:
         app.add_middleware(EchoCorrelation, header=settings.correlation_header)
     if settings.tenants:  # outermost: a request is routed to its community's registry before anything else
         app.add_middleware(CommunityRouting, parameter=settings.tenant_parameter, tenants=settings.tenants)
     install_error_handlers(app)
     app.include_router(ops.router)
+    app.include_router(docs_pages.router(app))
     app.include_router(pages.router(settings))
     # before fhir: /fhir/$bulk-submit and /fhir/_async/... are not /fhir/{type}/...
     app.include_router(feeds.router, dependencies=_WRITES)
@@ -77,7 +88,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(provenance.router)  # before fhir: GET /fhir/Provenance is a search, not a read
     app.include_router(diff.router)  # before fhir: GET /fhir/$diff is no search, POST /fhir/$diff no create
     app.include_router(fhir.router, dependencies=_WRITES)
-    return app
 
 
 def app_from_env() -> FastAPI:

@@ -74,7 +74,9 @@ class Progress:
         ]
         if total is not None:
             parameter.append({"name": "total", "valueInteger": total})
+        values.append(("ended", self.ended))  # entries with an answer: every one of them once `done`
         parameter += [{"name": name, "valueInteger": value} for name, value in values]
+        parameter.append({"name": "done", "valueBoolean": self.done})
         parameter.append({"name": "results", "valueUrl": results_url})
         return {"resourceType": "Parameters", "parameter": parameter}
 

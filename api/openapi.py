@@ -49,13 +49,22 @@ SECURITY_SCHEMES = {
         "bearerFormat": "JWT",
         "description": "A SMART on FHIR access token (RS256 or ES256), as `Authorization: Bearer <JWT>`.",
     },
-    "dpop": {
-        "type": "http",
-        "scheme": "DPoP",
-        "description": "A DPoP-bound token (RFC 9449), as `Authorization: DPoP <JWT>` with a `DPoP` proof header "
-        "made for each request (`fhir-patch dpop-proof`); the page cannot sign proofs itself.",
+    # Swagger UI sends only bearer and basic http schemes, so a DPoP-bound token and its proof are two header
+    # keys: `Authorization: DPoP <JWT>` and the `DPoP` proof made for that one request (`fhir-patch dpop-proof`).
+    "dpopToken": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": "A DPoP-bound token (RFC 9449), as `DPoP <JWT>`, sent with a proof (dpopProof).",
+    },
+    "dpopProof": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "DPoP",
+        "description": "The DPoP proof JWT for one request (its method and URL), e.g. from `fhir-patch dpop-proof`.",
     },
 }
+SECURITY = [{"bearer": []}, {"dpopToken": [], "dpopProof": []}]
 _OPEN = {"/fhir/metadata", "/healthz", "/readyz"}  # answered without a token
 
 
@@ -88,10 +97,10 @@ def _described(schema: dict[str, Any], community_parameter: str | None) -> dict[
 
 def _operation(method: str, path: str, operation: dict[str, Any]) -> dict[str, Any]:
     if not path.startswith("/fhir"):
-        return operation if path in _OPEN else {**operation, "security": [{"bearer": []}, {"dpop": []}]}
+        return operation if path in _OPEN else {**operation, "security": SECURITY}
     described = {**operation, "responses": _fhir_responses(operation.get("responses", {}))}
     if path not in _OPEN:
-        described["security"] = [{"bearer": []}, {"dpop": []}]
+        described["security"] = SECURITY
     body = _BODIES.get((method, path))
     if body is not None:
         described["requestBody"] = {"required": True, "content": body}

@@ -19,7 +19,9 @@ flower: $(VENV)/.installed
 ## Two test processes (pytest-xdist), a test file each at a time: the pipeline tests mostly wait on the
 ## processes they start, so two overlap well on two cores. TEST_PROCESSES=0 runs them in one process.
 TEST_PROCESSES ?= 2
+## The browser tests (tests/browser) drive Debian's Chromium, installed here with apt when it is missing.
 test: $(VENV)/.installed
+	bash scripts/ensure-chromium.sh >/dev/null
 	$(PY) scripts/provision.py -- $(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 typecheck: $(VENV)/.installed

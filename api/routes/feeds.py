@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 from collections.abc import AsyncIterator, Iterator
 
@@ -16,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from api.auth import Caller
-from api.deps import connections, fhir_base
+from api.deps import connections, fhir_base, query_number
 from api.dry_runs import DRY_RUN, dry_run_asked
 from api.group_answers import group_id_for, recent_groups, status_answer
 from api.groups import BLOCK_ENTRIES
@@ -29,6 +30,7 @@ from worker.model.clock import utc_now
 from worker.submission import Taken
 
 router = APIRouter(prefix="/fhir")
+MAX_FEED_LINES_READ = 10**9  # `_count` of a results read: any number of lines by default
 NDJSON_TYPES = ("application/fhir+ndjson", "application/ndjson", "application/x-ndjson")
 
 
@@ -204,8 +206,9 @@ async def groups(request: Request, caller: Caller) -> Response:
 async def results(group_id: str, request: Request, caller: Caller) -> Response:
     """One NDJSON line per entry, in entry order: status, etag, location, outcome (or `pending`), the resource,
     and `refused` (at intake) or `unchanged` (a patch that changed nothing). `?outcome=failed`: only the entries
-    that failed, found from the group's notes without reading the others."""
+    that failed, found from the group's notes without reading the others; `_count`: at most that many lines."""
     failed_only = _only_failed(request.query_params.getlist("outcome"))
+    most = query_number(request, "_count", MAX_FEED_LINES_READ, 1, MAX_FEED_LINES_READ)
     conn = connections(request)
     group = await anyio.to_thread.run_sync(conn.database.groups.get, group_id)
     if group is None or group.total is None or not caller.owns(group.owner):
@@ -213,7 +216,7 @@ async def results(group_id: str, request: Request, caller: Caller) -> Response:
     base = fhir_base(request)
 
     def lines() -> Iterator[bytes]:
-        for line in conn.groups.result_lines(group, base, failed_only):
+        for line in itertools.islice(conn.groups.result_lines(group, base, failed_only), most):
             yield (json.dumps(line) + "\n").encode()
 
     return StreamingResponse(lines(), media_type="application/fhir+ndjson")

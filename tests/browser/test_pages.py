@@ -131,6 +131,7 @@ def test_a_resource_timeline_shows_who_changed_what_and_the_diff(page: Page, ui_
     page.wait_for_selector("#diff .diff-op")
     timeline = page.locator("#timeline li").all_inner_texts()
     assert len(timeline) == 2 and timeline[0].startswith("version 2") and "timeline-operator" in timeline[0], timeline
+    assert "changed alias, name" in timeline[0], timeline
     change = page.inner_text("#diff")
     assert (
         page.inner_text("#diff .op-replace del") == '"Before"' and page.inner_text("#diff .op-replace ins") == '"After"'

@@ -7,6 +7,8 @@ const TOKEN = "fhir-patch.token";
 const COMMUNITY = "fhir-patch.community";
 const SLOW = 10000; // ms between polls when nothing moves
 const FAST = 1000; // ms between polls while entries end
+const FAILURES_EVERY = 10000; // ms between reads of a running feed's failed lines
+const FAILED_SHOWN = 200; // failed lines in the table (the results download has them all)
 let config = { authDisabled: false, communityParameter: null, communities: [], requiredHeaders: [] };
 
 class ApiError extends Error {
@@ -239,7 +241,7 @@ function chart(title) {
     const top = Math.max(1, ...values);
     const step = 320 / Math.max(1, values.length - 1);
     line.setAttribute("points", values.map((v, i) => `${(i * step).toFixed(1)},${(86 - (v / top) * 80).toFixed(1)}`).join(" "));
-    last.textContent = `${Math.round(values[values.length - 1])} now, ${Math.round(top)} at most`;
+    last.textContent = `${Math.round(values[values.length - 1])} now (peak ${Math.round(top)})`;
   };
   return { node, draw };
 }
@@ -286,6 +288,7 @@ async function feedPage(main, id) {
   });
   const rate = new Rate();
   let failuresShown = -1;
+  let failuresAt = 0;
   let done = false;
   const refresh = async () => {
     const { body } = await call(`/fhir/_async/${id}`);
@@ -296,10 +299,13 @@ async function feedPage(main, id) {
       el("table", {}, el("tbody", {}, el("tr", {}, el("th", {}, "Progress"), el("th", {}, "Rate"), el("th", {}, "Time left")),
         el("tr", {}, ...progressCells(progress, rate)))),
       countsView(progress));
+    // The failed lines are read again when more have failed, at most every FAILURES_EVERY ms while the feed runs
+    // (each read costs the server a lookup per line shown), and once at the end.
     const failures = progress.counts.failed + progress.counts.refused;
-    if (failures !== failuresShown && (progress.total !== null || done)) {
+    if (failures !== failuresShown && (progress.done || Date.now() - failuresAt >= FAILURES_EVERY)) {
       failuresShown = failures;
-      failedRows.replaceChildren(...(body.resourceType === "Bundle" ? failedEntries(body) : await failedLines(id)));
+      failuresAt = Date.now();
+      failedRows.replaceChildren(...(body.resourceType === "Bundle" ? failedEntries(body) : await failedLines(id, failures)));
     }
     done = progress.done;
     cancel.disabled = progress.done;
@@ -315,11 +321,17 @@ function failedRow(line, resource, status, outcome) {
     el("td", {}, issues.flatMap((i) => i.expression || []).join(", ")));
 }
 
-async function failedLines(id) {
-  const { body } = await call(`/fhir/_async/${id}/results?outcome=failed`, { accept: "application/fhir+ndjson", text: true });
+async function failedLines(id, failures) {
+  const path = `/fhir/_async/${id}/results?outcome=failed&_count=${FAILED_SHOWN}`;
+  const { body } = await call(path, { accept: "application/fhir+ndjson", text: true });
   const lines = body.split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l));
   if (!lines.length) return [el("tr", {}, el("td", { colspan: 5, class: "note" }, "No line has failed."))];
-  return lines.map((l) => failedRow(l.line, l.resource, l.status, l.outcome));
+  const rows = lines.map((l) => failedRow(l.line, l.resource, l.status, l.outcome));
+  if (failures > lines.length) {
+    const more = `The first ${lines.length} of ${failures} failed lines; download the results for all of them.`;
+    rows.push(el("tr", {}, el("td", { colspan: 5, class: "note" }, more)));
+  }
+  return rows;
 }
 
 function failedEntries(bundle) {
@@ -355,13 +367,15 @@ async function resourcePage(main, type, id) {
     const version = Number((target.match(/_history\/(\d+)$/) || [])[1]);
     const agents = (p.agent || []).map((a) => (a.who && (a.who.display || a.who.reference || a.who.identifier?.value)) || "").filter(Boolean);
     const activity = ((p.activity || {}).coding || []).map((c) => c.display || c.code).join(", ");
-    who.set(version, { agents: agents.join(", "), activity });
+    who.set(version, { agents: [...new Set(agents)].join(", "), activity });
   }
-  const timeline = el("ul", { class: "timeline", id: "timeline" }, versions.map((v) => {
+  const timeline = el("ul", { class: "timeline", id: "timeline" }, versions.map((v, i) => {
     const by = who.get(v.version) || {};
+    const changed = changedElements((versions[i + 1] || {}).resource, v.resource);
     return el("li", { class: v.resource ? "" : "deleted", "data-version": v.version },
       el("b", {}, `version ${v.version}`), ` · ${v.when ? new Date(v.when).toLocaleString() : ""}`,
-      ` · ${by.activity || v.method || (v.resource ? "written" : "deleted")}`, by.agents ? ` · by ${by.agents}` : "");
+      ` · ${by.activity || v.method || (v.resource ? "written" : "deleted")}`, by.agents ? ` · by ${by.agents}` : "",
+      changed.length ? el("div", { class: "note" }, `changed ${changed.join(", ")}`) : "");
   }));
   const choose = (name, chosen) => el("select", { name }, versions.map((v) => el("option", { value: v.version, selected: v.version === chosen }, `version ${v.version}`)));
   const from = choose("from", versions.length > 1 ? versions[1].version : versions[0]?.version);
@@ -375,6 +389,14 @@ async function resourcePage(main, type, id) {
   main.replaceChildren(el("h1", {}, `${key}`), el("section", {}, el("h2", {}, "Versions"), timeline),
     el("section", {}, el("h2", {}, "What changed"), form, shown));
   if (versions.length > 1) await showDiff(key, versions, Number(from.value), Number(to.value), shown);
+}
+
+// The top-level elements that differ between two versions (meta aside): what a version changed, at a glance.
+function changedElements(before, after) {
+  if (!before || !after) return [];
+  const names = new Set([...Object.keys(before), ...Object.keys(after)]);
+  names.delete("meta");
+  return [...names].filter((n) => JSON.stringify(before[n]) !== JSON.stringify(after[n])).sort();
 }
 
 async function showDiff(key, versions, from, to, shown) {

@@ -26,7 +26,7 @@ from worker.model.clock import utc_now
 from worker.model.groups import Group, entry_job_id
 from worker.model.jobs import Job, JobResult, JobState, result_event
 from worker.model.results import etag, response_element, version_wanted, written_entry
-from worker.model.stores import Stores, group_outcomes
+from worker.model.stores import Stores, failed_outcomes, group_outcomes
 from worker.model.tenants import DEFAULT_TENANT
 from worker.model.versions import StoredVersion
 from worker.patch.fhir_json import loads
@@ -267,9 +267,9 @@ class GroupIntake:
     def result_lines(self, group: Group, base: str, failed_only: bool = False) -> Iterator[dict[str, Any]]:
         """One outcome per entry, in entry order (pending entries say so); with `failed_only`, only the entries that
         failed, refused at intake (`refused`) or in a worker, read from the group's notes instead of every result."""
-        assert group.total is not None
-        only = sorted({*self._db.groups.refusals(group), *self._db.groups.failures(group)}) if failed_only else None
-        for number, event in group_outcomes(self._db.groups, self._db.jobs, group, only):
+        assert group.total is not None or failed_only  # the failed lines so far may be read while intake runs
+        read = failed_outcomes if failed_only else group_outcomes
+        for number, event in read(self._db.groups, self._db.jobs, group):
             line = {"line": number, **_result_line(event, base)}
             if not failed_only or _failed(str(line["status"])):  # a noted entry may have succeeded on a retry
                 yield line

@@ -64,7 +64,7 @@ SECURITY_SCHEMES = {
         "description": "The DPoP proof JWT for one request (its method and URL), e.g. from `fhir-patch dpop-proof`.",
     },
 }
-SECURITY = [{"bearer": []}, {"dpopToken": [], "dpopProof": []}]
+SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"dpopToken": [], "dpopProof": []}]
 _OPEN = {"/fhir/metadata", "/healthz", "/readyz"}  # answered without a token
 
 

@@ -30,7 +30,7 @@ AUTH: dict[str, str] = {}
 
 @contextlib.contextmanager
 def running(
-    workers: int, state: Path, concurrency: int = 1, api_processes: int = 1
+    workers: int, state: Path, concurrency: int = 1, api_processes: int = 1, log_level: str = "WARNING"
 ) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
     provision = provision_module()
     with provision.services(state) as env:
@@ -44,7 +44,7 @@ def running(
             "FHIR_PATCH_HTTP_PORT": str(port),
             "FHIR_PATCH_DATABASE": f"bench_{token}",
             "FHIR_PATCH_NAMESPACE": f"bench-{token}",
-            "FHIR_PATCH_LOG_LEVEL": "WARNING",
+            "FHIR_PATCH_LOG_LEVEL": log_level,
             "FHIR_PATCH_API_PROCESSES": str(api_processes),
         }
         AUTH["authorization"] = f"Bearer {dev_token(key, 'system/*.cruds system/metrics.read', 'bench', 86_400)}"

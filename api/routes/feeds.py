@@ -211,8 +211,8 @@ async def results(group_id: str, request: Request, caller: Caller) -> Response:
     most = query_number(request, "_count", MAX_FEED_LINES_READ, 1, MAX_FEED_LINES_READ)
     conn = connections(request)
     group = await anyio.to_thread.run_sync(conn.database.groups.get, group_id)
-    if group is None or group.total is None or not caller.owns(group.owner):
-        raise UnknownJob(f"No finished intake for group {group_id!r}", "group")
+    if group is None or (group.total is None and not failed_only) or not caller.owns(group.owner):
+        raise UnknownJob(f"No finished intake for group {group_id!r}", "group")  # failed lines: from the start
     base = fhir_base(request)
 
     def lines() -> Iterator[bytes]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from worker.model.stores import group_outcomes
+from worker.model.stores import failed_outcomes, group_outcomes
 from worker.storage import Database
 
 NOW = datetime(2026, 11, 30, 10, tzinfo=UTC)
@@ -45,6 +45,32 @@ def test_refusals_are_kept_per_block_and_read_back_in_entry_order(db: Database) 
     expired = list(db.groups.expire(NOW + timedelta(days=2), NOW + timedelta(days=2), lambda g: True))
     expired += list(db.groups.expire(NOW + timedelta(days=4), NOW + timedelta(days=4), lambda g: True))
     assert [g.id for g in expired] == ["g3"] and db.groups.refusals(group) == {}, "the blocks expire with the group"
+
+
+def test_an_owner_lists_its_newest_groups_newest_first_at_most_twenty(db: Database) -> None:
+    for n in range(25):
+        db.groups.open(f"gl{n}", "feed", NOW + timedelta(seconds=n), None, "lister")
+    db.groups.open("gx", "batch", NOW, None, "someone-else")
+    assert db.groups.recent("lister") == [f"gl{n}" for n in range(24, 4, -1)]
+    assert db.groups.recent("someone-else") == ["gx"] and db.groups.recent("nobody") == []
+
+
+def test_failed_lines_are_read_in_entry_order_from_refusals_and_worker_notes(db: Database) -> None:
+    db.groups.open("gf", "feed", NOW, None, "alice")
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "invalid"}]}
+    db.groups.refuse("gf", [(3, 400, outcome), (7, 400, outcome)], NOW)
+    db.groups.refuse("gf", [(502, 400, outcome)], NOW)
+    db.groups.note_failures({"gf": [9, 2]})
+    db.groups.note_failures({"gf": [600, 9]})  # noted again by a redelivered job: once
+    group = db.groups.get("gf")
+    assert group is not None
+    assert db.groups.failures(group) == [2, 9, 600]
+    read = list(failed_outcomes(db.groups, db.jobs, group))  # while intake runs: every line so far
+    assert [n for n, _ in read] == [2, 3, 7, 9, 502, 600]
+    assert [bool(e and e.get("refused")) for _, e in read] == [False, True, True, False, True, False]
+    db.groups.close("gf", 550, 3, NOW)
+    closed = db.groups.get("gf")
+    assert closed is not None and [n for n, _ in failed_outcomes(db.groups, db.jobs, closed)] == [2, 3, 7, 9, 502]
 
 
 def test_a_discarded_group_is_gone(db: Database) -> None:

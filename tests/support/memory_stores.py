@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from worker.model.groups import Group
+from worker.model.groups import Group, refusal_block
 from worker.model.jobs import Job, JobState, Start
 from worker.model.versions import StoredVersion
 from worker.storage import IdempotencyConflict, VersionConflict
@@ -274,7 +274,7 @@ class MemoryGroups:
     def refuse(self, group_id: str, refusals: list[tuple[int, int, dict[str, Any] | None]], now: datetime) -> None:
         if not refusals:
             return
-        block = f"{group_id}/refused/{refusals[0][0]:07d}"
+        block = refusal_block(group_id, refusals[0][0])
         entries = {n: {"state": "failed", "key": "", "result": {"status": s, "outcome": o}} for n, s, o in refusals}
         self.blocks.setdefault(block, entries)
         group = self.groups[group_id]

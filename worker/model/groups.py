@@ -10,6 +10,15 @@ def entry_job_id(group_id: str, number: int) -> str:
     return f"{group_id}-{number:07d}"
 
 
+def refusal_block(group_id: str, first: int) -> str:
+    """The id of a block of entries refused at intake, named by its first entry (blocks are in entry order)."""
+    return f"{group_id}/refused/{first:07d}"
+
+
+def refusal_block_start(block: str) -> int:
+    return int(block.rsplit("/", 1)[1])
+
+
 def entry_number(job_id: str) -> int:
     """The entry number of a group's job `G-nnnnnnn`."""
     return int(job_id.rsplit("-", 1)[1])

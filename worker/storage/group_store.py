@@ -32,7 +32,7 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from worker.edges import translating
-from worker.model.groups import Group
+from worker.model.groups import Group, refusal_block
 from worker.storage import keyed
 from worker.storage.elections import through_elections
 from worker.storage.expiry import ExpirySlots
@@ -113,7 +113,7 @@ class GroupStore:
         """Record entries refused at intake, (number, status, outcome) each, as one block document."""
         if not refusals:
             return
-        block = f"{group_id}/refused/{refusals[0][0]:07d}"
+        block = refusal_block(group_id, refusals[0][0])
         # Objects, not nested arrays: FerretDB stores no arrays of arrays.
         entries = [{"n": number, "status": status, "outcome": outcome} for number, status, outcome in refusals]
         keyed.insert_new(self._groups, [keyed.storable({"_id": block, "at": now, "entries": entries})])

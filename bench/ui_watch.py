@@ -136,7 +136,7 @@ def watched(base: str, args: argparse.Namespace, page: Page) -> dict[str, Any]:
 def shot(page: Page, args: argparse.Namespace, name: str) -> None:
     if args.screenshots:
         args.screenshots.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(args.screenshots / f"{name}.png"), full_page=True)
+        page.screenshot(path=str(args.screenshots / f"{name}.png"))
 
 
 def request_costs(base: str, location: str) -> dict[str, float]:

@@ -65,7 +65,7 @@ def screenshot(page: Page, name: str) -> None:
     where = os.environ.get("FHIR_PATCH_SCREENSHOTS")
     if where:
         Path(where).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(where) / f"{name}.png"), full_page=True)
+        page.screenshot(path=str(Path(where) / f"{name}.png"))
 
 
 def sign_in(page: Page, service: Service, token: str) -> None:

@@ -156,7 +156,7 @@ function progressCells(progress, rate) {
   const of = progress.total === null ? `${progress.ended} (intake running)` : `${progress.ended} / ${progress.total}`;
   return [
     el("td", {}, bar, " ", of),
-    el("td", { "data-rate": "" }, rate.perSecond === null ? "–" : `${rate.perSecond.toFixed(0)}/s`),
+    el("td", { "data-rate": "" }, rate.perSecond === null || (progress.done && !rate.perSecond) ? "–" : `${rate.perSecond.toFixed(0)}/s`),
     el("td", {}, progress.done ? "done" : seconds(rate.left(progress))),
   ];
 }

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Page, Request
+from playwright.sync_api import Page, Request, Route
 
 from api.docs_pages import DOCS_POLICY
 from api.ui.pages import CONTENT_SECURITY_POLICY
@@ -94,6 +94,7 @@ def test_a_feed_with_failures_shows_its_counts_and_each_failed_line(page: Page, 
     sign_in(page, ui_service, token)
     row = page.locator(f"#groups tr[data-group='{group}']")
     row.wait_for()
+    page.locator("#health .chart", has_text="now").first.wait_for()  # drawn from /metrics (system/metrics.read)
     assert "done" in row.inner_text() and "9 / 9" in row.inner_text()
     screenshot(page, "ui-feeds")
     page.click(f"#groups a[href='/ui/feeds/{group}']")
@@ -195,3 +196,16 @@ def test_the_token_stays_in_session_storage_only(page: Page, ui_service: Service
     assert all(token not in r.url for r in sent)
     calls = [r for r in sent if "/fhir/" in r.url]
     assert calls and all(r.headers.get("authorization") == f"Bearer {token}" for r in calls)
+    page.locator("#groups td", has_text="No feed or batch of yours yet.").wait_for()  # others' are not listed
+
+
+def test_with_authentication_disabled_no_token_is_asked_for(page: Page, ui_service: Service) -> None:
+    def disabled(route: Route) -> None:  # the script's side; the API's config answer is tested in process
+        config = {"authDisabled": True, "communityParameter": None, "communities": [], "requiredHeaders": []}
+        route.fulfill(json=config)
+
+    page.route("**/ui/config.json", disabled)
+    page.goto(f"{ui_service.base}/ui/")
+    page.locator("#access-note", has_text="Authentication is disabled").wait_for()
+    assert page.locator("#token-field").is_hidden()
+    page.wait_for_selector("#groups")  # straight to the list, with no token pasted

@@ -36,8 +36,7 @@ def router(app: FastAPI) -> APIRouter:
             swagger_favicon_url=favicon,
             swagger_ui_parameters={"persistAuthorization": False, "tryItOutEnabled": True},
         )
-        page.headers["Content-Security-Policy"] = DOCS_POLICY
-        return page
+        return _with_policy(page)
 
     @pages.get("/redoc")
     async def redoc() -> HTMLResponse:
@@ -48,7 +47,11 @@ def router(app: FastAPI) -> APIRouter:
             redoc_favicon_url=favicon,
             with_google_fonts=False,
         )
-        page.headers["Content-Security-Policy"] = DOCS_POLICY
-        return page
+        return _with_policy(page)
 
     return pages
+
+
+def _with_policy(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = DOCS_POLICY
+    return page

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -39,21 +38,12 @@ from feed import create  # noqa: E402
 from harness import AUTH, running  # noqa: E402
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
 
+from devkit.browser import CHROMIUM_FLAGS, chromium_path  # noqa: E402
 from devkit.feeds import feed_lines  # noqa: E402
 
 SERVICE = ("api", "worker", "redis", "ferretdb", "mongod")  # the browser and this process are not the service
 REPLAYS = 200
 LIST_SECONDS = 12
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 
 
 def arguments() -> argparse.Namespace:
@@ -170,7 +160,7 @@ def idle_cpu_per_second(seconds: float = 10) -> float:
 
 def main() -> None:
     args = arguments()
-    chromium = os.environ.get("FHIR_PATCH_CHROMIUM") or shutil.which("chromium")
+    chromium = chromium_path()
     if not chromium:
         sys.exit("ui_watch: Chromium is missing; run scripts/ensure-chromium.sh")
     with (
@@ -180,7 +170,7 @@ def main() -> None:
     ):
         create(base, args.resources)
         first = alone(base, args)
-        browser = playwright.chromium.launch(executable_path=chromium, args=FLAGS, headless=True)
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS, headless=True)
         page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
         second = watched(base, args, page)
         browser.close()

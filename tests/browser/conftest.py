@@ -7,31 +7,20 @@ FHIR_PATCH_SCREENSHOTS=<dir> the tests also keep a screenshot of each page there
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from devkit.browser import CHROMIUM_FLAGS, chromium_path
 from tests.support.service import Service, service_of_its_own
 
-# What the machine's closed network needs: no background fetches, no first-run work, no sandbox (tests run as root).
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 OPERATOR_SCOPE = "system/*.cruds system/metrics.read"
 
 
-def chromium_path() -> str:
-    found = os.environ.get("FHIR_PATCH_CHROMIUM") or shutil.which("chromium")
+def chromium() -> str:
+    found = chromium_path()
     if not found:
         pytest.fail("Chromium is not installed: `make test` installs it (scripts/ensure-chromium.sh)")
     return found
@@ -40,7 +29,7 @@ def chromium_path() -> str:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS, headless=True)
+        launched = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS, headless=True)
         yield launched
         launched.close()
 

@@ -36,7 +36,7 @@ class Connections:
     def open(cls, settings: Settings) -> dict[str, Connections]:
         """The connections of every registry, by tenant (one, `default`, without FHIR_PATCH_TENANTS)."""
         backends = Backends.open(settings)
-        waiter = ResultWaiter(settings.redis_url, backends.readings.wakeup_channel)
+        waiter = ResultWaiter(backends.listener(), backends.readings.wakeup_channel)
         authenticator = Authenticator(settings, replays=backends.replays)
         lenient = settings.store_validation == "lenient"
         return {

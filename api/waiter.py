@@ -61,8 +61,8 @@ class Expected:
 
 
 class ResultWaiter:
-    def __init__(self, redis_url: str, channel: str) -> None:
-        self._redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=3)
+    def __init__(self, redis: aioredis.Redis, channel: str) -> None:
+        self._redis = redis
         self._channel = channel
         self._futures: dict[str, tuple[asyncio.Future[WakeUp], int]] = {}  # job id -> (future, requests waiting)
         self._task: asyncio.Task[None] | None = None

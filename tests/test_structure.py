@@ -20,6 +20,8 @@ LAYERS: dict[str, int] = {
     "worker.model": 1,  # jobs, changes, versions, groups, the store Protocols, wake-ups, the caller
     "worker.settings": 1,
     "worker.access_settings": 1,  # the settings of who may ask (auth, DPoP, scope aliases, request headers)
+    "worker.redis_settings": 1,  # Redis high availability: Sentinel, replicas an arrival waits for
+    "worker.redis_clients": 2,  # every Redis client, from the URL or from the Sentinels
     "worker.environment": 1,  # typed readers of environment variables, for the settings
     "worker.logs": 1,
     "worker.edges": 2,  # foreign exceptions become ours

@@ -12,6 +12,7 @@ from typing import Any
 
 from celery import Celery
 
+from worker.redis_clients import broker
 from worker.settings import Settings
 
 
@@ -21,8 +22,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def _delivery(settings: Settings) -> dict[str, Any]:
     """At-least-once delivery over Redis, results in MongoDB."""
+    broker_url, sentinel_options = broker(settings.redis_url, settings)
     return {
-        "broker_url": settings.redis_url,
+        # FHIR_PATCH_REDIS_URL, or with Sentinel kombu's sentinel:// transport (worker/redis_clients.py).
+        "broker_url": broker_url,
         # One queue per deployment namespace: deployments sharing a Redis
         # never take each other's work.
         "task_default_queue": settings.namespace,
@@ -47,6 +50,7 @@ def _delivery(settings: Settings) -> dict[str, Any]:
         # running job would be delivered twice (harmless, but wasteful).
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout_seconds,
+            **sentinel_options,
         },
     }
 

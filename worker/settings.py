@@ -29,14 +29,15 @@ from worker.environment import (
     write_concern,
 )
 from worker.model.tenants import TenantTarget
+from worker.redis_settings import RedisSettings
 
 __all__ = ["Settings", "SettingsError"]
 
 
 @dataclass(frozen=True)
-class Settings(AccessSettings):
+class Settings(RedisSettings, AccessSettings):
     """Everything configurable, with its environment variable in the field metadata (and the fields of
-    AccessSettings first)."""
+    AccessSettings and RedisSettings first)."""
 
     redis_url: str = field(
         default="redis://127.0.0.1:6379/0",

@@ -21,6 +21,7 @@ from celery import Celery
 from worker.model.clock import utc_now
 from worker.model.jobs import Job
 from worker.ordering import KeyQueues
+from worker.redis_clients import sync_client
 from worker.service.callbacks import CallbackSender, http_client
 from worker.service.drain import Drainer
 from worker.service.loop import DrainLoop, LoopParts
@@ -45,8 +46,8 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings, app: Celery, on_finished: Callable[[Job], None]) -> Runtime:
-        client = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=10, socket_connect_timeout=3, health_check_interval=30
+        client = sync_client(
+            settings.redis_url, settings, socket_timeout=10, socket_connect_timeout=3, health_check_interval=30
         )
         queues = KeyQueues(client, settings.namespace)
         registries = Registries.open(settings, queues.copies.hint)

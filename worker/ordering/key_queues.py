@@ -17,16 +17,17 @@ from worker.ordering.counters import Counters
 from worker.ordering.wakeups import Wakeups
 from worker.schedule.keys import RedisKeys
 from worker.schedule.redis_schedule import RedisSchedule
+from worker.schedule.replication import ASYNCHRONOUS, Replication
 
 
 @translating(RedisError, "Redis")
 class KeyQueues:
     """The Redis side of per-key ordering, bound to one namespace."""
 
-    def __init__(self, client: redis.Redis, namespace: str) -> None:
+    def __init__(self, client: redis.Redis, namespace: str, replication: Replication = ASYNCHRONOUS) -> None:
         self._redis = client
         self.keys = RedisKeys(namespace)
-        self.schedule = RedisSchedule(client, self.keys)
+        self.schedule = RedisSchedule(client, self.keys, replication)
         self.copies = NewestCopies(client, self.keys)
         self.counters = Counters(client, self.keys)
         self.wakeups = Wakeups(client, self.keys)

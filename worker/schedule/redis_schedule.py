@@ -17,6 +17,7 @@ from worker.edges import translating
 from worker.model.latency import latency_bucket
 from worker.schedule.keys import RedisKeys, client_field, decoded, realm_of
 from worker.schedule.port import MOST_ITEMS_PER_TAKE, Arrival, DrainerLimits, Finished, Heads, Step, distinct_items
+from worker.schedule.replication import ASYNCHRONOUS, ReplicatedWrites, Replication
 from worker.schedule.scripts import scripts
 from worker.schedule.states import KeyView, Mark, taken_prefix
 
@@ -50,10 +51,11 @@ def _texts(values: Any) -> list[str]:
 class RedisSchedule:
     """The key schedule of one namespace (and tenant) in Redis."""
 
-    def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
+    def __init__(self, client: redis.Redis, keys: RedisKeys, replication: Replication = ASYNCHRONOUS) -> None:
         self._redis = client
         self.keys = keys
         self._lua = scripts(client, *_SCRIPTS)
+        self._writes = ReplicatedWrites(replication)  # arrivals wait for replicas (replication.py)
 
     # intake
 
@@ -76,7 +78,11 @@ class RedisSchedule:
     def arrive(self, key: str, job_id: str, payload: str, now: float) -> Arrival:
         """Queue a job on its key and count it accepted (held while Redis is out of sync; never twice)."""
         args = {"key": key, "offered": Mark.offered(now).encode(), "job": job_id, "payload": payload}
-        return Arrival(int(self._lua["arrive"](self._arrive_keys(key), args)))
+        if not self._writes.replication.replicas:  # one call, not a pipeline (which checks its scripts first)
+            return Arrival(int(self._lua["arrive"](self._arrive_keys(key), args)))
+        pipe = self._redis.pipeline(transaction=False)
+        self._lua["arrive"](self._arrive_keys(key), args, client=pipe)
+        return Arrival(int(self._writes.execute(pipe)[0]))
 
     def arrive_many(self, jobs: list[tuple[str, str, str]], now: float) -> tuple[list[str], bool]:
         """`arrive` for (key, job id, payload) in order, one round trip: (the keys to offer, any held)."""
@@ -85,7 +91,7 @@ class RedisSchedule:
         for key, job_id, payload in jobs:
             args = {"key": key, "offered": offered, "job": job_id, "payload": payload}
             self._lua["arrive"](self._arrive_keys(key), args, client=pipe)
-        arrivals = [Arrival(int(flag)) for flag in pipe.execute()]
+        arrivals = [Arrival(int(flag)) for flag in self._writes.execute(pipe)]
         keys = [key for (key, _, _), arrival in zip(jobs, arrivals) if arrival is Arrival.SEND_DRAIN]
         return list(dict.fromkeys(keys)), any(arrival is Arrival.HELD for arrival in arrivals)
 
@@ -95,7 +101,9 @@ class RedisSchedule:
         named = {**self._sync_keys(realm_of(keys[0])), "counts": k.counts}  # a transaction is one tenant's
         pairs = [x for key in keys for x in (k.queue(key), k.mark(key))]
         args = {"job": job_id, "payload": payload, "offered": Mark.offered(now).encode()}
-        offer = self._lua["arrive_transaction"](named, args, more_keys=pairs, more_args=keys)
+        pipe = self._redis.pipeline(transaction=False)
+        self._lua["arrive_transaction"](named, args, more_keys=pairs, more_args=keys, client=pipe)
+        offer = self._writes.execute(pipe)[0]
         return None if offer is None else _texts(offer)
 
     def queued(self, job_id: str) -> bool:

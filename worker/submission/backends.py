@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 from celery import Celery
 
 from worker.broker import create_celery
@@ -23,7 +24,9 @@ from worker.ordering import KeyQueues
 from worker.ordering.admission import Admission
 from worker.ordering.metrics import Metrics
 from worker.ordering.replays import ProofReplays
+from worker.redis_clients import async_client, sync_client
 from worker.schedule.keys import RedisKeys
+from worker.schedule.replication import Replication
 from worker.settings import Settings
 from worker.storage.registries import Registries
 from worker.submission.drains import CeleryDrains, drainer_limits
@@ -88,11 +91,14 @@ class Backends:
     _redis: redis.Redis
     _celery: Celery
     _mongodb: Registries
+    _settings: Settings
 
     @classmethod
     def open(cls, settings: Settings) -> Backends:
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
-        queues = KeyQueues(client, settings.namespace)
+        client = sync_client(settings.redis_url, settings, socket_timeout=5, socket_connect_timeout=2)
+        queues = KeyQueues(
+            client, settings.namespace, Replication(settings.replicas_to_wait_for, settings.redis_wait_ms)
+        )
         databases = Registries.open(settings, queues.copies.hint)
         celery = create_celery(settings)
         drains = CeleryDrains(celery, queues.schedule, drainer_limits(settings))
@@ -109,7 +115,11 @@ class Backends:
         }
         readings = QueueReadings(queues, admission, metrics, drains)
         replays = ProofReplays(client, RedisKeys(settings.namespace))
-        return cls(registries, readings, replays, client, celery, databases)
+        return cls(registries, readings, replays, client, celery, databases, settings)
+
+    def listener(self) -> aioredis.Redis:
+        """An asyncio client for the wake-up channel (the API's ResultWaiter), of the same master."""
+        return async_client(self._settings.redis_url, self._settings, socket_connect_timeout=3)
 
     def ensure_indexes(self) -> None:
         self._mongodb.ensure_indexes()

@@ -4,7 +4,9 @@
     python scripts/provision.py [--state DIR] -- COMMAND [ARG...]
 
 - Redis: FHIR_PATCH_REDIS_URL when set; else Debian's redis-server (installed when
-  missing) on a free 127.0.0.1 port, data in the state folder, no persistence.
+  missing) on a free 127.0.0.1 port, data in the state folder, no persistence. With
+  FHIR_PATCH_LOCAL_REDIS=sentinel: a master, a replica and three Sentinels, and the
+  FHIR_PATCH_REDIS_SENTINELS / _SENTINEL_MASTER settings that follow them.
 - MongoDB protocol: FHIR_PATCH_MONGODB_URI (or MONGODB_URI) when set; else `mongod`
   when on PATH; else FerretDB v1.24.2 with its SQLite backend, built once into
   .cache/ferretdb, telemetry disabled, every listener on loopback.
@@ -124,34 +126,62 @@ def scratch_dir() -> str | None:
 
 
 def start_redis(procs: Processes, state: Path, persistent: bool = False) -> str:
-    binary = helper("ensure-redis.sh")
-    port = free_port()
-    folder = state / "redis"
-    folder.mkdir(parents=True, exist_ok=True)
-    logfile = state / "redis.log"
+    return f"redis://{LOOPBACK}:{start_redis_node(procs, state, 'redis-server', persistent)}/0"
+
+
+SENTINEL_MASTER = "fhirpatch"
+SENTINEL_DOWN_AFTER_MS = 2000  # a master that does not answer for 2 s is failed over (a person can watch it happen)
+
+
+def _redis_argv(binary: str, port: int, folder: Path, persistent: bool) -> list[str]:
     # `make run` keeps Redis's data in an append-only file synced every second, so a restart keeps the queues;
     # correctness does not rest on it (the sync marker and the reconciler rebuild them from MongoDB), the tests
     # run without it to show that.
     aof = ["--appendonly", "yes", "--appendfsync", "everysec"] if persistent else ["--appendonly", "no"]
-    argv = [
-        binary,
-        "--bind",
-        LOOPBACK,
-        "--port",
-        str(port),
-        "--dir",
-        str(folder),
-        "--save",
-        "",
-        *aof,
-        "--protected-mode",
-        "yes",
-        "--daemonize",
-        "no",
-    ]
-    proc = procs.start("redis-server", argv, logfile)
-    wait_until(tcp_open(port), proc, "redis-server", logfile)
-    return f"redis://{LOOPBACK}:{port}/0"
+    base = ["--bind", LOOPBACK, "--port", str(port), "--dir", str(folder), "--save", ""]
+    return [binary, *base, *aof, "--protected-mode", "yes", "--daemonize", "no"]
+
+
+def start_redis_node(
+    procs: Processes, state: Path, name: str, persistent: bool = False, extra: tuple[str, ...] = ()
+) -> int:
+    """One redis-server on a free loopback port, data under state/name; its port."""
+    binary = helper("ensure-redis.sh")
+    port = free_port()
+    folder = state / name
+    folder.mkdir(parents=True, exist_ok=True)
+    logfile = state / f"{name}.log"
+    proc = procs.start(name, [*_redis_argv(binary, port, folder, persistent), *extra], logfile)
+    wait_until(tcp_open(port), proc, name, logfile)
+    return port
+
+
+def start_sentinel_set(procs: Processes, state: Path, persistent: bool = False) -> dict[str, str]:
+    """FHIR_PATCH_LOCAL_REDIS=sentinel: a master, a replica and three Sentinels (quorum 2) on loopback, so a
+    failover can be tried on one machine; the settings that make the service follow the master."""
+    master = start_redis_node(procs, state, "redis-master", persistent)
+    start_redis_node(procs, state, "redis-replica", persistent, ("--replicaof", LOOPBACK, str(master)))
+    binary = helper("ensure-redis.sh")
+    sentinels = []
+    for n in range(3):
+        port, folder = free_port(), state / f"sentinel{n}"
+        folder.mkdir(parents=True, exist_ok=True)
+        config = folder / "sentinel.conf"  # a Sentinel rewrites its own configuration as it learns
+        config.write_text(
+            f"port {port}\nbind {LOOPBACK}\ndir {folder}\n"
+            f"sentinel monitor {SENTINEL_MASTER} {LOOPBACK} {master} 2\n"
+            f"sentinel down-after-milliseconds {SENTINEL_MASTER} {SENTINEL_DOWN_AFTER_MS}\n"
+            f"sentinel failover-timeout {SENTINEL_MASTER} 10000\nsentinel parallel-syncs {SENTINEL_MASTER} 1\n"
+        )
+        logfile = state / f"sentinel{n}.log"
+        proc = procs.start(f"sentinel{n}", [binary, str(config), "--sentinel"], logfile)
+        wait_until(tcp_open(port), proc, f"sentinel{n}", logfile)
+        sentinels.append(f"{LOOPBACK}:{port}")
+    return {
+        "FHIR_PATCH_REDIS_URL": f"redis://{LOOPBACK}:{master}/0",
+        "FHIR_PATCH_REDIS_SENTINELS": ",".join(sentinels),
+        "FHIR_PATCH_REDIS_SENTINEL_MASTER": SENTINEL_MASTER,
+    }
 
 
 def start_mongodb_protocol(procs: Processes, state: Path) -> str:
@@ -188,7 +218,12 @@ def services(state: Path, persistent: bool = False) -> Iterator[dict[str, str]]:
     procs = Processes()
     try:
         env = {}
-        env["FHIR_PATCH_REDIS_URL"] = os.environ.get("FHIR_PATCH_REDIS_URL") or start_redis(procs, state, persistent)
+        if os.environ.get("FHIR_PATCH_REDIS_URL"):
+            env["FHIR_PATCH_REDIS_URL"] = os.environ["FHIR_PATCH_REDIS_URL"]
+        elif os.environ.get("FHIR_PATCH_LOCAL_REDIS") == "sentinel":
+            env.update(start_sentinel_set(procs, state, persistent))
+        else:
+            env["FHIR_PATCH_REDIS_URL"] = start_redis(procs, state, persistent)
         env["FHIR_PATCH_MONGODB_URI"] = (
             os.environ.get("FHIR_PATCH_MONGODB_URI")
             or os.environ.get("MONGODB_URI")

@@ -273,6 +273,8 @@ def main() -> int:
             log(f"could not start services: {exc}")
             return 2
         log(f"redis {env['FHIR_PATCH_REDIS_URL']}  mongodb {env['FHIR_PATCH_MONGODB_URI']}  logs in {state}")
+        if "FHIR_PATCH_REDIS_SENTINELS" in env:
+            log(f"redis sentinels {env['FHIR_PATCH_REDIS_SENTINELS']} (master {SENTINEL_MASTER!r})")
         return run_command(command, env)
 
 

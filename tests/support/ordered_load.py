@@ -33,6 +33,7 @@ class OrderedLoad:
     clients: int = 8
     acknowledged: dict[str, int] = field(default_factory=dict)
     acknowledged_at: list[float] = field(default_factory=list)  # monotonic times of every 202
+    others: list[Service] = field(default_factory=list)  # more stacks behind "the balancer", on the same stores
 
     def create(self) -> None:
         with self.service.client() as client:
@@ -47,10 +48,13 @@ class OrderedLoad:
         deadline = time.monotonic() + deadline_seconds
 
         def client_share(c: int) -> None:
-            with self.service.client() as client:
+            stacks = [self.service, *self.others]
+            stacks = stacks[c % len(stacks) :] + stacks[: c % len(stacks)]  # each client starts on its own stack
+            with contextlib.ExitStack() as opened:
+                clients = [opened.enter_context(self._client(stack)) for stack in stacks]
                 for n in range(self.per_resource):
                     for r in range(c, self.resources, self.clients):
-                        if self._send(client, f"r{r}", n, deadline):
+                        if self._send(clients, f"r{r}", n, deadline):
                             self.acknowledged[f"r{r}"] += 1
                     if n == self.per_resource // 3:
                         third.set()
@@ -62,8 +66,17 @@ class OrderedLoad:
             for future in futures:
                 future.result()
 
-    def _send(self, client: httpx.Client, rid: str, n: int, deadline: float) -> bool:
+    def _client(self, stack: Service) -> httpx.Client:
+        """A client of `stack` with a token of the first stack's issuer (every stack trusts it)."""
+        assert self.service.issuer is not None
+        return httpx.Client(base_url=stack.fhir, timeout=30, trust_env=False, headers=self.service.issuer.bearer())
+
+    def _send(self, clients: list[httpx.Client], rid: str, n: int, deadline: float) -> bool:
+        """Until acknowledged: a stack that does not answer is left for the next one, as a balancer would."""
+        attempt = 0
         while time.monotonic() < deadline:
+            client = clients[attempt % len(clients)]
+            attempt += 1
             with contextlib.suppress(httpx.HTTPError):
                 answer = client.patch(
                     f"Patient/{rid}", content=_append(str(n)), headers={**ASYNC, "idempotency-key": f"{rid}-{n}"}

@@ -9,6 +9,7 @@ import contextlib
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,16 +32,18 @@ class OrderedLoad:
     resources: int = 24
     per_resource: int = 30
     clients: int = 8
+    prefix: str = "r"  # the Patients' ids: prefix + number
     acknowledged: dict[str, int] = field(default_factory=dict)
     acknowledged_at: list[float] = field(default_factory=list)  # monotonic times of every 202
     others: list[Service] = field(default_factory=list)  # more stacks behind "the balancer", on the same stores
+    retried: Counter[str] = field(default_factory=Counter)  # why a patch was sent again: status, or the error
 
     def create(self) -> None:
         with self.service.client() as client:
             for r in range(self.resources):
-                body = {"resourceType": "Patient", "id": f"r{r}", "identifier": [{"value": "start"}]}
-                assert client.put(f"Patient/r{r}", json=body).status_code in (200, 201)
-        self.acknowledged = {f"r{r}": 0 for r in range(self.resources)}
+                body = {"resourceType": "Patient", "id": f"{self.prefix}{r}", "identifier": [{"value": "start"}]}
+                assert client.put(f"Patient/{self.prefix}{r}", json=body).status_code in (200, 201)
+        self.acknowledged = {f"{self.prefix}{r}": 0 for r in range(self.resources)}
 
     def run(self, fault: Callable[[], None], deadline_seconds: float = 240) -> None:
         """Send the load; once a third of it is acknowledged, run `fault` (in this thread) while it goes on."""
@@ -54,8 +57,8 @@ class OrderedLoad:
                 clients = [opened.enter_context(self._client(stack)) for stack in stacks]
                 for n in range(self.per_resource):
                     for r in range(c, self.resources, self.clients):
-                        if self._send(clients, f"r{r}", n, deadline):
-                            self.acknowledged[f"r{r}"] += 1
+                        if self._send(clients, f"{self.prefix}{r}", n, deadline):
+                            self.acknowledged[f"{self.prefix}{r}"] += 1
                     if n == self.per_resource // 3:
                         third.set()
 
@@ -77,14 +80,18 @@ class OrderedLoad:
         while time.monotonic() < deadline:
             client = clients[attempt % len(clients)]
             attempt += 1
-            with contextlib.suppress(httpx.HTTPError):
+            try:
                 answer = client.patch(
                     f"Patient/{rid}", content=_append(str(n)), headers={**ASYNC, "idempotency-key": f"{rid}-{n}"}
                 )
+            except httpx.HTTPError as exc:
+                self.retried[type(exc).__name__] += 1
+            else:
                 if answer.status_code == 202:
                     self.acknowledged_at.append(time.monotonic())
                     return True
                 assert answer.status_code in (503, 500), answer.text  # 500: never expected; counted below
+                self.retried[str(answer.status_code)] += 1
             time.sleep(0.05)
         return False
 
@@ -100,12 +107,16 @@ class OrderedLoad:
         with self.service.client() as client:
 
             def applied() -> int:
-                return sum(len(client.get(f"Patient/r{r}").json()["identifier"]) - 1 for r in range(self.resources))
+                return sum(
+                    len(client.get(f"Patient/{self.prefix}{r}").json()["identifier"]) - 1 for r in range(self.resources)
+                )
 
             with contextlib.suppress(TimeoutError):
                 wait_progress(applied, total, "acknowledged patches applied", stall_seconds=60)
             return {
-                f"r{r}": [i["value"] for i in client.get(f"Patient/r{r}").json()["identifier"]][1:]
+                f"{self.prefix}{r}": [i["value"] for i in client.get(f"Patient/{self.prefix}{r}").json()["identifier"]][
+                    1:
+                ]
                 for r in range(self.resources)
             }
 
@@ -125,4 +136,5 @@ class OrderedLoad:
             "fifo_violations": violations,
             "duplicates": sum(len(v) - len(set(v)) for v in values.values()),
             "unfinished": unfinished,
+            "retried": dict(self.retried),
         }

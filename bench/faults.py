@@ -1,9 +1,12 @@
 """Fault runs under load, as a new user would try them: the API, Redis or the Celery main process SIGKILLed.
 
     .venv/bin/python bench/faults.py [--kill api,redis,celery] [--jobs 3000] [--resources 200] [--clients 16]
+                                     [--redis one|sentinel]
 
 It runs what `make run` runs (the supervisor of `fhir-patch serve`, which restarts a process that dies) on a
-MongoDB-protocol server and a Redis of its own; Redis is killed and started again empty on the same port.
+MongoDB-protocol server and a Redis of its own; Redis is killed and started again empty on the same port. With
+`--redis sentinel`, Redis is what `make run` starts with FHIR_PATCH_LOCAL_REDIS=sentinel, and killing it kills
+the master: the Sentinels promote the replica, and the old master comes back as a replica.
 Each client owns some resources and sends its patches to each in order: async JSON Patch appends of one
 identifier, each with an Idempotency-Key, retried with that key on transport errors and 5xx until answered 202.
 At a third of the load each kill named is made in turn. Then every resource's identifiers are read back:
@@ -29,6 +32,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -36,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devkit.procfs import free_port, provision_module  # noqa: E402
+from devkit.sentinel import fail_over, replicas_of_master  # noqa: E402
 
 ASYNC = {"prefer": "respond-async", "content-type": "application/json-patch+json"}
 QUIET_SECONDS = 60.0  # after the load: the resources are read once nothing changed for this long (or all done)
@@ -76,17 +81,37 @@ class Redis:
         self.proc.wait()
 
 
+class SentinelRedis:
+    """What `make run` starts with FHIR_PATCH_LOCAL_REDIS=sentinel: a master, a replica and three Sentinels; a
+    kill is of the master, which the Sentinels replace by the replica (devkit/sentinel.py)."""
+
+    def __init__(self, state: Path, provision: Any, procs: Any) -> None:
+        self._state, self._provision, self._procs = state / "redis", provision, procs
+        self.env = provision.start_sentinel_set(procs, self._state)
+        wait_condition(lambda: replicas_of_master(self.env) == 1, 30)
+
+    def kill_and_restart_empty(self) -> str:
+        facts = fail_over(self.env, self._provision, self._procs, self._state)
+        return (
+            f"redis master on port {facts['killed_port']} (replica on {facts['promoted_port']} promoted after "
+            f"{facts['promoted_after_s']} s; the old master back as a replica)"
+        )
+
+    def stop(self) -> None:
+        pass  # the provisioned processes stop with the others
+
+
 @contextlib.contextmanager
-def service(state: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Redis]]:
+def service(state: Path, sentinel: bool = False) -> Iterator[tuple[str, subprocess.Popen[bytes], Any]]:
     provision = provision_module()
     procs = provision.Processes()
-    own = Redis(state)
+    own: Any = SentinelRedis(state, provision, procs) if sentinel else Redis(state)
     try:
         mongodb = provision.start_mongodb_protocol(procs, state)
         port = free_port()
         env = {
             **os.environ,
-            "FHIR_PATCH_REDIS_URL": f"redis://127.0.0.1:{own.port}/0",
+            **(own.env if sentinel else {"FHIR_PATCH_REDIS_URL": f"redis://127.0.0.1:{own.port}/0"}),
             "FHIR_PATCH_MONGODB_URI": mongodb,
             "FHIR_PATCH_HTTP_PORT": str(port),
             "FHIR_PATCH_AUTH_DISABLED": "true",
@@ -94,7 +119,7 @@ def service(state: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Redis]]
         argv = [str(ROOT / ".venv" / "bin" / "fhir-patch"), "serve", "--log-dir", str(state / "logs")]
         supervisor = subprocess.Popen(argv, env=env, stdout=open(state / "serve.log", "ab"), start_new_session=True)
         base = f"http://127.0.0.1:{port}"
-        _wait(lambda: httpx.get(f"{base}/readyz", timeout=2, trust_env=False).status_code == 200, 120)
+        wait_condition(lambda: httpx.get(f"{base}/readyz", timeout=2, trust_env=False).status_code == 200, 120)
         try:
             yield base, supervisor, own
         finally:
@@ -105,7 +130,7 @@ def service(state: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Redis]]
         own.stop()
 
 
-def _wait(condition: object, seconds: float) -> None:
+def wait_condition(condition: object, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         with contextlib.suppress(Exception):
@@ -124,8 +149,10 @@ def _children(pid: int) -> list[tuple[int, str]]:
     return found
 
 
-def kill(target: str, supervisor: subprocess.Popen[bytes], redis: Redis) -> str:
+def kill(target: str, supervisor: subprocess.Popen[bytes], redis: Any) -> str:
     """SIGKILL one process of the running service; what was killed."""
+    if target == "redis" and isinstance(redis, SentinelRedis):
+        return redis.kill_and_restart_empty()
     if target == "redis":
         redis.kill_and_restart_empty()
         return f"redis (restarted empty on port {redis.port})"
@@ -218,8 +245,11 @@ def _values(client: httpx.Client, r: int) -> list[str]:
     return [i["value"] for i in identifiers if i.get("value") != "start"]
 
 
-def run(targets: list[str], jobs: int, resources: int, clients: int) -> dict[str, object]:
-    with tempfile.TemporaryDirectory(prefix="fhir-patch-faults-") as folder, service(Path(folder)) as running:
+def run(targets: list[str], jobs: int, resources: int, clients: int, sentinel: bool = False) -> dict[str, object]:
+    with (
+        tempfile.TemporaryDirectory(prefix="fhir-patch-faults-") as folder,
+        service(Path(folder), sentinel) as running,
+    ):
         base, supervisor, redis = running
         load = Load(base, resources, jobs, clients)
         load.seed()
@@ -237,6 +267,7 @@ def run(targets: list[str], jobs: int, resources: int, clients: int) -> dict[str
                 future.result()
         load_seconds = time.monotonic() - started
         report: dict[str, object] = {
+            "redis": "sentinel" if sentinel else "one process",
             "jobs": jobs,
             "resources": resources,
             "clients": clients,
@@ -260,10 +291,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=3000)
     parser.add_argument("--resources", type=int, default=200)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument(
+        "--redis", choices=("one", "sentinel"), default="one", help="sentinel: a master, a replica, 3 Sentinels"
+    )
     args = parser.parse_args()
     targets = [t for t in args.kill.split(",") if t]
     assert all(t in ("api", "redis", "celery") for t in targets), targets
-    print(json.dumps(run(targets, args.jobs, args.resources, args.clients)), flush=True)
+    print(json.dumps(run(targets, args.jobs, args.resources, args.clients, args.redis == "sentinel")), flush=True)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ class Backend:
     now: Callable[[], float]
     lose_everything: Callable[[], None]
     _expire: Callable[[str], None]
+    fail_over: Callable[[float], None]  # another server now answers with the same data (a promoted replica)
 
     def expire_lease(self, key: str) -> None:
         """Let the key's lease run out (on Redis: wait until the server expired it)."""
@@ -49,7 +50,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
         def advance(key: str) -> None:
             clock.now += LEASE * 2
 
-        yield Backend(memory, clock, memory.lose_everything, advance)
+        yield Backend(memory, clock, memory.lose_everything, advance, memory.fail_over)
         return
     env: dict[str, str] = request.getfixturevalue("service_env")
     client = redis.Redis.from_url(env["FHIR_PATCH_REDIS_URL"])
@@ -63,8 +64,11 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     def expired(key: str) -> None:
         wait_for(lambda: not client.exists(keys.lease(key)), 30, f"the lease of {key} to expire", interval=0.02)
 
+    def promoted(now: float) -> None:  # a promoted replica holds the record its old master wrote
+        client.hset(keys.server, mapping={"run_id": "the-old-master", "since": 0})
+
     try:
-        yield Backend(RedisSchedule(client, keys), time.time, flush, expired)
+        yield Backend(RedisSchedule(client, keys), time.time, flush, expired, promoted)
     finally:
         flush()
         client.close()

@@ -185,3 +185,12 @@ def test_each_tenant_is_restored_on_its_own(backend: Backend) -> None:
     assert s.finish_sync("other", now) == [other]
     _, jobs = _acquire(backend, other)
     assert jobs == ["k1", "k2"], "the other tenant's jobs, in arrival order, in its own queue"
+
+
+def test_a_server_that_took_over_is_noticed_once_and_dated(backend: Backend) -> None:
+    schedule = backend.schedule
+    assert schedule.served_since(100.0) == 0.0, "the first server seen"
+    assert schedule.served_since(200.0) == 0.0
+    backend.fail_over(300.0)
+    assert schedule.served_since(300.0) == 300.0, "a failover, seen now"
+    assert schedule.served_since(400.0) == 300.0, "and dated from when it was first seen"

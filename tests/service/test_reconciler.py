@@ -73,6 +73,26 @@ def test_which_keys_are_stalled(state: KeyView, nothing_waits: bool, stalled: bo
     assert setup.reconciler._stalled(state, NOW, nothing_waits) is stalled, why
 
 
+@pytest.mark.parametrize(
+    ("state", "failed_over_ago", "stalled", "why"),
+    [
+        (_view(3, False, f"t:w-live:{NOW - 3 * LEASE}"), 2 * LEASE, True, "taken before a failover, by a live process"),
+        (_view(3, False, f"s:{NOW - 3 * LEASE}"), 2 * LEASE, True, "offered before a failover, others waiting"),
+        (_view(3, False, f"t:w-live:{NOW - 3 * LEASE}"), LEASE / 2, False, "a failover less than a lease ago"),
+        (_view(3, True, f"t:w-live:{NOW - 3 * LEASE}"), 2 * LEASE, False, "a drain renewed its lease since"),
+        (_view(3, False, f"t:w-live:{NOW - LEASE}"), 2 * LEASE, False, "taken after the failover, by a live process"),
+    ],
+)
+def test_marks_from_before_a_redis_failover_are_revived_once_unleased_for_a_lease(
+    state: KeyView, failed_over_ago: float, stalled: bool, why: str
+) -> None:
+    setup = _Setup(waiting=5)  # under load: others wait for a drainer, so only the failover rule can revive
+    setup.queues.schedule.heartbeat("w-live", 3600)
+    setup.queues.schedule.fail_over(NOW - failed_over_ago)
+    failed_over_at = setup.queues.schedule.served_since(NOW)
+    assert setup.reconciler._stalled(state, NOW, False, failed_over_at) is stalled, why
+
+
 def test_a_pass_revives_stalled_keys_only() -> None:
     setup = _Setup()
     queue(setup.stores, setup.queues, put("p", "a", "j1"), put("q", "b", "j2"))

@@ -45,6 +45,11 @@ class RedisKeys:
     def copy(self, key: str) -> str:
         return self._own(key, "cur")
 
+    @property
+    def server(self) -> str:
+        """The run id of the Redis server last seen answering, and since when (RedisSchedule.served_since)."""
+        return f"{self.namespace}:server"
+
     def alive(self, worker: str) -> str:
         return f"{self.namespace}:alive:{worker}"
 

@@ -44,6 +44,7 @@ class MemorySchedule:
     counts: dict[str, int] = field(default_factory=dict)
     held: list[tuple[str, list[str], str]] = field(default_factory=list)
     in_sync: bool = True  # every realm (a fresh twin); after lose_everything, only those in `synced_realms`
+    server_since: float = 0.0  # when the server answering took over (fail_over); 0: the first one
     synced_realms: set[str] = field(default_factory=set)
     locks: set[str] = field(default_factory=set)
     copy_of: Callable[[str], str | None] = field(default=lambda key: None)  # the newest copy next_jobs returns
@@ -299,6 +300,13 @@ class MemorySchedule:
 
     def synced(self, realm: str) -> bool:
         return self.in_sync or realm in self.synced_realms
+
+    def served_since(self, now: float) -> float:
+        return self.server_since  # one server for ever, unless a test says it failed over
+
+    def fail_over(self, now: float) -> None:
+        """What a Redis failover does to the twin: the marks stay as they were, another server answers."""
+        self.server_since = now
 
     def rebuild(self, key: str, jobs: list[tuple[str, str]], now: float) -> bool | None:
         if self._lease(key) is not None:

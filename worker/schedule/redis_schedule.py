@@ -340,6 +340,16 @@ class RedisSchedule:
     def synced(self, realm: str) -> bool:
         return bool(self._redis.exists(self.keys.synced(realm)))
 
+    def served_since(self, now: float) -> float:
+        """The server's run id against the one recorded (replicated, so a promoted replica holds its old master's):
+        when they differ, this server is new here, and since `now`."""
+        run_id = str(self._redis.info("server")["run_id"])
+        recorded = self._redis.hgetall(self.keys.server)
+        if decoded(recorded.get(b"run_id", b"")) == run_id:
+            return float(recorded.get(b"since", 0.0))
+        self._redis.hset(self.keys.server, mapping={"run_id": run_id, "since": now if recorded else 0.0})
+        return now if recorded else 0.0
+
     def rebuild(self, key: str, jobs: list[tuple[str, str]], now: float) -> bool | None:
         """Put the key's jobs in flight (in acceptance order) first in its queue; True when it must be offered,
         None when a drain holds the key now (try again later)."""

@@ -120,10 +120,11 @@ class Reconciler:
     def _revive_stalled_keys(self, now: datetime) -> int:
         revived: list[str] = []
         nothing_waits = self._queues.schedule.waiting() == 0
+        failed_over_at = self._queues.schedule.served_since(now.timestamp())
         for key in self._queues.schedule.active_keys():
             if len(revived) >= MAX_REVIVALS:
                 break
-            if self._stalled(self._queues.schedule.view(key), now.timestamp(), nothing_waits):
+            if self._stalled(self._queues.schedule.view(key), now.timestamp(), nothing_waits, failed_over_at):
                 self._queues.schedule.reoffer(key, now.timestamp())
                 revived.append(key)
         self._drains.send(revived)  # also when none: drainers for what waits, if those counted on died
@@ -132,13 +133,20 @@ class Reconciler:
             log.warning("revived stalled keys", extra={"count": len(revived)})
         return len(revived)
 
-    def _stalled(self, key: KeyView, now: float, nothing_waits: bool) -> bool:
-        """Jobs wait, no drain holds the key, and no drain of it can come any more."""
+    def _stalled(self, key: KeyView, now: float, nothing_waits: bool, failed_over_at: float = 0.0) -> bool:
+        """Jobs wait, no drain holds the key, and no drain of it can come any more.
+
+        A mark set before a Redis failover (`failed_over_at`) may stand for a drain that the promoted replica
+        never heard of: its ready item or its release was lost with the old master, and the process it names
+        may be alive and busy elsewhere. Unleased for a lease, it is revived (a drain that does hold the key
+        renews its lease on the new master, so it is never taken for stalled)."""
         if not key.depth or key.leased:
             return False
         age, lease = now - key.since, self._settings.lease_seconds
         if key.mark is None:  # no drain outstanding (a transaction parked the key): after a lease
             return age > lease
+        if key.since < failed_over_at:
+            return now - failed_over_at > lease
         if key.mark.kind is MarkKind.TAKEN:  # taken by a process: lost only if that process is gone
             return age > lease and not self._queues.schedule.alive(key.mark.worker)
         # Offered (or retrying, and due `since`): it waits on the ready list, unless nothing waits there.

@@ -172,6 +172,7 @@ class Load:
         self.retries = 0
         self.sent = 0
         self.lock = threading.Lock()
+        self.killed_at = self.all_applied_at = 0.0  # monotonic: the last kill; every acknowledged job applied
 
     def seed(self) -> None:
         with httpx.Client(base_url=f"{self.base}/fhir", trust_env=False, timeout=30) as client:
@@ -224,6 +225,7 @@ def check(load: Load) -> dict[str, int]:
             seen = {r: _values(client, r) for r in range(load.resources)}
             applied = sum(len(v) for v in seen.values())
             if applied >= expected:
+                load.all_applied_at = time.monotonic()
                 break
             if applied != last:
                 last, moved = applied, time.monotonic()
@@ -262,6 +264,7 @@ def run(targets: list[str], jobs: int, resources: int, clients: int, sentinel: b
                 threshold = jobs * n // (len(targets) + 2)
                 while load.done() < threshold and not all(f.done() for f in futures):
                     time.sleep(0.05)
+                load.killed_at = time.monotonic()
                 killed.append({"what": kill(target, supervisor, redis), "after_acknowledged": load.done()})
             for future in futures:
                 future.result()
@@ -282,6 +285,8 @@ def run(targets: list[str], jobs: int, resources: int, clients: int, sentinel: b
         }
         report.update(check(load))
         report["settled_seconds"] = round(time.monotonic() - started, 1)
+        if load.all_applied_at:  # seen by polling every second, after the load ended
+            report["all_applied_after_last_kill_s"] = round(load.all_applied_at - load.killed_at, 1)
         return report
 
 

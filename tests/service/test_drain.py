@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from tests.service.conftest import Clock, patch, put, queue
 from tests.service.conftest import drainer_of as _drainer
 from tests.service.conftest import families as _families
 from tests.support.memory_queues import MemoryQueues
 from tests.support.memory_stores import MemoryStores
+from worker.errors import StorageUnavailable
 from worker.model.jobs import JobResult, JobState
 from worker.model.versions import StoredVersion
 from worker.service.drain import BATCH, Drainer
@@ -134,3 +137,30 @@ def test_give_up_records_the_version_a_job_wrote_before_it_failed(settings, stor
     stores.resources.stored["Patient/p/1"] = StoredVersion("Patient", "p", 1, clock(), "{}", "j1", "update")
     assert _drainer(settings, stores, queues, clock).give_up("default/Patient/p", 3) == "j1"
     assert stores.jobs.get("j1").result == JobResult(201, 1, stores.resources.stored["Patient/p/1"].last_updated)  # type: ignore[union-attr]
+
+
+def test_leases_an_outage_kept_from_being_released_are_given_up_when_redis_answers(
+    settings, stores, queues, clock
+) -> None:
+    queue(stores, queues, put("p", "a", "j1"), patch("p", "b", "j2"))
+    drainer = _drainer(settings, stores, queues, clock)
+    schedule = queues.schedule
+    real_next, real_release = schedule.next_jobs, schedule.release
+    calls = {"next": 0}
+
+    def next_then_outage(*args, **kwargs):  # the first step takes the lease; then Redis goes away
+        calls["next"] += 1
+        if calls["next"] > 1:
+            raise StorageUnavailable("Redis: connection refused")
+        return real_next(*args, **kwargs)
+
+    def refused(key, token):
+        raise StorageUnavailable("Redis: connection refused")
+
+    schedule.next_jobs, schedule.release = next_then_outage, refused
+    with pytest.raises(StorageUnavailable):
+        drainer.drain("default/Patient/p")
+    assert "default/Patient/p" in schedule.leases, "the lease outlived the drain (a promoted replica has it)"
+    schedule.next_jobs, schedule.release = real_next, real_release  # Redis answers again
+    assert drainer.release_pending() == ["default/Patient/p"], "given up, and it has jobs to offer again"
+    assert "default/Patient/p" not in schedule.leases and drainer.release_pending() == []

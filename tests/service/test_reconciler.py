@@ -78,12 +78,12 @@ def test_which_keys_are_stalled(state: KeyView, nothing_waits: bool, stalled: bo
     [
         (_view(3, False, f"t:w-live:{NOW - 3 * LEASE}"), 2 * LEASE, True, "taken before a failover, by a live process"),
         (_view(3, False, f"s:{NOW - 3 * LEASE}"), 2 * LEASE, True, "offered before a failover, others waiting"),
-        (_view(3, False, f"t:w-live:{NOW - 3 * LEASE}"), LEASE / 2, False, "a failover less than a lease ago"),
+        (_view(3, False, f"t:w-live:{NOW - 3 * LEASE}"), 1.0, False, "a failover seen a moment ago"),
         (_view(3, True, f"t:w-live:{NOW - 3 * LEASE}"), 2 * LEASE, False, "a drain renewed its lease since"),
         (_view(3, False, f"t:w-live:{NOW - LEASE}"), 2 * LEASE, False, "taken after the failover, by a live process"),
     ],
 )
-def test_marks_from_before_a_redis_failover_are_revived_once_unleased_for_a_lease(
+def test_marks_from_before_a_redis_failover_are_revived_once_unleased_past_a_grace(
     state: KeyView, failed_over_ago: float, stalled: bool, why: str
 ) -> None:
     setup = _Setup(waiting=5)  # under load: others wait for a drainer, so only the failover rule can revive
@@ -142,3 +142,11 @@ def test_one_pass_at_a_time() -> None:
     setup = _Setup()
     setup.queues.schedule.lock(setup.queues.keys.reconciler_lock, 1000)  # another process's pass
     assert setup.reconciler.run_once(START).skipped
+
+
+def test_a_failover_is_reported_once_so_that_a_pass_comes_soon() -> None:
+    setup = _Setup()
+    assert not setup.reconciler.failed_over(START), "the first server"
+    setup.queues.schedule.fail_over(NOW + 5)
+    later = START + timedelta(seconds=6)
+    assert setup.reconciler.failed_over(later) and not setup.reconciler.failed_over(later), "once"

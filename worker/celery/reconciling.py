@@ -13,7 +13,7 @@ import time
 from worker.celery.tasks import Tasks
 from worker.model.clock import utc_now
 from worker.ordering.admission import Admission
-from worker.service.reconciler import SYNC_CHECK_SECONDS, Reconciler
+from worker.service.reconciler import FAILOVER_GRACE_SECONDS, SYNC_CHECK_SECONDS, Reconciler
 from worker.settings import Settings
 from worker.submission.submitter import Submitter
 
@@ -44,11 +44,14 @@ def start_reconciler(tasks: Tasks, settings: Settings) -> None:
 
 
 def _reconcile_forever(reconciler: Reconciler, interval: float) -> None:
-    """The sync check every SYNC_CHECK_SECONDS (so a Redis that lost its data holds new jobs briefly), a whole pass
-    every `interval`."""
+    """The failover and sync checks every SYNC_CHECK_SECONDS (so a Redis that lost its data holds new jobs
+    briefly), a whole pass every `interval` (or soon after a failover)."""
     next_pass = time.monotonic() + interval
     while True:
         try:
+            if reconciler.failed_over(utc_now()):  # revive what it left stalled soon, not at the next interval
+                log.warning("Redis failed over to another server; a pass comes in %s s", FAILOVER_GRACE_SECONDS)
+                next_pass = min(next_pass, time.monotonic() + FAILOVER_GRACE_SECONDS + SYNC_CHECK_SECONDS)
             reconciler.sync(utc_now())
             if time.monotonic() >= next_pass:
                 next_pass = time.monotonic() + interval

@@ -6,6 +6,7 @@ a fork, so each process builds its own on first use (keyed by pid).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -18,6 +19,7 @@ import httpx
 import redis
 from celery import Celery
 
+from worker.errors import StorageUnavailable
 from worker.model.clock import utc_now
 from worker.model.jobs import Job
 from worker.ordering import KeyQueues
@@ -50,6 +52,10 @@ class Runtime:
             settings.redis_url, settings, socket_timeout=10, socket_connect_timeout=3, health_check_interval=30
         )
         queues = KeyQueues(client, settings.namespace)
+        with contextlib.suppress(StorageUnavailable):  # Redis may come later; the reconciler asks again
+            # Record the server answering before any key is taken, so that a failover before the reconciler's
+            # first pass is noticed too (served_since: a server first seen is the first one).
+            queues.schedule.served_since(time.time())
         registries = Registries.open(settings, queues.copies.hint)
         http = http_client()
         drains = CeleryDrains(app, queues.schedule, drainer_limits(settings))

@@ -80,6 +80,7 @@ class Drainer:
         self._holder = holder
         self._holder_gone = holder_gone
         self._schedule = queues.schedule
+        self._unreleased: dict[str, str] = {}  # key -> token of leases a Redis outage kept us from giving up
         registries = database if isinstance(database, Mapping) else {DEFAULT_TENANT: database}
 
         def lane(tenant: str, db: Stores) -> Lane:
@@ -127,11 +128,28 @@ class Drainer:
             while heads:
                 heads = self._step(self._going_on(heads, tokens, processed, done), tokens, processed, done)
         except BaseException:
-            for key in keys:
-                if key not in done:
-                    self._schedule.release(key, tokens[key])  # a retry starts at once instead of waiting out leases
+            self._give_up({key: tokens[key] for key in keys if key not in done})
             raise
         return done
+
+    def _give_up(self, leases: dict[str, str]) -> list[str]:
+        """Release leases now, so a retry starts at once instead of waiting them out; those Redis cannot take now
+        are kept for `release_pending`. The keys that still have jobs."""
+        more = []
+        for key, token in leases.items():
+            try:
+                if self._schedule.release(key, token):
+                    more.append(key)
+            except StorageUnavailable:
+                self._unreleased[key] = token
+        return more
+
+    def release_pending(self) -> list[str]:
+        """Give up the leases a Redis outage kept this process from releasing (after a Sentinel failover the
+        promoted replica still holds them, and they would stall their keys for a whole lease); the keys that
+        still have jobs, to be offered again. A lease taken by another since is left alone (the token is ours)."""
+        pending, self._unreleased = self._unreleased, {}
+        return self._give_up(pending)
 
     def _next_jobs(self, steps: list[Step]) -> list[Heads | None]:
         return self._schedule.next_jobs(steps, self._settings.lease_seconds, BATCH)

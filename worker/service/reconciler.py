@@ -20,7 +20,9 @@ deployment (a Redis lock). Each pass:
 Step 1 reads Redis only and runs every pass; steps 2-4 scan MongoDB and run
 every `MONGODB_PASS_EVERY` passes.
 
-Apart from the passes, `sync` runs every SYNC_CHECK_SECONDS: when Redis lost its
+Apart from the passes, `failed_over` runs every SYNC_CHECK_SECONDS (after a Sentinel failover the next pass
+comes FAILOVER_GRACE_SECONDS later, and revives what the old master's lost writes left stalled), and so does
+`sync`: when Redis lost its
 data (its sync marker is gone, worker/schedule/port.py), it rebuilds every
 key's queue from the jobs MongoDB holds in flight, in acceptance order, then
 appends the jobs that arrived meanwhile and sets the marker again.
@@ -52,6 +54,7 @@ MAX_REVIVALS = 500
 SYNC_CHECK_SECONDS = 0.5
 LOST_BLOCK = 500
 RESTORE_LOCK_MS = 600_000
+FAILOVER_GRACE_SECONDS = 2.0
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
@@ -84,6 +87,7 @@ class Reconciler:
         self._send_callback = send_callback
         self._lock = queues.keys.reconciler_lock
         self._passes = 0
+        self._server_since = 0.0  # when the Redis server answering took over, as last seen (failed_over)
 
     @property
     def grace(self) -> timedelta:
@@ -138,15 +142,16 @@ class Reconciler:
 
         A mark set before a Redis failover (`failed_over_at`) may stand for a drain that the promoted replica
         never heard of: its ready item or its release was lost with the old master, and the process it names
-        may be alive and busy elsewhere. Unleased for a lease, it is revived (a drain that does hold the key
-        renews its lease on the new master, so it is never taken for stalled)."""
+        may be alive and busy elsewhere. Still unleased FAILOVER_GRACE_SECONDS after the failover was seen, it is
+        revived: a drain that does hold the key renews its lease on the new master at its next step, and one
+        that was mid-step meets the other drain's lease and stops, as when a paused worker comes back."""
         if not key.depth or key.leased:
             return False
         age, lease = now - key.since, self._settings.lease_seconds
         if key.mark is None:  # no drain outstanding (a transaction parked the key): after a lease
             return age > lease
-        if key.since < failed_over_at:
-            return now - failed_over_at > lease
+        if key.since < failed_over_at:  # a drain that holds the key renews its lease within a step: a moment
+            return now - failed_over_at > min(lease, FAILOVER_GRACE_SECONDS)
         if key.mark.kind is MarkKind.TAKEN:  # taken by a process: lost only if that process is gone
             return age > lease and not self._queues.schedule.alive(key.mark.worker)
         # Offered (or retrying, and due `since`): it waits on the ready list, unless nothing waits there.
@@ -172,6 +177,13 @@ class Reconciler:
         if restored:
             log.warning("queued jobs no queue held", extra={"count": restored})
         return restored
+
+    def failed_over(self, now: datetime) -> bool:
+        """Whether another Redis server took over since the last look (a Sentinel failover): then a pass should
+        come FAILOVER_GRACE_SECONDS later, not at its interval, to revive what the failover left stalled."""
+        since = self._queues.schedule.served_since(now.timestamp())
+        changed, self._server_since = since > self._server_since, since
+        return changed
 
     def sync(self, now: datetime) -> int:
         """For each tenant whose Redis queues lost their data (its marker is gone), rebuild every queue from its

@@ -47,11 +47,15 @@ def _reconcile_forever(reconciler: Reconciler, interval: float) -> None:
     """The failover and sync checks every SYNC_CHECK_SECONDS (so a Redis that lost its data holds new jobs
     briefly), a whole pass every `interval` (or soon after a failover)."""
     next_pass = time.monotonic() + interval
+    revival_at = None  # after a failover: when to revive what it left stalled (soon, not at the next pass)
     while True:
         try:
-            if reconciler.failed_over(utc_now()):  # revive what it left stalled soon, not at the next interval
-                log.warning("Redis failed over to another server; a pass comes in %s s", FAILOVER_GRACE_SECONDS)
-                next_pass = min(next_pass, time.monotonic() + FAILOVER_GRACE_SECONDS + SYNC_CHECK_SECONDS)
+            if reconciler.failed_over(utc_now()):
+                log.warning("Redis failed over to another server; stalled keys revived in %s s", FAILOVER_GRACE_SECONDS)
+                revival_at = time.monotonic() + FAILOVER_GRACE_SECONDS + SYNC_CHECK_SECONDS
+            if revival_at is not None and time.monotonic() >= revival_at:
+                revival_at = None
+                reconciler.revive_after_failover(utc_now())
             reconciler.sync(utc_now())
             if time.monotonic() >= next_pass:
                 next_pass = time.monotonic() + interval

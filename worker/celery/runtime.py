@@ -115,14 +115,31 @@ def runtime_for(settings: Settings, app: Celery, on_finished: Callable[[Job], No
 
 
 def _beat(runtime: Runtime, worker: str) -> None:
-    """While this process lives, the drain messages it took are not lost: the reconciler leaves their keys alone."""
+    """While this process lives, the drain messages it took are not lost: the reconciler leaves their keys alone.
+    Between beats, it gives up the leases a Redis outage kept its drains from releasing, as soon as Redis answers
+    (after a Sentinel failover they would stall their keys for a lease), and offers their keys again."""
     interval = max(0.2, runtime.settings.lease_seconds / 3)
+    next_beat = 0.0
     while True:
         try:
-            runtime.queues.schedule.heartbeat(worker, runtime.settings.lease_seconds)
+            if time.monotonic() >= next_beat:
+                runtime.queues.schedule.heartbeat(worker, runtime.settings.lease_seconds)
+                next_beat = time.monotonic() + interval
+            _offer_again(runtime, runtime.drainer.release_pending())
         except Exception:  # a passing Redis outage: the next beat tries again
             log.warning("heartbeat not written", exc_info=True)
-        time.sleep(interval)
+        time.sleep(min(interval, PENDING_RELEASE_SECONDS))
+
+
+PENDING_RELEASE_SECONDS = 0.5
+
+
+def _offer_again(runtime: Runtime, keys: list[str]) -> None:
+    for key in keys:
+        runtime.queues.schedule.reoffer(key, time.time())
+    if keys:
+        runtime.drains.send(keys)
+        log.warning("leases an outage kept were given up", extra={"count": len(keys)})
 
 
 RETIRE_EVERY_SECONDS = 0.2

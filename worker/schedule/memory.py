@@ -290,7 +290,10 @@ class MemorySchedule:
     # recovery
 
     def view(self, key: str) -> KeyView:
-        return KeyView(len(self.queues.get(key) or []), self._lease(key) is not None, Mark.decode(self.marks.get(key)))
+        left = self.leases[key][1] - self.clock() if self._lease(key) is not None else 0.0
+        return KeyView(
+            len(self.queues.get(key) or []), self._lease(key) is not None, Mark.decode(self.marks.get(key)), left
+        )
 
     def depths(self, keys: list[str]) -> list[int]:
         return [len(self.queues.get(key) or []) for key in keys]
@@ -303,6 +306,9 @@ class MemorySchedule:
 
     def served_since(self, now: float) -> float:
         return self.server_since  # one server for ever, unless a test says it failed over
+
+    def drainers_gone_before(self, since: float) -> None:
+        self.drainers = {d: at for d, at in self.drainers.items() if at >= since}
 
     def fail_over(self, now: float) -> None:
         """What a Redis failover does to the twin: the marks stay as they were, another server answers."""

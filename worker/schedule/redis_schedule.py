@@ -322,10 +322,11 @@ class RedisSchedule:
     def view(self, key: str) -> KeyView:
         pipe = self._redis.pipeline(transaction=False)
         pipe.llen(self.keys.queue(key))
-        pipe.exists(self.keys.lease(key))
+        pipe.pttl(self.keys.lease(key))  # -2: no lease
         pipe.get(self.keys.mark(key))
-        depth, leased, mark = pipe.execute()
-        return KeyView(int(depth), bool(leased), Mark.decode(decoded(mark) if mark else None))
+        depth, left_ms, mark = pipe.execute()
+        mark_read = Mark.decode(decoded(mark) if mark else None)
+        return KeyView(int(depth), int(left_ms) != -2, mark_read, max(0, int(left_ms)) / 1000)
 
     def depths(self, keys: list[str]) -> list[int]:
         pipe = self._redis.pipeline(transaction=False)
@@ -349,6 +350,9 @@ class RedisSchedule:
             return float(recorded.get(b"since", 0.0))
         self._redis.hset(self.keys.server, mapping={"run_id": run_id, "since": now if recorded else 0.0})
         return now if recorded else 0.0
+
+    def drainers_gone_before(self, since: float) -> None:
+        self._redis.zremrangebyscore(self.keys.drainers, "-inf", f"({since}")
 
     def rebuild(self, key: str, jobs: list[tuple[str, str]], now: float) -> bool | None:
         """Put the key's jobs in flight (in acceptance order) first in its queue; True when it must be offered,

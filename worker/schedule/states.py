@@ -78,6 +78,7 @@ class KeyView:
     depth: int
     leased: bool
     mark: Mark | None
+    lease_left: float = 0.0  # seconds before the lease expires (when leased and it has an expiry)
 
     @property
     def taken_by(self) -> str | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -81,6 +82,7 @@ class Drainer:
         self._holder_gone = holder_gone
         self._schedule = queues.schedule
         self._unreleased: dict[str, str] = {}  # key -> token of leases a Redis outage kept us from giving up
+        self._unreleased_lock = threading.Lock()  # the drain thread adds, the heartbeat thread gives up
         registries = database if isinstance(database, Mapping) else {DEFAULT_TENANT: database}
 
         def lane(tenant: str, db: Stores) -> Lane:
@@ -141,14 +143,16 @@ class Drainer:
                 if self._schedule.release(key, token):
                     more.append(key)
             except StorageUnavailable:
-                self._unreleased[key] = token
+                with self._unreleased_lock:
+                    self._unreleased[key] = token
         return more
 
     def release_pending(self) -> list[str]:
         """Give up the leases a Redis outage kept this process from releasing (after a Sentinel failover the
         promoted replica still holds them, and they would stall their keys for a whole lease); the keys that
         still have jobs, to be offered again. A lease taken by another since is left alone (the token is ours)."""
-        pending, self._unreleased = self._unreleased, {}
+        with self._unreleased_lock:
+            pending, self._unreleased = self._unreleased, {}
         return self._give_up(pending)
 
     def _next_jobs(self, steps: list[Step]) -> list[Heads | None]:

@@ -125,10 +125,16 @@ class Reconciler:
         revived: list[str] = []
         nothing_waits = self._queues.schedule.waiting() == 0
         failed_over_at = self._queues.schedule.served_since(now.timestamp())
+        if failed_over_at:  # drainers running before a failover lost their messages with the old master
+            self._queues.schedule.drainers_gone_before(failed_over_at)
         for key in self._queues.schedule.active_keys():
             if len(revived) >= MAX_REVIVALS:
                 break
-            if self._stalled(self._queues.schedule.view(key), now.timestamp(), nothing_waits, failed_over_at):
+            view = self._queues.schedule.view(key)
+            if self._stale_lease(view, now.timestamp(), failed_over_at):
+                self._break_lease(key)
+                view = self._queues.schedule.view(key)
+            if self._stalled(view, now.timestamp(), nothing_waits, failed_over_at):
                 self._queues.schedule.reoffer(key, now.timestamp())
                 revived.append(key)
         self._drains.send(revived)  # also when none: drainers for what waits, if those counted on died
@@ -136,6 +142,21 @@ class Reconciler:
             self._queues.counters.count("revived", len(revived))
             log.warning("revived stalled keys", extra={"count": len(revived)})
         return len(revived)
+
+    def _stale_lease(self, key: KeyView, now: float, failed_over_at: float) -> bool:
+        """A lease last set before a failover and not renewed since: the promoted replica's copy of a lease that
+        its holder gave up (or renewed) on the old master, in writes that were not replicated. A drain that holds
+        the key renews its lease at every step, so after FAILOVER_GRACE_SECONDS an unrenewed one is stale."""
+        if not (key.leased and key.depth and failed_over_at) or now - failed_over_at <= FAILOVER_GRACE_SECONDS:
+            return False
+        set_at = now - (self._settings.lease_seconds - key.lease_left)
+        return key.lease_left > 0 and set_at < failed_over_at
+
+    def _break_lease(self, key: str) -> None:
+        held = self._queues.schedule.lease_holder(key)
+        if held is not None:  # released by its token, so a lease taken meanwhile is left alone
+            self._queues.schedule.release(key, held[1])
+            log.warning("a lease from before the Redis failover was given up", extra={"key": key})
 
     def _stalled(self, key: KeyView, now: float, nothing_waits: bool, failed_over_at: float = 0.0) -> bool:
         """Jobs wait, no drain holds the key, and no drain of it can come any more.
@@ -177,6 +198,12 @@ class Reconciler:
         if restored:
             log.warning("queued jobs no queue held", extra={"count": restored})
         return restored
+
+    def revive_after_failover(self, now: datetime) -> int:
+        """Step 1 of a pass alone, outside the pass's deployment-wide lock (the promoted replica holds the lock of
+        the last pass, so a pass would wait out the interval): revivals are safe to repeat, so two processes
+        doing this at once offer a key twice at worst."""
+        return self._revive_stalled_keys(now)
 
     def failed_over(self, now: datetime) -> bool:
         """Whether another Redis server took over since the last look (a Sentinel failover): then a pass should

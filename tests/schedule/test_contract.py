@@ -194,3 +194,13 @@ def test_a_server_that_took_over_is_noticed_once_and_dated(backend: Backend) -> 
     backend.fail_over(300.0)
     assert schedule.served_since(300.0) == 300.0, "a failover, seen now"
     assert schedule.served_since(400.0) == 300.0, "and dated from when it was first seen"
+
+
+def test_drainers_not_seen_since_a_failover_no_longer_count(backend: Backend) -> None:
+    s, now = backend.schedule, backend.now()
+    for n, key in enumerate(("default/Patient/1", "default/Patient/2", "default/Patient/3")):
+        s.arrive(key, f"j{n}", "p", now)
+    assert len(s.offer(["default/Patient/1", "default/Patient/2"], now, LIMITS)) == 2
+    assert s.offer(["default/Patient/3"], now, LIMITS) == [], "two counted: the cap"
+    s.drainers_gone_before(now + 1)  # their messages died with the old master
+    assert len(s.offer([], now + 1, LIMITS)) == 2, "new drainers for what waits"

@@ -255,17 +255,11 @@ def run(targets: list[str], jobs: int, resources: int, clients: int, sentinel: b
         base, supervisor, redis = running
         load = Load(base, resources, jobs, clients)
         load.seed()
-        killed: list[dict[str, object]] = []
         started = time.monotonic()
         deadline = started + 600
         with ThreadPoolExecutor(clients) as pool:
             futures = [pool.submit(load.run_client, c, deadline) for c in range(clients)]
-            for n, target in enumerate(targets, 1):
-                threshold = jobs * n // (len(targets) + 2)
-                while load.done() < threshold and not all(f.done() for f in futures):
-                    time.sleep(0.05)
-                load.killed_at = time.monotonic()
-                killed.append({"what": kill(target, supervisor, redis), "after_acknowledged": load.done()})
+            killed = _kill_in_turn(load, targets, futures, lambda target: kill(target, supervisor, redis))
             for future in futures:
                 future.result()
         load_seconds = time.monotonic() - started
@@ -288,6 +282,19 @@ def run(targets: list[str], jobs: int, resources: int, clients: int, sentinel: b
         if load.all_applied_at:  # seen by polling every second, after the load ended
             report["all_applied_after_last_kill_s"] = round(load.all_applied_at - load.killed_at, 1)
         return report
+
+
+def _kill_in_turn(load: Load, targets: list[str], futures: list[Any], kill_one: Any) -> list[dict[str, object]]:
+    """Each kill when its share of the load is acknowledged (the first at a third)."""
+    killed: list[dict[str, object]] = []
+    jobs = load.per_resource * load.resources
+    for n, target in enumerate(targets, 1):
+        threshold = jobs * n // (len(targets) + 2)
+        while load.done() < threshold and not all(f.done() for f in futures):
+            time.sleep(0.05)
+        load.killed_at = time.monotonic()
+        killed.append({"what": kill_one(target), "after_acknowledged": load.done()})
+    return killed
 
 
 def main() -> None:

@@ -290,6 +290,16 @@ class Settings(RedisSettings, AccessSettings):
             "doc": "Pool processes of each Celery worker: jobs applied at once per worker (README: sizing).",
         },
     )
+    drainers: int = field(
+        default=0,
+        metadata={
+            "env": "FHIR_PATCH_DRAINERS",
+            "doc": (
+                "Drainers the deployment keeps running: the pool processes of every worker host together. "
+                "0: FHIR_PATCH_WORKERS x FHIR_PATCH_WORKER_CONCURRENCY, right for one host (README: scaling out)."
+            ),
+        },
+    )
     stall_seconds: float = field(
         default=60.0,
         metadata={

@@ -32,6 +32,7 @@ PAUSE_SECONDS = 4 * float(FAST_RECOVERY["FHIR_PATCH_LEASE_SECONDS"])
 def two_stacks(env: dict[str, str], tmp: Path) -> Iterator[tuple[Service, Service]]:
     (tmp / "a").mkdir()
     (tmp / "b").mkdir()
+    env = {**env, "FHIR_PATCH_DRAINERS": "2"}  # one worker of one pool process on each "host"
     with running_service(env, tmp / "a", workers=1) as first:
         assert first.issuer is not None
         with running_service({**env, **first.issuer.env()}, tmp / "b", workers=1) as second:  # trusts a's tokens

@@ -35,8 +35,10 @@ class DrainSender(Protocol):
 
 
 def drainer_limits(settings: Settings) -> DrainerLimits:
-    """One drainer per pool process of the workers the settings describe; silent for a lease: gone."""
-    return DrainerLimits(max(1, settings.workers * settings.worker_concurrency), max(1.0, settings.lease_seconds))
+    """One drainer per pool process of the deployment (FHIR_PATCH_DRAINERS, or the workers this host's settings
+    describe); silent for a lease: gone."""
+    cap = settings.drainers or settings.workers * settings.worker_concurrency
+    return DrainerLimits(max(1, cap), max(1.0, settings.lease_seconds))
 
 
 class CeleryDrains:

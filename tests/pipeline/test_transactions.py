@@ -149,7 +149,8 @@ def test_workers_killed_during_transactions_never_leave_one_partly_visible(
             )
             with fresh_service.client() as client:
                 finals = wait_jobs_final(client, locations, timeout=120)
-            assert all(answer.status_code == 200 for answer in finals.values())
+            failed = {where: (a.status_code, a.text[:400]) for where, a in finals.items() if a.status_code != 200}
+            assert not failed, failed
     _check_all_or_none_and_contiguous(fresh_service, resources, expected)
 
 

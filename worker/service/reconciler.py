@@ -20,9 +20,9 @@ deployment (a Redis lock). Each pass:
 Step 1 reads Redis only and runs every pass; steps 2-4 scan MongoDB and run
 every `MONGODB_PASS_EVERY` passes.
 
-Apart from the passes, `failed_over` runs every SYNC_CHECK_SECONDS (after a Sentinel failover the next pass
-comes FAILOVER_GRACE_SECONDS later, and revives what the old master's lost writes left stalled), and so does
-`sync`: when Redis lost its
+Apart from the passes, `failed_over` runs every SYNC_CHECK_SECONDS (after a Sentinel failover, what the old
+master's lost writes left stalled is revived FAILOVER_GRACE_SECONDS later: `revive_after_failover`), and so
+does `sync`: when Redis lost its
 data (its sync marker is gone, worker/schedule/port.py), it rebuilds every
 key's queue from the jobs MongoDB holds in flight, in acceptance order, then
 appends the jobs that arrived meanwhile and sets the marker again.
@@ -206,8 +206,8 @@ class Reconciler:
         return self._revive_stalled_keys(now)
 
     def failed_over(self, now: datetime) -> bool:
-        """Whether another Redis server took over since the last look (a Sentinel failover): then a pass should
-        come FAILOVER_GRACE_SECONDS later, not at its interval, to revive what the failover left stalled."""
+        """Whether another Redis server took over since the last look (a Sentinel failover): then
+        `revive_after_failover` should come FAILOVER_GRACE_SECONDS later, not the next pass at its interval."""
         since = self._queues.schedule.served_since(now.timestamp())
         changed, self._server_since = since > self._server_since, since
         return changed

@@ -24,20 +24,21 @@ SENTINEL_TIMEOUTS = {"socket_timeout": 2.0, "socket_connect_timeout": 1.0}  # a 
 
 def sync_client(redis_url: str, settings: RedisSettings, **options: Any) -> redis.Redis:
     """A client of the master: `options` are redis-py's (timeouts, health checks)."""
-    if not settings.redis_sentinels:
-        return redis.Redis.from_url(redis_url, **options)
-    sentinels = Sentinel(list(settings.redis_sentinels), sentinel_kwargs=dict(SENTINEL_TIMEOUTS))
-    master: redis.Redis = sentinels.master_for(settings.redis_sentinel_master, **_database(redis_url), **options)
-    return master
+    client: redis.Redis = _master(redis.Redis.from_url, Sentinel, redis_url, settings, options)
+    return client
 
 
 def async_client(redis_url: str, settings: RedisSettings, **options: Any) -> aioredis.Redis:
     """The asyncio twin of `sync_client` (the API's wake-up listener)."""
+    client: aioredis.Redis = _master(aioredis.Redis.from_url, AsyncSentinel, redis_url, settings, options)
+    return client
+
+
+def _master(from_url: Any, sentinel: Any, redis_url: str, settings: RedisSettings, options: dict[str, Any]) -> Any:
     if not settings.redis_sentinels:
-        return aioredis.Redis.from_url(redis_url, **options)
-    sentinels = AsyncSentinel(list(settings.redis_sentinels), sentinel_kwargs=dict(SENTINEL_TIMEOUTS))
-    master: aioredis.Redis = sentinels.master_for(settings.redis_sentinel_master, **_database(redis_url), **options)
-    return master
+        return from_url(redis_url, **options)
+    sentinels = sentinel(list(settings.redis_sentinels), sentinel_kwargs=dict(SENTINEL_TIMEOUTS))
+    return sentinels.master_for(settings.redis_sentinel_master, **_database(redis_url), **options)
 
 
 def broker(redis_url: str, settings: RedisSettings) -> tuple[str, dict[str, Any]]:

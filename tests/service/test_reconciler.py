@@ -152,7 +152,14 @@ def test_a_failover_is_reported_once_so_that_a_pass_comes_soon() -> None:
     assert setup.reconciler.failed_over(later) and not setup.reconciler.failed_over(later), "once"
 
 
-def test_a_lease_set_before_a_failover_and_never_renewed_is_given_up_and_its_key_revived() -> None:
+@pytest.mark.parametrize(
+    ("set_ago", "revived", "why"),
+    [
+        (10.0, 1, "set before the failover and never renewed: given up by its token, and the key offered again"),
+        (1.0, 0, "renewed since the failover: left to its holder"),
+    ],
+)
+def test_leases_after_a_failover(set_ago: float, revived: int, why: str) -> None:
     setup = _Setup(waiting=5)
     schedule = setup.queues.schedule
     schedule.clock = lambda: NOW  # leases run out on the reconciler's clock
@@ -160,19 +167,7 @@ def test_a_lease_set_before_a_failover_and_never_renewed_is_given_up_and_its_key
     key = "default/Patient/p"
     schedule.heartbeat("w-live", 3600)
     schedule.marks[key] = f"t:w-live:{NOW - 10}"
-    schedule.leases[key] = ("w-live|stale", NOW + LEASE - 10)  # set 10 s ago, on the old master
-    schedule.fail_over(NOW - 5)  # the promoted replica has it; its holder moved on in writes it never got
-    assert setup.reconciler.revive_after_failover(START) == 1
-    assert key not in schedule.leases and setup.drains.sent == [key], "given up by its token, and offered again"
-
-
-def test_a_lease_renewed_since_the_failover_is_left_to_its_holder() -> None:
-    setup = _Setup(waiting=5)
-    schedule = setup.queues.schedule
-    schedule.clock = lambda: NOW  # leases run out on the reconciler's clock
-    queue(setup.stores, setup.queues, put("p", "a", "j1"))
-    key = "default/Patient/p"
-    schedule.marks[key] = f"t:w-live:{NOW - 10}"
-    schedule.leases[key] = ("w-live|renewed", NOW + LEASE - 1)  # renewed a second ago
-    schedule.fail_over(NOW - 5)
-    assert setup.reconciler.revive_after_failover(START) == 0 and key in schedule.leases
+    schedule.leases[key] = ("w-live|t", NOW + LEASE - set_ago)
+    schedule.fail_over(NOW - 5)  # the promoted replica has the lease; its holder may have moved on
+    assert setup.reconciler.revive_after_failover(START) == revived, why
+    assert (key in schedule.leases) is (not revived) and setup.drains.sent == [key] * revived, why

@@ -79,8 +79,6 @@ def _install(app: FastAPI, settings: Settings) -> None:
         app.add_middleware(CommunityRouting, parameter=settings.tenant_parameter, tenants=settings.tenants)
     install_error_handlers(app)
     app.include_router(ops.router)
-    app.include_router(docs_pages.router(app))
-    app.include_router(pages.router(settings))
     # before fhir: /fhir/$bulk-submit and /fhir/_async/... are not /fhir/{type}/...
     app.include_router(feeds.router, dependencies=_WRITES)
     app.include_router(jobs.router)
@@ -88,6 +86,9 @@ def _install(app: FastAPI, settings: Settings) -> None:
     app.include_router(provenance.router)  # before fhir: GET /fhir/Provenance is a search, not a read
     app.include_router(diff.router)  # before fhir: GET /fhir/$diff is no search, POST /fhir/$diff no create
     app.include_router(fhir.router, dependencies=_WRITES)
+    # Last: the pages share no path with /fhir, and a FHIR request need not be matched against them first.
+    app.include_router(docs_pages.router(app))
+    app.include_router(pages.router(settings))
 
 
 def app_from_env() -> FastAPI:

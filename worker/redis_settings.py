@@ -1,5 +1,6 @@
 """The settings of Redis high availability: Sentinel, and how many replicas an acknowledged arrival must reach.
-`Settings` (worker/settings.py) inherits these fields; each names its reader in its metadata."""
+`Settings` (worker/settings.py) inherits these fields; one that is not read by its type names its reader in its
+metadata."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from worker.environment import SettingsError, integer, patterns, text
+from worker.environment import SettingsError, patterns
 
 
 def _sentinels(env: Mapping[str, str], name: str) -> tuple[tuple[str, int], ...]:
@@ -42,7 +43,6 @@ class RedisSettings:
         default="",
         metadata={
             "env": "FHIR_PATCH_REDIS_SENTINEL_MASTER",
-            "read": lambda env, name, default: text(env, name, default),
             "doc": "The master's name in the Sentinels' configuration (with FHIR_PATCH_REDIS_SENTINELS).",
         },
     )
@@ -50,7 +50,6 @@ class RedisSettings:
         default=-1,
         metadata={
             "env": "FHIR_PATCH_REDIS_MIN_REPLICAS",
-            "read": lambda env, name, default: integer(env, name, default),
             "doc": (
                 "Intake WAITs until this many replicas hold a job's arrival before it acknowledges it, so a "
                 "promoted replica has every acknowledged job. -1 (the default): 1 with Sentinel, 0 without."
@@ -61,7 +60,6 @@ class RedisSettings:
         default=500,
         metadata={
             "env": "FHIR_PATCH_REDIS_WAIT_MS",
-            "read": lambda env, name, default: integer(env, name, default),
             "doc": (
                 "How long that WAIT may take. Past it the arrival is acknowledged anyway and a warning is logged "
                 "(semi-synchronous: a lost replica must not stop intake)."

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from worker.errors import ResourceNotFound
@@ -52,7 +52,7 @@ def router(settings: Settings) -> APIRouter:
         return _file(name)
 
     @pages.get("/config.json")
-    async def page_config(request: Request) -> Response:
+    async def page_config() -> Response:
         return JSONResponse(config, headers=_HEADERS)
 
     return pages

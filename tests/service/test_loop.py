@@ -73,9 +73,6 @@ def test_a_failed_drain_is_retried_through_the_ready_list_when_due(settings, sto
                 raise failures.pop()
             return real.drain(key)
 
-        def release_pending(self) -> list[str]:
-            return real.release_pending()
-
         def give_up(self, key: str, attempts: int, result: object = None) -> str | None:
             raise AssertionError("one failure is not enough to give a job up")
 

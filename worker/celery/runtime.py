@@ -127,7 +127,7 @@ def _beat(runtime: Runtime, worker: str) -> None:
                 next_beat = time.monotonic() + interval
             _offer_again(runtime, runtime.drainer.release_pending())
         except Exception:  # a passing Redis outage: the next beat tries again
-            log.warning("heartbeat not written", exc_info=True)
+            log.warning("heartbeat not written, or leases not given up", exc_info=True)
         time.sleep(min(interval, PENDING_RELEASE_SECONDS))
 
 

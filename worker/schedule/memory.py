@@ -290,10 +290,9 @@ class MemorySchedule:
     # recovery
 
     def view(self, key: str) -> KeyView:
-        left = self.leases[key][1] - self.clock() if self._lease(key) is not None else 0.0
-        return KeyView(
-            len(self.queues.get(key) or []), self._lease(key) is not None, Mark.decode(self.marks.get(key)), left
-        )
+        leased = self._lease(key) is not None
+        left = self.leases[key][1] - self.clock() if leased else 0.0
+        return KeyView(len(self.queues.get(key) or []), leased, Mark.decode(self.marks.get(key)), left)
 
     def depths(self, keys: list[str]) -> list[int]:
         return [len(self.queues.get(key) or []) for key in keys]

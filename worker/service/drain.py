@@ -150,7 +150,8 @@ class Drainer:
     def release_pending(self) -> list[str]:
         """Give up the leases a Redis outage kept this process from releasing (after a Sentinel failover the
         promoted replica still holds them, and they would stall their keys for a whole lease); the keys that
-        still have jobs, to be offered again. A lease taken by another since is left alone (the token is ours)."""
+        still have jobs, to be offered again. A lease taken by another since is left alone (the token is ours).
+        The process's heartbeat thread calls it (worker/celery/runtime.py)."""
         with self._unreleased_lock:
             pending, self._unreleased = self._unreleased, {}
         return self._give_up(pending)

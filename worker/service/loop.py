@@ -66,9 +66,6 @@ class DrainLoop:
 
     def run(self, drainer: str | None, keys: list[str] | None = None) -> int:
         """Drain `keys` (taken already), then, for a drainer, what the ready list offers; the jobs processed."""
-        for key in self._p.drainer.release_pending():  # leases an outage kept us from giving up
-            self._p.schedule.reoffer(key, self._clock())
-            self._p.offer([key])
         given = list(keys or [])
         if given:
             self._p.schedule.taken(given, self._p.worker, self._clock())  # the reconciler waits while we live

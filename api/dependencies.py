@@ -44,7 +44,7 @@ class Connections:
                 settings,
                 backends,
                 waiter,
-                Intake(registry.stores, registry.submitter, waiter),
+                Intake(registry.stores, registry.submitter, waiter, registry.direct),
                 GroupIntake(registry.stores, registry.submitter, backends.readings, lenient, tenant),
                 ConditionalResolver(registry.stores),
                 authenticator,

@@ -17,6 +17,7 @@ from worker.model.jobs import Job, JobState
 from worker.model.stores import Stores
 from worker.model.wakeups import WakeUp
 from worker.submission import Submission, Submitter
+from worker.submission.direct import DirectApply
 
 
 @dataclass(frozen=True)
@@ -28,25 +29,35 @@ class Finished:
 
 
 class Intake:
-    def __init__(self, database: Stores, submitter: Submitter, waiter: ResultWaiter) -> None:
+    def __init__(
+        self, database: Stores, submitter: Submitter, waiter: ResultWaiter, direct: DirectApply | None = None
+    ) -> None:
         self._db = database
         self._submitter = submitter
         self._waiter = waiter
+        self._direct = direct
 
     async def submit(
         self, submission: Submission, wait_seconds: float | None, check: Callable[[], object] = lambda: None
     ) -> Job | Finished:
         """Accept (or find, for an idempotent retry) the job and queue it, in one trip to a thread that first runs
         `check` (the request's last checks: nothing is read or written if it raises); with `wait_seconds`, wait for
-        it to finish (its wake-up is expected before it is queued, so none is missed)."""
+        it to finish (its wake-up is expected before it is queued, so none is missed). A waiting request on an idle
+        key with no job record to keep is applied here instead (worker/submission/direct.py)."""
         job_id = Job.new_id()
+        direct = self._direct if wait_seconds is not None and not _needs_record(submission) else None
 
-        def checked_submit() -> tuple[Job, bool]:
+        def checked_submit() -> tuple[Job, bool] | Finished:
             check()
+            if direct is not None and (answer := direct.apply(submission.request, job_id, submission.digest)):
+                return Finished(*answer)
             return self._submitter.submit(submission, job_id)
 
         async with self._waiter.expect([job_id] if wait_seconds is not None else []) as expected:
-            job, new = await anyio.to_thread.run_sync(checked_submit)
+            submitted = await anyio.to_thread.run_sync(checked_submit)
+            if isinstance(submitted, Finished):
+                return submitted
+            job, new = submitted
             if wait_seconds is None:
                 return job
             if not new:  # an idempotent retry: the first request's job, which may have ended already
@@ -74,6 +85,11 @@ class Intake:
             )
             text = version.text if version else None
         return Finished(job, text)
+
+
+def _needs_record(submission: Submission) -> bool:
+    """A retry with an Idempotency-Key must find the first request's job, and a callback is owed by its record."""
+    return submission.idempotency_key is not None or submission.callback_url is not None
 
 
 def _from_message(job: Job, wakeup: WakeUp) -> Finished:

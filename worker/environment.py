@@ -79,9 +79,11 @@ def policies(env: Mapping[str, str], name: str) -> Mapping[str, tuple[str, ...]]
     return _policy(json_object(env, name), name)
 
 
-def flag(env: Mapping[str, str], name: str) -> bool:
+def flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
+    if raw == "":
+        return default
+    if raw in ("0", "false", "no", "off"):
         return False
     if raw in ("1", "true", "yes", "on"):
         return True

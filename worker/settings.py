@@ -19,6 +19,7 @@ from worker.environment import (
     allow_list,
     choice,
     client_policies,
+    flag,
     integer,
     mongodb_uri,
     number,
@@ -116,6 +117,17 @@ class Settings(RedisSettings, AccessSettings):
         metadata={
             "env": "FHIR_PATCH_SYNC_WAIT_SECONDS",
             "doc": "How long a synchronous PATCH waits for its job before answering 202.",
+        },
+    )
+    direct_sync: bool = field(
+        default=True,
+        metadata={
+            "env": "FHIR_PATCH_DIRECT_SYNC",
+            "read": lambda env, name, default: flag(env, name, default),
+            "doc": (
+                "true: a synchronous write on a resource with nothing queued is applied by the API process itself "
+                "(no job record, no worker); false: every write goes through the queue and a worker."
+            ),
         },
     )
     max_body_bytes: int = field(

@@ -204,3 +204,40 @@ def test_drainers_not_seen_since_a_failover_no_longer_count(backend: Backend) ->
     assert s.offer(["default/Patient/3"], now, LIMITS) == [], "two counted: the cap"
     s.drainers_gone_before(now + 1)  # their messages died with the old master
     assert len(s.offer([], now + 1, LIMITS)) == 2, "new drainers for what waits"
+
+
+def test_a_claim_takes_only_an_idle_key_and_what_arrives_meanwhile_queues_behind_it(backend: Backend) -> None:
+    s, now = backend.schedule, backend.now()
+    token = s.new_token("api")
+    assert s.claim(A, token, LEASE, now) is not None, "idle: claimed"
+    assert s.claim(A, s.new_token("api2"), LEASE, now) is None, "claimed once"
+    assert s.next_jobs([Step(A, s.new_token("w1"), [], acquire=True)], LEASE, 50) == [None], "no drain takes it"
+    assert s.arrive(A, "j1", "p1", now) is Arrival.QUEUED, "queued behind the claim, with no offer of its own"
+    assert s.view(A).state() is KeyState.DRAINING
+    assert s.settle(A, token, Finished("c1", "applied", 0.01), now) is True, "jobs arrived: the caller offers it"
+    assert s.view(A).state() is KeyState.OFFERED
+    _, jobs = _acquire(backend, A)
+    assert jobs == ["j1"]
+    assert s.claim(A, s.new_token("api"), LEASE, now) is None, "jobs queued (and a lease held): not idle"
+    token = s.new_token("api")
+    assert s.claim(B, token, LEASE, now) is not None
+    assert s.settle(B, token, Finished("c2", "failed", 0.01), now) is False and s.view(B).state() is KeyState.IDLE
+    assert s.arrive(B, "j2", "p2", now) is Arrival.SEND_DRAIN, "an idle key owes no drain"
+
+
+def test_a_claim_needs_the_realm_in_sync_and_one_that_expired_leaves_the_key_to_its_next_holder(
+    backend: Backend,
+) -> None:
+    s, now = backend.schedule, backend.now()
+    token = s.new_token("api")
+    assert s.claim(A, token, LEASE, now) is not None
+    backend.expire_lease(A)
+    assert s.arrive(A, "j1", "p1", now) is Arrival.QUEUED, "the claim's mark still stands for a drain owed"
+    view = s.view(A)
+    assert view.state() is KeyState.OFFERED and view.mark is not None and view.mark.kind is MarkKind.OFFERED
+    drainer, jobs = _acquire(backend, A)
+    assert jobs == ["j1"]
+    assert s.settle(A, token, Finished("c1", "applied", 0.01), now) is False, "the claim was lost"
+    assert s.lease_holder(A) is not None and s.view(A).state() is KeyState.DRAINING, "the drain keeps its lease"
+    backend.lose_everything()
+    assert s.claim(B, s.new_token("api"), LEASE, now) is None, "out of sync: an empty queue proves nothing"

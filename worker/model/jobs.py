@@ -326,3 +326,11 @@ def result_event(job: Job | str, result: JobResult, now: datetime) -> dict[str, 
         document = job.to_document()
         event["job"] = {**document, "request": {**document["request"], "body": b""}}
     return event
+
+
+def traced_fields(job: Job) -> dict[str, Any]:
+    """The request id and recorded headers of a job's request, for its log line (none when it had none)."""
+    actor = job.request.actor
+    if actor is None or not (actor.request_id or actor.trace.headers):
+        return {}
+    return {"request_id": actor.request_id, "headers": dict(actor.trace.headers)}

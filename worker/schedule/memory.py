@@ -17,6 +17,7 @@ from worker.schedule.port import (
     MOST_ITEMS_PER_TAKE,
     UNCHANGED,
     Arrival,
+    Claimed,
     DrainerLimits,
     Finished,
     Heads,
@@ -92,6 +93,27 @@ class MemorySchedule:
         for key in keys:
             self.queues.setdefault(key, []).append(job_id)
         return [key for key in keys if self._owe_drain(key, now)]
+
+    def claim(self, key: str, token: str, lease_seconds: float, now: float) -> Claimed | None:
+        if not self.synced(realm_of(key)) or self.queues.get(key) or self._lease(key) is not None:
+            return None
+        if not self._owe_drain(key, now):
+            return None
+        self.leases[key] = (token, self.clock() + lease_seconds)
+        return Claimed(self.copy_of(key))
+
+    def settle(self, key: str, token: str, done: Finished, now: float) -> bool:
+        if done.outcome:
+            self._count("accepted")
+            self._counted(done)
+        if self._lease(key) != token:
+            return False
+        del self.leases[key]
+        if self.queues.get(key):
+            self.marks[key] = Mark.offered(now).encode()
+            return True
+        self.marks.pop(key, None)
+        return False
 
     def queued(self, job_id: str) -> bool:
         return job_id in self.payloads

@@ -7,6 +7,11 @@ that point leaves, and who repairs it:
 - `arrive` (intake): IDLE -> OFFERED, or a key already owed a drain stays. A crash before it leaves a job
   recorded in MongoDB and not queued, never acknowledged: a retry with its Idempotency-Key queues it, else the
   reconciler restores it.
+- `claim` / `settle` (intake, a synchronous request applying its own job: worker/submission/direct.py): IDLE
+  -> DRAINING under the request's lease and an offered mark, so jobs arriving meanwhile queue without an offer;
+  `settle` counts the job and gives the key up (IDLE, or OFFERED when jobs arrived: the caller offers it). A
+  crash leaves the lease to expire and the mark: the reconciler revives a key offered longer than a lease ago.
+  The job's version in MongoDB is its only record, so a crash before it commits leaves nothing.
 - `offer` (intake, a drain with more, the reconciler): the key's item joins the ready list. A crash before it
   leaves a mark with no item: the reconciler revives a key offered longer than a lease ago while nothing waits.
 - `take` (a drainer): OFFERED -> TAKEN by its worker process. A dead process leaves its taken marks: the
@@ -40,6 +45,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+from worker.model.groups import group_of
+from worker.model.jobs import Job
 from worker.schedule.states import KeyView
 
 
@@ -63,6 +70,13 @@ class Finished:
     seconds: float
     group: str = ""
     client: str = ""  # whose unfinished-job count it leaves ('' when none)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """An idle key claimed for a synchronous request's own job, with the copy of the resource's newest version."""
+
+    cached_newest: str | None
 
 
 @dataclass(frozen=True)
@@ -117,6 +131,8 @@ class KeySchedule(Protocol):
     def arrive(self, key: str, job_id: str, payload: str, now: float) -> Arrival: ...
     def arrive_many(self, jobs: list[tuple[str, str, str]], now: float) -> tuple[list[str], bool]: ...
     def arrive_transaction(self, keys: list[str], job_id: str, payload: str, now: float) -> list[str] | None: ...
+    def claim(self, key: str, token: str, lease_seconds: float, now: float) -> Claimed | None: ...
+    def settle(self, key: str, token: str, done: Finished, now: float) -> bool: ...
     def queued(self, job_id: str) -> bool: ...
     def not_queued(self, job_ids: list[str]) -> list[str]: ...
 
@@ -165,3 +181,13 @@ class KeySchedule(Protocol):
     def finish_sync(self, realm: str, now: float) -> list[str]: ...
     def lock(self, name: str, milliseconds: int) -> bool: ...
     def unlock(self, name: str) -> None: ...
+
+
+def leaving(job_id: str, job: Job | None) -> Finished:
+    """How a job leaves its queue, for the counters: its outcome and seconds since accepted (nothing to count for
+    an unknown or expired job)."""
+    if job is None or not job.state.final:
+        return Finished(job_id, "", 0.0)
+    ended = job.finished_at or job.accepted_at
+    outcome = UNCHANGED if job.result is not None and job.result.changed_nothing else job.state.value
+    return Finished(job_id, outcome, max(0.0, (ended - job.accepted_at).total_seconds()), group_of(job_id), job.client)

@@ -14,16 +14,27 @@ import redis
 from redis.exceptions import RedisError
 
 from worker.edges import translating
-from worker.model.latency import latency_bucket
-from worker.schedule.keys import RedisKeys, client_field, decoded, realm_of
-from worker.schedule.port import MOST_ITEMS_PER_TAKE, Arrival, DrainerLimits, Finished, Heads, Step, distinct_items
+from worker.schedule.keys import RedisKeys, decoded, realm_of
+from worker.schedule.port import (
+    MOST_ITEMS_PER_TAKE,
+    Arrival,
+    Claimed,
+    DrainerLimits,
+    Finished,
+    Heads,
+    Step,
+    distinct_items,
+)
 from worker.schedule.replication import ASYNCHRONOUS, ReplicatedWrites, Replication
+from worker.schedule.replies import heads, lease_ms, leaving, texts
 from worker.schedule.scripts import scripts
 from worker.schedule.states import KeyView, Mark, taken_prefix
 
 _SCRIPTS = (
     "arrive",
     "arrive_transaction",
+    "claim",
+    "settle",
     "rebuild",
     "finish_sync",
     "offer",
@@ -37,14 +48,6 @@ _SCRIPTS = (
     "park",
     "complete_transaction",
 )
-
-
-def _lease_ms(seconds: float) -> int:
-    return max(1, int(seconds * 1000))
-
-
-def _texts(values: Any) -> list[str]:
-    return [decoded(v) for v in values]
 
 
 @translating(RedisError, "Redis")
@@ -104,7 +107,7 @@ class RedisSchedule:
         pipe = self._redis.pipeline(transaction=False)
         self._lua["arrive_transaction"](named, args, more_keys=pairs, more_args=keys, client=pipe)
         offer = self._writes.execute(pipe)[0]
-        return None if offer is None else _texts(offer)
+        return None if offer is None else texts(offer)
 
     def queued(self, job_id: str) -> bool:
         return bool(self._redis.hexists(self.keys.payloads, job_id))
@@ -116,6 +119,23 @@ class RedisSchedule:
             pipe.hexists(self.keys.payloads, job_id)
         return [job_id for job_id, there in zip(job_ids, pipe.execute()) if not there]
 
+    def claim(self, key: str, token: str, lease_seconds: float, now: float) -> Claimed | None:
+        """Take an idle key for a synchronous request that applies its own job (claim.lua); None: not idle."""
+        k = self.keys
+        keys = {"lease": k.lease(key), "queue": k.queue(key), "mark": k.mark(key), "copy": k.copy(key)}
+        args = {"token": token, "lease_ms": lease_ms(lease_seconds), "offered": Mark.offered(now).encode()}
+        reply = self._lua["claim"]({**keys, "synced": k.synced(realm_of(key))}, args)
+        return Claimed(decoded(reply[1]) if len(reply) > 1 else None) if int(reply[0]) else None
+
+    def settle(self, key: str, token: str, done: Finished, now: float) -> bool:
+        """Count a claimed job and give its key up; True when jobs arrived meanwhile (the caller offers it)."""
+        k = self.keys
+        keys = {"lease": k.lease(key), "queue": k.queue(key), "mark": k.mark(key), "active": k.keys_set}
+        counted = {"counts": k.counts, "latency": k.latency, "unfinished": k.unfinished}
+        _, outcome, bucket, seconds, _, _ = leaving(done)
+        args = {"token": token, "key": key, "offered": Mark.offered(now).encode(), "outcome": outcome}
+        return bool(self._lua["settle"]({**keys, **counted}, {**args, "bucket": bucket, "seconds": seconds}))
+
     # delivery
 
     def offer(self, items: list[str], now: float, limits: DrainerLimits) -> list[str]:
@@ -123,7 +143,7 @@ class RedisSchedule:
         k = self.keys
         keys = {"ready": k.ready, "drainers": k.drainers, "seq": k.drainer_seq, "due": k.due}
         args = {"now": now, "stale_before": now - limits.stale_seconds, "cap": limits.cap}
-        return _texts(self._lua["offer"](keys, args, more_args=items))
+        return texts(self._lua["offer"](keys, args, more_args=items))
 
     def take(
         self, drainer: str, worker: str, now: float, mode: str = "pull", item: str | None = None
@@ -214,7 +234,7 @@ class RedisSchedule:
         for step in steps:
             keys, args, finished = self._next_call(step, lease_seconds, limit)
             self._lua["next"](keys, args, more_args=finished, client=pipe)
-        return [_heads(reply) for reply in pipe.execute()]
+        return [heads(reply) for reply in pipe.execute()]
 
     def _next_call(
         self, step: Step, lease_seconds: float, limit: int
@@ -233,13 +253,13 @@ class RedisSchedule:
         }
         args = {
             "token": step.token,
-            "lease_ms": _lease_ms(lease_seconds),
+            "lease_ms": lease_ms(lease_seconds),
             "limit": limit,
             "group_prefix": k.group(""),
             "mode": "acquire" if step.acquire else "renew",
             "key": key,
         }
-        return keys, args, [part for done in step.finished for part in _leaving(done)]
+        return keys, args, [part for done in step.finished for part in leaving(done)]
 
     def release(self, key: str, token: str) -> bool:
         """Give the lease up; True when jobs remain and the key must be offered again."""
@@ -258,7 +278,7 @@ class RedisSchedule:
     def take_over(self, key: str, previous: str, lease_seconds: float, holder: str) -> str | None:
         """Take the lease from a holder known to be dead, if it still holds it (compare-and-set on its token)."""
         token = self.new_token(holder)
-        args = {"previous": previous, "token": token, "lease_ms": _lease_ms(lease_seconds)}
+        args = {"previous": previous, "token": token, "lease_ms": lease_ms(lease_seconds)}
         return token if self._lua["take_over"]({"lease": self.keys.lease(key)}, args) else None
 
     def head(self, key: str) -> tuple[str | None, str | None]:
@@ -278,7 +298,7 @@ class RedisSchedule:
         return int(pipe.execute()[2])
 
     def heartbeat(self, worker: str, seconds: float) -> None:
-        self._redis.set(self.keys.alive(worker), 1, px=_lease_ms(seconds))
+        self._redis.set(self.keys.alive(worker), 1, px=lease_ms(seconds))
 
     def alive(self, worker: str) -> bool:
         return bool(self._redis.exists(self.keys.alive(worker)))
@@ -288,7 +308,7 @@ class RedisSchedule:
     def hold(self, keys: list[str], token: str, job_id: str, lease_seconds: float) -> bool:
         """Take every key's lease for the transaction, if it heads all their queues and none is held elsewhere."""
         pairs = [x for key in keys for x in (self.keys.lease(key), self.keys.queue(key))]
-        args = {"token": token, "job": job_id, "lease_ms": _lease_ms(lease_seconds)}
+        args = {"token": token, "job": job_id, "lease_ms": lease_ms(lease_seconds)}
         return bool(self._lua["hold"]({}, args, more_keys=pairs))
 
     def park(self, key: str, token: str) -> None:
@@ -305,7 +325,7 @@ class RedisSchedule:
             "active": k.keys_set,
         }
         triples = [x for key in keys for x in (k.lease(key), k.queue(key), k.mark(key))]
-        _, outcome, bucket, seconds, _, client = _leaving(done)
+        _, outcome, bucket, seconds, _, client = leaving(done)
         args = {
             "token": token,
             "job": done.job_id,
@@ -315,7 +335,7 @@ class RedisSchedule:
             "client": client,
             "offered": Mark.offered(now).encode(),
         }
-        return _texts(self._lua["complete_transaction"](named, args, more_keys=triples, more_args=keys))
+        return texts(self._lua["complete_transaction"](named, args, more_keys=triples, more_args=keys))
 
     # recovery
 
@@ -367,7 +387,7 @@ class RedisSchedule:
     def finish_sync(self, realm: str, now: float) -> list[str]:
         """Append the realm's held jobs (arrival order) and set its marker, in one step; the keys to offer."""
         args = {"offered": Mark.offered(now).encode(), "prefix": self.keys.own_prefix}
-        return _texts(self._lua["finish_sync"](self._sync_keys(realm), args))
+        return texts(self._lua["finish_sync"](self._sync_keys(realm), args))
 
     def lock(self, name: str, milliseconds: int) -> bool:
         """Take a deployment-wide lock (the reconciler's pass, the rebuild after a loss); False when held."""
@@ -375,17 +395,3 @@ class RedisSchedule:
 
     def unlock(self, name: str) -> None:
         self._redis.delete(name)
-
-
-def _leaving(done: Finished) -> list[Any]:
-    """A finished job as next.lua counts it: id, outcome, latency bucket, seconds, group, client field."""
-    client = client_field(done.client) if done.client else ""
-    return [done.job_id, done.outcome, latency_bucket(done.seconds), done.seconds, done.group, client]
-
-
-def _heads(reply: list[Any]) -> Heads | None:
-    if int(reply[0]) < 0:
-        return None
-    parts = [decoded(p) if p is not None else None for p in reply[1:]]
-    pairs = [(str(parts[i]), parts[i + 1]) for i in range(1, len(parts) - 1, 2)]
-    return Heads(parts[0] if parts else None, pairs)

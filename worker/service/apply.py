@@ -25,8 +25,8 @@ from worker.model.jobs import Job, JobResult, JobState, Start
 from worker.model.planning import UNEXPECTED, Plan, Policies, plan_job
 from worker.model.stores import Stores
 from worker.model.versions import StoredVersion
+from worker.ordering.commit import Commit
 from worker.service.budget import OverBudget, time_budget
-from worker.service.commit import Commit
 from worker.settings import Settings
 
 log = logging.getLogger("fhir_patch.apply")

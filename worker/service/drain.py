@@ -23,10 +23,11 @@ from worker.model.jobs import Action, Job, JobResult
 from worker.model.stores import Stores
 from worker.model.tenants import DEFAULT_TENANT, split_queue_key
 from worker.ordering import KeyQueues
+from worker.ordering.commit import Commit
 from worker.schedule import Heads, Step
+from worker.schedule.port import leaving
 from worker.service.apply import Applier, JobEnd
-from worker.service.commit import Commit
-from worker.service.outcomes import Outcomes, leaving
+from worker.service.outcomes import Outcomes
 from worker.service.transaction import TransactionRunner
 from worker.settings import Settings
 

@@ -13,14 +13,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from worker.model.groups import entry_number, group_of
-from worker.model.jobs import Job, JobResult, result_event
+from worker.model.jobs import Job, JobResult, result_event, traced_fields
 from worker.model.stores import Stores
 from worker.model.wakeups import WakeUp
 from worker.ordering.wakeups import Wakeups
-from worker.schedule import UNCHANGED, Finished
 from worker.service.apply import JobEnd
 
 log = logging.getLogger("fhir_patch.outcomes")
@@ -73,7 +71,7 @@ class Outcomes:
                 "key": job.key,
                 "status": result.status,
                 "version": result.version_id,
-                **_traced(job),
+                **traced_fields(job),
             },
         )
         if job.callback_url:
@@ -87,21 +85,3 @@ def _failed_entries(results: list[tuple[Job, JobResult]]) -> dict[str, list[int]
         if group_of(job.id) and not result.succeeded:
             failures.setdefault(group_of(job.id), []).append(entry_number(job.id))
     return failures
-
-
-def _traced(job: Job) -> dict[str, Any]:
-    """The request id and recorded headers of a job's request, for its log line (none when it had none)."""
-    actor = job.request.actor
-    if actor is None or not (actor.request_id or actor.trace.headers):
-        return {}
-    return {"request_id": actor.request_id, "headers": dict(actor.trace.headers)}
-
-
-def leaving(job_id: str, job: Job | None) -> Finished:
-    """How a job leaves its queue, for the counters: its outcome and seconds since accepted (nothing to count for
-    an unknown or expired job)."""
-    if job is None or not job.state.final:
-        return Finished(job_id, "", 0.0)
-    ended = job.finished_at or job.accepted_at
-    outcome = UNCHANGED if job.result is not None and job.result.changed_nothing else job.state.value
-    return Finished(job_id, outcome, max(0.0, (ended - job.accepted_at).total_seconds()), group_of(job_id), job.client)

@@ -30,8 +30,8 @@ from worker.model.tenants import split_queue_key
 from worker.model.transactions import decode_entries, transaction_keys
 from worker.model.wakeups import WakeUp
 from worker.ordering import KeyQueues
+from worker.schedule.port import leaving
 from worker.service.apply import Applier
-from worker.service.outcomes import leaving
 from worker.settings import Settings
 
 log = logging.getLogger("fhir_patch.transactions")

@@ -9,6 +9,7 @@ errors and the settings.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,10 +19,12 @@ import redis.asyncio as aioredis
 from celery import Celery
 
 from worker.broker import create_celery
+from worker.model.clock import utc_now
 from worker.model.latency import LATENCY_BUCKETS
 from worker.model.stores import Stores
 from worker.ordering import KeyQueues
 from worker.ordering.admission import Admission
+from worker.ordering.commit import Commit
 from worker.ordering.metrics import Metrics
 from worker.ordering.replays import ProofReplays
 from worker.redis_clients import async_client, sync_client
@@ -29,6 +32,7 @@ from worker.schedule.keys import RedisKeys
 from worker.schedule.replication import Replication
 from worker.settings import Settings
 from worker.storage.registries import Registries
+from worker.submission.direct import DirectApply, api_holder
 from worker.submission.drains import CeleryDrains, drainer_limits
 from worker.submission.dry_run import DryRun
 from worker.submission.submitter import Submitter
@@ -81,6 +85,7 @@ class Registry:
     stores: Stores
     submitter: Submitter
     dry_run: DryRun
+    direct: DirectApply | None  # None: FHIR_PATCH_DIRECT_SYNC is off
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,7 @@ class Backends:
                 databases[tenant],
                 Submitter(databases[tenant], queues.schedule, admission, drains, queues.counters.count_group),
                 DryRun(settings, databases[tenant], queues.schedule, tenant=tenant),
+                _direct(settings, databases[tenant], queues, drains, tenant),
             )
             for tenant in databases
         }
@@ -132,3 +138,13 @@ class Backends:
         self._redis.close()
         self._mongodb.close()
         self._celery.close()
+
+
+def _direct(
+    settings: Settings, database: Stores, queues: KeyQueues, drains: CeleryDrains, tenant: str
+) -> DirectApply | None:
+    """What lets this API process apply a synchronous write itself, on an idle key (worker/submission/direct.py)."""
+    if not settings.direct_sync:
+        return None
+    commit = Commit(database, queues.copies, tenant)
+    return DirectApply(settings, database, queues.schedule, commit, drains, api_holder(os.getpid()), utc_now)

@@ -279,10 +279,13 @@ class Settings(RedisSettings, AccessSettings):
         },
     )
     api_processes: int = field(
-        default=1,
+        default_factory=lambda: os.cpu_count() or 1,
         metadata={
             "env": "FHIR_PATCH_API_PROCESSES",
-            "doc": "uvicorn processes serving the API under `fhir-patch serve` (README: sizing the processes).",
+            "doc": (
+                "uvicorn processes serving the API under `fhir-patch serve`; default one per CPU core, since the API "
+                "applies synchronous writes itself (README: sizing the processes)."
+            ),
         },
     )
     workers: int = field(

@@ -7,15 +7,16 @@ the submission path (worker/submission/) records, counts and queues the job.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 
 from api.waiter import ResultWaiter
 from worker.model.clock import utc_now
-from worker.model.jobs import Job, JobState
+from worker.model.jobs import Job, JobRequest, JobState
 from worker.model.stores import Stores
 from worker.model.wakeups import WakeUp
+from worker.patch import ParsedPatch
 from worker.submission import Submission, Submitter
 from worker.submission.direct import DirectApply
 
@@ -48,8 +49,10 @@ class Intake:
         direct = self._direct if wait_seconds is not None and not _needs_record(submission) else None
 
         def checked_submit() -> tuple[Job, bool] | Finished:
-            check()
-            if direct is not None and (answer := direct.apply(submission.request, job_id, submission.digest)):
+            checked = check()
+            if direct is not None and (
+                answer := direct.apply(_parsed_once(submission, checked), job_id, submission.digest)
+            ):
                 return Finished(*answer)
             return self._submitter.submit(submission, job_id)
 
@@ -85,6 +88,11 @@ class Intake:
             )
             text = version.text if version else None
         return Finished(job, text)
+
+
+def _parsed_once(submission: Submission, checked: object) -> JobRequest:
+    """The request with the patch its check parsed, if it was a patch (so that it is not parsed again)."""
+    return replace(submission.request, parsed=checked) if isinstance(checked, ParsedPatch) else submission.request
 
 
 def _needs_record(submission: Submission) -> bool:

@@ -3,7 +3,7 @@ synchronous PATCHes run (threads holding the GIL only, so Python CPU, not waits)
 (self time, and inclusive time of our own functions). Prints JSON. Needs py-spy (`pip install py-spy`), and
 ptrace rights on the service's processes.
 
-    .venv/bin/python bench/profile.py [--format json-patch] [--clients 8] [--seconds 15] [--top 15]
+    .venv/bin/python bench/profile.py [--format json-patch] [--clients 8] [--seconds 15] [--top 15] [--respond-async]
 """
 
 from __future__ import annotations
@@ -103,6 +103,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=2, help="pool processes per worker (the default: 2)")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument(
+        "--respond-async", action="store_true", help="send `Prefer: respond-async` (every PATCH goes to a worker)"
+    )
+    parser.add_argument(
         "--wall", action="store_true", help="sample every active thread, not only the one holding the GIL"
     )
     parser.add_argument("--keep", type=Path, help="copy the raw py-spy stacks (one file per role) to this folder")
@@ -129,7 +132,8 @@ def _merged(tmp: Path, recorders: dict[int, str], top: int, keep: Path | None) -
 def main() -> None:
     args = _arguments()
     content_type, body = FORMATS[args.format]
-    report: dict[str, Any] = {"format": args.format, "clients": args.clients}
+    report: dict[str, Any] = {"format": args.format, "clients": args.clients, "respond_async": args.respond_async}
+    headers = {"content-type": content_type, **({"prefer": "respond-async"} if args.respond_async else {})}
     with (
         tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp,
         running(args.workers, Path(tmp), args.concurrency) as (base, _),
@@ -137,7 +141,7 @@ def main() -> None:
         create(base)
 
         def send(http: Any, n: int) -> Any:
-            return http.patch(f"Organization/c{n % ORGS}", content=body(n), headers={"content-type": content_type})
+            return http.patch(f"Organization/c{n % ORGS}", content=body(n), headers=headers)
 
         closed_loop(base, 4, 2, send)  # warm-up
         pids = {pid: command_name(pid) for pid in descendants(os.getpid()) if command_name(pid) in ("api", "worker")}

@@ -69,6 +69,9 @@ def _applied_in_arrival_order(service: Service, queued: str, later: httpx.Respon
         assert again.status_code == 200 and again.headers["etag"] == 'W/"5"'
         provenance = client.get("Provenance", params={"target": "Patient/dx1/_history/5"})
         assert provenance.status_code == 200 and provenance.json()["entry"], provenance.text
+    copy = RedisKeys(service.env["FHIR_PATCH_NAMESPACE"]).copy("default/Patient/dx1")
+    with contextlib.closing(redis.Redis.from_url(service.env["FHIR_PATCH_REDIS_URL"])) as redis_client:
+        assert redis_client.hget(copy, "v") == b"5", "the direct write's copy moved forward in its settle step"
 
 
 def _version(entry: dict[str, Any]) -> int:

@@ -103,6 +103,19 @@ def test_a_pass_revives_stalled_keys_only() -> None:
     assert setup.queues.schedule.marks["default/Patient/p"] == f"s:{NOW}", "revived counts as sent again"
 
 
+def test_a_request_that_died_holding_a_claim_leaves_its_key_to_the_reconciler_once_its_lease_expired() -> None:
+    setup = _Setup()
+    schedule = setup.queues.schedule
+    schedule.clock = lambda: NOW - 2 * LEASE  # a synchronous request claimed the key then, and died
+    assert schedule.claim("default/Patient/p", schedule.new_token("host:api-1"), LEASE, NOW - 2 * LEASE)
+    queue(setup.stores, setup.queues, put("p", "a", "j1"))  # queued behind the claim, with no offer of its own
+    assert setup.reconciler.run_once(START).revived_keys == 0, "the claim's lease still holds the key"
+    schedule.clock = lambda: NOW
+    schedule.locks.clear()  # the next pass (one at a time: the first one's lock still stands)
+    done = setup.reconciler.run_once(START)
+    assert done.revived_keys == 1 and setup.drains.sent == ["default/Patient/p"]
+
+
 def test_jobs_in_flight_that_no_queue_holds_are_restored_in_order_and_nothing_else() -> None:
     setup = _Setup()
     old = START - timedelta(minutes=5)

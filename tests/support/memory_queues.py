@@ -77,7 +77,7 @@ class MemoryQueues:
     def __init__(self, namespace: str = "t") -> None:
         self.keys = RedisKeys(namespace)
         self.copies = MemoryCopies()
-        self.schedule = MemorySchedule(copy_of=self.copies.newest_copy)
+        self.schedule = MemorySchedule(copy_of=self.copies.newest_copy, keep_copy=self.copies.remember_newest)
         self.counters = MemoryCounters()
         self.wakeups = MemoryWakeups()
 

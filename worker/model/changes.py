@@ -78,7 +78,8 @@ def _check_if_match(request: JobRequest, existing: Existing | None) -> None:
 def _patch(request: JobRequest, existing: Existing | None, policies: ElementPolicies) -> PlannedChange:
     live = _live(request, existing)
     assert live.resource is not None
-    outcome = parse_patch(request.body, request.content_type, strict=request.strict).apply_to(live.resource, policies)
+    parsed = request.parsed or parse_patch(request.body, request.content_type, strict=request.strict)
+    outcome = parsed.apply_to(live.resource, policies)
     if same_json(outcome.resource, live.resource):  # as HAPI, Microsoft's and IBM's servers: no new version
         unchanged = Issue(
             "informational",

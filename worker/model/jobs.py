@@ -22,6 +22,7 @@ from typing import Any
 from worker.errors import Issue, operation_outcome
 from worker.model.access import Actor
 from worker.model.tenants import DEFAULT_TENANT, queue_key
+from worker.patch import ParsedPatch
 
 
 class JobState(str, Enum):
@@ -107,6 +108,9 @@ class JobRequest:
     actor: Actor | None = None  # who asked (None only for requests made before authentication existed)
     warnings: dict[str, Any] | None = None  # an OperationOutcome of warnings found at intake (lenient store validation)
     tenant: str = DEFAULT_TENANT  # the community whose registry holds the resource (worker/model/tenants.py)
+    # The patch as the API parsed it to check the request, so that a request the API applies itself is parsed
+    # once (worker/submission/direct.py); never stored or queued: a worker parses the body it is given.
+    parsed: ParsedPatch | None = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> str:

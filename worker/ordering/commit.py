@@ -3,8 +3,9 @@
 A version is one insert, `_id` "Type/id/n", so the insert is a compare-and-set on n
 (worker/storage/resource_store.py). Before it, the identifiers the version adds go to the index, so the index
 never misses one; after it, the Redis copy of the resource's newest version moves forward (never back:
-worker/ordering/copies.py). Single jobs, the jobs of one key together, single jobs of many keys, and a
-transaction's versions all commit here; a transaction copies its versions only after its commit point.
+worker/ordering/copies.py; a direct write's copy moves in the step that gives its key up, by the same rule).
+Single jobs, the jobs of one key together, single jobs of many keys, and a transaction's versions all commit
+here; a transaction copies its versions only after its commit point.
 """
 
 from __future__ import annotations
@@ -44,11 +45,13 @@ class Commit:
         if succeeded:
             self.copy([new for _, new in changes])
 
-    def each(self, changes: list[Change]) -> set[int]:
-        """Versions of different keys, each on its own: the positions that collided (the others are copied)."""
+    def each(self, changes: list[Change], copied: bool = True) -> set[int]:
+        """Versions of different keys, each on its own: the positions that collided (the others are copied, unless
+        not `copied`: a direct write's copy moves in the step that gives its key up, worker/submission/direct.py)."""
         self._index(changes)
         collided = set(self._db.resources.commit_each([new for _, new in changes]))
-        self.copy([new for n, (_, new) in enumerate(changes) if n not in collided])
+        if copied:
+            self.copy([new for n, (_, new) in enumerate(changes) if n not in collided])
         return collided
 
     def copy(self, versions: list[StoredVersion]) -> None:

@@ -17,21 +17,8 @@ from redis.exceptions import RedisError
 
 from worker.edges import translating
 from worker.model.tenants import DEFAULT_TENANT, queue_key
-from worker.schedule.keys import RedisKeys, decoded
-
-# The copy of the newest version only ever moves forward: a worker resumed after
-# losing its lease must not put back an older version than one already copied.
-KEEP_SECONDS = 86_400  # a copy not refreshed for a day goes (the stores hold every version anyway)
-
-_REMEMBER = """
-local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-if tonumber(ARGV[1]) >= current then
-  redis.call('HSET', KEYS[1], 'v', ARGV[1], 'doc', ARGV[2])
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-  return 1
-end
-return 0
-"""
+from worker.schedule.keys import KEEP_SECONDS, RedisKeys, decoded
+from worker.schedule.scripts import scripts
 
 
 @translating(RedisError, "Redis")
@@ -41,11 +28,13 @@ class NewestCopies:
     def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
         self._redis = client
         self.keys = keys
-        self._remember = client.register_script(_REMEMBER)
+        self._remember = scripts(client, "remember")["remember"]  # never backwards (prelude.lua remember_copy)
 
     def remember_newest(self, key: str, version_id: int, document: str, seconds: int = KEEP_SECONDS) -> bool:
         """Keep a copy of the newest version unless a newer one is already kept; True when kept."""
-        return bool(self._remember(keys=[self.keys.copy(key)], args=[version_id, document, seconds]))
+        return bool(
+            self._remember({"copy": self.keys.copy(key)}, {"version": version_id, "doc": document, "seconds": seconds})
+        )
 
     def remember_many(self, versions: list[tuple[str, int, str]]) -> None:
         """remember_newest for several (key, version id, document), in one round trip."""
@@ -53,7 +42,8 @@ class NewestCopies:
             return
         pipe = self._redis.pipeline(transaction=False)
         for key, version_id, document in versions:
-            self._remember(keys=[self.keys.copy(key)], args=[version_id, document, KEEP_SECONDS], client=pipe)
+            args = {"version": version_id, "doc": document, "seconds": KEEP_SECONDS}
+            self._remember({"copy": self.keys.copy(key)}, args, client=pipe)
         pipe.execute()
 
     def newest_copy(self, key: str) -> str | None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+KEEP_SECONDS = 86_400  # a copy of a newest version not refreshed for a day goes (the stores hold every version)
+
 
 @dataclass(frozen=True)
 class RedisKeys:

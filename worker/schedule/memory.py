@@ -49,11 +49,12 @@ class MemorySchedule:
     synced_realms: set[str] = field(default_factory=set)
     locks: set[str] = field(default_factory=set)
     copy_of: Callable[[str], str | None] = field(default=lambda key: None)  # the newest copy next_jobs returns
+    keep_copy: Callable[[str, int, str], object] = field(default=lambda key, version, doc: None)  # settle's copy
     _seq: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def lose_everything(self) -> None:
         """Redis lost its data (restarted empty): every structure goes, and with it the sync marker."""
-        self.__init__(clock=self.clock, sleep=self.sleep, copy_of=self.copy_of, in_sync=False)  # type: ignore[misc]
+        self.__init__(clock=self.clock, sleep=self.sleep, copy_of=self.copy_of, keep_copy=self.keep_copy, in_sync=False)  # type: ignore[misc]
 
     def _count(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + n
@@ -102,7 +103,9 @@ class MemorySchedule:
         self.leases[key] = (token, self.clock() + lease_seconds)
         return Claimed(self.copy_of(key))
 
-    def settle(self, key: str, token: str, done: Finished, now: float) -> bool:
+    def settle(self, key: str, token: str, done: Finished, now: float, copy: tuple[int, str] | None = None) -> bool:
+        if copy is not None:
+            self.keep_copy(key, *copy)
         if done.outcome:
             self._count("accepted")
             self._counted(done)

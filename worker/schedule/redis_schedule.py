@@ -14,7 +14,7 @@ import redis
 from redis.exceptions import RedisError
 
 from worker.edges import translating
-from worker.schedule.keys import RedisKeys, decoded, realm_of
+from worker.schedule.keys import KEEP_SECONDS, RedisKeys, decoded, realm_of
 from worker.schedule.port import (
     MOST_ITEMS_PER_TAKE,
     Arrival,
@@ -127,14 +127,17 @@ class RedisSchedule:
         reply = self._lua["claim"]({**keys, "synced": k.synced(realm_of(key))}, args)
         return Claimed(decoded(reply[1]) if len(reply) > 1 else None) if int(reply[0]) else None
 
-    def settle(self, key: str, token: str, done: Finished, now: float) -> bool:
-        """Count a claimed job and give its key up; True when jobs arrived meanwhile (the caller offers it)."""
+    def settle(self, key: str, token: str, done: Finished, now: float, copy: tuple[int, str] | None = None) -> bool:
+        """Keep the copy of the version a claimed job wrote, count the job and give its key up; True when jobs
+        arrived meanwhile (the caller offers it)."""
         k = self.keys
         keys = {"lease": k.lease(key), "queue": k.queue(key), "mark": k.mark(key), "active": k.keys_set}
-        counted = {"counts": k.counts, "latency": k.latency, "unfinished": k.unfinished}
+        counted = {"counts": k.counts, "latency": k.latency, "unfinished": k.unfinished, "copy": k.copy(key)}
         _, outcome, bucket, seconds, _, _ = leaving(done)
         args = {"token": token, "key": key, "offered": Mark.offered(now).encode(), "outcome": outcome}
-        return bool(self._lua["settle"]({**keys, **counted}, {**args, "bucket": bucket, "seconds": seconds}))
+        version, doc = copy or ("", "")
+        kept = {"version": version, "doc": doc, "keep_seconds": KEEP_SECONDS, "bucket": bucket, "seconds": seconds}
+        return bool(self._lua["settle"]({**keys, **counted}, {**args, **kept}))
 
     # delivery
 

@@ -39,6 +39,7 @@ from worker.submission.drains import DrainSender
 log = logging.getLogger("fhir_patch.direct")
 
 Answer = tuple[Job, str | None]  # the finished job, and the stored text it answers with (None: none)
+Written = tuple[Answer, StoredVersion | None]  # and the version it wrote (None: none)
 
 
 def api_holder(pid: int) -> str:
@@ -75,14 +76,14 @@ class DirectApply:
         claimed = self._schedule.claim(job.queue_key, token, self._settings.lease_seconds, time.time())
         if claimed is None:
             return None
-        answer: Answer | None = None
+        written: Written | None = None
         try:
-            answer = self._applied(job, claimed.cached_newest)
+            written = self._applied(job, claimed.cached_newest)
         finally:
-            self._settle(job, token, answer)
-        return answer
+            self._settle(job, token, written)
+        return written[0] if written is not None else None
 
-    def _applied(self, job: Job, cached: str | None) -> Answer | None:
+    def _applied(self, job: Job, cached: str | None) -> Written | None:
         request = job.request
         current = (
             StoredVersion.from_cache(cached)
@@ -91,7 +92,7 @@ class DirectApply:
         )
         now = self._clock()
         plan = self._plan(job, current, now)
-        if plan.version is not None and self._commit.each([(current, plan.version)]):
+        if plan.version is not None and self._commit.each([(current, plan.version)], copied=False):
             latest = self._db.resources.latest(
                 request.resource_type, request.resource_id
             )  # the copy was behind, or a late writer won
@@ -100,7 +101,7 @@ class DirectApply:
         finished = job.finished(plan.result, now)
         extra = {"job_id": job.id, "key": job.key, "status": plan.result.status, "version": plan.result.version_id}
         log.info("job %s", finished.state.value, extra={**extra, "direct": True, **traced_fields(job)})
-        return finished, plan.text
+        return (finished, plan.text), plan.version
 
     def _plan(self, job: Job, current: StoredVersion | None, now: datetime) -> Plan:
         try:
@@ -109,11 +110,15 @@ class DirectApply:
             log.exception("job failed unexpectedly", extra={"job_id": job.id, "key": job.key})
             return Plan(JobResult.error(500, "exception", UNEXPECTED), None, None)
 
-    def _settle(self, job: Job, token: str, answer: Answer | None) -> None:
-        """Give the key up and count the job (not one that collided or raised: it was not applied here). Once its
-        version is committed a Redis failure here does not fail the answer: the lease expires and the reconciler
-        offers what queued behind it."""
-        done = leaving(job.id, answer[0]) if answer is not None else Finished(job.id, "", 0.0)
-        with contextlib.suppress(StorageUnavailable) if answer is not None else contextlib.nullcontext():
-            if self._schedule.settle(job.queue_key, token, done, time.time()):
+    def _settle(self, job: Job, token: str, written: Written | None) -> None:
+        """Keep the copy of the version written, give the key up and count the job (not one that collided or raised:
+        it was not applied here). Once its version is committed a Redis failure here does not fail the answer: the
+        lease expires and the reconciler offers what queued behind it (a read moves a copy that is behind)."""
+        if written is None:
+            done, copy = Finished(job.id, "", 0.0), None
+        else:
+            (finished, _), version = written
+            done, copy = leaving(job.id, finished), version and (version.version_id, version.to_cache())
+        with contextlib.suppress(StorageUnavailable) if written is not None else contextlib.nullcontext():
+            if self._schedule.settle(job.queue_key, token, done, time.time(), copy or None):
                 self._drains.send([job.queue_key])

@@ -52,3 +52,12 @@ local function promote_due(due, ready, now)
     redis.call('ZREM', due, key)
   end
 end
+
+-- Keep the copy of a resource's newest version: it only moves forward (a worker resumed after losing its lease
+-- must not put back an older version than one already copied). True when kept.
+local function remember_copy(copy, version, doc, seconds)
+  if tonumber(version) < tonumber(redis.call('HGET', copy, 'v') or '0') then return 0 end
+  redis.call('HSET', copy, 'v', version, 'doc', doc)
+  redis.call('EXPIRE', copy, seconds)
+  return 1
+end

@@ -215,8 +215,7 @@ def stamped(resource: dict[str, Any], resource_id: str, version_id: int, when: d
 
 def fhir_instant(when: datetime) -> str:
     """FHIR `instant` in UTC with milliseconds, as MongoDB keeps them."""
-    utc = when.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    return when.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"  # strftime: 5x slower
 
 
 def identifiers(resource: dict[str, Any] | None) -> set[tuple[str, str]]:

@@ -121,11 +121,12 @@ def _drop_emptied_lists(old: Any, new: Any) -> Any:
         for key in [k for k in new if k in old]:
             if new[key] == [] and isinstance(old[key], list) and old[key]:
                 del new[key]
-            else:
+            elif new[key] != old[key]:  # an equal subtree holds no emptied list (compared in C, not walked here)
                 _drop_emptied_lists(old[key], new[key])
     elif isinstance(old, list) and isinstance(new, list):
         for before, after in zip(old, new):
-            _drop_emptied_lists(before, after)
+            if before != after:
+                _drop_emptied_lists(before, after)
     return new
 
 

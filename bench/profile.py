@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cost import FORMATS, ORGS, closed_loop, create  # noqa: E402
+from cost import FHIR_JSON, FORMATS, ORGS, closed_loop, create, organization  # noqa: E402
 from harness import running  # noqa: E402
 
 from devkit.procfs import command_name, descendants  # noqa: E402
@@ -106,6 +106,11 @@ def _arguments() -> argparse.Namespace:
         "--respond-async", action="store_true", help="send `Prefer: respond-async` (every PATCH goes to a worker)"
     )
     parser.add_argument(
+        "--creates",
+        action="store_true",
+        help="PUT new resources instead of patching (with --respond-async: a directory's first load)",
+    )
+    parser.add_argument(
         "--wall", action="store_true", help="sample every active thread, not only the one holding the GIL"
     )
     parser.add_argument("--keep", type=Path, help="copy the raw py-spy stacks (one file per role) to this folder")
@@ -133,6 +138,7 @@ def main() -> None:
     args = _arguments()
     content_type, body = FORMATS[args.format]
     report: dict[str, Any] = {"format": args.format, "clients": args.clients, "respond_async": args.respond_async}
+    report["creates"] = args.creates
     headers = {"content-type": content_type, **({"prefer": "respond-async"} if args.respond_async else {})}
     with (
         tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp,
@@ -141,6 +147,11 @@ def main() -> None:
         create(base)
 
         def send(http: Any, n: int) -> Any:
+            if args.creates:
+                fresh = {**organization(n), "id": f"new-{os.getpid()}-{n}-{threading.get_ident()}"}
+                return http.put(
+                    f"Organization/{fresh['id']}", json=fresh, headers={**headers, "content-type": FHIR_JSON}
+                )
             return http.patch(f"Organization/c{n % ORGS}", content=body(n), headers=headers)
 
         closed_loop(base, 4, 2, send)  # warm-up

@@ -149,11 +149,15 @@ def latencies(client: httpx.Client, size: int, samples: int) -> dict[str, Any]:
                 headers=JSON_PATCH,
             ),
         ),
-        "create": timed(
-            samples, lambda n: client.post("Organization", json={k: v for k, v in organization(n).items() if k != "id"})
-        ),
+        "create": timed(samples, lambda n: client.post("Organization", json=_unlisted(organization(n), f"{size}-{n}"))),
         "poll_finished_job": timed(samples, lambda n: client.get(finished[0])),
     }
+
+
+def _unlisted(resource: dict[str, Any], tag: str) -> dict[str, Any]:
+    """A new resource (no id) whose identifier no seeded one has, so conditional PATCHes still match one each."""
+    rest = {k: v for k, v in resource.items() if k != "id"}
+    return {**rest, "identifier": [{"system": SYSTEM, "value": f"created-{tag}"}]}
 
 
 def sync_patches_at(base: str, size: int, rate: float, seconds: float) -> dict[str, Any]:

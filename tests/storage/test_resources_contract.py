@@ -71,6 +71,26 @@ def test_peek_newest_reads_copies_then_mongodb_and_copies_nothing(isolated_setti
         db.close()
 
 
+def test_uncopied_reads_mongodb_alone_and_copies_what_it_found(isolated_settings: Settings) -> None:
+    reads: list[str] = []
+    remembered: list[StoredVersion] = []
+
+    def read(key: str) -> None:
+        reads.append(key)
+
+    hint = (lambda key: read(key) or 0, remembered.append, read, lambda keys: [read(k) for k in keys])
+    db = Database.open(isolated_settings, hint)
+    try:
+        db.resources.commit_many([_v(n, rid="b") for n in range(1, 6)])
+        found = db.resources.uncopied("Patient", "b")
+        assert found is not None and found.version_id == 5 and [v.version_id for v in remembered] == [5]
+        assert db.resources.uncopied("Patient", "new") is None and len(remembered) == 1
+        assert reads == [], "no Redis read: the caller knows there is no copy"
+    finally:
+        db.client.drop_database(isolated_settings.database)
+        db.close()
+
+
 def test_commit_many_stops_at_the_first_taken_number(db: Database) -> None:
     db.resources.commit(_v(1))
     db.resources.commit(_v(3, job="other"))

@@ -193,6 +193,9 @@ class MemoryResources:
     def peek_newest(self, keys: list[str]) -> list[StoredVersion | None]:
         return [self.latest(*key.split("/", 1)) for key in keys]
 
+    def uncopied(self, resource_type: str, resource_id: str) -> StoredVersion | None:
+        return self.latest(resource_type, resource_id)
+
     def latest(self, resource_type: str, resource_id: str) -> StoredVersion | None:
         newest = None
         for n in itertools.count(1):

@@ -131,9 +131,10 @@ class Applier:
             return Plan(JobResult.error(500, "exception", UNEXPECTED), None, None)
 
     def _current(self, job: Job, cached: str | None) -> StoredVersion | None:
+        """The version to plan on: the Redis copy the drain step read with the job, else (it read none) MongoDB."""
         if cached:
             return StoredVersion.from_cache(cached)
-        return self._db.resources.newest(job.request.resource_type, job.request.resource_id)
+        return self._db.resources.uncopied(job.request.resource_type, job.request.resource_id)
 
     def written_by(self, job: Job) -> StoredVersion | None:
         """The version `job` wrote, if it wrote one (it is among the newest versions of its resource)."""

@@ -145,9 +145,17 @@ class ResourceStore:
         """The newest version according to MongoDB alone (None if the resource never existed)."""
         return self._latest(resource_type, resource_id, True)
 
-    def _latest(self, resource_type: str, resource_id: str, remember: bool) -> StoredVersion | None:
+    def uncopied(self, resource_type: str, resource_id: str) -> StoredVersion | None:
+        """`latest`, for a caller that knows Redis holds no copy (a drain step read none in the same Lua step that
+        leased the key): no Redis read for the hint, so a create costs its one MongoDB lookup and nothing more."""
+        return self._latest(resource_type, resource_id, True, hint=0)
+
+    def _latest(
+        self, resource_type: str, resource_id: str, remember: bool, hint: int | None = None
+    ) -> StoredVersion | None:
         key = f"{resource_type}/{resource_id}"
-        hint = self._read_hint(key)
+        hinted = self._read_hint(key) if hint is None else hint
+        hint = hinted
         newest = self.version(resource_type, resource_id, hint) if hint else None
         if hint and newest is None:
             hint = 0  # a hint from elsewhere (or wrong): start again from the beginning
@@ -160,7 +168,7 @@ class ResourceStore:
                 step = 1
                 continue
             newest, hint, step = ahead, hint + step, step * 2
-        if remember and newest is not None and newest.version_id != self._read_hint(key):
+        if remember and newest is not None and newest.version_id != hinted:
             self._remember(newest)
         return newest
 

@@ -88,7 +88,7 @@ class DirectApply:
         current = (
             StoredVersion.from_cache(cached)
             if cached
-            else self._db.resources.newest(request.resource_type, request.resource_id)
+            else self._db.resources.uncopied(request.resource_type, request.resource_id)
         )
         now = self._clock()
         plan = self._plan(job, current, now)

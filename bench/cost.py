@@ -275,8 +275,14 @@ def closed_loop_n(
     return statuses
 
 
-def feed(base: str, lines: int) -> dict[str, Any]:
+def feed(base: str, lines: int, creates: bool = False) -> dict[str, Any]:
+    """An NDJSON feed of JSON Patches on the seeded resources, or (`creates`) of PUTs of new ones: a directory's
+    first load, each line a key of its own."""
+
     def line(n: int) -> str:
+        if creates:
+            fresh = {**organization(n), "id": f"new{n}-{lines}"}
+            return json.dumps({"request": {"method": "PUT", "url": f"Organization/{fresh['id']}"}, "resource": fresh})
         data = base64.b64encode(json_patch(n)).decode()
         return json.dumps(
             {
@@ -293,12 +299,15 @@ def feed(base: str, lines: int) -> dict[str, Any]:
     intake = time.perf_counter() - started
     wait_ended(base, accepted_before + lines)
     elapsed = time.perf_counter() - started
+    total = meter.stop()
     return {
         "lines": lines,
+        "creates": creates,
         "status": answer.status_code,
         "intake_lines_per_s": round(lines / intake, 1),
         "applied_lines_per_s": round(lines / elapsed, 1),
-        "cpu_ms_per_line": round(meter.stop() * 1000 / lines, 2),
+        "cpu_ms_per_line": round(total * 1000 / lines, 2),
+        "cpu_ms_by_process": {k: round(v * 1000 / lines, 2) for k, v in sorted(meter.by_name.items())},
     }
 
 
@@ -333,7 +342,9 @@ def main() -> None:
     parser.add_argument("--api-processes", type=int, default=1, help="uvicorn processes")
     parser.add_argument("--async-jobs", type=int, default=2000)
     parser.add_argument("--feed-lines", type=int, default=5000)
-    parser.add_argument("--only", default="sync,async,feed,transaction", help="which parts to run (comma-separated)")
+    parser.add_argument(
+        "--only", default="sync,async,feed,transaction", help="which parts to run (comma-separated; also: creates)"
+    )
     parser.add_argument("--formats", default=",".join(FORMATS))
     args = parser.parse_args()
     report: dict[str, Any] = {"cpus": os.cpu_count(), "workers": args.workers, "concurrency": args.concurrency}
@@ -355,6 +366,8 @@ def main() -> None:
             report["async"] = async_patches(base, args.async_jobs, 8)
         if "feed" in parts:
             report["feed"] = feed(base, args.feed_lines)
+        if "creates" in parts:
+            report["feed_of_creates"] = feed(base, args.feed_lines, creates=True)
         if "transaction" in parts:
             report["transaction"] = transaction(base, TRANSACTION_ENTRIES)
     print(json.dumps(report, indent=1))

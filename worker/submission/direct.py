@@ -26,8 +26,8 @@ from collections.abc import Callable
 from datetime import datetime
 
 from worker.errors import StorageUnavailable
-from worker.model.jobs import Job, JobRequest, JobResult, JobState, traced_fields
-from worker.model.planning import UNEXPECTED, Plan, Policies, plan_job
+from worker.model.jobs import Job, JobRequest, JobState, traced_fields
+from worker.model.planning import Plan, Policies
 from worker.model.stores import Stores
 from worker.model.versions import StoredVersion
 from worker.ordering.commit import Commit
@@ -35,6 +35,7 @@ from worker.schedule import KeySchedule
 from worker.schedule.port import Finished, leaving
 from worker.settings import Settings
 from worker.submission.drains import DrainSender
+from worker.submission.dry_run import planned_safely
 
 log = logging.getLogger("fhir_patch.direct")
 
@@ -104,11 +105,7 @@ class DirectApply:
         return (finished, plan.text), plan.version
 
     def _plan(self, job: Job, current: StoredVersion | None, now: datetime) -> Plan:
-        try:
-            return plan_job(job, current, now, self._policies)
-        except Exception:  # as in the worker: a bug fails this job alone
-            log.exception("job failed unexpectedly", extra={"job_id": job.id, "key": job.key})
-            return Plan(JobResult.error(500, "exception", UNEXPECTED), None, None)
+        return planned_safely(job, current, now, self._policies, "job failed unexpectedly")
 
     def _settle(self, job: Job, token: str, written: Written | None) -> None:
         """Keep the copy of the version written, give the key up and count the job (not one that collided or raised:

@@ -96,11 +96,7 @@ class DrySession:
         return self._current(key)
 
     def _plan(self, job: Job, before: StoredVersion | None, now: datetime) -> Plan:
-        try:
-            return plan_job(job, before, now, self._policies)
-        except Exception:  # as in the worker: a bug fails this job alone
-            log.exception("dry run failed unexpectedly", extra={"job_id": job.id, "key": job.key})
-            return Plan(JobResult.error(500, "exception", UNEXPECTED), None, None)
+        return planned_safely(job, before, now, self._policies, "dry run failed unexpectedly")
 
     def _look_up(self, keys: list[str]) -> None:
         """The stored newest version and queue depth of each key this session has not seen yet."""
@@ -140,3 +136,12 @@ class DryRun:
 
     def session(self) -> DrySession:
         return DrySession(self._db, self._schedule, self._policies, self._clock, self._tenant)
+
+
+def planned_safely(job: Job, before: StoredVersion | None, now: datetime, policies: Policies, failed: str) -> Plan:
+    """`plan_job`, with a bug failing this job alone (a 500 of its own, logged as `failed`), as in the worker."""
+    try:
+        return plan_job(job, before, now, policies)
+    except Exception:
+        log.exception(failed, extra={"job_id": job.id, "key": job.key})
+        return Plan(JobResult.error(500, "exception", UNEXPECTED), None, None)

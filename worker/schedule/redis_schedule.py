@@ -26,7 +26,7 @@ from worker.schedule.port import (
     distinct_items,
 )
 from worker.schedule.replication import ASYNCHRONOUS, ReplicatedWrites, Replication
-from worker.schedule.replies import heads, lease_ms, leaving, texts
+from worker.schedule.replies import heads, lease_ms, leaving_args, texts
 from worker.schedule.scripts import scripts
 from worker.schedule.states import KeyView, Mark, taken_prefix
 
@@ -133,7 +133,7 @@ class RedisSchedule:
         k = self.keys
         keys = {"lease": k.lease(key), "queue": k.queue(key), "mark": k.mark(key), "active": k.keys_set}
         counted = {"counts": k.counts, "latency": k.latency, "unfinished": k.unfinished, "copy": k.copy(key)}
-        _, outcome, bucket, seconds, _, _ = leaving(done)
+        _, outcome, bucket, seconds, _, _ = leaving_args(done)
         args = {"token": token, "key": key, "offered": Mark.offered(now).encode(), "outcome": outcome}
         version, doc = copy or ("", "")
         kept = {"version": version, "doc": doc, "keep_seconds": KEEP_SECONDS, "bucket": bucket, "seconds": seconds}
@@ -262,7 +262,7 @@ class RedisSchedule:
             "mode": "acquire" if step.acquire else "renew",
             "key": key,
         }
-        return keys, args, [part for done in step.finished for part in leaving(done)]
+        return keys, args, [part for done in step.finished for part in leaving_args(done)]
 
     def release(self, key: str, token: str) -> bool:
         """Give the lease up; True when jobs remain and the key must be offered again."""
@@ -328,7 +328,7 @@ class RedisSchedule:
             "active": k.keys_set,
         }
         triples = [x for key in keys for x in (k.lease(key), k.queue(key), k.mark(key))]
-        _, outcome, bucket, seconds, _, client = leaving(done)
+        _, outcome, bucket, seconds, _, client = leaving_args(done)
         args = {
             "token": token,
             "job": done.job_id,

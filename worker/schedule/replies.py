@@ -17,7 +17,7 @@ def lease_ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-def leaving(done: Finished) -> list[Any]:
+def leaving_args(done: Finished) -> list[Any]:
     """A finished job as next.lua counts it: id, outcome, latency bucket, seconds, group, client field."""
     client = client_field(done.client) if done.client else ""
     return [done.job_id, done.outcome, latency_bucket(done.seconds), done.seconds, done.group, client]

@@ -73,3 +73,32 @@ def test_a_key_offered_twice_is_drained_once_and_its_lease_released(settings, st
     done = _drainer(settings, stores, queues, clock).drain_together(twice)
     assert done["default/Patient/p"].processed == 1 and not done["default/Patient/p"].held_elsewhere
     assert not queues.schedule.leases, "no lease left behind"
+
+
+def test_creates_of_keys_with_no_copy_read_nothing_before_their_insert(settings, stores, queues, clock, monkeypatch):
+    def unread(*_: object) -> None:
+        raise AssertionError("a create of a key never seen must not read its newest version")
+
+    monkeypatch.setattr(stores.resources, "uncopied", unread)
+    monkeypatch.setattr(stores.resources, "latest", unread)
+    queue(stores, queues, put("p", "a", "j1"), put("q", "b", "j2"))
+    done = _drainer(settings, stores, queues, clock).drain_together(KEYS[:2])
+    assert [d.processed for d in done.values()] == [1, 1]
+    assert [stores.jobs.get(j).result.status for j in ("j1", "j2")] == [201, 201]  # type: ignore[union-attr]
+
+
+def test_a_put_presumed_new_whose_resource_exists_uncopied_is_planned_again_on_it(
+    settings, stores, queues, clock
+) -> None:
+    text = '{"resourceType":"Patient","id":"p","meta":{"tag":[{"code":"kept"}]},"name":[{"family":"a"}]}'
+    stores.resources.stored["Patient/p/1"] = StoredVersion("Patient", "p", 1, clock(), text, "j0", "update")
+    assert queues.copies.newest_version("default/Patient/p") == 0, "MongoDB alone holds it (its copy expired)"
+    queue(stores, queues, put("p", "b", "j1"), put("q", "c", "j2"))
+    done = _drainer(settings, stores, queues, clock).drain_together(KEYS[:2])
+    assert [d.processed for d in done.values()] == [1, 1] and not any(d.held_elsewhere for d in done.values())
+    result = stores.jobs.get("j1").result  # type: ignore[union-attr]
+    assert (result.status, result.version_id) == (200, 2), "an update of version 1, not a lost lease"
+    assert _families(stores) == ["a", "b"] and stores.resources.stored["Patient/p/2"].resource()["meta"]["tag"] == [
+        {"code": "kept"}
+    ], "planned on version 1: its tags carried forward"
+    assert queues.copies.newest_version("default/Patient/p") == 2

@@ -7,7 +7,9 @@ with its result as its commit point (worker/service/transaction.py, through the 
 
 Every job is started at its gate first (JobStore.start_many: an insert each, so one worker wins):
 - FIRST: planned against the newest version (the Redis copy, else MongoDB) and committed as n+1 with a
-  compare-and-set on n;
+  compare-and-set on n. A create or a PUT of a key with no copy among single jobs is first planned on no resource
+  and its version 1 inserted without reading MongoDB (a directory's first feed: nothing to read); the insert is
+  the compare-and-set, so if the resource existed the job is planned again on what MongoDB holds;
 - AGAIN (a redelivery after a crash): it may have ended, or written its version, already; that is its result;
 - CANCELLED: left.
 The ends are recorded by outcomes.py; nothing here publishes or counts.
@@ -21,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from worker.model.jobs import Job, JobResult, JobState, Start
+from worker.model.jobs import Action, Job, JobResult, JobState, Start
 from worker.model.planning import UNEXPECTED, Plan, Policies, plan_job
 from worker.model.stores import Stores
 from worker.model.versions import StoredVersion
@@ -32,6 +34,9 @@ from worker.settings import Settings
 log = logging.getLogger("fhir_patch.apply")
 
 Queued = tuple[Job, str | None]  # a job, and the Redis copy of its key's newest version (None: read MongoDB)
+
+# Actions whose plan on no resource is worth trying before any read: a create, a PUT without If-Match.
+PRESUMED_NEW = frozenset({Action.CREATE, Action.UPDATE})
 
 
 @dataclass(frozen=True)
@@ -65,29 +70,51 @@ class Applier:
         fresh = [job for (job, _), start in itertools.takewhile(lambda p: p[1] is Start.FIRST, zip(batch, starts))]
         if not fresh:
             return [self._again(*batch[0], starts[0], now)]
-        return self._chain(fresh, batch[0][1], now)
+        return self._chain(fresh, self._current(fresh[0], batch[0][1]), now)
 
     def _each(self, batch: list[Queued], starts: list[Start], now: datetime) -> list[JobEnd]:
         """Jobs of different keys: planned each on its own, their versions inserted together."""
         ends: dict[int, JobEnd] = {}
         writes: dict[int, tuple[StoredVersion | None, StoredVersion]] = {}
+        presumed: set[int] = set()
         for index, ((job, cached), start) in enumerate(zip(batch, starts)):
             if start is not Start.FIRST:
                 ends[index] = self._again(job, cached, start, now)
                 continue
-            current = self._current(job, cached)
-            plan = self.plan(job, current, now)
+            current, plan, unread = self._planned(job, cached, now)
             ends[index] = JobEnd(job, plan.result, plan.text)
             if plan.version is not None:
                 writes[index] = (current, plan.version)
+            if unread:
+                presumed.add(index)
         order = list(writes)
         for collided in self.commit.each(list(writes.values())):
-            ends[order[collided]] = self._collided(batch[order[collided]][0])
+            index, job = order[collided], batch[order[collided]][0]
+            ends[index] = self._replanned(job, now) if index in presumed else self._collided(job)
         return [ends[index] for index in range(len(batch))]
 
-    def _chain(self, jobs: list[Job], cached: str | None, now: datetime) -> list[JobEnd]:
-        """One key's fresh jobs, each planned on the version the one before made, committed in order."""
-        current = before = self._current(jobs[0], cached)
+    def _planned(self, job: Job, cached: str | None, now: datetime) -> tuple[StoredVersion | None, Plan, bool]:
+        """(the version planned on, the plan, whether it was presumed absent and not read): on no resource, unread,
+        when that plan writes (version 1, so its insert is the compare-and-set); else on the newest version."""
+        if not cached and job.request.action in PRESUMED_NEW:
+            plan = self.plan(job, None, now)
+            if plan.version is not None:
+                return None, plan, True
+        current = self._current(job, cached)
+        return current, self.plan(job, current, now), False
+
+    def _replanned(self, job: Job, now: datetime) -> JobEnd:
+        """A job planned on no resource found version 1 taken: the resource exists (its copy had expired), or the
+        job's own earlier attempt wrote it. Planned again on the newest version MongoDB holds."""
+        latest = self._db.resources.latest(job.request.resource_type, job.request.resource_id)
+        if latest is None or latest.job_id == job.id:
+            return self._collided(job)
+        return self._chain([job], latest, now)[0]
+
+    def _chain(self, jobs: list[Job], current: StoredVersion | None, now: datetime) -> list[JobEnd]:
+        """One key's fresh jobs, each planned on the version the one before made (the first on `current`),
+        committed in order."""
+        before = current
         plans = []
         for job in jobs:
             plan = self.plan(job, current, now)
@@ -114,7 +141,7 @@ class Applier:
         earlier = self.written_by(job)
         if earlier is not None:
             return self.earlier_result(job, earlier)
-        return self._chain([job], cached, now)[0]
+        return self._chain([job], self._current(job, cached), now)[0]
 
     def plan(self, job: Job, current: StoredVersion | None, now: datetime) -> Plan:
         """What the job does to `current`: its result, and the new version to commit. A job that fails, runs past

@@ -35,7 +35,8 @@ log = logging.getLogger("fhir_patch.apply")
 
 Queued = tuple[Job, str | None]  # a job, and the Redis copy of its key's newest version (None: read MongoDB)
 
-# Actions whose plan on no resource is worth trying before any read: a create, a PUT without If-Match.
+# Actions whose plan on no resource is worth trying before any read: a create, a PUT (one with If-Match, or one
+# its actor may not create with, writes nothing on no resource, so it is read and planned again as before).
 PRESUMED_NEW = frozenset({Action.CREATE, Action.UPDATE})
 
 
